@@ -1,0 +1,5 @@
+"""`flask assessment ...` commands."""
+
+from flask.cli import AppGroup
+
+cli = AppGroup("assessment", help="GB/T 42195-2022 ability assessments by certified agencies, and the eligibility they decide.")

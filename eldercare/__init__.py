@@ -1,0 +1,121 @@
+"""The application shell: factory, configuration, accounts, audit, errors, languages.
+
+The three domain packages (assessment, marketplace, vouchers) plug in through their
+``register(app)`` functions; the shell imports them for nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import sqlalchemy as sa
+from flask import Flask, current_app, request, session
+from flask_babel import Babel
+from flask_migrate import Migrate
+from flask_wtf.csrf import CSRFProtect
+
+from eldercare.config import check_config, load_config
+from eldercare.db import db as _db
+from eldercare.residents import is_valid_resident_id
+
+__all__ = ["create_app", "is_valid_resident_id"]
+
+migrate = Migrate()
+csrf = CSRFProtect()
+babel = Babel()
+MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations")
+
+
+def _tune_sqlite(engine: sa.Engine) -> None:
+    """Foreign keys on, and SQLAlchemy (not pysqlite) in charge of BEGIN, so that
+    transactions and SAVEPOINTs behave as they do on PostgreSQL."""
+    if engine.dialect.name != "sqlite":
+        return
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(connection):
+        connection.exec_driver_sql("BEGIN")
+
+
+def _csrf_for_browsers_only() -> None:
+    # The API authenticates with bearer tokens, never cookies, so it needs no CSRF token.
+    if current_app.config.get("WTF_CSRF_ENABLED", True) and not request.path.startswith("/api/"):
+        csrf.protect()
+
+
+def _template_context():
+    from flask_login import current_user
+
+    from eldercare.accounts import ROLES
+    from eldercare.i18n import current_locale
+
+    return {
+        "ROLES": ROLES,
+        "current_locale": current_locale(),
+        "large_text": bool(session.get("large_text")),
+        "current_user": current_user,
+    }
+
+
+def create_app(config: dict | None = None) -> Flask:
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.update(load_config(app.instance_path))
+    app.config["WTF_CSRF_CHECK_DEFAULT"] = False  # checked in _csrf_for_browsers_only
+    if config:
+        app.config.update(config)
+    check_config(app.config)
+    os.makedirs(app.instance_path, exist_ok=True)
+    logging.basicConfig(level=logging.INFO)
+
+    from eldercare import models  # noqa: F401  (every table on the metadata)
+
+    _db.init_app(app)
+    with app.app_context():
+        _tune_sqlite(_db.engine)
+    migrate.init_app(app, _db, directory=MIGRATIONS_DIR, render_as_batch=True, compare_type=True)
+    csrf.init_app(app)
+    app.before_request(_csrf_for_browsers_only)
+
+    from eldercare import cli, errors, i18n
+    from eldercare.api import init_api
+    from eldercare.audit_views import bp as audit_bp
+    from eldercare.auth import bp as auth_bp
+    from eldercare.auth import login_manager
+    from eldercare.home import bp as home_bp
+    from eldercare.register_views import bp as register_bp
+    from eldercare.scheduler import cli as scheduler_cli
+    from eldercare.timeutil import format_local
+    from eldercare.token_views import bp as tokens_bp
+
+    babel.init_app(app, locale_selector=i18n.select_locale)
+    login_manager.init_app(app)
+    init_api(app)
+    i18n.register(app)
+    for blueprint in (home_bp, auth_bp, register_bp, audit_bp, tokens_bp):
+        app.register_blueprint(blueprint)
+    cli.register(app)
+    app.cli.add_command(scheduler_cli)
+    app.extensions.setdefault("scheduled_jobs", [])
+    app.extensions.setdefault("demo_steps", [])
+
+    import assessment
+    import marketplace
+    import vouchers
+
+    for domain in (assessment, marketplace, vouchers):
+        domain.register(app)
+
+    # After flask-smorest, which installs a JSON-only handler for HTTP errors.
+    errors.register(app)
+    app.context_processor(_template_context)
+    app.jinja_env.filters["local_dt"] = format_local
+    return app

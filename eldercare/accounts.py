@@ -1,0 +1,129 @@
+"""User accounts, roles, family-agent links and the login throttle."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import sqlalchemy as sa
+from flask import current_app
+from flask_babel import lazy_gettext as _l
+from flask_login import UserMixin
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from eldercare.db import Base, UTCDateTime
+from eldercare.residents import District, Resident
+from eldercare.timeutil import now_utc
+
+# Every role the platform knows, with the label people see.
+ROLES = {
+    "elder": _l("Elder"),
+    "family_agent": _l("Family agent"),
+    "provider_admin": _l("Provider administrator"),
+    "provider_staff": _l("Provider staff"),
+    "assessor": _l("Assessor"),
+    "agency_admin": _l("Assessment agency administrator"),
+    "bureau_officer": _l("Bureau officer"),
+    "bureau_approver": _l("Bureau approver"),
+    "auditor": _l("Auditor"),
+    "admin": _l("System administrator"),
+}
+BUREAU_ROLES = ("bureau_officer", "bureau_approver")
+
+# Who may act for an elder (POLICY.md, step 1).
+RELATIONSHIPS = {
+    "spouse": _l("Spouse"),
+    "child": _l("Child"),
+    "other_relative": _l("Other relative"),
+    "community_worker": _l("Village or community worker"),
+    "institution_staff": _l("Staff of the elder's care institution"),
+}
+
+MIN_PASSWORD_LENGTH = 10
+
+_role_list = ", ".join(f"'{r}'" for r in ROLES)
+_relationship_list = ", ".join(f"'{r}'" for r in RELATIONSHIPS)
+
+
+class User(UserMixin, Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Stored lower-case so that logins and the throttle are case-insensitive.
+    username: Mapped[str] = mapped_column(sa.String(80), unique=True)
+    password_hash: Mapped[str] = mapped_column(sa.String(255))
+    display_name: Mapped[str] = mapped_column(sa.String(80))
+    active: Mapped[bool] = mapped_column(default=True)
+    # The person behind the account, when they are in the resident register (elders, relatives).
+    resident_id: Mapped[int | None] = mapped_column(sa.ForeignKey("residents.id"), index=True)
+    # Bureau staff of one district see only that district; NULL means city-wide.
+    district_id: Mapped[int | None] = mapped_column(sa.ForeignKey("districts.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    resident: Mapped[Resident | None] = relationship()
+    district: Mapped[District | None] = relationship()
+    role_rows: Mapped[list[UserRole]] = relationship(
+        cascade="all, delete-orphan", lazy="selectin"
+    )
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login refuses inactive accounts
+        return self.active
+
+    @property
+    def roles(self) -> frozenset[str]:
+        return frozenset(row.role for row in self.role_rows)
+
+    def has_role(self, *roles: str) -> bool:
+        return not self.roles.isdisjoint(roles)
+
+    def set_password(self, password: str) -> None:
+        method = current_app.config.get("PASSWORD_HASH_METHOD", "scrypt")
+        self.password_hash = generate_password_hash(password, method=method)
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+
+class UserRole(Base):
+    __tablename__ = "user_roles"
+    __table_args__ = (sa.CheckConstraint(f"role IN ({_role_list})", name="known_role"),)
+
+    user_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+
+
+class FamilyLink(Base):
+    """An agent (a relative, a community worker...) allowed to act for an elder."""
+
+    __tablename__ = "family_links"
+    __table_args__ = (
+        sa.UniqueConstraint("agent_user_id", "resident_id"),
+        sa.CheckConstraint(f"relationship IN ({_relationship_list})", name="known_relationship"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agent_user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), index=True)
+    resident_id: Mapped[int] = mapped_column(sa.ForeignKey("residents.id"), index=True)
+    relationship: Mapped[str] = mapped_column(sa.String(32))
+    # The day the elder (or their guardian) consented to this person acting for them.
+    consent_date: Mapped[date] = mapped_column(sa.Date)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+
+
+class LoginThrottle(Base):
+    """Failed logins per username, whether or not such an account exists.
+
+    Keying on the typed name (not the user row) is what keeps the lock-out from
+    telling an attacker which usernames are real.
+    """
+
+    __tablename__ = "login_throttles"
+
+    username_key: Mapped[str] = mapped_column(sa.String(80), primary_key=True)
+    failures: Mapped[int] = mapped_column(default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,0 +1,161 @@
+"""Signing in and out, the login throttle, and the role and district checks views use."""
+
+from __future__ import annotations
+
+import functools
+from datetime import timedelta
+
+import sqlalchemy as sa
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_login import LoginManager, current_user, login_user, logout_user
+from flask_wtf import FlaskForm
+from werkzeug.security import check_password_hash, generate_password_hash
+from wtforms import PasswordField, StringField
+from wtforms.validators import DataRequired, Length
+
+from eldercare import audit
+from eldercare.accounts import LoginThrottle, User
+from eldercare.db import db
+from eldercare.errors import AuthenticationRequired, NotFound, PermissionDenied, wants_json
+from eldercare.navigation import safe_next
+from eldercare.timeutil import now_utc
+
+bp = Blueprint("auth", __name__)
+login_manager = LoginManager()
+login_manager.login_view = "auth.login"
+login_manager.login_message = _l("Please sign in to see this page.")
+login_manager.login_message_category = "info"
+
+_dummy_hash_cache: dict[str, str] = {}
+
+
+class LoginFailed(Exception):
+    """Wrong name or password, or a locked name: the message never says which name exists."""
+
+    def __init__(self, message):
+        super().__init__(str(message))
+        self.message = message
+
+
+@login_manager.user_loader
+def _load_user(user_id: str) -> User | None:
+    user = db.session.get(User, int(user_id))
+    return user if user is not None and user.active else None
+
+
+@login_manager.unauthorized_handler
+def _unauthorized():
+    if wants_json():
+        raise AuthenticationRequired()
+    flash(login_manager.login_message, "info")
+    return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+
+
+def _dummy_hash() -> str:
+    """A hash to check against when the name is unknown, so timing does not tell."""
+    method = current_app.config.get("PASSWORD_HASH_METHOD", "scrypt")
+    if method not in _dummy_hash_cache:
+        _dummy_hash_cache[method] = generate_password_hash("not-a-real-password", method=method)
+    return _dummy_hash_cache[method]
+
+
+def authenticate(username: str, password: str) -> User:
+    """Return the user for a right name and password; count and lock failures per name."""
+    key = username.strip().lower()[:80]
+    now = now_utc()
+    throttle = db.session.get(LoginThrottle, key, with_for_update=True)
+    if throttle is not None and throttle.locked_until is not None and throttle.locked_until > now:
+        raise LoginFailed(_l("Too many failed attempts. Please try again later."))
+
+    user = db.session.scalar(sa.select(User).where(User.username == key))
+    if user is None:
+        check_password_hash(_dummy_hash(), password)
+        ok = False
+    else:
+        ok = user.check_password(password)
+    if ok and user is not None and user.active:
+        if throttle is not None:
+            db.session.delete(throttle)
+        user.last_login_at = now
+        return user
+
+    if throttle is None:
+        throttle = LoginThrottle(username_key=key, failures=0)
+        db.session.add(throttle)
+    if throttle.locked_until is not None:  # an old lock has run out: start counting again
+        throttle.failures, throttle.locked_until = 0, None
+    throttle.failures += 1
+    throttle.last_failure_at = now
+    if throttle.failures >= current_app.config["LOGIN_MAX_FAILURES"]:
+        throttle.locked_until = now + timedelta(minutes=current_app.config["LOGIN_LOCK_MINUTES"])
+        audit.record(
+            "login.locked",
+            object_type="login_throttles",
+            object_id=key,
+            after={"failures": throttle.failures},
+        )
+        raise LoginFailed(_l("Too many failed attempts. Please try again later."))
+    raise LoginFailed(_l("The username or password is not correct."))
+
+
+class LoginForm(FlaskForm):
+    username = StringField(_l("Username"), validators=[DataRequired(), Length(max=80)])
+    password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=200)])
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    form = LoginForm()
+    error = None
+    if form.validate_on_submit():
+        try:
+            user = authenticate(form.username.data, form.password.data)
+        except LoginFailed as failure:
+            error = failure.message
+        else:
+            login_user(user)
+            audit.record("login.success", user, actor=user)
+            return redirect(safe_next(request.args.get("next")))
+    status = 401 if error else 200
+    return render_template("auth/login.html", form=form, error=error), status
+
+
+@bp.post("/logout")
+def logout():
+    logout_user()
+    flash(_("You have signed out."), "info")
+    return redirect(url_for("home.index"))
+
+
+def roles_required(*roles: str):
+    """Only signed-in users holding one of ``roles`` reach the view; others get 403."""
+
+    def decorator(view):
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            if not current_user.is_authenticated:
+                return login_manager.unauthorized()
+            if not current_user.has_role(*roles):
+                raise PermissionDenied()
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def scope_to_district(statement, district_column, user=None):
+    """Narrow a query to the user's district when they are district staff."""
+    user = user or current_user
+    if user.district_id is not None:
+        statement = statement.where(district_column == user.district_id)
+    return statement
+
+
+def ensure_in_district(district_id: int, user=None) -> None:
+    """Out-of-district records look exactly like missing ones."""
+    user = user or current_user
+    if user.district_id is not None and user.district_id != district_id:
+        raise NotFound()

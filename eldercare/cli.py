@@ -1,0 +1,89 @@
+"""The shell's commands: demo data, audit verification, account creation."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+import sqlalchemy as sa
+from flask import current_app
+from flask.cli import AppGroup
+
+from eldercare import audit
+from eldercare.accounts import MIN_PASSWORD_LENGTH, ROLES, User, UserRole
+from eldercare.db import db, unit_of_work
+from eldercare.residents import District
+
+audit_cli = AppGroup("audit", help="Inspect the audit trail.")
+accounts_cli = AppGroup("accounts", help="Manage user accounts.")
+
+
+@audit_cli.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+def verify(as_json: bool):
+    """Check every link of the audit chain; exit 1 at the first broken row."""
+    report = audit.verify_chain()
+    if as_json:
+        click.echo(json.dumps(report.__dict__))
+    elif report.ok:
+        click.echo(f"audit chain intact: {report.rows_checked} rows checked")
+    else:
+        what = "was edited" if report.problem == "content" else "does not link to the row before"
+        click.echo(
+            f"audit chain BROKEN at row {report.broken_row_id}: it {what} "
+            f"({report.rows_checked} rows before it are intact)",
+            err=True,
+        )
+    sys.exit(0 if report.ok else 1)
+
+
+@accounts_cli.command("create-user")
+@click.argument("username")
+@click.option("--role", "roles", multiple=True, required=True, type=click.Choice(sorted(ROLES)))
+@click.option("--name", "display_name", default=None, help="Name shown on pages.")
+@click.option("--district", "district_code", default=None, help="District code for staff.")
+@click.password_option()
+def create_user(username, roles, display_name, district_code, password):
+    """Create an account (the password is asked for, never passed on the command line)."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise click.BadParameter(f"at least {MIN_PASSWORD_LENGTH} characters", param_hint="password")
+    key = username.strip().lower()
+    with unit_of_work():
+        if db.session.scalar(sa.select(User.id).where(User.username == key)):
+            raise click.ClickException(f"user {key!r} already exists")
+        district = None
+        if district_code:
+            district = db.session.scalar(sa.select(District).where(District.code == district_code))
+            if district is None:
+                raise click.BadParameter(f"no district {district_code}", param_hint="--district")
+        user = User(username=key, display_name=display_name or key, district=district)
+        user.set_password(password)
+        user.role_rows = [UserRole(role=r) for r in sorted(set(roles))]
+        db.session.add(user)
+        audit.record("user.create", user, after={"username": key, "roles": sorted(set(roles))})
+    click.echo(f"created {key} with roles {', '.join(sorted(set(roles)))}")
+
+
+@click.command("demo")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+def demo(as_json: bool):
+    """Build (or top up) the demo city; running it twice changes nothing more."""
+    if current_app.config["ENV_NAME"] == "production":
+        raise click.ClickException("the demo must not be loaded into a production database")
+    from eldercare.demo import build_demo
+
+    with unit_of_work():
+        summary = build_demo()
+    if as_json:
+        click.echo(json.dumps(summary, ensure_ascii=False))
+        return
+    click.echo("Demo city ready. Accounts (all with the password shown):")
+    for account in summary["accounts"]:
+        click.echo(f"  {account['username']:<18} {account['password']:<16} {account['roles']}")
+
+
+def register(app) -> None:
+    app.cli.add_command(audit_cli)
+    app.cli.add_command(accounts_cli)
+    app.cli.add_command(demo)

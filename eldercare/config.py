@@ -1,0 +1,62 @@
+"""Settings from environment variables, with defaults that are safe for a newcomer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_SECRET_KEY = "dev-only-not-secret"  # noqa: S105 - refused in production below
+
+
+class ConfigError(RuntimeError):
+    """The configuration would run the platform unsafely."""
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else int(raw)
+
+
+def load_config(instance_path: str) -> dict:
+    """Build the settings dict from the environment.
+
+    ``ELDERCARE_ENV=production`` switches on the checks a real deployment needs.
+    """
+    env = os.environ.get("ELDERCARE_ENV", "development")
+    default_db = "sqlite:///" + str(Path(instance_path) / "eldercare.db")
+    return {
+        "ENV_NAME": env,
+        "SECRET_KEY": os.environ.get("SECRET_KEY", DEFAULT_SECRET_KEY),
+        "SQLALCHEMY_DATABASE_URI": os.environ.get("DATABASE_URL", default_db),
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": env == "production",
+        "REMEMBER_COOKIE_SECURE": env == "production",
+        "WTF_CSRF_TIME_LIMIT": 8 * 3600,  # a desk shift; the form is re-sent after that
+        "BABEL_DEFAULT_LOCALE": "zh_CN",
+        "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",
+        "SUPPORTED_LOCALES": ["zh_CN", "en"],
+        "LOGIN_MAX_FAILURES": _int("LOGIN_MAX_FAILURES", 5),
+        "LOGIN_LOCK_MINUTES": _int("LOGIN_LOCK_MINUTES", 15),
+        # werkzeug's default (scrypt); tests lower the cost to keep the suite fast.
+        "PASSWORD_HASH_METHOD": os.environ.get("PASSWORD_HASH_METHOD", "scrypt"),
+        "API_TITLE": "Eldercare vouchers API",
+        "API_VERSION": "v1",
+        "OPENAPI_VERSION": "3.0.3",
+        "OPENAPI_URL_PREFIX": "/api/v1",
+        "OPENAPI_JSON_PATH": "openapi.json",
+    }
+
+
+def check_config(config: dict) -> None:
+    """Refuse to start a production app with settings that would leak or lose data."""
+    if config.get("ENV_NAME") != "production":
+        return
+    key = config.get("SECRET_KEY") or ""
+    if key == DEFAULT_SECRET_KEY or len(key) < 32:
+        raise ConfigError(
+            "SECRET_KEY must be set to a random value of at least 32 characters in production"
+        )
+    if str(config.get("SQLALCHEMY_DATABASE_URI", "")).startswith("sqlite"):
+        raise ConfigError("production needs DATABASE_URL pointing at PostgreSQL, not SQLite")

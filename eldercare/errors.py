@@ -1,0 +1,157 @@
+"""One exception hierarchy, mapped to HTTP in one place.
+
+API clients get ``{"error": {"code", "message", "details"}}``; browsers get a friendly
+page. Either way the unit of work is rolled back first, so bad input changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify, render_template, request
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from eldercare.db import db
+
+log = logging.getLogger(__name__)
+
+
+class DomainError(Exception):
+    """Base of every error a user can cause; subclasses set the HTTP status and code."""
+
+    status = 400
+    code = "bad_request"
+    default_message = _l("The request could not be processed.")
+
+    def __init__(self, message: Any = None, *, details: dict | None = None, code: str | None = None):
+        self.message = message if message is not None else self.default_message
+        self.details = details or {}
+        if code:
+            self.code = code
+        super().__init__(str(self.message))
+
+
+class InvalidInput(DomainError):
+    status = 422
+    code = "invalid_input"
+    default_message = _l("Some of the information entered is not valid.")
+
+
+class AuthenticationRequired(DomainError):
+    status = 401
+    code = "authentication_required"
+    default_message = _l("Please sign in first.")
+
+
+class PermissionDenied(DomainError):
+    status = 403
+    code = "forbidden"
+    default_message = _l("Your account is not allowed to do this.")
+
+
+class NotFound(DomainError):
+    status = 404
+    code = "not_found"
+    default_message = _l("This page or record does not exist, or you may not see it.")
+
+
+class Conflict(DomainError):
+    status = 409
+    code = "conflict"
+    default_message = _l("This conflicts with the current state; reload and try again.")
+
+
+_HTTP_MESSAGES = {
+    400: ("bad_request", _l("The request could not be understood.")),
+    401: ("authentication_required", _l("Please sign in first.")),
+    403: ("forbidden", _l("Your account is not allowed to do this.")),
+    404: ("not_found", _l("This page or record does not exist, or you may not see it.")),
+    405: ("method_not_allowed", _l("This action is not available here.")),
+    413: ("payload_too_large", _l("The upload is too large.")),
+    422: ("invalid_input", _l("Some of the information entered is not valid.")),
+    429: ("too_many_requests", _l("Too many attempts; please wait a moment and try again.")),
+}
+
+
+def wants_json() -> bool:
+    if request.path.startswith("/api/"):
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json"
+
+
+def _plain(value: Any) -> Any:
+    """Resolve lazy translations and nested containers into JSON-safe values."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return str(value)
+
+
+def error_response(status: int, code: str, message: Any, details: dict | None = None):
+    db.session.rollback()
+    message = str(message)
+    details = _plain(details or {})
+    if wants_json():
+        body = {"error": {"code": code, "message": message, "details": details}}
+        return jsonify(body), status
+    return (
+        render_template(
+            "errors/error.html", status=status, code=code, message=message, details=details
+        ),
+        status,
+    )
+
+
+def _handle_domain_error(error: DomainError):
+    return error_response(error.status, error.code, error.message, error.details)
+
+
+def _handle_csrf_error(error: CSRFError):
+    return error_response(
+        400,
+        "csrf_failed",
+        _("This form has expired or did not come from this site. Reload the page and try again."),
+    )
+
+
+def _handle_http_exception(error: HTTPException):
+    status = error.code or 500
+    code, message = _HTTP_MESSAGES.get(status, ("error", _l("Something went wrong.")))
+    details = {}
+    data = getattr(error, "data", None)  # flask-smorest puts schema errors here
+    if isinstance(data, dict) and "messages" in data:
+        details = data["messages"]
+    return error_response(status, code, message, details)
+
+
+def _handle_unexpected(error: Exception):
+    if isinstance(error, HTTPException):
+        return _handle_http_exception(error)
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return error_response(
+        500,
+        "internal_error",
+        _("Something went wrong on our side. Nothing was changed; please try again later."),
+    )
+
+
+def _commit_unit_of_work(response):
+    """A request that returned normally commits; every error path has rolled back already."""
+    db.session.commit()
+    return response
+
+
+def register(app: Flask) -> None:
+    app.register_error_handler(DomainError, _handle_domain_error)
+    app.register_error_handler(CSRFError, _handle_csrf_error)
+    app.register_error_handler(HTTPException, _handle_http_exception)
+    app.register_error_handler(Exception, _handle_unexpected)
+    app.after_request(_commit_unit_of_work)

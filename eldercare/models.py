@@ -1,0 +1,17 @@
+"""Import every mapped class so that the metadata (and Alembic) sees all tables."""
+
+from eldercare.accounts import FamilyLink, LoginThrottle, User, UserRole
+from eldercare.audit import AuditLog
+from eldercare.residents import District, Resident
+from eldercare.tokens import ApiToken
+
+__all__ = [
+    "ApiToken",
+    "AuditLog",
+    "District",
+    "FamilyLink",
+    "LoginThrottle",
+    "Resident",
+    "User",
+    "UserRole",
+]
