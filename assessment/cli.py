@@ -2,4 +2,7 @@
 
 from flask.cli import AppGroup
 
-cli = AppGroup("assessment", help="GB/T 42195-2022 ability assessments by certified agencies, and the eligibility they decide.")
+cli = AppGroup(
+    "assessment",
+    help="GB/T 42195-2022 ability assessments and the eligibility they decide.",
+)

@@ -63,9 +63,7 @@ class User(UserMixin, Base):
 
     resident: Mapped[Resident | None] = relationship()
     district: Mapped[District | None] = relationship()
-    role_rows: Mapped[list[UserRole]] = relationship(
-        cascade="all, delete-orphan", lazy="selectin"
-    )
+    role_rows: Mapped[list[UserRole]] = relationship(cascade="all, delete-orphan", lazy="selectin")
 
     @property
     def is_active(self) -> bool:  # Flask-Login refuses inactive accounts

@@ -8,7 +8,7 @@ import sys
 import click
 import sqlalchemy as sa
 from flask import current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from eldercare import audit
 from eldercare.accounts import MIN_PASSWORD_LENGTH, ROLES, User, UserRole
@@ -47,7 +47,9 @@ def verify(as_json: bool):
 def create_user(username, roles, display_name, district_code, password):
     """Create an account (the password is asked for, never passed on the command line)."""
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise click.BadParameter(f"at least {MIN_PASSWORD_LENGTH} characters", param_hint="password")
+        raise click.BadParameter(
+            f"at least {MIN_PASSWORD_LENGTH} characters", param_hint="password"
+        )
     key = username.strip().lower()
     with unit_of_work():
         if db.session.scalar(sa.select(User.id).where(User.username == key)):
@@ -66,6 +68,7 @@ def create_user(username, roles, display_name, district_code, password):
 
 
 @click.command("demo")
+@with_appcontext
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 def demo(as_json: bool):
     """Build (or top up) the demo city; running it twice changes nothing more."""

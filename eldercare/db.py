@@ -46,7 +46,9 @@ class UTCDateTime(sa.types.TypeDecorator):
         if value is None:
             return None
         if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column; use eldercare.timeutil.now_utc()")
+            raise ValueError(
+                "naive datetime given to a UTC column; use eldercare.timeutil.now_utc()"
+            )
         return value.astimezone(UTC).replace(tzinfo=None)
 
     def process_result_value(self, value: datetime | None, dialect):

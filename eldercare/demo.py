@@ -33,10 +33,30 @@ SHENYANG_DISTRICTS = [
 
 # (region, birth date, sequence, name, district code, street, address, lat, lng, phone)
 DEMO_RESIDENTS = [
-    ("210102", date(1944, 3, 12), 122, "王秀英", "210102", "南湖街道", "三好街 12 号 3-2-1",
-     41.7741, 123.4356, "13804001234"),
-    ("210102", date(1972, 8, 5), 131, "张伟", "210102", "南湖街道", "三好街 12 号 3-2-1",
-     41.7741, 123.4356, "13904005678"),
+    (
+        "210102",
+        date(1944, 3, 12),
+        122,
+        "王秀英",
+        "210102",
+        "南湖街道",
+        "三好街 12 号 3-2-1",
+        41.7741,
+        123.4356,
+        "13804001234",
+    ),
+    (
+        "210102",
+        date(1972, 8, 5),
+        131,
+        "张伟",
+        "210102",
+        "南湖街道",
+        "三好街 12 号 3-2-1",
+        41.7741,
+        123.4356,
+        "13904005678",
+    ),
 ]
 
 # (username, display name, roles, district code or None, resident index or None)
@@ -72,13 +92,23 @@ def _ensure_residents(districts: dict[str, District]) -> list[Resident]:
         resident = db.session.scalar(sa.select(Resident).where(Resident.id_number == number))
         if resident is None:
             resident = Resident(
-                id_number=number, name=name, birth_date=birth, phone=phone,
-                district_id=districts[district].id, street=street, address=address,
-                latitude=lat, longitude=lng,
+                id_number=number,
+                name=name,
+                birth_date=birth,
+                phone=phone,
+                district_id=districts[district].id,
+                street=street,
+                address=address,
+                latitude=lat,
+                longitude=lng,
             )
             db.session.add(resident)
-            audit.record("resident.create", resident, district_id=resident.district_id,
-                         after={"id_number": resident.masked_id_number, "source": "demo"})
+            audit.record(
+                "resident.create",
+                resident,
+                district_id=resident.district_id,
+                after={"id_number": resident.masked_id_number, "source": "demo"},
+            )
         residents.append(resident)
     return residents
 
@@ -112,12 +142,18 @@ def _ensure_family_link(residents) -> None:
     )
     if link is None:
         link = FamilyLink(
-            agent_user_id=agent.id, resident_id=elder.id, relationship="child",
+            agent_user_id=agent.id,
+            resident_id=elder.id,
+            relationship="child",
             consent_date=date(2025, 6, 20),
         )
         db.session.add(link)
-        audit.record("family_link.create", link, district_id=elder.district_id,
-                     after={"relationship": "child"})
+        audit.record(
+            "family_link.create",
+            link,
+            district_id=elder.district_id,
+            after={"relationship": "child"},
+        )
 
 
 def build_demo() -> dict:

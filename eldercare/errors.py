@@ -27,12 +27,14 @@ class DomainError(Exception):
     code = "bad_request"
     default_message = _l("The request could not be processed.")
 
-    def __init__(self, message: Any = None, *, details: dict | None = None, code: str | None = None):
+    def __init__(
+        self, message: Any = None, *, details: dict | None = None, code: str | None = None
+    ):
         self.message = message if message is not None else self.default_message
         self.details = details or {}
         if code:
             self.code = code
-        super().__init__(str(self.message))
+        super().__init__(self.message)  # stays lazy: resolved in the reader's language
 
 
 class InvalidInput(DomainError):

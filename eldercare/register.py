@@ -15,7 +15,9 @@ from eldercare.residents import District, InvalidResidentId, Resident, parse_res
 RESIDENT_ID_MESSAGES = {
     "format": _l("A resident ID number has 18 characters: 17 digits, then a digit or X."),
     "region": _l("The first six digits are not a valid region code."),
-    "birth_date": _l("The birth date inside the ID number (characters 7 to 14) is not a real date."),
+    "birth_date": _l(
+        "The birth date inside the ID number (characters 7 to 14) is not a real date."
+    ),
     "check_character": _l(
         "The last character does not match the others; please check for a typing mistake."
     ),

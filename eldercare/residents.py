@@ -17,7 +17,7 @@ from eldercare.timeutil import local_today, now_utc
 
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK_CHARS = "10X98765432"
-_EARLIEST_BIRTH_YEAR = 1890  # nobody alive was born earlier; catches typos like 1045
+_EARLIEST_BIRTH_YEAR = 1800  # the standard's own example is born in 1880; catches typos like 1045
 
 
 class InvalidResidentId(ValueError):
@@ -47,8 +47,10 @@ def parse_resident_id(number: str, *, today: date | None = None) -> ResidentIdIn
     if not isinstance(number, str):
         raise InvalidResidentId("format")
     normalized = number.strip().upper()
-    if len(normalized) != 18 or not normalized[:17].isdigit() or not (
-        normalized[17].isdigit() or normalized[17] == "X"
+    if (
+        len(normalized) != 18
+        or not normalized[:17].isdigit()
+        or not (normalized[17].isdigit() or normalized[17] == "X")
     ):
         raise InvalidResidentId("format")
     if normalized[0] == "0":

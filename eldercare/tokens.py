@@ -24,7 +24,7 @@ from eldercare.db import Base, UTCDateTime, db
 from eldercare.errors import AuthenticationRequired, InvalidInput, PermissionDenied
 from eldercare.timeutil import now_utc
 
-TOKEN_PREFIX = "ect"
+TOKEN_PREFIX = "ect"  # noqa: S105 - a public marker, not a secret
 # Scopes the platform understands; domains check for them on their API endpoints.
 SCOPES = {
     "read": _l("Read reference data and own records"),

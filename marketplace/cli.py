@@ -2,4 +2,7 @@
 
 from flask.cli import AppGroup
 
-cli = AppGroup("marketplace", help="Certified providers, their voucher-eligible services, search and bookings.")
+cli = AppGroup(
+    "marketplace",
+    help="Certified providers, their voucher-eligible services, search and bookings.",
+)

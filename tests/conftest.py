@@ -69,23 +69,47 @@ def app(database_url, tmp_path_factory):
         db.engine.dispose()
 
 
+class _TestSession(scoped_session):
+    """The test's session, shared with the requests it makes.
+
+    Flask-SQLAlchemy ends every app context with ``session.remove()``; here that only
+    expires what was loaded, as a fresh session would, so the test keeps its objects.
+    """
+
+    def remove(self):
+        if self.registry.has():
+            self.registry().expire_all()
+
+
 @pytest.fixture
 def db_session(app):
-    """A session whose commits are savepoints inside a transaction rolled back at the end."""
+    """A session whose commits are savepoints inside a transaction rolled back at the end.
+
+    No app context stays pushed during the test, so each request gets its own (and its own
+    ``g`` and locale), as in production.
+    """
     with app.app_context():
-        connection = db.engine.connect()
-        outer = connection.begin()
-        original = db.session
-        db.session = scoped_session(
-            sessionmaker(bind=connection, join_transaction_mode="create_savepoint")
-        )
-        try:
-            yield db.session
-        finally:
-            db.session.remove()
-            db.session = original
-            outer.rollback()
-            connection.close()
+        engine = db.engine
+    connection = engine.connect()
+    outer = connection.begin()
+    original = db.session
+    db.session = _TestSession(
+        sessionmaker(bind=connection, join_transaction_mode="create_savepoint")
+    )
+    try:
+        yield db.session
+    finally:
+        db.session.registry().close()
+        db.session = original
+        outer.rollback()
+        connection.close()
+
+
+@pytest.fixture
+def app_ctx(app, db_session):
+    """For tests that call code needing ``current_app`` outside a request."""
+    with app.app_context():
+        yield
 
 
 @pytest.fixture
@@ -106,7 +130,8 @@ def csrf_client(app, db_session):
 class Factory:
     """Builds rows the tests need, with valid defaults."""
 
-    def __init__(self, session):
+    def __init__(self, app, session):
+        self.app = app
         self.session = session
         self._seq = 0
 
@@ -124,22 +149,44 @@ class Factory:
         self.session.flush()
         return district
 
-    def resident(self, district: District | None = None, birth: date = date(1945, 5, 1),
-                 name: str = "王秀英", **extra) -> Resident:
+    def resident(
+        self,
+        district: District | None = None,
+        birth: date = date(1945, 5, 1),
+        name: str = "王秀英",
+        **extra,
+    ) -> Resident:
         district = district or self.district("210102")
         number = compose_resident_id("210102", birth, 100 + self._next())
-        resident = Resident(id_number=number, name=name, birth_date=birth,
-                            district_id=district.id, street="南湖街道", address="三好街 1 号",
-                            **extra)
+        resident = Resident(
+            id_number=number,
+            name=name,
+            birth_date=birth,
+            district_id=district.id,
+            street="南湖街道",
+            address="三好街 1 号",
+            **extra,
+        )
         self.session.add(resident)
         self.session.flush()
         return resident
 
-    def user(self, username: str | None = None, roles=("elder",), district=None,
-             password: str = PASSWORD, **extra) -> User:
-        user = User(username=username or f"user{self._next()}",
-                    display_name=username or "Test User", district=district, **extra)
-        user.set_password(password)
+    def user(
+        self,
+        username: str | None = None,
+        roles=("elder",),
+        district=None,
+        password: str = PASSWORD,
+        **extra,
+    ) -> User:
+        user = User(
+            username=username or f"user{self._next()}",
+            display_name=username or "Test User",
+            district=district,
+            **extra,
+        )
+        with self.app.app_context():
+            user.set_password(password)
         user.role_rows = [UserRole(role=r) for r in roles]
         self.session.add(user)
         self.session.flush()
@@ -147,8 +194,8 @@ class Factory:
 
 
 @pytest.fixture
-def factory(db_session):
-    return Factory(db_session)
+def factory(app, db_session):
+    return Factory(app, db_session)
 
 
 @pytest.fixture

@@ -2,4 +2,7 @@
 
 from flask.cli import AppGroup
 
-cli = AppGroup("vouchers", help="Voucher policy, the subsidy pool ledger, issuance, QR redemption, settlement.")
+cli = AppGroup(
+    "vouchers",
+    help="Voucher policy, the subsidy pool ledger, issuance, QR redemption, settlement.",
+)

@@ -1,0 +1,130 @@
+"""Browser fixtures: one live server and one Chromium per run, a fresh context per test.
+
+The live server runs the real app on a migrated SQLite file holding the demo city, and
+commits for real (not the rolled-back ``db_session`` of the unit tests), because the
+browser's requests arrive on the server's own threads.
+
+Chromium is Debian's (``/usr/bin/chromium``); ``playwright install`` needs the internet,
+which these machines do not have. Without Chromium the tests skip on a workstation and
+fail in CI (``CI=true``), so a broken CI image cannot pass by skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from flask_migrate import upgrade
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+from eldercare import create_app
+from eldercare.db import db, unit_of_work
+from eldercare.demo import build_demo
+
+E2E_DIR = Path(__file__).parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+PHONE = {"width": 375, "height": 812}
+DEFAULT_LOCALE = "zh-CN"  # the people this platform serves; tests that need English say so
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if Path(item.path).is_relative_to(E2E_DIR):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def chromium_executable() -> str:
+    if not os.path.exists(CHROMIUM):
+        message = f"{CHROMIUM} is missing; install Debian's chromium (scripts/system-deps.sh)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " - CI must run the browser tests, not skip them")
+        pytest.skip(message)
+    return CHROMIUM
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log: a failing test's captured output should show what matters."""
+
+    def log_request(self, *args, **kwargs):
+        pass
+
+
+@pytest.fixture(scope="session")
+def live_server(chromium_executable, tmp_path_factory) -> Iterator[str]:
+    database = tmp_path_factory.mktemp("e2e-db") / "e2e.db"
+    app = create_app(
+        {
+            "TESTING": False,
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{database}",
+            "SECRET_KEY": "e2e-test-secret-key-long-enough-for-any-check-0000",
+            "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
+        }
+    )
+    with app.app_context():
+        upgrade()
+        with unit_of_work():
+            build_demo()
+        db.session.remove()
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="e2e-live-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+        with app.app_context():
+            db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def browser(chromium_executable) -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium_executable, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def new_page(browser, live_server) -> Iterator[Callable[..., Page]]:
+    """Open a page in a fresh context (own cookies): ``new_page(locale="en")``."""
+    contexts: list[BrowserContext] = []
+
+    def _new_page(locale: str = DEFAULT_LOCALE, viewport: dict | None = None) -> Page:
+        context = browser.new_context(
+            base_url=live_server, locale=locale, viewport=viewport or PHONE
+        )
+        context.set_default_timeout(10_000)
+        contexts.append(context)
+        return context.new_page()
+
+    yield _new_page
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def page(new_page) -> Page:
+    """A phone-sized page (375 x 812) in a fresh context, browser locale zh-CN."""
+    return new_page()
+

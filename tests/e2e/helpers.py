@@ -1,0 +1,272 @@
+"""What the browser tests do and measure on a page: signing in, sizes, colours.
+
+The measuring runs as JavaScript inside Chromium, on computed styles and laid-out boxes,
+so it sees the page as a phone shows it, not as the templates intend it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import Page
+
+from eldercare.demo import DEMO_PASSWORD
+
+# The sign-in failure, in either language, while the zh_CN catalogue is being written.
+LOGIN_FAILED = re.compile(r"The username or password is not correct\.|用户名或密码(不正确|错误)")
+
+
+def path_of(page: Page) -> str:
+    return "/" + page.url.split("/", 3)[3]
+
+
+def sign_in(page: Page, username: str, password: str = DEMO_PASSWORD) -> None:
+    """Sign in through the real form, CSRF token and all, and arrive on the home page."""
+    page.goto("/login")
+    page.fill("#username", username)
+    page.fill("#password", password)
+    with page.expect_navigation():
+        page.click("main form button[type=submit]")
+    alert = page.locator("[role=alert]")
+    problem = alert.first.inner_text() if alert.count() else ""
+    assert path_of(page) == "/", f"signing in as {username} failed: {problem!r}"
+
+
+def sign_out(page: Page) -> None:
+    with page.expect_navigation():
+        page.click(".site-header form button[type=submit]")
+
+
+def overflow(page: Page) -> tuple[int, int]:
+    """(scrollWidth, clientWidth) of the document: the first > the second means sideways
+    scrolling, which elders on phones miss."""
+    return tuple(
+        page.evaluate(
+            "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        )
+    )
+
+
+_IS_SHOWN = """
+(el) => {
+  if (!el.checkVisibility({checkOpacity: true, checkVisibilityCSS: true})) return false;
+  const r = el.getBoundingClientRect();
+  // Zero-sized, or parked off-screen to the left/top like an unfocused skip link.
+  return r.width > 0 && r.height > 0 && r.right > 0 && r.bottom + window.scrollY > 0;
+}
+"""
+
+_FONT_SIZES = (
+    """
+([selector, minPx]) => {
+  const shown = """
+    + _IS_SHOWN
+    + """;
+  const bad = [];
+  for (const el of document.querySelectorAll(selector)) {
+    if (el.matches('input[type=hidden]') || !shown(el)) continue;
+    const size = parseFloat(getComputedStyle(el).fontSize);
+    if (size < minPx) {
+      const text = (el.innerText || el.value || el.name || '').trim().slice(0, 40);
+      bad.push(`<${el.tagName.toLowerCase()}> ${JSON.stringify(text)} is ${size}px`);
+    }
+  }
+  return bad;
+}
+"""
+)
+
+
+def small_text(page: Page, selector: str, min_px: float) -> list[str]:
+    """Descriptions of the shown elements matching ``selector`` whose font is too small."""
+    return page.evaluate(_FONT_SIZES, [selector, min_px])
+
+
+def font_size(page: Page, selector: str = "body") -> float:
+    return page.evaluate(
+        "(s) => parseFloat(getComputedStyle(document.querySelector(s)).fontSize)", selector
+    )
+
+
+_TARGETS = (
+    """
+([selector, minPx]) => {
+  const shown = """
+    + _IS_SHOWN
+    + """;
+  const bad = [];
+  let checked = 0;
+  for (const el of document.querySelectorAll(selector)) {
+    if (el.matches('input[type=hidden]') || !shown(el)) continue;
+    checked += 1;
+    const r = el.getBoundingClientRect();
+    if (r.width < minPx || r.height < minPx) {
+      const text = (el.innerText || el.value || el.name || el.id || '').trim().slice(0, 40);
+      bad.push(`<${el.tagName.toLowerCase()}> ${JSON.stringify(text)} is `
+               + `${r.width.toFixed(1)} x ${r.height.toFixed(1)}`);
+    }
+  }
+  return {checked, bad};
+}
+"""
+)
+
+
+def small_targets(
+    page: Page, selector: str = "a, button, input, select, textarea", min_px: float = 44
+) -> tuple[int, list[str]]:
+    """How many shown targets were measured, and those smaller than ``min_px`` square."""
+    result = page.evaluate(_TARGETS, [selector, min_px])
+    return result["checked"], result["bad"]
+
+
+# WCAG 2.x relative luminance and contrast ratio. Backgrounds are composited from the
+# element outwards until an opaque one (the page itself counts as white), so a translucent
+# highlight on the blue header is measured as the colour it really shows.
+_CONTRAST = (
+    """
+(minRatio) => {
+  const shown = """
+    + _IS_SHOWN
+    + """;
+  const parse = (css) => {
+    const m = /^rgba?\\(([^)]*)\\)$/.exec(css.trim());
+    if (!m) return null;
+    const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+    return {r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1};
+  };
+  const over = (top, below) => ({
+    r: top.r * top.a + below.r * (1 - top.a),
+    g: top.g * top.a + below.g * (1 - top.a),
+    b: top.b * top.a + below.b * (1 - top.a),
+    a: 1,
+  });
+  const channel = (v) => {
+    const c = v / 255;
+    return c <= 0.03928 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4);
+  };
+  const luminance = (c) => 0.2126 * channel(c.r) + 0.7152 * channel(c.g) + 0.0722 * channel(c.b);
+  const hex = (c) => '#' + [c.r, c.g, c.b]
+    .map((v) => Math.round(v).toString(16).padStart(2, '0')).join('');
+
+  const background = (el) => {
+    const layers = [];
+    for (let node = el; node; node = node.parentElement) {
+      const style = getComputedStyle(node);
+      if (style.backgroundImage !== 'none') return {unknown: 'background-image on ' + node.tagName};
+      const bg = parse(style.backgroundColor);
+      if (!bg) return {unknown: 'background ' + style.backgroundColor};
+      if (bg.a > 0) layers.push(bg);
+      if (bg.a >= 1) break;
+    }
+    let colour = {r: 255, g: 255, b: 255, a: 1};
+    for (const layer of layers.reverse()) colour = over(layer, colour);
+    return {colour};
+  };
+
+  const hasOwnText = (el) =>
+    el.matches('input:not([type=hidden]):not([type=checkbox]):not([type=radio]), select, textarea')
+    || Array.from(el.childNodes).some((n) => n.nodeType === Node.TEXT_NODE && n.textContent.trim());
+
+  const failures = [];
+  let checked = 0;
+  for (const el of document.body.querySelectorAll('*')) {
+    if (['SCRIPT', 'STYLE', 'TEMPLATE', 'OPTION'].includes(el.tagName)) continue;
+    if (!hasOwnText(el) || !shown(el)) continue;
+    checked += 1;
+    const text = (el.innerText || el.value || el.name || '').trim().replace(/\\s+/g, ' ')
+      .slice(0, 50);
+    const fg = parse(getComputedStyle(el).color);
+    const bg = background(el);
+    if (!fg || bg.unknown) {
+      failures.push({text, ratio: null, why: bg.unknown || 'colour ' + getComputedStyle(el).color});
+      continue;
+    }
+    const shownFg = fg.a < 1 ? over(fg, bg.colour) : fg;
+    const l1 = luminance(shownFg), l2 = luminance(bg.colour);
+    const ratio = (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05);
+    if (ratio < minRatio) {
+      failures.push({text, ratio: Math.round(ratio * 100) / 100,
+                     why: `${hex(shownFg)} on ${hex(bg.colour)} <${el.tagName.toLowerCase()}>`});
+    }
+  }
+  return {checked, failures};
+}
+"""
+)
+
+
+def contrast_failures(page: Page, min_ratio: float = 4.5) -> tuple[int, list[dict]]:
+    """How many text-bearing elements were measured, and those below ``min_ratio``."""
+    result = page.evaluate(_CONTRAST, min_ratio)
+    return result["checked"], result["failures"]
+
+
+def tab_to(page: Page, selector: str, max_presses: int = 40) -> None:
+    """Reach ``selector`` with the Tab key, as a keyboard user would (so :focus-visible)."""
+    target = page.locator(selector)
+    for _ in range(max_presses):
+        page.keyboard.press("Tab")
+        if target.evaluate("(el) => el === document.activeElement"):
+            return
+    raise AssertionError(f"{selector} cannot be reached with the Tab key")
+
+
+# The focus indicator must stand out from what surrounds the element (WCAG 1.4.11,
+# 3:1). A two-tone ring passes when either of its colours does.
+_FOCUS_RING = (
+    """
+() => {
+  const el = document.activeElement;
+  const style = getComputedStyle(el);
+  const parse = (css) => {
+    const p = css.split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+    return {r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1};
+  };
+  const colours = (css) => (css.match(/rgba?\\([^)]*\\)/g) || [])
+    .map((c) => parse(c.replace(/^rgba?\\(|\\)$/g, '')));
+  const over = (top, below) => ({
+    r: top.r * top.a + below.r * (1 - top.a),
+    g: top.g * top.a + below.g * (1 - top.a),
+    b: top.b * top.a + below.b * (1 - top.a),
+    a: 1,
+  });
+  const channel = (v) => {
+    const c = v / 255;
+    return c <= 0.03928 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4);
+  };
+  const luminance = (c) => 0.2126 * channel(c.r) + 0.7152 * channel(c.g) + 0.0722 * channel(c.b);
+  const ratio = (a, b) => {
+    const l1 = luminance(a), l2 = luminance(b);
+    return (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05);
+  };
+  // What the ring is drawn on: the nearest ancestor's background, composited onto white.
+  const layers = [];
+  for (let node = el.parentElement; node; node = node.parentElement) {
+    const bg = colours(getComputedStyle(node).backgroundColor)[0];
+    if (bg && bg.a > 0) layers.push(bg);
+    if (bg && bg.a >= 1) break;
+  }
+  let surround = {r: 255, g: 255, b: 255, a: 1};
+  for (const layer of layers.reverse()) surround = over(layer, surround);
+
+  const ring = [];
+  if (style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) >= 2) {
+    ring.push(...colours(style.outlineColor));
+  }
+  if (style.boxShadow !== 'none') ring.push(...colours(style.boxShadow));
+  const ratios = ring.map((c) => Math.round(ratio(over(c, surround), surround) * 100) / 100);
+  return {
+    element: `<${el.tagName.toLowerCase()}> ${(el.innerText || el.id || '').trim().slice(0, 30)}`,
+    outline: `${style.outlineStyle} ${style.outlineWidth} ${style.outlineColor}`,
+    boxShadow: style.boxShadow,
+    best: ratios.length ? Math.max(...ratios) : 0,
+  };
+}
+"""
+)
+
+
+def focus_ring(page: Page) -> dict:
+    """The focused element's indicator and its best contrast against its surroundings."""
+    return page.evaluate(_FOCUS_RING)

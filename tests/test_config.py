@@ -1,0 +1,59 @@
+import pytest
+
+from eldercare import create_app
+from eldercare.config import DEFAULT_SECRET_KEY, ConfigError
+
+PG_URL = "postgresql+psycopg://app@db.invalid/eldercare"  # never connected to at start-up
+
+
+def test_development_defaults_to_sqlite_in_instance_folder(monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("ELDERCARE_ENV", raising=False)
+    app = create_app()
+    uri = app.config["SQLALCHEMY_DATABASE_URI"]
+    assert uri.startswith("sqlite:///") and uri.endswith("instance/eldercare.db")
+    assert app.config["BABEL_DEFAULT_LOCALE"] == "zh_CN"
+
+
+def test_settings_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("LOGIN_MAX_FAILURES", "7")
+    monkeypatch.setenv("DATABASE_URL", "sqlite:////tmp/elsewhere.db")
+    app = create_app()
+    assert app.config["LOGIN_MAX_FAILURES"] == 7
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == "sqlite:////tmp/elsewhere.db"
+
+
+@pytest.mark.parametrize("key", [None, DEFAULT_SECRET_KEY, "short"])
+def test_production_refuses_a_missing_default_or_weak_secret_key(monkeypatch, key):
+    monkeypatch.setenv("ELDERCARE_ENV", "production")
+    monkeypatch.setenv("DATABASE_URL", PG_URL)
+    if key is None:
+        monkeypatch.delenv("SECRET_KEY", raising=False)
+    else:
+        monkeypatch.setenv("SECRET_KEY", key)
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        create_app()
+
+
+def test_production_refuses_sqlite(monkeypatch):
+    monkeypatch.setenv("ELDERCARE_ENV", "production")
+    monkeypatch.setenv("SECRET_KEY", "x" * 40)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    with pytest.raises(ConfigError, match="PostgreSQL"):
+        create_app()
+
+
+def test_production_starts_with_real_settings_and_secure_cookies(monkeypatch):
+    monkeypatch.setenv("ELDERCARE_ENV", "production")
+    monkeypatch.setenv("SECRET_KEY", "k" * 48)
+    monkeypatch.setenv("DATABASE_URL", PG_URL)
+    app = create_app()
+    assert app.config["SESSION_COOKIE_SECURE"] is True
+    assert app.config["SESSION_COOKIE_HTTPONLY"] is True
+
+
+def test_domain_packages_register_blueprint_cli_and_jobs(app):
+    for name in ("assessment", "marketplace", "vouchers"):
+        assert name in app.blueprints
+        assert name in app.cli.commands
+    assert isinstance(app.extensions["scheduled_jobs"], list)
