@@ -127,4 +127,3 @@ def new_page(browser, live_server) -> Iterator[Callable[..., Page]]:
 def page(new_page) -> Page:
     """A phone-sized page (375 x 812) in a fresh context, browser locale zh-CN."""
     return new_page()
-

@@ -47,33 +47,74 @@ def overflow(page: Page) -> tuple[int, int]:
     )
 
 
-_IS_SHOWN = """
-(el) => {
+# Shared by the measuring scripts below, which run inside the page.
+_LIB = r"""
+const shown = (el) => {
   if (!el.checkVisibility({checkOpacity: true, checkVisibilityCSS: true})) return false;
   const r = el.getBoundingClientRect();
-  // Zero-sized, or parked off-screen to the left/top like an unfocused skip link.
+  // Not zero-sized, and not parked off-screen to the left like an unfocused skip link.
   return r.width > 0 && r.height > 0 && r.right > 0 && r.bottom + window.scrollY > 0;
-}
+};
+const describe = (el) =>
+  `<${el.tagName.toLowerCase()}> ` + JSON.stringify(
+    (el.innerText || el.value || el.name || el.id || '').trim().replace(/\s+/g, ' ').slice(0, 50));
+// Every rgb()/rgba() in a computed value, e.g. a colour or a box-shadow list.
+const colours = (css) => (css.match(/rgba?\([^)]*\)/g) || []).map((c) => {
+  const p = c.slice(c.indexOf('(') + 1, -1).split(/[\s,\/]+/).filter(Boolean).map(Number);
+  return {r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1};
+});
+const over = (top, below) => ({
+  r: top.r * top.a + below.r * (1 - top.a),
+  g: top.g * top.a + below.g * (1 - top.a),
+  b: top.b * top.a + below.b * (1 - top.a),
+  a: 1,
+});
+// WCAG 2.x relative luminance and contrast ratio.
+const channel = (v) => {
+  const c = v / 255;
+  return c <= 0.03928 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4);
+};
+const luminance = (c) => 0.2126 * channel(c.r) + 0.7152 * channel(c.g) + 0.0722 * channel(c.b);
+const contrast = (a, b) => {
+  const l1 = luminance(a), l2 = luminance(b);
+  return (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05);
+};
+const hex = (c) => '#' + [c.r, c.g, c.b]
+  .map((v) => Math.round(v).toString(16).padStart(2, '0')).join('');
+// The colour behind ``el``: backgrounds composited from ``el`` outwards until an opaque
+// one, onto a white page, so a translucent highlight counts as the colour it shows.
+const backdrop = (el) => {
+  const layers = [];
+  for (let node = el; node; node = node.parentElement) {
+    const style = getComputedStyle(node);
+    if (style.backgroundImage !== 'none') return {unknown: 'background-image on ' + describe(node)};
+    const bg = colours(style.backgroundColor)[0];
+    if (!bg) return {unknown: 'background ' + style.backgroundColor};
+    if (bg.a > 0) layers.push(bg);
+    if (bg.a >= 1) break;
+  }
+  let colour = {r: 255, g: 255, b: 255, a: 1};
+  for (const layer of layers.reverse()) colour = over(layer, colour);
+  return {colour};
+};
 """
 
-_FONT_SIZES = (
-    """
-([selector, minPx]) => {
-  const shown = """
-    + _IS_SHOWN
-    + """;
+
+def _script(params: str, body: str) -> str:
+    return f"({params}) => {{\n{_LIB}\n{body}\n}}"
+
+
+_FONT_SIZES = _script(
+    "[selector, minPx]",
+    r"""
   const bad = [];
   for (const el of document.querySelectorAll(selector)) {
     if (el.matches('input[type=hidden]') || !shown(el)) continue;
     const size = parseFloat(getComputedStyle(el).fontSize);
-    if (size < minPx) {
-      const text = (el.innerText || el.value || el.name || '').trim().slice(0, 40);
-      bad.push(`<${el.tagName.toLowerCase()}> ${JSON.stringify(text)} is ${size}px`);
-    }
+    if (size < minPx) bad.push(`${describe(el)} is ${size}px`);
   }
   return bad;
-}
-"""
+""",
 )
 
 
@@ -88,12 +129,9 @@ def font_size(page: Page, selector: str = "body") -> float:
     )
 
 
-_TARGETS = (
-    """
-([selector, minPx]) => {
-  const shown = """
-    + _IS_SHOWN
-    + """;
+_TARGETS = _script(
+    "[selector, minPx]",
+    r"""
   const bad = [];
   let checked = 0;
   for (const el of document.querySelectorAll(selector)) {
@@ -101,14 +139,11 @@ _TARGETS = (
     checked += 1;
     const r = el.getBoundingClientRect();
     if (r.width < minPx || r.height < minPx) {
-      const text = (el.innerText || el.value || el.name || el.id || '').trim().slice(0, 40);
-      bad.push(`<${el.tagName.toLowerCase()}> ${JSON.stringify(text)} is `
-               + `${r.width.toFixed(1)} x ${r.height.toFixed(1)}`);
+      bad.push(`${describe(el)} is ${r.width.toFixed(1)} x ${r.height.toFixed(1)}`);
     }
   }
   return {checked, bad};
-}
-"""
+""",
 )
 
 
@@ -120,84 +155,43 @@ def small_targets(
     return result["checked"], result["bad"]
 
 
-# WCAG 2.x relative luminance and contrast ratio. Backgrounds are composited from the
-# element outwards until an opaque one (the page itself counts as white), so a translucent
-# highlight on the blue header is measured as the colour it really shows.
-_CONTRAST = (
-    """
-(minRatio) => {
-  const shown = """
-    + _IS_SHOWN
-    + """;
-  const parse = (css) => {
-    const m = /^rgba?\\(([^)]*)\\)$/.exec(css.trim());
-    if (!m) return null;
-    const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
-    return {r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1};
-  };
-  const over = (top, below) => ({
-    r: top.r * top.a + below.r * (1 - top.a),
-    g: top.g * top.a + below.g * (1 - top.a),
-    b: top.b * top.a + below.b * (1 - top.a),
-    a: 1,
-  });
-  const channel = (v) => {
-    const c = v / 255;
-    return c <= 0.03928 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4);
-  };
-  const luminance = (c) => 0.2126 * channel(c.r) + 0.7152 * channel(c.g) + 0.0722 * channel(c.b);
-  const hex = (c) => '#' + [c.r, c.g, c.b]
-    .map((v) => Math.round(v).toString(16).padStart(2, '0')).join('');
-
-  const background = (el) => {
-    const layers = [];
-    for (let node = el; node; node = node.parentElement) {
-      const style = getComputedStyle(node);
-      if (style.backgroundImage !== 'none') return {unknown: 'background-image on ' + node.tagName};
-      const bg = parse(style.backgroundColor);
-      if (!bg) return {unknown: 'background ' + style.backgroundColor};
-      if (bg.a > 0) layers.push(bg);
-      if (bg.a >= 1) break;
-    }
-    let colour = {r: 255, g: 255, b: 255, a: 1};
-    for (const layer of layers.reverse()) colour = over(layer, colour);
-    return {colour};
-  };
-
-  const hasOwnText = (el) =>
-    el.matches('input:not([type=hidden]):not([type=checkbox]):not([type=radio]), select, textarea')
-    || Array.from(el.childNodes).some((n) => n.nodeType === Node.TEXT_NODE && n.textContent.trim());
-
+_CONTRAST = _script(
+    "minRatio",
+    r"""
+  const fields = 'input:not([type=hidden]):not([type=checkbox]):not([type=radio]), '
+    + 'select, textarea';
+  const hasOwnText = (el) => el.matches(fields) || Array.from(el.childNodes).some(
+    (n) => n.nodeType === Node.TEXT_NODE && n.textContent.trim());
   const failures = [];
   let checked = 0;
   for (const el of document.body.querySelectorAll('*')) {
     if (['SCRIPT', 'STYLE', 'TEMPLATE', 'OPTION'].includes(el.tagName)) continue;
     if (!hasOwnText(el) || !shown(el)) continue;
     checked += 1;
-    const text = (el.innerText || el.value || el.name || '').trim().replace(/\\s+/g, ' ')
+    const text = (el.innerText || el.value || el.name || '').trim().replace(/\s+/g, ' ')
       .slice(0, 50);
-    const fg = parse(getComputedStyle(el).color);
-    const bg = background(el);
+    const css = getComputedStyle(el).color;
+    const fg = colours(css)[0];
+    const bg = backdrop(el);
     if (!fg || bg.unknown) {
-      failures.push({text, ratio: null, why: bg.unknown || 'colour ' + getComputedStyle(el).color});
+      failures.push({text, ratio: null, why: bg.unknown || 'colour ' + css});
       continue;
     }
-    const shownFg = fg.a < 1 ? over(fg, bg.colour) : fg;
-    const l1 = luminance(shownFg), l2 = luminance(bg.colour);
-    const ratio = (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05);
+    const seen = fg.a < 1 ? over(fg, bg.colour) : fg;
+    const ratio = contrast(seen, bg.colour);
     if (ratio < minRatio) {
       failures.push({text, ratio: Math.round(ratio * 100) / 100,
-                     why: `${hex(shownFg)} on ${hex(bg.colour)} <${el.tagName.toLowerCase()}>`});
+                     why: `${hex(seen)} on ${hex(bg.colour)} ${describe(el)}`});
     }
   }
   return {checked, failures};
-}
-"""
+""",
 )
 
 
 def contrast_failures(page: Page, min_ratio: float = 4.5) -> tuple[int, list[dict]]:
-    """How many text-bearing elements were measured, and those below ``min_ratio``."""
+    """How many text-bearing elements were measured, and those below ``min_ratio``
+    (``ratio`` None when the backdrop cannot be known, e.g. a background image)."""
     result = page.evaluate(_CONTRAST, min_ratio)
     return result["checked"], result["failures"]
 
@@ -212,58 +206,29 @@ def tab_to(page: Page, selector: str, max_presses: int = 40) -> None:
     raise AssertionError(f"{selector} cannot be reached with the Tab key")
 
 
-# The focus indicator must stand out from what surrounds the element (WCAG 1.4.11,
-# 3:1). A two-tone ring passes when either of its colours does.
-_FOCUS_RING = (
-    """
-() => {
+# The focus indicator must stand out from what surrounds the element (WCAG 1.4.11, 3:1);
+# a two-tone ring passes when either of its colours does.
+_FOCUS_RING = _script(
+    "",
+    r"""
   const el = document.activeElement;
   const style = getComputedStyle(el);
-  const parse = (css) => {
-    const p = css.split(/[\\s,\\/]+/).filter(Boolean).map(Number);
-    return {r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1};
-  };
-  const colours = (css) => (css.match(/rgba?\\([^)]*\\)/g) || [])
-    .map((c) => parse(c.replace(/^rgba?\\(|\\)$/g, '')));
-  const over = (top, below) => ({
-    r: top.r * top.a + below.r * (1 - top.a),
-    g: top.g * top.a + below.g * (1 - top.a),
-    b: top.b * top.a + below.b * (1 - top.a),
-    a: 1,
-  });
-  const channel = (v) => {
-    const c = v / 255;
-    return c <= 0.03928 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4);
-  };
-  const luminance = (c) => 0.2126 * channel(c.r) + 0.7152 * channel(c.g) + 0.0722 * channel(c.b);
-  const ratio = (a, b) => {
-    const l1 = luminance(a), l2 = luminance(b);
-    return (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05);
-  };
-  // What the ring is drawn on: the nearest ancestor's background, composited onto white.
-  const layers = [];
-  for (let node = el.parentElement; node; node = node.parentElement) {
-    const bg = colours(getComputedStyle(node).backgroundColor)[0];
-    if (bg && bg.a > 0) layers.push(bg);
-    if (bg && bg.a >= 1) break;
-  }
-  let surround = {r: 255, g: 255, b: 255, a: 1};
-  for (const layer of layers.reverse()) surround = over(layer, surround);
-
+  const around = backdrop(el.parentElement);
+  if (around.unknown) return {element: describe(el), best: 0, why: around.unknown};
   const ring = [];
   if (style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) >= 2) {
     ring.push(...colours(style.outlineColor));
   }
   if (style.boxShadow !== 'none') ring.push(...colours(style.boxShadow));
-  const ratios = ring.map((c) => Math.round(ratio(over(c, surround), surround) * 100) / 100);
+  const ratios = ring.map((c) => contrast(over(c, around.colour), around.colour));
   return {
-    element: `<${el.tagName.toLowerCase()}> ${(el.innerText || el.id || '').trim().slice(0, 30)}`,
+    element: describe(el),
     outline: `${style.outlineStyle} ${style.outlineWidth} ${style.outlineColor}`,
     boxShadow: style.boxShadow,
-    best: ratios.length ? Math.max(...ratios) : 0,
+    around: hex(around.colour),
+    best: ratios.length ? Math.round(Math.max(...ratios) * 100) / 100 : 0,
   };
-}
-"""
+""",
 )
 
 

@@ -138,8 +138,11 @@ def test_text_contrast_is_at_least_4_5(page, reach):
     reach(page)
     checked, failures = contrast_failures(page, 4.5)
     assert checked >= 5, f"only {checked} text elements measured on {path_of(page)}"
-    assert not failures, "text under 4.5:1 contrast on " + path_of(page) + ":\n" + "\n".join(
-        f"  {f['text']!r}: {f['ratio']} ({f['why']})" for f in failures
+    assert not failures, (
+        "text under 4.5:1 contrast on "
+        + path_of(page)
+        + ":\n"
+        + "\n".join(f"  {f['text']!r}: {f['ratio']} ({f['why']})" for f in failures)
     )
 
 

@@ -1,0 +1,142 @@
+"""Benchmarks a person can rerun: `make bench` (add TEST_DATABASE_URL for PostgreSQL).
+
+Each figure is printed beside its baseline from the same run on the same database,
+so the ratio is what to read, not the absolute number.
+
+audit.append   chained audit row (advisory lock on PostgreSQL, read tail, SHA-256, insert)
+               vs. the same row inserted plainly with a random hash (baseline)
+audit.verify   rows per second that `flask audit verify` walks
+login          a full sign-in request (scrypt, throttle row, audit row)
+               vs. GET of the sign-in page (baseline)
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import sqlalchemy as sa  # noqa: E402
+from flask_migrate import upgrade  # noqa: E402
+
+from eldercare import audit, create_app  # noqa: E402
+from eldercare.audit import AuditLog  # noqa: E402
+from eldercare.db import db  # noqa: E402
+from eldercare.demo import DEMO_PASSWORD, build_demo  # noqa: E402
+from eldercare.timeutil import now_utc  # noqa: E402
+
+N = int(os.environ.get("BENCH_N", "2000"))
+
+
+class Databases:
+    """Fresh databases for the run: SQLite files, or PostgreSQL databases dropped at the end."""
+
+    def __init__(self, tmp: str):
+        self.tmp, self.server, self.created = tmp, os.environ.get("TEST_DATABASE_URL"), []
+
+    def new(self) -> str:
+        name = f"eldercare_bench_{secrets.token_hex(4)}"
+        if not self.server:
+            return f"sqlite:///{self.tmp}/{name}.db"
+        with sa.create_engine(self.server, isolation_level="AUTOCOMMIT").connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        self.created.append(name)
+        return self.server.rsplit("/", 1)[0] + "/" + name
+
+    def drop_all(self) -> None:
+        if not self.created:
+            return
+        with sa.create_engine(self.server, isolation_level="AUTOCOMMIT").connect() as conn:
+            for name in self.created:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _app(url: str):
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "WTF_CSRF_ENABLED": False})
+    with app.app_context():
+        upgrade()
+    return app
+
+
+def _rate(label: str, count: int, seconds: float, baseline: float | None = None) -> float:
+    per_second = count / seconds
+    extra = f"   ({per_second / baseline:.2f}x baseline)" if baseline else ""
+    print(f"  {label:<42} {per_second:>10,.0f} /s{extra}")
+    return per_second
+
+
+def bench_audit(app) -> None:
+    with app.app_context():
+        start = time.perf_counter()
+        for i in range(N):
+            db.session.add(
+                AuditLog(
+                    occurred_at=now_utc(),
+                    actor_label="bench",
+                    action="bench.plain",
+                    object_type="bench",
+                    object_id=str(i),
+                    prev_hash=secrets.token_hex(32),
+                    row_hash=secrets.token_hex(32),
+                    after_json='{"i":1}',
+                )
+            )
+            db.session.commit()
+        baseline = _rate("plain insert + commit (baseline)", N, time.perf_counter() - start)
+
+        start = time.perf_counter()
+        for i in range(N):
+            audit.record("bench.chained", object_type="bench", object_id=i, after={"i": 1})
+            db.session.commit()
+        _rate("chained audit.record + commit", N, time.perf_counter() - start, baseline)
+
+
+def bench_verify(app) -> None:
+    with app.app_context():
+        for i in range(N * 5):
+            audit.record("bench.chained", object_type="bench", object_id=i, after={"i": i})
+        db.session.commit()
+        start = time.perf_counter()
+        report = audit.verify_chain()
+        assert report.ok, report
+        _rate("verify_chain rows checked", report.rows_checked, time.perf_counter() - start)
+
+
+def bench_login(app) -> None:
+    client = app.test_client()
+    rounds = max(N // 20, 20)
+    start = time.perf_counter()
+    for _ in range(rounds):
+        assert client.get("/login").status_code == 200
+    baseline = _rate("GET /login (baseline)", rounds, time.perf_counter() - start)
+    start = time.perf_counter()
+    for _ in range(rounds):
+        response = client.post("/login", data={"username": "auditor", "password": DEMO_PASSWORD})
+        assert response.status_code == 302
+        client.post("/logout")
+    _rate("POST /login + logout (scrypt)", rounds, time.perf_counter() - start, baseline)
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        databases = Databases(tmp)
+        try:
+            app = _app(databases.new())
+            print(f"database: {app.config['SQLALCHEMY_DATABASE_URI'].split('@')[-1]}  N={N}")
+            with app.app_context():
+                build_demo()
+                db.session.commit()
+            bench_audit(app)
+            bench_login(app)
+            bench_verify(_app(databases.new()))
+        finally:
+            databases.drop_all()
+
+
+if __name__ == "__main__":
+    main()
