@@ -6,14 +6,9 @@ so it sees the page as a phone shows it, not as the templates intend it.
 
 from __future__ import annotations
 
-import re
-
 from playwright.sync_api import Page
 
 from eldercare.demo import DEMO_PASSWORD
-
-# The sign-in failure, in either language, while the zh_CN catalogue is being written.
-LOGIN_FAILED = re.compile(r"The username or password is not correct\.|用户名或密码(不正确|错误)")
 
 
 def path_of(page: Page) -> str:
