@@ -1,16 +1,27 @@
 """GB/T 42195-2022 ability assessments by certified agencies, and the eligibility they decide.
 
 The shell calls ``register(app)``; nothing else of the shell depends on this package.
+Other domains use the service modules (``assessment.eligibility``, ``assessment.lifecycle``,
+``assessment.conflicts``), never the tables.
 """
 
 from __future__ import annotations
 
+from assessment import models  # noqa: F401  (tables on the metadata)
+from assessment.api import blp as api_blueprint
 from assessment.cli import cli
+from assessment.demo import build_demo
+from assessment.import_views import bp as import_bp
 from assessment.jobs import JOBS
 from assessment.views import bp
 
 
 def register(app) -> None:
+    from eldercare.api import api
+
     app.register_blueprint(bp)
+    app.register_blueprint(import_bp)
+    api.register_blueprint(api_blueprint)
     app.cli.add_command(cli)
     app.extensions.setdefault("scheduled_jobs", []).extend(JOBS)
+    app.extensions.setdefault("demo_steps", []).append(build_demo)

@@ -14,7 +14,7 @@ from flask import current_app
 from eldercare import audit
 from eldercare.accounts import FamilyLink, User, UserRole
 from eldercare.db import db
-from eldercare.residents import District, Resident, compose_resident_id
+from eldercare.residents import District, Resident, compose_resident_id, parse_resident_id
 
 DEMO_PASSWORD = "demo-pass-2025"
 
@@ -67,7 +67,6 @@ DEMO_ACCOUNTS = [
     ("bureau.approver", "市民政局 赵科长", ["bureau_approver"], None, None),
     ("auditor", "审计 孙审计员", ["auditor"], None, None),
     ("agency.admin", "评估机构 管理员", ["agency_admin"], None, None),
-    ("assessor.li", "评估员 李芳", ["assessor"], None, None),
     ("provider.admin", "服务机构 管理员", ["provider_admin"], None, None),
     ("provider.staff", "护理员 周强", ["provider_staff"], None, None),
     ("elder.wang", "王秀英", ["elder"], None, 0),
@@ -85,49 +84,89 @@ def _ensure_districts() -> dict[str, District]:
     return existing
 
 
+def ensure_resident(
+    number: str,
+    name: str,
+    district: District,
+    street: str,
+    address: str,
+    lat: float,
+    lng: float,
+    phone: str | None = None,
+) -> Resident:
+    """The demo resident with this ID number, created on first use."""
+    resident = db.session.scalar(sa.select(Resident).where(Resident.id_number == number))
+    if resident is None:
+        resident = Resident(
+            id_number=number,
+            name=name,
+            birth_date=parse_resident_id(number).birth_date,
+            phone=phone,
+            district_id=district.id,
+            street=street,
+            address=address,
+            latitude=lat,
+            longitude=lng,
+        )
+        db.session.add(resident)
+        audit.record(
+            "resident.create",
+            resident,
+            district_id=district.id,
+            after={"id_number": resident.masked_id_number, "source": "demo"},
+        )
+    return resident
+
+
+def ensure_account(
+    username: str,
+    display: str,
+    roles: list[str],
+    *,
+    district: District | None = None,
+    resident: Resident | None = None,
+) -> User:
+    """The demo account with this username, created on first use with DEMO_PASSWORD."""
+    user = db.session.scalar(sa.select(User).where(User.username == username))
+    if user is None:
+        user = User(username=username, display_name=display, district=district, resident=resident)
+        user.set_password(DEMO_PASSWORD)
+        user.role_rows = [UserRole(role=r) for r in roles]
+        db.session.add(user)
+        audit.record("user.create", user, after={"username": username, "roles": roles})
+    return user
+
+
+def district_by_code(code: str) -> District:
+    return db.session.scalar(sa.select(District).where(District.code == code))
+
+
 def _ensure_residents(districts: dict[str, District]) -> list[Resident]:
-    residents = []
-    for region, birth, seq, name, district, street, address, lat, lng, phone in DEMO_RESIDENTS:
-        number = compose_resident_id(region, birth, seq)
-        resident = db.session.scalar(sa.select(Resident).where(Resident.id_number == number))
-        if resident is None:
-            resident = Resident(
-                id_number=number,
-                name=name,
-                birth_date=birth,
-                phone=phone,
-                district_id=districts[district].id,
-                street=street,
-                address=address,
-                latitude=lat,
-                longitude=lng,
-            )
-            db.session.add(resident)
-            audit.record(
-                "resident.create",
-                resident,
-                district_id=resident.district_id,
-                after={"id_number": resident.masked_id_number, "source": "demo"},
-            )
-        residents.append(resident)
-    return residents
+    return [
+        ensure_resident(
+            compose_resident_id(region, birth, seq),
+            name,
+            districts[district],
+            street,
+            address,
+            lat,
+            lng,
+            phone,
+        )
+        for region, birth, seq, name, district, street, address, lat, lng, phone in DEMO_RESIDENTS
+    ]
 
 
 def _ensure_accounts(districts, residents) -> list[dict]:
     summary = []
     for username, display, roles, district_code, resident_index in DEMO_ACCOUNTS:
-        user = db.session.scalar(sa.select(User).where(User.username == username))
-        if user is None:
-            user = User(
-                username=username,
-                display_name=display,
-                district=districts[district_code] if district_code else None,
-                resident=residents[resident_index] if resident_index is not None else None,
-            )
-            user.set_password(DEMO_PASSWORD)
-            user.role_rows = [UserRole(role=r) for r in roles]
-            db.session.add(user)
-            audit.record("user.create", user, after={"username": username, "roles": roles})
+        ensure_account(
+            username,
+            display,
+            roles,
+            district=districts[district_code] if district_code else None,
+            resident=residents[resident_index] if resident_index is not None else None,
+        )
         summary.append({"username": username, "password": DEMO_PASSWORD, "roles": ",".join(roles)})
     return summary
 
@@ -163,5 +202,9 @@ def build_demo() -> dict:
     _ensure_family_link(residents)
     summary = {"districts": len(districts), "accounts": accounts}
     for step in current_app.extensions.get("demo_steps", []):
-        summary.update(step() or {})
+        for key, value in (step() or {}).items():
+            if key == "accounts":
+                summary["accounts"].extend(value)
+            else:
+                summary[key] = value
     return summary

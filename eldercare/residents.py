@@ -136,6 +136,8 @@ class Resident(Base):
     latitude: Mapped[float | None] = mapped_column(sa.Float)
     longitude: Mapped[float | None] = mapped_column(sa.Float)
     date_of_death: Mapped[date | None] = mapped_column(sa.Date)
+    # The day the person stopped living in the city; residence decides eligibility.
+    moved_out_on: Mapped[date | None] = mapped_column(sa.Date)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
 
     district: Mapped[District] = relationship(lazy="joined")
