@@ -61,6 +61,7 @@ def take_through(world):
         assessors=None,
         type="first",
         disputed=None,
+        approved_on=None,
         **score_kwargs,
     ):
         resident = resident or world.elder
@@ -94,7 +95,7 @@ def take_through(world):
             **score_kwargs,
         )
         if approve:
-            lifecycle.approve(case, reviewer=world.approver, today=world.today)
+            lifecycle.approve(case, reviewer=world.approver, today=approved_on or world.today)
         return case
 
     return _take
