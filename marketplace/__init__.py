@@ -6,8 +6,11 @@ The shell calls ``register(app)``; nothing else of the shell depends on this pac
 from __future__ import annotations
 
 from marketplace.cli import cli
+from marketplace.credit_code import is_valid_credit_code
 from marketplace.jobs import JOBS
 from marketplace.views import bp
+
+__all__ = ["is_valid_credit_code", "register"]
 
 
 def register(app) -> None:
