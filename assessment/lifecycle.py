@@ -71,7 +71,10 @@ def apply(
     note: str | None = None,
     disputed: Assessment | None = None,
     today: date | None = None,
+    applied_at: datetime | None = None,
 ) -> Assessment:
+    """Open a case. ``applied_at`` is for results that reach the platform after the visit
+    (an agency's spreadsheet): the case is dated when it really began, not when typed in."""
     today = today or local_today()
     if type not in ASSESSMENT_TYPES:
         raise InvalidInput(details={"type": _l("Choose the kind of assessment.")})
@@ -117,6 +120,7 @@ def apply(
         applied_via=via,
         application_note=(note or "").strip() or None,
         disputed_assessment_id=disputed.id if disputed else None,
+        created_at=applied_at or now_utc(),
     )
     db.session.add(assessment)
     _audit("assessment.apply", assessment, None, type=type, via=via)

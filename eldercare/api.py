@@ -11,7 +11,6 @@ from eldercare.db import db
 from eldercare.residents import District
 from eldercare.tokens import token_required
 
-api = Api()
 BEARER = [{"bearerAuth": []}]
 
 meta = Blueprint("meta", __name__, url_prefix="/api/v1", description="Tokens and reference data")
@@ -25,6 +24,14 @@ class ApiErrorBodySchema(ma.Schema):
 
 class ApiErrorSchema(ma.Schema):
     error = ma.fields.Nested(ApiErrorBodySchema, required=True)
+
+
+class _Api(Api):
+    # Error responses in the document show the body eldercare.errors really sends.
+    ERROR_SCHEMA = ApiErrorSchema
+
+
+api = _Api()
 
 
 class WhoAmISchema(ma.Schema):

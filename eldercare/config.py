@@ -41,6 +41,11 @@ def load_config(instance_path: str) -> dict:
         "LOGIN_LOCK_MINUTES": _int("LOGIN_LOCK_MINUTES", 15),
         # werkzeug's default (scrypt); tests lower the cost to keep the suite fast.
         "PASSWORD_HASH_METHOD": os.environ.get("PASSWORD_HASH_METHOD", "scrypt"),
+        # Requests larger than this are refused (413) before a view reads them; pages that
+        # take uploads set their own, tighter, limit.
+        "MAX_CONTENT_LENGTH": _int("MAX_CONTENT_LENGTH", 16 * 1024 * 1024),
+        "IMPORT_MAX_BYTES": _int("IMPORT_MAX_BYTES", 10 * 1024 * 1024),
+        "IMPORT_MAX_ROWS": _int("IMPORT_MAX_ROWS", 20_000),
         "API_TITLE": "Eldercare vouchers API",
         "API_VERSION": "v1",
         "OPENAPI_VERSION": "3.0.3",

@@ -124,15 +124,21 @@ def authenticate_bearer(header: str | None) -> ApiToken:
     return token
 
 
-def token_required(*scopes: str):
-    """Decorator for API views: a valid bearer token holding every listed scope."""
+def token_required(*scopes: str, any_of: bool = False):
+    """Decorator for API views: a valid bearer token holding every listed scope (or, with
+    ``any_of``, at least one of them)."""
 
     def decorator(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
             token = authenticate_bearer(request.headers.get("Authorization"))
             missing = sorted(set(scopes) - token.scope_set)
-            if missing:
+            if any_of and scopes and len(missing) == len(set(scopes)):
+                raise PermissionDenied(
+                    _l("The API token lacks a required scope."),
+                    details={"missing_one_of": missing},
+                )
+            if missing and not any_of:
                 raise PermissionDenied(
                     _l("The API token lacks a required scope."), details={"missing": missing}
                 )

@@ -14,6 +14,8 @@ from datetime import date
 
 import pytest
 import sqlalchemy as sa
+from flask import g, has_app_context
+from flask.testing import FlaskClient
 from flask_migrate import upgrade
 from sqlalchemy.orm import scoped_session, sessionmaker
 
@@ -49,6 +51,21 @@ def database_url(tmp_path_factory):
     admin.dispose()
 
 
+class FreshGlobalsClient(FlaskClient):
+    """A test client whose every request starts with an empty ``g``.
+
+    Tests that call services directly keep an app context pushed (``app_ctx``), and Flask
+    lets requests reuse it, ``g`` included; production gives each request its own. Clearing
+    ``g`` (the token, Flask-Babel's cached locale...) keeps requests as independent as there.
+    """
+
+    def open(self, *args, **kwargs):
+        if has_app_context():
+            for name in list(g):
+                g.pop(name)
+        return super().open(*args, **kwargs)
+
+
 @pytest.fixture(scope="session")
 def app(database_url, tmp_path_factory):
     app = create_app(
@@ -62,6 +79,7 @@ def app(database_url, tmp_path_factory):
             "WTF_CSRF_ENABLED": False,
         }
     )
+    app.test_client_class = FreshGlobalsClient
     with app.app_context():
         upgrade()
     yield app

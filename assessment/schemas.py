@@ -1,0 +1,229 @@
+"""Marshmallow schemas of the assessment API; they also write its part of the OpenAPI document.
+
+Component names come from the class names, so every class here starts with ``Assessment``
+to stay clear of the other domains' schemas in the same document.
+
+Input schemas check shapes only. The rules (score ranges, ICD-10 codes, fee limits, who may
+sign) belong to the service functions, which name the offending field themselves; a score
+in particular reaches ``assessment.scoring`` exactly as the client sent it.
+"""
+
+from __future__ import annotations
+
+import marshmallow as ma
+from marshmallow import fields, validate
+
+from assessment.models import ASSESSMENT_STATUSES, ASSESSMENT_TYPES, LEVEL_CODES
+
+MAX_PAGE_SIZE = 100
+DEFAULT_PAGE_SIZE = 50
+
+
+class StrictInteger(fields.Integer):
+    """A JSON number that is already whole: neither ``"3"`` nor ``true`` passes for 3.
+
+    marshmallow's ``strict=True`` still accepts booleans (``bool`` is an ``int``), and a
+    checkbox value must never pass for a count or an amount.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(strict=True, **kwargs)
+
+    def _validated(self, value):
+        if isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return super()._validated(value)
+
+
+class StrictBoolean(fields.Boolean):
+    """Only JSON ``true`` or ``false``; not ``1``, ``"yes"`` or ``"on"``."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+class ItemScores(fields.Dict):
+    """Item code to score, passed on uncoerced: ``assessment.scoring`` checks every value
+    (whole number, in the item's range, no booleans) and names each item that is wrong."""
+
+    def __init__(self, **kwargs):
+        super().__init__(keys=fields.String(), **kwargs)
+
+
+# --- the instrument -------------------------------------------------------------------
+
+
+class AssessmentInstrumentItemSchema(ma.Schema):
+    code = fields.String(required=True)
+    dimension = fields.String(required=True, metadata={"description": "dimension code"})
+    zh = fields.String(required=True)
+    en = fields.String(required=True)
+    min = fields.Integer(required=True)
+    max = fields.Integer(required=True)
+
+
+class AssessmentInstrumentDimensionSchema(ma.Schema):
+    code = fields.String(required=True)
+    zh = fields.String(required=True)
+    en = fields.String(required=True)
+    max = fields.Integer(required=True)
+    items = fields.List(
+        fields.String(), required=True, metadata={"description": "item codes, in order"}
+    )
+
+
+class AssessmentInstrumentLevelSchema(ma.Schema):
+    code = fields.String(required=True, validate=validate.OneOf(LEVEL_CODES))
+    rank = fields.Integer(required=True, metadata={"description": "0 intact .. 4 complete loss"})
+    zh = fields.String(required=True)
+    en = fields.String(required=True)
+    min_total = fields.Integer(required=True)
+    max_total = fields.Integer(required=True)
+
+
+class AssessmentInstrumentSchema(ma.Schema):
+    max_total = fields.Integer(required=True)
+    items = fields.List(fields.Nested(AssessmentInstrumentItemSchema), required=True)
+    dimensions = fields.List(fields.Nested(AssessmentInstrumentDimensionSchema), required=True)
+    levels = fields.List(fields.Nested(AssessmentInstrumentLevelSchema), required=True)
+
+
+# --- cases ----------------------------------------------------------------------------
+
+
+class AssessmentResidentSchema(ma.Schema):
+    """What an agency needs to visit the elder; the full ID number is never sent."""
+
+    name = fields.String(required=True)
+    masked_id_number = fields.String(required=True)
+    sex = fields.String(required=True, validate=validate.OneOf(("male", "female")))
+    birth_date = fields.Date(required=True)
+    district = fields.String(required=True, metadata={"description": "district code (GB/T 2260)"})
+    street = fields.String(required=True)
+    address = fields.String(required=True)
+    phone = fields.String(allow_none=True)
+
+
+class AssessmentSummarySchema(ma.Schema):
+    id = fields.Integer(required=True)
+    type = fields.String(required=True, validate=validate.OneOf(ASSESSMENT_TYPES))
+    status = fields.String(required=True, validate=validate.OneOf(ASSESSMENT_STATUSES))
+    external_ref = fields.String(allow_none=True)
+    applied_at = fields.AwareDateTime(required=True)
+    assigned_at = fields.AwareDateTime(allow_none=True)
+    scheduled_for = fields.AwareDateTime(allow_none=True)
+    assessed_on = fields.Date(allow_none=True)
+    total = fields.Integer(allow_none=True)
+    level = fields.String(allow_none=True, validate=validate.OneOf(LEVEL_CODES))
+    resident = fields.Nested(AssessmentResidentSchema, required=True)
+
+
+class AssessmentCaseSchema(AssessmentSummarySchema):
+    recorded_at = fields.AwareDateTime(allow_none=True)
+    items = fields.Dict(keys=fields.String(), values=fields.Integer(), allow_none=True)
+    dimensions = fields.Dict(keys=fields.String(), values=fields.Integer(), allow_none=True)
+    base_level = fields.String(allow_none=True, validate=validate.OneOf(LEVEL_CODES))
+    adjustments = fields.List(
+        fields.String(),
+        required=True,
+        metadata={"description": "coma, psychiatric_diagnosis, care_risk_events"},
+    )
+    coma = fields.Boolean(required=True)
+    diagnoses = fields.List(fields.String(), required=True)
+    care_risk_events_30d = fields.Integer(required=True)
+    recorder_certificate = fields.String(allow_none=True)
+    cosigner_certificate = fields.String(allow_none=True)
+    fee_fen = fields.Integer(required=True)
+    refundable_fee_fen = fields.Integer(required=True)
+    review_note = fields.String(
+        allow_none=True, metadata={"description": "what to correct, when returned"}
+    )
+    reviewed_at = fields.AwareDateTime(allow_none=True)
+    effective_from = fields.Date(allow_none=True)
+    valid_until = fields.Date(allow_none=True)
+
+
+class AssessmentPageSchema(ma.Schema):
+    items = fields.List(fields.Nested(AssessmentSummarySchema), required=True)
+    total = fields.Integer(required=True, metadata={"description": "matching cases, all pages"})
+    limit = fields.Integer(required=True)
+    offset = fields.Integer(required=True)
+
+
+class AssessmentListQuerySchema(ma.Schema):
+    status = fields.String(validate=validate.OneOf(ASSESSMENT_STATUSES))
+    limit = fields.Integer(
+        load_default=DEFAULT_PAGE_SIZE, validate=validate.Range(min=1, max=MAX_PAGE_SIZE)
+    )
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+
+
+class AssessmentScheduleSchema(ma.Schema):
+    scheduled_for = fields.AwareDateTime(
+        required=True,
+        metadata={"description": "ISO 8601 with an offset, e.g. 2026-12-01T09:30:00+08:00"},
+    )
+
+
+class AssessmentResultSchema(ma.Schema):
+    assessed_on = fields.Date(
+        required=True, metadata={"description": "the visit, a date in Asia/Shanghai"}
+    )
+    items = ItemScores(
+        required=True,
+        metadata={
+            "description": "every item of GET /api/v1/instrument: code -> whole-number score",
+            "additionalProperties": {"type": "integer"},
+        },
+    )
+    coma = StrictBoolean(load_default=False)
+    diagnoses = fields.List(
+        fields.String(validate=validate.Length(max=10)),
+        load_default=list,
+        validate=validate.Length(max=20),
+        metadata={"description": "ICD-10 codes, e.g. F00, F03.1"},
+    )
+    care_risk_events_30d = StrictInteger(load_default=0)
+    recorder_certificate = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=40),
+        metadata={"description": "GB/T 42195 certificate number of an assessor of your agency"},
+    )
+    cosigner_certificate = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=40),
+        metadata={"description": "a second assessor of your agency"},
+    )
+    fee_fen = StrictInteger(required=True, metadata={"description": "the fee charged, in fen"})
+    external_ref = fields.String(
+        load_default=None,
+        validate=validate.Length(min=1, max=60),
+        metadata={"description": "your own reference for the case, unique in your agency"},
+    )
+
+
+# --- eligibility ----------------------------------------------------------------------
+
+
+class AssessmentEligibilityCheckSchema(ma.Schema):
+    # In the body, not the URL: a resident ID number must not end up in access logs.
+    id_number = fields.String(required=True, metadata={"description": "18-character ID"})
+    on = fields.Date(metadata={"description": "the day asked about (default: today, Shanghai)"})
+
+
+class AssessmentEligibilityReasonSchema(ma.Schema):
+    code = fields.String(required=True)
+    message = fields.String(required=True, metadata={"description": "in the client's language"})
+
+
+class AssessmentEligibilityAnswerSchema(ma.Schema):
+    on = fields.Date(required=True)
+    eligible = fields.Boolean(required=True)
+    level = fields.String(allow_none=True, validate=validate.OneOf(LEVEL_CODES))
+    reasons = fields.List(fields.Nested(AssessmentEligibilityReasonSchema), required=True)
+    holds_until = fields.Date(
+        allow_none=True, metadata={"description": "last day it holds, as far as known today"}
+    )
+    assessment_id = fields.Integer(allow_none=True)
