@@ -7,7 +7,14 @@ Other domains use the service modules (``assessment.eligibility``, ``assessment.
 
 from __future__ import annotations
 
-from assessment import models  # noqa: F401  (tables on the metadata)
+from assessment import (  # noqa: F401  (imported for what importing them does)
+    models,  # the tables, on the metadata
+    views_agency,  # the HTML pages, each module adding its routes to views.bp
+    views_bureau,
+    views_elder,
+    views_record,
+    views_residents,
+)
 from assessment.api import blp as api_blueprint
 from assessment.cli import cli
 from assessment.demo import build_demo

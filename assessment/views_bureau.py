@@ -1,0 +1,204 @@
+"""The bureau's case work: the assignment and review queues, and the assessment agencies.
+
+Officers assign new applications to an agency or cancel them; approvers approve recorded
+assessments or return them, and suspend, reinstate or revoke agencies. The bureau sees only
+the cases of residents in its district.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask import flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_login import current_user
+
+from assessment import lifecycle
+from assessment.agencies import set_agency_status
+from assessment.forms import AGENCY_ACTIONS, AGENCY_STATUS_LABELS
+from assessment.models import Agency, Assessment
+from assessment.views import bp, get_case, level_label, problem_from
+from eldercare.accounts import BUREAU_ROLES
+from eldercare.auth import ensure_in_district, roles_required, scope_to_district
+from eldercare.db import db
+from eldercare.errors import DomainError, NotFound
+from eldercare.residents import Resident
+from eldercare.timeutil import local_today
+
+ASSIGNABLE = ("applied", "assigned")
+
+
+def _case_in_district(case_id: int) -> Assessment:
+    """A case the signed-in bureau user may see; other districts' cases look missing."""
+    case = get_case(case_id)
+    ensure_in_district(case.resident.district_id)
+    return case
+
+
+def _district_cases(condition, *order_by) -> list[Assessment]:
+    """The cases meeting a condition, of residents in the signed-in user's district."""
+    statement = scope_to_district(
+        sa.select(Assessment)
+        .join(Resident, Assessment.resident_id == Resident.id)
+        .where(condition)
+        .order_by(*order_by),
+        Resident.district_id,
+    )
+    return db.session.scalars(statement).unique().all()
+
+
+def _agencies_by_name() -> list[Agency]:
+    return db.session.scalars(sa.select(Agency).order_by(Agency.name)).all()
+
+
+# --------------------------------------------------------------------------- assignment
+
+
+def _render_assign_queue(status=200, problem=None, problem_case=None):
+    cases = _district_cases(Assessment.status.in_(ASSIGNABLE), Assessment.created_at, Assessment.id)
+    today = local_today()
+    return render_template(
+        "assessment/assign_queue.html",
+        cases=cases,
+        agencies=[agency for agency in _agencies_by_name() if agency.is_active_on(today)],
+        problem=problem,
+        problem_case=problem_case,
+    ), status
+
+
+@bp.get("/queue/assign")
+@roles_required("bureau_officer")
+def assign_queue():
+    return _render_assign_queue()
+
+
+@bp.post("/cases/<int:case_id>/assign")
+@roles_required("bureau_officer")
+def assign(case_id: int):
+    case = _case_in_district(case_id)
+    agency = db.session.get(Agency, request.form.get("agency_id", type=int) or 0)
+    if agency is None:
+        problem = {
+            "message": _("Choose an agency."),
+            "fields": {"agency_id": _("Choose an agency.")},
+        }
+        return _render_assign_queue(422, problem, case.id)
+    try:
+        lifecycle.assign(case, agency)
+    except DomainError as error:
+        db.session.rollback()
+        return _render_assign_queue(422, problem_from(error, fields=("agency_id",)), case_id)
+    flash(_("The case has been assigned to %(agency)s.", agency=agency.name), "success")
+    return redirect(url_for(".assign_queue"))
+
+
+@bp.post("/cases/<int:case_id>/cancel")
+@roles_required("bureau_officer")
+def cancel(case_id: int):
+    case = _case_in_district(case_id)
+    try:
+        lifecycle.cancel(case, actor=current_user, reason=request.form.get("reason", ""))
+    except DomainError as error:
+        db.session.rollback()
+        return _render_assign_queue(422, problem_from(error, fields=("reason",)), case_id)
+    flash(_("The application has been cancelled."), "success")
+    return redirect(url_for(".assign_queue"))
+
+
+# --------------------------------------------------------------------------- review
+
+
+def _render_review_queue(status=200, problem=None, problem_case=None, values=None):
+    return render_template(
+        "assessment/review_queue.html",
+        cases=_district_cases(
+            Assessment.status == "recorded", Assessment.recorded_at, Assessment.id
+        ),
+        problem=problem,
+        problem_case=problem_case,
+        values=values or {},
+    ), status
+
+
+@bp.get("/queue/review")
+@roles_required("bureau_approver")
+def review_queue():
+    return _render_review_queue()
+
+
+@bp.post("/cases/<int:case_id>/approve")
+@roles_required("bureau_approver")
+def approve(case_id: int):
+    case = _case_in_district(case_id)
+    try:
+        lifecycle.approve(case, reviewer=current_user)
+    except DomainError as error:
+        db.session.rollback()
+        return _render_review_queue(422, problem_from(error), case_id)
+    flash(
+        _(
+            "Approved: %(name)s is assessed as %(level)s until %(day)s.",
+            name=case.resident.name,
+            level=level_label(case.level),
+            day=case.valid_until.isoformat(),
+        ),
+        "success",
+    )
+    return redirect(url_for(".review_queue"))
+
+
+@bp.post("/cases/<int:case_id>/return")
+@roles_required("bureau_approver")
+def return_case(case_id: int):
+    case = _case_in_district(case_id)
+    try:
+        lifecycle.return_for_correction(
+            case, reviewer=current_user, reason=request.form.get("reason", "")
+        )
+    except DomainError as error:
+        db.session.rollback()
+        problem = problem_from(error, fields=("reason",))
+        return _render_review_queue(422, problem, case_id, request.form)
+    flash(_("The case has been returned to the agency for correction."), "success")
+    return redirect(url_for(".review_queue"))
+
+
+# --------------------------------------------------------------------------- agencies
+
+
+def _render_agencies(status=200, problem=None, problem_agency=None):
+    return render_template(
+        "assessment/agencies.html",
+        agencies=_agencies_by_name(),
+        actions=AGENCY_ACTIONS,
+        problem=problem,
+        problem_agency=problem_agency,
+    ), status
+
+
+@bp.get("/agencies")
+@roles_required(*BUREAU_ROLES)
+def agencies():
+    return _render_agencies()
+
+
+@bp.post("/agencies/<int:agency_id>/status")
+@roles_required("bureau_approver")
+def agency_status(agency_id: int):
+    agency = db.session.get(Agency, agency_id)
+    if agency is None:
+        raise NotFound()
+    try:
+        set_agency_status(agency, request.form.get("status", ""), request.form.get("reason", ""))
+    except DomainError as error:
+        db.session.rollback()
+        problem = problem_from(error, fields=("status", "reason"))
+        return _render_agencies(422, problem, agency_id)
+    flash(
+        _(
+            "%(agency)s is now: %(status)s.",
+            agency=agency.name,
+            status=AGENCY_STATUS_LABELS[agency.status],
+        ),
+        "success",
+    )
+    return redirect(url_for(".agencies"))

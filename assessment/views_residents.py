@@ -1,0 +1,232 @@
+"""The bureau's pages for one resident: finding them, applying on their behalf, and their
+eligibility (with recording a death and exclusions such as a stay in hospital).
+
+A resident outside the signed-in user's district looks missing.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask import flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user
+
+from assessment import lifecycle
+from assessment.eligibility import add_exclusion, end_exclusion, record_death
+from assessment.forms import TYPE_LABELS, FormErrors, parse_date
+from assessment.models import EXCLUSION_KINDS, Assessment, Exclusion
+from assessment.views import (
+    bp,
+    disputed_assessment,
+    eligibility_and_basis,
+    input_problem,
+    problem_from,
+)
+from eldercare.accounts import BUREAU_ROLES
+from eldercare.auth import ensure_in_district, roles_required, scope_to_district
+from eldercare.db import db
+from eldercare.errors import DomainError, NotFound
+from eldercare.residents import Resident
+from eldercare.timeutil import local_today
+
+NO_SUCH_RESIDENT = _l("No resident with this ID number is in the register you can see.")
+
+
+def _resident_in_district(resident_id: int | None) -> Resident:
+    resident = db.session.get(Resident, resident_id) if resident_id else None
+    if resident is None:
+        raise NotFound()
+    ensure_in_district(resident.district_id)
+    return resident
+
+
+def _resident_by_id_number(id_number: str | None) -> Resident | None:
+    number = (id_number or "").strip().upper()
+    if not number:
+        return None
+    statement = scope_to_district(
+        sa.select(Resident).where(Resident.id_number == number), Resident.district_id
+    )
+    return db.session.scalar(statement)
+
+
+# --------------------------------------------------------------------------- find
+
+
+@bp.get("/residents/find")
+@roles_required(*BUREAU_ROLES)
+def find_resident():
+    id_number = request.args.get("id_number", "")
+    resident = _resident_by_id_number(id_number)
+    if resident is None:
+        return render_template(
+            "assessment/index.html",
+            lookup_error=str(NO_SUCH_RESIDENT),
+            id_number=id_number.strip(),
+        ), 404
+    return redirect(url_for(".resident", resident_id=resident.id))
+
+
+# --------------------------------------------------------------------------- apply
+
+
+def _apply_page(resident, *, status=200, problem=None, values=None, lookup_error=None):
+    approved = []
+    if resident is not None:
+        approved = db.session.scalars(
+            sa.select(Assessment)
+            .where(Assessment.resident_id == resident.id, Assessment.status == "approved")
+            .order_by(Assessment.assessed_on.desc(), Assessment.id.desc())
+        ).all()
+    return render_template(
+        "assessment/apply.html",
+        resident=resident,
+        approved=approved,
+        problem=problem,
+        values=values or {},
+        lookup_error=lookup_error,
+        types=TYPE_LABELS,
+    ), status
+
+
+@bp.get("/apply")
+@roles_required("bureau_officer")
+def apply_for_elder():
+    resident_id = request.args.get("resident_id", type=int)
+    if resident_id:
+        return _apply_page(_resident_in_district(resident_id))
+    id_number = request.args.get("id_number")
+    if id_number is None:
+        return _apply_page(None)
+    resident = _resident_by_id_number(id_number)
+    if resident is None:
+        return _apply_page(
+            None, status=404, lookup_error=str(NO_SUCH_RESIDENT), values={"id_number": id_number}
+        )
+    return _apply_page(resident)
+
+
+@bp.post("/apply")
+@roles_required("bureau_officer")
+def submit_application():
+    resident = _resident_in_district(request.form.get("resident_id", type=int))
+    try:
+        case = lifecycle.apply(
+            resident,
+            type=request.form.get("type", ""),
+            applied_by=current_user,
+            via="bureau",
+            note=request.form.get("note"),
+            disputed=disputed_assessment(request.form),
+        )
+    except DomainError as error:
+        db.session.rollback()
+        problem = problem_from(error, fields=("type", "disputed_assessment_id"))
+        return _apply_page(resident, status=422, problem=problem, values=request.form)
+    flash(
+        _("The application has been made (case %(id)s); it now waits for an agency.", id=case.id),
+        "success",
+    )
+    return redirect(url_for(".resident", resident_id=resident.id))
+
+
+# --------------------------------------------------------------------------- eligibility
+
+
+def _render_resident(resident: Resident, status=200, problem=None, problem_form=None, values=None):
+    result, current = eligibility_and_basis(resident, local_today())
+    history = db.session.scalars(
+        sa.select(Assessment)
+        .where(Assessment.resident_id == resident.id)
+        .order_by(Assessment.created_at.desc(), Assessment.id.desc())
+    ).all()
+    exclusions = db.session.scalars(
+        sa.select(Exclusion)
+        .where(Exclusion.resident_id == resident.id)
+        .order_by(Exclusion.start_date.desc(), Exclusion.id.desc())
+    ).all()
+    return render_template(
+        "assessment/resident.html",
+        resident=resident,
+        result=result,
+        current=current,
+        history=history,
+        exclusions=exclusions,
+        exclusion_kinds=EXCLUSION_KINDS,
+        problem=problem,
+        problem_form=problem_form,
+        values=values or {},
+    ), status
+
+
+@bp.get("/residents/<int:resident_id>")
+@roles_required(*BUREAU_ROLES)
+def resident(resident_id: int):
+    return _render_resident(_resident_in_district(resident_id))
+
+
+@bp.post("/residents/<int:resident_id>/death")
+@roles_required("bureau_officer")
+def resident_death(resident_id: int):
+    person = _resident_in_district(resident_id)
+    errors = FormErrors()
+    died_on = parse_date(request.form.get("date_of_death"), "date_of_death", errors)
+    if errors:
+        return _render_resident(person, 422, input_problem(errors), "death", request.form)
+    try:
+        record_death(person, died_on, today=local_today())
+    except DomainError as error:
+        db.session.rollback()
+        problem = problem_from(error, fields=("date_of_death",))
+        return _render_resident(person, 422, problem, "death", request.form)
+    flash(_("The date of death has been recorded."), "success")
+    return redirect(url_for(".resident", resident_id=person.id))
+
+
+@bp.post("/residents/<int:resident_id>/exclusions")
+@roles_required("bureau_officer")
+def resident_add_exclusion(resident_id: int):
+    person = _resident_in_district(resident_id)
+    form = request.form
+    errors = FormErrors()
+    start = parse_date(form.get("start_date"), "start_date", errors)
+    end = parse_date(form.get("end_date"), "end_date", errors, required=False)
+    if errors:
+        return _render_resident(person, 422, input_problem(errors), "exclusion", form)
+    try:
+        add_exclusion(
+            person,
+            form.get("kind", ""),
+            start,
+            end_date=end,
+            source=(form.get("source") or "").strip() or None,
+        )
+    except DomainError as error:
+        db.session.rollback()
+        problem = problem_from(error, fields=("kind", "end_date"))
+        return _render_resident(person, 422, problem, "exclusion", form)
+    flash(_("The exclusion has been recorded."), "success")
+    return redirect(url_for(".resident", resident_id=person.id))
+
+
+@bp.post("/residents/<int:resident_id>/exclusions/<int:exclusion_id>/end")
+@roles_required("bureau_officer")
+def resident_end_exclusion(resident_id: int, exclusion_id: int):
+    person = _resident_in_district(resident_id)
+    exclusion = db.session.get(Exclusion, exclusion_id)
+    if exclusion is None or exclusion.resident_id != person.id:
+        raise NotFound()
+    errors = FormErrors()
+    end = parse_date(request.form.get("end_date"), "end_date", errors)
+    form_name = f"end-{exclusion_id}"
+    if errors:
+        return _render_resident(person, 422, input_problem(errors), form_name, request.form)
+    try:
+        end_exclusion(exclusion_id, end)
+    except DomainError as error:
+        db.session.rollback()
+        problem = problem_from(error, fields=("end_date",))
+        return _render_resident(person, 422, problem, form_name, request.form)
+    flash(_("The end of the exclusion has been recorded."), "success")
+    return redirect(url_for(".resident", resident_id=person.id))
