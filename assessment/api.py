@@ -39,7 +39,7 @@ from assessment.schemas import (
 )
 from assessment.scoring import normalize_diagnoses
 from eldercare.accounts import BUREAU_ROLES
-from eldercare.api import BEARER, ApiErrorSchema
+from eldercare.api import BEARER, error_responses
 from eldercare.auth import ensure_in_district
 from eldercare.db import db
 from eldercare.errors import Conflict, DomainError, InvalidInput, NotFound, PermissionDenied
@@ -217,8 +217,7 @@ def _set_external_ref(case: Assessment, agency: Agency, ref: str | None) -> None
 @blp.get("/instrument")
 @blp.doc(security=BEARER)
 @blp.response(200, AssessmentInstrumentSchema)
-@blp.alt_response(401, schema=ApiErrorSchema)
-@blp.alt_response(403, schema=ApiErrorSchema)
+@error_responses(blp, 401, 403)
 @token_required("read")
 def get_instrument():
     """The GB/T 42195-2022 instrument: items with their score ranges, dimensions, levels."""
@@ -248,9 +247,7 @@ def get_instrument():
 @blp.doc(security=BEARER)
 @blp.arguments(AssessmentListQuerySchema, location="query")
 @blp.response(200, AssessmentPageSchema)
-@blp.alt_response(401, schema=ApiErrorSchema)
-@blp.alt_response(403, schema=ApiErrorSchema)
-@blp.alt_response(422, schema=ApiErrorSchema)
+@error_responses(blp, 401, 403, 422)
 def list_assessments(query):
     """The cases assigned to the caller's agency, oldest first; filter by ``status``."""
     agency = _caller_agency()
@@ -273,9 +270,7 @@ def list_assessments(query):
 @token_required("assessments:write", "read", any_of=True)
 @blp.doc(security=BEARER)
 @blp.response(200, AssessmentCaseSchema)
-@blp.alt_response(401, schema=ApiErrorSchema)
-@blp.alt_response(403, schema=ApiErrorSchema)
-@blp.alt_response(404, schema=ApiErrorSchema)
+@error_responses(blp, 401, 403, 404)
 def get_assessment(assessment_id):
     """One case of the caller's agency, with its result once recorded."""
     return _case(_own_case(_caller_agency(), assessment_id))
@@ -286,11 +281,7 @@ def get_assessment(assessment_id):
 @blp.doc(security=BEARER)
 @blp.arguments(AssessmentScheduleSchema)
 @blp.response(200, AssessmentCaseSchema)
-@blp.alt_response(401, schema=ApiErrorSchema)
-@blp.alt_response(403, schema=ApiErrorSchema)
-@blp.alt_response(404, schema=ApiErrorSchema)
-@blp.alt_response(409, schema=ApiErrorSchema)
-@blp.alt_response(422, schema=ApiErrorSchema)
+@error_responses(blp, 401, 403, 404, 409, 422)
 def schedule_assessment(body, assessment_id):
     """Set (or move) the date and time of the home visit."""
     case = _own_case(_caller_agency(), assessment_id, for_update=True)
@@ -303,11 +294,7 @@ def schedule_assessment(body, assessment_id):
 @blp.doc(security=BEARER)
 @blp.arguments(AssessmentResultSchema)
 @blp.response(200, AssessmentCaseSchema)
-@blp.alt_response(401, schema=ApiErrorSchema)
-@blp.alt_response(403, schema=ApiErrorSchema)
-@blp.alt_response(404, schema=ApiErrorSchema)
-@blp.alt_response(409, schema=ApiErrorSchema)
-@blp.alt_response(422, schema=ApiErrorSchema)
+@error_responses(blp, 401, 403, 404, 409, 422)
 def record_result(body, assessment_id):
     """Record the result, signed by two assessors of the agency (named by certificate).
 
@@ -343,10 +330,7 @@ def record_result(body, assessment_id):
 @blp.doc(security=BEARER)
 @blp.arguments(AssessmentEligibilityCheckSchema)
 @blp.response(200, AssessmentEligibilityAnswerSchema)
-@blp.alt_response(401, schema=ApiErrorSchema)
-@blp.alt_response(403, schema=ApiErrorSchema)
-@blp.alt_response(404, schema=ApiErrorSchema)
-@blp.alt_response(422, schema=ApiErrorSchema)
+@error_responses(blp, 401, 403, 404, 422)
 def check_eligibility(query):
     """Whether the holder of a resident ID number may receive vouchers on a day, and why not.
 

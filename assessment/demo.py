@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from assessment import lifecycle
 from assessment.agencies import add_assessor, create_agency
+from assessment.instrument import instrument
 from assessment.models import Agency, AgencyAdmin, Assessment, Assessor
 from eldercare.accounts import User
 from eldercare.db import db
@@ -30,21 +31,9 @@ ASSESSORS = [
     ("assessor.wu", "评估员 吴刚", "GBT42195-2025-0201", "LN-PG-2025-002"),
     ("assessor.zheng", "评估员 郑洁", "GBT42195-2025-0202", "LN-PG-2025-002"),
 ]
-# (birth, seq, name, district, street, address, lat, lng, total, adjustments, account)
+# Elders assessed at every level besides elder.wang's 王秀英 (moderate, from the shell demo):
+# (birth, seq, name, district, street, address, lat, lng, total, adjustments)
 ELDERS = [
-    (
-        date(1944, 3, 12),
-        122,
-        "王秀英",
-        "210102",
-        "南湖街道",
-        "三好街 12 号 3-2-1",
-        41.7741,
-        123.4356,
-        50,
-        {},
-        "elder.wang",
-    ),
     (
         date(1936, 11, 2),
         141,
@@ -56,7 +45,6 @@ ELDERS = [
         123.4129,
         32,
         {"diagnoses": ["F00"]},
-        None,
     ),  # severe by total, dementia
     (
         date(1939, 6, 18),
@@ -69,7 +57,6 @@ ELDERS = [
         123.4372,
         38,
         {},
-        None,
     ),
     (
         date(1948, 1, 25),
@@ -82,7 +69,6 @@ ELDERS = [
         123.4470,
         72,
         {},
-        None,
     ),
     (
         date(1950, 9, 9),
@@ -95,7 +81,6 @@ ELDERS = [
         123.4030,
         90,
         {},
-        None,
     ),
 ]
 PENDING = (
@@ -110,9 +95,10 @@ PENDING = (
 )
 
 
-def _items(total: int) -> dict[str, int]:
-    from assessment.instrument import instrument
-
+def items_with_total(total: int) -> dict[str, int]:
+    """A complete, valid item set whose scores add up to ``total`` (filled greedily)."""
+    if not 0 <= total <= instrument().max_total:
+        raise ValueError(f"no item set adds up to {total}")
     items, remaining = {}, total
     for code, item in instrument().items.items():
         items[code] = min(item.max, remaining)
@@ -165,20 +151,9 @@ def build_demo() -> dict:
     approver = db.session.scalar(sa.select(User).where(User.username == "bureau.approver"))
     officer = db.session.scalar(sa.select(User).where(User.username == "bureau.officer"))
     visit = datetime.combine(today, time(9), tzinfo=SHANGHAI)
-    levels = []
-    for index, (
-        birth,
-        seq,
-        name,
-        district,
-        street,
-        address,
-        lat,
-        lng,
-        total,
-        adjust,
-        account,
-    ) in enumerate(ELDERS):
+    wang = db.session.scalar(sa.select(User).where(User.username == "elder.wang")).resident
+    targets = [(wang, 50, {})]
+    for birth, seq, name, district, street, address, lat, lng, total, adjust in ELDERS:
         resident = ensure_resident(
             compose_resident_id("210102", birth, seq),
             name,
@@ -188,26 +163,26 @@ def build_demo() -> dict:
             lat,
             lng,
         )
-        if account is None:
-            ensure_account(f"elder.{seq}", name, ["elder"], resident=resident)
-        db.session.flush()
-        if (
-            db.session.scalar(sa.select(Assessment.id).where(Assessment.resident_id == resident.id))
-            is not None
-        ):
-            continue
+        ensure_account(f"elder.{seq}", name, ["elder"], resident=resident)
+        targets.append((resident, total, adjust))
+    db.session.flush()
+
+    levels = []
+    for index, (resident, total, adjust) in enumerate(targets):
+        if db.session.scalar(sa.select(Assessment.id).where(Assessment.resident_id == resident.id)):
+            continue  # assessed by an earlier run
+        # Alternate the agencies so that both have results to show.
         first, second = (
             ("assessor.li", "assessor.zhao")
             if index % 2 == 0
             else ("assessor.wu", "assessor.zheng")
         )
-        agency = assessors[first].agency
         case = lifecycle.apply(resident, type="first", applied_by=officer, via="bureau")
-        lifecycle.assign(case, agency)
+        lifecycle.assign(case, assessors[first].agency)
         lifecycle.schedule(case, visit, actor=assessors[first].user)
         lifecycle.record(
             case,
-            items=_items(total),
+            items=items_with_total(total),
             assessed_on=today,
             recorder=assessors[first],
             cosigner=assessors[second],

@@ -34,6 +34,17 @@ class _Api(Api):
 api = _Api()
 
 
+def error_responses(blueprint: Blueprint, *statuses: int):
+    """Document the error answers an endpoint can give, all with the standard body."""
+
+    def decorator(view):
+        for status in statuses:
+            view = blueprint.alt_response(status, schema=ApiErrorSchema)(view)
+        return view
+
+    return decorator
+
+
 class WhoAmISchema(ma.Schema):
     username = ma.fields.String(required=True)
     roles = ma.fields.List(ma.fields.String(), required=True)
@@ -50,7 +61,7 @@ class DistrictSchema(ma.Schema):
 @meta.get("/me")
 @meta.doc(security=BEARER)
 @meta.response(200, WhoAmISchema)
-@meta.alt_response(401, schema=ApiErrorSchema)
+@error_responses(meta, 401)
 @token_required()
 def whoami():
     """Who the presented token acts for, and what it may do."""
@@ -66,8 +77,7 @@ def whoami():
 @meta.get("/districts")
 @meta.doc(security=BEARER)
 @meta.response(200, DistrictSchema(many=True))
-@meta.alt_response(401, schema=ApiErrorSchema)
-@meta.alt_response(403, schema=ApiErrorSchema)
+@error_responses(meta, 401, 403)
 @token_required("read")
 def districts():
     """The city's districts, by administrative code."""
