@@ -11,6 +11,7 @@ from assessment import (  # noqa: F401  (imported for what importing them does)
     models,  # the tables, on the metadata
     views_agency,  # the HTML pages, each module adding its routes to views.bp
     views_bureau,
+    views_certification,
     views_elder,
     views_record,
     views_residents,

@@ -9,10 +9,12 @@ from flask_babel import lazy_gettext as _l
 
 from assessment.models import AGENCY_STATUSES, Agency, Assessor
 from eldercare import audit
+from eldercare.account_service import create_user
 from eldercare.accounts import User
+from eldercare.credit_codes import is_valid_credit_code
 from eldercare.db import db
 from eldercare.errors import Conflict, InvalidInput
-from eldercare.timeutil import now_utc
+from eldercare.timeutil import local_today, now_utc
 
 
 def create_agency(
@@ -28,6 +30,13 @@ def create_agency(
         errors["name"] = _l("Enter the agency's name.")
     if not licence_number or not licence_number.strip():
         errors["licence_number"] = _l("Enter the licence number.")
+    credit_code = (credit_code or "").strip().upper() or None
+    if credit_code and not is_valid_credit_code(credit_code):
+        errors["credit_code"] = _l(
+            "This is not a valid unified social credit code (18 characters; check the last one)."
+        )
+    if certified_until < local_today():
+        errors["certified_until"] = _l("The certification must run until today or later.")
     if errors:
         raise InvalidInput(details=errors)
     if db.session.scalar(sa.select(Agency.id).where(Agency.licence_number == licence_number)):
@@ -71,6 +80,22 @@ def set_agency_status(agency: Agency, status: str, reason: str) -> None:
     )
 
 
+def renew_certification(agency: Agency, certified_until: date, reason: str) -> None:
+    """The bureau extends (or shortens) a certification after its yearly review."""
+    if not reason or not reason.strip():
+        raise InvalidInput(details={"reason": _l("Give the reason for this decision.")})
+    if agency.status == "revoked":
+        raise Conflict(_l("A revoked certification cannot be changed; certify anew."))
+    before = agency.certified_until
+    agency.certified_until = certified_until
+    audit.record(
+        "agency.renew",
+        agency,
+        before={"certified_until": before.isoformat()},
+        after={"certified_until": certified_until.isoformat(), "reason": reason.strip()},
+    )
+
+
 def add_assessor(
     agency: Agency, user: User, *, name: str, certificate_number: str, valid_until: date
 ) -> Assessor:
@@ -98,6 +123,43 @@ def add_assessor(
         },
     )
     return assessor
+
+
+def register_assessor(
+    agency: Agency,
+    *,
+    username: str,
+    display_name: str,
+    password: str,
+    certificate_number: str,
+    valid_until: date,
+) -> Assessor:
+    """An agency administrator registers a colleague: a new account and their certificate."""
+    certificate_number = (certificate_number or "").strip()
+    if not certificate_number:
+        raise InvalidInput(details={"certificate_number": _l("Enter the certificate number.")})
+    if valid_until < local_today():
+        raise InvalidInput(details={"valid_until": _l("This certificate has already expired.")})
+    user = create_user(username, display_name=display_name, password=password, roles=["assessor"])
+    db.session.flush()
+    return add_assessor(
+        agency,
+        user,
+        name=user.display_name,
+        certificate_number=certificate_number,
+        valid_until=valid_until,
+    )
+
+
+def renew_assessor_certificate(assessor: Assessor, valid_until: date) -> None:
+    before = assessor.certificate_valid_until
+    assessor.certificate_valid_until = valid_until
+    audit.record(
+        "assessor.certificate",
+        assessor,
+        before={"valid_until": before.isoformat()},
+        after={"valid_until": valid_until.isoformat()},
+    )
 
 
 def assessor_for_user(user: User) -> Assessor | None:

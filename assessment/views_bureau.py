@@ -21,7 +21,7 @@ from eldercare.accounts import BUREAU_ROLES
 from eldercare.auth import ensure_in_district, roles_required, scope_to_district
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
-from eldercare.residents import Resident
+from eldercare.residents import District, Resident
 from eldercare.timeutil import local_today
 
 ASSIGNABLE = ("applied", "assigned")
@@ -165,20 +165,24 @@ def return_case(case_id: int):
 # --------------------------------------------------------------------------- agencies
 
 
-def _render_agencies(status=200, problem=None, problem_agency=None):
+def render_agencies(status=200, problem=None, problem_agency=None, form=None):
+    """The agencies page; ``problem_agency`` is an agency id, or "new" for the new-agency form."""
+    districts = db.session.scalars(sa.select(District).order_by(District.code)).all()
     return render_template(
         "assessment/agencies.html",
         agencies=_agencies_by_name(),
         actions=AGENCY_ACTIONS,
         problem=problem,
         problem_agency=problem_agency,
+        districts=districts,
+        form=form or {},
     ), status
 
 
 @bp.get("/agencies")
 @roles_required(*BUREAU_ROLES)
 def agencies():
-    return _render_agencies()
+    return render_agencies()
 
 
 @bp.post("/agencies/<int:agency_id>/status")
@@ -192,7 +196,7 @@ def agency_status(agency_id: int):
     except DomainError as error:
         db.session.rollback()
         problem = problem_from(error, fields=("status", "reason"))
-        return _render_agencies(422, problem, agency_id)
+        return render_agencies(422, problem, agency_id)
     flash(
         _(
             "%(agency)s is now: %(status)s.",

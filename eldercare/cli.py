@@ -10,9 +10,10 @@ import sqlalchemy as sa
 from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 
-from eldercare import audit
-from eldercare.accounts import MIN_PASSWORD_LENGTH, ROLES, User, UserRole
+from eldercare import account_service, audit
+from eldercare.accounts import ROLES
 from eldercare.db import db, unit_of_work
+from eldercare.errors import DomainError
 from eldercare.residents import District
 
 audit_cli = AppGroup("audit", help="Inspect the audit trail.")
@@ -44,26 +45,26 @@ def verify(as_json: bool):
 @click.option("--name", "display_name", default=None, help="Name shown on pages.")
 @click.option("--district", "district_code", default=None, help="District code for staff.")
 @click.password_option()
-def create_user(username, roles, display_name, district_code, password):
+def create_user_command(username, roles, display_name, district_code, password):
     """Create an account (the password is asked for, never passed on the command line)."""
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise click.BadParameter(
-            f"at least {MIN_PASSWORD_LENGTH} characters", param_hint="password"
-        )
-    key = username.strip().lower()
     with unit_of_work():
-        if db.session.scalar(sa.select(User.id).where(User.username == key)):
-            raise click.ClickException(f"user {key!r} already exists")
         district = None
         if district_code:
             district = db.session.scalar(sa.select(District).where(District.code == district_code))
             if district is None:
                 raise click.BadParameter(f"no district {district_code}", param_hint="--district")
-        user = User(username=key, display_name=display_name or key, district=district)
-        user.set_password(password)
-        user.role_rows = [UserRole(role=r) for r in sorted(set(roles))]
-        db.session.add(user)
-        audit.record("user.create", user, after={"username": key, "roles": sorted(set(roles))})
+        try:
+            user = account_service.create_user(
+                username,
+                display_name=display_name or username,
+                password=password,
+                roles=list(roles),
+                district=district,
+            )
+        except DomainError as error:
+            problems = "; ".join(f"{k}: {v}" for k, v in error.details.items())
+            raise click.ClickException(f"{error.message} {problems}".strip()) from None
+        key = user.username
     click.echo(f"created {key} with roles {', '.join(sorted(set(roles)))}")
 
 

@@ -5,8 +5,8 @@ The shell calls ``register(app)``; nothing else of the shell depends on this pac
 
 from __future__ import annotations
 
+from eldercare.credit_codes import is_valid_credit_code  # GB 32100, shared with assessment
 from marketplace.cli import cli
-from marketplace.credit_code import is_valid_credit_code
 from marketplace.jobs import JOBS
 from marketplace.views import bp
 

@@ -19,7 +19,7 @@ def world(app_ctx, factory):
         name="沈阳康评评估中心",
         licence_number="PG-001",
         certified_until=year,
-        credit_code="91210102MA0TEST01X",
+        credit_code="91210102MA0TE1T08D",
     )
     other = create_agency(name="盛京评估", licence_number="PG-002", certified_until=year)
     staff = [factory.user(f"assessor{i}", roles=["assessor"]) for i in range(3)]

@@ -136,7 +136,7 @@ def test_agency_status_changes_need_a_reason_and_are_audited(world, db_session):
 
 
 def test_conflict_of_interest_is_rejected(world, app, monkeypatch):
-    served = {("91210102MA0TEST01X", world.elder.id): world.today - timedelta(days=90)}
+    served = {("91210102MA0TE1T08D", world.elder.id): world.today - timedelta(days=90)}
 
     def bookings(credit_code, resident_id, since):
         day = served.get((credit_code, resident_id))
@@ -149,7 +149,7 @@ def test_conflict_of_interest_is_rejected(world, app, monkeypatch):
         lifecycle.assign(case, world.agency)
     assert (
         excinfo.value.details["last_served_on"]
-        == served[("91210102MA0TEST01X", world.elder.id)].isoformat()
+        == served[("91210102MA0TE1T08D", world.elder.id)].isoformat()
     )
     assert case.status == "applied"
     lifecycle.assign(case, world.other)  # an agency that never served the elder may

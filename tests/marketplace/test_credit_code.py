@@ -2,8 +2,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from eldercare.credit_codes import ALPHABET, compose_credit_code, credit_code_problem
 from marketplace import is_valid_credit_code
-from marketplace.credit_code import ALPHABET, compose_credit_code, credit_code_problem
 
 # Codes printed on real business licences (public registers).
 REAL = ["91350100M000100Y43", "91110000600037341L", "91440300708461136T"]
