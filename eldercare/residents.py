@@ -105,6 +105,9 @@ class District(Base):
     code: Mapped[str] = mapped_column(sa.String(6), unique=True)
     name_zh: Mapped[str] = mapped_column(sa.String(40))
     name_en: Mapped[str] = mapped_column(sa.String(60))
+    # A central point (the district government), for searching "near this district".
+    center_latitude: Mapped[float | None] = mapped_column(sa.Float)
+    center_longitude: Mapped[float | None] = mapped_column(sa.Float)
 
     def display_name(self, locale: str) -> str:
         return self.name_zh if locale.startswith("zh") else self.name_en

@@ -44,6 +44,11 @@ def run_migrations_online():
 
     connectable = current_app.extensions["migrate"].db.engine
     with connectable.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # Batch mode rebuilds a table to drop or alter a column; SQLite would refuse to
+            # drop the old copy while other tables point at it. The pragma only works outside
+            # a transaction, so it goes to the driver connection before Alembic begins one.
+            connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
         context.configure(
             connection=connection,
             target_metadata=_metadata(),

@@ -1,0 +1,152 @@
+"""The service catalogue: what a provider offers, at what price (with history), where."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from flask_babel import lazy_gettext as _l
+
+from eldercare import audit
+from eldercare.accounts import User
+from eldercare.db import db
+from eldercare.errors import InvalidInput, NotFound
+from eldercare.residents import District
+from eldercare.timeutil import now_utc
+from marketplace.models import (
+    MAX_PRICE_FEN,
+    UNITS,
+    Provider,
+    Service,
+    ServiceCategory,
+    ServicePrice,
+)
+
+MAX_CAPACITY = 500
+
+
+def _price_problem(price_fen) -> str | None:
+    if isinstance(price_fen, bool) or not isinstance(price_fen, int):
+        return _l("Enter the price in yuan, for example 35 or 35.50.")
+    if not 0 < price_fen <= MAX_PRICE_FEN:
+        return _l("The price must be more than 0 and at most 50,000 yuan.")
+    return None
+
+
+def add_service(
+    provider: Provider,
+    *,
+    actor: User,
+    category_code: str,
+    title: str,
+    description: str,
+    unit: str,
+    price_fen: int,
+    capacity_per_slot: int,
+    districts: list[District],
+) -> Service:
+    errors: dict = {}
+    category = db.session.get(ServiceCategory, category_code or "")
+    if category is None:
+        errors["category_code"] = _l("Choose a category.")
+    elif provider.type not in category.provider_types.split():
+        errors["category_code"] = _l("Your kind of provider cannot offer this category.")
+    if not (title or "").strip() or len(title.strip()) > 120:
+        errors["title"] = _l("Give the service a title (at most 120 characters).")
+    if unit not in UNITS:
+        errors["unit"] = _l("Choose the unit the price is for.")
+    if problem := _price_problem(price_fen):
+        errors["price_fen"] = problem
+    if (
+        isinstance(capacity_per_slot, bool)
+        or not isinstance(capacity_per_slot, int)
+        or not 1 <= capacity_per_slot <= MAX_CAPACITY
+    ):
+        errors["capacity_per_slot"] = _l("Capacity is 1 to 500 bookings per time slot.")
+    served = {d.id for d in provider.service_districts}
+    if not districts or any(d.id not in served for d in districts):
+        errors["districts"] = _l("Choose districts among those your provider serves.")
+    if errors:
+        raise InvalidInput(details=errors)
+    service = Service(
+        provider_id=provider.id,
+        provider=provider,
+        category_code=category.code,
+        title=title.strip(),
+        description=(description or "").strip(),
+        unit=unit,
+        price_fen=price_fen,
+        capacity_per_slot=capacity_per_slot,
+    )
+    service.districts = list(districts)
+    db.session.add(service)
+    db.session.flush()
+    db.session.add(
+        ServicePrice(
+            service_id=service.id,
+            price_fen=price_fen,
+            effective_from=now_utc(),
+            set_by_user_id=actor.id,
+        )
+    )
+    audit.record(
+        "service.create",
+        service,
+        district_id=provider.district_id,
+        after={"title": service.title, "category": category.code, "price_fen": price_fen},
+    )
+    return service
+
+
+def change_price(service: Service, price_fen: int, *, actor: User) -> None:
+    """The new price holds from now; bookings keep the price they were made at."""
+    if problem := _price_problem(price_fen):
+        raise InvalidInput(details={"price_fen": problem})
+    if price_fen == service.price_fen:
+        return
+    before = service.price_fen
+    service.price_fen = price_fen
+    db.session.add(
+        ServicePrice(
+            service_id=service.id,
+            price_fen=price_fen,
+            effective_from=now_utc(),
+            set_by_user_id=actor.id,
+        )
+    )
+    audit.record(
+        "service.price", service, before={"price_fen": before}, after={"price_fen": price_fen}
+    )
+
+
+def price_on(service_id: int, when: datetime) -> int:
+    """The price that was in force at ``when``."""
+    price = db.session.scalar(
+        sa.select(ServicePrice.price_fen)
+        .where(ServicePrice.service_id == service_id, ServicePrice.effective_from <= when)
+        .order_by(ServicePrice.effective_from.desc(), ServicePrice.id.desc())
+        .limit(1)
+    )
+    if price is None:
+        raise NotFound(_l("The service had no price at that time."))
+    return price
+
+
+def set_active(service: Service, active: bool) -> None:
+    if service.active == active:
+        return
+    service.active = active
+    audit.record("service.active", service, after={"active": active})
+
+
+def set_beds(provider: Provider, *, total: int, free: int) -> None:
+    if provider.type != "care_institution":
+        raise InvalidInput(details={"beds_total": _l("Only care institutions have beds.")})
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (total, free))
+    if not ints or not (1 <= total <= 10_000 and 0 <= free <= total):
+        raise InvalidInput(
+            details={"beds_free": _l("Free beds must be between 0 and the number of beds.")}
+        )
+    before = {"total": provider.beds_total, "free": provider.beds_free}
+    provider.beds_total, provider.beds_free = total, free
+    audit.record("provider.beds", provider, before=before, after={"total": total, "free": free})

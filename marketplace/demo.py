@@ -1,0 +1,5 @@
+"""Demo data of the marketplace."""
+
+
+def build_demo() -> dict:
+    return {}

@@ -1,0 +1,283 @@
+"""Provider onboarding and certification by the bureau.
+
+    applied -> active -> suspended -> active (reinstated)
+       |          \\          \\
+       v           v          v
+    rejected     revoked    revoked
+
+A certification lasts a year from approval or renewal (``certified_until``); after that the
+provider is no longer listed and can accept nothing, without any job having to run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import date, timedelta
+
+import sqlalchemy as sa
+from flask_babel import lazy_gettext as _l
+
+from eldercare import audit
+from eldercare.accounts import User
+from eldercare.credit_codes import credit_code_problem
+from eldercare.db import db
+from eldercare.errors import Conflict, InvalidInput, PermissionDenied
+from eldercare.residents import District
+from eldercare.timeutil import local_today, now_utc
+from marketplace.errors import InvalidTransition
+from marketplace.models import PROVIDER_TYPES, Provider, ProviderStaff
+
+CERTIFICATION_DAYS = 365
+_PHONE = re.compile(r"^(1[3-9]\d{9}|0\d{2,3}-?\d{7,8})$")
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+CREDIT_CODE_MESSAGES = {
+    "format": _l(
+        "A unified social credit code has 18 characters (digits and capital letters "
+        "except I, O, S, V, Z)."
+    ),
+    "check_character": _l(
+        "The last character of the credit code does not match; please check for a typing mistake."
+    ),
+}
+
+
+def validate_opening_hours(hours: dict | None) -> str | None:
+    """Canonical JSON of {"mon": [["08:00", "18:00"]], ...}, or InvalidInput."""
+    if not hours:
+        return None
+    clean = {}
+    for day, intervals in hours.items():
+        if day not in WEEKDAYS or not isinstance(intervals, list):
+            raise InvalidInput(details={"opening_hours": _l("Unknown weekday.")})
+        for interval in intervals:
+            if (
+                not isinstance(interval, list | tuple)
+                or len(interval) != 2
+                or not all(isinstance(t, str) and _HHMM.match(t) for t in interval)
+                or interval[0] >= interval[1]
+            ):
+                raise InvalidInput(
+                    details={
+                        "opening_hours": _l(
+                            "Give opening hours as HH:MM to HH:MM, the end after the start."
+                        )
+                    }
+                )
+        clean[day] = [list(i) for i in intervals]
+    return json.dumps(clean, sort_keys=True, separators=(",", ":"))
+
+
+def apply_provider(
+    *,
+    applicant: User,
+    name: str,
+    credit_code: str,
+    type: str,
+    district: District | None,
+    address: str,
+    latitude: float | None,
+    longitude: float | None,
+    service_districts: list[District],
+    contact_name: str,
+    contact_phone: str,
+    bank_account_name: str,
+    bank_name: str,
+    bank_account_number: str,
+    opening_hours: dict | None = None,
+    beds_total: int | None = None,
+) -> Provider:
+    """An application for certification; the applicant becomes the provider's administrator."""
+    errors: dict = {}
+    code = (credit_code or "").strip().upper()
+    problem = credit_code_problem(code)
+    if problem:
+        errors["credit_code"] = CREDIT_CODE_MESSAGES[problem]
+    if not (name or "").strip():
+        errors["name"] = _l("Enter the provider's registered name.")
+    if type not in PROVIDER_TYPES:
+        errors["type"] = _l("Choose the kind of provider.")
+    if district is None:
+        errors["district_id"] = _l("Choose the district of the address.")
+    if not (address or "").strip():
+        errors["address"] = _l("Enter the address where elders are served or staff start from.")
+    if (
+        latitude is None
+        or longitude is None
+        or not (-90 <= latitude <= 90 and -180 <= longitude <= 180)
+    ):
+        errors["latitude"] = _l("Give the location's latitude and longitude.")
+    if not service_districts:
+        errors["service_districts"] = _l("Choose at least one district you serve.")
+    if not (contact_name or "").strip():
+        errors["contact_name"] = _l("Enter a contact person.")
+    if not _PHONE.match((contact_phone or "").strip()):
+        errors["contact_phone"] = _l(
+            "Enter an 11-digit mobile number or a landline such as 024-12345678."
+        )
+    if not (bank_account_name or "").strip() or not (bank_name or "").strip():
+        errors["bank_account_name"] = _l("Enter the account holder and the bank.")
+    if not re.fullmatch(r"\d{8,30}", (bank_account_number or "").replace(" ", "")):
+        errors["bank_account_number"] = _l("Enter the bank account number (8 to 30 digits).")
+    if type == "care_institution":
+        if beds_total is None or isinstance(beds_total, bool) or not 1 <= beds_total <= 10_000:
+            errors["beds_total"] = _l("Enter the number of beds (1 to 10,000).")
+    elif beds_total is not None:
+        errors["beds_total"] = _l("Only care institutions have beds.")
+    try:
+        hours_json = validate_opening_hours(opening_hours)
+    except InvalidInput as error:
+        errors.update(error.details)
+    if errors:
+        raise InvalidInput(details=errors)
+    if db.session.scalar(sa.select(Provider.id).where(Provider.credit_code == code)):
+        raise Conflict(
+            _l("A provider with this credit code has already applied."),
+            details={"credit_code": _l("already registered")},
+        )
+    if db.session.scalar(sa.select(ProviderStaff.id).where(ProviderStaff.user_id == applicant.id)):
+        raise Conflict(_l("This account already works for a provider."))
+
+    provider = Provider(
+        name=name.strip(),
+        credit_code=code,
+        type=type,
+        status="applied",
+        district_id=district.id,
+        address=address.strip(),
+        latitude=latitude,
+        longitude=longitude,
+        contact_name=contact_name.strip(),
+        contact_phone=contact_phone.strip(),
+        bank_account_name=bank_account_name.strip(),
+        bank_name=bank_name.strip(),
+        bank_account_number=bank_account_number.replace(" ", ""),
+        opening_hours_json=hours_json,
+        beds_total=beds_total,
+        beds_free=beds_total,
+        applied_by_user_id=applicant.id,
+    )
+    provider.service_districts = list(service_districts)
+    db.session.add(provider)
+    db.session.flush()
+    db.session.add(ProviderStaff(provider_id=provider.id, user_id=applicant.id, is_admin=True))
+    audit.record(
+        "provider.apply",
+        provider,
+        district_id=district.id,
+        after={"name": provider.name, "credit_code": code, "type": type},
+    )
+    return provider
+
+
+def _transition(
+    provider: Provider,
+    allowed: tuple[str, ...],
+    new: str,
+    reason: str | None,
+    action: str,
+    *,
+    reason_required: bool = True,
+    **after,
+) -> None:
+    if provider.status not in allowed:
+        raise InvalidTransition(details={"status": provider.status})
+    if reason_required and not (reason or "").strip():
+        raise InvalidInput(details={"reason": _l("Give the reason for this decision.")})
+    before = provider.status
+    provider.status, provider.status_changed_at = new, now_utc()
+    provider.status_reason = (reason or "").strip() or None
+    audit.record(
+        action,
+        provider,
+        district_id=provider.district_id,
+        before={"status": before},
+        after={"status": new, "reason": provider.status_reason, **after},
+    )
+
+
+def approve(provider: Provider, *, today: date | None = None, note: str | None = None) -> None:
+    today = today or local_today()
+    provider.certified_until = today + timedelta(days=CERTIFICATION_DAYS - 1)
+    _transition(
+        provider,
+        ("applied",),
+        "active",
+        note,
+        "provider.approve",
+        reason_required=False,
+        certified_until=provider.certified_until.isoformat(),
+    )
+
+
+def reject(provider: Provider, reason: str) -> None:
+    _transition(provider, ("applied",), "rejected", reason, "provider.reject")
+
+
+def suspend(provider: Provider, reason: str) -> None:
+    """Takes effect at once: a suspended provider is unlisted and can accept nothing."""
+    _transition(provider, ("active",), "suspended", reason, "provider.suspend")
+
+
+def reinstate(provider: Provider, reason: str) -> None:
+    _transition(provider, ("suspended",), "active", reason, "provider.reinstate")
+
+
+def revoke(provider: Provider, reason: str) -> None:
+    _transition(provider, ("active", "suspended"), "revoked", reason, "provider.revoke")
+
+
+def renew(provider: Provider, *, today: date | None = None, note: str | None = None) -> None:
+    """Another year, counted from the end of the current one (or from today if it lapsed)."""
+    today = today or local_today()
+    if provider.status not in ("active", "suspended"):
+        raise InvalidTransition(details={"status": provider.status})
+    start = max(today, (provider.certified_until or today) + timedelta(days=1))
+    before = provider.certified_until
+    provider.certified_until = start + timedelta(days=CERTIFICATION_DAYS - 1)
+    audit.record(
+        "provider.renew",
+        provider,
+        district_id=provider.district_id,
+        before={"certified_until": before.isoformat() if before else None},
+        after={"certified_until": provider.certified_until.isoformat(), "note": note},
+    )
+
+
+def set_star_level(provider: Provider, stars: int, reason: str) -> None:
+    """The bureau's evaluation result."""
+    if isinstance(stars, bool) or not isinstance(stars, int) or not 1 <= stars <= 5:
+        raise InvalidInput(details={"star_level": _l("Choose 1 to 5 stars.")})
+    if not (reason or "").strip():
+        raise InvalidInput(details={"reason": _l("Give the reason for this decision.")})
+    before = provider.star_level
+    provider.star_level = stars
+    audit.record(
+        "provider.stars",
+        provider,
+        district_id=provider.district_id,
+        before={"star_level": before},
+        after={"star_level": stars, "reason": reason},
+    )
+
+
+def staff_record(user: User) -> ProviderStaff | None:
+    return db.session.scalar(
+        sa.select(ProviderStaff).where(ProviderStaff.user_id == user.id, ProviderStaff.active)
+    )
+
+
+def provider_of(user: User, *, admin: bool = False) -> Provider:
+    """The provider the user works for (as an administrator, when ``admin``); else 403."""
+    staff = staff_record(user)
+    if staff is None or (admin and not staff.is_admin):
+        raise PermissionDenied(_l("Your account does not administer a service provider."))
+    return db.session.get(Provider, staff.provider_id)
+
+
+def require_certified(provider: Provider, *, today: date | None = None) -> None:
+    from marketplace.errors import ProviderNotCertified
+
+    if not provider.is_certified_on(today or local_today()):
+        raise ProviderNotCertified()
