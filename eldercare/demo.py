@@ -18,17 +18,18 @@ from eldercare.residents import District, Resident, compose_resident_id, parse_r
 
 DEMO_PASSWORD = "demo-pass-2025"
 
+# (code, zh, en, latitude, longitude of the district government: the centre for searches)
 SHENYANG_DISTRICTS = [
-    ("210102", "和平区", "Heping"),
-    ("210103", "沈河区", "Shenhe"),
-    ("210104", "大东区", "Dadong"),
-    ("210105", "皇姑区", "Huanggu"),
-    ("210106", "铁西区", "Tiexi"),
-    ("210111", "苏家屯区", "Sujiatun"),
-    ("210112", "浑南区", "Hunnan"),
-    ("210113", "沈北新区", "Shenbei"),
-    ("210114", "于洪区", "Yuhong"),
-    ("210115", "辽中区", "Liaozhong"),
+    ("210102", "和平区", "Heping", 41.7894, 123.4203),
+    ("210103", "沈河区", "Shenhe", 41.7967, 123.4526),
+    ("210104", "大东区", "Dadong", 41.8054, 123.4695),
+    ("210105", "皇姑区", "Huanggu", 41.8246, 123.4242),
+    ("210106", "铁西区", "Tiexi", 41.8020, 123.3505),
+    ("210111", "苏家屯区", "Sujiatun", 41.6650, 123.3440),
+    ("210112", "浑南区", "Hunnan", 41.7146, 123.4490),
+    ("210113", "沈北新区", "Shenbei", 42.0525, 123.5216),
+    ("210114", "于洪区", "Yuhong", 41.7940, 123.3100),
+    ("210115", "辽中区", "Liaozhong", 41.5164, 122.7240),
 ]
 
 # (region, birth date, sequence, name, district code, street, address, lat, lng, phone)
@@ -76,10 +77,11 @@ DEMO_ACCOUNTS = [
 
 def _ensure_districts() -> dict[str, District]:
     existing = {d.code: d for d in db.session.scalars(sa.select(District))}
-    for code, zh, en in SHENYANG_DISTRICTS:
+    for code, zh, en, lat, lng in SHENYANG_DISTRICTS:
         if code not in existing:
             existing[code] = District(code=code, name_zh=zh, name_en=en)
             db.session.add(existing[code])
+        existing[code].center_latitude, existing[code].center_longitude = lat, lng
     db.session.flush()
     return existing
 
