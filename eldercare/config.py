@@ -46,6 +46,11 @@ def load_config(instance_path: str) -> dict:
         "MAX_CONTENT_LENGTH": _int("MAX_CONTENT_LENGTH", 16 * 1024 * 1024),
         "IMPORT_MAX_BYTES": _int("IMPORT_MAX_BYTES", 10 * 1024 * 1024),
         "IMPORT_MAX_ROWS": _int("IMPORT_MAX_ROWS", 20_000),
+        "PROVIDER_DOCUMENT_MAX_BYTES": _int("PROVIDER_DOCUMENT_MAX_BYTES", 5 * 1024 * 1024),
+        # Certification documents live outside the web root; default <instance>/documents.
+        "DOCUMENT_STORE": os.environ.get("DOCUMENT_STORE") or None,
+        # The marketplace's default search radius: a 15-minute walk for an elder.
+        "SEARCH_DEFAULT_RADIUS_M": _int("SEARCH_DEFAULT_RADIUS_M", 1000),
         "API_TITLE": "Eldercare vouchers API",
         "API_VERSION": "v1",
         "OPENAPI_VERSION": "3.0.3",

@@ -32,7 +32,8 @@ def haversine_m(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
 
 def bounding_box(lat: float, lng: float, radius_m: float) -> Box:
     """A box that contains every point within ``radius_m`` (slightly more, never less)."""
-    dlat = radius_m / METRES_PER_DEGREE_LAT
+    # The tiny factor keeps a point exactly on the circle inside despite float rounding.
+    dlat = radius_m / METRES_PER_DEGREE_LAT * (1 + 1e-9)
     # Widest at the box's edge nearer the pole; cos never reaches 0 at a city's latitude.
     widest = max(abs(lat) + dlat, 0.0)
     dlng = radius_m / (METRES_PER_DEGREE_LAT * max(math.cos(math.radians(min(widest, 89.9))), 1e-6))

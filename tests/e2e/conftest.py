@@ -65,7 +65,8 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 @pytest.fixture(scope="session")
-def live_server(chromium_executable, tmp_path_factory) -> Iterator[str]:
+def live_server_app(chromium_executable, tmp_path_factory):
+    """The app the live server runs, for tests that prepare data in its database."""
     database = tmp_path_factory.mktemp("e2e-db") / "e2e.db"
     app = create_app(
         {
@@ -80,7 +81,16 @@ def live_server(chromium_executable, tmp_path_factory) -> Iterator[str]:
         with unit_of_work():
             build_demo()
         db.session.remove()
-    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_QuietHandler)
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def live_server(live_server_app) -> Iterator[str]:
+    server = make_server(
+        "127.0.0.1", 0, live_server_app, threaded=True, request_handler=_QuietHandler
+    )
     thread = threading.Thread(target=server.serve_forever, name="e2e-live-server", daemon=True)
     thread.start()
     try:
@@ -89,8 +99,6 @@ def live_server(chromium_executable, tmp_path_factory) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
-        with app.app_context():
-            db.engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,269 @@
+"""Finding services near an elder: the 15-minute eldercare circle (a 1 km walk by default).
+
+Only what could be booked today is found: active services of providers certified today.
+The database narrows the providers to a bounding box around the centre (plain comparisons
+on the indexed latitude and longitude, the same on SQLite and PostgreSQL, no extension);
+the exact great-circle distance then decides who is within the radius, and sorts.
+
+A service's districts are where it is offered (whose residents it serves, at home or at the
+provider's premises); ``district_id`` keeps the services offered to that district's elders.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import sqlalchemy as sa
+from flask import current_app
+from flask_babel import lazy_gettext as _l
+
+from eldercare.db import db
+from eldercare.errors import InvalidInput
+from eldercare.timeutil import SHANGHAI, local_today, now_utc
+from marketplace.geo import bounding_box, haversine_m
+from marketplace.models import (
+    PROVIDER_TYPES,
+    Provider,
+    Review,
+    Service,
+    ServiceCategory,
+    service_districts,
+)
+from marketplace.providers import WEEKDAYS
+from marketplace.voucher_scope import accepts_vouchers as _category_accepts_vouchers
+
+DEFAULT_RADIUS_M = 1000  # a 15-minute walk for an elder; SEARCH_DEFAULT_RADIUS_M overrides
+MAX_RADIUS_M = 50_000  # the whole city from its centre; anything more is a typing mistake
+MAX_LIMIT = 200
+SORTS = ("distance", "price", "rating")
+BOX_MARGIN_M = 1.0
+
+
+@dataclass(frozen=True)
+class Result:
+    service: Service
+    provider: Provider
+    distance_m: float
+    rating_avg: float | None  # None: no reviews yet
+    rating_count: int
+    accepts_vouchers: bool
+    # Open at ``open_at`` (or now, when the search did not ask); None: no hours published.
+    open_now: bool | None
+
+
+def is_open(opening_hours: dict | None, at: datetime) -> bool | None:
+    """Whether opening hours ({"mon": [["08:00", "18:00"]], ...}, Shanghai time) contain
+    the moment ``at``; each interval includes its start and excludes its end. None when
+    the provider published no hours at all; a weekday it does not list is closed."""
+    if at.tzinfo is None:
+        raise ValueError("is_open needs an aware datetime")
+    if not opening_hours:
+        return None
+    local = at.astimezone(SHANGHAI)
+    clock = f"{local.hour:02d}:{local.minute:02d}"
+    intervals = opening_hours.get(WEEKDAYS[local.weekday()]) or []
+    return any(start <= clock < end for start, end in intervals)
+
+
+def default_radius_m() -> int:
+    return int(current_app.config.get("SEARCH_DEFAULT_RADIUS_M", DEFAULT_RADIUS_M))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check(
+    *,
+    lat,
+    lng,
+    radius_m,
+    category,
+    max_price_fen,
+    min_rating,
+    min_stars,
+    open_at,
+    provider_type,
+    sort,
+    limit,
+    offset,
+) -> None:
+    errors: dict = {}
+    if not (_is_number(lat) and -90 <= lat <= 90 and _is_number(lng) and -180 <= lng <= 180):
+        errors["location"] = _l(
+            "The place to search from is not on the map (latitude -90 to 90, "
+            "longitude -180 to 180)."
+        )
+    if not (_is_number(radius_m) and 0 < radius_m <= MAX_RADIUS_M):
+        errors["radius"] = _l("Choose a distance between 1 metre and 50 km.")
+    if category is not None and db.session.get(ServiceCategory, category) is None:
+        errors["category"] = _l("Choose a kind of service from the list.")
+    if max_price_fen is not None and not (_is_int(max_price_fen) and max_price_fen > 0):
+        errors["max_price"] = _l("Enter the highest price in yuan, for example 50 or 49.50.")
+    if min_rating is not None and not (_is_number(min_rating) and 1 <= min_rating <= 5):
+        errors["min_rating"] = _l("Choose a rating from 1 to 5.")
+    if min_stars is not None and not (_is_int(min_stars) and 1 <= min_stars <= 5):
+        errors["min_stars"] = _l("Choose 1 to 5 stars.")
+    if open_at is not None and (not isinstance(open_at, datetime) or open_at.tzinfo is None):
+        errors["open_at"] = _l("Give the time with its time zone.")
+    if provider_type is not None and provider_type not in PROVIDER_TYPES:
+        errors["provider_type"] = _l("Choose the kind of provider from the list.")
+    if sort not in SORTS:
+        errors["sort"] = _l("Sort by distance, price or rating.")
+    if not (_is_int(limit) and 1 <= limit <= MAX_LIMIT) or not (_is_int(offset) and offset >= 0):
+        errors["page"] = _l("This page of results does not exist.")
+    if errors:
+        raise InvalidInput(details=errors)
+
+
+def _longitude_condition(min_lng: float, max_lng: float):
+    """The box's longitudes, split in two where it crosses the 180th meridian."""
+    column = Provider.longitude
+    if max_lng - min_lng >= 360:
+        return sa.true()
+    if min_lng < -180:
+        return sa.or_(column >= min_lng + 360, column <= max_lng)
+    if max_lng > 180:
+        return sa.or_(column >= min_lng, column <= max_lng - 360)
+    return column.between(min_lng, max_lng)
+
+
+def ratings_of(provider_ids) -> dict[int, tuple[float, int]]:
+    """Average rating and number of reviews per provider, in one aggregate query."""
+    ids = sorted(set(provider_ids))
+    if not ids:
+        return {}
+    rows = db.session.execute(
+        sa.select(Review.provider_id, sa.func.avg(Review.rating), sa.func.count(Review.id))
+        .where(Review.provider_id.in_(ids))
+        .group_by(Review.provider_id)
+    )
+    # PostgreSQL's avg() of integers is a NUMERIC (Decimal), SQLite's a float.
+    return {provider_id: (float(avg), int(count)) for provider_id, avg, count in rows}
+
+
+def search_services(
+    *,
+    lat: float,
+    lng: float,
+    radius_m: float | None = None,
+    category: str | None = None,
+    district_id: int | None = None,
+    max_price_fen: int | None = None,
+    min_rating: float | None = None,
+    min_stars: int | None = None,
+    accepts_vouchers: bool | None = None,
+    open_at: datetime | None = None,
+    provider_type: str | None = None,
+    sort: str = "distance",
+    limit: int = 50,
+    offset: int = 0,
+    today: date | None = None,
+) -> list[Result]:
+    """Active services of providers certified on ``today`` within ``radius_m`` of
+    (``lat``, ``lng``), nearest first (or cheapest, or best rated); bad values raise
+    InvalidInput naming each one. ``accepts_vouchers`` True keeps only services a voucher
+    can pay part of, False only the others; ``open_at`` keeps providers open then."""
+    radius_m = default_radius_m() if radius_m is None else radius_m
+    _check(
+        lat=lat,
+        lng=lng,
+        radius_m=radius_m,
+        category=category,
+        max_price_fen=max_price_fen,
+        min_rating=min_rating,
+        min_stars=min_stars,
+        open_at=open_at,
+        provider_type=provider_type,
+        sort=sort,
+        limit=limit,
+        offset=offset,
+    )
+    today = today or local_today()
+    # A metre more than the radius: a provider exactly on the circle must not be lost to a
+    # float's last bit in the box while haversine counts it in.
+    box = bounding_box(lat, lng, radius_m + BOX_MARGIN_M)
+    statement = (
+        sa.select(Service, Provider)
+        .join(Provider, Service.provider_id == Provider.id)
+        .where(
+            Service.active,
+            # Provider.is_certified_on(today), as SQL:
+            Provider.status == "active",
+            Provider.certified_until.is_not(None),
+            Provider.certified_until >= today,
+            Provider.latitude.between(box.min_lat, box.max_lat),
+            _longitude_condition(box.min_lng, box.max_lng),
+        )
+    )
+    if category is not None:
+        statement = statement.where(Service.category_code == category)
+    if district_id is not None:
+        statement = statement.where(
+            sa.exists().where(
+                service_districts.c.service_id == Service.id,
+                service_districts.c.district_id == district_id,
+            )
+        )
+    if max_price_fen is not None:
+        statement = statement.where(Service.price_fen <= max_price_fen)
+    if min_stars is not None:
+        statement = statement.where(Provider.star_level >= min_stars)
+    if provider_type is not None:
+        statement = statement.where(Provider.type == provider_type)
+
+    near = []
+    for service, provider in db.session.execute(statement):
+        distance = haversine_m(lat, lng, provider.latitude, provider.longitude)
+        if distance <= radius_m:
+            near.append((service, provider, distance))
+
+    ratings = ratings_of(provider.id for _service, provider, _distance in near)
+    covered: dict[str, bool] = {}
+    moment = open_at or now_utc()
+    results = []
+    for service, provider, distance in near:
+        code = service.category_code
+        if code not in covered:
+            covered[code] = bool(_category_accepts_vouchers(service.category, today))
+        if accepts_vouchers is not None and covered[code] != accepts_vouchers:
+            continue
+        avg, count = ratings.get(provider.id, (None, 0))
+        if min_rating is not None and (avg is None or avg < min_rating):
+            continue
+        open_now = is_open(provider.opening_hours, moment)
+        if open_at is not None and not open_now:
+            continue
+        results.append(
+            Result(
+                service=service,
+                provider=provider,
+                distance_m=distance,
+                rating_avg=avg,
+                rating_count=count,
+                accepts_vouchers=covered[code],
+                open_now=open_now,
+            )
+        )
+
+    if sort == "price":
+        results.sort(key=lambda r: (r.service.price_fen, r.distance_m, r.service.id))
+    elif sort == "rating":
+        results.sort(
+            key=lambda r: (
+                r.rating_avg is None,
+                -(r.rating_avg or 0),
+                -r.rating_count,
+                r.distance_m,
+                r.service.id,
+            )
+        )
+    else:
+        results.sort(key=lambda r: (r.distance_m, r.service.id))
+    return results[offset : offset + limit]
