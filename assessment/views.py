@@ -19,7 +19,6 @@ from __future__ import annotations
 from datetime import date
 
 from flask import Blueprint, render_template
-from flask_babel import lazy_gettext as _l
 
 from assessment.eligibility import EXCLUSION_LABELS, Eligibility, eligibility_on
 from assessment.forms import (
@@ -28,16 +27,15 @@ from assessment.forms import (
     STATUS_LABELS,
     TYPE_LABELS,
     VIA_LABELS,
-    FormErrors,
-    field_errors,
-    yuan,
 )
 from assessment.instrument import instrument
 from assessment.models import Assessment
+from eldercare import forms as shell_forms
 from eldercare.accounts import ROLES
 from eldercare.auth import roles_required
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
+from eldercare.forms import yuan
 from eldercare.i18n import current_locale
 from eldercare.residents import Resident
 from eldercare.timeutil import local_today
@@ -95,16 +93,13 @@ def _page_helpers():
 
 
 def problem_from(error: DomainError, fields=(), message_fields=()) -> dict:
-    """What a page needs to show a service's refusal: the message and the field errors."""
-    return {
-        "message": str(error.message),
-        "fields": field_errors(error, fields, message_fields=message_fields),
-    }
+    """What a page needs to show a service's refusal: the message and the field errors.
 
-
-def input_problem(errors: FormErrors) -> dict:
-    """What a page needs to show input that could not even be read."""
-    return {"message": str(_l("Some of the information entered is not valid.")), "fields": errors}
+    Unlike the marketplace's pages, these leave out the details for fields the form does not
+    have: the assessment services' details are terse words for API clients ("required", a
+    code), not sentences for people.
+    """
+    return shell_forms.problem_from(error, fields, message_fields=message_fields, others=False)
 
 
 # --------------------------------------------------------------------------- lookups

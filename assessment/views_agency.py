@@ -13,12 +13,13 @@ from flask_login import current_user
 
 from assessment import lifecycle
 from assessment.agencies import assessor_for_user
-from assessment.forms import FormErrors, parse_local_datetime
+from assessment.forms import parse_local_datetime
 from assessment.models import Agency, AgencyAdmin, Assessment
-from assessment.views import bp, get_case, input_problem, problem_from
+from assessment.views import bp, get_case, problem_from
 from eldercare.auth import roles_required
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
+from eldercare.forms import FormErrors, input_problem
 
 AGENCY_ROLES = ("assessor", "agency_admin")
 WORK_STATUSES = ("assigned", "scheduled", "returned")  # what the agency still has to do

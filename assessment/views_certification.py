@@ -13,13 +13,13 @@ from assessment.agencies import (
     renew_assessor_certificate,
     renew_certification,
 )
-from assessment.forms import FormErrors, parse_date
 from assessment.models import Agency, AgencyAdmin, Assessor
-from assessment.views import bp, input_problem, problem_from
+from assessment.views import bp, problem_from
 from assessment.views_bureau import render_agencies
 from eldercare.auth import roles_required
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound, PermissionDenied
+from eldercare.forms import FormErrors, input_problem, parse_date
 
 AGENCY_FIELDS = ("name", "licence_number", "credit_code", "certified_until", "district_id")
 ASSESSOR_FIELDS = ("username", "display_name", "password", "certificate_number", "valid_until")

@@ -17,7 +17,7 @@ from assessment import lifecycle
 from assessment.models import Assessment
 from assessment.policy import policy_on
 from assessment.views import bp, disputed_assessment, eligibility_and_basis, problem_from
-from eldercare.accounts import FamilyLink
+from eldercare.accounts import elders_acted_for
 from eldercare.auth import roles_required
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
@@ -30,19 +30,11 @@ ELDER_TYPES = ("first", "routine", "reassessment")  # what the elder's page can 
 
 def _my_elders() -> list[tuple[Resident, str]]:
     """The elders this account may act for, with how it applies for them."""
-    elders: list[tuple[Resident, str]] = []
-    if current_user.has_role("elder") and current_user.resident is not None:
-        elders.append((current_user.resident, "self"))
-    if current_user.has_role("family_agent"):
-        linked = db.session.scalars(
-            sa.select(Resident)
-            .join(FamilyLink, FamilyLink.resident_id == Resident.id)
-            .where(FamilyLink.agent_user_id == current_user.id)
-            .order_by(Resident.id)
-        ).all()
-        seen = {resident.id for resident, _via in elders}
-        elders.extend((resident, "family_agent") for resident in linked if resident.id not in seen)
-    return elders
+    own_id = current_user.resident_id if current_user.has_role("elder") else None
+    return [
+        (resident, "self" if resident.id == own_id else "family_agent")
+        for resident in elders_acted_for(current_user)
+    ]
 
 
 def _elder_summary(resident: Resident, via: str) -> dict:

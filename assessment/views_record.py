@@ -14,31 +14,24 @@ from flask_login import current_user
 from assessment import lifecycle
 from assessment.agencies import assessor_for_user
 from assessment.errors import InvalidTransition
-from assessment.forms import (
-    ADJUSTMENT_LABELS,
-    FormErrors,
-    parse_date,
-    parse_yuan,
-    split_codes,
-    whole_number_or_raw,
-    yuan,
-)
+from assessment.forms import ADJUSTMENT_LABELS, split_codes
 from assessment.instrument import instrument
 from assessment.models import Assessment, Assessor
 from assessment.score_meanings import meanings_for
 from assessment.scoring import CARE_RISK_THRESHOLD
-from assessment.views import (
-    bp,
-    input_problem,
-    label_of,
-    level_label,
-    other_label_of,
-    problem_from,
-)
+from assessment.views import bp, label_of, level_label, other_label_of, problem_from
 from assessment.views_agency import RECORDABLE, agency_case
 from eldercare.auth import LoginFailed, authenticate, roles_required
 from eldercare.db import db
 from eldercare.errors import DomainError, PermissionDenied
+from eldercare.forms import (
+    FormErrors,
+    input_problem,
+    parse_date,
+    parse_yuan,
+    whole_number_or_raw,
+    yuan,
+)
 from eldercare.i18n import current_locale
 from eldercare.timeutil import local_today
 

@@ -14,19 +14,14 @@ from flask_login import current_user
 
 from assessment import lifecycle
 from assessment.eligibility import add_exclusion, end_exclusion, record_death
-from assessment.forms import TYPE_LABELS, FormErrors, parse_date
+from assessment.forms import TYPE_LABELS
 from assessment.models import EXCLUSION_KINDS, Assessment, Exclusion
-from assessment.views import (
-    bp,
-    disputed_assessment,
-    eligibility_and_basis,
-    input_problem,
-    problem_from,
-)
+from assessment.views import bp, disputed_assessment, eligibility_and_basis, problem_from
 from eldercare.accounts import BUREAU_ROLES
 from eldercare.auth import ensure_in_district, roles_required, scope_to_district
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
+from eldercare.forms import FormErrors, input_problem, parse_date
 from eldercare.residents import Resident
 from eldercare.timeutil import local_today
 

@@ -11,7 +11,7 @@ from flask_login import UserMixin
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from eldercare.db import Base, UTCDateTime
+from eldercare.db import Base, UTCDateTime, db
 from eldercare.residents import District, Resident
 from eldercare.timeutil import now_utc
 
@@ -125,3 +125,24 @@ class LoginThrottle(Base):
     failures: Mapped[int] = mapped_column(default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+def elders_acted_for(user) -> list[Resident]:
+    """The elders an account acts for: its own record for an elder, then, for a family agent,
+    the elders linked to it in the order they were linked; none for anyone else, nor for a
+    visitor who has not signed in."""
+    if not user.is_authenticated:
+        return []
+    elders: list[Resident] = []
+    if user.has_role("elder") and user.resident is not None:
+        elders.append(user.resident)
+    if user.has_role("family_agent"):
+        linked = db.session.scalars(
+            sa.select(Resident)
+            .join(FamilyLink, FamilyLink.resident_id == Resident.id)
+            .where(FamilyLink.agent_user_id == user.id)
+            .order_by(FamilyLink.id)
+        ).all()
+        seen = {elder.id for elder in elders}
+        elders.extend(elder for elder in linked if elder.id not in seen)
+    return elders

@@ -1,20 +1,19 @@
-"""Reading the marketplace pages' form fields, and the words the pages show for codes.
+"""The words the marketplace pages show for codes, and reading the form fields only they have.
 
-Only the shape of the input is checked here (is it a date, a number, a time of day); every
+Only the shape of the input is checked here (is it a number, a position, a time of day); every
 business rule stays in the service modules (``providers``, ``documents``, ``staff``), whose
-messages the pages show next to the fields they concern.
+messages the pages show next to the fields they concern. Dates, whole numbers, money and
+showing a service's refusal are ``eldercare.forms``, which every domain's pages share.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import date
 
 from flask_babel import lazy_gettext as _l
-from flask_babel.speaklater import LazyString
 
 from eldercare.db import db
-from eldercare.errors import DomainError
+from eldercare.forms import FormErrors, whole_number
 from eldercare.residents import District
 from marketplace.providers import WEEKDAYS
 
@@ -36,6 +35,13 @@ DOCUMENT_KIND_LABELS = {
     "fire_safety": _l("Fire safety inspection"),
     "other": _l("Other document"),
 }
+UNIT_LABELS = {
+    "visit": _l("per visit"),
+    "hour": _l("per hour"),
+    "day": _l("per day"),
+    "month": _l("per month"),
+    "meal": _l("per meal"),
+}
 WEEKDAY_LABELS = {
     "mon": _l("Monday"),
     "tue": _l("Tuesday"),
@@ -46,40 +52,19 @@ WEEKDAY_LABELS = {
     "sun": _l("Sunday"),
 }
 
-_INT = re.compile(r"^-?\d{1,9}$")
 _DECIMAL = re.compile(r"^-?\d{1,3}(\.\d{1,10})?$")
 _CLOCK = re.compile(r"^\d{2}:\d{2}(:\d{2})?$")
 
 
-class FormErrors(dict):
-    """Field name -> message, for input that could not even be read."""
-
-    def add(self, field: str, message) -> None:
-        self.setdefault(field, str(message))
-
-
-def parse_date(value: str | None, field: str, errors: FormErrors, *, required=True) -> date | None:
-    text = (value or "").strip()
-    if not text:
-        if required:
-            errors.add(field, _l("Enter a date."))
-        return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        errors.add(field, _l("Enter a date as year-month-day, for example 2025-07-01."))
-        return None
-
-
 def parse_int(value: str | None, field: str, errors: FormErrors, message) -> int | None:
-    """A whole number, or None when blank; anything else adds ``message``."""
+    """A whole number ("1,200" too), or None when blank; anything else adds ``message``."""
     text = (value or "").strip().replace(",", "")
     if not text:
         return None
-    if not _INT.match(text):
+    number = whole_number(text)
+    if number is None:
         errors.add(field, message)
-        return None
-    return int(text)
+    return number
 
 
 def parse_coordinate(value: str | None, field: str, errors: FormErrors) -> float | None:
@@ -140,33 +125,3 @@ def districts_by_ids(values) -> list[District]:
         if district is not None and district not in found:
             found.append(district)
     return found
-
-
-def field_errors(error: DomainError, fields) -> tuple[dict[str, str], list[str]]:
-    """A service error's details split into those next to the form's ``fields`` and the
-    rest (shown in the notice at the top)."""
-    placed: dict[str, str] = {}
-    other: list[str] = []
-    for key, value in (error.details or {}).items():
-        if key in fields:
-            placed[key] = str(value)
-        elif isinstance(value, LazyString):  # a message for people, not a code or a value
-            other.append(str(value))
-    return placed, other
-
-
-def problem_from(error: DomainError, fields=(), extra: FormErrors | None = None) -> dict:
-    """What a page needs to show a service's refusal: the message, the field errors and any
-    others; ``extra`` adds messages about input that could not be read."""
-    placed, other = field_errors(error, fields)
-    placed.update(extra or {})
-    return {"message": str(error.message), "fields": placed, "other": other}
-
-
-def input_problem(errors: FormErrors) -> dict:
-    """What a page needs to show input that could not even be read."""
-    return {
-        "message": str(_l("Some of the information entered is not valid.")),
-        "fields": dict(errors),
-        "other": [],
-    }

@@ -7,6 +7,9 @@
 
 A certification lasts a year from approval or renewal (``certified_until``); after that the
 provider is no longer listed and can accept nothing, without any job having to run.
+
+A certified provider's administrators keep its contact, opening hours and bank account up to
+date (``update_profile``); its name and credit code are the bureau's record and stay as applied.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from marketplace.models import PROVIDER_TYPES, Provider, ProviderStaff
 
 CERTIFICATION_DAYS = 365
 _PHONE = re.compile(r"^(1[3-9]\d{9}|0\d{2,3}-?\d{7,8})$")
+_ACCOUNT_NUMBER = re.compile(r"\d{8,30}")  # with spaces removed
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 CREDIT_CODE_MESSAGES = {
@@ -41,6 +45,28 @@ CREDIT_CODE_MESSAGES = {
         "The last character of the credit code does not match; please check for a typing mistake."
     ),
 }
+
+
+def _contact_problems(
+    contact_name: str,
+    contact_phone: str,
+    bank_account_name: str,
+    bank_name: str,
+    bank_account_number: str,
+) -> dict:
+    """Field errors in a provider's contact and bank account, on applying as on a change."""
+    errors: dict = {}
+    if not (contact_name or "").strip():
+        errors["contact_name"] = _l("Enter a contact person.")
+    if not _PHONE.match((contact_phone or "").strip()):
+        errors["contact_phone"] = _l(
+            "Enter an 11-digit mobile number or a landline such as 024-12345678."
+        )
+    if not (bank_account_name or "").strip() or not (bank_name or "").strip():
+        errors["bank_account_name"] = _l("Enter the account holder and the bank.")
+    if not _ACCOUNT_NUMBER.fullmatch((bank_account_number or "").replace(" ", "")):
+        errors["bank_account_number"] = _l("Enter the bank account number (8 to 30 digits).")
+    return errors
 
 
 def validate_opening_hours(hours: dict | None) -> str | None:
@@ -110,16 +136,11 @@ def apply_provider(
         errors["latitude"] = _l("Give the location's latitude and longitude.")
     if not service_districts:
         errors["service_districts"] = _l("Choose at least one district you serve.")
-    if not (contact_name or "").strip():
-        errors["contact_name"] = _l("Enter a contact person.")
-    if not _PHONE.match((contact_phone or "").strip()):
-        errors["contact_phone"] = _l(
-            "Enter an 11-digit mobile number or a landline such as 024-12345678."
+    errors.update(
+        _contact_problems(
+            contact_name, contact_phone, bank_account_name, bank_name, bank_account_number
         )
-    if not (bank_account_name or "").strip() or not (bank_name or "").strip():
-        errors["bank_account_name"] = _l("Enter the account holder and the bank.")
-    if not re.fullmatch(r"\d{8,30}", (bank_account_number or "").replace(" ", "")):
-        errors["bank_account_number"] = _l("Enter the bank account number (8 to 30 digits).")
+    )
     if type == "care_institution":
         if beds_total is None or isinstance(beds_total, bool) or not 1 <= beds_total <= 10_000:
             errors["beds_total"] = _l("Enter the number of beds (1 to 10,000).")
@@ -169,6 +190,53 @@ def apply_provider(
         after={"name": provider.name, "credit_code": code, "type": type},
     )
     return provider
+
+
+def update_profile(
+    provider: Provider,
+    *,
+    contact_name: str,
+    contact_phone: str,
+    bank_account_name: str,
+    bank_name: str,
+    bank_account_number: str,
+    opening_hours: dict | None,
+) -> None:
+    """The provider's contact, bank account and opening hours; a bank change is audited
+    with the old and new account, since settlements are paid there."""
+    errors = _contact_problems(
+        contact_name, contact_phone, bank_account_name, bank_name, bank_account_number
+    )
+    try:
+        hours_json = validate_opening_hours(opening_hours)
+    except InvalidInput as error:
+        errors.update(error.details)
+    if errors:
+        raise InvalidInput(details=errors)
+    new = {
+        "contact_name": contact_name.strip(),
+        "contact_phone": contact_phone.strip(),
+        "bank_account_name": bank_account_name.strip(),
+        "bank_name": bank_name.strip(),
+        "bank_account_number": bank_account_number.replace(" ", ""),
+        "opening_hours_json": hours_json,
+    }
+    before = {k: getattr(provider, k) for k in new if getattr(provider, k) != new[k]}
+    if not before:
+        return
+    for key in before:
+        setattr(provider, key, new[key])
+    after = {k: new[k] for k in before}
+    for summary in (before, after):  # enough to see the change, not the whole number
+        if "bank_account_number" in summary:
+            summary["bank_account_number"] = _masked(summary["bank_account_number"])
+    audit.record(
+        "provider.profile", provider, district_id=provider.district_id, before=before, after=after
+    )
+
+
+def _masked(number: str) -> str:
+    return number[:4] + "*" * max(len(number) - 8, 0) + number[-4:]
 
 
 def _transition(

@@ -1,12 +1,12 @@
-"""A provider's people and own details, as its administrators manage them.
+"""A provider's people, as its administrators manage them.
 
 - staff accounts: an administrator invites a colleague (a new account, role provider_staff,
   or provider_admin for another administrator), records their caregiver certificate
   (养老护理员) and its validity, and deactivates them when they leave;
 - ``staff_may_deliver``: whether a staff member may deliver a service of a category on a day
-  (categories marked ``requires_caregiver_certificate`` need a certificate valid that day);
-- the provider's contact, opening hours and bank account (its name and credit code are the
-  bureau's record and are not changed here).
+  (categories marked ``requires_caregiver_certificate`` need a certificate valid that day).
+
+The provider's own details (contact, opening hours, bank account) are ``providers.update_profile``.
 
 Every change is audited in the caller's transaction.
 """
@@ -26,12 +26,8 @@ from eldercare.db import db
 from eldercare.errors import Conflict, InvalidInput, NotFound
 from eldercare.timeutil import local_today
 from marketplace.models import Provider, ProviderStaff, ServiceCategory
-from marketplace.providers import validate_opening_hours
 
 MAX_CERTIFICATE_NUMBER = 40  # the column's length
-# The same rules as an application (marketplace.providers.apply_provider).
-_PHONE = re.compile(r"^(1[3-9]\d{9}|0\d{2,3}-?\d{7,8})$")
-_ACCOUNT_NUMBER = re.compile(r"^\d{8,30}$")
 
 
 # --------------------------------------------------------------------------- staff
@@ -219,62 +215,3 @@ def _district_of(staff: ProviderStaff) -> int | None:
     return db.session.scalar(
         sa.select(Provider.district_id).where(Provider.id == staff.provider_id)
     )
-
-
-# --------------------------------------------------------------------------- profile
-
-
-def update_profile(
-    provider: Provider,
-    *,
-    contact_name: str,
-    contact_phone: str,
-    bank_account_name: str,
-    bank_name: str,
-    bank_account_number: str,
-    opening_hours: dict | None,
-) -> None:
-    """The provider's contact, bank account and opening hours; a bank change is audited
-    with the old and new account, since settlements are paid there."""
-    errors: dict = {}
-    if not (contact_name or "").strip():
-        errors["contact_name"] = _l("Enter a contact person.")
-    if not _PHONE.match((contact_phone or "").strip()):
-        errors["contact_phone"] = _l(
-            "Enter an 11-digit mobile number or a landline such as 024-12345678."
-        )
-    if not (bank_account_name or "").strip() or not (bank_name or "").strip():
-        errors["bank_account_name"] = _l("Enter the account holder and the bank.")
-    number = (bank_account_number or "").replace(" ", "")
-    if not _ACCOUNT_NUMBER.match(number):
-        errors["bank_account_number"] = _l("Enter the bank account number (8 to 30 digits).")
-    try:
-        hours_json = validate_opening_hours(opening_hours)
-    except InvalidInput as error:
-        errors.update(error.details)
-    if errors:
-        raise InvalidInput(details=errors)
-    new = {
-        "contact_name": contact_name.strip(),
-        "contact_phone": contact_phone.strip(),
-        "bank_account_name": bank_account_name.strip(),
-        "bank_name": bank_name.strip(),
-        "bank_account_number": number,
-        "opening_hours_json": hours_json,
-    }
-    before = {k: getattr(provider, k) for k in new if getattr(provider, k) != new[k]}
-    if not before:
-        return
-    for key in before:
-        setattr(provider, key, new[key])
-    after = {k: new[k] for k in before}
-    for summary in (before, after):  # enough to see the change, not the whole number
-        if "bank_account_number" in summary:
-            summary["bank_account_number"] = _masked(summary["bank_account_number"])
-    audit.record(
-        "provider.profile", provider, district_id=provider.district_id, before=before, after=after
-    )
-
-
-def _masked(number: str) -> str:
-    return number[:4] + "*" * max(len(number) - 8, 0) + number[-4:]

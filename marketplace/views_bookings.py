@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, time, timedelta
-from decimal import Decimal
 
 import sqlalchemy as sa
 from flask import flash, redirect, render_template, request, url_for
@@ -26,14 +25,15 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
-from eldercare.accounts import FamilyLink
+from eldercare.accounts import elders_acted_for
 from eldercare.auth import roles_required
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
+from eldercare.forms import FormErrors, input_problem, problem_from, whole_number_or_raw, yuan
 from eldercare.residents import Resident, mask_name
 from eldercare.timeutil import SHANGHAI, local_today, now_utc
 from marketplace import bookings, reviews
-from marketplace.forms import WEEKDAY_LABELS, FormErrors, input_problem, problem_from
+from marketplace.forms import UNIT_LABELS, WEEKDAY_LABELS
 from marketplace.models import Booking, Provider, Review, Service
 from marketplace.providers import WEEKDAYS, provider_of
 from marketplace.views import bp
@@ -51,25 +51,11 @@ STATUS_LABELS = {
 }
 # The same states as the provider's staff read them.
 PROVIDER_SIDE_LABELS = {**STATUS_LABELS, "requested": _l("Waiting for your answer")}
-UNIT_LABELS = {
-    "visit": _l("per visit"),
-    "hour": _l("per hour"),
-    "day": _l("per day"),
-    "month": _l("per month"),
-    "meal": _l("per meal"),
-}
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _TIME = re.compile(r"^\d{2}:\d{2}$")
 
 
 # --------------------------------------------------------------------------- shared
-
-
-def yuan(fen: int | None) -> str:
-    """Integer fen shown as yuan: 8000 -> ¥80.00."""
-    if fen is None:
-        return "—"
-    return f"¥{Decimal(fen) / 100:,.2f}"
 
 
 def page_words() -> dict:
@@ -85,28 +71,10 @@ def page_words() -> dict:
     }
 
 
-def my_elders() -> list[Resident]:
-    """The elders the signed-in account acts for: its own record for an elder, the linked
-    elders for a family agent (as the service page offers them)."""
-    elders: list[Resident] = []
-    if current_user.has_role("elder") and current_user.resident is not None:
-        elders.append(current_user.resident)
-    if current_user.has_role("family_agent"):
-        linked = db.session.scalars(
-            sa.select(Resident)
-            .join(FamilyLink, FamilyLink.resident_id == Resident.id)
-            .where(FamilyLink.agent_user_id == current_user.id)
-            .order_by(FamilyLink.id)
-        ).all()
-        seen = {r.id for r in elders}
-        elders.extend(r for r in linked if r.id not in seen)
-    return elders
-
-
 def _my_booking(booking_id: int) -> Booking:
     """A booking of an elder the account acts for; any other looks missing."""
     booking = db.session.get(Booking, booking_id)
-    if booking is None or booking.resident_id not in {r.id for r in my_elders()}:
+    if booking is None or booking.resident_id not in {r.id for r in elders_acted_for(current_user)}:
         raise NotFound()
     return booking
 
@@ -141,7 +109,7 @@ def _chosen_elder(value: str | None, errors: FormErrors) -> Resident | None:
     """The elder the form names (the service decides whether the account acts for them)."""
     text = (value or "").strip()
     if not text:
-        elders = my_elders()
+        elders = elders_acted_for(current_user)
         if len(elders) == 1:
             return elders[0]
         errors.add("resident_id", _("Choose the elder this booking is for."))
@@ -161,7 +129,7 @@ def _service(service_id: int) -> Service:
 
 def _render_form(service: Service, status=200, problem=None, values=None):
     today = local_today()
-    elders = my_elders()
+    elders = elders_acted_for(current_user)
     return render_template(
         "marketplace/booking_form.html",
         service=service,
@@ -221,7 +189,7 @@ def book(service_id: int):
 
 def _render_my_bookings(status=200, problem=None, problem_booking=None, values=None):
     now = now_utc()
-    elders = my_elders()
+    elders = elders_acted_for(current_user)
     ids = [r.id for r in elders]
     rows = db.session.scalars(
         sa.select(Booking)
@@ -276,12 +244,6 @@ def cancel_my_booking(booking_id: int):
     return redirect(url_for(".my_bookings"))
 
 
-def _rating_from(text: str | None):
-    """A whole number when the form sent one, otherwise the text for the service to refuse."""
-    text = (text or "").strip()
-    return int(text) if re.fullmatch(r"\d{1,2}", text) else text
-
-
 @bp.post("/bookings/<int:booking_id>/review")
 @roles_required(*ELDER_ROLES)
 def review_booking(booking_id: int):
@@ -290,7 +252,7 @@ def review_booking(booking_id: int):
         reviews.review(
             booking,
             by=current_user,
-            rating=_rating_from(request.form.get("rating")),
+            rating=whole_number_or_raw(request.form.get("rating")),
             text=request.form.get("text"),
         )
     except DomainError as error:

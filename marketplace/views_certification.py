@@ -20,9 +20,10 @@ from sqlalchemy.orm import selectinload
 from eldercare.auth import ensure_in_district, roles_required, scope_to_district
 from eldercare.db import db
 from eldercare.errors import DomainError, InvalidInput, NotFound
+from eldercare.forms import problem_from
 from eldercare.timeutil import local_today
 from marketplace import documents, providers
-from marketplace.forms import PROVIDER_STATUS_LABELS, problem_from
+from marketplace.forms import PROVIDER_STATUS_LABELS
 from marketplace.models import Provider, ProviderDocument
 from marketplace.views import bp
 from marketplace.views_provider import EXPIRY_WARNING_DAYS

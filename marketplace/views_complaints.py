@@ -22,16 +22,16 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from werkzeug.routing import BuildError
 
-from eldercare.accounts import BUREAU_ROLES, User
+from eldercare.accounts import BUREAU_ROLES, User, elders_acted_for
 from eldercare.auth import ensure_in_district, roles_required, scope_to_district
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
+from eldercare.forms import problem_from
 from eldercare.timeutil import format_local, local_today, now_utc
 from marketplace import complaints, credit
-from marketplace.forms import problem_from
 from marketplace.models import Booking, Complaint, Provider
 from marketplace.views import bp
-from marketplace.views_bookings import ELDER_ROLES, my_elders, page_words
+from marketplace.views_bookings import ELDER_ROLES, page_words
 
 CLOSED_SHOWN_DAYS = 90  # how far back the bureau's queue shows closed complaints
 CERTIFICATION_QUEUE_PATH = "/marketplace/bureau/providers"
@@ -68,7 +68,7 @@ def _provider(provider_id) -> Provider:
 
 def _bookings_with(provider: Provider) -> list[Booking]:
     """The bookings of the account's elders with this provider, newest first."""
-    ids = [r.id for r in my_elders()]
+    ids = [r.id for r in elders_acted_for(current_user)]
     return db.session.scalars(
         sa.select(Booking)
         .where(Booking.provider_id == provider.id, Booking.resident_id.in_(ids))

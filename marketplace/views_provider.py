@@ -27,6 +27,7 @@ from eldercare.accounts import MIN_PASSWORD_LENGTH, User
 from eldercare.auth import ensure_in_district, roles_required
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
+from eldercare.forms import FormErrors, input_problem, parse_date, problem_from
 from eldercare.residents import District
 from eldercare.timeutil import local_today
 from marketplace import documents, providers
@@ -36,16 +37,12 @@ from marketplace.forms import (
     PROVIDER_STATUS_LABELS,
     PROVIDER_TYPE_LABELS,
     WEEKDAY_LABELS,
-    FormErrors,
     district_by_id,
     districts_by_ids,
-    input_problem,
     opening_hours_values,
     parse_coordinate,
-    parse_date,
     parse_int,
     parse_opening_hours,
-    problem_from,
 )
 from marketplace.models import PROVIDER_TYPES, Provider, ProviderDocument
 from marketplace.providers import WEEKDAYS
@@ -82,6 +79,8 @@ PROFILE_FIELDS = (
     "opening_hours",
     *(f"hours_{day}" for day in WEEKDAYS),
 )
+# The opening-hours rows report under hours_<day>; the summary's link goes to the day's first input.
+HOURS_ANCHORS = {f"hours_{day}": f"hours_{day}_from" for day in WEEKDAYS}
 STAFF_FIELDS = (
     "username",
     "display_name",
@@ -125,6 +124,7 @@ def _render_apply(status=200, problem=None, values=None, service_district_ids=()
         problem=problem,
         values=values or {},
         service_district_ids=set(service_district_ids),
+        hours_anchors=HOURS_ANCHORS,
         districts=_districts(),
         types=[(code, PROVIDER_TYPE_LABELS[code]) for code in PROVIDER_TYPES],
     ), status
@@ -245,7 +245,7 @@ def provider_profile():
     if errors:
         return _render_dashboard(422, input_problem(errors), "profile", form)
     try:
-        staff_service.update_profile(
+        providers.update_profile(
             provider,
             contact_name=form.get("contact_name", ""),
             contact_phone=form.get("contact_phone", ""),

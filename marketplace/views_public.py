@@ -9,9 +9,7 @@ message next to the field, with HTTP 422, and searches nothing.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 import sqlalchemy as sa
 from flask import render_template, request, url_for
@@ -19,13 +17,14 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
-from eldercare.accounts import FamilyLink
+from eldercare.accounts import elders_acted_for
 from eldercare.db import db
 from eldercare.errors import InvalidInput, NotFound
+from eldercare.forms import fen_from_yuan, whole_number, yuan, yuan_input
 from eldercare.i18n import current_locale
 from eldercare.residents import District, Resident
 from eldercare.timeutil import local_today, now_utc
-from marketplace.forms import PROVIDER_TYPE_LABELS, WEEKDAY_LABELS
+from marketplace.forms import PROVIDER_TYPE_LABELS, UNIT_LABELS, WEEKDAY_LABELS
 from marketplace.models import Provider, Review, Service, ServiceCategory
 from marketplace.providers import WEEKDAYS
 from marketplace.search import (
@@ -45,50 +44,14 @@ RATING_CHOICES = ("3", "4", "4.5")
 STAR_CHOICES = (1, 2, 3, 4, 5)
 REVIEWS_SHOWN = 20
 
-UNIT_LABELS = {
-    "visit": _l("per visit"),
-    "hour": _l("per hour"),
-    "day": _l("per day"),
-    "month": _l("per month"),
-    "meal": _l("per meal"),
-}
 SORT_LABELS = {
     "distance": _l("Nearest first"),
     "price": _l("Cheapest first"),
     "rating": _l("Best rated first"),
 }
-_YUAN = re.compile(r"^\d{1,7}(\.\d{1,2})?$")
 
 
 # --------------------------------------------------------------------------- words
-
-
-def yuan(fen: int | None) -> str:
-    """Integer fen as yuan with two decimals: 1500 -> ¥15.00."""
-    if fen is None:
-        return "—"
-    return f"¥{Decimal(fen) / 100:,.2f}"
-
-
-def yuan_input(fen: int | None) -> str:
-    """Fen as a form shows it back: 1500 -> 15, 1550 -> 15.50."""
-    if fen is None:
-        return ""
-    text = f"{Decimal(fen) / 100:.2f}"
-    return text[:-3] if text.endswith(".00") else text
-
-
-def parse_yuan(value: str | None) -> int | None:
-    """An amount typed in yuan ("35", "35.5", "¥35.50") as integer fen, else None.
-
-    Decimal, not float, so that 0.1 + 0.2 yuan is exactly 30 fen.
-    """
-    text = (value or "").strip().replace(",", "").replace("，", "")
-    if text.startswith(("¥", "￥")):
-        text = text[1:].strip()
-    if not _YUAN.match(text):
-        return None
-    return int(Decimal(text) * 100)
 
 
 def distance_text(metres: float) -> str:
@@ -160,29 +123,6 @@ def page_words() -> dict:
     }
 
 
-# --------------------------------------------------------------------------- who is looking
-
-
-def elders_of_current_user() -> list[Resident]:
-    """The elders the signed-in account may act for: its own record for an elder, the
-    linked elders (FamilyLink) for a family agent; none for anyone else."""
-    if not current_user.is_authenticated:
-        return []
-    elders: list[Resident] = []
-    if current_user.has_role("elder") and current_user.resident is not None:
-        elders.append(current_user.resident)
-    if current_user.has_role("family_agent"):
-        linked = db.session.scalars(
-            sa.select(Resident)
-            .join(FamilyLink, FamilyLink.resident_id == Resident.id)
-            .where(FamilyLink.agent_user_id == current_user.id)
-            .order_by(FamilyLink.id)
-        ).all()
-        seen = {elder.id for elder in elders}
-        elders.extend(elder for elder in linked if elder.id not in seen)
-    return elders
-
-
 # --------------------------------------------------------------------------- the search
 
 
@@ -208,10 +148,6 @@ def _float(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _int(text: str) -> int | None:
-    return int(text) if re.fullmatch(r"-?\d{1,9}", text) else None
-
-
 def read_search(args, elders: list[Resident], districts: dict[int, District]) -> SearchQuery:
     """Read the form; where to search from, when the form does not say: the first elder's
     home (for an elder or a family agent), else the chosen district's centre."""
@@ -233,7 +169,7 @@ def read_search(args, elders: list[Resident], districts: dict[int, District]) ->
     if not submitted and elders:
         district = elders[0].district
     elif district_text:
-        district_id = _int(district_text)
+        district_id = whole_number(district_text)
         district = districts.get(district_id) if district_id is not None else None
         if district is None:
             errors["district"] = _("Choose a district from the list.")
@@ -276,14 +212,14 @@ def read_search(args, elders: list[Resident], districts: dict[int, District]) ->
     radius_text_in = get("radius")
     radius = default_radius_m()
     if radius_text_in:
-        radius = _int(radius_text_in)
+        radius = whole_number(radius_text_in)
         if radius is None or not 0 < radius <= MAX_RADIUS_M:
             errors["radius"] = _("Choose a distance from the list.")
             radius = default_radius_m()
 
     max_price_text = get("max_price")
     if max_price_text:
-        fen = parse_yuan(max_price_text)
+        fen = fen_from_yuan(max_price_text)
         if fen is None or fen <= 0:
             errors["max_price"] = _("Enter the highest price in yuan, for example 50 or 49.50.")
         else:
@@ -297,7 +233,7 @@ def read_search(args, elders: list[Resident], districts: dict[int, District]) ->
             params["min_rating"] = value
 
     if min_stars := get("min_stars"):
-        value = _int(min_stars)
+        value = whole_number(min_stars)
         if value is None or not 1 <= value <= 5:
             errors["min_stars"] = _("Choose a number of stars from the list.")
         else:
@@ -310,7 +246,7 @@ def read_search(args, elders: list[Resident], districts: dict[int, District]) ->
 
     page = 1
     if page_text := get("page"):
-        page = _int(page_text) or 0
+        page = whole_number(page_text) or 0
         if not 1 <= page <= 1000:
             errors["page"] = _("This page of results does not exist.")
             page = 1
@@ -369,7 +305,7 @@ def search():
     districts = {
         d.id: d for d in db.session.scalars(sa.select(District).order_by(District.code)).all()
     }
-    elders = elders_of_current_user()
+    elders = elders_acted_for(current_user)
     query = read_search(request.args, elders, districts)
     results, more = None, False
     if query.run:
@@ -462,7 +398,7 @@ def service_page(service_id: int):
         rating_count=count,
         open_now=is_open(provider.opening_hours, now_utc()),
         can_book=can_book,
-        elders=elders_of_current_user() if can_book else [],
+        elders=elders_acted_for(current_user) if can_book else [],
         today=today,
         **page_words(),
     )

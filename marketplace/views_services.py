@@ -8,7 +8,6 @@ the page again, with HTTP 422 and the message next to the field it concerns.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 
 import sqlalchemy as sa
@@ -18,20 +17,14 @@ from flask_login import current_user, login_required
 
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
+from eldercare.forms import fen_from_yuan, problem_from, whole_number, yuan
 from eldercare.timeutil import local_today
 from marketplace import catalogue
-from marketplace.forms import districts_by_ids, problem_from
+from marketplace.forms import UNIT_LABELS, districts_by_ids
 from marketplace.models import UNITS, Provider, Service, ServiceCategory, ServicePrice
 from marketplace.providers import provider_of
 from marketplace.views import bp
-from marketplace.views_public import (
-    UNIT_LABELS,
-    category_name,
-    district_name,
-    page_words,
-    parse_yuan,
-    yuan,
-)
+from marketplace.views_public import category_name, district_name, page_words
 
 SERVICE_FIELDS = (
     "category_code",
@@ -44,11 +37,6 @@ SERVICE_FIELDS = (
 )
 # The catalogue's names for what the form calls otherwise.
 _RENAMED = {"price_fen": "price"}
-
-
-def _whole_number(value: str | None) -> int | None:
-    text = (value or "").strip()
-    return int(text) if re.fullmatch(r"-?\d{1,9}", text) else None
 
 
 def _problem(error: DomainError, fields=SERVICE_FIELDS) -> dict:
@@ -116,8 +104,8 @@ def provider_services():
             title=form.get("title", ""),
             description=form.get("description", ""),
             unit=form.get("unit", ""),
-            price_fen=parse_yuan(form.get("price")),
-            capacity_per_slot=_whole_number(form.get("capacity_per_slot")),
+            price_fen=fen_from_yuan(form.get("price")),
+            capacity_per_slot=whole_number(form.get("capacity_per_slot")),
             districts=districts_by_ids(form.getlist("districts")),
         )
     except DomainError as error:
@@ -133,7 +121,8 @@ def provider_service_price(service_id: int):
     provider = provider_of(current_user, admin=True)
     service = _own_service(provider, service_id)
     try:
-        catalogue.change_price(service, parse_yuan(request.form.get("price")), actor=current_user)
+        price_fen = fen_from_yuan(request.form.get("price"))
+        catalogue.change_price(service, price_fen, actor=current_user)
     except DomainError as error:
         db.session.rollback()
         return _render(provider, 422, _problem(error, ("price",)), service_id, request.form)
@@ -173,8 +162,8 @@ def provider_services_beds():
     try:
         catalogue.set_beds(
             provider,
-            total=_whole_number(form.get("beds_total")),
-            free=_whole_number(form.get("beds_free")),
+            total=whole_number(form.get("beds_total")),
+            free=whole_number(form.get("beds_free")),
         )
     except DomainError as error:
         db.session.rollback()

@@ -9,13 +9,11 @@ from __future__ import annotations
 import re
 from datetime import date, datetime, time, timedelta
 
-import pytest
 import sqlalchemy as sa
 
 from assessment import lifecycle
 from assessment.agencies import set_agency_status
 from assessment.eligibility import add_exclusion, eligibility_on
-from assessment.forms import FormErrors, parse_yuan
 from assessment.instrument import instrument
 from assessment.models import Assessment, Exclusion
 from assessment.score_meanings import SCORE_MEANINGS
@@ -692,29 +690,6 @@ def test_every_item_has_one_meaning_per_score():
         assert len(meanings) == item.max - item.min + 1, code
         assert all(m.zh and m.en for m in meanings), code
     assert set(SCORE_MEANINGS) == set(instrument().items)
-
-
-@pytest.mark.parametrize(
-    "typed, fen",
-    [
-        ("80", 8000),
-        ("80.5", 8050),
-        ("80.50", 8050),
-        ("0.1", 10),
-        ("1,000.00", 100_000),
-        ("¥80", 8000),
-        (" 0 ", 0),
-    ],
-)
-def test_fees_typed_in_yuan_become_exact_fen(app_ctx, typed, fen):
-    errors = FormErrors()
-    assert parse_yuan(typed, "fee_fen", errors) == fen and not errors
-
-
-@pytest.mark.parametrize("typed", ["", "abc", "-5", "80.555", "1e3", "NaN", "80.", ".5"])
-def test_bad_fees_are_refused(app_ctx, typed):
-    errors = FormErrors()
-    assert parse_yuan(typed, "fee_fen", errors) is None and "fee_fen" in errors
 
 
 def test_an_exclusion_of_another_resident_cannot_be_ended_here(client, login, world, factory):

@@ -8,15 +8,12 @@ it on theirs. Her bookings page then says it is accepted.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from flask import Flask
 from playwright.sync_api import Page, expect
 
-from eldercare import create_app
 from eldercare.credit_codes import compose_credit_code
 from eldercare.db import db, unit_of_work
 from eldercare.demo import ensure_account
@@ -39,37 +36,9 @@ TARGETS = "main a, main button, main input:not([type=hidden]), main select, main
 
 
 @pytest.fixture(scope="module")
-def live_app(request, live_server, tmp_path_factory) -> Iterator[Flask]:
-    """The live server's app (``live_server_app`` of tests/e2e/conftest.py), to set up data
-    the way the services would; without that fixture, an app on the server's SQLite file
-    (which that conftest names ``e2e-db*/e2e.db``)."""
-    try:
-        app = request.getfixturevalue("live_server_app")
-    except pytest.FixtureLookupError:
-        app = None
-    if app is not None:
-        yield app
-        return
-    base = tmp_path_factory.getbasetemp()
-    found = sorted({p.resolve() for p in base.glob("e2e-db*/e2e.db")})
-    assert len(found) == 1, f"cannot tell the live server's database among {found}"
-    app = create_app(
-        {
-            "TESTING": False,
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{found[0]}",
-            "SECRET_KEY": "e2e-test-secret-key-long-enough-for-any-check-0000",
-            "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
-        }
-    )
-    yield app
-    with app.app_context():
-        db.engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def bath_service(live_app) -> int:
+def bath_service(live_server_app) -> int:
     """A certified station in Heping (open any time) offering bathing: its service id."""
-    with live_app.app_context():
+    with live_server_app.app_context():
         with unit_of_work():
             provider = db.session.scalar(
                 sa.select(Provider).where(Provider.credit_code == STATION_CODE)

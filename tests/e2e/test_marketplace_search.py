@@ -15,7 +15,6 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import Page, expect
 
-from eldercare import create_app
 from eldercare.credit_codes import compose_credit_code
 from eldercare.db import db, unit_of_work
 from eldercare.demo import district_by_code, ensure_account
@@ -40,33 +39,9 @@ ADMIN = "e2e.station.admin"
 
 
 @pytest.fixture(scope="module")
-def live_app(request, live_server, tmp_path_factory):
-    """The live server's app (conftest's ``live_server_app`` when it offers one), or an app of
-    the same code on the live server's SQLite file, which is the same database."""
-    try:
-        yield request.getfixturevalue("live_server_app")
-        return
-    except pytest.FixtureLookupError:
-        pass
-    # conftest's tmp_path_factory.mktemp("e2e-db"): e2e-db0 (and an e2e-dbcurrent link to it)
-    [database] = {path.resolve() for path in tmp_path_factory.getbasetemp().glob("e2e-db*/e2e.db")}
-    app = create_app(
-        {
-            "TESTING": False,
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{database}",
-            "SECRET_KEY": "e2e-test-secret-key-long-enough-for-any-check-0000",
-            "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
-        }
-    )
-    yield app
-    with app.app_context():
-        db.engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def station(live_app) -> SimpleNamespace:
+def station(live_server_app) -> SimpleNamespace:
     """A certified community station 300 m north-east of Heping's centre, with a lunch."""
-    with live_app.app_context():
+    with live_server_app.app_context():
         with unit_of_work():
             heping = district_by_code("210102")
             shenhe = district_by_code("210103")
