@@ -8,6 +8,9 @@ audit.append   chained audit row (advisory lock on PostgreSQL, read tail, SHA-25
 audit.verify   rows per second that `flask audit verify` walks
 login          a full sign-in request (scrypt, throttle row, audit row)
                vs. GET of the sign-in page (baseline)
+search         marketplace search within 1 km of random points in Shenyang, among PROVIDERS
+               providers (bounding box in SQL, then great-circle distance) vs. loading every
+               listed service and measuring each distance in Python (baseline)
 import         residents from a CSV through `import_file` (parse, validate every row, a
                savepoint per row, audit) vs. the same residents registered one by one
                with `register_resident` in one transaction (baseline)
@@ -171,6 +174,93 @@ def bench_import(app) -> None:
         _rate("import_file residents.csv", N, time.perf_counter() - start, baseline)
 
 
+PROVIDERS = int(os.environ.get("BENCH_PROVIDERS", "2000"))
+
+
+def _seed_providers(count: int) -> None:
+    """Providers spread over Shenyang's urban area (about 30 x 30 km), two services each.
+    Inserted directly: the benchmark measures the search, not the certification."""
+    import random
+    from datetime import timedelta
+
+    from eldercare.credit_codes import compose_credit_code
+    from eldercare.residents import District
+    from eldercare.timeutil import local_today
+    from marketplace.models import Provider, Service
+
+    rng = random.Random(42)
+    heping = db.session.scalar(sa.select(District).where(District.code == "210102"))
+    until = local_today() + timedelta(days=300)
+    for i in range(count):
+        provider = Provider(
+            name=f"服务机构 {i}",
+            credit_code=compose_credit_code("52", "210102", f"{i:08d}"),
+            type="community_station",
+            status="active",
+            certified_until=until,
+            district_id=heping.id,
+            address="x",
+            latitude=41.65 + rng.random() * 0.27,
+            longitude=123.25 + rng.random() * 0.36,
+            contact_name="c",
+            contact_phone="13800000000",
+            bank_account_name="b",
+            bank_name="b",
+            bank_account_number="62148300000000",
+        )
+        db.session.add(provider)
+        db.session.flush()
+        for category in ("meal_help", "day_care"):
+            db.session.add(
+                Service(
+                    provider_id=provider.id,
+                    category_code=category,
+                    title="t",
+                    unit="visit",
+                    price_fen=1000 + i % 50 * 100,
+                )
+            )
+    db.session.commit()
+
+
+def bench_search(app) -> None:
+    import random
+
+    from marketplace.geo import haversine_m
+    from marketplace.models import Provider, Service
+    from marketplace.search import search_services
+
+    with app.app_context():
+        _seed_providers(PROVIDERS)
+        rng = random.Random(7)
+        points = [(41.70 + rng.random() * 0.17, 123.30 + rng.random() * 0.26) for _ in range(200)]
+
+        start = time.perf_counter()
+        naive_counts = []
+        for lat, lng in points:
+            rows = db.session.execute(
+                sa.select(Service.id, Provider.latitude, Provider.longitude)
+                .join(Provider, Service.provider_id == Provider.id)
+                .where(Provider.status == "active", Service.active.is_(True))
+            ).all()
+            naive_counts.append(
+                sum(1 for _, plat, plng in rows if haversine_m(lat, lng, plat, plng) <= 1000)
+            )
+        baseline = _rate(
+            f"full scan of {PROVIDERS} providers (baseline)",
+            len(points),
+            time.perf_counter() - start,
+        )
+
+        start = time.perf_counter()
+        counts = [
+            len(search_services(lat=lat, lng=lng, radius_m=1000, limit=200)) for lat, lng in points
+        ]
+        _rate("search_services within 1 km", len(points), time.perf_counter() - start, baseline)
+        assert counts == naive_counts, "the search must find exactly what the full scan finds"
+        db.session.remove()
+
+
 def bench_login(app) -> None:
     client = app.test_client()
     rounds = max(N // 20, 20)
@@ -198,6 +288,7 @@ def main() -> None:
             bench_audit(app)
             bench_login(app)
             bench_import(app)
+            bench_search(app)
             bench_verify(_app(databases.new()))
         finally:
             databases.drop_all()
