@@ -14,7 +14,6 @@ nothing about the request format from a 422.
 from __future__ import annotations
 
 import json
-from datetime import datetime
 
 import sqlalchemy as sa
 from flask import g
@@ -39,13 +38,13 @@ from assessment.schemas import (
 )
 from assessment.scoring import normalize_diagnoses
 from eldercare.accounts import BUREAU_ROLES
-from eldercare.api import BEARER, error_responses
+from eldercare.api import BEARER, error_responses, local_time, page_of, rename_details
 from eldercare.auth import ensure_in_district
 from eldercare.db import db
 from eldercare.errors import Conflict, DomainError, InvalidInput, NotFound, PermissionDenied
 from eldercare.register import resident_id_error
 from eldercare.residents import Resident
-from eldercare.timeutil import local_today, to_local
+from eldercare.timeutil import local_today
 from eldercare.tokens import token_required
 
 blp = Blueprint(
@@ -113,10 +112,6 @@ def _agency_assessors(agency: Agency, body: dict) -> tuple[Assessor, Assessor]:
 # --- shaping answers --------------------------------------------------------------------
 
 
-def _local(value: datetime | None) -> datetime | None:
-    return to_local(value) if value is not None else None
-
-
 def _summary(case: Assessment) -> dict:
     resident = case.resident
     return {
@@ -124,9 +119,9 @@ def _summary(case: Assessment) -> dict:
         "type": case.type,
         "status": case.status,
         "external_ref": case.external_ref,
-        "applied_at": _local(case.created_at),
-        "assigned_at": _local(case.assigned_at),
-        "scheduled_for": _local(case.scheduled_for),
+        "applied_at": local_time(case.created_at),
+        "assigned_at": local_time(case.assigned_at),
+        "scheduled_for": local_time(case.scheduled_for),
         "assessed_on": case.assessed_on,
         "total": case.total,
         "level": case.level,
@@ -146,7 +141,7 @@ def _summary(case: Assessment) -> dict:
 def _case(case: Assessment) -> dict:
     recorded = case.item_scores_json is not None
     return _summary(case) | {
-        "recorded_at": _local(case.recorded_at),
+        "recorded_at": local_time(case.recorded_at),
         "items": case.item_scores if recorded else None,
         "dimensions": case.dimension_scores if recorded else None,
         "base_level": case.base_level,
@@ -159,7 +154,7 @@ def _case(case: Assessment) -> dict:
         "fee_fen": case.fee_fen,
         "refundable_fee_fen": case.refundable_fee_fen,
         "review_note": case.review_note,
-        "reviewed_at": _local(case.reviewed_at),
+        "reviewed_at": local_time(case.reviewed_at),
         "effective_from": case.effective_from,
         "valid_until": case.valid_until,
     }
@@ -254,16 +249,8 @@ def list_assessments(query):
     statement = sa.select(Assessment).where(Assessment.agency_id == agency.id)
     if "status" in query:
         statement = statement.where(Assessment.status == query["status"])
-    total = db.session.scalar(sa.select(sa.func.count()).select_from(statement.subquery()))
-    cases = db.session.scalars(
-        statement.order_by(Assessment.id).limit(query["limit"]).offset(query["offset"])
-    ).all()
-    return {
-        "items": [_summary(case) for case in cases],
-        "total": total,
-        "limit": query["limit"],
-        "offset": query["offset"],
-    }
+    page = page_of(statement, (Assessment.id,), query)
+    return page | {"items": [_summary(case) for case in page["items"]]}
 
 
 @blp.get("/assessments/<int:assessment_id>")
@@ -319,7 +306,7 @@ def record_result(body, assessment_id):
             fee_fen=body["fee_fen"],
         )
     except DomainError as error:
-        error.details = {_SIGNER_FIELDS.get(k, k): v for k, v in error.details.items()}
+        rename_details(error, _SIGNER_FIELDS)
         raise
     _set_external_ref(case, agency, body["external_ref"])
     return _case(case)

@@ -9,25 +9,10 @@ import sqlalchemy as sa
 from assessment.lifecycle import OPEN_STATUSES, latest_approved
 from assessment.models import Assessment
 from assessment.policy import policy_on
-from eldercare.accounts import FamilyLink, User
+from eldercare.accounts import accounts_acting_for
 from eldercare.db import db
 from eldercare.notifications import enqueue
 from eldercare.timeutil import local_today
-
-
-def recipients_for(resident_id: int) -> list[User]:
-    """The elder's own accounts and every family agent linked to them."""
-    agent_ids = sa.select(FamilyLink.agent_user_id).where(FamilyLink.resident_id == resident_id)
-    return list(
-        db.session.scalars(
-            sa.select(User)
-            .where(
-                User.active.is_(True),
-                sa.or_(User.resident_id == resident_id, User.id.in_(agent_ids)),
-            )
-            .order_by(User.id)
-        )
-    )
 
 
 def remind_expiring_assessments(today: date | None = None) -> dict:
@@ -57,7 +42,7 @@ def remind_expiring_assessments(today: date | None = None) -> dict:
             continue  # the renewal is already under way
         reminded += 1
         until = assessment.valid_until.isoformat()
-        for user in recipients_for(assessment.resident_id):
+        for user in accounts_acting_for(assessment.resident_id):
             queued += enqueue(
                 user.id,
                 subject=f"能力评估将于 {until} 到期 / Assessment expires on {until}",

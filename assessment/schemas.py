@@ -14,34 +14,7 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from assessment.models import ASSESSMENT_STATUSES, ASSESSMENT_TYPES, LEVEL_CODES
-
-MAX_PAGE_SIZE = 100
-DEFAULT_PAGE_SIZE = 50
-
-
-class StrictInteger(fields.Integer):
-    """A JSON number that is already whole: neither ``"3"`` nor ``true`` passes for 3.
-
-    marshmallow's ``strict=True`` still accepts booleans (``bool`` is an ``int``), and a
-    checkbox value must never pass for a count or an amount.
-    """
-
-    def __init__(self, **kwargs):
-        super().__init__(strict=True, **kwargs)
-
-    def _validated(self, value):
-        if isinstance(value, bool):
-            raise self.make_error("invalid", input=value)
-        return super()._validated(value)
-
-
-class StrictBoolean(fields.Boolean):
-    """Only JSON ``true`` or ``false``; not ``1``, ``"yes"`` or ``"on"``."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if not isinstance(value, bool):
-            raise self.make_error("invalid", input=value)
-        return value
+from eldercare.api_fields import StrictBoolean, StrictInteger, page_limit, page_offset
 
 
 class ItemScores(fields.Dict):
@@ -154,10 +127,8 @@ class AssessmentPageSchema(ma.Schema):
 
 class AssessmentListQuerySchema(ma.Schema):
     status = fields.String(validate=validate.OneOf(ASSESSMENT_STATUSES))
-    limit = fields.Integer(
-        load_default=DEFAULT_PAGE_SIZE, validate=validate.Range(min=1, max=MAX_PAGE_SIZE)
-    )
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    limit = page_limit()
+    offset = page_offset()
 
 
 class AssessmentScheduleSchema(ma.Schema):

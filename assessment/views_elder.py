@@ -17,14 +17,13 @@ from assessment import lifecycle
 from assessment.models import Assessment
 from assessment.policy import policy_on
 from assessment.views import bp, disputed_assessment, eligibility_and_basis, problem_from
-from eldercare.accounts import elders_acted_for
+from eldercare.accounts import ELDER_ROLES, elders_acted_for
 from eldercare.auth import roles_required
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
 from eldercare.residents import Resident
 from eldercare.timeutil import local_today
 
-ELDER_ROLES = ("elder", "family_agent")
 ELDER_TYPES = ("first", "routine", "reassessment")  # what the elder's page can ask for
 
 

@@ -29,6 +29,8 @@ ROLES = {
     "admin": _l("System administrator"),
 }
 BUREAU_ROLES = ("bureau_officer", "bureau_approver")
+# The elder's side: an elder's own account and the accounts of family agents.
+ELDER_ROLES = ("elder", "family_agent")
 
 # Who may act for an elder (POLICY.md, step 1).
 RELATIONSHIPS = {
@@ -146,3 +148,19 @@ def elders_acted_for(user) -> list[Resident]:
         seen = {elder.id for elder in elders}
         elders.extend(elder for elder in linked if elder.id not in seen)
     return elders
+
+
+def accounts_acting_for(resident_id: int) -> list[User]:
+    """The other way round: the active accounts that act for an elder, the elder's own and
+    every family agent's linked to them, by account id (whom to tell about the elder)."""
+    agent_ids = sa.select(FamilyLink.agent_user_id).where(FamilyLink.resident_id == resident_id)
+    return list(
+        db.session.scalars(
+            sa.select(User)
+            .where(
+                User.active.is_(True),
+                sa.or_(User.resident_id == resident_id, User.id.in_(agent_ids)),
+            )
+            .order_by(User.id)
+        )
+    )

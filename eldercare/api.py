@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import marshmallow as ma
 import sqlalchemy as sa
 from flask import g
 from flask_smorest import Api, Blueprint
 
 from eldercare.db import db
+from eldercare.errors import DomainError
 from eldercare.residents import District
+from eldercare.timeutil import to_local
 from eldercare.tokens import token_required
 
 BEARER = [{"bearerAuth": []}]
@@ -43,6 +47,40 @@ def error_responses(blueprint: Blueprint, *statuses: int):
         return view
 
     return decorator
+
+
+# --- what the domains' endpoints share --------------------------------------------------
+
+
+def local_time(value: datetime | None) -> datetime | None:
+    """A time as the API answers it: in Asia/Shanghai (None stays None)."""
+    return to_local(value) if value is not None else None
+
+
+def page_of(statement, order, query: dict) -> dict:
+    """One page of ``statement``'s rows in ``order``, as ``query``'s ``limit`` and ``offset``
+    ask, with how many rows there are on all pages; ``items`` holds the rows themselves."""
+    total = db.session.scalar(sa.select(sa.func.count()).select_from(statement.subquery()))
+    rows = db.session.scalars(
+        statement.order_by(*order).limit(query["limit"]).offset(query["offset"])
+    ).all()
+    return {"items": list(rows), "total": total, "limit": query["limit"], "offset": query["offset"]}
+
+
+def rename_details(error: DomainError, names: dict) -> DomainError:
+    """Name the problems of ``error`` after the API's fields, where a service function names
+    them after its own parameters: ``names`` maps a parameter to the field, or the tuple of
+    fields, that carried it. Returns the same error."""
+    details = {}
+    for key, value in error.details.items():
+        new = names.get(key, key)
+        for name in (new,) if isinstance(new, str) else new:
+            details[name] = value
+    error.details = details
+    return error
+
+
+# --- tokens and reference data ----------------------------------------------------------
 
 
 class WhoAmISchema(ma.Schema):

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from eldercare.credit_codes import is_valid_credit_code  # GB 32100, shared with assessment
 from marketplace import (  # noqa: F401  (imported for what importing them does)
+    api_elders,  # the JSON endpoints, each module adding its routes to api.blp
+    api_provider,
+    api_public,
     models,  # the tables, on the metadata
     views_bookings,  # the HTML pages, each module adding its routes to views.bp
     views_certification,

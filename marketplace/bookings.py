@@ -48,7 +48,7 @@ import sqlalchemy as sa
 from flask_babel import lazy_gettext as _l
 
 from eldercare import audit
-from eldercare.accounts import FamilyLink, User
+from eldercare.accounts import FamilyLink, User, accounts_acting_for
 from eldercare.db import db
 from eldercare.errors import Conflict, InvalidInput, PermissionDenied
 from eldercare.notifications import enqueue
@@ -96,21 +96,6 @@ def works_for(user: User, provider_id: int) -> bool:
     """An active administrator or staff member of the provider."""
     staff = staff_record(user)
     return staff is not None and staff.provider_id == provider_id
-
-
-def elder_recipients(resident_id: int) -> list[User]:
-    """The elder's own accounts and every family agent linked to them."""
-    agent_ids = sa.select(FamilyLink.agent_user_id).where(FamilyLink.resident_id == resident_id)
-    return list(
-        db.session.scalars(
-            sa.select(User)
-            .where(
-                User.active.is_(True),
-                sa.or_(User.resident_id == resident_id, User.id.in_(agent_ids)),
-            )
-            .order_by(User.id)
-        )
-    )
 
 
 def provider_admins(provider_id: int) -> list[User]:
@@ -248,7 +233,7 @@ def _when_text(booking: Booking) -> str:
 def _tell_elder(booking: Booking, event: str, subject: str, body: str) -> int:
     return sum(
         enqueue(user.id, subject, body, f"booking-{event}:{booking.id}:{user.id}")
-        for user in elder_recipients(booking.resident_id)
+        for user in accounts_acting_for(booking.resident_id)
     )
 
 

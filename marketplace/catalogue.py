@@ -119,6 +119,30 @@ def change_price(service: Service, price_fen: int, *, actor: User) -> None:
     )
 
 
+def services_of(provider: Provider) -> list[Service]:
+    """The provider's whole catalogue: offered services first, then withdrawn, by title."""
+    return list(
+        db.session.scalars(
+            sa.select(Service)
+            .where(Service.provider_id == provider.id)
+            .order_by(Service.active.desc(), Service.title, Service.id)
+        )
+    )
+
+
+def price_histories(services: list[Service]) -> dict[int, list[ServicePrice]]:
+    """Each service's prices by service id, newest first, in one query."""
+    history: dict[int, list[ServicePrice]] = {s.id: [] for s in services}
+    if history:
+        for price in db.session.scalars(
+            sa.select(ServicePrice)
+            .where(ServicePrice.service_id.in_(list(history)))
+            .order_by(ServicePrice.effective_from.desc(), ServicePrice.id.desc())
+        ):
+            history[price.service_id].append(price)
+    return history
+
+
 def price_on(service_id: int, when: datetime) -> int:
     """The price that was in force at ``when``."""
     price = db.session.scalar(

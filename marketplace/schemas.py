@@ -14,48 +14,12 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import fields, validate
 
+from eldercare.api_fields import StrictBoolean, StrictInteger, page_limit, page_offset
 from marketplace.models import BOOKING_STATUSES, COMPLAINT_STATUSES, PROVIDER_TYPES, UNITS
 from marketplace.search import SORTS
 
-MAX_PAGE_SIZE = 100
-DEFAULT_PAGE_SIZE = 50
 _DISTRICT = {"description": "district code (GB/T 2260)"}
 _LOCAL_TIME = {"description": "ISO 8601, in Asia/Shanghai (+08:00)"}
-
-
-class StrictInteger(fields.Integer):
-    """A JSON number that is already whole: neither ``"5"`` nor ``true`` passes for 5.
-
-    marshmallow's ``strict=True`` still accepts booleans (``bool`` is an ``int``), and a
-    checkbox value must never pass for a rating, an amount or an id.
-    """
-
-    def __init__(self, **kwargs):
-        super().__init__(strict=True, **kwargs)
-
-    def _validated(self, value):
-        if isinstance(value, bool):
-            raise self.make_error("invalid", input=value)
-        return super()._validated(value)
-
-
-class StrictBoolean(fields.Boolean):
-    """Only JSON ``true`` or ``false``; not ``1``, ``"yes"`` or ``"on"``."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if not isinstance(value, bool):
-            raise self.make_error("invalid", input=value)
-        return value
-
-
-def _limit() -> fields.Integer:
-    return fields.Integer(
-        load_default=DEFAULT_PAGE_SIZE, validate=validate.Range(min=1, max=MAX_PAGE_SIZE)
-    )
-
-
-def _offset() -> fields.Integer:
-    return fields.Integer(load_default=0, validate=validate.Range(min=0))
 
 
 # --- reference data -------------------------------------------------------------------
@@ -176,8 +140,8 @@ class MarketplaceSearchQuerySchema(ma.Schema):
     )
     open_now = fields.Boolean(metadata={"description": "true: only providers open now"})
     sort = fields.String(load_default="distance", validate=validate.OneOf(SORTS))
-    limit = _limit()
-    offset = _offset()
+    limit = page_limit()
+    offset = page_offset()
 
 
 class MarketplaceSearchResultSchema(ma.Schema):
@@ -256,8 +220,8 @@ class MarketplaceBookingPageSchema(ma.Schema):
 class MarketplaceBookingListQuerySchema(ma.Schema):
     status = fields.String(validate=validate.OneOf(BOOKING_STATUSES))
     resident_id = fields.Integer(metadata={"description": "only this elder's bookings"})
-    limit = _limit()
-    offset = _offset()
+    limit = page_limit()
+    offset = page_offset()
 
 
 class MarketplaceBookingRequestSchema(ma.Schema):
@@ -338,8 +302,8 @@ class MarketplaceProviderBookingPageSchema(ma.Schema):
 
 class MarketplaceProviderBookingQuerySchema(ma.Schema):
     status = fields.String(validate=validate.OneOf(BOOKING_STATUSES))
-    limit = _limit()
-    offset = _offset()
+    limit = page_limit()
+    offset = page_offset()
 
 
 class MarketplacePriceSchema(ma.Schema):

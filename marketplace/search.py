@@ -20,7 +20,7 @@ from flask import current_app
 from flask_babel import lazy_gettext as _l
 
 from eldercare.db import db
-from eldercare.errors import InvalidInput
+from eldercare.errors import InvalidInput, NotFound
 from eldercare.timeutil import SHANGHAI, local_today, now_utc
 from marketplace.geo import bounding_box, haversine_m
 from marketplace.models import (
@@ -39,6 +39,7 @@ MAX_RADIUS_M = 50_000  # the whole city from its centre; anything more is a typi
 MAX_LIMIT = 200
 SORTS = ("distance", "price", "rating")
 BOX_MARGIN_M = 1.0
+REVIEWS_SHOWN = 20  # on a provider's public page, newest first
 
 
 @dataclass(frozen=True)
@@ -267,3 +268,53 @@ def search_services(
     else:
         results.sort(key=lambda r: (r.distance_m, r.service.id))
     return results[offset : offset + limit]
+
+
+# --- one provider, as the public sees it ----------------------------------------------
+
+
+def listed_provider(provider_id: int, today: date) -> Provider:
+    """A provider the public may see: certified ``today``. Any other answers 404, exactly
+    as a missing one does."""
+    provider = db.session.get(Provider, provider_id)
+    if provider is None or not provider.is_certified_on(today):
+        raise NotFound()
+    return provider
+
+
+def listed_service(service_id: int, today: date) -> Service:
+    """A service on offer: active, of a provider certified ``today``; anything else is 404."""
+    service = db.session.get(Service, service_id)
+    if service is None or not service.active:
+        raise NotFound()
+    listed_provider(service.provider_id, today)
+    return service
+
+
+def offered_services(provider: Provider) -> list[Service]:
+    """The provider's active services, in the marketplace's order of categories."""
+    return list(
+        db.session.scalars(
+            sa.select(Service)
+            .join(ServiceCategory, Service.category_code == ServiceCategory.code)
+            .where(Service.provider_id == provider.id, Service.active)
+            .order_by(ServiceCategory.sort_order, Service.title, Service.id)
+        )
+    )
+
+
+def latest_reviews(provider: Provider, limit: int = REVIEWS_SHOWN) -> list[Review]:
+    """The provider's newest reviews, newest first."""
+    return list(
+        db.session.scalars(
+            sa.select(Review)
+            .where(Review.provider_id == provider.id)
+            .order_by(Review.created_at.desc(), Review.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def rating_of(provider_id: int) -> tuple[float | None, int]:
+    """One provider's average rating and number of reviews; (None, 0) without reviews."""
+    return ratings_of([provider_id]).get(provider_id, (None, 0))

@@ -25,7 +25,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
-from eldercare.accounts import elders_acted_for
+from eldercare.accounts import ELDER_ROLES, elders_acted_for
 from eldercare.auth import roles_required
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
@@ -38,7 +38,6 @@ from marketplace.models import Booking, Provider, Review, Service
 from marketplace.providers import WEEKDAYS, provider_of
 from marketplace.views import bp
 
-ELDER_ROLES = ("elder", "family_agent")
 PROVIDER_ROLES = ("provider_admin", "provider_staff")
 RECENT_DAYS = 30  # how far back the provider's page shows closed bookings
 

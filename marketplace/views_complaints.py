@@ -22,7 +22,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from werkzeug.routing import BuildError
 
-from eldercare.accounts import BUREAU_ROLES, User, elders_acted_for
+from eldercare.accounts import BUREAU_ROLES, ELDER_ROLES, User, elders_acted_for
 from eldercare.auth import ensure_in_district, roles_required, scope_to_district
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
@@ -31,7 +31,7 @@ from eldercare.timeutil import format_local, local_today, now_utc
 from marketplace import complaints, credit
 from marketplace.models import Booking, Complaint, Provider
 from marketplace.views import bp
-from marketplace.views_bookings import ELDER_ROLES, page_words
+from marketplace.views_bookings import page_words
 
 CLOSED_SHOWN_DAYS = 90  # how far back the bureau's queue shows closed complaints
 CERTIFICATION_QUEUE_PATH = "/marketplace/bureau/providers"

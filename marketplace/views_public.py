@@ -17,22 +17,26 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
-from eldercare.accounts import elders_acted_for
+from eldercare.accounts import ELDER_ROLES, elders_acted_for
 from eldercare.db import db
-from eldercare.errors import InvalidInput, NotFound
+from eldercare.errors import InvalidInput
 from eldercare.forms import fen_from_yuan, whole_number, yuan, yuan_input
 from eldercare.i18n import current_locale
 from eldercare.residents import District, Resident
 from eldercare.timeutil import local_today, now_utc
 from marketplace.forms import PROVIDER_TYPE_LABELS, UNIT_LABELS, WEEKDAY_LABELS
-from marketplace.models import Provider, Review, Service, ServiceCategory
+from marketplace.models import Provider, ServiceCategory
 from marketplace.providers import WEEKDAYS
 from marketplace.search import (
     MAX_RADIUS_M,
     SORTS,
     default_radius_m,
     is_open,
-    ratings_of,
+    latest_reviews,
+    listed_provider,
+    listed_service,
+    offered_services,
+    rating_of,
     search_services,
 )
 from marketplace.views import bp
@@ -42,7 +46,6 @@ PAGE_SIZE = 20
 RADIUS_CHOICES = (500, 1000, 2000, 5000)
 RATING_CHOICES = ("3", "4", "4.5")
 STAR_CHOICES = (1, 2, 3, 4, 5)
-REVIEWS_SHOWN = 20
 
 SORT_LABELS = {
     "distance": _l("Nearest first"),
@@ -341,32 +344,14 @@ def search():
 # --------------------------------------------------------------------------- provider, service
 
 
-def listed_provider(provider_id: int) -> Provider:
-    """A provider the public may see: certified today; anything else is 404."""
-    provider = db.session.get(Provider, provider_id)
-    if provider is None or not provider.is_certified_on(local_today()):
-        raise NotFound()
-    return provider
-
-
 @bp.get("/providers/<int:provider_id>")
 def provider_page(provider_id: int):
-    provider = listed_provider(provider_id)
     today = local_today()
-    services = db.session.scalars(
-        sa.select(Service)
-        .join(ServiceCategory, Service.category_code == ServiceCategory.code)
-        .where(Service.provider_id == provider.id, Service.active)
-        .order_by(ServiceCategory.sort_order, Service.title, Service.id)
-    ).all()
+    provider = listed_provider(provider_id, today)
+    services = offered_services(provider)
     covered = {s.category_code: accepts_vouchers(s.category, today) for s in services}
-    reviews = db.session.scalars(
-        sa.select(Review)
-        .where(Review.provider_id == provider.id)
-        .order_by(Review.created_at.desc(), Review.id.desc())
-        .limit(REVIEWS_SHOWN)
-    ).all()
-    avg, count = ratings_of([provider.id]).get(provider.id, (None, 0))
+    reviews = latest_reviews(provider)
+    avg, count = rating_of(provider.id)
     return render_template(
         "marketplace/public_provider.html",
         provider=provider,
@@ -382,13 +367,11 @@ def provider_page(provider_id: int):
 
 @bp.get("/services/<int:service_id>")
 def service_page(service_id: int):
-    service = db.session.get(Service, service_id)
-    if service is None or not service.active:
-        raise NotFound()
-    provider = listed_provider(service.provider_id)
     today = local_today()
-    avg, count = ratings_of([provider.id]).get(provider.id, (None, 0))
-    can_book = current_user.is_authenticated and current_user.has_role("elder", "family_agent")
+    service = listed_service(service_id, today)
+    provider = service.provider
+    avg, count = rating_of(provider.id)
+    can_book = current_user.is_authenticated and current_user.has_role(*ELDER_ROLES)
     return render_template(
         "marketplace/public_service.html",
         service=service,

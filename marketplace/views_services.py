@@ -8,8 +8,6 @@ the page again, with HTTP 422 and the message next to the field it concerns.
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import sqlalchemy as sa
 from flask import flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
@@ -21,7 +19,7 @@ from eldercare.forms import fen_from_yuan, problem_from, whole_number, yuan
 from eldercare.timeutil import local_today
 from marketplace import catalogue
 from marketplace.forms import UNIT_LABELS, districts_by_ids
-from marketplace.models import UNITS, Provider, Service, ServiceCategory, ServicePrice
+from marketplace.models import UNITS, Provider, Service, ServiceCategory
 from marketplace.providers import provider_of
 from marketplace.views import bp
 from marketplace.views_public import category_name, district_name, page_words
@@ -53,19 +51,8 @@ def _own_service(provider: Provider, service_id: int) -> Service:
 
 
 def _render(provider: Provider, status: int = 200, problem=None, target=None, form=None):
-    services = db.session.scalars(
-        sa.select(Service)
-        .where(Service.provider_id == provider.id)
-        .order_by(Service.active.desc(), Service.title, Service.id)
-    ).all()
-    history: dict[int, list[ServicePrice]] = defaultdict(list)
-    if services:
-        for row in db.session.scalars(
-            sa.select(ServicePrice)
-            .where(ServicePrice.service_id.in_([s.id for s in services]))
-            .order_by(ServicePrice.effective_from.desc(), ServicePrice.id.desc())
-        ):
-            history[row.service_id].append(row)
+    services = catalogue.services_of(provider)
+    history = catalogue.price_histories(services)
     categories = [
         c
         for c in db.session.scalars(
