@@ -8,8 +8,9 @@ PostgreSQL in a fresh database created for this run and dropped afterwards.
 from __future__ import annotations
 
 import os
-import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 
 import pytest
@@ -27,6 +28,11 @@ from eldercare.residents import District, Resident, compose_resident_id
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
 ON_POSTGRES = TEST_DATABASE_URL.startswith("postgresql")
 PASSWORD = "correct-horse-42"
+TEST_CONFIG = {
+    "TESTING": True,
+    "SECRET_KEY": "test-secret-key-that-is-long-enough-000",
+    "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",  # the suite hashes many passwords
+}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -36,19 +42,47 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_pg)
 
 
+@contextmanager
+def fresh_postgres_database(prefix: str) -> Iterator[str]:
+    """A new, empty database on the TEST_DATABASE_URL server, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(TEST_DATABASE_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield (
+            sa.make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
+        )
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory):
     if not ON_POSTGRES:
         yield "sqlite:///" + str(tmp_path_factory.mktemp("db") / "test.db")
         return
-    name = f"eldercare_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(TEST_DATABASE_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield re.sub(r"/[^/?]*(\?|$)", f"/{name}\\1", TEST_DATABASE_URL, count=1)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
+    with fresh_postgres_database("eldercare_test") as url:
+        yield url
+
+
+@pytest.fixture
+def private_app():
+    """An app on a PostgreSQL database of its own, for tests whose threads commit for real:
+    what they leave behind must not change what the rest of the suite counts."""
+    if not ON_POSTGRES:
+        pytest.skip("PostgreSQL-only; set TEST_DATABASE_URL (CI does)")
+    with fresh_postgres_database("eldercare_private") as url:
+        app = create_app(TEST_CONFIG | {"SQLALCHEMY_DATABASE_URI": url})
+        with app.app_context():
+            upgrade()
+        try:
+            yield app
+        finally:
+            with app.app_context():
+                db.engine.dispose()
 
 
 class FreshGlobalsClient(FlaskClient):
@@ -69,11 +103,9 @@ class FreshGlobalsClient(FlaskClient):
 @pytest.fixture(scope="session")
 def app(database_url, tmp_path_factory):
     app = create_app(
-        {
-            "TESTING": True,
+        TEST_CONFIG
+        | {
             "SQLALCHEMY_DATABASE_URI": database_url,
-            "SECRET_KEY": "test-secret-key-that-is-long-enough-000",
-            "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",  # the suite hashes many passwords
             "LOGIN_MAX_FAILURES": 5,
             # Most tests post forms without a token; csrf_client turns the check back on.
             "WTF_CSRF_ENABLED": False,

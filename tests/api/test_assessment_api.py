@@ -4,20 +4,17 @@ real tokens, against the real service functions."""
 from __future__ import annotations
 
 import threading
-import uuid
 from datetime import date, datetime, time, timedelta
 from time import sleep
 
 import pytest
 import sqlalchemy as sa
-from flask_migrate import upgrade
 from openapi_spec_validator import validate
 
 from assessment import lifecycle
 from assessment.agencies import add_assessor, create_agency
 from assessment.instrument import instrument
 from assessment.models import AgencyAdmin, Assessment
-from eldercare import create_app
 from eldercare.accounts import User, UserRole
 from eldercare.audit import AuditLog
 from eldercare.db import db
@@ -26,7 +23,6 @@ from eldercare.timeutil import SHANGHAI, local_today
 from eldercare.tokens import issue_token
 from tests.assessment import conftest as assessment_fixtures
 from tests.assessment.helpers import items_with_total
-from tests.conftest import TEST_DATABASE_URL
 
 # The assessment tests' fixtures, used here by name.
 world = assessment_fixtures.world
@@ -624,36 +620,6 @@ def test_district_staff_see_only_their_district(api, world, take_through, bureau
 
 
 # --- two deliveries at once (PostgreSQL) ------------------------------------------------
-
-
-@pytest.fixture
-def private_app():
-    """An app on a PostgreSQL database of its own, for a test whose requests really commit:
-    what it leaves behind must not change what the rest of the suite counts."""
-    name = f"eldercare_api_{uuid.uuid4().hex[:10]}"
-    server = sa.create_engine(TEST_DATABASE_URL, isolation_level="AUTOCOMMIT")
-    with server.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    app = create_app(
-        {
-            "TESTING": True,
-            "SQLALCHEMY_DATABASE_URI": sa.make_url(TEST_DATABASE_URL)
-            .set(database=name)
-            .render_as_string(hide_password=False),
-            "SECRET_KEY": "test-secret-key-that-is-long-enough-000",
-            "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
-        }
-    )
-    try:
-        with app.app_context():
-            upgrade()
-        yield app
-    finally:
-        with app.app_context():
-            db.engine.dispose()
-        with server.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        server.dispose()
 
 
 def _committed_case(app):

@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 from datetime import date, datetime, time, timedelta
 from time import sleep
 
 import pytest
 import sqlalchemy as sa
 from flask_babel import force_locale
-from flask_migrate import upgrade
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from eldercare import create_app
 from eldercare.accounts import User, UserRole
 from eldercare.audit import AuditLog
 from eldercare.db import db
@@ -31,7 +28,6 @@ from eldercare.timeutil import SHANGHAI, local_today, now_utc
 from marketplace import bookings, catalogue, providers
 from marketplace.errors import CapacityFull, InvalidTransition, ProviderNotCertified
 from marketplace.models import BOOKING_STATUSES, Booking, ProviderStaff, Service
-from tests.conftest import ON_POSTGRES, TEST_DATABASE_URL
 
 # --------------------------------------------------------------------------- helpers
 
@@ -575,38 +571,6 @@ def test_booking_state_machine(market, db_session):
 
 
 # --------------------------------------------------------------------------- PostgreSQL
-
-
-@pytest.fixture
-def private_app():
-    """An app on a PostgreSQL database of its own: the threads below commit for real, and
-    what they leave behind must not change what the rest of the suite counts."""
-    if not ON_POSTGRES:
-        pytest.skip("PostgreSQL-only")
-    name = f"eldercare_booking_{uuid.uuid4().hex[:10]}"
-    server = sa.create_engine(TEST_DATABASE_URL, isolation_level="AUTOCOMMIT")
-    with server.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    app = create_app(
-        {
-            "TESTING": True,
-            "SQLALCHEMY_DATABASE_URI": sa.make_url(TEST_DATABASE_URL)
-            .set(database=name)
-            .render_as_string(hide_password=False),
-            "SECRET_KEY": "test-secret-key-that-is-long-enough-000",
-            "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
-        }
-    )
-    try:
-        with app.app_context():
-            upgrade()
-        yield app
-    finally:
-        with app.app_context():
-            db.engine.dispose()
-        with server.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        server.dispose()
 
 
 def _committed_world(app, elders: int):
