@@ -5,6 +5,7 @@ The shell calls ``register(app)``; nothing else of the shell depends on this pac
 
 from __future__ import annotations
 
+from vouchers import models  # noqa: F401  (the tables, on the metadata)
 from vouchers.cli import cli
 from vouchers.jobs import JOBS
 from vouchers.views import bp
