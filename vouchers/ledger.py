@@ -50,13 +50,14 @@ def post(
     actor_id: int | None = None,
 ) -> JournalEntry:
     """Write one balanced entry: ``lines`` are (account code, amount in fen) pairs."""
-    lines = [(code, amount) for code, amount in lines if amount != 0]
+    lines = list(lines)
     if kind not in ENTRY_KINDS:
         raise ValueError(f"unknown entry kind {kind!r}")
-    if not lines or sum(amount for _, amount in lines) != 0:
-        raise ValueError(f"unbalanced entry {kind}: {lines}")
     if any(isinstance(a, bool) or not isinstance(a, int) for _, a in lines):
         raise ValueError("amounts are whole fen")
+    lines = [(code, amount) for code, amount in lines if amount != 0]
+    if not lines or sum(amount for _, amount in lines) != 0:
+        raise ValueError(f"unbalanced entry {kind}: {lines}")
     entry = JournalEntry(
         kind=kind,
         memo=memo[:200],

@@ -64,6 +64,10 @@ def test_bad_amounts_are_refused(bureau, amount):
 def test_unbalanced_entries_cannot_be_written(bureau):
     with pytest.raises(ValueError, match="unbalanced"):
         ledger.post("topup", "x", [("funding:central", -10), ("pool:available", 9)])
+    with pytest.raises(ValueError, match="whole fen"):
+        ledger.post("topup", "x", [("funding:central", "-10"), ("pool:available", 10)])
+    with pytest.raises(ValueError, match="whole fen"):
+        ledger.post("topup", "x", [("funding:central", -1.5), ("pool:available", 1.5)])
 
 
 def test_the_database_refuses_a_negative_balance(bureau, db_session):
