@@ -25,7 +25,10 @@ from assessment.views import bp
 
 
 def register(app) -> None:
+    from flask_babel import lazy_gettext as _l
+
     from eldercare.api import api
+    from eldercare.navigation import Destination, register_destinations
 
     app.register_blueprint(bp)
     app.register_blueprint(import_bp)
@@ -33,3 +36,30 @@ def register(app) -> None:
     app.cli.add_command(cli)
     app.extensions.setdefault("scheduled_jobs", []).extend(JOBS)
     app.extensions.setdefault("demo_steps", []).append(build_demo)
+    register_destinations(
+        app,
+        Destination(
+            "assessment.my",
+            _l("My assessment"),
+            ("elder", "family_agent"),
+            _l("Level, how long it is valid, and applying for a new one"),
+        ),
+        Destination(
+            "assessment.worklist",
+            _l("Assessment worklist"),
+            ("assessor", "agency_admin"),
+            _l("Cases of your agency: arrange visits, record results"),
+        ),
+        Destination(
+            "assessment.index",
+            _l("Ability assessments"),
+            ("bureau_officer", "bureau_approver"),
+            _l("Applications, assignment, review, agencies, eligibility"),
+        ),
+        Destination(
+            "assessment_import.upload",
+            _l("Import a spreadsheet"),
+            ("bureau_officer", "agency_admin"),
+            _l("Residents or assessments from CSV or Excel"),
+        ),
+    )

@@ -57,13 +57,41 @@ def _template_context():
 
     from eldercare.accounts import ROLES
     from eldercare.i18n import current_locale
+    from eldercare.navigation import destinations_for, invitations
 
     return {
         "ROLES": ROLES,
+        "destinations": destinations_for(current_user),
+        "invitations": invitations(),
         "current_locale": current_locale(),
         "large_text": bool(session.get("large_text")),
         "current_user": current_user,
     }
+
+
+def _register_shell_destinations(app: Flask) -> None:
+    from flask_babel import lazy_gettext as _l
+
+    from eldercare.navigation import Destination, register_destinations
+
+    register_destinations(
+        app,
+        Destination(
+            "register.index",
+            _l("Resident register"),
+            ("bureau_officer", "bureau_approver"),
+            _l("Find and register residents"),
+        ),
+        Destination(
+            "audit.index", _l("Audit trail"), ("auditor",), _l("Every change, who made it and when")
+        ),
+        Destination(
+            "tokens.index",
+            _l("API tokens"),
+            ("admin",),
+            _l("Tokens for devices and partner systems"),
+        ),
+    )
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -113,6 +141,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     for domain in (assessment, marketplace, vouchers):
         domain.register(app)
+    _register_shell_destinations(app)
 
     # After flask-smorest, which installs a JSON-only handler for HTTP errors.
     errors.register(app)

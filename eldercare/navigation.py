@@ -1,10 +1,12 @@
-"""Redirect targets that cannot send a user off-site."""
+"""Where people can go: the menu's destinations, and redirect targets that stay on the site."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
-from flask import url_for
+from flask import current_app, url_for
 
 
 def safe_next(target: str | None, default_endpoint: str = "home.index") -> str:
@@ -20,3 +22,35 @@ def safe_next(target: str | None, default_endpoint: str = "home.index") -> str:
         ):
             return target
     return url_for(default_endpoint)
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A page offered in the main menu (and as a home-page card when it has a description).
+
+    Each package registers its own, so the shell's templates need not know the domains'
+    pages."""
+
+    endpoint: str
+    label: Any
+    roles: tuple[str, ...] = ()  # empty: anyone signed in
+    description: Any = None  # the home-page card's text; None: menu only
+    invitation: Any = None  # a home-page button for every visitor, signed in or not
+
+
+def register_destinations(app, *destinations: Destination) -> None:
+    app.extensions.setdefault("destinations", []).extend(destinations)
+
+
+def destinations_for(user) -> list[Destination]:
+    if not getattr(user, "is_authenticated", False):
+        return []
+    return [
+        d
+        for d in current_app.extensions.get("destinations", [])
+        if not d.roles or user.has_role(*d.roles)
+    ]
+
+
+def invitations() -> list[Destination]:
+    return [d for d in current_app.extensions.get("destinations", []) if d.invitation]

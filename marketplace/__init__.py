@@ -29,10 +29,48 @@ __all__ = ["is_valid_credit_code", "register"]
 
 
 def register(app) -> None:
+    from flask_babel import lazy_gettext as _l
+
     from eldercare.api import api
+    from eldercare.navigation import Destination, register_destinations
 
     app.register_blueprint(bp)
     api.register_blueprint(api_blueprint)
     app.cli.add_command(cli)
     app.extensions.setdefault("scheduled_jobs", []).extend(JOBS)
     app.extensions.setdefault("demo_steps", []).append(build_demo)
+    register_destinations(
+        app,
+        Destination(
+            "marketplace.search",
+            _l("Find services"),
+            invitation=_l("Find eldercare services near you"),
+        ),
+        Destination(
+            "marketplace.my_bookings",
+            _l("My bookings"),
+            ("elder", "family_agent"),
+            _l("Book services, cancel, rate and complain"),
+        ),
+        Destination(
+            "marketplace.dashboard",
+            _l("Your provider"),
+            ("provider_admin", "provider_staff"),
+            _l("Certification, documents, staff, services and bookings"),
+        ),
+        Destination(
+            "marketplace.provider_bookings", _l("Bookings"), ("provider_admin", "provider_staff")
+        ),
+        Destination(
+            "marketplace.certification_queue",
+            _l("Provider certification"),
+            ("bureau_officer", "bureau_approver"),
+            _l("Applications, suspensions, renewals and star levels"),
+        ),
+        Destination(
+            "marketplace.bureau_complaints",
+            _l("Complaints"),
+            ("bureau_officer", "bureau_approver"),
+            _l("Complaints about providers, and credit scores"),
+        ),
+    )
