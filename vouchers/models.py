@@ -12,6 +12,20 @@ from eldercare.timeutil import now_utc
 
 VOUCHER_KINDS = ("home_community", "institutional")
 VOUCHER_STATUSES = ("active", "expired", "revoked")
+# checked_in: the staff member scanned the elder and checked in; priced: the amounts are
+# computed; pending_payment: the subsidy is held while the card co-payment runs; redeemed:
+# captured; failed: the payment failed or timed out and the hold was released; cancelled:
+# abandoned before any money moved; reversed: undone within the policy window.
+REDEMPTION_STATUSES = (
+    "checked_in",
+    "pending_payment",
+    "redeemed",
+    "failed",
+    "cancelled",
+    "reversed",
+)
+PAYMENT_METHODS = ("card", "cash", "none")  # none: nothing left for the elder to pay
+CARD_STATUSES = ("active", "revoked")
 ENTRY_KINDS = (
     "topup",
     "allocation",
@@ -157,3 +171,149 @@ class Voucher(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     policy: Mapped[VoucherPolicy] = relationship()
+
+
+class KindChoice(Base):
+    """Which kind of voucher an elder holds from a month on (the elder's or agent's choice;
+    institutional while the elder lives in an institution)."""
+
+    __tablename__ = "voucher_kind_choices"
+    __table_args__ = (sa.CheckConstraint(_in("kind", VOUCHER_KINDS), name="known_kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    resident_id: Mapped[int] = mapped_column(sa.ForeignKey("residents.id"), unique=True)
+    kind: Mapped[str] = mapped_column(sa.String(20))
+    # Set by the bureau or the institution: forces the institutional kind.
+    in_institution: Mapped[bool] = mapped_column(default=False)
+    chosen_by_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    chosen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+
+
+class Shortfall(Base):
+    """An elder left without a voucher in a month because the district's allocation ran
+    out; the bureau sees the list, and a rerun after a top-up issues what is missing."""
+
+    __tablename__ = "voucher_shortfalls"
+    __table_args__ = (sa.UniqueConstraint("month", "resident_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    month: Mapped[date] = mapped_column(sa.Date, index=True)
+    resident_id: Mapped[int] = mapped_column(sa.ForeignKey("residents.id"))
+    district_id: Mapped[int] = mapped_column(sa.ForeignKey("districts.id"))
+    level: Mapped[str] = mapped_column(sa.String(12))
+    needed_fen: Mapped[int] = mapped_column(sa.BigInteger)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    # Set when a later run issued the voucher after all.
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class EventCursor(Base):
+    """How far a consumer has read an outbox (e.g. assessment's eligibility events)."""
+
+    __tablename__ = "voucher_event_cursors"
+
+    name: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    last_event_id: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+
+
+class VoucherCard(Base):
+    """A printed card for an elder without a phone: a static QR that needs the elder's PIN."""
+
+    __tablename__ = "voucher_cards"
+    __table_args__ = (
+        sa.CheckConstraint(_in("status", CARD_STATUSES), name="known_status"),
+        sa.CheckConstraint("failed_pin_count >= 0", name="failures"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    resident_id: Mapped[int] = mapped_column(sa.ForeignKey("residents.id"), unique=True)
+    # Random, in the card's QR; a reissued card gets a new one so a lost card stops working.
+    card_code: Mapped[str] = mapped_column(sa.String(24), unique=True)
+    pin_hash: Mapped[str] = mapped_column(sa.String(200))
+    status: Mapped[str] = mapped_column(sa.String(12), default="active")
+    # Wrong PINs typed on the day in failed_pin_day (Asia/Shanghai); 5 lock the card that day.
+    failed_pin_count: Mapped[int] = mapped_column(default=0)
+    failed_pin_day: Mapped[date | None] = mapped_column(sa.Date)
+    issued_by_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+
+
+class TokenUse(Base):
+    """A scanned QR token; the unique digest makes each rotating token usable once."""
+
+    __tablename__ = "qr_token_uses"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # SHA-256 of the token (or of card code + day + attempt) so the table holds no live token.
+    token_digest: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    voucher_id: Mapped[int] = mapped_column(sa.ForeignKey("vouchers.id"), index=True)
+    used_by_user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"))
+    used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+
+
+class Redemption(Base):
+    """One use of a voucher at a provider, with its proof of service and its money."""
+
+    __tablename__ = "redemptions"
+    __table_args__ = (
+        sa.CheckConstraint(_in("status", REDEMPTION_STATUSES), name="known_status"),
+        sa.CheckConstraint(
+            "payment_method IS NULL OR " + _in("payment_method", PAYMENT_METHODS),
+            name="known_method",
+        ),
+        sa.CheckConstraint(
+            "price_fen IS NULL OR (price_fen > 0 AND insurance_fen >= 0 "
+            "AND insurance_fen <= price_fen AND subsidy_fen >= 0 AND copay_fen >= 0 "
+            "AND subsidy_fen + copay_fen + insurance_fen = price_fen)",
+            name="amounts",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    voucher_id: Mapped[int] = mapped_column(sa.ForeignKey("vouchers.id"), index=True)
+    resident_id: Mapped[int] = mapped_column(sa.ForeignKey("residents.id"), index=True)
+    provider_id: Mapped[int] = mapped_column(sa.ForeignKey("providers.id"), index=True)
+    staff_user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"))
+    service_id: Mapped[int | None] = mapped_column(sa.ForeignKey("services.id"))
+    booking_id: Mapped[int | None] = mapped_column(sa.ForeignKey("bookings.id"))
+    # The scan that started it: the same scan submitted again finds this row, not a new one.
+    scan_digest: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    status: Mapped[str] = mapped_column(sa.String(20), default="checked_in", index=True)
+    # Proof of service (EVV): who, where and when.
+    checked_in_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    check_in_latitude: Mapped[float | None] = mapped_column(sa.Float)
+    check_in_longitude: Mapped[float | None] = mapped_column(sa.Float)
+    # Metres from the elder's home at check-in, for home services.
+    check_in_distance_m: Mapped[int | None] = mapped_column()
+    checked_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Money, in fen: price = insurance + subsidy + co-payment.
+    price_fen: Mapped[int | None] = mapped_column(sa.BigInteger)
+    insurance_fen: Mapped[int | None] = mapped_column(sa.BigInteger)  # long-term-care insurance
+    subsidy_fen: Mapped[int | None] = mapped_column(sa.BigInteger)
+    copay_fen: Mapped[int | None] = mapped_column(sa.BigInteger)
+    ratio_bp: Mapped[int | None] = mapped_column()
+    payment_method: Mapped[str | None] = mapped_column(sa.String(8))
+    # The gateway's payment intent; the idempotency key makes a retried create charge once.
+    payment_intent_id: Mapped[str | None] = mapped_column(sa.String(80), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(sa.String(80))
+    held_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    redeemed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    failure_reason: Mapped[str | None] = mapped_column(sa.String(200))
+    reversed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reversed_by_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    reversal_reason: Mapped[str | None] = mapped_column(sa.Text)
+    refund_id: Mapped[str | None] = mapped_column(sa.String(80))
+
+    voucher: Mapped[Voucher] = relationship()
+
+
+class GatewayEvent(Base):
+    """A webhook event the gateway sent (signature verified); its id makes a resend a no-op."""
+
+    __tablename__ = "gateway_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[str] = mapped_column(sa.String(80), unique=True)
+    type: Mapped[str] = mapped_column(sa.String(60))
+    object_id: Mapped[str | None] = mapped_column(sa.String(80), index=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
