@@ -42,7 +42,7 @@ The platform's rules for a booking:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 
 import sqlalchemy as sa
 from flask_babel import lazy_gettext as _l
@@ -50,7 +50,7 @@ from flask_babel import lazy_gettext as _l
 from eldercare import audit
 from eldercare.accounts import FamilyLink, User, accounts_acting_for
 from eldercare.db import db
-from eldercare.errors import Conflict, InvalidInput, PermissionDenied
+from eldercare.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from eldercare.notifications import enqueue
 from eldercare.residents import Resident
 from eldercare.timeutil import SHANGHAI, format_local, local_today, now_utc, to_local
@@ -394,6 +394,33 @@ def decline(booking: Booking, by: User, reason: str, *, now: datetime | None = N
         f"「{title}」（{when}，{booking.resident.masked_name}）未被接受：{reason}\n"
         f'"{title}" at {when} ({booking.resident.masked_name}) was declined: {reason}',
     )
+
+
+def bookings_to_serve(provider_id: int, resident_id: int, day: date) -> list[Booking]:
+    """The elder's accepted bookings with this provider that start on ``day`` (Asia/Shanghai),
+    which staff serve and redeem against."""
+    start = datetime.combine(day, time(0), tzinfo=SHANGHAI)
+    return list(
+        db.session.scalars(
+            sa.select(Booking)
+            .where(
+                Booking.provider_id == provider_id,
+                Booking.resident_id == resident_id,
+                Booking.status == "accepted",
+                Booking.slot_start >= start,
+                Booking.slot_start < start + timedelta(days=1),
+            )
+            .order_by(Booking.slot_start)
+        )
+    )
+
+
+def booking_of(provider_id: int, booking_id) -> Booking:
+    """One of the provider's bookings; another provider's (or no one's) is NotFound."""
+    booking = db.session.get(Booking, booking_id) if isinstance(booking_id, int) else None
+    if booking is None or booking.provider_id != provider_id:
+        raise NotFound(_l("That booking is not one of yours."))
+    return booking
 
 
 def can_cancel_as_elder(booking: Booking, now: datetime | None = None) -> bool:

@@ -130,6 +130,22 @@ def services_of(provider: Provider) -> list[Service]:
     )
 
 
+def service_of(provider: Provider, service_id) -> Service:
+    """One of the provider's own services; another provider's (or no one's) is NotFound."""
+    service = db.session.get(Service, service_id) if isinstance(service_id, int) else None
+    if service is None or service.provider_id != provider.id:
+        raise NotFound(_l("That service is not in your catalogue."))
+    return service
+
+
+def service_by_id(service_id: int) -> Service:
+    """A service by its id, whoever offers it (for records that name it, like a redemption)."""
+    service = db.session.get(Service, service_id)
+    if service is None:
+        raise NotFound(_l("That service does not exist."))
+    return service
+
+
 def price_histories(services: list[Service]) -> dict[int, list[ServicePrice]]:
     """Each service's prices by service id, newest first, in one query."""
     history: dict[int, list[ServicePrice]] = {s.id: [] for s in services}

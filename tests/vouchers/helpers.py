@@ -1,0 +1,36 @@
+"""Small builders for voucher tests."""
+
+from datetime import date
+
+from eldercare.db import db
+from vouchers import ledger
+from vouchers.models import Voucher
+from vouchers.policy import policy_on
+
+
+def give_voucher(resident, day: date, kind: str = "home_community") -> Voucher:
+    """This month's voucher for ``resident``, reserved from the district like issuance does."""
+    month = day.replace(day=1)
+    policy = policy_on(kind, month)
+    voucher = Voucher(
+        resident_id=resident.id,
+        month=month,
+        kind=kind,
+        policy_id=policy.id,
+        district_id=resident.district_id,
+        face_value_fen=policy.monthly_cap_fen,
+        balance_fen=policy.monthly_cap_fen,
+        held_fen=0,
+    )
+    db.session.add(voucher)
+    db.session.flush()
+    ledger.post(
+        "issue",
+        f"voucher {voucher.id}",
+        [
+            (ledger.district_account_code(resident.district.code), -policy.monthly_cap_fen),
+            ("vouchers:outstanding", policy.monthly_cap_fen),
+        ],
+        cause=("vouchers", voucher.id),
+    )
+    return voucher

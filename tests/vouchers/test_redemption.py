@@ -1,0 +1,286 @@
+"""Redemption at a provider: check-in refusals, the split, holds, capture, release, reversal."""
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from assessment.eligibility import record_death
+from eldercare.errors import InvalidInput, PermissionDenied
+from eldercare.notifications import Notification
+from eldercare.timeutil import now_utc
+from marketplace import providers
+from marketplace.errors import ProviderNotCertified
+from marketplace.staff import invite_staff
+from tests.marketplace.conftest import ELDER_HOME
+from tests.vouchers.helpers import give_voucher
+from vouchers import ledger, redemption
+from vouchers.errors import (
+    ElderNotEligible,
+    InsufficientBalance,
+    OutOfScope,
+    RedemptionStateError,
+    ReversalWindowClosed,
+    StaffNotQualified,
+    TooFarAway,
+    VoucherNotUsable,
+)
+from vouchers.models import Redemption, Voucher
+
+NEAR_HOME = (ELDER_HOME[0] + 0.001, ELDER_HOME[1])  # about 110 m north of the elder's door
+FAR = (ELDER_HOME[0] + 0.01, ELDER_HOME[1])  # about 1.1 km
+
+
+@pytest.fixture
+def shop(scheme):
+    """The elder's voucher, the station's caregiver (certified) and its admin (not)."""
+    m = scheme.market
+    scheme.voucher = give_voucher(scheme.elder, scheme.today)
+    scheme.caregiver = invite_staff(
+        m.station,
+        username="caregiver.li",
+        display_name="李护理员",
+        password="caregiver-pass-1",
+        certificate_number="YL-2025-0001",
+        certificate_valid_until=scheme.today + timedelta(days=365),
+        today=scheme.today,
+    ).user
+    scheme.station_admin = m.station_admin
+    scheme.counter = 0
+    return scheme
+
+
+def scan(s, user=None, *, service=None, location=None, **kwargs):
+    s.counter += 1
+    lat, lng = location if location else (None, None)
+    return redemption.check_in(
+        s.voucher,
+        scan_digest=f"scan-{s.counter}",
+        staff_user=user or s.caregiver,
+        service_id=(service or s.market.meals).id,
+        latitude=lat,
+        longitude=lng,
+        **kwargs,
+    )
+
+
+def books():
+    return ledger.balances(), ledger.verify_ledger()
+
+
+def state(session):
+    return (
+        session.scalar(sa.select(sa.func.count()).select_from(Redemption)),
+        ledger.balances(),
+        session.execute(sa.select(Voucher.id, Voucher.balance_fen, Voucher.held_fen)).all(),
+    )
+
+
+def test_cash_meal_redeems_and_tells_the_family(shop, db_session):
+    r = scan(shop)
+    split = redemption.set_price(r, price_fen=1500, staff_user=shop.caregiver)
+    assert (split.subsidy_fen, split.copay_fen) == (600, 900)
+    redemption.pay_cash(r, staff_user=shop.caregiver)
+    assert r.status == "redeemed" and r.payment_method == "cash"
+    db_session.refresh(shop.voucher)
+    assert (shop.voucher.balance_fen, shop.voucher.held_fen) == (49_400, 0)
+    balances, check = books()
+    assert check.ok
+    assert balances["redeemed:unsettled"] == 600
+    assert balances["vouchers:outstanding"] == 49_400
+    notes = db_session.scalars(
+        sa.select(Notification).where(Notification.dedupe_key.like(f"redemption:{r.id}:%"))
+    ).all()
+    assert {n.recipient_user_id for n in notes} == {shop.son.id, shop.elder_user.id}
+    assert "¥6.00" in notes[0].body and "南湖社区养老服务站" in notes[0].body
+    assert "社区助餐" in notes[0].body
+
+
+def test_insurance_pays_first_and_the_split_is_recorded(shop):
+    r = scan(shop)
+    redemption.set_price(r, price_fen=1500, insurance_fen=1000, staff_user=shop.caregiver)
+    assert (r.price_fen, r.insurance_fen, r.subsidy_fen, r.copay_fen) == (1500, 1000, 200, 300)
+
+
+def test_the_same_scan_twice_is_one_redemption_and_another_phone_is_refused(shop):
+    first = redemption.check_in(
+        shop.voucher, scan_digest="same", staff_user=shop.caregiver, service_id=shop.market.meals.id
+    )
+    again = redemption.check_in(
+        shop.voucher, scan_digest="same", staff_user=shop.caregiver, service_id=shop.market.meals.id
+    )
+    assert again.id == first.id
+    with pytest.raises(RedemptionStateError):
+        redemption.check_in(
+            shop.voucher,
+            scan_digest="same",
+            staff_user=shop.station_admin,
+            service_id=shop.market.meals.id,
+        )
+
+
+def test_paying_twice_redeems_once(shop):
+    r = scan(shop)
+    redemption.set_price(r, price_fen=1500, staff_user=shop.caregiver)
+    redemption.pay_cash(r, staff_user=shop.caregiver)
+    redemption.pay_cash(r, staff_user=shop.caregiver)
+    assert ledger.balances()["redeemed:unsettled"] == 600
+    assert redemption.capture(r) is False
+
+
+def _refused(session, error, action):
+    before = state(session)
+    with pytest.raises(error), session.begin_nested():
+        action()
+    assert state(session) == before
+
+
+def test_refusals_change_nothing(shop, db_session):
+    s, m = shop, shop.market
+    # The bath is a home service that needs a caregiver certificate: the admin has none.
+    _refused(
+        db_session,
+        StaffNotQualified,
+        lambda: scan(s, s.station_admin, service=m.bath, location=NEAR_HOME),
+    )
+    # A home service checked in 1.1 km from the elder's home, or with no location at all.
+    _refused(db_session, TooFarAway, lambda: scan(s, service=m.bath, location=FAR))
+    _refused(db_session, InvalidInput, lambda: scan(s, service=m.bath))
+    # Hairdressing is not in the voucher's scope.
+    _refused(
+        db_session, OutOfScope, lambda: scan(s, m.home_admin, service=m.haircut, location=NEAR_HOME)
+    )
+    # Another provider's service cannot be redeemed by this staff member.
+    _refused(db_session, Exception, lambda: scan(s, service=m.cleaning, location=NEAR_HOME))
+
+
+def test_a_home_service_near_the_home_is_accepted_with_its_distance(shop):
+    r = scan(shop, service=shop.market.bath, location=NEAR_HOME)
+    assert 100 <= r.check_in_distance_m <= 120
+
+
+def test_suspended_provider_is_refused(shop, db_session):
+    providers.suspend(shop.market.station, "投诉调查")
+    _refused(db_session, ProviderNotCertified, lambda: scan(shop))
+
+
+def test_voucher_of_another_month_revoked_or_used_up_is_refused(shop, db_session):
+    voucher = shop.voucher
+    _refused(db_session, VoucherNotUsable, lambda: scan(shop, now=now_utc() + timedelta(days=40)))
+    voucher.status = "revoked"
+    _refused(db_session, VoucherNotUsable, lambda: scan(shop))
+    voucher.status = "active"
+    voucher.balance_fen = 0
+    _refused(db_session, VoucherNotUsable, lambda: scan(shop))
+
+
+def test_elder_no_longer_eligible_is_refused(shop, db_session):
+    record_death(shop.elder, shop.today - timedelta(days=1), today=shop.today)
+    _refused(db_session, ElderNotEligible, lambda: scan(shop))
+
+
+def test_bad_prices_are_refused_without_change(shop, db_session):
+    r = scan(shop)
+    for price, insurance in [(0, 0), (-100, 0), (1500, 1600), (1501, 0), ("15", 0), (15.5, 0)]:
+        _refused(
+            db_session,
+            InvalidInput,
+            lambda p=price, i=insurance: redemption.set_price(
+                r, price_fen=p, insurance_fen=i, staff_user=shop.caregiver
+            ),
+        )
+    _refused(
+        db_session,
+        InvalidInput,  # insurance pays it all: nothing for the voucher
+        lambda: redemption.set_price(
+            r, price_fen=1500, insurance_fen=1500, staff_user=shop.caregiver
+        ),
+    )
+    _refused(
+        db_session,
+        PermissionDenied,  # another provider's staff
+        lambda: redemption.set_price(r, price_fen=1500, staff_user=shop.market.home_admin),
+    )
+
+
+def test_the_subsidy_stops_at_what_is_left(shop, db_session):
+    shop.voucher.balance_fen = 250
+    db_session.flush()
+    r = scan(shop)
+    redemption.set_price(r, price_fen=1500, staff_user=shop.caregiver)
+    assert (r.subsidy_fen, r.copay_fen) == (250, 1250)
+
+
+def test_release_returns_the_hold_and_a_retry_can_pay_cash(shop, db_session):
+    r = scan(shop)
+    redemption.set_price(r, price_fen=1500, staff_user=shop.caregiver)
+    redemption.hold(r, method="card")
+    db_session.refresh(shop.voucher)
+    assert (shop.voucher.balance_fen, shop.voucher.held_fen) == (49_400, 600)
+    assert ledger.balances()["vouchers:held"] == 600
+    assert redemption.release(r, reason="card declined", retry=True)
+    assert r.status == "checked_in"
+    db_session.refresh(shop.voucher)
+    assert (shop.voucher.balance_fen, shop.voucher.held_fen) == (50_000, 0)
+    redemption.pay_cash(r, staff_user=shop.caregiver)
+    assert r.status == "redeemed"
+    assert ledger.verify_ledger().ok
+    assert redemption.release(r, reason="late webhook") is False  # settled: nothing to do
+
+
+def test_a_hold_bigger_than_the_balance_is_refused(shop, db_session):
+    first, second = scan(shop), scan(shop)
+    shop.voucher.balance_fen = 700
+    db_session.flush()
+    redemption.set_price(first, price_fen=1500, staff_user=shop.caregiver)
+    redemption.set_price(second, price_fen=1500, staff_user=shop.caregiver)
+    redemption.hold(first, method="card")
+    _refused(db_session, InsufficientBalance, lambda: redemption.hold(second, method="cash"))
+
+
+def test_stale_holds_are_found_after_fifteen_minutes(shop):
+    r = scan(shop)
+    redemption.set_price(r, price_fen=1500, staff_user=shop.caregiver)
+    redemption.hold(r, method="card")
+    assert redemption.stale_holds(now_utc() + timedelta(minutes=14)) == []
+    assert redemption.stale_holds(now_utc() + timedelta(minutes=16)) == [r]
+
+
+def test_reversal_in_the_same_month_returns_the_subsidy_to_the_voucher(shop, db_session):
+    r = scan(shop)
+    redemption.set_price(r, price_fen=1500, staff_user=shop.caregiver)
+    redemption.pay_cash(r, staff_user=shop.caregiver)
+    _refused(
+        db_session,
+        InvalidInput,
+        lambda: redemption.reverse(r, actor=shop.station_admin, reason=" "),
+    )
+    _refused(
+        db_session, PermissionDenied, lambda: redemption.reverse(r, actor=shop.son, reason="错误")
+    )
+    redemption.reverse(r, actor=shop.station_admin, reason="扫错了老人")
+    assert r.status == "reversed"
+    db_session.refresh(shop.voucher)
+    assert shop.voucher.balance_fen == 50_000
+    assert ledger.balances()["redeemed:unsettled"] == 0
+    assert ledger.verify_ledger().ok
+    with pytest.raises(RedemptionStateError):
+        redemption.reverse(r, actor=shop.station_admin, reason="again")
+
+
+def test_reversal_after_the_window_is_refused_and_later_months_go_to_the_district(shop, db_session):
+    r = scan(shop)
+    redemption.set_price(r, price_fen=1500, staff_user=shop.caregiver)
+    redemption.pay_cash(r, staff_user=shop.caregiver)
+    late = now_utc() + timedelta(days=8)
+    _refused(
+        db_session,
+        ReversalWindowClosed,
+        lambda: redemption.reverse(r, actor=shop.approver, reason="x", now=late),
+    )
+    district = ledger.balances()["district:210102:available"]
+    shop.voucher.status = "expired"  # the month has ended in the meantime
+    db_session.flush()
+    redemption.reverse(r, actor=shop.approver, reason="核查不实", now=now_utc() + timedelta(days=6))
+    assert ledger.balances()["district:210102:available"] == district + 600
+    assert ledger.verify_ledger().ok

@@ -1,0 +1,560 @@
+"""Redeeming a voucher at a provider, exactly once.
+
+The steps, each its own unit of work:
+
+1. ``check_in``: the staff member has scanned the elder's code; every refusal that does not
+   depend on the price is checked here (provider certified, staff qualified, service in the
+   voucher's scope, voucher of this month and not used up, elder eligible today, a home
+   service checked in near the elder's home) and the proof of service starts (who, where,
+   when). The scan's digest is unique, so the same scan submitted twice is one redemption.
+2. ``set_price``: the price and any long-term-care insurance part; the split is computed.
+3. ``hold``: the subsidy moves from the voucher's balance to ``held`` (a conditional UPDATE:
+   two phones racing for the last yuan cannot both win) while the co-payment runs.
+4. ``capture`` on success or ``release`` on failure. Both move the redemption out of
+   ``pending_payment`` with a conditional UPDATE first, so whichever of the page, the webhook,
+   polling or the reconciling job gets there first does it, and the others do nothing.
+
+Cash (or nothing to pay) holds and captures in one transaction (``pay_cash``); card payments
+go through ``vouchers.payments``, which commits between the gateway calls.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime, timedelta
+
+import sqlalchemy as sa
+from flask_babel import force_locale
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+
+from assessment.eligibility import eligibility_on
+from eldercare import audit
+from eldercare.accounts import User, accounts_acting_for
+from eldercare.db import db
+from eldercare.errors import InvalidInput, PermissionDenied
+from eldercare.notifications import enqueue
+from eldercare.residents import Resident
+from eldercare.timeutil import format_local, local_today, now_utc
+from marketplace import bookings, catalogue
+from marketplace.geo import haversine_m
+from marketplace.providers import provider_of, require_certified, staff_record
+from marketplace.staff import staff_may_deliver
+from vouchers import ledger, pricing
+from vouchers.errors import (
+    ElderNotEligible,
+    InsufficientBalance,
+    OutOfScope,
+    RedemptionStateError,
+    ReversalWindowClosed,
+    StaffNotQualified,
+    TooFarAway,
+    VoucherNotUsable,
+)
+from vouchers.models import Redemption, Voucher
+
+# Services delivered in the elder's home: what a home-service company does, and anything a
+# station or institution sells by the visit or the hour (上门助浴, 上门护理). Meals, day care
+# and stays happen on the provider's premises, where the elder comes in person.
+HOME_UNITS = ("visit", "hour")
+HOLD_TIMEOUT = timedelta(minutes=15)
+
+
+def month_of(day: date) -> date:
+    return day.replace(day=1)
+
+
+def is_home_service(service) -> bool:
+    return service.provider.type == "home_service" or service.unit in HOME_UNITS
+
+
+def usable_problem(voucher: Voucher, today: date) -> str | None:
+    """Why the voucher cannot be used today, or None."""
+    if voucher.status == "revoked":
+        return _l("This voucher has been revoked.")
+    if voucher.status == "expired" or voucher.month < month_of(today):
+        return _l("This voucher was for an earlier month and has expired.")
+    if voucher.month > month_of(today):
+        return _l("This voucher is for a later month and cannot be used yet.")
+    if voucher.balance_fen <= 0:
+        return _l("This month's voucher is used up.")
+    return None
+
+
+def _district_by_id(district_id: int) -> str:
+    from eldercare.residents import District
+
+    return db.session.get(District, district_id).code
+
+
+def _district_account(voucher: Voucher) -> str:
+    return ledger.district_account_code(_district_by_id(voucher.district_id))
+
+
+def _audit(action: str, redemption: Redemption, before: str | None, **after) -> None:
+    resident = db.session.get(Resident, redemption.resident_id)
+    audit.record(
+        action,
+        redemption,
+        district_id=resident.district_id,
+        before={"status": before} if before else None,
+        after={"status": redemption.status, **after},
+    )
+
+
+# --------------------------------------------------------------------------- check-in
+
+
+def check_in(
+    voucher: Voucher,
+    *,
+    scan_digest: str,
+    staff_user: User,
+    service_id: int | None = None,
+    booking_id: int | None = None,
+    latitude: float | None = None,
+    longitude: float | None = None,
+    now: datetime | None = None,
+) -> Redemption:
+    now = now or now_utc()
+    today = local_today(now)
+    existing = db.session.scalar(sa.select(Redemption).where(Redemption.scan_digest == scan_digest))
+    if existing is not None:
+        if existing.staff_user_id != staff_user.id:
+            raise RedemptionStateError(_l("This code has already been used on another phone."))
+        return existing
+
+    provider = provider_of(staff_user)
+    require_certified(provider, today=today)
+    staff = staff_record(staff_user)
+    booking = None
+    if booking_id is not None:
+        booking = bookings.booking_of(provider.id, booking_id)
+        if booking.resident_id != voucher.resident_id or booking.status != "accepted":
+            raise InvalidInput(
+                details={"booking": _l("That booking is not an accepted booking of this elder.")}
+            )
+        service_id = booking.service_id
+    if service_id is None:
+        raise InvalidInput(details={"service": _l("Choose the service you are delivering.")})
+    service = catalogue.service_of(provider, service_id)
+    if not service.active:
+        raise InvalidInput(details={"service": _l("That service is withdrawn from sale.")})
+    if not staff_may_deliver(staff, service.category, today):
+        raise StaffNotQualified()
+
+    problem = usable_problem(voucher, today)
+    if problem:
+        raise VoucherNotUsable(problem)
+    if service.category_code not in voucher.policy.category_set:
+        raise OutOfScope()
+    eligibility = eligibility_on(voucher.resident_id, today)
+    if not eligibility.eligible:
+        raise ElderNotEligible(details={"reasons": [r.message for r in eligibility.reasons]})
+
+    distance = _check_location(voucher, service, latitude, longitude)
+    redemption = Redemption(
+        voucher_id=voucher.id,
+        resident_id=voucher.resident_id,
+        provider_id=provider.id,
+        staff_user_id=staff_user.id,
+        service_id=service.id,
+        booking_id=booking.id if booking else None,
+        scan_digest=scan_digest,
+        status="checked_in",
+        checked_in_at=now,
+        check_in_latitude=latitude,
+        check_in_longitude=longitude,
+        check_in_distance_m=distance,
+    )
+    try:
+        with db.session.begin_nested():
+            db.session.add(redemption)
+    except sa.exc.IntegrityError:
+        # The same scan submitted at the same moment from a second tab: use the first.
+        return check_in(
+            voucher,
+            scan_digest=scan_digest,
+            staff_user=staff_user,
+            service_id=service_id,
+            latitude=latitude,
+            longitude=longitude,
+            now=now,
+        )
+    _audit("redemption.check_in", redemption, None, service=service.id, distance_m=distance)
+    return redemption
+
+
+def _check_location(voucher, service, latitude, longitude) -> int | None:
+    has_location = all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in (latitude, longitude)
+    )
+    if has_location and not (-90 <= latitude <= 90 and -180 <= longitude <= 180):
+        raise InvalidInput(details={"location": _l("The phone's location is not valid.")})
+    if not is_home_service(service):
+        return None
+    if not has_location:
+        raise InvalidInput(
+            details={
+                "location": _l(
+                    "A home service needs the phone's location at check-in. "
+                    "Allow location for this page and try again."
+                )
+            }
+        )
+    resident = db.session.get(Resident, voucher.resident_id)
+    if resident.latitude is None or resident.longitude is None:
+        raise TooFarAway(
+            _l(
+                "The elder's home has no location on record, so a home visit cannot be "
+                "verified. The district office can add it."
+            )
+        )
+    distance = round(haversine_m(latitude, longitude, resident.latitude, resident.longitude))
+    limit = voucher.policy.evv_max_distance_m
+    if distance > limit:
+        raise TooFarAway(
+            _l(
+                "You are %(distance)s m from the elder's home; a home service must be "
+                "checked in within %(limit)s m of it.",
+                distance=distance,
+                limit=limit,
+            )
+        )
+    return distance
+
+
+def check_out(redemption: Redemption, *, staff_user: User, now: datetime | None = None) -> None:
+    _require_own(redemption, staff_user)
+    if redemption.checked_out_at is None:
+        redemption.checked_out_at = now or now_utc()
+        _audit("redemption.check_out", redemption, redemption.status)
+
+
+def _require_own(redemption: Redemption, staff_user: User) -> None:
+    staff = staff_record(staff_user)
+    if staff is None or staff.provider_id != redemption.provider_id:
+        raise PermissionDenied(_l("This redemption belongs to another provider."))
+
+
+# --------------------------------------------------------------------------- price
+
+
+def set_price(
+    redemption: Redemption,
+    *,
+    price_fen: int,
+    insurance_fen: int = 0,
+    staff_user: User,
+    now: datetime | None = None,
+) -> pricing.Split:
+    """Record the price and the insurance part; the split uses the voucher's balance now."""
+    now = now or now_utc()
+    _require_own(redemption, staff_user)
+    if redemption.status != "checked_in":
+        raise RedemptionStateError()
+    listed = _listed_price(redemption, now)
+    voucher = redemption.voucher
+    split = pricing.split(
+        price_fen,
+        insurance_fen,
+        ratio_bp=voucher.policy.ratio_bp,
+        remaining_fen=voucher.balance_fen,
+    )
+    if price_fen > listed:
+        raise InvalidInput(
+            details={
+                "price": _l(
+                    "The price is more than the listed price of ¥%(listed)s.",
+                    listed=yuan(listed),
+                )
+            }
+        )
+    if split.subsidy_fen == 0:
+        raise InvalidInput(
+            details={"insurance": _l("Nothing is left for the voucher to pay at this price.")}
+        )
+    redemption.price_fen = split.price_fen
+    redemption.insurance_fen = split.insurance_fen
+    redemption.subsidy_fen = split.subsidy_fen
+    redemption.copay_fen = split.copay_fen
+    redemption.ratio_bp = split.ratio_bp
+    db.session.flush()
+    return split
+
+
+def _listed_price(redemption: Redemption, now: datetime) -> int:
+    if redemption.booking_id is not None:
+        return bookings.booking_of(redemption.provider_id, redemption.booking_id).price_fen
+    return catalogue.price_on(redemption.service_id, now)
+
+
+def yuan(fen: int) -> str:
+    return f"{fen // 100}.{fen % 100:02d}"
+
+
+# --------------------------------------------------------------------------- money
+
+
+def _move_status(redemption: Redemption, source: str, target: str, **values) -> bool:
+    """The exactly-once gate: only one transaction moves a redemption out of ``source``."""
+    moved = db.session.execute(
+        sa.update(Redemption)
+        .where(Redemption.id == redemption.id, Redemption.status == source)
+        .values(status=target, **values)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    db.session.refresh(redemption)
+    return moved == 1
+
+
+def hold(redemption: Redemption, *, method: str, now: datetime | None = None) -> None:
+    """Take the subsidy off the voucher's balance while the co-payment runs."""
+    now = now or now_utc()
+    if redemption.subsidy_fen is None:
+        raise RedemptionStateError(_l("Enter the price first."))
+    voucher = redemption.voucher
+    problem = usable_problem(voucher, local_today(now))
+    if problem:
+        raise VoucherNotUsable(problem)
+    if not _move_status(
+        redemption, "checked_in", "pending_payment", held_at=now, payment_method=method
+    ):
+        raise RedemptionStateError()
+    amount = redemption.subsidy_fen
+    taken = db.session.execute(
+        sa.update(Voucher)
+        .where(Voucher.id == voucher.id, Voucher.status == "active", Voucher.balance_fen >= amount)
+        .values(balance_fen=Voucher.balance_fen - amount, held_fen=Voucher.held_fen + amount)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if taken != 1:
+        raise InsufficientBalance()
+    ledger.post(
+        "hold",
+        f"hold for redemption {redemption.id}",
+        [("vouchers:outstanding", -amount), ("vouchers:held", amount)],
+        cause=("redemptions", redemption.id),
+        actor_id=redemption.staff_user_id,
+    )
+    _audit("redemption.hold", redemption, "checked_in", subsidy_fen=amount, method=method)
+
+
+def capture(redemption: Redemption, *, now: datetime | None = None) -> bool:
+    """The co-payment succeeded: the held subsidy is redeemed. False if already settled."""
+    now = now or now_utc()
+    if not _move_status(redemption, "pending_payment", "redeemed", redeemed_at=now):
+        return False
+    amount = redemption.subsidy_fen
+    _take_held(redemption.voucher_id, amount)
+    ledger.post(
+        "capture",
+        f"redemption {redemption.id}",
+        [("vouchers:held", -amount), ("redeemed:unsettled", amount)],
+        cause=("redemptions", redemption.id),
+        actor_id=redemption.staff_user_id,
+    )
+    _audit("redemption.capture", redemption, "pending_payment", subsidy_fen=amount)
+    _complete_booking(redemption, now)
+    _tell_family(redemption)
+    return True
+
+
+def release(
+    redemption: Redemption,
+    *,
+    reason: str,
+    retry: bool = False,
+    now: datetime | None = None,
+) -> bool:
+    """The co-payment failed or timed out: the held subsidy goes back. With ``retry`` the
+    redemption returns to the priced step (a declined card; try another or cash), otherwise
+    it ends as failed. False if already settled."""
+    target = "checked_in" if retry else "failed"
+    if not _move_status(
+        redemption, "pending_payment", target, failure_reason=reason[:200], held_at=None
+    ):
+        return False
+    amount = redemption.subsidy_fen
+    voucher = _take_held(redemption.voucher_id, amount)
+    if voucher.status == "active":
+        db.session.execute(
+            sa.update(Voucher)
+            .where(Voucher.id == voucher.id)
+            .values(balance_fen=Voucher.balance_fen + amount)
+            .execution_options(synchronize_session=False)
+        )
+        back_to = "vouchers:outstanding"
+    else:
+        # The month ended while the payment ran: the money goes back to the district.
+        back_to = _district_account(voucher)
+    ledger.post(
+        "release",
+        f"release redemption {redemption.id}: {reason}"[:200],
+        [("vouchers:held", -amount), (back_to, amount)],
+        cause=("redemptions", redemption.id),
+    )
+    _audit("redemption.release", redemption, "pending_payment", reason=reason)
+    return True
+
+
+def _take_held(voucher_id: int, amount: int) -> Voucher:
+    taken = db.session.execute(
+        sa.update(Voucher)
+        .where(Voucher.id == voucher_id, Voucher.held_fen >= amount)
+        .values(held_fen=Voucher.held_fen - amount)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if taken != 1:  # the ledger and the voucher disagree: stop rather than guess
+        raise RuntimeError(f"voucher {voucher_id} holds less than {amount}")
+    voucher = db.session.get(Voucher, voucher_id)
+    db.session.refresh(voucher)
+    return voucher
+
+
+def pay_cash(redemption: Redemption, *, staff_user: User, now: datetime | None = None) -> None:
+    """The elder paid the co-payment in cash (or there is nothing to pay): redeem at once."""
+    _require_own(redemption, staff_user)
+    if redemption.status == "redeemed":
+        return  # the same form submitted twice
+    method = "cash" if (redemption.copay_fen or 0) > 0 else "none"
+    hold(redemption, method=method, now=now)
+    capture(redemption, now=now)
+
+
+def new_idempotency_key(redemption: Redemption) -> str:
+    if redemption.idempotency_key is None:
+        redemption.idempotency_key = f"redemption-{redemption.id}-{uuid.uuid4().hex[:12]}"
+        db.session.flush()
+    return redemption.idempotency_key
+
+
+def stale_holds(now: datetime | None = None) -> list[Redemption]:
+    cutoff = (now or now_utc()) - HOLD_TIMEOUT
+    return list(
+        db.session.scalars(
+            sa.select(Redemption)
+            .where(Redemption.status == "pending_payment", Redemption.held_at < cutoff)
+            .order_by(Redemption.id)
+        )
+    )
+
+
+def cancel(redemption: Redemption, *, staff_user: User) -> None:
+    """Abandon a check-in before any money moved (the elder left, the wrong elder scanned)."""
+    _require_own(redemption, staff_user)
+    if not _move_status(redemption, "checked_in", "cancelled"):
+        raise RedemptionStateError()
+    _audit("redemption.cancel", redemption, "checked_in")
+
+
+# --------------------------------------------------------------------------- reversal
+
+
+def reversal_deadline(redemption: Redemption) -> date | None:
+    if redemption.redeemed_at is None:
+        return None
+    days = redemption.voucher.policy.reversal_window_days
+    return local_today(redemption.redeemed_at) + timedelta(days=days)
+
+
+def may_reverse(user: User, redemption: Redemption) -> bool:
+    if user.has_role("bureau_officer", "bureau_approver"):
+        return True
+    staff = staff_record(user)
+    return staff is not None and staff.provider_id == redemption.provider_id
+
+
+def reverse(
+    redemption: Redemption,
+    *,
+    actor: User,
+    reason: str,
+    refund_id: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Undo a redemption within the policy window. The card co-payment's refund is the
+    caller's (``vouchers.payments.reverse``), made before this and passed in."""
+    now = now or now_utc()
+    if not may_reverse(actor, redemption):
+        raise PermissionDenied(_l("Only the provider or the bureau can reverse a redemption."))
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidInput(details={"reason": _l("Say why the redemption is reversed.")})
+    if redemption.status != "redeemed":
+        raise RedemptionStateError(_l("Only a completed redemption can be reversed."))
+    if local_today(now) > reversal_deadline(redemption):
+        raise ReversalWindowClosed()
+    if not _move_status(
+        redemption,
+        "redeemed",
+        "reversed",
+        reversed_at=now,
+        reversed_by_user_id=actor.id,
+        reversal_reason=reason[:2000],
+        refund_id=refund_id,
+    ):
+        raise RedemptionStateError(_l("Only a completed redemption can be reversed."))
+    amount = redemption.subsidy_fen
+    voucher = redemption.voucher
+    db.session.refresh(voucher)
+    if voucher.status == "active" and voucher.month == month_of(local_today(now)):
+        db.session.execute(
+            sa.update(Voucher)
+            .where(Voucher.id == voucher.id)
+            .values(balance_fen=Voucher.balance_fen + amount)
+            .execution_options(synchronize_session=False)
+        )
+        back_to = "vouchers:outstanding"
+    else:
+        back_to = _district_account(voucher)
+    ledger.post(
+        "reverse",
+        f"reverse redemption {redemption.id}",
+        [("redeemed:unsettled", -amount), (back_to, amount)],
+        cause=("redemptions", redemption.id),
+        actor_id=actor.id,
+    )
+    _audit("redemption.reverse", redemption, "redeemed", reason=reason, to=back_to)
+
+
+# --------------------------------------------------------------------------- telling
+
+
+def _complete_booking(redemption: Redemption, now: datetime) -> None:
+    if redemption.booking_id is None:
+        return
+    booking = bookings.booking_of(redemption.provider_id, redemption.booking_id)
+    if booking.status == "accepted" and now >= booking.slot_start:
+        staff_user = db.session.get(User, redemption.staff_user_id)
+        bookings.complete(booking, staff_user, now=now)
+
+
+def _tell_family(redemption: Redemption) -> int:
+    """ "¥X of the voucher was used at Y for Z at T", to everyone who acts for the elder."""
+    service = catalogue.service_by_id(redemption.service_id)
+    when = format_local(redemption.redeemed_at)
+    values = {
+        "amount": yuan(redemption.subsidy_fen),
+        "copay": yuan(redemption.copay_fen),
+        "provider": service.provider.name,
+        "service": service.title,
+        "when": when,
+    }
+    with force_locale("zh_Hans_CN"):
+        zh = _(
+            "¥%(amount)s of the voucher was used at %(provider)s for %(service)s at %(when)s; "
+            "the elder paid ¥%(copay)s.",
+            **values,
+        )
+    with force_locale("en"):
+        en = _(
+            "¥%(amount)s of the voucher was used at %(provider)s for %(service)s at %(when)s; "
+            "the elder paid ¥%(copay)s.",
+            **values,
+        )
+    subject = f"养老服务消费券使用提醒 / Voucher used: ¥{values['amount']}"
+    return sum(
+        enqueue(user.id, subject, f"{zh}\n{en}", f"redemption:{redemption.id}:{user.id}")
+        for user in accounts_acting_for(redemption.resident_id)
+    )
