@@ -17,6 +17,11 @@ def _int(name: str, default: int) -> int:
     return default if raw in (None, "") else int(raw)
 
 
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else float(raw)
+
+
 def load_config(instance_path: str) -> dict:
     """Build the settings dict from the environment.
 
@@ -51,6 +56,13 @@ def load_config(instance_path: str) -> dict:
         "DOCUMENT_STORE": os.environ.get("DOCUMENT_STORE") or None,
         # The marketplace's default search radius: a 15-minute walk for an elder.
         "SEARCH_DEFAULT_RADIUS_M": _int("SEARCH_DEFAULT_RADIUS_M", 1000),
+        # The Stripe-compatible card gateway (vouchers/gateway.py). No URL: card payments are
+        # off and the co-payment page offers cash only.
+        "PAYMENT_GATEWAY_URL": os.environ.get("PAYMENT_GATEWAY_URL", "").rstrip("/"),
+        "PAYMENT_GATEWAY_SECRET_KEY": os.environ.get("PAYMENT_GATEWAY_SECRET_KEY", ""),
+        "PAYMENT_WEBHOOK_SECRET": os.environ.get("PAYMENT_WEBHOOK_SECRET", ""),
+        # Seconds to wait for each answer; an elder is standing at the counter meanwhile.
+        "PAYMENT_GATEWAY_TIMEOUT": _float("PAYMENT_GATEWAY_TIMEOUT", 10.0),
         "API_TITLE": "Eldercare vouchers API",
         "API_VERSION": "v1",
         "OPENAPI_VERSION": "3.0.3",
@@ -70,3 +82,10 @@ def check_config(config: dict) -> None:
         )
     if str(config.get("SQLALCHEMY_DATABASE_URI", "")).startswith("sqlite"):
         raise ConfigError("production needs DATABASE_URL pointing at PostgreSQL, not SQLite")
+    if config.get("PAYMENT_GATEWAY_URL"):
+        # Card payments are on: they must be able to authenticate, and card data and the
+        # secret key must not cross the network in clear text.
+        if not config.get("PAYMENT_GATEWAY_SECRET_KEY"):
+            raise ConfigError("PAYMENT_GATEWAY_URL is set but PAYMENT_GATEWAY_SECRET_KEY is empty")
+        if not str(config["PAYMENT_GATEWAY_URL"]).startswith("https://"):
+            raise ConfigError("PAYMENT_GATEWAY_URL must be an https:// URL in production")

@@ -31,3 +31,61 @@ def scheme(market, world, take_through):  # noqa: F811
     pool.top_up(100_000_000, source="central", memo="中央资金", actor=s.approver)
     pool.allocate(s.heping, 10_000_000, memo="和平区 100,000 元", actor=s.approver)
     return s
+
+
+# -- the card gateway: a real localstripe, see tests/vouchers/localstripe_server.py
+
+GATEWAY_WEBHOOK_SECRET = "whsec_eldercare_test_0123456789"
+
+
+@pytest.fixture(scope="session")
+def localstripe_server(tmp_path_factory):
+    """The session's localstripe (a LocalStripe: ``.url``, ``.received()``, ``.set_faults()``)."""
+    from tests.vouchers.localstripe_server import LocalStripe
+
+    server = LocalStripe(tmp_path_factory.mktemp("localstripe")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def localstripe(localstripe_server):
+    """The base URL of the session's localstripe."""
+    return localstripe_server.url
+
+
+@pytest.fixture
+def stoppable_localstripe(tmp_path):
+    """A localstripe of this test's own, for stopping and starting mid-test (``.stop()``,
+    ``.start()``: same URL, same payments) or for webhooks that must reach only this test."""
+    from tests.vouchers.localstripe_server import LocalStripe
+
+    server = LocalStripe(tmp_path / "localstripe").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def gateway_app_config(app, localstripe):
+    """Card payments on, through the session's localstripe; the shared app's previous
+    settings are put back afterwards."""
+    from tests.vouchers.localstripe_server import TEST_SECRET_KEY
+
+    settings = {
+        "PAYMENT_GATEWAY_URL": localstripe,
+        "PAYMENT_GATEWAY_SECRET_KEY": TEST_SECRET_KEY,
+        "PAYMENT_WEBHOOK_SECRET": GATEWAY_WEBHOOK_SECRET,
+        "PAYMENT_GATEWAY_TIMEOUT": 5.0,
+    }
+    before = {key: app.config[key] for key in settings if key in app.config}
+    app.config.update(settings)
+    try:
+        yield settings
+    finally:
+        for key in settings:
+            app.config.pop(key, None)
+        app.config.update(before)
