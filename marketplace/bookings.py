@@ -415,6 +415,20 @@ def bookings_to_serve(provider_id: int, resident_id: int, day: date) -> list[Boo
     )
 
 
+def last_completed(provider_id: int, resident_id: int, since: date) -> date | None:
+    """The day of the provider's last delivered booking for the elder on or after ``since``."""
+    start = datetime.combine(since, time(0), tzinfo=SHANGHAI)
+    last = db.session.scalar(
+        sa.select(sa.func.max(Booking.slot_start)).where(
+            Booking.provider_id == provider_id,
+            Booking.resident_id == resident_id,
+            Booking.status == "completed",
+            Booking.slot_start >= start,
+        )
+    )
+    return local_today(last) if last is not None else None
+
+
 def booking_of(provider_id: int, booking_id) -> Booking:
     """One of the provider's bookings; another provider's (or no one's) is NotFound."""
     booking = db.session.get(Booking, booking_id) if isinstance(booking_id, int) else None

@@ -330,6 +330,12 @@ def set_star_level(provider: Provider, stars: int, reason: str) -> None:
     )
 
 
+def provider_by_credit_code(credit_code: str) -> Provider | None:
+    return db.session.scalar(
+        sa.select(Provider).where(Provider.credit_code == (credit_code or "").strip().upper())
+    )
+
+
 def staff_record(user: User) -> ProviderStaff | None:
     return db.session.scalar(
         sa.select(ProviderStaff).where(ProviderStaff.user_id == user.id, ProviderStaff.active)

@@ -413,7 +413,7 @@ def test_inactive_services_never_appear(market):
 # --------------------------------------------------------------------------- how it asks
 
 
-def test_two_queries_however_many_providers(market, db_session):
+def test_three_queries_however_many_providers(market, db_session):
     for metres in (100, 200, 300, 400, 500, 600):
         provider = place(market, f"站{metres}", WULIHE, bearing=metres / 2, distance_m=metres)
         service = offer(provider)
@@ -433,7 +433,9 @@ def test_two_queries_however_many_providers(market, db_session):
     finally:
         sa.event.remove(bind, "before_cursor_execute", count)
     assert len(shown) == 6
-    assert len(statements) == 2, statements  # the services in the box, their ratings
+    # The services in the box, their ratings, and the voucher policies in force (which
+    # categories a voucher pays for).
+    assert len(statements) == 3, statements
 
 
 @pytest.mark.parametrize(

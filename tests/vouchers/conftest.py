@@ -2,12 +2,15 @@
 assessment agency (tests/assessment), the elder assessed as moderately impaired and approved,
 the pool funded and Heping District given an allocation, all through the real services."""
 
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
 
+from marketplace.staff import invite_staff
 from tests.assessment.conftest import take_through, world  # noqa: F401  (fixtures)
 from tests.marketplace.conftest import ELDER_HOME, market  # noqa: F401  (fixtures)
+from tests.vouchers.helpers import give_voucher
 from vouchers import pool
 
 TOTAL_FOR_LEVEL = {"moderate": 50, "severe": 40, "complete": 20, "mild": 70}
@@ -89,3 +92,22 @@ def gateway_app_config(app, localstripe):
         for key in settings:
             app.config.pop(key, None)
         app.config.update(before)
+
+
+@pytest.fixture
+def shop(scheme):
+    """The elder's voucher, the station's caregiver (certified) and its admin (not)."""
+    m = scheme.market
+    scheme.voucher = give_voucher(scheme.elder, scheme.today)
+    scheme.caregiver = invite_staff(
+        m.station,
+        username="caregiver.li",
+        display_name="李护理员",
+        password="caregiver-pass-1",
+        certificate_number="YL-2025-0001",
+        certificate_valid_until=scheme.today + timedelta(days=365),
+        today=scheme.today,
+    ).user
+    scheme.station_admin = m.station_admin
+    scheme.counter = 0
+    return scheme

@@ -11,9 +11,7 @@ from eldercare.notifications import Notification
 from eldercare.timeutil import now_utc
 from marketplace import providers
 from marketplace.errors import ProviderNotCertified
-from marketplace.staff import invite_staff
 from tests.marketplace.conftest import ELDER_HOME
-from tests.vouchers.helpers import give_voucher
 from vouchers import ledger, redemption
 from vouchers.errors import (
     ElderNotEligible,
@@ -29,25 +27,6 @@ from vouchers.models import Redemption, Voucher
 
 NEAR_HOME = (ELDER_HOME[0] + 0.001, ELDER_HOME[1])  # about 110 m north of the elder's door
 FAR = (ELDER_HOME[0] + 0.01, ELDER_HOME[1])  # about 1.1 km
-
-
-@pytest.fixture
-def shop(scheme):
-    """The elder's voucher, the station's caregiver (certified) and its admin (not)."""
-    m = scheme.market
-    scheme.voucher = give_voucher(scheme.elder, scheme.today)
-    scheme.caregiver = invite_staff(
-        m.station,
-        username="caregiver.li",
-        display_name="李护理员",
-        password="caregiver-pass-1",
-        certificate_number="YL-2025-0001",
-        certificate_valid_until=scheme.today + timedelta(days=365),
-        today=scheme.today,
-    ).user
-    scheme.station_admin = m.station_admin
-    scheme.counter = 0
-    return scheme
 
 
 def scan(s, user=None, *, service=None, location=None, **kwargs):
