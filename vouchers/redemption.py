@@ -465,6 +465,21 @@ def may_reverse(user: User, redemption: Redemption) -> bool:
     return staff is not None and staff.provider_id == redemption.provider_id
 
 
+def check_reversal(redemption: Redemption, *, actor: User, reason: str, now: datetime) -> str:
+    """Refuse a reversal that may not happen (before any refund is asked for); the cleaned
+    reason otherwise."""
+    if not may_reverse(actor, redemption):
+        raise PermissionDenied(_l("Only the provider or the bureau can reverse a redemption."))
+    reason = (reason or "").strip() if isinstance(reason, str) else ""
+    if not reason:
+        raise InvalidInput(details={"reason": _l("Say why the redemption is reversed.")})
+    if redemption.status != "redeemed":
+        raise RedemptionStateError(_l("Only a completed redemption can be reversed."))
+    if local_today(now) > reversal_deadline(redemption):
+        raise ReversalWindowClosed()
+    return reason
+
+
 def reverse(
     redemption: Redemption,
     *,
@@ -476,15 +491,7 @@ def reverse(
     """Undo a redemption within the policy window. The card co-payment's refund is the
     caller's (``vouchers.payments.reverse``), made before this and passed in."""
     now = now or now_utc()
-    if not may_reverse(actor, redemption):
-        raise PermissionDenied(_l("Only the provider or the bureau can reverse a redemption."))
-    reason = (reason or "").strip()
-    if not reason:
-        raise InvalidInput(details={"reason": _l("Say why the redemption is reversed.")})
-    if redemption.status != "redeemed":
-        raise RedemptionStateError(_l("Only a completed redemption can be reversed."))
-    if local_today(now) > reversal_deadline(redemption):
-        raise ReversalWindowClosed()
+    reason = check_reversal(redemption, actor=actor, reason=reason, now=now)
     if not _move_status(
         redemption,
         "redeemed",

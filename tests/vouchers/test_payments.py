@@ -1,0 +1,247 @@
+"""Card co-payments against a real localstripe: paid, declined, 3-D Secure, the gateway
+stopping mid-payment, webhooks (good and forged), and refunds on reversal."""
+
+import json
+import time
+from contextlib import contextmanager
+from datetime import timedelta
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+from eldercare.timeutil import now_utc
+from tests.vouchers.conftest import GATEWAY_WEBHOOK_SECRET
+from tests.vouchers.localstripe_server import TEST_SECRET_KEY
+from vouchers import ledger, payments, redemption
+from vouchers.errors import CardDeclined, GatewayUnavailable
+from vouchers.gateway import gateway, outcome
+from vouchers.models import JournalEntry
+from vouchers.webhooks import sign
+
+VISA = payments.Card("4242424242424242", 12, 2030, "123")
+DECLINED = payments.Card("4000000000000341", 12, 2030, "123")
+NEEDS_3DS = payments.Card("4000002760003184", 12, 2030, "123")
+RETURN_URL = "http://127.0.0.1/vouchers/return"
+
+
+def priced(shop, digest="card-scan"):
+    r = redemption.check_in(
+        shop.voucher, scan_digest=digest, staff_user=shop.caregiver, service_id=shop.market.meals.id
+    )
+    redemption.set_price(r, price_fen=1500, staff_user=shop.caregiver)
+    return r  # subsidy ¥6.00, co-payment ¥9.00
+
+
+def pay(shop, r, card=VISA):
+    return payments.pay_by_card(r, card=card, staff_user=shop.caregiver, return_url=RETURN_URL)
+
+
+def money(shop, db_session):
+    db_session.refresh(shop.voucher)
+    b = ledger.balances()
+    return (
+        shop.voucher.balance_fen,
+        shop.voucher.held_fen,
+        b["vouchers:held"],
+        b["redeemed:unsettled"],
+        ledger.verify_ledger().ok,
+    )
+
+
+def captures(db_session):
+    return db_session.scalar(
+        sa.select(sa.func.count()).select_from(JournalEntry).where(JournalEntry.kind == "capture")
+    )
+
+
+def test_card_payment_redeems_and_the_gateway_charged_the_co_payment(
+    shop, db_session, gateway_app_config
+):
+    r = priced(shop)
+    assert pay(shop, r) == "succeeded"
+    assert (r.status, r.payment_method) == ("redeemed", "card")
+    intent = gateway().retrieve_payment_intent(r.payment_intent_id)
+    assert (intent["amount"], intent["currency"], intent["status"]) == (900, "cny", "succeeded")
+    assert money(shop, db_session) == (49_400, 0, 0, 600, True)
+    # Submitting the same form again neither charges nor redeems again.
+    assert pay(shop, r) == "succeeded"
+    assert captures(db_session) == 1
+
+
+def test_declined_card_redeems_nothing_and_gives_the_hold_back(
+    shop, db_session, gateway_app_config
+):
+    r = priced(shop)
+    with pytest.raises(CardDeclined):
+        pay(shop, r, DECLINED)
+    assert r.status == "checked_in" and "declined" in r.failure_reason
+    assert money(shop, db_session) == (50_000, 0, 0, 0, True)
+    assert captures(db_session) == 0
+    # Another card on the same intent then pays.
+    assert pay(shop, r) == "succeeded"
+    assert money(shop, db_session) == (49_400, 0, 0, 600, True)
+
+
+def test_three_d_secure_waits_for_the_payer_then_settles(shop, db_session, gateway_app_config):
+    r = priced(shop)
+    assert pay(shop, r, NEEDS_3DS) == "requires_action"
+    assert r.status == "pending_payment"
+    assert money(shop, db_session) == (49_400, 600, 600, 0, True)
+    url = payments.next_action_for(r)
+    assert url and url.startswith(gateway_app_config["PAYMENT_GATEWAY_URL"])
+    # The payer authenticates on the bank's page, which sends the browser back to us.
+    done = requests.post(url, data={"success": "true"}, allow_redirects=False, timeout=5)
+    assert done.status_code == 302
+    assert payments.settle_from_gateway(r) == "succeeded"
+    assert r.status == "redeemed"
+    assert money(shop, db_session) == (49_400, 0, 0, 600, True)
+
+
+def test_failed_three_d_secure_gives_the_hold_back(shop, db_session, gateway_app_config):
+    r = priced(shop)
+    assert pay(shop, r, NEEDS_3DS) == "requires_action"
+    requests.post(
+        payments.next_action_for(r), data={"success": "false"}, allow_redirects=False, timeout=5
+    )
+    assert payments.settle_from_gateway(r) == "failed"
+    assert r.status == "checked_in"
+    assert money(shop, db_session) == (50_000, 0, 0, 0, True)
+
+
+@contextmanager
+def pointed_at(app, server):
+    before = {k: app.config.get(k) for k in ("PAYMENT_GATEWAY_URL", "PAYMENT_GATEWAY_SECRET_KEY")}
+    app.config.update(PAYMENT_GATEWAY_URL=server.url, PAYMENT_GATEWAY_SECRET_KEY=TEST_SECRET_KEY)
+    try:
+        yield
+    finally:
+        app.config.update(before)
+
+
+def test_gateway_down_before_the_charge_keeps_the_hold_until_it_can_be_cancelled(
+    app, shop, db_session, stoppable_localstripe
+):
+    with pointed_at(app, stoppable_localstripe):
+        r = priced(shop)
+        stoppable_localstripe.stop()
+        with pytest.raises(GatewayUnavailable):
+            pay(shop, r)
+        assert r.status == "pending_payment"
+        later = now_utc() + timedelta(minutes=16)
+        # Still down: the job cannot know whether a charge happened, so the hold stays.
+        assert payments.settle_stale_holds(later)["unreachable"] == 1
+        assert money(shop, db_session) == (49_400, 600, 600, 0, True)
+        stoppable_localstripe.start()
+        assert payments.settle_stale_holds(later)["released"] == 1
+        assert r.status == "failed"
+        assert outcome(gateway().retrieve_payment_intent(r.payment_intent_id)) == "canceled"
+        assert money(shop, db_session) == (50_000, 0, 0, 0, True)
+
+
+def test_charged_but_not_recorded_is_completed_by_the_job(
+    app, shop, db_session, stoppable_localstripe
+):
+    """The card was charged and then our process died before recording it: the reconciling
+    job finds the payment succeeded and redeems; the elder is never charged for nothing."""
+    with pointed_at(app, stoppable_localstripe):
+        r = priced(shop)
+        redemption.hold(r, method="card")
+        db_session.commit()
+        gw = gateway()
+        intent = payments._ensure_intent(r, gw)
+        method = gw.create_card_payment_method("4242424242424242", 12, 2030, "123")
+        gw.confirm_payment_intent(
+            intent["id"], payment_method=method["id"], idempotency_key="x", return_url=RETURN_URL
+        )
+        # ...crash here. Fifteen minutes later:
+        assert payments.settle_stale_holds(now_utc() + timedelta(minutes=14)) == {
+            "captured": 0,
+            "released": 0,
+            "waiting": 0,
+            "unreachable": 0,
+        }
+        assert payments.settle_stale_holds(now_utc() + timedelta(minutes=16))["captured"] == 1
+        assert r.status == "redeemed"
+        assert money(shop, db_session) == (49_400, 0, 0, 600, True)
+
+
+def _event(intent_id, kind="payment_intent.succeeded", event_id="evt_1"):
+    return json.dumps(
+        {
+            "id": event_id,
+            "type": kind,
+            "data": {"object": {"id": intent_id, "object": "payment_intent"}},
+        }
+    ).encode()
+
+
+def test_webhook_with_a_bad_signature_is_ignored(shop, client, db_session, gateway_app_config):
+    r = priced(shop)
+    assert pay(shop, r, NEEDS_3DS) == "requires_action"
+    requests.post(
+        payments.next_action_for(r), data={"success": "true"}, allow_redirects=False, timeout=5
+    )
+    body = _event(r.payment_intent_id)
+    for header in (sign(body, "whsec_wrong", int(time.time())), "", "t=1,v1=00"):
+        answer = client.post(
+            "/api/v1/payments/webhook", data=body, headers={"Stripe-Signature": header}
+        )
+        assert answer.status_code == 400
+        assert answer.get_json()["error"]["code"] == "bad_signature"
+    db_session.refresh(r)
+    assert r.status == "pending_payment"
+
+    good = sign(body, GATEWAY_WEBHOOK_SECRET, int(time.time()))
+    answer = client.post("/api/v1/payments/webhook", data=body, headers={"Stripe-Signature": good})
+    assert answer.status_code == 200 and answer.get_json()["result"] == "succeeded"
+    db_session.refresh(r)
+    assert r.status == "redeemed"
+    again = client.post("/api/v1/payments/webhook", data=body, headers={"Stripe-Signature": good})
+    assert again.get_json()["result"] == "duplicate"
+    assert captures(db_session) == 1
+
+
+def test_a_stale_failure_event_cannot_release_a_later_attempt(
+    shop, client, db_session, gateway_app_config
+):
+    """The first card's payment_failed arrives after a second card succeeded: the intent is
+    asked, not the event believed, so the redemption stays redeemed."""
+    r = priced(shop)
+    with pytest.raises(CardDeclined):
+        pay(shop, r, DECLINED)
+    assert pay(shop, r) == "succeeded"
+    body = _event(r.payment_intent_id, "payment_intent.payment_failed", "evt_late")
+    good = sign(body, GATEWAY_WEBHOOK_SECRET, int(time.time()))
+    client.post("/api/v1/payments/webhook", data=body, headers={"Stripe-Signature": good})
+    db_session.refresh(r)
+    assert r.status == "redeemed"
+    assert money(shop, db_session) == (49_400, 0, 0, 600, True)
+
+
+def test_reversal_refunds_the_card_and_returns_the_subsidy(shop, db_session, gateway_app_config):
+    r = priced(shop)
+    pay(shop, r)
+    payments.reverse(r, actor=shop.station_admin, reason="服务未完成")
+    assert r.status == "reversed" and r.refund_id
+    assert money(shop, db_session) == (50_000, 0, 0, 0, True)
+    intent = gateway().retrieve_payment_intent(r.payment_intent_id)
+    charge = intent["latest_charge"]
+    charge = (
+        charge if isinstance(charge, dict) else gateway()._request("GET", f"/v1/charges/{charge}")
+    )
+    assert charge["amount_refunded"] == 900
+
+
+def test_the_card_form_refuses_bad_details(app_ctx):
+    from eldercare.errors import InvalidInput
+
+    for number, expiry, cvc in [
+        ("4242", "12/28", "123"),
+        ("4242424242424242", "13/28", "123"),
+        ("4242424242424242", "12/28", "12x"),
+        ("", "", ""),
+    ]:
+        with pytest.raises(InvalidInput):
+            payments.Card.from_form(number, expiry, cvc)
+    assert payments.Card.from_form("4242 4242 4242 4242", "12/28", "123").exp_year == 2028
