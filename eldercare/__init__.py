@@ -91,6 +91,30 @@ def _register_shell_destinations(app: Flask) -> None:
             ("admin",),
             _l("Tokens for devices and partner systems"),
         ),
+        Destination(
+            "messages.index",
+            _l("Messages"),
+            (),  # everyone gets notices
+            _l("Notices about your vouchers, bookings and assessments"),
+        ),
+    )
+
+
+def _register_notifications(app: Flask) -> None:
+    """The outbox's email backend, the job that drains it and its command."""
+    from eldercare import mail, notifications
+    from eldercare.scheduler import ScheduledJob
+
+    notifications.register_backend("email", mail.send_notification)
+    app.cli.add_command(notifications.cli)
+    app.extensions.setdefault("scheduled_jobs", []).append(
+        ScheduledJob(
+            id="notifications-deliver",
+            func=notifications.deliver_pending,
+            trigger="interval",
+            trigger_args={"minutes": 1},
+            description="Send pending notifications (email; .eml files without MAIL_SERVER)",
+        )
     )
 
 
@@ -119,6 +143,7 @@ def create_app(config: dict | None = None) -> Flask:
     from eldercare.auth import bp as auth_bp
     from eldercare.auth import login_manager
     from eldercare.home import bp as home_bp
+    from eldercare.messages_views import bp as messages_bp
     from eldercare.register_views import bp as register_bp
     from eldercare.scheduler import cli as scheduler_cli
     from eldercare.timeutil import format_local
@@ -128,7 +153,7 @@ def create_app(config: dict | None = None) -> Flask:
     login_manager.init_app(app)
     init_api(app)
     i18n.register(app)
-    for blueprint in (home_bp, auth_bp, register_bp, audit_bp, tokens_bp):
+    for blueprint in (home_bp, auth_bp, register_bp, audit_bp, tokens_bp, messages_bp):
         app.register_blueprint(blueprint)
     cli.register(app)
     app.cli.add_command(scheduler_cli)
@@ -142,6 +167,7 @@ def create_app(config: dict | None = None) -> Flask:
     for domain in (assessment, marketplace, vouchers):
         domain.register(app)
     _register_shell_destinations(app)
+    _register_notifications(app)
 
     # After flask-smorest, which installs a JSON-only handler for HTTP errors.
     errors.register(app)

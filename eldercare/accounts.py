@@ -56,6 +56,9 @@ class User(UserMixin, Base):
     password_hash: Mapped[str] = mapped_column(sa.String(255))
     display_name: Mapped[str] = mapped_column(sa.String(80))
     active: Mapped[bool] = mapped_column(default=True)
+    # Where the notification outbox emails this person's notices; none: they are shown in
+    # Messages only (eldercare/mail.py). Set by the person on the Messages page.
+    email: Mapped[str | None] = mapped_column(sa.String(254))
     # The person behind the account, when they are in the resident register (elders, relatives).
     resident_id: Mapped[int | None] = mapped_column(sa.ForeignKey("residents.id"), index=True)
     # Bureau staff of one district see only that district; NULL means city-wide.

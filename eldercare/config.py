@@ -63,6 +63,19 @@ def load_config(instance_path: str) -> dict:
         "PAYMENT_WEBHOOK_SECRET": os.environ.get("PAYMENT_WEBHOOK_SECRET", ""),
         # Seconds to wait for each answer; an elder is standing at the counter meanwhile.
         "PAYMENT_GATEWAY_TIMEOUT": _float("PAYMENT_GATEWAY_TIMEOUT", 10.0),
+        # Email for the notification outbox (eldercare/mail.py). No MAIL_SERVER: messages are
+        # written as .eml files under MAIL_FILE_DIR (default <instance>/mail) instead of sent,
+        # so development and the demo never mail real people.
+        "MAIL_SERVER": os.environ.get("MAIL_SERVER", "").strip(),
+        "MAIL_PORT": _int("MAIL_PORT", 25),
+        # STARTTLS after connecting (port 587 usually); the password never crosses in clear.
+        "MAIL_USE_TLS": os.environ.get("MAIL_USE_TLS", "").lower() in ("1", "true", "yes"),
+        "MAIL_USERNAME": os.environ.get("MAIL_USERNAME", ""),
+        "MAIL_PASSWORD": os.environ.get("MAIL_PASSWORD", ""),
+        "MAIL_FROM": os.environ.get("MAIL_FROM", "eldercare@localhost"),
+        # Seconds for each SMTP exchange; the outbox job runs every minute.
+        "MAIL_TIMEOUT": _int("MAIL_TIMEOUT", 20),
+        "MAIL_FILE_DIR": os.environ.get("MAIL_FILE_DIR") or None,
         "API_TITLE": "Eldercare vouchers API",
         "API_VERSION": "v1",
         "OPENAPI_VERSION": "3.0.3",
