@@ -5,17 +5,31 @@ The shell calls ``register(app)``; nothing else of the shell depends on this pac
 
 from __future__ import annotations
 
-from vouchers import models  # noqa: F401  (the tables, on the metadata)
+from vouchers import (  # noqa: F401  (imported for what importing them does)
+    models,  # the tables, on the metadata
+    views_bureau,  # the HTML pages, each module adding its routes to views.bp
+    views_elder,
+    views_redeem,
+)
+from vouchers.api import blp as api_blueprint
 from vouchers.cli import cli
 from vouchers.gateway_views import bp as gateway_bp
 from vouchers.jobs import JOBS
 from vouchers.payments import JOBS as PAYMENT_JOBS
 from vouchers.ports import register_ports
-from vouchers.views import bp
+from vouchers.views import bp, short_bp
 
 
 def register(app) -> None:
+    from eldercare.api import api
+    from eldercare.navigation import register_destinations
+
     app.register_blueprint(bp)
+    app.register_blueprint(short_bp)
+    api.register_blueprint(api_blueprint)
+    register_destinations(
+        app, *views_elder.DESTINATIONS, *views_redeem.DESTINATIONS, *views_bureau.DESTINATIONS
+    )
     app.register_blueprint(gateway_bp)
     app.cli.add_command(cli)
     app.extensions.setdefault("scheduled_jobs", []).extend([*JOBS, *PAYMENT_JOBS])
