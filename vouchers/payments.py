@@ -105,6 +105,29 @@ def pay_by_card(redemption: Redemption, *, card: Card, staff_user: User, return_
     """Charge the co-payment to a card; the outcome ("succeeded", "requires_action",
     "processing"). A declined card raises CardDeclined after the hold is given back, so staff
     can try another card or cash."""
+
+    def payment_method(gw) -> str:
+        # Tokenized only after the hold and the intent are durable, as before the refactor.
+        return gw.create_card_payment_method(card.number, card.exp_month, card.exp_year, card.cvc)[
+            "id"
+        ]
+
+    return _charge(redemption, payment_method, staff_user=staff_user, return_url=return_url)
+
+
+def pay_with_payment_method(
+    redemption: Redemption, payment_method_id: str, staff_user: User, return_url: str
+) -> str:
+    """Charge the co-payment to a card the scanner's payment terminal has already tokenized
+    (the API's way: card numbers never pass through the platform). Same outcomes, and the
+    same refusals, as ``pay_by_card``."""
+    return _charge(
+        redemption, lambda gw: payment_method_id, staff_user=staff_user, return_url=return_url
+    )
+
+
+def _charge(redemption: Redemption, payment_method, *, staff_user: User, return_url: str) -> str:
+    """The body both ways of paying share; ``payment_method(gw)`` gives the method's id."""
     redemptions._require_own(redemption, staff_user)
     if redemption.status == "redeemed":
         return "succeeded"  # the same form submitted twice
@@ -120,11 +143,11 @@ def pay_by_card(redemption: Redemption, *, card: Card, staff_user: User, return_
         intent = _ensure_intent(redemption, gw)
         if outcome(intent) == "succeeded":
             return apply_intent(redemption, intent)
-        method = gw.create_card_payment_method(card.number, card.exp_month, card.exp_year, card.cvc)
+        method_id = payment_method(gw)
         intent = gw.confirm_payment_intent(
             redemption.payment_intent_id,
-            payment_method=method["id"],
-            idempotency_key=_key(redemption, f"confirm-{method['id']}"),
+            payment_method=method_id,
+            idempotency_key=_key(redemption, f"confirm-{method_id}"),
             return_url=return_url,
         )
     except CardDeclined as declined:
