@@ -13,6 +13,7 @@ from vouchers import (  # noqa: F401  (imported for what importing them does)
 )
 from vouchers.api import blp as api_blueprint
 from vouchers.cli import cli
+from vouchers.demo import build_demo
 from vouchers.gateway_views import bp as gateway_bp
 from vouchers.jobs import JOBS
 from vouchers.payments import JOBS as PAYMENT_JOBS
@@ -33,4 +34,5 @@ def register(app) -> None:
     app.register_blueprint(gateway_bp)
     app.cli.add_command(cli)
     app.extensions.setdefault("scheduled_jobs", []).extend([*JOBS, *PAYMENT_JOBS])
+    app.extensions.setdefault("demo_steps", []).append(build_demo)
     register_ports(app)
