@@ -1,5 +1,641 @@
-"""(being written)"""
+"""The bureau's pages: the subsidy pool at a glance, top-ups and allocations, policy
+versions, the redemptions in scope, and the printed card made at the district office.
 
-from vouchers.views import bp  # noqa: F401
+- ``pool`` (GET /vouchers/bureau/pool): funding received, unallocated pool, each district's
+  allocation left, vouchers outstanding/held/redeemed-unsettled, this month's counts, the
+  ledger check, this month's shortfalls and the journal, paged. Officers of a district see
+  their district's figures only (the city-wide funding and journal are not theirs).
+- ``pool_topup`` / ``pool_allocate`` (POST, approvers): -> pool.top_up / pool.allocate.
+- ``policies`` (GET) / ``policy_add`` (POST, approvers): versions per kind; a new version.
+- ``bureau_redemptions`` (GET): every provider's redemptions in scope, filtered.
+- ``bureau_card`` (GET/POST): the printed card for an elder at the district office.
 
-DESTINATIONS: list = []
+Amounts are typed in yuan and read exactly (Decimal, at most two decimals) into fen.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, time
+
+import sqlalchemy as sa
+from flask import flash, redirect, render_template, request, url_for
+from flask_babel import get_locale
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user
+
+from eldercare.accounts import BUREAU_ROLES
+from eldercare.auth import ensure_in_district, roles_required, scope_to_district
+from eldercare.db import db
+from eldercare.errors import DomainError, InvalidInput, NotFound, PermissionDenied
+from eldercare.forms import FormErrors, fen_from_yuan, input_problem, problem_from, yuan, yuan_input
+from eldercare.navigation import Destination
+from eldercare.residents import District, Resident, mask_name
+from eldercare.timeutil import SHANGHAI, format_local, local_today
+from marketplace.models import Provider, Service, ServiceCategory
+from vouchers import ledger, policy, pool
+from vouchers.models import (
+    REDEMPTION_STATUSES,
+    VOUCHER_KINDS,
+    JournalEntry,
+    JournalLine,
+    LedgerAccount,
+    Redemption,
+    Shortfall,
+    Voucher,
+    VoucherPolicy,
+)
+from vouchers.views import bp
+from vouchers.views_elder import (
+    KIND_LABELS,
+    REDEMPTION_LABELS,
+    card_facts,
+    card_image,
+    card_of,
+    card_post,
+    endpoint_url,
+    next_month,
+)
+
+APPROVER = ("bureau_approver",)
+JOURNAL_PAGE = 25
+REDEMPTION_PAGE = 50
+LEVELS = ("mild", "moderate", "severe", "complete")
+LEVEL_LABELS = {
+    "mild": _l("Mild"),
+    "moderate": _l("Moderate"),
+    "severe": _l("Severe"),
+    "complete": _l("Complete"),
+}
+SOURCE_LABELS = {"central": _l("Central funds"), "local": _l("Local funds")}
+ENTRY_LABELS = {
+    "topup": _l("Top-up"),
+    "allocation": _l("Allocation"),
+    "issue": _l("Voucher issued"),
+    "hold": _l("Held for a payment"),
+    "capture": _l("Redeemed"),
+    "release": _l("Hold released"),
+    "reverse": _l("Reversed"),
+    "expire": _l("Expired, returned"),
+    "revoke": _l("Revoked, returned"),
+    "settle": _l("Settled"),
+    "pay": _l("Paid to provider"),
+    "fee_refund": _l("Fee refunded"),
+}
+_SIGNED_YUAN = re.compile(r"^\s*([+-]?)\s*(.*)$", re.S)
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+
+DESTINATIONS = [
+    Destination(
+        "vouchers.pool",
+        _l("Subsidy pool"),
+        roles=BUREAU_ROLES,
+        description=_l(
+            "Money received, allocated to districts, held by vouchers and redeemed; top-ups, "
+            "allocations and elders left out."
+        ),
+    ),
+    Destination("vouchers.policies", _l("Voucher policy"), roles=BUREAU_ROLES),
+]
+
+
+# --------------------------------------------------------------------------- reading input
+
+
+def parse_amount(text: str | None, field: str, errors: FormErrors, *, signed=False) -> int | None:
+    """Yuan typed by bureau staff as exact fen: "500" -> 50000, "500.5" -> 50050. Refuses
+    more than two decimals, letters, and a sign unless ``signed`` (an allocation taken back)."""
+    match = _SIGNED_YUAN.match(text or "")
+    sign, rest = match.group(1), match.group(2)
+    if not rest.strip():
+        errors.add(field, _l("Enter the amount in yuan, for example 500 or 500.50."))
+        return None
+    if sign and not signed:
+        errors.add(field, _l("Enter an amount greater than zero, without a sign."))
+        return None
+    fen = fen_from_yuan(rest)
+    if fen is None:
+        errors.add(field, _l("Enter the amount in yuan with at most two decimals, e.g. 500.50."))
+        return None
+    if fen == 0:
+        errors.add(field, ledger.AMOUNT_MESSAGE)
+        return None
+    return -fen if sign == "-" else fen
+
+
+def month_bounds(month: date) -> tuple[datetime, datetime]:
+    """A Shanghai month as aware datetimes, for comparing with UTC timestamps."""
+    start = datetime.combine(month, time(0), tzinfo=SHANGHAI)
+    return start, datetime.combine(next_month(month), time(0), tzinfo=SHANGHAI)
+
+
+def districts_in_scope() -> list[District]:
+    statement = scope_to_district(sa.select(District), District.id).order_by(District.code)
+    return list(db.session.scalars(statement))
+
+
+def _locale() -> str:
+    return str(get_locale() or "zh_CN")
+
+
+# --------------------------------------------------------------------------- the pool
+
+
+def pool_figures(month: date) -> dict:
+    """What the pool page shows, in fen, for the user's scope."""
+    scoped = current_user.district_id is not None
+    balances = ledger.balances()
+    districts = districts_in_scope()
+    district_ids = [d.id for d in districts]
+    rows = [
+        {
+            "district": d,
+            "name": d.display_name(_locale()),
+            "left": balances.get(ledger.district_account_code(d.code)),
+        }
+        for d in districts
+    ]
+    start, end = month_bounds(month)
+    vouchers_q = sa.select(
+        sa.func.count(Voucher.id), sa.func.coalesce(sa.func.sum(Voucher.face_value_fen), 0)
+    ).where(Voucher.month == month)
+    redeemed_q = (
+        sa.select(
+            sa.func.count(Redemption.id), sa.func.coalesce(sa.func.sum(Redemption.subsidy_fen), 0)
+        )
+        .join(Voucher, Voucher.id == Redemption.voucher_id)
+        .where(
+            Redemption.status == "redeemed",
+            Redemption.redeemed_at >= start,
+            Redemption.redeemed_at < end,
+        )
+    )
+    # Expired and revoked balances went back to the district accounts this month.
+    codes = [ledger.district_account_code(d.code) for d in districts]
+    returned_q = (
+        sa.select(sa.func.coalesce(sa.func.sum(JournalLine.amount_fen), 0))
+        .join(JournalEntry, JournalEntry.id == JournalLine.entry_id)
+        .join(LedgerAccount, LedgerAccount.id == JournalLine.account_id)
+        .where(
+            JournalEntry.kind.in_(("expire", "revoke")),
+            JournalEntry.occurred_at >= start,
+            JournalEntry.occurred_at < end,
+            LedgerAccount.code.in_(codes),
+        )
+    )
+    if scoped:
+        vouchers_q = vouchers_q.where(Voucher.district_id.in_(district_ids))
+        redeemed_q = redeemed_q.where(Voucher.district_id.in_(district_ids))
+    issued, issued_fen = db.session.execute(vouchers_q).one()
+    redeemed, redeemed_fen = db.session.execute(redeemed_q).one()
+    figures = {
+        "scoped": scoped,
+        "districts": rows,
+        "issued": issued,
+        "issued_fen": issued_fen,
+        "redeemed": redeemed,
+        "redeemed_fen": redeemed_fen,
+        "returned_fen": db.session.scalar(returned_q),
+    }
+    if not scoped:
+        figures.update(
+            central=-balances.get("funding:central", 0),
+            local=-balances.get("funding:local", 0),
+            unallocated=balances.get("pool:available", 0),
+            outstanding=balances.get("vouchers:outstanding", 0),
+            held=balances.get("vouchers:held", 0),
+            unsettled=balances.get("redeemed:unsettled", 0),
+        )
+    return figures
+
+
+def shortfalls_of(month: date) -> list[dict]:
+    statement = scope_to_district(
+        sa.select(Shortfall, Resident.name, District)
+        .join(Resident, Resident.id == Shortfall.resident_id)
+        .join(District, District.id == Shortfall.district_id)
+        .where(Shortfall.month == month),
+        Shortfall.district_id,
+    ).order_by(Shortfall.resolved_at.is_not(None), Shortfall.recorded_at, Shortfall.id)
+    return [
+        {
+            "name": mask_name(name),
+            "district": district.display_name(_locale()),
+            "level": LEVEL_LABELS.get(s.level, s.level),
+            "needed": s.needed_fen,
+            "recorded": format_local(s.recorded_at),
+            "resolved": format_local(s.resolved_at) if s.resolved_at else None,
+        }
+        for s, name, district in db.session.execute(statement).all()
+    ]
+
+
+def journal_page(page: int) -> tuple[list[dict], bool]:
+    entries = db.session.scalars(
+        sa.select(JournalEntry)
+        .order_by(JournalEntry.occurred_at.desc(), JournalEntry.id.desc())
+        .offset((page - 1) * JOURNAL_PAGE)
+        .limit(JOURNAL_PAGE + 1)
+    ).all()
+    more = len(entries) > JOURNAL_PAGE
+    entries = entries[:JOURNAL_PAGE]
+    amounts = dict(
+        db.session.execute(
+            sa.select(JournalLine.entry_id, sa.func.sum(JournalLine.amount_fen))
+            .where(JournalLine.entry_id.in_([e.id for e in entries]), JournalLine.amount_fen > 0)
+            .group_by(JournalLine.entry_id)
+        ).all()
+    )
+    return [
+        {
+            "id": e.id,
+            "kind": ENTRY_LABELS.get(e.kind, e.kind),
+            "memo": e.memo,
+            "amount": amounts.get(e.id, 0),
+            "when": format_local(e.occurred_at),
+            "cause": f"{e.cause_type} {e.cause_id}" if e.cause_type else "—",
+        }
+        for e in entries
+    ], more
+
+
+def _render_pool(status=200, problem=None, problem_form=None, values=None):
+    month = local_today().replace(day=1)
+    scoped = current_user.district_id is not None
+    try:
+        page = max(1, int(request.args.get("page", "1")))
+    except ValueError:
+        page = 1
+    journal, more = ([], False) if scoped else journal_page(page)
+    check = ledger.verify_ledger()
+    return render_template(
+        "vouchers/bureau_pool.html",
+        month=month,
+        figures=pool_figures(month),
+        check=check,
+        shortfalls=shortfalls_of(month),
+        journal=journal,
+        page=page,
+        more=more,
+        is_approver=current_user.has_role("bureau_approver") and not scoped,
+        sources=list(SOURCE_LABELS.items()),
+        district_options=[(d.id, d.display_name(_locale())) for d in districts_in_scope()],
+        problem=problem,
+        problem_form=problem_form,
+        values=values or {},
+        yuan=yuan,
+    ), status
+
+
+@bp.get("/bureau/pool", endpoint="pool")  # the module ``pool`` keeps the function's name
+@roles_required(*BUREAU_ROLES)
+def pool_page():
+    return _render_pool()
+
+
+def _city_approver() -> None:
+    """Funding the pool and sharing it between districts is the city bureau's decision."""
+    if current_user.district_id is not None:
+        raise PermissionDenied()
+
+
+@bp.post("/bureau/pool/topup")
+@roles_required(*APPROVER)
+def pool_topup():
+    _city_approver()
+    form = request.form
+    errors = FormErrors()
+    amount = parse_amount(form.get("amount"), "amount", errors)
+    if errors:
+        return _render_pool(422, input_problem(errors), "topup", form)
+    try:
+        pool.top_up(
+            amount, source=form.get("source", ""), memo=form.get("memo", ""), actor=current_user
+        )
+    except DomainError as error:
+        db.session.rollback()
+        return _render_pool(422, _problem(error, ("source", "memo")), "topup", form)
+    flash(_("%(amount)s received into the pool.", amount=yuan(amount)), "success")
+    return redirect(url_for(".pool"))
+
+
+@bp.post("/bureau/pool/allocate")
+@roles_required(*APPROVER)
+def pool_allocate():
+    _city_approver()
+    form = request.form
+    errors = FormErrors()
+    amount = parse_amount(form.get("amount"), "amount", errors, signed=True)
+    district = None
+    if (form.get("district_id") or "").isdigit():
+        district = db.session.get(District, int(form["district_id"]))
+    if district is None:
+        errors.add("district_id", _l("Choose the district."))
+    if errors:
+        return _render_pool(422, input_problem(errors), "allocate", form)
+    try:
+        pool.allocate(district, amount, memo=form.get("memo", ""), actor=current_user)
+    except DomainError as error:
+        db.session.rollback()
+        return _render_pool(422, _problem(error, ("memo",)), "allocate", form)
+    name = district.display_name(_locale())
+    if amount > 0:
+        flash(
+            _("%(amount)s allocated to %(district)s.", amount=yuan(amount), district=name),
+            "success",
+        )
+    else:
+        flash(
+            _("%(amount)s taken back from %(district)s.", amount=yuan(-amount), district=name),
+            "success",
+        )
+    return redirect(url_for(".pool"))
+
+
+def _problem(error: DomainError, fields) -> dict:
+    """A service refusal for a form whose amount field is called ``amount``."""
+    problem = problem_from(error, fields=fields)
+    details = error.details or {}
+    if "amount_fen" in details:
+        problem["fields"]["amount"] = str(ledger.AMOUNT_MESSAGE)
+    if "account" in details and "amount_fen" in details:
+        # InsufficientFunds: the account names a bucket, not a form field.
+        problem["fields"]["amount"] = str(error.message)
+    return problem
+
+
+# --------------------------------------------------------------------------- policies
+
+
+def known_categories() -> list[ServiceCategory]:
+    return list(
+        db.session.scalars(
+            sa.select(ServiceCategory).order_by(ServiceCategory.sort_order, ServiceCategory.code)
+        )
+    )
+
+
+def _render_policies(status=200, problem=None, values=None, checked=None):
+    versions = {
+        kind: db.session.scalars(
+            sa.select(VoucherPolicy)
+            .where(VoucherPolicy.kind == kind)
+            .order_by(VoucherPolicy.effective_from.desc())
+        ).all()
+        for kind in VOUCHER_KINDS
+    }
+    categories = known_categories()
+    names = {c.code: c.display_name(_locale()) for c in categories}
+    today = local_today()
+    suggested = date(today.year + 1, 1, 1)
+    return render_template(
+        "vouchers/bureau_policies.html",
+        versions=versions,
+        kind_labels=KIND_LABELS,
+        category_names=names,
+        category_options=[(c.code, names[c.code]) for c in categories],
+        level_options=[(lv, LEVEL_LABELS[lv]) for lv in LEVELS],
+        level_labels=LEVEL_LABELS,
+        kind_options=[(k, KIND_LABELS[k]) for k in VOUCHER_KINDS],
+        today=today,
+        is_approver=current_user.has_role("bureau_approver"),
+        problem=problem,
+        values=values or {"effective_from": suggested.isoformat()},
+        checked=checked or {"in_scope_categories": (), "eligible_levels": ()},
+        yuan=yuan,
+        yuan_input=yuan_input,
+    ), status
+
+
+@bp.get("/bureau/policies")
+@roles_required(*BUREAU_ROLES)
+def policies():
+    return _render_policies()
+
+
+def _percent_bp(text: str | None, errors: FormErrors) -> int | None:
+    """ "50" or "37.5" percent as basis points."""
+    value = (text or "").strip().rstrip("%").strip()
+    if not re.fullmatch(r"\d{1,3}(\.\d{1,2})?", value):
+        errors.add("ratio", _l("Enter the ratio as a percent, for example 50."))
+        return None
+    return round(float(value) * 100)
+
+
+def _whole(text: str | None, field: str, errors: FormErrors, message) -> int | None:
+    value = (text or "").strip()
+    if not re.fullmatch(r"\d{1,6}", value):
+        errors.add(field, message)
+        return None
+    return int(value)
+
+
+@bp.post("/bureau/policies")
+@roles_required(*APPROVER)
+def policy_add():
+    form = request.form
+    checked = {
+        "in_scope_categories": form.getlist("in_scope_categories"),
+        "eligible_levels": form.getlist("eligible_levels"),
+    }
+    errors = FormErrors()
+    effective_from = None
+    try:
+        effective_from = date.fromisoformat((form.get("effective_from") or "").strip())
+    except ValueError:
+        errors.add("effective_from", _l("Enter a date as year-month-day, for example 2026-01-01."))
+    cap = parse_amount(form.get("cap"), "cap", errors)
+    ratio_bp = _percent_bp(form.get("ratio"), errors)
+    distance = _whole(
+        form.get("evv_max_distance_m"),
+        "evv_max_distance_m",
+        errors,
+        _l("The visit distance must be 1 to 10,000 metres."),
+    )
+    window = _whole(
+        form.get("reversal_window_days"),
+        "reversal_window_days",
+        errors,
+        _l("The reversal window is 0 to 90 days."),
+    )
+    if errors:
+        return _render_policies(422, input_problem(errors), form, checked)
+    try:
+        version = policy.add_version(
+            form.get("kind", ""),
+            effective_from=effective_from,
+            monthly_cap_fen=cap,
+            ratio_bp=ratio_bp,
+            in_scope_categories=checked["in_scope_categories"],
+            eligible_levels=checked["eligible_levels"],
+            evv_max_distance_m=distance,
+            reversal_window_days=window,
+            note=form.get("note", ""),
+            actor=current_user,
+            known_categories={c.code for c in known_categories()},
+        )
+    except DomainError as error:
+        db.session.rollback()
+        problem = problem_from(
+            error,
+            fields=(
+                "kind",
+                "effective_from",
+                "ratio_bp",
+                "in_scope_categories",
+                "eligible_levels",
+                "evv_max_distance_m",
+                "reversal_window_days",
+                "note",
+            ),
+        )
+        # The form's names for the service's fields.
+        for service_name, form_name in (("monthly_cap_fen", "cap"), ("ratio_bp", "ratio")):
+            message = (error.details or {}).get(service_name)
+            if message is not None:
+                problem["fields"][form_name] = str(message)
+        return _render_policies(422, problem, form, checked)
+    flash(
+        _(
+            "New rule for %(kind)s saved; it applies from %(day)s.",
+            kind=KIND_LABELS[version.kind],
+            day=version.effective_from.isoformat(),
+        ),
+        "success",
+    )
+    return redirect(url_for(".policies"))
+
+
+# --------------------------------------------------------------------------- redemptions
+
+
+def _month_filter(text: str | None) -> date | None:
+    match = _MONTH.match((text or "").strip())
+    if not match or not 1 <= int(match.group(2)) <= 12:
+        return None
+    return date(int(match.group(1)), int(match.group(2)), 1)
+
+
+@bp.get("/bureau/redemptions")
+@roles_required(*BUREAU_ROLES)
+def bureau_redemptions():
+    args = request.args
+    statement = (
+        sa.select(Redemption, Voucher, Resident.name, Provider.name, Service.title)
+        .join(Voucher, Voucher.id == Redemption.voucher_id)
+        .join(Resident, Resident.id == Redemption.resident_id)
+        .join(Provider, Provider.id == Redemption.provider_id)
+        .outerjoin(Service, Service.id == Redemption.service_id)
+    )
+    statement = scope_to_district(statement, Voucher.district_id)
+    provider_id = args.get("provider_id", "")
+    if provider_id.isdigit():
+        statement = statement.where(Redemption.provider_id == int(provider_id))
+    status = args.get("status", "")
+    if status in REDEMPTION_STATUSES:
+        statement = statement.where(Redemption.status == status)
+    month = _month_filter(args.get("month"))
+    if month is not None:
+        statement = statement.where(Voucher.month == month)
+    try:
+        page = max(1, int(args.get("page", "1")))
+    except ValueError:
+        page = 1
+    rows = db.session.execute(
+        statement.order_by(Redemption.checked_in_at.desc(), Redemption.id.desc())
+        .offset((page - 1) * REDEMPTION_PAGE)
+        .limit(REDEMPTION_PAGE + 1)
+    ).all()
+    providers = db.session.execute(
+        sa.select(Provider.id, Provider.name)
+        .where(
+            Provider.id.in_(
+                scope_to_district(
+                    sa.select(Redemption.provider_id).join(
+                        Voucher, Voucher.id == Redemption.voucher_id
+                    ),
+                    Voucher.district_id,
+                )
+            )
+        )
+        .order_by(Provider.name)
+    ).all()
+    items = [
+        {
+            "id": r.id,
+            "when": format_local(r.redeemed_at or r.checked_in_at),
+            "elder": mask_name(elder),
+            "provider": provider,
+            "service": title or "—",
+            "price": r.price_fen,
+            "subsidy": r.subsidy_fen,
+            "copay": r.copay_fen,
+            "status": REDEMPTION_LABELS.get(r.status, r.status),
+            "link": endpoint_url("vouchers.redemption", redemption_id=r.id),
+        }
+        for r, _voucher, elder, provider, title in rows[:REDEMPTION_PAGE]
+    ]
+    filters = {"provider_id": provider_id, "status": status, "month": args.get("month", "")}
+    return render_template(
+        "vouchers/bureau_redemptions.html",
+        items=items,
+        more=len(rows) > REDEMPTION_PAGE,
+        page=page,
+        filters=filters,
+        provider_options=[(str(pid), name) for pid, name in providers],
+        status_options=[(s, REDEMPTION_LABELS[s]) for s in REDEMPTION_STATUSES],
+        yuan=yuan,
+    )
+
+
+# --------------------------------------------------------------------------- printed card
+
+
+def _resident_in_scope(resident_id: int) -> Resident:
+    resident = db.session.get(Resident, resident_id)
+    if resident is None:
+        raise NotFound()
+    ensure_in_district(resident.district_id)
+    return resident
+
+
+def _render_card(resident: Resident, status=200, problem=None, problem_form=None):
+    return render_template(
+        "vouchers/bureau_card.html",
+        resident=resident,
+        masked=mask_name(resident.name),
+        card=card_facts(card_of(resident.id)),
+        card_action=lambda action: url_for(
+            ".bureau_card_post", resident_id=resident.id, action=action
+        ),
+        card_download=lambda fmt: url_for(".bureau_card_image", resident_id=resident.id, fmt=fmt),
+        problem=problem,
+        problem_form=problem_form,
+    ), status
+
+
+@bp.get("/bureau/residents/<int:resident_id>/card")
+@roles_required(*BUREAU_ROLES)
+def bureau_card(resident_id: int):
+    return _render_card(_resident_in_scope(resident_id))
+
+
+@bp.post("/bureau/residents/<int:resident_id>/card/<action>")
+@roles_required(*BUREAU_ROLES)
+def bureau_card_post(resident_id: int, action: str):
+    resident = _resident_in_scope(resident_id)
+    try:
+        message = card_post(resident, action, request.form)
+    except InvalidInput as error:
+        db.session.rollback()
+        problem = problem_from(error, fields=("pin", "pin_again"))
+        return _render_card(_resident_in_scope(resident_id), 422, problem, f"card-{action}")
+    flash(message, "success")
+    return redirect(url_for(".bureau_card", resident_id=resident_id))
+
+
+@bp.get("/bureau/residents/<int:resident_id>/card.<fmt>")
+@roles_required(*BUREAU_ROLES)
+def bureau_card_image(resident_id: int, fmt: str):
+    return card_image(_resident_in_scope(resident_id), fmt)

@@ -1,5 +1,465 @@
-"""(being written)"""
+"""The elder's voucher page, for the elder and the family agents who act for them.
 
-from vouchers.views import bp  # noqa: F401
+- ``elder_home`` (GET /vouchers/): the elders the account acts for, or straight to the only one.
+- ``elder_voucher`` (GET /vouchers/elder/<id>): this month's amount left in very big type, the
+  rotating QR as large as the phone allows with its typed code under it, why there is no
+  voucher when there is none, the history, the choice of kind and (for family agents) the
+  printed card.
+- ``elder_qr_svg`` / ``elder_qr_png`` / ``elder_qr_json``: the current QR; the page's script
+  (static/elder_qr.js) asks the JSON endpoint for a new one every minute.
+- ``elder_kind`` (POST): the kind from next month on.
+- ``elder_card`` (POST, action issue / pin / revoke) and ``elder_card_image`` (GET, png/svg):
+  the printed card; the bureau's page (views_bureau.bureau_card) uses the same helpers.
 
-DESTINATIONS: list = []
+An elder the account does not act for answers 404, like a missing one. Nothing here that
+shows a live code may be cached: every response carrying a token says ``no-store``.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import sqlalchemy as sa
+from flask import (
+    Response,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user
+
+from assessment.eligibility import eligibility_on
+from eldercare.accounts import ELDER_ROLES, elders_acted_for
+from eldercare.auth import roles_required
+from eldercare.db import db
+from eldercare.errors import DomainError, InvalidInput, NotFound
+from eldercare.forms import problem_from, yuan
+from eldercare.navigation import Destination
+from eldercare.residents import Resident
+from eldercare.timeutil import format_local, local_today, now_utc
+from marketplace.models import Provider, Service
+from vouchers import cards, kinds, qr_tokens
+from vouchers.errors import NoVoucherThisMonth
+from vouchers.models import VOUCHER_KINDS, Redemption, Shortfall, Voucher, VoucherCard
+from vouchers.policy import policy_on
+from vouchers.views import bp
+
+KIND_LABELS = {
+    "home_community": _l("Home and community care"),
+    "institutional": _l("Care in an institution"),
+}
+KIND_PAYS_FOR = {
+    "home_community": _l(
+        "Help at home and at the community station: meals, bathing, cleaning, day care."
+    ),
+    "institutional": _l("Part of the monthly fee of a care home where the elder lives."),
+}
+# How the elder and the family read a redemption's state.
+REDEMPTION_LABELS = {
+    "checked_in": _l("Service started"),
+    "pending_payment": _l("Paying"),
+    "redeemed": _l("Paid"),
+    "failed": _l("Payment failed, nothing taken"),
+    "cancelled": _l("Cancelled, nothing taken"),
+    "reversed": _l("Reversed, money returned"),
+}
+VOUCHER_STATUS_LABELS = {
+    "active": _l("In use"),
+    "expired": _l("Ended; the rest went back to the fund"),
+    "revoked": _l("Cancelled; the rest went back to the fund"),
+}
+HISTORY_LIMIT = 200
+CARD_ACTIONS = ("issue", "pin", "revoke")
+
+DESTINATIONS = [
+    Destination(
+        "vouchers.elder_home",
+        _l("My voucher"),
+        roles=ELDER_ROLES,
+        description=_l(
+            "This month's subsidy left, the code to show the provider, and what was paid."
+        ),
+    )
+]
+
+
+# --------------------------------------------------------------------------- shared
+
+
+def acted_for(resident_id: int) -> Resident:
+    """An elder the signed-in account acts for; any other looks missing."""
+    for elder in elders_acted_for(current_user):
+        if elder.id == resident_id:
+            return elder
+    raise NotFound()
+
+
+def month_of(day: date) -> date:
+    return day.replace(day=1)
+
+
+def next_month(month: date) -> date:
+    return date(month.year + month.month // 12, month.month % 12 + 1, 1)
+
+
+def last_day(month: date) -> date:
+    return next_month(month) - timedelta(days=1)
+
+
+def voucher_in(resident_id: int, month: date) -> Voucher | None:
+    return db.session.scalar(
+        sa.select(Voucher).where(Voucher.resident_id == resident_id, Voucher.month == month)
+    )
+
+
+def usable_voucher(resident_id: int) -> Voucher:
+    """This month's voucher when a provider could take it now, else NoVoucherThisMonth."""
+    today = local_today()
+    voucher = voucher_in(resident_id, month_of(today))
+    if voucher is None:
+        raise NoVoucherThisMonth()
+    qr_tokens.check_voucher_usable(voucher, today)
+    return voucher
+
+
+def no_store(response: Response) -> Response:
+    """A page or image holding a live code: never kept by the browser or a proxy."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response
+
+
+def endpoint_url(endpoint: str, **values) -> str | None:
+    """A link to another module's page, or None while that page does not exist yet."""
+    if endpoint not in current_app.view_functions:
+        return None
+    return url_for(endpoint, **values)
+
+
+def seconds_left(now=None) -> int:
+    """Until the current token's minute ends (the page then fetches the next one)."""
+    now = now or now_utc()
+    return qr_tokens.WINDOW_SECONDS - int(now.timestamp()) % qr_tokens.WINDOW_SECONDS
+
+
+def qr_state(voucher: Voucher, resident_id: int, token: str | None = None) -> dict:
+    """What the page and the JSON endpoint show of the current code."""
+    token = token or qr_tokens.make_token(voucher.id)
+    return {
+        "token": token,
+        "url": qr_tokens.qr_url(token),
+        "code": qr_tokens.group(token),
+        "image": url_for(".elder_qr_svg", resident_id=resident_id, token=token),
+        "seconds_left": seconds_left(),
+    }
+
+
+def kind_options(month: date) -> list[dict]:
+    """Each kind with what it pays for and its cap from the policy in force in ``month``."""
+    options = []
+    for kind in VOUCHER_KINDS:
+        try:
+            policy = policy_on(kind, month)
+        except NotFound:
+            policy = None
+        options.append(
+            {
+                "kind": kind,
+                "label": KIND_LABELS[kind],
+                "pays_for": KIND_PAYS_FOR[kind],
+                "cap_fen": policy.monthly_cap_fen if policy else None,
+                "ratio_percent": policy.ratio_bp / 100 if policy else None,
+            }
+        )
+    return options
+
+
+def card_of(resident_id: int) -> VoucherCard | None:
+    return db.session.scalar(sa.select(VoucherCard).where(VoucherCard.resident_id == resident_id))
+
+
+def card_post(resident: Resident, action: str, form) -> str:
+    """Issue a card, set its PIN or revoke it, from a posted form; returns the message to
+    flash. Raises InvalidInput (field ``pin`` or ``pin_again``) for a refused PIN."""
+    if action not in CARD_ACTIONS:
+        raise NotFound()
+    if action == "revoke":
+        cards.revoke_card(resident.id, actor=current_user)
+        return _("The card no longer works. Issue a new card when you want one.")
+    pin, again = (form.get("pin") or "").strip(), (form.get("pin_again") or "").strip()
+    problem = cards.pin_problem(pin, resident)
+    if problem:
+        raise InvalidInput(details={"pin": problem})
+    if pin != again:
+        raise InvalidInput(details={"pin_again": _l("The two PINs are not the same.")})
+    if action == "issue":
+        cards.issue_card(resident.id, pin, actor=current_user)
+        return _(
+            "The card is ready. Print it and give it to the elder; any older card no longer "
+            "works. Tell the elder the PIN in person, never write it on the card."
+        )
+    cards.set_pin(resident.id, pin, actor=current_user)
+    return _("The new PIN works now.")
+
+
+def card_image(resident: Resident, fmt: str) -> Response:
+    """The printable A6 card as a PNG or SVG download."""
+    card = card_of(resident.id)
+    if card is None or card.status != "active" or fmt not in ("png", "svg"):
+        raise NotFound()
+    from vouchers import qr_images  # written alongside these pages; imported when used
+
+    make = qr_images.card_png if fmt == "png" else qr_images.card_svg
+    body = make(cards.card_url(card), cards.card_number(card), resident.name)
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    mimetype = "image/png" if fmt == "png" else "image/svg+xml"
+    response = Response(body, mimetype=mimetype)
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="voucher-card-{card.card_code[-4:]}.{fmt}"'
+    )
+    return no_store(response)
+
+
+def card_facts(card: VoucherCard | None) -> dict | None:
+    if card is None:
+        return None
+    return {
+        "status": card.status,
+        "number_ending": card.card_code[-4:],
+        "issued_at": format_local(card.issued_at, "%Y-%m-%d"),
+        "locked_today": card.failed_pin_day == local_today()
+        and card.failed_pin_count >= cards.MAX_WRONG_PINS,
+    }
+
+
+# --------------------------------------------------------------------------- history
+
+
+def history_of(resident_id: int) -> dict:
+    """The elder's redemptions (newest first) and earlier months' vouchers with what each
+    paid and what went back to the fund."""
+    rows = db.session.execute(
+        sa.select(Redemption, Provider.name, Service.title)
+        .join(Provider, Provider.id == Redemption.provider_id)
+        .outerjoin(Service, Service.id == Redemption.service_id)
+        .where(Redemption.resident_id == resident_id)
+        .order_by(Redemption.checked_in_at.desc(), Redemption.id.desc())
+        .limit(HISTORY_LIMIT)
+    ).all()
+    redemptions = [
+        {
+            "id": r.id,
+            "when": format_local(r.redeemed_at or r.checked_in_at, "%Y-%m-%d %H:%M"),
+            "month": r.voucher.month,
+            "provider": provider_name,
+            "service": title or "—",
+            "voucher_paid": r.subsidy_fen if r.status in ("redeemed", "reversed") else None,
+            "elder_paid": r.copay_fen if r.status in ("redeemed", "reversed") else None,
+            "status": r.status,
+            "status_label": REDEMPTION_LABELS.get(r.status, r.status),
+            "reason": r.reversal_reason if r.status == "reversed" else None,
+        }
+        for r, provider_name, title in rows
+    ]
+    used = dict(
+        db.session.execute(
+            sa.select(Redemption.voucher_id, sa.func.sum(Redemption.subsidy_fen))
+            .where(Redemption.resident_id == resident_id, Redemption.status == "redeemed")
+            .group_by(Redemption.voucher_id)
+        ).all()
+    )
+    vouchers = db.session.scalars(
+        sa.select(Voucher)
+        .where(Voucher.resident_id == resident_id)
+        .order_by(Voucher.month.desc())
+        .limit(36)
+    ).all()
+    current = month_of(local_today())
+    earlier = [
+        {
+            "month": v.month.strftime("%Y-%m"),
+            "kind": KIND_LABELS.get(v.kind, v.kind),
+            "face": v.face_value_fen,
+            "used": used.get(v.id) or 0,
+            # What was not spent went back to the district when the voucher closed.
+            "returned": (
+                v.face_value_fen - (used.get(v.id) or 0) if v.status != "active" else None
+            ),
+            "status_label": VOUCHER_STATUS_LABELS.get(v.status, v.status),
+        }
+        for v in vouchers
+        if v.month != current
+    ]
+    return {"redemptions": redemptions, "earlier": earlier}
+
+
+def missing_reasons(resident_id: int, today: date) -> dict:
+    """Why there is no voucher this month: not eligible (with the assessment's reasons),
+    left out because the district's money ran out, or simply not issued yet."""
+    eligibility = eligibility_on(resident_id, today)
+    if not eligibility.eligible:
+        return {"why": "not_eligible", "reasons": [r.message for r in eligibility.reasons]}
+    shortfall = db.session.scalar(
+        sa.select(Shortfall).where(
+            Shortfall.resident_id == resident_id,
+            Shortfall.month == month_of(today),
+            Shortfall.resolved_at.is_(None),
+        )
+    )
+    if shortfall is not None:
+        return {"why": "shortfall", "reasons": []}
+    return {"why": "not_issued", "reasons": []}
+
+
+# --------------------------------------------------------------------------- pages
+
+
+@bp.get("/")
+@roles_required(*ELDER_ROLES)
+def elder_home():
+    elders = elders_acted_for(current_user)
+    if len(elders) == 1:
+        return redirect(url_for(".elder_voucher", resident_id=elders[0].id))
+    return render_template("vouchers/elder_list.html", elders=elders)
+
+
+def _render_voucher(resident: Resident, status=200, problem=None, problem_form=None):
+    today = local_today()
+    month = month_of(today)
+    voucher = voucher_in(resident.id, month)
+    state = "none"
+    qr = missing = None
+    if voucher is not None:
+        if voucher.status != "active":
+            state = voucher.status  # revoked this month
+        elif voucher.balance_fen == 0 and voucher.held_fen == 0:
+            state = "used_up"
+        else:
+            state = "active"
+            qr = qr_state(voucher, resident.id)
+    else:
+        missing = missing_reasons(resident.id, today)
+    chosen = kinds.kind_for(resident.id)
+    is_agent = current_user.has_role("family_agent")
+    response = render_template(
+        "vouchers/elder_voucher.html",
+        resident=resident,
+        several=len(elders_acted_for(current_user)) > 1,
+        voucher=voucher,
+        state=state,
+        qr=qr,
+        missing=missing,
+        valid_until=last_day(month),
+        history=history_of(resident.id),
+        kinds=kind_options(next_month(month)),
+        chosen_kind=chosen,
+        kind_labels=KIND_LABELS,
+        next_month=next_month(month),
+        card=card_facts(card_of(resident.id)) if is_agent else None,
+        show_card=is_agent,
+        card_action=lambda action: url_for(".elder_card", resident_id=resident.id, action=action),
+        card_download=lambda fmt: url_for(".elder_card_image", resident_id=resident.id, fmt=fmt),
+        problem=problem,
+        problem_form=problem_form,
+        yuan=yuan,
+        redemption_url=lambda rid: endpoint_url("vouchers.redemption", redemption_id=rid),
+    )
+    return no_store(Response(response, status=status))
+
+
+@bp.get("/elder/<int:resident_id>")
+@roles_required(*ELDER_ROLES)
+def elder_voucher(resident_id: int):
+    return _render_voucher(acted_for(resident_id))
+
+
+def _qr_token(resident_id: int) -> tuple[Voucher, str]:
+    """The current token, or the one the page asked for (``?token=``) when it is still this
+    voucher's and still accepted, so the image and the typed code under it always match."""
+    voucher = usable_voucher(acted_for(resident_id).id)
+    asked = request.args.get("token")
+    if asked:
+        try:
+            claim = qr_tokens.read_token(asked)
+        except DomainError:
+            claim = None
+        if claim is not None and claim.voucher_id == voucher.id:
+            return voucher, qr_tokens.normalise_code(asked)
+    return voucher, qr_tokens.make_token(voucher.id)
+
+
+@bp.get("/elder/<int:resident_id>/qr.svg")
+@roles_required(*ELDER_ROLES)
+def elder_qr_svg(resident_id: int):
+    _voucher, token = _qr_token(resident_id)
+    from vouchers import qr_images
+
+    body = qr_images.qr_svg(qr_tokens.qr_url(token))
+    return no_store(Response(body, mimetype="image/svg+xml"))
+
+
+@bp.get("/elder/<int:resident_id>/qr.png")
+@roles_required(*ELDER_ROLES)
+def elder_qr_png(resident_id: int):
+    _voucher, token = _qr_token(resident_id)
+    from vouchers import qr_images
+
+    return no_store(Response(qr_images.qr_png(qr_tokens.qr_url(token)), mimetype="image/png"))
+
+
+@bp.get("/elder/<int:resident_id>/qr.json")
+@roles_required(*ELDER_ROLES)
+def elder_qr_json(resident_id: int):
+    resident = acted_for(resident_id)
+    voucher = usable_voucher(resident.id)
+    state = qr_state(voucher, resident.id)
+    state["left"] = yuan(voucher.balance_fen)
+    return no_store(jsonify(state))
+
+
+@bp.post("/elder/<int:resident_id>/kind")
+@roles_required(*ELDER_ROLES)
+def elder_kind(resident_id: int):
+    resident = acted_for(resident_id)
+    try:
+        kinds.choose_kind(resident, request.form.get("kind", ""), actor=current_user)
+    except DomainError as error:
+        db.session.rollback()
+        problem = problem_from(error, fields=("kind",))
+        return _render_voucher(acted_for(resident_id), 422, problem, "kind")
+    flash(
+        _(
+            "Saved. From %(month)s the voucher is for: %(kind)s.",
+            month=next_month(month_of(local_today())).strftime("%Y-%m"),
+            kind=KIND_LABELS[request.form["kind"]],
+        ),
+        "success",
+    )
+    return redirect(url_for(".elder_voucher", resident_id=resident_id) + "#kind")
+
+
+@bp.post("/elder/<int:resident_id>/card/<action>")
+@roles_required("family_agent")
+def elder_card(resident_id: int, action: str):
+    resident = acted_for(resident_id)
+    try:
+        message = card_post(resident, action, request.form)
+    except InvalidInput as error:
+        db.session.rollback()
+        problem = problem_from(error, fields=("pin", "pin_again"))
+        return _render_voucher(acted_for(resident_id), 422, problem, f"card-{action}")
+    flash(message, "success")
+    return redirect(url_for(".elder_voucher", resident_id=resident_id) + "#card")
+
+
+@bp.get("/elder/<int:resident_id>/card.<fmt>")
+@roles_required("family_agent")
+def elder_card_image(resident_id: int, fmt: str):
+    return card_image(acted_for(resident_id), fmt)
