@@ -1,0 +1,118 @@
+"""/api/v1 for the bureau: the subsidy pool as the ledger has it.
+
+A token of a bureau officer's or approver's account ("read", or "vouchers:read"). Staff of
+one district see that district's allocation and the city-wide accounts, not the other
+districts'. Writing (top-ups, allocations, policy) stays on the bureau's pages, where a
+person signs in to decide it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import sqlalchemy as sa
+from flask import g
+from flask_babel import lazy_gettext as _l
+
+from eldercare.accounts import BUREAU_ROLES
+from eldercare.api import BEARER, error_responses
+from eldercare.db import db
+from eldercare.errors import PermissionDenied
+from eldercare.residents import District
+from eldercare.tokens import token_required
+from vouchers import ledger
+from vouchers.api import blp
+from vouchers.models import JournalEntry, JournalLine, LedgerAccount, Voucher
+from vouchers.schemas import VouchersPoolSchema
+
+_DISTRICT_PREFIX = "district:"
+
+
+def _for_bureau(view):
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        if not g.api_user.has_role(*BUREAU_ROLES):
+            raise PermissionDenied(_l("This is for the civil affairs bureau's accounts."))
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def _district_pool(districts: list[District]) -> list[dict]:
+    codes = {ledger.district_account_code(d.code): d for d in districts}
+    accounts = {
+        a.code: a
+        for a in db.session.scalars(sa.select(LedgerAccount).where(LedgerAccount.code.in_(codes)))
+    }
+    allocated = dict(
+        db.session.execute(
+            sa.select(LedgerAccount.code, sa.func.sum(JournalLine.amount_fen))
+            .join(JournalLine, JournalLine.account_id == LedgerAccount.id)
+            .join(JournalEntry, JournalEntry.id == JournalLine.entry_id)
+            .where(LedgerAccount.code.in_(codes), JournalEntry.kind == "allocation")
+            .group_by(LedgerAccount.code)
+        ).all()
+    )
+    outstanding = {
+        district_id: (total, count)
+        for district_id, total, count in db.session.execute(
+            sa.select(
+                Voucher.district_id,
+                sa.func.sum(Voucher.balance_fen + Voucher.held_fen),
+                sa.func.count(),
+            )
+            .where(Voucher.status == "active", Voucher.district_id.in_([d.id for d in districts]))
+            .group_by(Voucher.district_id)
+        ).all()
+    }
+    rows = []
+    for code, district in codes.items():
+        if code not in accounts:
+            continue  # never given an allocation
+        total, count = outstanding.get(district.id, (0, 0))
+        rows.append(
+            {
+                "code": district.code,
+                "name_zh": district.name_zh,
+                "name_en": district.name_en,
+                "allocated_fen": int(allocated.get(code) or 0),
+                "available_fen": accounts[code].balance_fen,
+                "outstanding_fen": int(total or 0),
+                "active_vouchers": count,
+            }
+        )
+    return rows
+
+
+@blp.get("/pool")
+@token_required("read", "vouchers:read", any_of=True)
+@_for_bureau
+@blp.doc(security=BEARER)
+@blp.response(200, VouchersPoolSchema)
+@error_responses(blp, 401, 403)
+def pool():
+    """The ledger's accounts and balances, each district's allocation (allocated, not yet
+    reserved, on active vouchers) and the reconciliation check (every entry balanced, every
+    balance equal to its lines)."""
+    user = g.api_user
+    districts = sa.select(District).order_by(District.code)
+    if user.district_id is not None:
+        districts = districts.where(District.id == user.district_id)
+    districts = list(db.session.scalars(districts))
+    own = {ledger.district_account_code(d.code) for d in districts}
+    accounts = [
+        {"code": a.code, "name": a.name, "balance_fen": a.balance_fen}
+        for a in db.session.scalars(sa.select(LedgerAccount).order_by(LedgerAccount.code))
+        if not a.code.startswith(_DISTRICT_PREFIX) or a.code in own
+    ]
+    check = ledger.verify_ledger()
+    return {
+        "accounts": accounts,
+        "districts": _district_pool(districts),
+        "ledger": {
+            "ok": check.ok,
+            "unbalanced_entries": check.unbalanced_entries,
+            "drifted_accounts": check.drifted_accounts,
+            "total_fen": check.total_fen,
+        },
+    }

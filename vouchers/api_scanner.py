@@ -1,0 +1,360 @@
+"""/api/v1 for a provider's scanner: a phone or terminal of one of its staff.
+
+A token of the staff member ("providers:write" or "vouchers:redeem"; the reads also with
+"read"). The flow, one request per step:
+
+1. ``POST /scans`` with what the camera read (or the staff typed): a rotating token, a
+   printed card's code with the elder's PIN, or the link either QR encodes. The answer names
+   the scan, the elder (masked), what is left, the services the voucher pays for and the
+   elder's bookings today. The same token sent again by the same scanner is the same scan;
+   by another scanner it is refused (``qr_code_used``).
+2. ``POST /scans/{id}/check-in``: every refusal that does not depend on the price.
+3. ``POST /redemptions/{id}/price``, then ``/cash`` or ``/card``; ``/check-out`` any time.
+
+Another provider's scan or redemption answers 404, as a missing one does.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import sqlalchemy as sa
+from flask import g
+
+from eldercare.api import BEARER, error_responses, local_time, page_of, rename_details
+from eldercare.db import db
+from eldercare.errors import InvalidInput, NotFound
+from eldercare.residents import Resident
+from eldercare.timeutil import local_today
+from eldercare.tokens import token_required
+from marketplace import bookings, catalogue
+from marketplace.providers import provider_of, staff_record
+from marketplace.staff import staff_may_deliver
+from vouchers import cards, payments, qr_tokens
+from vouchers import redemption as redemptions
+from vouchers.api import blp, month_text, shape_redemption, shape_service
+from vouchers.errors import GatewayUnavailable, TokenForged
+from vouchers.models import Redemption, TokenUse, Voucher
+from vouchers.schemas import (
+    VouchersCardRequestSchema,
+    VouchersCardResultSchema,
+    VouchersCheckInRequestSchema,
+    VouchersPriceRequestSchema,
+    VouchersProviderRedemptionSchema,
+    VouchersRedemptionPageSchema,
+    VouchersRedemptionQuerySchema,
+    VouchersReverseRequestSchema,
+    VouchersScanRequestSchema,
+    VouchersScanSchema,
+)
+
+_WRITE = ("providers:write", "vouchers:redeem")
+_READ = (*_WRITE, "read")
+# The service functions name their problems after their parameters; the API after its fields.
+_CHECK_IN_FIELDS = {
+    "booking": "booking_id",
+    "service": "service_id",
+    "location": ("latitude", "longitude"),
+}
+_PRICE_FIELDS = {"price": "price_fen", "insurance": "insurance_fen"}
+# The path of the links the QR codes encode: /r/<token> and /r/c<card code>.
+_LINK = re.compile(r"/r/([^/?#\s]+)")
+
+
+def _for_staff(view):
+    """Only a provider's active staff (checked before the body): anyone else is 403."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        provider_of(g.api_user)
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def _scanned_code(text: str) -> tuple[str, bool]:
+    """The code in what was scanned or typed, and whether it is a printed card's."""
+    link = _LINK.search(text)
+    code = link.group(1) if link else text.strip()
+    if qr_tokens.is_token(qr_tokens.normalise_code(code)):
+        return code, False
+    if cards.normalise_card_code(code) is not None:
+        return code, True
+    raise TokenForged()
+
+
+def _own_scan(scan_id: int) -> TokenUse:
+    """A scan this scanner made; anyone else's looks missing."""
+    use = db.session.get(TokenUse, scan_id)
+    if use is None or use.used_by_user_id != g.api_user.id:
+        raise NotFound()
+    return use
+
+
+def _own_redemption(redemption_id: int) -> Redemption:
+    provider = provider_of(g.api_user)
+    redemption = db.session.get(Redemption, redemption_id)
+    if redemption is None or redemption.provider_id != provider.id:
+        raise NotFound()  # another provider's redemption looks exactly like a missing one
+    return redemption
+
+
+def _masked_elder(resident_id: int) -> dict:
+    resident = db.session.get(Resident, resident_id)
+    return {"masked_name": resident.masked_name, "district": resident.district.code}
+
+
+def _provider_redemption(redemption: Redemption, *, next_action_url: str | None = None) -> dict:
+    voucher = db.session.get(Voucher, redemption.voucher_id)
+    return shape_redemption(redemption) | {
+        "elder": _masked_elder(redemption.resident_id),
+        "staff_user_id": redemption.staff_user_id,
+        "check_in_distance_m": redemption.check_in_distance_m,
+        "ratio_bp": redemption.ratio_bp,
+        "remaining_fen": voucher.balance_fen,
+        "failure_reason": redemption.failure_reason,
+        "reversal_deadline": redemptions.reversal_deadline(redemption)
+        if redemption.status == "redeemed"
+        else None,
+        "next_action_url": next_action_url,
+    }
+
+
+def _scan(voucher: Voucher, use: TokenUse, repeated: bool) -> dict:
+    provider = provider_of(g.api_user)
+    staff = staff_record(g.api_user)
+    today = local_today()
+    scope = voucher.policy.category_set
+    services = [s for s in catalogue.services_of(provider) if s.active and s.category_code in scope]
+    return {
+        "scan_id": use.id,
+        "repeated": repeated,
+        "scanned_at": local_time(use.used_at),
+        "voucher_id": voucher.id,
+        "month": month_text(voucher.month),
+        "kind": voucher.kind,
+        "elder": _masked_elder(voucher.resident_id),
+        "remaining_fen": voucher.balance_fen,
+        "ratio_bp": voucher.policy.ratio_bp,
+        "services": [
+            shape_service(s)
+            | {
+                "price_fen": s.price_fen,
+                "home_service": redemptions.is_home_service(s),
+                "you_may_deliver": staff_may_deliver(staff, s.category, today),
+            }
+            for s in services
+        ],
+        "bookings_today": [
+            {
+                "id": b.id,
+                "service": shape_service(b.service),
+                "slot_start": local_time(b.slot_start),
+                "slot_end": local_time(b.slot_end),
+                "price_fen": b.price_fen,
+            }
+            for b in bookings.bookings_to_serve(provider.id, voucher.resident_id, today)
+        ],
+    }
+
+
+# --- endpoints ------------------------------------------------------------------------------
+
+
+@blp.post("/scans")
+@token_required(*_WRITE, any_of=True)
+@_for_staff
+@blp.doc(security=BEARER)
+@blp.arguments(VouchersScanRequestSchema)
+@blp.response(201, VouchersScanSchema)
+@blp.alt_response(200, schema=VouchersScanSchema, description="The same code sent again")
+@error_responses(blp, 401, 403, 409, 422)
+def scan(body):
+    """Read an elder's code: a rotating token (single use), or a printed card's code with the
+    elder's PIN (``pin``).
+
+    Refusals: ``qr_code_invalid`` and ``qr_code_expired`` (422: ask for the code again),
+    ``qr_code_used`` (409: another scanner used it), ``voucher_revoked``,
+    ``voucher_expired``, ``no_voucher_this_month`` (409); for a card ``card_not_valid``,
+    ``wrong_pin`` (422, with the tries left), ``card_locked`` (403, until tomorrow).
+    """
+    code, is_card = _scanned_code(body["code"])
+    if is_card:
+        voucher, digest = cards.use_card(code, body["pin"], user=g.api_user)
+        use = db.session.scalar(sa.select(TokenUse).where(TokenUse.token_digest == digest))
+        fresh = True
+    else:
+        voucher, use, fresh = qr_tokens.consume_token(code, user=g.api_user)
+    return _scan(voucher, use, not fresh), 201 if fresh else 200
+
+
+@blp.post("/scans/<int:scan_id>/check-in")
+@token_required(*_WRITE, any_of=True)
+@_for_staff
+@blp.doc(security=BEARER)
+@blp.arguments(VouchersCheckInRequestSchema)
+@blp.response(201, VouchersProviderRedemptionSchema)
+@error_responses(blp, 401, 403, 404, 409, 422)
+def check_in(body, scan_id):
+    """Start the redemption of a scan, for a service (``service_id``) or a booking of the
+    elder today (``booking_id``); a home service needs the phone's ``latitude`` and
+    ``longitude``. The same scan checked in again is the same redemption.
+
+    Refusals: ``out_of_scope``, ``voucher_not_usable``, ``elder_not_eligible``,
+    ``check_in_too_far`` (409), ``staff_not_qualified``, ``provider_not_certified`` (403),
+    ``invalid_input`` naming the field (422), ``redemption_state`` (409: this scan was
+    checked in on another phone).
+    """
+    use = _own_scan(scan_id)
+    voucher = db.session.get(Voucher, use.voucher_id)
+    try:
+        redemption = redemptions.check_in(
+            voucher,
+            scan_digest=use.token_digest,
+            staff_user=g.api_user,
+            service_id=body["service_id"],
+            booking_id=body["booking_id"],
+            latitude=body["latitude"],
+            longitude=body["longitude"],
+        )
+    except InvalidInput as error:
+        raise rename_details(error, _CHECK_IN_FIELDS) from None
+    return _provider_redemption(redemption)
+
+
+@blp.post("/redemptions/<int:redemption_id>/check-out")
+@token_required(*_WRITE, any_of=True)
+@_for_staff
+@blp.doc(security=BEARER)
+@blp.response(200, VouchersProviderRedemptionSchema)
+@error_responses(blp, 401, 403, 404)
+def check_out(redemption_id):
+    """The service is over: the proof of service gets its end time (the first one stays)."""
+    redemption = _own_redemption(redemption_id)
+    redemptions.check_out(redemption, staff_user=g.api_user)
+    return _provider_redemption(redemption)
+
+
+@blp.post("/redemptions/<int:redemption_id>/price")
+@token_required(*_WRITE, any_of=True)
+@_for_staff
+@blp.doc(security=BEARER)
+@blp.arguments(VouchersPriceRequestSchema)
+@blp.response(200, VouchersProviderRedemptionSchema)
+@error_responses(blp, 401, 403, 404, 409, 422)
+def set_price(body, redemption_id):
+    """The price (at most the listed or booked price) and any long-term-care insurance part;
+    the answer carries the split: insurance first, then the voucher's share of the rest up to
+    its balance, and the elder's co-payment."""
+    redemption = _own_redemption(redemption_id)
+    try:
+        redemptions.set_price(
+            redemption,
+            price_fen=body["price_fen"],
+            insurance_fen=body["insurance_fen"],
+            staff_user=g.api_user,
+        )
+    except InvalidInput as error:
+        raise rename_details(error, _PRICE_FIELDS) from None
+    return _provider_redemption(redemption)
+
+
+@blp.post("/redemptions/<int:redemption_id>/cash")
+@token_required(*_WRITE, any_of=True)
+@_for_staff
+@blp.doc(security=BEARER)
+@blp.response(200, VouchersProviderRedemptionSchema)
+@error_responses(blp, 401, 403, 404, 409)
+def pay_cash(redemption_id):
+    """The elder paid the co-payment in cash (or had nothing to pay): redeemed at once, and
+    the family told. Sent again, it answers the redeemed redemption without paying twice.
+    ``insufficient_balance`` (409) when the voucher was spent elsewhere meanwhile: price
+    again."""
+    redemption = _own_redemption(redemption_id)
+    redemptions.pay_cash(redemption, staff_user=g.api_user)
+    return _provider_redemption(redemption)
+
+
+@blp.post("/redemptions/<int:redemption_id>/card")
+@token_required(*_WRITE, any_of=True)
+@_for_staff
+@blp.doc(security=BEARER)
+@blp.arguments(VouchersCardRequestSchema)
+@blp.response(200, VouchersCardResultSchema)
+@error_responses(blp, 401, 403, 404, 409, 422, 402, 502, 503)
+def pay_card(body, redemption_id):
+    """Charge the co-payment to a card the scanner's terminal tokenized
+    (``payment_method_id``). ``outcome`` ``succeeded``: redeemed; ``requires_action``: send
+    the payer to ``next_action_url`` (3-D Secure), then GET the redemption; ``processing``:
+    GET it later. A declined card is a 402 ``card_declined`` with the subsidy given back: try
+    another card or cash. 503 ``payment_gateway_unavailable``: the subsidy stays held until
+    the gateway answers; GET the redemption, never pay again with another method first.
+    """
+    redemption = _own_redemption(redemption_id)
+    result = payments.pay_with_payment_method(
+        redemption,
+        body["payment_method_id"],
+        g.api_user,
+        body["return_url"] or f"{qr_tokens.public_base_url()}/",
+    )
+    url = payments.next_action_for(redemption) if result == "requires_action" else None
+    return {
+        "outcome": result,
+        "next_action_url": url,
+        "redemption": _provider_redemption(redemption, next_action_url=url),
+    }
+
+
+@blp.get("/redemptions/<int:redemption_id>")
+@token_required(*_READ, any_of=True)
+@_for_staff
+@blp.doc(security=BEARER)
+@blp.response(200, VouchersProviderRedemptionSchema)
+@error_responses(blp, 401, 403, 404)
+def get_redemption(redemption_id):
+    """One of the provider's redemptions. A card payment still running is first settled from
+    the gateway (after 3-D Secure, or while polling); when the gateway cannot be reached the
+    redemption is answered as it stands, still ``pending_payment``."""
+    redemption = _own_redemption(redemption_id)
+    url = None
+    if redemption.status == "pending_payment" and redemption.payment_method == "card":
+        try:
+            payments.settle_from_gateway(redemption)
+            url = payments.next_action_for(redemption)
+        except GatewayUnavailable:
+            pass  # nothing was settled: the webhook or the every-minute job will
+    return _provider_redemption(redemption, next_action_url=url)
+
+
+@blp.post("/redemptions/<int:redemption_id>/reverse")
+@token_required(*_WRITE, any_of=True)
+@_for_staff
+@blp.doc(security=BEARER)
+@blp.arguments(VouchersReverseRequestSchema)
+@blp.response(200, VouchersProviderRedemptionSchema)
+@error_responses(blp, 401, 403, 404, 409, 422, 502, 503)
+def reverse(body, redemption_id):
+    """Undo a redemption within the policy's window (``reason`` required): a card
+    co-payment is refunded, the subsidy goes back to the voucher (this month) or to the
+    district. ``reversal_window_closed``, ``redemption_state`` (409)."""
+    redemption = _own_redemption(redemption_id)
+    payments.reverse(redemption, actor=g.api_user, reason=body["reason"])
+    return _provider_redemption(redemption)
+
+
+@blp.get("/redemptions")
+@token_required(*_READ, any_of=True)
+@_for_staff
+@blp.doc(security=BEARER)
+@blp.arguments(VouchersRedemptionQuerySchema, location="query")
+@blp.response(200, VouchersRedemptionPageSchema)
+@error_responses(blp, 401, 403, 422)
+def list_redemptions(query):
+    """The provider's redemptions, newest check-in first."""
+    provider = provider_of(g.api_user)
+    statement = sa.select(Redemption).where(Redemption.provider_id == provider.id)
+    if "status" in query:
+        statement = statement.where(Redemption.status == query["status"])
+    page = page_of(statement, (Redemption.checked_in_at.desc(), Redemption.id.desc()), query)
+    return page | {"items": [_provider_redemption(r) for r in page["items"]]}
