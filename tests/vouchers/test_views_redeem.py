@@ -1,0 +1,492 @@
+"""The provider's scan-and-redeem pages through the Flask client and the real services:
+/r/<token> and printed cards, the scan page's three ways in, check-in with its refusals, the
+price and the split, cash, card (localstripe, 3-D Secure), the receipt and the reversal."""
+
+from datetime import timedelta
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+from eldercare.timeutil import now_utc
+from tests.marketplace.conftest import ELDER_HOME
+from vouchers import ledger, qr_tokens
+from vouchers.models import JournalEntry, Redemption, TokenUse
+from vouchers.qr_tokens import make_token
+
+NEAR_HOME = (ELDER_HOME[0] + 0.001, ELDER_HOME[1])  # about 110 m from the elder's door
+FAR = (ELDER_HOME[0] + 0.01, ELDER_HOME[1])  # about 1.1 km
+CAREGIVER_PASSWORD = "caregiver-pass-1"
+
+
+@pytest.fixture
+def en(client):
+    """The client, reading English (messages are asserted in English)."""
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
+    return client
+
+
+def sign_in_caregiver(shop, login):
+    login(shop.caregiver, CAREGIVER_PASSWORD)
+
+
+def scanned(client, shop, token=None):
+    """Open /r/<token> as the signed-in user; the scan page's path."""
+    token = token or make_token(shop.voucher.id)
+    response = client.get(f"/r/{token}")
+    assert response.status_code == 302, response.get_data(as_text=True)
+    assert response.headers["Location"].startswith("/vouchers/scan/")
+    return response.headers["Location"]
+
+
+def checked_in(client, shop, service=None, location=None):
+    page = scanned(client, shop)
+    data = {"service_id": (service or shop.market.meals).id}
+    if location:
+        data |= {"latitude": str(location[0]), "longitude": str(location[1])}
+    response = client.post(f"{page}/check-in", data=data)
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return response.headers["Location"]
+
+
+def count(session, model):
+    return session.scalar(sa.select(sa.func.count()).select_from(model))
+
+
+def money(shop, session):
+    session.refresh(shop.voucher)
+    b = ledger.balances()
+    return shop.voucher.balance_fen, shop.voucher.held_fen, b["redeemed:unsettled"]
+
+
+# --------------------------------------------------------------------------- /r/<token>
+
+
+def test_scanning_a_fresh_token_shows_the_elder_masked_the_balance_and_the_services(
+    shop, en, login
+):
+    sign_in_caregiver(shop, login)
+    page = en.get(scanned(en, shop))
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert "王**" in html and shop.elder.name not in html
+    assert "¥500.00" in html
+    assert "社区助餐（午餐）" in html and "上门助浴" in html
+    assert "居家保洁" not in html  # another provider's service
+
+
+def test_check_in_price_cash_redeems_and_moves_the_balance_once(shop, en, login, db_session):
+    sign_in_caregiver(shop, login)
+    page = scanned(en, shop)
+    data = {"service_id": shop.market.meals.id}
+    first = en.post(f"{page}/check-in", data=data)
+    again = en.post(f"{page}/check-in", data=data)  # a double tap
+    assert first.status_code == again.status_code == 302
+    assert first.headers["Location"] == again.headers["Location"]
+    assert count(db_session, Redemption) == 1
+    where = first.headers["Location"]
+
+    shown = en.get(where).get_data(as_text=True)
+    assert 'value="15"' in shown  # the listed price, prefilled
+    assert en.post(f"{where}/check-out").status_code == 302
+    priced = en.post(f"{where}/price", data={"price": "15", "insurance": ""})
+    assert priced.status_code == 302
+    html = en.get(where).get_data(as_text=True)
+    assert "¥6.00" in html and "¥9.00" in html and "Paid in cash" in html
+    assert money(shop, db_session) == (50_000, 0, 0)
+
+    assert en.post(f"{where}/cash").status_code == 302
+    assert en.post(f"{where}/cash").status_code == 302  # the same form again
+    r = db_session.scalar(sa.select(Redemption))
+    db_session.refresh(r)
+    assert (r.status, r.payment_method, r.subsidy_fen, r.copay_fen) == (
+        "redeemed",
+        "cash",
+        600,
+        900,
+    )
+    assert r.checked_out_at is not None
+    assert money(shop, db_session) == (49_400, 0, 600)
+    captures = db_session.scalar(
+        sa.select(sa.func.count()).select_from(JournalEntry).where(JournalEntry.kind == "capture")
+    )
+    assert captures == 1
+    receipt = en.get(where).get_data(as_text=True)
+    assert 'id="receipt"' in receipt and "南湖社区养老服务站" in receipt and "李护理员" in receipt
+    listed = en.get("/vouchers/redemptions").get_data(as_text=True)
+    assert "社区助餐（午餐）" in listed and "Redeemed" in listed
+
+
+def test_nothing_left_to_pay_offers_only_done(shop, en, login, db_session):
+    sign_in_caregiver(shop, login)
+    where = checked_in(en, shop)
+    # Insurance pays 14 of 15 yuan: the voucher pays 40 fen, the elder 60; with 15 of 15
+    # nothing is left for the voucher, which the service refuses.
+    refused = en.post(f"{where}/price", data={"price": "15", "insurance": "15"})
+    assert refused.status_code == 422
+    assert "Nothing is left for the voucher to pay" in refused.get_data(as_text=True)
+    r = db_session.scalar(sa.select(Redemption))
+    assert r.price_fen is None
+    shop.voucher.policy.ratio_bp = 10_000  # a policy paying all of it
+    db_session.flush()
+    assert en.post(f"{where}/price", data={"price": "15"}).status_code == 302
+    html = en.get(where).get_data(as_text=True)
+    assert 'id="done"' in html and 'id="paid-cash"' not in html
+    assert en.post(f"{where}/cash").status_code == 302
+    db_session.refresh(r)
+    assert (r.status, r.payment_method, r.copay_fen) == ("redeemed", "none", 0)
+
+
+@pytest.mark.parametrize(
+    ("typed", "fen"),
+    [("15", 1500), ("12.5", 1250), ("12.50", 1250), ("¥12", 1200), ("0.05", 5)],
+)
+def test_prices_typed_in_yuan_are_read_exactly(shop, en, login, db_session, typed, fen):
+    sign_in_caregiver(shop, login)
+    where = checked_in(en, shop)
+    assert en.post(f"{where}/price", data={"price": typed}).status_code == 302
+    assert db_session.scalar(sa.select(Redemption.price_fen)) == fen
+
+
+@pytest.mark.parametrize("typed", ["15.505", "-15", "fifteen", "", "1e3"])
+def test_unreadable_prices_are_refused_and_change_nothing(shop, en, login, db_session, typed):
+    sign_in_caregiver(shop, login)
+    where = checked_in(en, shop)
+    response = en.post(f"{where}/price", data={"price": typed, "insurance": "0"})
+    assert response.status_code == 422
+    assert "Enter the amount in yuan" in response.get_data(as_text=True)
+    assert db_session.scalar(sa.select(Redemption.price_fen)) is None
+
+
+def test_a_price_above_the_listed_one_is_refused(shop, en, login, db_session):
+    sign_in_caregiver(shop, login)
+    where = checked_in(en, shop)
+    response = en.post(f"{where}/price", data={"price": "15.01"})
+    assert response.status_code == 422
+    assert "more than the listed price of ¥15.00" in response.get_data(as_text=True)
+    assert db_session.scalar(sa.select(Redemption.price_fen)) is None
+
+
+def test_cancel_before_payment(shop, en, login, db_session):
+    sign_in_caregiver(shop, login)
+    where = checked_in(en, shop)
+    response = en.post(f"{where}/cancel")
+    assert response.status_code == 302 and response.headers["Location"] == "/vouchers/scan"
+    assert db_session.scalar(sa.select(Redemption.status)) == "cancelled"
+    assert money(shop, db_session) == (50_000, 0, 0)
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def test_home_service_without_location_is_refused_and_nothing_is_made(shop, en, login, db_session):
+    sign_in_caregiver(shop, login)
+    page = scanned(en, shop)
+    response = en.post(
+        f"{page}/check-in",
+        data={"service_id": shop.market.bath.id, "latitude": "", "longitude": ""},
+    )
+    assert response.status_code == 422
+    assert "A home service needs the phone&#39;s location" in response.get_data(as_text=True)
+    assert count(db_session, Redemption) == 0
+    # Near the home it goes through, with the distance on the redemption's page.
+    ok = en.post(
+        f"{page}/check-in",
+        data={
+            "service_id": shop.market.bath.id,
+            "latitude": NEAR_HOME[0],
+            "longitude": NEAR_HOME[1],
+        },
+    )
+    assert ok.status_code == 302
+    assert "111 m from the elder" in en.get(ok.headers["Location"]).get_data(as_text=True)
+
+
+def test_home_service_too_far_from_home_is_refused(shop, en, login, db_session):
+    sign_in_caregiver(shop, login)
+    page = scanned(en, shop)
+    response = en.post(
+        f"{page}/check-in",
+        data={"service_id": shop.market.bath.id, "latitude": FAR[0], "longitude": FAR[1]},
+    )
+    assert response.status_code == 409
+    html = response.get_data(as_text=True)
+    assert "from the elder&#39;s home; a home service must be checked in within 500 m" in html
+    assert count(db_session, Redemption) == 0
+
+
+def test_staff_without_a_certificate_is_refused(shop, en, login, db_session):
+    login(shop.station_admin)  # the station's admin has no caregiver certificate
+    page = scanned(en, shop)
+    response = en.post(
+        f"{page}/check-in",
+        data={
+            "service_id": shop.market.bath.id,
+            "latitude": NEAR_HOME[0],
+            "longitude": NEAR_HOME[1],
+        },
+    )
+    assert response.status_code == 403
+    assert "needs a valid caregiver certificate" in response.get_data(as_text=True)
+    assert count(db_session, Redemption) == 0
+
+
+def test_another_staff_members_scan_page_looks_missing(shop, en, login, db_session):
+    sign_in_caregiver(shop, login)
+    page = scanned(en, shop)
+    en.post("/logout")
+    login(shop.station_admin)
+    assert en.get(page).status_code == 404
+    response = en.post(f"{page}/check-in", data={"service_id": shop.market.meals.id})
+    assert response.status_code == 404
+    assert count(db_session, Redemption) == 0
+
+
+def test_forged_expired_and_replayed_tokens_are_refused_with_what_to_do(
+    shop, en, login, db_session
+):
+    sign_in_caregiver(shop, login)
+    token = make_token(shop.voucher.id)
+    forged = token[:-1] + ("0" if token[-1] != "0" else "1")
+    response = en.get(f"/r/{forged}")
+    assert response.status_code == 422
+    assert "This code is not valid. Ask the elder to show the code again." in response.get_data(
+        as_text=True
+    )
+    old = make_token(shop.voucher.id, now=now_utc() - timedelta(minutes=5))
+    response = en.get(f"/r/{old}")
+    assert response.status_code == 422
+    assert "This code has expired" in response.get_data(as_text=True)
+    assert count(db_session, TokenUse) == 0
+
+    scanned(en, shop, token)
+    en.post("/logout")
+    login(shop.station_admin)
+    response = en.get(f"/r/{token}")
+    assert response.status_code == 409
+    assert "This code has already been used" in response.get_data(as_text=True)
+    assert count(db_session, TokenUse) == 1
+
+
+def test_the_family_opening_their_own_code_does_not_use_it(shop, en, login, db_session):
+    login(shop.son)
+    token = make_token(shop.voucher.id)
+    response = en.get(f"/r/{token}")
+    assert response.status_code == 403
+    assert "This code is for the provider" in response.get_data(as_text=True)
+    assert count(db_session, TokenUse) == 0
+
+
+def test_not_signed_in_goes_to_the_login_and_back(shop, en, db_session):
+    token = make_token(shop.voucher.id)
+    response = en.get(f"/r/{token}")
+    assert response.status_code == 302
+    assert response.headers["Location"] == f"/login?next=/r/{token}"
+    assert count(db_session, TokenUse) == 0
+    signed_in = en.post(
+        response.headers["Location"],
+        data={"username": shop.caregiver.username, "password": CAREGIVER_PASSWORD},
+    )
+    assert signed_in.headers["Location"] == f"/r/{token}"
+    assert en.get(f"/r/{token}").headers["Location"].startswith("/vouchers/scan/")
+
+
+# --------------------------------------------------------------------------- ways to read a code
+
+
+def test_typed_code_with_dashes_and_lowercase_works(shop, en, login):
+    pytest.importorskip("vouchers.qr_decode")
+    sign_in_caregiver(shop, login)
+    token = make_token(shop.voucher.id)
+    typed = qr_tokens.group(token).replace(" ", "-").lower()
+    response = en.post("/vouchers/scan/code", data={"code": typed})
+    assert response.status_code == 302
+    assert response.headers["Location"] == f"/r/{token}"
+    bad = en.post("/vouchers/scan/code", data={"code": "no such thing!"})
+    assert bad.status_code == 422
+    assert "Type the code under the elder" in bad.get_data(as_text=True)
+
+
+def test_photo_upload_is_decoded_on_the_server(shop, en, login):
+    qr_images = pytest.importorskip("vouchers.qr_images")
+    pytest.importorskip("vouchers.qr_decode")
+    sign_in_caregiver(shop, login)
+    token = make_token(shop.voucher.id)
+    with en.application.test_request_context():
+        png = qr_images.qr_png(qr_tokens.qr_url(token))
+    from io import BytesIO
+
+    response = en.post(
+        "/vouchers/scan/photo",
+        data={"photo": (BytesIO(png), "code.png")},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 302
+    assert response.headers["Location"] == f"/r/{token}"
+    blank = en.post(
+        "/vouchers/scan/photo",
+        data={"photo": (BytesIO(_blank_png()), "x.png")},
+        content_type="multipart/form-data",
+    )
+    assert blank.status_code == 422
+    assert "No voucher code could be read" in blank.get_data(as_text=True)
+
+
+def _blank_png() -> bytes:
+    from io import BytesIO
+
+    from PIL import Image
+
+    out = BytesIO()
+    Image.new("RGB", (200, 200), "white").save(out, "PNG")
+    return out.getvalue()
+
+
+def test_camera_frames_answer_json(shop, en, login):
+    qr_images = pytest.importorskip("vouchers.qr_images")
+    pytest.importorskip("vouchers.qr_decode")
+    from io import BytesIO
+
+    sign_in_caregiver(shop, login)
+    token = make_token(shop.voucher.id)
+    with en.application.test_request_context():
+        png = qr_images.qr_png(qr_tokens.qr_url(token))
+    hit = en.post(
+        "/vouchers/scan/frame",
+        data={"frame": (BytesIO(png), "frame.png")},
+        content_type="multipart/form-data",
+    )
+    assert hit.status_code == 200 and hit.json == {"found": True, "next": f"/r/{token}"}
+    miss = en.post(
+        "/vouchers/scan/frame",
+        data={"frame": (BytesIO(_blank_png()), "frame.png")},
+        content_type="multipart/form-data",
+    )
+    assert miss.status_code == 200 and miss.json == {"found": False}
+    assert en.post("/vouchers/scan/frame").status_code == 400
+
+
+def test_the_scan_page_needs_a_provider_account(shop, en, login):
+    login(shop.son)
+    assert en.get("/vouchers/scan").status_code == 403
+    en.post("/logout")
+    sign_in_caregiver(shop, login)
+    html = en.get("/vouchers/scan").get_data(as_text=True)
+    assert 'capture="environment"' in html
+    assert '<script src="/vouchers/static/scan.js"' in html
+    assert 'src="http' not in html and "//cdn" not in html  # every asset is the app's own
+
+
+# --------------------------------------------------------------------------- cards (payments)
+
+
+def priced(client, shop):
+    where = checked_in(client, shop)
+    assert client.post(f"{where}/price", data={"price": "15"}).status_code == 302
+    return where
+
+
+def card_form(number, expiry="12/30", cvc="123"):
+    return {"card_number": number, "card_expiry": expiry, "card_cvc": cvc}
+
+
+def test_card_payment_through_the_gateway_redeems(shop, en, login, db_session, gateway_app_config):
+    sign_in_caregiver(shop, login)
+    where = priced(en, shop)
+    assert 'id="card-form"' in en.get(where).get_data(as_text=True)
+    response = en.post(f"{where}/card", data=card_form("4242 4242 4242 4242"))
+    assert response.status_code == 302 and response.headers["Location"] == where
+    r = db_session.scalar(sa.select(Redemption))
+    db_session.refresh(r)
+    assert (r.status, r.payment_method) == ("redeemed", "card")
+    assert money(shop, db_session) == (49_400, 0, 600)
+
+
+def test_declined_card_shows_the_options_again(shop, en, login, db_session, gateway_app_config):
+    sign_in_caregiver(shop, login)
+    where = priced(en, shop)
+    response = en.post(f"{where}/card", data=card_form("4000000000000341"))
+    assert response.status_code == 402
+    html = response.get_data(as_text=True)
+    assert "The card was declined" in html and 'id="paid-cash"' in html and 'id="card-form"' in html
+    assert money(shop, db_session) == (50_000, 0, 0)
+    bad = en.post(f"{where}/card", data=card_form("42", "13/99", "x"))
+    assert bad.status_code == 422
+    assert "Enter the card number" in bad.get_data(as_text=True)
+    assert en.post(f"{where}/cash").status_code == 302
+    assert db_session.scalar(sa.select(Redemption.status)) == "redeemed"
+
+
+def test_three_d_secure_goes_to_the_bank_and_back(shop, en, login, db_session, gateway_app_config):
+    sign_in_caregiver(shop, login)
+    where = priced(en, shop)
+    response = en.post(f"{where}/card", data=card_form("4000002760003184"))
+    assert response.status_code == 302
+    bank = response.headers["Location"]
+    assert bank.startswith(gateway_app_config["PAYMENT_GATEWAY_URL"])
+    # Before the payer answers, the waiting page refreshes itself.
+    waiting = en.get(f"{where}/payment")
+    assert waiting.status_code == 200 and 'http-equiv="refresh"' in waiting.get_data(as_text=True)
+    back = requests.post(bank, data={"success": "true"}, allow_redirects=False, timeout=5)
+    assert back.status_code == 302
+    return_url = back.headers["Location"]
+    assert f"{where}/payment" in return_url
+    done = en.get(return_url)
+    assert done.status_code == 302 and done.headers["Location"] == where
+    assert db_session.scalar(sa.select(Redemption.status)) == "redeemed"
+    assert money(shop, db_session) == (49_400, 0, 600)
+
+
+def test_reversal_from_the_page_refunds_the_card(shop, en, login, db_session, gateway_app_config):
+    sign_in_caregiver(shop, login)
+    where = priced(en, shop)
+    en.post(f"{where}/card", data=card_form("4242424242424242"))
+    html = en.get(where).get_data(as_text=True)
+    assert 'id="reverse-form"' in html
+    refused = en.post(f"{where}/reverse", data={"reason": "  "})
+    assert refused.status_code == 422
+    assert "Say why the redemption is reversed." in refused.get_data(as_text=True)
+    assert db_session.scalar(sa.select(Redemption.status)) == "redeemed"
+    response = en.post(f"{where}/reverse", data={"reason": "服务未完成"})
+    assert response.status_code == 302
+    r = db_session.scalar(sa.select(Redemption))
+    db_session.refresh(r)
+    assert r.status == "reversed" and r.refund_id
+    assert money(shop, db_session) == (50_000, 0, 0)
+    assert 'id="reverse-form"' not in en.get(where).get_data(as_text=True)
+
+
+# --------------------------------------------------------------------------- printed cards
+
+
+def test_printed_card_asks_for_the_pin_then_opens_the_voucher(shop, en, login, db_session):
+    from vouchers import cards
+
+    card = cards.issue_card(shop.elder.id, "583920", actor=shop.son)
+    sign_in_caregiver(shop, login)
+    url = f"/r/c{card.card_code}"
+    page = en.get(url)
+    assert page.status_code == 200 and 'id="pin-form"' in page.get_data(as_text=True)
+    assert count(db_session, TokenUse) == 0
+    wrong = en.post(url, data={"pin": "111111"})
+    assert wrong.status_code == 422
+    assert "Tries left today: 4" in wrong.get_data(as_text=True)
+    right = en.post(url, data={"pin": "583920"})
+    assert right.status_code == 302 and right.headers["Location"].startswith("/vouchers/scan/")
+    assert "¥500.00" in en.get(right.headers["Location"]).get_data(as_text=True)
+
+
+def test_five_wrong_pins_lock_the_card(shop, en, login, db_session):
+    from vouchers import cards
+
+    card = cards.issue_card(shop.elder.id, "583920", actor=shop.son)
+    sign_in_caregiver(shop, login)
+    url = f"/r/c{card.card_code}"
+    for _ in range(4):
+        assert en.post(url, data={"pin": "000001"}).status_code == 422
+    locked = en.post(url, data={"pin": "000001"})
+    assert locked.status_code == 403
+    assert "This card is locked for today" in locked.get_data(as_text=True)
+    # The right PIN does not open a locked card either.
+    assert en.post(url, data={"pin": "583920"}).status_code == 403
+    assert count(db_session, TokenUse) == 0
