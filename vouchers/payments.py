@@ -107,7 +107,7 @@ def pay_by_card(redemption: Redemption, *, card: Card, staff_user: User, return_
     can try another card or cash."""
 
     def payment_method(gw) -> str:
-        # Tokenized only after the hold and the intent are durable, as before the refactor.
+        # Tokenized only once the hold and the intent are durable (see the module docstring).
         return gw.create_card_payment_method(card.number, card.exp_month, card.exp_year, card.cvc)[
             "id"
         ]
