@@ -14,7 +14,7 @@ from flask_babel import lazy_gettext as _l
 
 from assessment import events
 from assessment.lifecycle import latest_approved
-from assessment.models import EXCLUSION_KINDS, Exclusion
+from assessment.models import EXCLUSION_KINDS, Assessment, Exclusion
 from assessment.policy import policy_on
 from eldercare import audit
 from eldercare.db import db
@@ -143,6 +143,47 @@ def eligibility_on(resident_id, on_date: date) -> Eligibility:
         reasons=tuple(reasons),
         holds_until=holds_until,
     )
+
+
+def candidates_on(day: date) -> list[tuple[int, str, date]]:
+    """A shortlist of who may be eligible on ``day``, in one query, for a monthly run over
+    every elder: alive, living in the city, with an approved assessment in effect and still
+    valid at a level the policy covers. Age, exclusions and a later, lower result are not
+    checked here: confirm each with ``eligibility_on``.
+
+    Returns (resident_id, level, waiting_since) sorted by resident. ``waiting_since`` is the
+    day the first approved assessment at an eligible level took effect (its approval date):
+    how long the elder has been waiting for the programme, which decides who goes first when
+    money is short.
+    """
+    levels = sorted(policy_on(day).eligible_level_set)
+    eligible_result = sa.and_(
+        Assessment.status == "approved",
+        Assessment.level.in_(levels),
+        Assessment.effective_from <= day,
+    )
+    waiting = (
+        sa.select(Assessment.resident_id, sa.func.min(Assessment.effective_from).label("since"))
+        .where(eligible_result)
+        .group_by(Assessment.resident_id)
+        .subquery()
+    )
+    rows = db.session.execute(
+        sa.select(Assessment.resident_id, Assessment.level, waiting.c.since)
+        .join(waiting, waiting.c.resident_id == Assessment.resident_id)
+        .join(Resident, Resident.id == Assessment.resident_id)
+        .where(
+            eligible_result,
+            Assessment.valid_until >= day,
+            sa.or_(Resident.date_of_death.is_(None), Resident.date_of_death > day),
+            sa.or_(Resident.moved_out_on.is_(None), Resident.moved_out_on > day),
+        )
+        .order_by(Assessment.resident_id, Assessment.assessed_on.desc(), Assessment.id.desc())
+    ).all()
+    found: dict[int, tuple[int, str, date]] = {}
+    for resident_id, level, since in rows:
+        found.setdefault(resident_id, (resident_id, level, since))  # the latest valid result
+    return list(found.values())
 
 
 def record_death(resident: Resident, date_of_death: date, *, today: date) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import sqlalchemy as sa
 from blinker import Namespace
 
 from assessment.models import EligibilityEvent
@@ -25,3 +26,15 @@ def emit(resident_id: int, kind: str, effective_on: date, *, assessment_id: int 
     db.session.flush()
     eligibility_changed.send(event, resident_id=resident_id, kind=kind)
     return event
+
+
+def events_after(event_id: int, limit: int = 500) -> list[EligibilityEvent]:
+    """The outbox for a consumer: events after the last one it handled, oldest first."""
+    return list(
+        db.session.scalars(
+            sa.select(EligibilityEvent)
+            .where(EligibilityEvent.id > event_id)
+            .order_by(EligibilityEvent.id)
+            .limit(limit)
+        )
+    )

@@ -1,8 +1,117 @@
 """`flask vouchers ...` commands."""
 
+from __future__ import annotations
+
+import json
+import os
+from datetime import date, datetime
+
+import click
 from flask.cli import AppGroup
+
+from eldercare.db import unit_of_work
+from eldercare.errors import InvalidInput
+from vouchers.eligibility_feed import process_eligibility_events
+from vouchers.issuance import expire_month, issue_monthly
+from vouchers.jobs import commit_every
 
 cli = AppGroup(
     "vouchers",
     help="Voucher policy, the subsidy pool ledger, issuance, QR redemption, settlement.",
 )
+# Test hook for the crash test only: exit abruptly after this many elders, as a killed
+# process would. Never set in production.
+CRASH_AFTER_ENV = "VOUCHERS_ISSUE_CRASH_AFTER"
+
+
+class MonthType(click.ParamType):
+    name = "YYYY-MM"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, date):
+            return value
+        try:
+            return datetime.strptime(value.strip(), "%Y-%m").date()
+        except (ValueError, AttributeError):
+            self.fail(f"{value!r} is not a month; write it as YYYY-MM, e.g. 2025-08", param, ctx)
+
+
+def _progress():
+    commit = commit_every()
+    crash_after = int(os.environ.get(CRASH_AFTER_ENV) or 0)
+
+    def progress(done: int) -> None:
+        commit(done)
+        if crash_after and done >= crash_after:
+            os._exit(1)
+
+    return progress
+
+
+def _refuse_month(error: InvalidInput) -> click.BadParameter:
+    message = "; ".join(str(m) for m in error.details.values()) or str(error.message)
+    return click.BadParameter(message, param_hint="--month")
+
+
+def _echo(result: dict, as_json: bool, summary: str) -> None:
+    click.echo(json.dumps(result, ensure_ascii=False) if as_json else summary)
+
+
+@cli.command("issue")
+@click.option("--month", required=True, type=MonthType(), help="The month, YYYY-MM.")
+@click.option("--limit", type=click.IntRange(min=1), help="Handle at most this many elders.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
+def issue_command(month: date, limit: int | None, as_json: bool):
+    """Issue the month's vouchers to every eligible elder who has none; rerun to complete."""
+    try:
+        with unit_of_work():
+            report = issue_monthly(month, limit=limit, progress=_progress())
+    except InvalidInput as error:
+        raise _refuse_month(error) from None
+    data = report.to_dict()
+    lines = [
+        f"{data['month']}: {data['issued']} issued ({data['total_fen'] / 100:.2f} yuan), "
+        f"{data['already_issued']} already held one, {data['not_eligible']} not eligible, "
+        f"{len(data['left_out'])} left out for lack of money"
+    ]
+    lines += [
+        f"  left out: resident {row['resident_id']} ({row['district']}, {row['level']}), "
+        f"needs {row['needed_fen'] / 100:.2f} yuan"
+        for row in data["left_out"]
+    ]
+    _echo(data, as_json, "\n".join(lines))
+
+
+@cli.command("expire")
+@click.option("--month", required=True, type=MonthType(), help="A month that has ended, YYYY-MM.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
+def expire_command(month: date, as_json: bool):
+    """Expire a past month's vouchers and return their balances to the districts."""
+    try:
+        with unit_of_work():
+            result = expire_month(month, progress=commit_every())
+    except InvalidInput as error:
+        raise _refuse_month(error) from None
+    summary = (
+        f"{result['month']}: {result['expired']} expired, "
+        f"{result['returned_fen'] / 100:.2f} yuan returned to the districts"
+    )
+    if result["held"]:
+        summary += f"; {len(result['held'])} wait for a payment in flight (rerun later)"
+    _echo(result, as_json, summary)
+
+
+@cli.command("process-events")
+@click.option("--limit", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
+def process_events_command(limit: int, as_json: bool):
+    """Act on new eligibility events: first vouchers at once, revocations."""
+    with unit_of_work():
+        result = process_eligibility_events(limit=limit)
+    summary = (
+        f"{result['processed']} events: {len(result['issued'])} vouchers issued, "
+        f"{len(result['revoked'])} revoked, {len(result['left_out'])} left out for lack of money"
+    )
+    if result["error"]:
+        summary += f"; stopped at event {result['error']['event_id']}: {result['error']['message']}"
+    _echo(result, as_json, summary)

@@ -1,0 +1,223 @@
+"""Issuance against a database of its own, committed for real: a process killed part-way,
+and (PostgreSQL) two runs at once."""
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from flask_migrate import upgrade
+
+from assessment.eligibility import eligibility_on
+from assessment.models import Assessment
+from eldercare import create_app
+from eldercare.db import db
+from eldercare.residents import District, Resident, compose_resident_id
+from eldercare.timeutil import local_today
+from tests.conftest import ON_POSTGRES, TEST_CONFIG, fresh_postgres_database
+from vouchers import ledger
+from vouchers.issuance import issue_monthly, month_of
+from vouchers.models import JournalEntry, Voucher
+
+ROOT = Path(__file__).resolve().parents[2]
+CAP = 50_000
+DISTRICTS = ("210102", "210103")
+
+
+@contextmanager
+def private_database(backend: str, tmp_path: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield "sqlite:///" + str(tmp_path / "issuance.db")
+    else:
+        with fresh_postgres_database("eldercare_issuance") as url:
+            yield url
+
+
+@contextmanager
+def migrated_app(url: str):
+    app = create_app(TEST_CONFIG | {"SQLALCHEMY_DATABASE_URI": url})
+    with app.app_context():
+        upgrade()
+    try:
+        yield app
+    finally:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+def seed_elders(app, n: int) -> list[int]:
+    """``n`` eligible elders (moderate, approved today, aged 70-odd) in two districts, with
+    money for all of them, by plain bulk inserts: the real services would take minutes."""
+    today = local_today()
+    with app.app_context():
+        districts = [District(code=c, name_zh=f"区{c}", name_en=f"D{c}") for c in DISTRICTS]
+        db.session.add_all(districts)
+        db.session.flush()
+        db.session.execute(
+            sa.insert(Resident),
+            [
+                {
+                    "id_number": compose_resident_id(
+                        "210102", date(1950, 1, 1) + timedelta(days=i), 101
+                    ),
+                    "name": f"长者{i}",
+                    "birth_date": date(1950, 1, 1) + timedelta(days=i),
+                    "district_id": districts[i % 2].id,
+                    "street": "南湖街道",
+                    "address": f"三好街 {i} 号",
+                }
+                for i in range(n)
+            ],
+        )
+        ids = list(db.session.scalars(sa.select(Resident.id).order_by(Resident.id)))
+        db.session.execute(
+            sa.insert(Assessment),
+            [
+                {
+                    "resident_id": rid,
+                    "type": "first",
+                    "status": "approved",
+                    "applied_via": "bureau",
+                    "assessed_on": today,
+                    "level": "moderate",
+                    "base_level": "moderate",
+                    "total": 50,
+                    "effective_from": today,
+                    "valid_until": today + timedelta(days=300),
+                }
+                for rid in ids
+            ],
+        )
+        money = (n + 2) * CAP
+        ledger.post("topup", "seed", [("funding:central", -money), ("pool:available", money)])
+        for code in DISTRICTS:
+            account = ledger.district_account_code(code)
+            ledger.account(account, create_name=code)
+            share = (n // 2 + 1) * CAP
+            ledger.post("allocation", "seed", [("pool:available", -share), (account, share)])
+        db.session.commit()
+        assert eligibility_on(ids[0], today).eligible  # the shortcut makes real eligibility
+    return ids
+
+
+def flask_issue(url: str, month: date, *, crash_after: int | None = None):
+    env = os.environ | {"DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
+    env.pop("VOUCHERS_ISSUE_CRASH_AFTER", None)
+    if crash_after is not None:
+        env["VOUCHERS_ISSUE_CRASH_AFTER"] = str(crash_after)
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+        [
+            sys.executable,
+            "-m",
+            "flask",
+            "--app",
+            "wsgi",
+            "vouchers",
+            "issue",
+            "--month",
+            month.strftime("%Y-%m"),
+            "--json",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, err = process.communicate(timeout=600)
+    return process.returncode, out, err
+
+
+def check_books(app, expected_count: int | None = None) -> int:
+    """No half-issued voucher: each voucher has exactly one issue entry and each issue entry
+    its voucher; the ledger verifies; what is outstanding is what the vouchers hold."""
+    with app.app_context():
+        vouchers = dict(db.session.execute(sa.select(Voucher.id, Voucher.face_value_fen)).all())
+        entries = list(
+            db.session.scalars(sa.select(JournalEntry.cause_id).where(JournalEntry.kind == "issue"))
+        )
+        assert sorted(entries) == sorted(str(v) for v in vouchers)
+        assert ledger.verify_ledger().ok
+        assert ledger.balances().get("vouchers:outstanding", 0) == sum(vouchers.values())
+        per_elder = db.session.execute(
+            sa.select(Voucher.resident_id, sa.func.count()).group_by(Voucher.resident_id)
+        ).all()
+        assert all(n == 1 for _, n in per_elder)
+        db.session.remove()
+    if expected_count is not None:
+        assert len(vouchers) == expected_count
+    return len(vouchers)
+
+
+BACKENDS = [
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_crash_part_way_leaves_no_half_issued_voucher_and_a_rerun_completes(backend, tmp_path):
+    month = month_of(local_today())
+    with private_database(backend, tmp_path) as url, migrated_app(url) as app:
+        ids = seed_elders(app, 600)
+        code, out, err = flask_issue(url, month, crash_after=250)
+        assert code == 1 and out == "", err  # died before printing a report
+        kept = check_books(app)
+        assert kept == 200  # the committed batch; the 50 after it were lost with the process
+
+        code, out, err = flask_issue(url, month)
+        assert code == 0, err
+        report = json.loads(out)
+        assert (report["issued"], report["already_issued"]) == (400, 200)
+        assert report["total_fen"] == 400 * CAP and report["left_out"] == []
+        check_books(app, expected_count=len(ids))
+        with app.app_context():
+            holders = set(db.session.scalars(sa.select(Voucher.resident_id)))
+            db.session.remove()
+        assert holders == set(ids)
+
+        code, out, _ = flask_issue(url, month)
+        assert code == 0 and json.loads(out)["issued"] == 0
+        check_books(app, expected_count=len(ids))
+
+
+@pytest.mark.postgres
+def test_two_runs_at_once_issue_every_elder_once(tmp_path):
+    if not ON_POSTGRES:
+        pytest.skip("PostgreSQL-only; set TEST_DATABASE_URL (CI does)")
+    month = month_of(local_today())
+    with private_database("postgres", tmp_path) as url, migrated_app(url) as app:
+        ids = seed_elders(app, 300)
+
+        def run(_):
+            with app.app_context():
+                try:
+
+                    def commit_often(done):
+                        if done % 25 == 0:
+                            db.session.commit()
+
+                    report = issue_monthly(month, progress=commit_often)
+                    db.session.commit()
+                    return report
+                finally:
+                    db.session.remove()
+
+        with ThreadPoolExecutor(max_workers=2) as threads:
+            reports = list(threads.map(run, range(2)))
+        assert all(r.issued + r.already_issued == len(ids) for r in reports)
+        assert sum(r.issued for r in reports) == len(ids)
+        assert sum(r.total_fen for r in reports) == len(ids) * CAP
+        check_books(app, expected_count=len(ids))
+        with app.app_context():
+            reserved = ledger.balances()["vouchers:outstanding"]
+            db.session.remove()
+        assert reserved == len(ids) * CAP
