@@ -69,7 +69,11 @@ def _outcome(app, voucher_id):
         redeemed = db.session.scalar(
             sa.select(sa.func.count())
             .select_from(Redemption)
-            .where(Redemption.voucher_id == voucher_id, Redemption.status == "redeemed")
+            .where(
+                Redemption.voucher_id == voucher_id,
+                Redemption.status == "redeemed",
+                Redemption.scan_digest.not_like("demo-%"),  # the demo's own lunch
+            )
         )
         result = (voucher.balance_fen, voucher.held_fen, redeemed, ledger.verify_ledger().ok)
         db.session.remove()
