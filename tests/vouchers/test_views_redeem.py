@@ -490,3 +490,46 @@ def test_five_wrong_pins_lock_the_card(shop, en, login, db_session):
     # The right PIN does not open a locked card either.
     assert en.post(url, data={"pin": "583920"}).status_code == 403
     assert count(db_session, TokenUse) == 0
+
+
+def test_gateway_down_keeps_the_hold_and_says_what_happens(
+    app, shop, en, login, db_session, stoppable_localstripe
+):
+    from tests.vouchers.localstripe_server import TEST_SECRET_KEY
+
+    before = {k: app.config.get(k) for k in ("PAYMENT_GATEWAY_URL", "PAYMENT_GATEWAY_SECRET_KEY")}
+    app.config.update(
+        PAYMENT_GATEWAY_URL=stoppable_localstripe.url, PAYMENT_GATEWAY_SECRET_KEY=TEST_SECRET_KEY
+    )
+    try:
+        sign_in_caregiver(shop, login)
+        where = priced(en, shop)
+        stoppable_localstripe.stop()
+        response = en.post(f"{where}/card", data=card_form("4242424242424242"))
+        assert response.status_code == 503
+        assert "The payment service cannot be reached" in response.get_data(as_text=True)
+        assert db_session.scalar(sa.select(Redemption.status)) == "pending_payment"
+        assert money(shop, db_session) == (49_400, 600, 0)
+        waiting = en.get(f"{where}/payment")
+        assert waiting.status_code == 200
+        # No payment was even created: the page waits (the every-minute job settles it).
+        assert 'http-equiv="refresh"' in waiting.get_data(as_text=True)
+        stoppable_localstripe.start()
+    finally:
+        app.config.update(before)
+
+
+def test_the_bureau_sees_a_redemption_without_the_staff_buttons(shop, en, login, db_session):
+    sign_in_caregiver(shop, login)
+    where = checked_in(en, shop)
+    en.post("/logout")
+    login(shop.market.officer)
+    page = en.get(where)
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and "社区助餐（午餐）" in html
+    assert 'id="check-out"' not in html and 'id="price-form"' not in html
+    assert en.post(f"{where}/cash").status_code == 403
+    assert db_session.scalar(sa.select(Redemption.status)) == "checked_in"
+    en.post("/logout")
+    login(shop.market.home_admin)  # another provider
+    assert en.get(where).status_code == 404
