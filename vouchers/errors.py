@@ -2,7 +2,7 @@
 
 from flask_babel import lazy_gettext as _l
 
-from eldercare.errors import Conflict, DomainError, PermissionDenied
+from eldercare.errors import Conflict, DomainError, InvalidInput, PermissionDenied
 
 
 class InsufficientFunds(Conflict):
@@ -93,3 +93,67 @@ class BadSignature(DomainError):
     status = 400
     code = "bad_signature"
     default_message = _l("The notification's signature is not valid.")
+
+
+# -- QR codes and printed cards (vouchers/qr_tokens.py, vouchers/cards.py): each refusal tells
+# the provider what to ask the elder for
+
+
+class TokenForged(InvalidInput):
+    code = "qr_code_invalid"
+    default_message = _l("This code is not valid. Ask the elder to show the code again.")
+
+
+class TokenExpired(InvalidInput):
+    code = "qr_code_expired"
+    default_message = _l("This code has expired. Ask the elder to refresh the code on the phone.")
+
+
+class TokenReplayed(Conflict):
+    code = "qr_code_used"
+    default_message = _l("This code has already been used. Ask the elder for a new code.")
+
+
+class VoucherRevoked(Conflict):
+    code = "voucher_revoked"
+    default_message = _l(
+        "This voucher has been cancelled and cannot be used. The family can ask the civil "
+        "affairs bureau why."
+    )
+
+
+class VoucherExpired(Conflict):
+    code = "voucher_expired"
+    default_message = _l(
+        "This voucher was for another month and cannot be used now. A voucher is valid only "
+        "in its own month."
+    )
+
+
+class NoVoucherThisMonth(Conflict):
+    code = "no_voucher_this_month"
+    default_message = _l("The elder has no voucher for this month.")
+
+
+class CardNotValid(InvalidInput):
+    code = "card_not_valid"
+    default_message = _l(
+        "This card is not valid. It may have been replaced by a new card; ask the family."
+    )
+
+
+class CardLocked(PermissionDenied):
+    code = "card_locked"
+    default_message = _l(
+        "This card is locked for today after 5 wrong PINs. It works again tomorrow, or the "
+        "family can reset the PIN."
+    )
+
+
+class WrongPin(InvalidInput):
+    code = "wrong_pin"
+
+    def __init__(self, attempts_left: int):
+        message = _l("The PIN is not right. Tries left today: %(left)d.", left=attempts_left)
+        super().__init__(message, details={"pin": message})
+        self.attempts_left = attempts_left
