@@ -8,6 +8,11 @@ BIN     = $(VENV)/bin
 FLASK   = $(BIN)/flask --app wsgi
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
+# The demo's card gateway: localstripe (a Stripe-compatible test server), started the way the
+# tests start it; card 4242 4242 4242 4242 pays, 4000 0000 0000 0341 is declined.
+GATEWAY_PORT ?= 8420
+DEMO_GATEWAY = PAYMENT_GATEWAY_URL=http://127.0.0.1:$(GATEWAY_PORT) \
+	PAYMENT_GATEWAY_SECRET_KEY=sk_test_eldercare_localstripe PAYMENT_WEBHOOK_SECRET=whsec_demo_only
 
 .PHONY: run test install install-test lint messages bench clean
 
@@ -16,7 +21,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 install: $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e ".[demo]"
 	$(BIN)/pybabel compile --use-fuzzy -d eldercare/translations >/dev/null 2>&1 || true
 
 install-test: $(BIN)/python
@@ -26,7 +31,12 @@ install-test: $(BIN)/python
 run: install
 	$(FLASK) db upgrade
 	$(FLASK) demo
-	$(FLASK) run --host $(HOST) --port $(PORT)
+	@mkdir -p instance/gateway
+	@$(BIN)/python tests/vouchers/localstripe_server.py --port $(GATEWAY_PORT) \
+		--port-file instance/gateway/port --state-file instance/gateway/state.pickle \
+		> instance/gateway/server.log 2>&1 & gateway=$$!; \
+	trap 'kill $$gateway 2>/dev/null' EXIT INT TERM; \
+	$(DEMO_GATEWAY) $(FLASK) run --host $(HOST) --port $(PORT)
 
 test: install-test
 	$(BIN)/ruff check .

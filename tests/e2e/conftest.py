@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from flask_migrate import upgrade
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from eldercare import create_app
@@ -102,15 +102,21 @@ def live_server(live_server_app) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def browser(chromium_executable) -> Iterator[Browser]:
+def playwright(chromium_executable) -> Iterator[Playwright]:
+    """One Playwright per run (a second sync one cannot start while the first runs)."""
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium_executable, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+        yield playwright
+
+
+@pytest.fixture(scope="session")
+def browser(playwright, chromium_executable) -> Iterator[Browser]:
+    browser = playwright.chromium.launch(
+        executable_path=chromium_executable, headless=True, args=CHROMIUM_ARGS
+    )
+    try:
+        yield browser
+    finally:
+        browser.close()
 
 
 @pytest.fixture
