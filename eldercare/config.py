@@ -56,6 +56,10 @@ def load_config(instance_path: str) -> dict:
         "DOCUMENT_STORE": os.environ.get("DOCUMENT_STORE") or None,
         # The marketplace's default search radius: a 15-minute walk for an elder.
         "SEARCH_DEFAULT_RADIUS_M": _int("SEARCH_DEFAULT_RADIUS_M", 1000),
+        # The site's address as the public reaches it (https://eldercare.example.gov.cn): the
+        # QR codes and printed cards carry it, so it must not come from a request's Host header.
+        # Unset (development, tests): the current request's host.
+        "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", "").rstrip("/") or None,
         # The Stripe-compatible card gateway (vouchers/gateway.py). No URL: card payments are
         # off and the co-payment page offers cash only.
         "PAYMENT_GATEWAY_URL": os.environ.get("PAYMENT_GATEWAY_URL", "").rstrip("/"),
