@@ -33,6 +33,7 @@ from eldercare import audit
 from eldercare.accounts import User, accounts_acting_for
 from eldercare.db import db
 from eldercare.errors import InvalidInput, PermissionDenied
+from eldercare.forms import yuan
 from eldercare.notifications import enqueue
 from eldercare.residents import Resident
 from eldercare.timeutil import format_local, local_today, now_utc
@@ -265,7 +266,7 @@ def set_price(
         raise InvalidInput(
             details={
                 "price": _l(
-                    "The price is more than the listed price of ¥%(listed)s.",
+                    "The price is more than the listed price of %(listed)s.",
                     listed=yuan(listed),
                 )
             }
@@ -287,10 +288,6 @@ def _listed_price(redemption: Redemption, now: datetime) -> int:
     if redemption.booking_id is not None:
         return bookings.booking_of(redemption.provider_id, redemption.booking_id).price_fen
     return catalogue.price_on(redemption.service_id, now)
-
-
-def yuan(fen: int) -> str:
-    return f"{fen // 100}.{fen % 100:02d}"
 
 
 # --------------------------------------------------------------------------- money
@@ -376,18 +373,7 @@ def release(
     ):
         return False
     amount = redemption.subsidy_fen
-    voucher = _take_held(redemption.voucher_id, amount)
-    if voucher.status == "active":
-        db.session.execute(
-            sa.update(Voucher)
-            .where(Voucher.id == voucher.id)
-            .values(balance_fen=Voucher.balance_fen + amount)
-            .execution_options(synchronize_session=False)
-        )
-        back_to = "vouchers:outstanding"
-    else:
-        # The month ended while the payment ran: the money goes back to the district.
-        back_to = _district_account(voucher)
+    back_to = _give_back(_take_held(redemption.voucher_id, amount), amount, now or now_utc())
     ledger.post(
         "release",
         f"release redemption {redemption.id}: {reason}"[:200],
@@ -396,6 +382,22 @@ def release(
     )
     _audit("redemption.release", redemption, "pending_payment", reason=reason)
     return True
+
+
+def _give_back(voucher: Voucher, amount: int, now: datetime) -> str:
+    """Subsidy coming back (a failed payment, a reversal) goes onto the voucher while it can
+    still be spent this month, otherwise to the district it was reserved from. The account
+    it went to, for the journal line."""
+    db.session.refresh(voucher)
+    if voucher.status == "active" and voucher.month == month_of(local_today(now)):
+        db.session.execute(
+            sa.update(Voucher)
+            .where(Voucher.id == voucher.id)
+            .values(balance_fen=Voucher.balance_fen + amount)
+            .execution_options(synchronize_session=False)
+        )
+        return "vouchers:outstanding"
+    return _district_account(voucher)
 
 
 def _take_held(voucher_id: int, amount: int) -> Voucher:
@@ -503,18 +505,7 @@ def reverse(
     ):
         raise RedemptionStateError(_l("Only a completed redemption can be reversed."))
     amount = redemption.subsidy_fen
-    voucher = redemption.voucher
-    db.session.refresh(voucher)
-    if voucher.status == "active" and voucher.month == month_of(local_today(now)):
-        db.session.execute(
-            sa.update(Voucher)
-            .where(Voucher.id == voucher.id)
-            .values(balance_fen=Voucher.balance_fen + amount)
-            .execution_options(synchronize_session=False)
-        )
-        back_to = "vouchers:outstanding"
-    else:
-        back_to = _district_account(voucher)
+    back_to = _give_back(redemption.voucher, amount, now)
     ledger.post(
         "reverse",
         f"reverse redemption {redemption.id}",
@@ -550,17 +541,17 @@ def _tell_family(redemption: Redemption) -> int:
     }
     with force_locale("zh_Hans_CN"):
         zh = _(
-            "¥%(amount)s of the voucher was used at %(provider)s for %(service)s at %(when)s; "
-            "the elder paid ¥%(copay)s.",
+            "%(amount)s of the voucher was used at %(provider)s for %(service)s at %(when)s; "
+            "the elder paid %(copay)s.",
             **values,
         )
     with force_locale("en"):
         en = _(
-            "¥%(amount)s of the voucher was used at %(provider)s for %(service)s at %(when)s; "
-            "the elder paid ¥%(copay)s.",
+            "%(amount)s of the voucher was used at %(provider)s for %(service)s at %(when)s; "
+            "the elder paid %(copay)s.",
             **values,
         )
-    subject = f"养老服务消费券使用提醒 / Voucher used: ¥{values['amount']}"
+    subject = f"养老服务消费券使用提醒 / Voucher used: {values['amount']}"
     return sum(
         enqueue(user.id, subject, f"{zh}\n{en}", f"redemption:{redemption.id}:{user.id}")
         for user in accounts_acting_for(redemption.resident_id)
