@@ -14,6 +14,13 @@ search         marketplace search within 1 km of random points in Shenyang, amon
 import         residents from a CSV through `import_file` (parse, validate every row, a
                savepoint per row, audit) vs. the same residents registered one by one
                with `register_resident` in one transaction (baseline)
+issue          `issue_monthly` for ISSUE_N eligible elders (eligibility, savepoint, audit,
+               ledger entry each), committing every 200 as `flask vouchers issue` does,
+               vs. the same number of Voucher rows inserted plainly in batches of 200 (baseline)
+ledger.verify  journal lines per second that `verify_ledger` reconciles after the issue run
+redeem         REDEEM_N full cash redemptions (rotating QR token made and consumed, check-in,
+               price, hold and capture with their ledger entries and audit rows), one commit
+               each as a request would, vs. a plain Redemption insert + commit per row (baseline)
 """
 
 from __future__ import annotations
@@ -34,9 +41,11 @@ from eldercare import audit, create_app  # noqa: E402
 from eldercare.audit import AuditLog  # noqa: E402
 from eldercare.db import db  # noqa: E402
 from eldercare.demo import DEMO_PASSWORD, build_demo  # noqa: E402
-from eldercare.timeutil import now_utc  # noqa: E402
+from eldercare.timeutil import local_today, now_utc  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "2000"))
+ISSUE_N = max(N // 2, 1)  # issuing is the slowest figure per row: half of N keeps the run short
+REDEEM_N = max(N // 4, 1)
 
 
 class Databases:
@@ -276,6 +285,244 @@ def bench_login(app) -> None:
     _rate("POST /login + logout (scrypt)", rounds, time.perf_counter() - start, baseline)
 
 
+def _seed_elders(count: int) -> list[int]:
+    """``count`` eligible elders (moderate, approved today, aged 70 to 90) in 和平区 and 沈河区
+    by plain bulk inserts, as tests/vouchers/test_issuance_crash.py does: the benchmark
+    measures issuing and redeeming, not registering and assessing."""
+    from datetime import date, timedelta
+
+    from assessment.eligibility import eligibility_on
+    from assessment.models import Assessment
+    from eldercare.residents import District, Resident, compose_resident_id
+
+    today = local_today()
+    districts = [
+        db.session.scalar(sa.select(District.id).where(District.code == code))
+        for code in ("210102", "210103")
+    ]
+    first = db.session.scalar(sa.select(sa.func.coalesce(sa.func.max(Resident.id), 0)))
+    births = [date(1935, 1, 1) + timedelta(days=i % 7000) for i in range(count)]
+    db.session.execute(
+        sa.insert(Resident),
+        [
+            {
+                # Sequences 500 and up: clear of the demo's residents (122, 131).
+                "id_number": compose_resident_id("210102", births[i], 500 + i // 7000),
+                "name": f"长者{i}",
+                "birth_date": births[i],
+                "district_id": districts[i % 2],
+                "street": "南湖街道",
+                "address": f"三好街 {i} 号",
+                "latitude": 41.7741,
+                "longitude": 123.4356,
+            }
+            for i in range(count)
+        ],
+    )
+    ids = list(
+        db.session.scalars(sa.select(Resident.id).where(Resident.id > first).order_by(Resident.id))
+    )
+    db.session.execute(
+        sa.insert(Assessment),
+        [
+            {
+                "resident_id": rid,
+                "type": "first",
+                "status": "approved",
+                "applied_via": "bureau",
+                "assessed_on": today,
+                "level": "moderate",
+                "base_level": "moderate",
+                "total": 50,
+                "effective_from": today,
+                "valid_until": today + timedelta(days=300),
+            }
+            for rid in ids
+        ],
+    )
+    db.session.commit()
+    assert len(ids) == count
+    assert eligibility_on(ids[0], today).eligible and eligibility_on(ids[-1], today).eligible
+    return ids
+
+
+def _fund_districts(count: int) -> None:
+    """Money for ``count`` more vouchers in each of the two districts, through the pool's
+    services (the demo's own allocation would run out at a few thousand elders)."""
+    from eldercare.accounts import User
+    from eldercare.residents import District
+    from vouchers import pool
+    from vouchers.issuance import month_of
+    from vouchers.kinds import DEFAULT_KIND
+    from vouchers.policy import policy_on
+
+    approver = db.session.scalar(sa.select(User).where(User.username == "bureau.approver"))
+    amount = count * policy_on(DEFAULT_KIND, month_of(local_today())).monthly_cap_fen
+    pool.top_up(2 * amount, source="central", memo="bench", actor=approver)
+    for district in db.session.scalars(
+        sa.select(District).where(District.code.in_(("210102", "210103")))
+    ):
+        pool.allocate(district, amount, memo="bench", actor=approver)
+    db.session.commit()
+
+
+def bench_issue(app) -> None:
+    """Both benchmarks of the issue run's database: issuing, then reconciling its ledger."""
+    from eldercare.residents import Resident
+    from vouchers import ledger
+    from vouchers.issuance import issue_monthly, month_of, next_month
+    from vouchers.jobs import BATCH_SIZE, commit_every
+    from vouchers.kinds import DEFAULT_KIND
+    from vouchers.models import JournalLine, Voucher
+    from vouchers.policy import policy_on
+
+    with app.app_context():
+        build_demo()
+        db.session.commit()
+        ids = _seed_elders(ISSUE_N)
+        _fund_districts(ISSUE_N)
+        month = month_of(local_today())
+
+        # The baseline's rows are next month's, so they cannot collide with the run's, and
+        # are deleted before the run: it starts from the table the baseline started from.
+        policy = policy_on(DEFAULT_KIND, month)
+        districts = dict(
+            db.session.execute(
+                sa.select(Resident.id, Resident.district_id).where(Resident.id.in_(ids))
+            ).all()
+        )
+        start = time.perf_counter()
+        for done, rid in enumerate(ids, start=1):
+            db.session.add(
+                Voucher(
+                    resident_id=rid,
+                    month=next_month(month),
+                    kind=DEFAULT_KIND,
+                    policy_id=policy.id,
+                    district_id=districts[rid],
+                    face_value_fen=policy.monthly_cap_fen,
+                    balance_fen=policy.monthly_cap_fen,
+                    held_fen=0,
+                    status="active",
+                )
+            )
+            if done % BATCH_SIZE == 0:
+                db.session.commit()
+        db.session.commit()
+        baseline = _rate(
+            f"Voucher rows, {BATCH_SIZE} per commit (baseline)",
+            ISSUE_N,
+            time.perf_counter() - start,
+        )
+        db.session.execute(sa.delete(Voucher).where(Voucher.month == next_month(month)))
+        db.session.commit()
+
+        start = time.perf_counter()
+        report = issue_monthly(month, progress=commit_every())
+        db.session.commit()
+        seconds = time.perf_counter() - start
+        assert report.issued == ISSUE_N and not report.left_out, report
+        _rate(f"issue_monthly, {BATCH_SIZE} per commit", report.issued, seconds, baseline)
+
+        lines = db.session.scalar(sa.select(sa.func.count()).select_from(JournalLine))
+        start = time.perf_counter()
+        check = ledger.verify_ledger()
+        seconds = time.perf_counter() - start
+        assert check.ok, check
+        _rate("verify_ledger journal lines checked", lines, seconds)
+        db.session.remove()
+
+
+def bench_redeem(app) -> None:
+    from eldercare.accounts import User
+    from marketplace import catalogue
+    from marketplace.providers import provider_of
+    from vouchers import ledger, qr_tokens, redemption
+    from vouchers.issuance import issue_monthly, month_of
+    from vouchers.jobs import commit_every
+    from vouchers.models import Redemption, Voucher
+
+    with app.app_context():
+        build_demo()
+        db.session.commit()
+        ids = _seed_elders(REDEEM_N)
+        _fund_districts(REDEEM_N)
+        month = month_of(local_today())
+        issue_monthly(month, progress=commit_every())
+        db.session.commit()
+        vouchers = list(
+            db.session.scalars(
+                sa.select(Voucher.id)
+                .where(Voucher.resident_id.in_(ids), Voucher.month == month)
+                .order_by(Voucher.id)
+            )
+        )
+        assert len(vouchers) == REDEEM_N
+        # The demo's carer at 和平区南湖社区养老服务站: its lunch is served on the premises,
+        # so the check-in needs no phone location.
+        staff = db.session.scalar(sa.select(User).where(User.username == "provider.staff"))
+        provider = provider_of(staff)
+        meal = next(
+            s
+            for s in catalogue.services_of(provider)
+            if s.category_code == "meal_help" and s.active
+        )
+        staff_id, provider_id, meal_id, price = staff.id, provider.id, meal.id, meal.price_fen
+        residents = dict(
+            db.session.execute(
+                sa.select(Voucher.id, Voucher.resident_id).where(Voucher.id.in_(vouchers))
+            ).all()
+        )
+
+        start = time.perf_counter()
+        for voucher_id in vouchers:
+            db.session.add(
+                Redemption(
+                    voucher_id=voucher_id,
+                    resident_id=residents[voucher_id],
+                    provider_id=provider_id,
+                    staff_user_id=staff_id,
+                    service_id=meal_id,
+                    scan_digest=secrets.token_hex(32),
+                    status="checked_in",
+                    checked_in_at=now_utc(),
+                )
+            )
+            db.session.commit()
+        baseline = _rate(
+            "plain redemption row + commit (baseline)", REDEEM_N, time.perf_counter() - start
+        )
+        db.session.execute(sa.delete(Redemption).where(Redemption.voucher_id.in_(vouchers)))
+        db.session.commit()
+
+        start = time.perf_counter()
+        for voucher_id in vouchers:
+            token = qr_tokens.make_token(voucher_id)
+            voucher, use, fresh = qr_tokens.consume_token(token, user=staff)
+            assert fresh
+            r = redemption.check_in(
+                voucher, scan_digest=use.token_digest, staff_user=staff, service_id=meal_id
+            )
+            redemption.set_price(r, price_fen=price, staff_user=staff)
+            redemption.pay_cash(r, staff_user=staff)
+            db.session.commit()
+        seconds = time.perf_counter() - start
+        _rate("token, check-in, price, pay_cash + commit", REDEEM_N, seconds, baseline)
+
+        redeemed = db.session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Redemption)
+            .where(Redemption.voucher_id.in_(vouchers), Redemption.status == "redeemed")
+        )
+        assert redeemed == REDEEM_N, redeemed
+        outstanding = db.session.scalar(
+            sa.select(sa.func.sum(Voucher.balance_fen)).where(Voucher.status == "active")
+        )
+        assert ledger.verify_ledger().ok
+        assert ledger.balances()["vouchers:outstanding"] == outstanding
+        db.session.remove()
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         databases = Databases(tmp)
@@ -290,6 +537,8 @@ def main() -> None:
             bench_import(app)
             bench_search(app)
             bench_verify(_app(databases.new()))
+            bench_issue(_app(databases.new()))
+            bench_redeem(_app(databases.new()))
         finally:
             databases.drop_all()
 
