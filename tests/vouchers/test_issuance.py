@@ -438,10 +438,11 @@ def test_cli_bad_month_is_a_usage_error_and_changes_nothing(app, scheme, month, 
 def test_cli_refuses_a_past_month_for_issue_and_the_current_for_expiry(
     app, scheme, current, db_session
 ):
+    # The CLI speaks the app's default language, Chinese: the operator reads these words.
     past = _run(app, "issue", "--month", previous_month(current).strftime("%Y-%m"))
-    assert past.exit_code == 2 and "current or the next month" in past.output
+    assert past.exit_code == 2 and "只能发放本月或下个月的消费券" in past.output  # current or next
     now = _run(app, "expire", "--month", current.strftime("%Y-%m"))
-    assert now.exit_code == 2 and "ended" in now.output
+    assert now.exit_code == 2 and "只有已经结束的月份" in now.output  # only a month that has ended
     assert count(db_session, Voucher) == 0
 
 

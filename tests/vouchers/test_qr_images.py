@@ -6,6 +6,7 @@ import re
 
 import pytest
 import zxingcpp
+from flask_babel import force_locale
 from PIL import Image
 
 from eldercare.errors import InvalidInput
@@ -143,7 +144,9 @@ def test_a_photo_of_a_code_is_read_on_the_server(app_ctx, public_url):
 def test_what_is_not_a_picture_is_refused_clearly(app_ctx, data):
     with pytest.raises(InvalidInput) as caught:
         decode_qr(data)
-    assert "Take the photo again" in str(caught.value.message)
+    assert caught.value.code == "invalid_input" and set(caught.value.details) == {"photo"}
+    with force_locale("en"):
+        assert "Take the photo again" in str(caught.value.message)
 
 
 def test_an_oversized_or_bomb_image_is_refused(app_ctx):

@@ -42,7 +42,9 @@ def _figure(html, name):
 def test_pool_numbers_equal_the_ledger(scheme, client, login):
     give_voucher(scheme.elder, scheme.today)
     login(scheme.approver)
-    html = client.get("/vouchers/bureau/pool").get_data(as_text=True)
+    html = client.get("/vouchers/bureau/pool", headers={"Accept-Language": "en"}).get_data(
+        as_text=True
+    )
     balances = ledger.balances()
     assert _figure(html, "central") == -balances["funding:central"] == 100_000_000
     assert _figure(html, "local") == -balances.get("funding:local", 0)
@@ -52,7 +54,11 @@ def test_pool_numbers_equal_the_ledger(scheme, client, login):
     assert _figure(html, "unsettled") == balances["redeemed:unsettled"]
     row = re.search(r'data-district="210102">.*?data-fen="(\d+)"', html, re.S)
     assert int(row.group(1)) == balances["district:210102:available"]
-    assert "The books balance to the fen." in html
+    assert re.search(
+        r'class="notice ok" id="ledger-check" role="status"><p class="tight">'
+        r"The books balance to the fen\.</p>",
+        html,
+    )
     assert re.search(r'id="fig-issued">1 ', html)
 
 
@@ -167,9 +173,14 @@ def test_a_policy_version_is_added_and_a_past_date_refused(scheme, client, login
     past = client.post(
         "/vouchers/bureau/policies",
         data=_policy_form(effective_from=(scheme.today - timedelta(days=1)).isoformat()),
+        headers={"Accept-Language": "en"},
     )
     assert past.status_code == 422
-    assert "tomorrow at the earliest" in past.get_data(as_text=True)
+    # Next to the date field, in the words an English reader sees.
+    assert re.search(
+        r'id="effective_from-error" role="alert">\s*A new rule starts tomorrow at the earliest\.',
+        past.get_data(as_text=True),
+    )
     bad_cap = client.post("/vouchers/bureau/policies", data=_policy_form(cap="1.234"))
     assert bad_cap.status_code == 422
     assert db.session.scalar(sa.select(sa.func.count()).select_from(VoucherPolicy)) == count

@@ -113,7 +113,8 @@ def test_another_familys_elder_is_not_found(elder_page, client, login, factory):
 def test_no_voucher_says_why(scheme, client, login, factory):
     login(scheme.elder_user)
     html = client.get(page_of(scheme)).get_data(as_text=True)
-    assert 'id="voucher-state"' in html and "not been issued yet" in html
+    # The elder reads the page in the default language, Chinese: "has not been issued yet".
+    assert re.search(r'id="voucher-state".*?本月的消费券还没有发放', html, re.S)
     assert 'id="qr-image"' not in html
     assert client.get(page_of(scheme) + "/qr.json").status_code == 409
     # An elder never assessed is not eligible, and the reasons say so.
@@ -122,7 +123,8 @@ def test_no_voucher_says_why(scheme, client, login, factory):
     client.post("/logout")
     login(user)
     html = client.get(f"/vouchers/elder/{other.id}").get_data(as_text=True)
-    assert "does not receive the subsidy now" in html
+    # "No voucher this month: the elder does not receive the subsidy now."
+    assert re.search(r'id="voucher-state".*?本月没有消费券：老人目前不能领取补贴', html, re.S)
 
 
 def test_a_used_up_voucher_shows_zero_and_no_code(elder_page, client, login):
@@ -131,7 +133,9 @@ def test_a_used_up_voucher_shows_zero_and_no_code(elder_page, client, login):
     db.session.flush()
     login(s.elder_user)
     html = client.get(page_of(s)).get_data(as_text=True)
-    assert 'id="amount-left">¥0.00<' in html and "used up" in html
+    assert 'id="amount-left">¥0.00<' in html
+    face = f"¥{s.voucher.face_value_fen / 100:,.2f}"
+    assert f"本月 {face} 的消费券已经用完" in html  # "This month's voucher of ... is used up."
     assert 'id="qr-image"' not in html
 
 
@@ -161,7 +165,12 @@ def test_card_issue_reset_download_and_revoke(elder_page, client, login, app):
     mismatch = client.post(
         page_of(s) + "/card/issue", data={"pin": GOOD_PIN, "pin_again": "730618"}
     )
-    assert mismatch.status_code == 422 and "not the same" in mismatch.get_data(as_text=True)
+    assert mismatch.status_code == 422
+    # Next to the second PIN, in Chinese as the family reads it: "The two PINs are not the same."
+    assert re.search(
+        r'id="issue-pin-again-error" role="alert">\s*两次输入的密码不一样。',
+        mismatch.get_data(as_text=True),
+    )
     weak = client.post(page_of(s) + "/card/issue", data={"pin": "123456", "pin_again": "123456"})
     assert weak.status_code == 422
     assert (
