@@ -75,7 +75,20 @@ def private_app():
     if not ON_POSTGRES:
         pytest.skip("PostgreSQL-only; set TEST_DATABASE_URL (CI does)")
     with fresh_postgres_database("eldercare_private") as url:
-        app = create_app(TEST_CONFIG | {"SQLALCHEMY_DATABASE_URI": url})
+        app = create_app(
+            TEST_CONFIG
+            | {
+                "SQLALCHEMY_DATABASE_URI": url,
+                # A connection for each of up to 50 racing threads, so that a thread waits on
+                # the database's locks (what the tests are about), never for the pool, whose
+                # default 15 connections and 30 s wait fail a busy machine's run instead.
+                "SQLALCHEMY_ENGINE_OPTIONS": {
+                    "pool_size": 10,
+                    "max_overflow": 45,
+                    "pool_timeout": 300,
+                },
+            }
+        )
         with app.app_context():
             upgrade()
         try:

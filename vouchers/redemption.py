@@ -256,6 +256,10 @@ def set_price(
         raise RedemptionStateError()
     listed = _listed_price(redemption, now)
     voucher = redemption.voucher
+    db.session.refresh(voucher)  # another phone may have spent it since the check-in
+    problem = usable_problem(voucher, local_today(now))
+    if problem:
+        raise VoucherNotUsable(problem)
     split = pricing.split(
         price_fen,
         insurance_fen,

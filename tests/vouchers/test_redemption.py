@@ -263,3 +263,16 @@ def test_reversal_after_the_window_is_refused_and_later_months_go_to_the_distric
     redemption.reverse(r, actor=shop.approver, reason="核查不实", now=now_utc() + timedelta(days=6))
     assert ledger.balances()["district:210102:available"] == district + 600
     assert ledger.verify_ledger().ok
+
+
+def test_pricing_after_another_phone_spent_the_voucher_says_it_is_used_up(shop, db_session):
+    first, second = scan(shop), scan(shop)
+    shop.voucher.balance_fen = 600
+    db_session.flush()
+    redemption.set_price(first, price_fen=1500, staff_user=shop.caregiver)
+    redemption.pay_cash(first, staff_user=shop.caregiver)
+    _refused(
+        db_session,
+        VoucherNotUsable,
+        lambda: redemption.set_price(second, price_fen=1500, staff_user=shop.caregiver),
+    )
