@@ -34,7 +34,7 @@ def delivery_text(message: Notification):
         return _("Could not be sent; you can read it here.")
     if message.last_error:  # delivered without its channel (no address): here only
         return _("Shown here only.")
-    return CHANNEL_LABELS.get(message.channel, _l("Sent"))
+    return CHANNEL_LABELS.get(message.channel, _l("Sent to you."))
 
 
 def _page(problem=None, values=None, status=200):
