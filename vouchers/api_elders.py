@@ -139,14 +139,16 @@ def make_qr_token(voucher_id):
 
     A POST, answered with ``Cache-Control: no-store``, so that a live token stays out of
     logs of URLs and out of caches. The token changes every minute, a scanner accepts it for
-    about two, and only once: ask again at ``refresh_at``, and show "wait for the next code"
-    while ``already_used``. A revoked voucher, or one of another month,
-    is refused (409 ``voucher_revoked``, ``voucher_expired``).
+    about two, and only once: ask again at ``refresh_at``, or sooner after a scan (the answer
+    is then the minute's next unused code); ``already_used`` is true only when all of this
+    minute's codes have been scanned, and the app should say "wait for the next code". A
+    revoked voucher, or one of another month, is refused (409 ``voucher_revoked``,
+    ``voucher_expired``).
     """
     voucher = _my_voucher(voucher_id)
     now = now_utc()
     qr_tokens.check_voucher_usable(voucher, local_today(now))
-    token = qr_tokens.make_token(voucher.id, now=now)
+    token = qr_tokens.fresh_token(voucher.id, now=now)
     window = int(now.timestamp()) // qr_tokens.WINDOW_SECONDS
     seconds = qr_tokens.WINDOW_SECONDS
 

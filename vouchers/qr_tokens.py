@@ -4,11 +4,14 @@ A token names a voucher and a one-minute window, and nothing else. Its layout, 1
 written as 23 Crockford base32 characters (so a provider can also type it, in any case,
 with spaces or dashes, and with O/I/L read as 0/1):
 
-    voucher id (4 bytes) | window mod 2**16 (2 bytes) | HMAC-SHA256 truncated to 8 bytes
+    voucher id (4 bytes) | sequence (3 bits), window mod 2**13 (13 bits) | HMAC-SHA256, 8 bytes
 
-The window is ``floor(unix time / 60)``. Only its low 16 bits travel; the reader rebuilds the
-full window as the latest one with those bits, and the MAC covers the full window, so an old
-token cannot pass for a new one. The current and the previous window are accepted (about two
+The window is ``floor(unix time / 60)``. Only its low 13 bits travel (5.7 days); the reader
+rebuilds the full window as the latest one with those bits, and the MAC covers the full
+window, so an old token cannot pass for a new one. The sequence (0-7) gives a voucher up to
+eight different codes in one minute: once the elder's code has been scanned, the page shows
+the next unused one (``fresh_token``) instead of making the elder wait for the next minute
+for a second service. The current and the previous window are accepted (about two
 minutes, for a slow scan). The MAC key is derived from SECRET_KEY with a label of its own, so
 a token can never be mistaken for a session cookie or any other thing the app signs; 64 bits
 of MAC are plenty when every guess has to go through the server.
@@ -44,6 +47,9 @@ WINDOW_SECONDS = 60
 ACCEPTED_WINDOWS = 2  # the current one and the one before it
 _KEY_LABEL = b"voucher-qr-v1"
 _ID_BYTES, _WINDOW_BYTES, _MAC_BYTES = 4, 2, 8
+_SEQ_BITS = 3
+_WINDOW_BITS = _WINDOW_BYTES * 8 - _SEQ_BITS
+CODES_PER_MINUTE = 2**_SEQ_BITS
 _TOKEN_BYTES = _ID_BYTES + _WINDOW_BYTES + _MAC_BYTES
 TOKEN_LENGTH = -(-_TOKEN_BYTES * 8 // 5)  # 23 characters
 MAX_VOUCHER_ID = 2 ** (_ID_BYTES * 8) - 1
@@ -99,6 +105,7 @@ def group(code: str, size: int = 4) -> str:
 class TokenClaim:
     voucher_id: int
     window: int
+    seq: int = 0
 
 
 def _window(now: datetime | None) -> int:
@@ -112,22 +119,25 @@ def _key() -> bytes:
     return hmac.new(secret, _KEY_LABEL, hashlib.sha256).digest()
 
 
-def _mac(voucher_id: int, window: int) -> bytes:
-    message = voucher_id.to_bytes(_ID_BYTES, "big") + window.to_bytes(8, "big")
+def _mac(voucher_id: int, window: int, seq: int) -> bytes:
+    message = voucher_id.to_bytes(_ID_BYTES, "big") + window.to_bytes(8, "big") + bytes([seq])
     return hmac.new(_key(), message, hashlib.sha256).digest()[:_MAC_BYTES]
 
 
-def make_token(voucher_id: int, *, now: datetime | None = None) -> str:
-    """The token for this voucher in the current minute (the same all minute long)."""
+def make_token(voucher_id: int, *, now: datetime | None = None, seq: int = 0) -> str:
+    """The ``seq``-th token for this voucher in the current minute (the same all minute)."""
     if isinstance(voucher_id, bool) or not isinstance(voucher_id, int):
         raise ValueError("voucher_id must be an int")
     if not 0 < voucher_id <= MAX_VOUCHER_ID:
         raise ValueError("voucher_id out of range")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < CODES_PER_MINUTE:
+        raise ValueError("seq out of range")
     window = _window(now)
+    middle = (seq << _WINDOW_BITS) | (window % 2**_WINDOW_BITS)
     raw = (
         voucher_id.to_bytes(_ID_BYTES, "big")
-        + (window % 2 ** (_WINDOW_BYTES * 8)).to_bytes(_WINDOW_BYTES, "big")
-        + _mac(voucher_id, window)
+        + middle.to_bytes(_WINDOW_BYTES, "big")
+        + _mac(voucher_id, window, seq)
     )
     return b32_encode(int.from_bytes(raw, "big"), TOKEN_LENGTH)
 
@@ -145,16 +155,35 @@ def read_token(token: str, *, now: datetime | None = None) -> TokenClaim:
         raise TokenForged()
     raw = b32_decode(code).to_bytes(_TOKEN_BYTES, "big")
     voucher_id = int.from_bytes(raw[:_ID_BYTES], "big")
-    low = int.from_bytes(raw[_ID_BYTES : _ID_BYTES + _WINDOW_BYTES], "big")
+    middle = int.from_bytes(raw[_ID_BYTES : _ID_BYTES + _WINDOW_BYTES], "big")
+    seq, low = middle >> _WINDOW_BITS, middle % 2**_WINDOW_BITS
     mac = raw[_ID_BYTES + _WINDOW_BYTES :]
     current = _window(now)
-    window = current - ((current - low) % 2 ** (_WINDOW_BYTES * 8))
+    window = current - ((current - low) % 2**_WINDOW_BITS)
     # The signature first: a stranger's string is "not valid", never "expired".
-    if voucher_id == 0 or not hmac.compare_digest(mac, _mac(voucher_id, window)):
+    if voucher_id == 0 or not hmac.compare_digest(mac, _mac(voucher_id, window, seq)):
         raise TokenForged()
     if current - window >= ACCEPTED_WINDOWS:
         raise TokenExpired()
-    return TokenClaim(voucher_id=voucher_id, window=window)
+    return TokenClaim(voucher_id=voucher_id, window=window, seq=seq)
+
+
+def is_used(token: str) -> bool:
+    digest = token_digest(normalise_code(token))
+    return (
+        db.session.scalar(sa.select(TokenUse.id).where(TokenUse.token_digest == digest)) is not None
+    )
+
+
+def fresh_token(voucher_id: int, *, now: datetime | None = None) -> str:
+    """The first of this minute's codes not yet scanned, for the elder's screen: after a
+    scan the next service need not wait for the next minute. After eight scans in one minute
+    the last code is shown again (and refused as used) until the minute turns."""
+    for seq in range(CODES_PER_MINUTE):
+        token = make_token(voucher_id, now=now, seq=seq)
+        if not is_used(token):
+            return token
+    return token
 
 
 def token_digest(code: str) -> str:

@@ -150,7 +150,7 @@ def seconds_left(now=None) -> int:
 
 def qr_state(voucher: Voucher, resident_id: int, token: str | None = None) -> dict:
     """What the page and the JSON endpoint show of the current code."""
-    token = token or qr_tokens.make_token(voucher.id)
+    token = token or qr_tokens.fresh_token(voucher.id)
     return {
         "token": token,
         "url": qr_tokens.qr_url(token),
@@ -392,7 +392,7 @@ def _qr_token(resident_id: int) -> tuple[Voucher, str]:
             claim = None
         if claim is not None and claim.voucher_id == voucher.id:
             return voucher, qr_tokens.normalise_code(asked)
-    return voucher, qr_tokens.make_token(voucher.id)
+    return voucher, qr_tokens.fresh_token(voucher.id)
 
 
 @bp.get("/elder/<int:resident_id>/qr.svg")

@@ -166,6 +166,38 @@ def test_consume_once_same_user_gets_the_same_use_other_user_refused(voucher, db
     assert _uses(db_session) == uses == 1
 
 
+def test_after_a_scan_the_screen_shows_the_next_unused_code_of_the_minute(voucher):
+    """A second service in the same minute need not wait for the next minute's code."""
+    vid, staff = voucher.voucher.id, voucher.market.station_admin
+    now = now_utc()
+    first = qr_tokens.fresh_token(vid, now=now)
+    assert first == make_token(vid, now=now) and qr_tokens.fresh_token(vid, now=now) == first
+    consume_token(first, user=staff, now=now)
+    second = qr_tokens.fresh_token(vid, now=now)
+    assert second != first and len(second) == len(first)
+    claim = read_token(second, now=now)
+    assert (claim.voucher_id, claim.seq) == (vid, 1)
+    assert consume_token(second, user=staff, now=now)[2]  # a fresh use
+    # Eight codes a minute at most; then the last one is shown (and refused) until it turns.
+    for _ in range(6):
+        consume_token(qr_tokens.fresh_token(vid, now=now), user=staff, now=now)
+    last = qr_tokens.fresh_token(vid, now=now)
+    assert read_token(last, now=now).seq == qr_tokens.CODES_PER_MINUTE - 1
+    with pytest.raises(TokenReplayed):
+        consume_token(last, user=voucher.son, now=now)
+    later = now + timedelta(minutes=1)
+    assert read_token(qr_tokens.fresh_token(vid, now=later), now=later).seq == 0
+
+
+def test_a_sequence_number_cannot_be_changed_without_the_key(app_ctx):
+    token = make_token(42, seq=3)
+    raw = qr_tokens.b32_decode(token).to_bytes(14, "big")
+    bumped = raw[:4] + bytes([raw[4] ^ 0b0010_0000]) + raw[5:]  # seq 3 -> 2, same MAC
+    forged = qr_tokens.b32_encode(int.from_bytes(bumped, "big"), qr_tokens.TOKEN_LENGTH)
+    with pytest.raises(TokenForged):
+        read_token(forged)
+
+
 def test_consuming_a_bad_token_records_nothing(voucher, db_session):
     staff = voucher.market.station_admin
     expired = make_token(voucher.voucher.id, now=now_utc() - timedelta(minutes=3))

@@ -1,6 +1,8 @@
-/* Keeps the voucher QR fresh: a new code every minute, and a countdown to it.
-   The page works without this script (the code shown is good for about two minutes);
-   with it, the image and the typed code under it change together. No external scripts. */
+/* Keeps the voucher QR fresh: a new code every minute, and a countdown to it; and every
+   few seconds a check, so that once the code has been scanned the next unused one (and the
+   amount left) appears without waiting for the minute to end. The page works without this
+   script (the code shown is good for about two minutes); with it, the image and the typed
+   code under it change together. No external scripts. */
 (function () {
   'use strict';
   var box = document.getElementById('qr-box');
@@ -31,8 +33,10 @@
       })
       .then(function (data) {
         if (!data) return;
-        img.src = data.image;
-        code.textContent = data.code;
+        if (code.textContent !== data.code) {  // a new code: a new minute, or this one used
+          img.src = data.image;
+          code.textContent = data.code;
+        }
         if (left && data.left) left.textContent = data.left;
         remaining = data.seconds_left;
         if (offline) offline.hidden = true;
@@ -44,11 +48,15 @@
       });
   }
 
+  var sinceCheck = 0;
+  var CHECK_EVERY = 5;  // seconds between checks for a scanned code
   show();
   window.setInterval(function () {
     remaining -= 1;
-    if (remaining <= 0) {
-      remaining = 60;
+    sinceCheck += 1;
+    if (remaining <= 0 || sinceCheck >= CHECK_EVERY) {
+      if (remaining <= 0) remaining = 60;
+      sinceCheck = 0;
       refresh();
     }
     show();
