@@ -106,3 +106,12 @@ def check_config(config: dict) -> None:
             raise ConfigError("PAYMENT_GATEWAY_URL is set but PAYMENT_GATEWAY_SECRET_KEY is empty")
         if not str(config["PAYMENT_GATEWAY_URL"]).startswith("https://"):
             raise ConfigError("PAYMENT_GATEWAY_URL must be an https:// URL in production")
+        if not config.get("PAYMENT_WEBHOOK_SECRET"):
+            # Without it every webhook is refused, and payments settle only by polling.
+            raise ConfigError("PAYMENT_GATEWAY_URL is set but PAYMENT_WEBHOOK_SECRET is empty")
+    # QR codes and printed cards carry this address for months; a request's Host header
+    # (which a client chooses) must not end up on a card.
+    if not str(config.get("PUBLIC_BASE_URL") or "").startswith("https://"):
+        raise ConfigError("PUBLIC_BASE_URL must be the site's https:// address in production")
+    if config.get("MAIL_PASSWORD") and not config.get("MAIL_USE_TLS"):
+        raise ConfigError("MAIL_PASSWORD is set without MAIL_USE_TLS: it would cross in clear")

@@ -43,10 +43,15 @@ def test_production_refuses_sqlite(monkeypatch):
         create_app()
 
 
-def test_production_starts_with_real_settings_and_secure_cookies(monkeypatch):
+def _production(monkeypatch):
     monkeypatch.setenv("ELDERCARE_ENV", "production")
     monkeypatch.setenv("SECRET_KEY", "k" * 48)
     monkeypatch.setenv("DATABASE_URL", PG_URL)
+    monkeypatch.setenv("PUBLIC_BASE_URL", "https://yanglao.shenyang.example.gov.cn")
+
+
+def test_production_starts_with_real_settings_and_secure_cookies(monkeypatch):
+    _production(monkeypatch)
     app = create_app()
     assert app.config["SESSION_COOKIE_SECURE"] is True
     assert app.config["SESSION_COOKIE_HTTPONLY"] is True
@@ -57,3 +62,39 @@ def test_domain_packages_register_blueprint_cli_and_jobs(app):
         assert name in app.blueprints
         assert name in app.cli.commands
     assert isinstance(app.extensions["scheduled_jobs"], list)
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"PUBLIC_BASE_URL": ""}, "PUBLIC_BASE_URL"),
+        ({"PUBLIC_BASE_URL": "http://yanglao.example.gov.cn"}, "PUBLIC_BASE_URL"),
+        ({"PAYMENT_GATEWAY_URL": "http://gateway.example"}, "https"),
+        (
+            {"PAYMENT_GATEWAY_URL": "https://api.stripe.com", "PAYMENT_GATEWAY_SECRET_KEY": "sk"},
+            "PAYMENT_WEBHOOK_SECRET",
+        ),
+        ({"MAIL_SERVER": "smtp.example", "MAIL_PASSWORD": "pw"}, "MAIL_USE_TLS"),
+    ],
+)
+def test_production_refuses_settings_that_would_leak_or_mislead(monkeypatch, settings, named):
+    _production(monkeypatch)
+    monkeypatch.setenv("PAYMENT_GATEWAY_SECRET_KEY", "sk_live_x")
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError, match=named):
+        create_app()
+
+
+def test_production_starts_with_card_payments_and_mail_configured_safely(monkeypatch):
+    _production(monkeypatch)
+    for key, value in {
+        "PAYMENT_GATEWAY_URL": "https://api.stripe.com",
+        "PAYMENT_GATEWAY_SECRET_KEY": "sk_live_x",
+        "PAYMENT_WEBHOOK_SECRET": "whsec_x",
+        "MAIL_SERVER": "smtp.example",
+        "MAIL_PASSWORD": "pw",
+        "MAIL_USE_TLS": "true",
+    }.items():
+        monkeypatch.setenv(key, value)
+    assert create_app().config["PUBLIC_BASE_URL"] == "https://yanglao.shenyang.example.gov.cn"

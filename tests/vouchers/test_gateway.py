@@ -63,6 +63,7 @@ PRODUCTION = {
     "ENV_NAME": "production",
     "SECRET_KEY": "x" * 40,
     "SQLALCHEMY_DATABASE_URI": "postgresql+psycopg://db/eldercare",
+    "PUBLIC_BASE_URL": "https://yanglao.example.gov.cn",
 }
 
 
@@ -70,7 +71,11 @@ def test_production_refuses_card_payments_without_a_key_or_over_plain_http():
     check_config(PRODUCTION | {"PAYMENT_GATEWAY_URL": ""})  # cash only: nothing needed
     check_config(
         PRODUCTION
-        | {"PAYMENT_GATEWAY_URL": "https://api.stripe.com", "PAYMENT_GATEWAY_SECRET_KEY": "sk_1"}
+        | {
+            "PAYMENT_GATEWAY_URL": "https://api.stripe.com",
+            "PAYMENT_GATEWAY_SECRET_KEY": "sk_1",
+            "PAYMENT_WEBHOOK_SECRET": "whsec_1",
+        }
     )
     with pytest.raises(ConfigError, match="SECRET_KEY"):
         check_config(PRODUCTION | {"PAYMENT_GATEWAY_URL": "https://api.stripe.com"})
