@@ -21,16 +21,17 @@ Who settles a payment:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import sqlalchemy as sa
 from flask import current_app
 from flask_babel import lazy_gettext as _l
 
+from eldercare import audit
 from eldercare.accounts import User
 from eldercare.db import db
-from eldercare.errors import InvalidInput
+from eldercare.errors import DomainError, InvalidInput
 from eldercare.scheduler import ScheduledJob
 from eldercare.timeutil import now_utc
 from vouchers import redemption as redemptions
@@ -55,10 +56,10 @@ SETTLING_EVENTS = (
 
 @dataclass(frozen=True)
 class Card:
-    number: str
+    number: str = field(repr=False)  # never in a log or an error report
     exp_month: int
     exp_year: int
-    cvc: str
+    cvc: str = field(repr=False)
 
     @classmethod
     def from_form(cls, number, expiry, cvc) -> Card:
@@ -159,34 +160,83 @@ def _charge(redemption: Redemption, payment_method, *, staff_user: User, return_
     return apply_intent(redemption, intent)
 
 
-def apply_intent(redemption: Redemption, intent: dict) -> str:
-    """Settle the redemption from the intent's state; commits. Returns the outcome."""
+def apply_intent(redemption: Redemption, intent: dict, *, release_on_failure: bool = True) -> str:
+    """Settle the redemption from the intent's state; commits. Returns the outcome.
+
+    A failed attempt gives the hold back only when ``release_on_failure``: the request that
+    made the attempt, and the payer's return from 3-D Secure, know the attempt is over; a
+    webhook or a poll may be looking at the moment between a new hold and its confirmation,
+    when the intent still reads "requires a payment method" from the last attempt."""
     if intent.get("id") != redemption.payment_intent_id:
         raise GatewayError()
     result = outcome(intent)
     if result == "succeeded":
         if intent.get("amount") != redemption.copay_fen or intent.get("currency") != "cny":
-            # Never redeem against a payment of another amount; the bureau must look.
+            # A payment of another amount (a price changed under it): never redeem against
+            # it; give the money back and let staff charge the right amount.
             log.error("intent %s does not match redemption %s", intent.get("id"), redemption.id)
-            raise GatewayError()
-        redemptions.capture(redemption)
-    elif result == "failed":
+            _refund_orphan(redemption, intent, reason="amount mismatch")
+            result = "failed"
+        elif not redemptions.capture(redemption):
+            result = _succeeded_after_release(redemption, intent)
+    elif result == "failed" and release_on_failure:
         code = payment_error_code(intent) or "failed"
         redemptions.release(redemption, reason=f"payment failed: {code}", retry=True)
+    elif result == "failed":
+        result = "processing"
     elif result == "canceled":
         redemptions.release(redemption, reason="payment cancelled", retry=False)
     db.session.commit()
     return result
 
 
-def settle_from_gateway(redemption: Redemption) -> str:
+def _succeeded_after_release(redemption: Redemption, intent: dict) -> str:
+    """The card was charged but the redemption is no longer waiting for it (a poll released
+    the hold a moment too early, or staff took cash meanwhile). The charge must not be lost:
+    redeem it again if the redemption still can be, otherwise refund it."""
+    db.session.refresh(redemption)
+    if redemption.status == "redeemed" and redemption.payment_method == "card":
+        return "succeeded"  # captured by someone else: nothing to do
+    if redemption.status == "checked_in":
+        try:
+            with db.session.begin_nested():
+                redemptions.hold(redemption, method="card")
+                redemptions.capture(redemption)
+            return "succeeded"
+        except DomainError:
+            db.session.refresh(redemption)
+    log.warning("redemption %s: card charged after it ended; refunding", redemption.id)
+    _refund_orphan(redemption, intent, reason="charged after the redemption ended")
+    return "refunded"
+
+
+def _refund_orphan(redemption: Redemption, intent: dict, *, reason: str) -> None:
+    """Give back a charge no redemption can stand on, and leave the redemption ready for a
+    fresh intent at the right amount."""
+    refund = gateway().create_refund(
+        intent["id"], intent["amount"], idempotency_key=_key(redemption, f"orphan-{intent['id']}")
+    )
+    if redemption.status == "pending_payment":
+        redemptions.release(redemption, reason=f"refunded: {reason}", retry=True)
+    if redemption.payment_intent_id == intent["id"] and redemption.status != "redeemed":
+        redemption.payment_intent_id = None
+        redemption.idempotency_key = None
+    audit.record(
+        "redemption.refund_orphan",
+        redemption,
+        after={"intent": intent["id"], "refund": refund.get("id"), "reason": reason},
+    )
+
+
+def settle_from_gateway(redemption: Redemption, *, release_on_failure: bool = False) -> str:
     """Ask the gateway where the payment stands and settle accordingly (3-D Secure return,
-    polling). Without an intent yet there is nothing to ask about."""
+    polling, webhooks). Without an intent yet there is nothing to ask about."""
     if redemption.status != "pending_payment":
         return {"redeemed": "succeeded", "checked_in": "failed"}.get(redemption.status, "failed")
     if not redemption.payment_intent_id:
         return "processing"
-    return apply_intent(redemption, gateway().retrieve_payment_intent(redemption.payment_intent_id))
+    intent = gateway().retrieve_payment_intent(redemption.payment_intent_id)
+    return apply_intent(redemption, intent, release_on_failure=release_on_failure)
 
 
 def next_action_for(redemption: Redemption) -> str | None:
@@ -199,12 +249,20 @@ def next_action_for(redemption: Redemption) -> str | None:
 def settle_stale_holds(now: datetime | None = None) -> dict:
     """The every-minute job: holds older than 15 minutes are captured or released."""
     report = {"captured": 0, "released": 0, "waiting": 0, "unreachable": 0}
-    for redemption in redemptions.stale_holds(now):
+    report["errors"] = 0
+    for redemption_id in [r.id for r in redemptions.stale_holds(now)]:
+        redemption = db.session.get(Redemption, redemption_id)
         try:
             result = _settle_stale(redemption)
         except GatewayUnavailable:
             db.session.rollback()
             report["unreachable"] += 1
+            continue
+        except Exception:
+            # One redemption the job cannot settle must not keep every later hold held.
+            db.session.rollback()
+            log.exception("could not settle the hold of redemption %s", redemption_id)
+            report["errors"] += 1
             continue
         report[result] += 1
     return report
@@ -231,8 +289,7 @@ def _settle_stale(redemption: Redemption) -> str:
             intent = gw.retrieve_payment_intent(intent["id"])
     result = outcome(intent)
     if result == "succeeded":
-        apply_intent(redemption, intent)
-        return "captured"
+        return "captured" if apply_intent(redemption, intent) == "succeeded" else "released"
     if result == "canceled":
         redemptions.release(redemption, reason="payment timed out", retry=False)
         db.session.commit()

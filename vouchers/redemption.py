@@ -32,7 +32,7 @@ from assessment.eligibility import eligibility_on
 from eldercare import audit
 from eldercare.accounts import User, accounts_acting_for
 from eldercare.db import db
-from eldercare.errors import InvalidInput, PermissionDenied
+from eldercare.errors import DomainError, InvalidInput, PermissionDenied
 from eldercare.forms import yuan
 from eldercare.notifications import enqueue
 from eldercare.residents import Resident
@@ -279,6 +279,11 @@ def set_price(
         raise InvalidInput(
             details={"insurance": _l("Nothing is left for the voucher to pay at this price.")}
         )
+    if redemption.payment_intent_id:
+        # A card was tried at an earlier price and failed: the next try needs a new intent
+        # for the new co-payment, never the old one's amount.
+        redemption.payment_intent_id = None
+        redemption.idempotency_key = None
     redemption.price_fen = split.price_fen
     redemption.insurance_fen = split.insurance_fen
     redemption.subsidy_fen = split.subsidy_fen
@@ -529,7 +534,13 @@ def _complete_booking(redemption: Redemption, now: datetime) -> None:
     booking = bookings.booking_of(redemption.provider_id, redemption.booking_id)
     if booking.status == "accepted" and now >= booking.slot_start:
         staff_user = db.session.get(User, redemption.staff_user_id)
-        bookings.complete(booking, staff_user, now=now)
+        try:
+            with db.session.begin_nested():
+                bookings.complete(booking, staff_user, now=now)
+        except DomainError:
+            # The staff member has left since: the provider marks it done; the money is
+            # redeemed either way.
+            pass
 
 
 def _tell_family(redemption: Redemption) -> int:

@@ -560,7 +560,7 @@ def payment_status(redemption_id: int):
     if r.status != "pending_payment":
         return redirect(url_for(".redemption_page", redemption_id=r.id))
     try:
-        result = payments.settle_from_gateway(r)
+        result = payments.settle_from_gateway(r, release_on_failure=True)
     except GatewayUnavailable:
         result, unreachable = "processing", True
     else:

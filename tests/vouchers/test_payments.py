@@ -104,7 +104,11 @@ def test_failed_three_d_secure_gives_the_hold_back(shop, db_session, gateway_app
     requests.post(
         payments.next_action_for(r), data={"success": "false"}, allow_redirects=False, timeout=5
     )
-    assert payments.settle_from_gateway(r) == "failed"
+    # A poll or a webhook does not give the hold back (an attempt may be on its way)...
+    assert payments.settle_from_gateway(r) == "processing"
+    assert r.status == "pending_payment"
+    # ...the payer's return from the bank's page does.
+    assert payments.settle_from_gateway(r, release_on_failure=True) == "failed"
     assert r.status == "checked_in"
     assert money(shop, db_session) == (50_000, 0, 0, 0, True)
 
@@ -160,6 +164,7 @@ def test_charged_but_not_recorded_is_completed_by_the_job(
             "released": 0,
             "waiting": 0,
             "unreachable": 0,
+            "errors": 0,
         }
         assert payments.settle_stale_holds(now_utc() + timedelta(minutes=16))["captured"] == 1
         assert r.status == "redeemed"
@@ -245,3 +250,85 @@ def test_the_card_form_refuses_bad_details(app_ctx):
         with pytest.raises(InvalidInput):
             payments.Card.from_form(number, expiry, cvc)
     assert payments.Card.from_form("4242 4242 4242 4242", "12/28", "123").exp_year == 2028
+
+
+def _confirm_at_gateway(r, number="4242424242424242"):
+    gw = gateway()
+    method = gw.create_card_payment_method(number, 12, 2030, "123")
+    return gw.confirm_payment_intent(
+        r.payment_intent_id,
+        payment_method=method["id"],
+        idempotency_key=f"t-{method['id']}",
+        return_url=RETURN_URL,
+    )
+
+
+def _held_with_intent(shop, db_session):
+    r = priced(shop)
+    redemption.hold(r, method="card")
+    db_session.commit()
+    payments._ensure_intent(r, gateway())
+    return r
+
+
+def test_a_charge_that_lands_after_an_early_release_is_still_redeemed(
+    shop, db_session, gateway_app_config
+):
+    """A poll gave the hold back a moment before the card went through: the charge wins."""
+    r = _held_with_intent(shop, db_session)
+    redemption.release(r, reason="an early poll", retry=True)
+    intent = _confirm_at_gateway(r)
+    assert payments.apply_intent(r, intent) == "succeeded"
+    assert r.status == "redeemed"
+    assert money(shop, db_session) == (49_400, 0, 0, 600, True)
+
+
+def test_a_charge_that_lands_after_cash_was_taken_is_refunded(shop, db_session, gateway_app_config):
+    r = _held_with_intent(shop, db_session)
+    redemption.release(r, reason="an early poll", retry=True)
+    redemption.pay_cash(r, staff_user=shop.caregiver)  # staff took cash meanwhile
+    intent_id = r.payment_intent_id
+    intent = _confirm_at_gateway(r)
+    assert payments.apply_intent(r, intent) == "refunded"
+    assert (r.status, r.payment_method) == ("redeemed", "cash")
+    charge = gateway().retrieve_payment_intent(intent_id)["latest_charge"]
+    charge = (
+        charge if isinstance(charge, dict) else gateway()._request("GET", f"/v1/charges/{charge}")
+    )
+    assert charge["amount_refunded"] == 900  # the elder paid once
+    assert money(shop, db_session) == (49_400, 0, 0, 600, True)
+
+
+def test_a_new_price_after_a_declined_card_is_charged_at_the_new_amount(
+    shop, db_session, gateway_app_config
+):
+    r = priced(shop)
+    with pytest.raises(CardDeclined):
+        pay(shop, r, DECLINED)
+    redemption.set_price(r, price_fen=1000, staff_user=shop.caregiver)  # ¥4 + ¥6
+    assert pay(shop, r) == "succeeded"
+    intent = gateway().retrieve_payment_intent(r.payment_intent_id)
+    assert (intent["amount"], r.copay_fen, r.subsidy_fen) == (600, 600, 400)
+    assert money(shop, db_session) == (49_600, 0, 0, 400, True)
+
+
+def test_one_hold_the_job_cannot_settle_does_not_block_the_others(
+    shop, db_session, gateway_app_config
+):
+    broken = _held_with_intent(shop, db_session)
+    broken.payment_intent_id = "pi_unknown_to_the_gateway"
+    db_session.commit()
+    second = redemption.check_in(
+        shop.voucher,
+        scan_digest="second",
+        staff_user=shop.caregiver,
+        service_id=shop.market.meals.id,
+    )
+    redemption.set_price(second, price_fen=1500, staff_user=shop.caregiver)
+    redemption.hold(second, method="card")
+    db_session.commit()
+    payments._ensure_intent(second, gateway())
+    report = payments.settle_stale_holds(now_utc() + timedelta(minutes=16))
+    assert (report["errors"], report["released"]) == (1, 1)
+    db_session.refresh(second)
+    assert second.status == "failed"
