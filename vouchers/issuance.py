@@ -382,14 +382,15 @@ def issue_monthly(
 
 
 def _close(voucher: Voucher, *, status: str, entry_kind: str, memo: str, actor_id, audit_after):
-    """Send what is left of the voucher back to its district; close it unless a payment
-    holds part of it (the hold-release job or the capture finishes that first)."""
+    """Send what is left of the voucher back to its district and close it. A payment in
+    flight keeps its hold: the closed voucher can take no new hold, and when that payment
+    ends its money is redeemed or, released, goes to the district (``redemption._give_back``),
+    never back onto a closed voucher."""
     returned = voucher.balance_fen
     held = voucher.held_fen > 0
     before = {"status": voucher.status, "balance_fen": returned, "held_fen": voucher.held_fen}
     voucher.balance_fen = 0
-    if not held:
-        voucher.status, voucher.closed_at = status, now_utc()
+    voucher.status, voucher.closed_at = status, now_utc()
     db.session.flush()
     district = db.session.get(District, voucher.district_id)
     if returned:
@@ -401,11 +402,12 @@ def _close(voucher: Voucher, *, status: str, entry_kind: str, memo: str, actor_i
             actor_id=actor_id,
         )
     audit.record(
-        f"voucher.{status}" if not held else f"voucher.{status}_balance",
+        f"voucher.{status}",
         voucher,
         district_id=voucher.district_id,
         before=before,
-        after={"status": status if not held else "active", "returned_fen": returned} | audit_after,
+        after={"status": status, "returned_fen": returned, "still_held_fen": voucher.held_fen}
+        | audit_after,
         actor=_actor(actor_id),
     )
     return returned
@@ -424,8 +426,9 @@ def _locked(voucher_id: int) -> Voucher | None:
 
 def expire_month(month: date, *, progress: Progress | None = None) -> dict:
     """Expire every active voucher of a past month and return its balance to its district.
-    Vouchers with money held by a payment in flight are left for the hold-release job and
-    reported; a rerun expires them once released. Rerunning changes nothing else."""
+    A voucher with a payment in flight expires too and is reported under "held": that
+    payment's money is redeemed or, released, goes to the district. Rerunning changes
+    nothing."""
     if not isinstance(month, date) or month.day != 1:
         raise InvalidInput(details={"month": _l("Give the month as YYYY-MM.")})
     if month >= month_of(local_today()):
@@ -443,17 +446,16 @@ def expire_month(month: date, *, progress: Progress | None = None) -> dict:
         voucher = _locked(voucher_id)
         if voucher is not None and voucher.status == "active":
             if voucher.held_fen > 0:
-                result["held"].append(voucher.id)
-            else:
-                result["returned_fen"] += _close(
-                    voucher,
-                    status="expired",
-                    entry_kind="expire",
-                    memo=f"expiry {month:%Y-%m} voucher {voucher.id}",
-                    actor_id=None,
-                    audit_after={},
-                )
-                result["expired"] += 1
+                result["held"].append(voucher.id)  # expired; its payment still settling
+            result["returned_fen"] += _close(
+                voucher,
+                status="expired",
+                entry_kind="expire",
+                memo=f"expiry {month:%Y-%m} voucher {voucher.id}",
+                actor_id=None,
+                audit_after={},
+            )
+            result["expired"] += 1
         if progress is not None:
             progress(done)
     return result
@@ -466,8 +468,8 @@ def revoke_for(
     balances to the districts. Death passes the month of death (the current voucher goes at
     once); the other reasons pass the next month, because the current month's voucher stays
     (POLICY: vouchers stop from the next month) and the next issuance will simply not issue.
-    A voucher whose money is partly held by a payment in flight loses its balance now and
-    stays open for the hold to finish; expiry closes it."""
+    A voucher with a payment in flight is revoked too and reported under "held": that
+    payment's money is redeemed or, released, goes to the district."""
     if reason not in REVOKE_REASONS:
         raise InvalidInput(details={"reason": _l("Unknown reason for revoking a voucher.")})
     if not isinstance(from_month, date) or from_month.day != 1:
@@ -498,5 +500,7 @@ def revoke_for(
             actor_id=actor_id,
             audit_after={"reason": reason},
         )
-        result["held" if held else "revoked"].append(voucher_id)
+        result["revoked"].append(voucher_id)
+        if held:
+            result["held"].append(voucher_id)
     return result

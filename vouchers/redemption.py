@@ -131,9 +131,12 @@ def check_in(
     booking = None
     if booking_id is not None:
         booking = bookings.booking_of(provider.id, booking_id)
-        if booking.resident_id != voucher.resident_id or booking.status != "accepted":
+        todays = bookings.bookings_to_serve(provider.id, voucher.resident_id, today)
+        if booking not in todays:
             raise InvalidInput(
-                details={"booking": _l("That booking is not an accepted booking of this elder.")}
+                details={
+                    "booking": _l("That booking is not an accepted booking of this elder today.")
+                }
             )
         service_id = booking.service_id
     if service_id is None:
@@ -320,9 +323,16 @@ def hold(redemption: Redemption, *, method: str, now: datetime | None = None) ->
     if redemption.subsidy_fen is None:
         raise RedemptionStateError(_l("Enter the price first."))
     voucher = redemption.voucher
-    problem = usable_problem(voucher, local_today(now))
+    today = local_today(now)
+    problem = usable_problem(voucher, today)
     if problem:
         raise VoucherNotUsable(problem)
+    # Checked again at payment, not only at check-in: a provider suspended, or an elder who
+    # died, since the morning's check-in must not be paid for.
+    require_certified(catalogue.service_by_id(redemption.service_id).provider, today=today)
+    eligibility = eligibility_on(redemption.resident_id, today)
+    if not eligibility.eligible:
+        raise ElderNotEligible(details={"reasons": [r.message for r in eligibility.reasons]})
     if not _move_status(
         redemption, "checked_in", "pending_payment", held_at=now, payment_method=method
     ):

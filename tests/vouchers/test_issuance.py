@@ -368,16 +368,19 @@ def test_expiry_returns_the_balance_and_is_idempotent(
     assert len(entries_of(db_session, "expire")) == 1
 
 
-def test_expiry_leaves_a_held_voucher_for_the_hold_release_job(
+def test_expiry_of_a_voucher_with_a_payment_in_flight_returns_the_rest_at_once(
     scheme, current, last_months_voucher, db_session
 ):
     from vouchers.issuance import expire_month
 
+    district_before = ledger.balances()[HEPING]
     _hold(last_months_voucher, 12_000)
     result = expire_month(previous_month(current))
-    assert result["held"] == [last_months_voucher.id] and result["expired"] == 0
+    assert result["held"] == [last_months_voucher.id] and result["expired"] == 1
+    assert result["returned_fen"] == 38_000
     voucher = db_session.get(Voucher, last_months_voucher.id)
-    assert (voucher.status, voucher.balance_fen, voucher.held_fen) == ("active", 38_000, 12_000)
+    assert (voucher.status, voucher.balance_fen, voucher.held_fen) == ("expired", 0, 12_000)
+    assert ledger.balances()[HEPING] == district_before + 38_000
     assert_books_balance(db_session)
 
 

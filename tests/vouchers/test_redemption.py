@@ -276,3 +276,58 @@ def test_pricing_after_another_phone_spent_the_voucher_says_it_is_used_up(shop, 
         VoucherNotUsable,
         lambda: redemption.set_price(second, price_fen=1500, staff_user=shop.caregiver),
     )
+
+
+def test_a_payment_in_flight_when_the_elder_dies_sends_its_money_to_the_district(shop, db_session):
+    from vouchers.issuance import revoke_for
+
+    r = scan(shop)
+    redemption.set_price(r, price_fen=1500, staff_user=shop.caregiver)
+    redemption.hold(r, method="card")
+    district = ledger.balances()["district:210102:available"]
+    revoke_for(shop.elder.id, from_month=shop.voucher.month, reason="death")
+    db_session.refresh(shop.voucher)
+    assert (shop.voucher.status, shop.voucher.balance_fen, shop.voucher.held_fen) == (
+        "revoked",
+        0,
+        600,
+    )
+    assert redemption.release(r, reason="card declined", retry=True)
+    db_session.refresh(shop.voucher)
+    assert (shop.voucher.balance_fen, shop.voucher.held_fen) == (0, 0)
+    assert ledger.balances()["district:210102:available"] == district + 50_000
+    # Nothing more can be held on it.
+    _refused(db_session, VoucherNotUsable, lambda: redemption.hold(r, method="cash"))
+    assert ledger.verify_ledger().ok
+
+
+def test_a_provider_suspended_after_the_check_in_cannot_be_paid(shop, db_session):
+    r = scan(shop)
+    redemption.set_price(r, price_fen=1500, staff_user=shop.caregiver)
+    providers.suspend(shop.market.station, "投诉调查")
+    _refused(
+        db_session, ProviderNotCertified, lambda: redemption.pay_cash(r, staff_user=shop.caregiver)
+    )
+
+
+def test_only_todays_accepted_booking_can_be_checked_in(shop, db_session):
+    from datetime import datetime, time
+
+    from eldercare.timeutil import SHANGHAI
+    from marketplace import bookings
+
+    start = datetime.combine(shop.today + timedelta(days=7), time(11), tzinfo=SHANGHAI)
+    booking = bookings.book(
+        shop.market.meals, resident=shop.elder, booked_by=shop.elder_user, slot_start=start
+    )
+    bookings.accept(booking, shop.station_admin)
+    _refused(
+        db_session,
+        InvalidInput,
+        lambda: redemption.check_in(
+            shop.voucher,
+            scan_digest="next-week",
+            staff_user=shop.caregiver,
+            booking_id=booking.id,
+        ),
+    )
