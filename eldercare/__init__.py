@@ -14,8 +14,10 @@ from flask import Flask, current_app, request, session
 from flask_babel import Babel
 from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.routing import IntegerConverter
 
 from eldercare.config import check_config, load_config
+from eldercare.db import ROW_ID_MAX
 from eldercare.db import db as _db
 from eldercare.residents import is_valid_resident_id
 
@@ -118,8 +120,17 @@ def _register_notifications(app: Flask) -> None:
     )
 
 
+class RowIdConverter(IntegerConverter):
+    """``<int:id>`` in a URL: a row id, so at most the largest INTEGER key. A longer number
+    matches no route (404) instead of overflowing in the database driver (500)."""
+
+    def __init__(self, url_map, fixed_digits=0, min=None, max=ROW_ID_MAX, signed=False):  # noqa: A002
+        super().__init__(url_map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
+
+
 def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
+    app.url_map.converters["int"] = RowIdConverter
     app.config.update(load_config(app.instance_path))
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False  # checked in _csrf_for_browsers_only
     if config:

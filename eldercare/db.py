@@ -25,6 +25,11 @@ NAMING_CONVENTION = {
 }
 
 
+# The largest row id an INTEGER primary key holds; a larger number in a URL or a request
+# names no row (and would overflow the database driver).
+ROW_ID_MAX = 2**31 - 1
+
+
 class Base(DeclarativeBase):
     metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 

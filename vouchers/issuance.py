@@ -387,7 +387,6 @@ def _close(voucher: Voucher, *, status: str, entry_kind: str, memo: str, actor_i
     ends its money is redeemed or, released, goes to the district (``redemption._give_back``),
     never back onto a closed voucher."""
     returned = voucher.balance_fen
-    held = voucher.held_fen > 0
     before = {"status": voucher.status, "balance_fen": returned, "held_fen": voucher.held_fen}
     voucher.balance_fen = 0
     voucher.status, voucher.closed_at = status, now_utc()

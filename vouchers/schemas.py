@@ -15,6 +15,7 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from eldercare.api_fields import StrictInteger, page_limit, page_offset
+from eldercare.db import ROW_ID_MAX
 from vouchers.models import PAYMENT_METHODS, REDEMPTION_STATUSES, VOUCHER_KINDS, VOUCHER_STATUSES
 
 _LOCAL_TIME = {"description": "ISO 8601, in Asia/Shanghai (+08:00)"}
@@ -198,11 +199,15 @@ class VouchersScanSchema(ma.Schema):
 
 class VouchersCheckInRequestSchema(ma.Schema):
     service_id = StrictInteger(
-        load_default=None, allow_none=True, metadata={"description": "or booking_id"}
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(min=1, max=ROW_ID_MAX),
+        metadata={"description": "or booking_id"},
     )
     booking_id = StrictInteger(
         load_default=None,
         allow_none=True,
+        validate=validate.Range(min=1, max=ROW_ID_MAX),
         metadata={"description": "an accepted booking of the elder today; sets the service"},
     )
     latitude = fields.Float(

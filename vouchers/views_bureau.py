@@ -29,7 +29,15 @@ from eldercare.accounts import BUREAU_ROLES
 from eldercare.auth import ensure_in_district, roles_required, scope_to_district
 from eldercare.db import db
 from eldercare.errors import DomainError, InvalidInput, NotFound, PermissionDenied
-from eldercare.forms import FormErrors, fen_from_yuan, input_problem, problem_from, yuan, yuan_input
+from eldercare.forms import (
+    FormErrors,
+    fen_from_yuan,
+    input_problem,
+    problem_from,
+    whole_number,
+    yuan,
+    yuan_input,
+)
 from eldercare.navigation import Destination
 from eldercare.residents import District, Resident, mask_name
 from eldercare.timeutil import SHANGHAI, format_local, local_today
@@ -54,7 +62,6 @@ from vouchers.views_elder import (
     card_image,
     card_of,
     card_post,
-    endpoint_url,
     next_month,
 )
 
@@ -263,10 +270,7 @@ def journal_page(page: int) -> tuple[list[dict], bool]:
 def _render_pool(status=200, problem=None, problem_form=None, values=None):
     month = local_today().replace(day=1)
     scoped = current_user.district_id is not None
-    try:
-        page = max(1, int(request.args.get("page", "1")))
-    except ValueError:
-        page = 1
+    page = max(1, whole_number(request.args.get("page"), digits=6) or 1)
     journal, more = ([], False) if scoped else journal_page(page)
     check = ledger.verify_ledger()
     return render_template(
@@ -295,7 +299,8 @@ def pool_page():
 
 
 def _city_approver() -> None:
-    """Funding the pool and sharing it between districts is the city bureau's decision."""
+    """Funding the pool, sharing it between districts and setting the voucher policy are the
+    city bureau's decisions."""
     if current_user.district_id is not None:
         raise PermissionDenied()
 
@@ -328,8 +333,9 @@ def pool_allocate():
     errors = FormErrors()
     amount = parse_amount(form.get("amount"), "amount", errors, signed=True)
     district = None
-    if (form.get("district_id") or "").isdigit():
-        district = db.session.get(District, int(form["district_id"]))
+    district_id = whole_number(form.get("district_id"))
+    if district_id is not None:
+        district = db.session.get(District, district_id)
     if district is None:
         errors.add("district_id", _l("Choose the district."))
     if errors:
@@ -399,7 +405,8 @@ def _render_policies(status=200, problem=None, values=None, checked=None):
         level_labels=LEVEL_LABELS,
         kind_options=[(k, KIND_LABELS[k]) for k in VOUCHER_KINDS],
         today=today,
-        is_approver=current_user.has_role("bureau_approver"),
+        # The policy is the city's: a district's approver reads it and cannot change it.
+        is_approver=current_user.has_role("bureau_approver") and current_user.district_id is None,
         problem=problem,
         values=values or {"effective_from": suggested.isoformat()},
         checked=checked or {"in_scope_categories": (), "eligible_levels": ()},
@@ -434,6 +441,7 @@ def _whole(text: str | None, field: str, errors: FormErrors, message) -> int | N
 @bp.post("/bureau/policies")
 @roles_required(*APPROVER)
 def policy_add():
+    _city_approver()
     form = request.form
     checked = {
         "in_scope_categories": form.getlist("in_scope_categories"),
@@ -512,8 +520,8 @@ def policy_add():
 
 def _month_filter(text: str | None) -> date | None:
     match = _MONTH.match((text or "").strip())
-    if not match or not 1 <= int(match.group(2)) <= 12:
-        return None
+    if not match or not 1 <= int(match.group(2)) <= 12 or not 2000 <= int(match.group(1)):
+        return None  # not a month the programme could have: no filter
     return date(int(match.group(1)), int(match.group(2)), 1)
 
 
@@ -529,19 +537,16 @@ def bureau_redemptions():
         .outerjoin(Service, Service.id == Redemption.service_id)
     )
     statement = scope_to_district(statement, Voucher.district_id)
-    provider_id = args.get("provider_id", "")
-    if provider_id.isdigit():
-        statement = statement.where(Redemption.provider_id == int(provider_id))
+    provider_id = whole_number(args.get("provider_id"))
+    if provider_id is not None:
+        statement = statement.where(Redemption.provider_id == provider_id)
     status = args.get("status", "")
     if status in REDEMPTION_STATUSES:
         statement = statement.where(Redemption.status == status)
     month = _month_filter(args.get("month"))
     if month is not None:
         statement = statement.where(Voucher.month == month)
-    try:
-        page = max(1, int(args.get("page", "1")))
-    except ValueError:
-        page = 1
+    page = max(1, whole_number(args.get("page"), digits=6) or 1)
     rows = db.session.execute(
         statement.order_by(Redemption.checked_in_at.desc(), Redemption.id.desc())
         .offset((page - 1) * REDEMPTION_PAGE)
@@ -572,7 +577,7 @@ def bureau_redemptions():
             "subsidy": r.subsidy_fen,
             "copay": r.copay_fen,
             "status": REDEMPTION_LABELS.get(r.status, r.status),
-            "link": endpoint_url("vouchers.redemption", redemption_id=r.id),
+            "link": url_for("vouchers.redemption_page", redemption_id=r.id),
         }
         for r, _voucher, elder, provider, title in rows[:REDEMPTION_PAGE]
     ]

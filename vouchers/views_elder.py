@@ -22,7 +22,6 @@ from datetime import date, timedelta
 import sqlalchemy as sa
 from flask import (
     Response,
-    current_app,
     flash,
     jsonify,
     redirect,
@@ -133,13 +132,6 @@ def no_store(response: Response) -> Response:
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
     return response
-
-
-def endpoint_url(endpoint: str, **values) -> str | None:
-    """A link to another module's page, or None while that page does not exist yet."""
-    if endpoint not in current_app.view_functions:
-        return None
-    return url_for(endpoint, **values)
 
 
 def seconds_left(now=None) -> int:
@@ -369,7 +361,6 @@ def _render_voucher(resident: Resident, status=200, problem=None, problem_form=N
         problem=problem,
         problem_form=problem_form,
         yuan=yuan,
-        redemption_url=lambda rid: endpoint_url("vouchers.redemption", redemption_id=rid),
     )
     return no_store(Response(response, status=status))
 

@@ -363,7 +363,9 @@ def _redemption(redemption_id: int) -> Redemption:
     if r is None:
         raise NotFound()
     if current_user.has_role(*BUREAU_ROLES):
-        ensure_in_district(db.session.get(Resident, r.resident_id).district_id)
+        # The district whose allocation paid for it, as the bureau's lists show it (the
+        # elder may have moved since).
+        ensure_in_district(r.voucher.district_id)
         return r
     staff = staff_record(current_user)
     if staff is None or staff.provider_id != r.provider_id:

@@ -492,3 +492,9 @@ def test_tokens_scopes_and_roles(api, shop, elder, scanner, token, db_session):
     assert error(api.post(f"/vouchers/{shop.voucher.id}/qr-token", elder), 409)["code"] == (
         "voucher_revoked"
     )
+
+
+def test_ids_too_large_for_any_row_are_refused_not_crashed(client):
+    # A path id past any INTEGER key matches no route; nothing reaches the database.
+    assert client.get("/api/v1/redemptions/" + "9" * 25).status_code == 404
+    assert client.get("/vouchers/scan/" + "9" * 25).status_code == 404

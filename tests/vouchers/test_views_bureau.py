@@ -198,6 +198,15 @@ def test_a_policy_version_is_added_and_a_past_date_refused(scheme, client, login
     assert client.post("/vouchers/bureau/policies", data=_policy_form()).status_code == 403
 
 
+def test_a_district_approver_cannot_change_the_city_policy(scheme, client, login, factory):
+    approver = factory.user("heping.approver", roles=["bureau_approver"], district=scheme.heping)
+    login(approver)
+    count = db.session.scalar(sa.select(sa.func.count()).select_from(VoucherPolicy))
+    assert client.post("/vouchers/bureau/policies", data=_policy_form()).status_code == 403
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(VoucherPolicy)) == count
+    assert 'id="policy-form"' not in client.get("/vouchers/bureau/policies").get_data(as_text=True)
+
+
 def test_shortfalls_are_listed_with_resolved_ones_marked(scheme, client, login, factory):
     month = scheme.today.replace(day=1)
     other = factory.resident(scheme.heping, name="赵大娘")
@@ -233,3 +242,25 @@ def test_the_redemption_list_filters(scheme, client, login):
     login(scheme.market.officer)
     page = client.get("/vouchers/bureau/redemptions?status=redeemed&month=2025-13")
     assert page.status_code == 200 and 'id="no-redemptions"' in page.get_data(as_text=True)
+
+
+def test_the_bureau_list_links_each_redemption_and_bad_filters_are_ignored(shop, client, login):
+    from vouchers import redemption
+
+    r = redemption.check_in(
+        shop.voucher,
+        scan_digest="listed",
+        staff_user=shop.caregiver,
+        service_id=shop.market.meals.id,
+    )
+    redemption.set_price(r, price_fen=1500, staff_user=shop.caregiver)
+    redemption.pay_cash(r, staff_user=shop.caregiver)
+    login(shop.market.officer)
+    page = client.get("/vouchers/bureau/redemptions").get_data(as_text=True)
+    assert f'href="/vouchers/redemptions/{r.id}"' in page
+    assert client.get(f"/vouchers/redemptions/{r.id}").status_code == 200
+    for query in ("month=0000-01", "provider_id=" + "9" * 25, "page=" + "9" * 25):
+        answer = client.get(f"/vouchers/bureau/redemptions?{query}")
+        assert answer.status_code in (200, 422), (query, answer.status_code)
+    assert client.get("/vouchers/bureau/pool?page=" + "9" * 25).status_code in (200, 422)
+    assert client.get("/vouchers/redemptions/" + "9" * 25).status_code == 404
