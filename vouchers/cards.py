@@ -379,6 +379,12 @@ def use_card(
         if count >= MAX_WRONG_PINS:
             raise CardLocked()
         raise WrongPin(attempts_left=MAX_WRONG_PINS - count)
+    # Guesses sent at the same moment all pass the lock check above before any is counted;
+    # read the count again, row-locked, after the slow hash, so that a right guess arriving
+    # behind five counted wrong ones is refused like any other.
+    db.session.refresh(card, with_for_update=True)
+    if card.failed_pin_day == today and card.failed_pin_count >= MAX_WRONG_PINS:
+        raise CardLocked()
     if card.failed_pin_count:
         card.failed_pin_count = 0
         card.failed_pin_day = None

@@ -25,6 +25,7 @@ from assessment.eligibility import eligibility_on
 from assessment.events import events_after
 from eldercare.db import db
 from eldercare.errors import DomainError
+from eldercare.residents import Resident
 from eldercare.timeutil import local_today
 from vouchers.issuance import (
     month_of,
@@ -33,7 +34,7 @@ from vouchers.issuance import (
     serialize_issuance,
     try_issue,
 )
-from vouchers.models import EventCursor
+from vouchers.models import EventCursor, Shortfall
 
 log = logging.getLogger(__name__)
 CURSOR = "eligibility"
@@ -51,6 +52,23 @@ def _locked_cursor() -> EventCursor:
     return db.session.scalar(statement.with_for_update().execution_options(populate_existing=True))
 
 
+def _others_waiting(resident_id: int, month) -> bool:
+    district_id = db.session.get(Resident, resident_id).district_id
+    return (
+        db.session.scalar(
+            sa.select(Shortfall.id)
+            .where(
+                Shortfall.month == month,
+                Shortfall.district_id == district_id,
+                Shortfall.resolved_at.is_(None),
+                Shortfall.resident_id != resident_id,
+            )
+            .limit(1)
+        )
+        is not None
+    )
+
+
 def _handle(event, result: dict) -> None:
     today = local_today()
     current = month_of(today)
@@ -63,6 +81,9 @@ def _handle(event, result: dict) -> None:
                 actor_id=None,
                 reason="eligibility",
                 eligibility=eligibility,
+                # Elders already waiting in this district go first (the documented priority):
+                # a newcomer joins the queue instead of taking money that came back meanwhile.
+                district_exhausted=_others_waiting(event.resident_id, current),
             )
             if outcome.status == "issued":
                 result["issued"].append(outcome.voucher.id)
@@ -77,19 +98,19 @@ def _handle(event, result: dict) -> None:
                 from_month=next_month(current),
                 reason="assessment_below_threshold",
             )
-            result["revoked"].extend(done["revoked"] + done["held"])
+            result["revoked"].extend(done["revoked"])
     elif event.kind == "death":
         done = revoke_for(
             event.resident_id, from_month=month_of(event.effective_on), reason="death"
         )
-        result["revoked"].extend(done["revoked"] + done["held"])
+        result["revoked"].extend(done["revoked"])
     elif event.kind in LOSS_REASONS:
         done = revoke_for(
             event.resident_id,
             from_month=next_month(month_of(event.effective_on)),
             reason=LOSS_REASONS[event.kind],
         )
-        result["revoked"].extend(done["revoked"] + done["held"])
+        result["revoked"].extend(done["revoked"])
 
 
 def process_eligibility_events(limit: int = 500) -> dict:

@@ -481,3 +481,33 @@ def test_lines_of_every_issue_entry_match_a_voucher(scheme, current, shenhe_elde
         )
         assert outstanding == voucher.face_value_fen
     assert vouchers == {}
+
+
+def test_a_newly_eligible_elder_queues_behind_those_already_waiting(
+    scheme, current, shenhe_elders, db_session
+):
+    """Money that comes back to a district mid-month goes by the priority, not to whoever
+    the feed happens to see first."""
+    report = issue_monthly(current)
+    waiting = {row["resident_id"] for row in report.left_out}
+    assert waiting  # Shenhe's allocation covers two of four
+    # One voucher's money comes back (a death), then a newcomer is approved.
+    holder = next(
+        v for v in db_session.scalars(sa.select(Voucher)) if v.district_id == scheme.world.shenhe.id
+    )
+    revoke_for(holder.resident_id, from_month=current, reason="death")
+    process_eligibility_events()  # the scheme's own approvals so far
+    newcomer = scheme.world.factory.resident(scheme.world.shenhe, birth=date(1940, 6, 1))
+    scheme.assess(newcomer, "moderate")
+    result = process_eligibility_events()
+    assert result["issued"] == [] and newcomer.id in result["left_out"]
+    assert db_session.scalar(sa.select(Voucher).where(Voucher.resident_id == newcomer.id)) is None
+    # The rerun gives the money to the first in the queue, not the newcomer.
+    rerun = issue_monthly(current)
+    issued_to = {
+        v.resident_id
+        for v in db_session.scalars(sa.select(Voucher).where(Voucher.month == current))
+        if v.status == "active"
+    }
+    assert newcomer.id not in issued_to and rerun.issued == 1
+    assert_books_balance(db_session)
