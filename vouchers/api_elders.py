@@ -32,6 +32,7 @@ from vouchers.schemas import (
     VouchersVoucherDetailSchema,
     VouchersVoucherSchema,
 )
+from vouchers.views import no_store
 
 _READ = ("read", "vouchers:read")
 
@@ -72,13 +73,6 @@ def _redemptions_of(voucher: Voucher) -> list[dict]:
 def _elder_redemption(redemption: Redemption) -> dict:
     provider = catalogue.service_by_id(redemption.service_id).provider
     return shape_redemption(redemption) | {"provider": {"id": provider.id, "name": provider.name}}
-
-
-def _no_store(response):
-    # A live token must not be kept by a proxy or the app's HTTP cache for someone else.
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
-    return response
 
 
 # --- endpoints ------------------------------------------------------------------------------
@@ -157,7 +151,7 @@ def make_qr_token(voucher_id):
 
     digest = qr_tokens.token_digest(qr_tokens.normalise_code(token))
     used = db.session.scalar(sa.select(TokenUse.id).where(TokenUse.token_digest == digest))
-    after_this_request(_no_store)
+    after_this_request(no_store)
     return {
         "already_used": used is not None,
         "token": token,

@@ -35,7 +35,7 @@ from eldercare.db import db
 from eldercare.errors import DomainError, InvalidInput, PermissionDenied
 from eldercare.forms import yuan
 from eldercare.notifications import enqueue
-from eldercare.residents import Resident
+from eldercare.residents import District, Resident
 from eldercare.timeutil import format_local, local_today, now_utc
 from marketplace import bookings, catalogue
 from marketplace.geo import haversine_m
@@ -83,8 +83,6 @@ def usable_problem(voucher: Voucher, today: date) -> str | None:
 
 
 def _district_by_id(district_id: int) -> str:
-    from eldercare.residents import District
-
     return db.session.get(District, district_id).code
 
 

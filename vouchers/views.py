@@ -11,7 +11,7 @@ Each module adds its routes to ``bp`` (or ``short_bp``) and lists its menu entri
 ``DESTINATIONS``; ``vouchers/__init__.py`` imports them.
 """
 
-from flask import Blueprint
+from flask import Blueprint, Response
 
 bp = Blueprint(
     "vouchers",
@@ -22,3 +22,11 @@ bp = Blueprint(
 )
 # The QR codes encode https://<host>/r/<token>: short, so the code stays small and scannable.
 short_bp = Blueprint("vouchers_short", __name__)
+
+
+def no_store(response: Response) -> Response:
+    """A page, image or API answer holding a live QR code: never kept by the browser, a
+    proxy or an app's HTTP cache, where someone else could find it."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response

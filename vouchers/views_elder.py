@@ -47,7 +47,7 @@ from vouchers import cards, kinds, qr_tokens
 from vouchers.errors import NoVoucherThisMonth
 from vouchers.models import VOUCHER_KINDS, Redemption, Shortfall, Voucher, VoucherCard
 from vouchers.policy import policy_on
-from vouchers.views import bp
+from vouchers.views import bp, no_store
 
 KIND_LABELS = {
     "home_community": _l("Home and community care"),
@@ -125,13 +125,6 @@ def usable_voucher(resident_id: int) -> Voucher:
         raise NoVoucherThisMonth()
     qr_tokens.check_voucher_usable(voucher, today)
     return voucher
-
-
-def no_store(response: Response) -> Response:
-    """A page or image holding a live code: never kept by the browser or a proxy."""
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
-    return response
 
 
 def seconds_left(now=None) -> int:
