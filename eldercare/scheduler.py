@@ -78,19 +78,21 @@ def run_one(job_id: str):
     click.echo(json.dumps({"job": job_id, "result": result}, ensure_ascii=False, default=str))
 
 
-@cli.command("run")
-def run_scheduler():
-    """Run the scheduler in the foreground until stopped."""
-    scheduler = BlockingScheduler(
+def make_scheduler(app, scheduler_class=BlockingScheduler):
+    """A scheduler whose job store lives in the app's database."""
+    return scheduler_class(
         timezone=SHANGHAI,
         jobstores={
             "default": SQLAlchemyJobStore(
-                url=current_app.config["SQLALCHEMY_DATABASE_URI"], tablename="apscheduler_jobs"
+                url=app.config["SQLALCHEMY_DATABASE_URI"], tablename="apscheduler_jobs"
             )
         },
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
     )
-    for job in all_jobs(current_app).values():
+
+
+def add_jobs(scheduler, app, jobs=None) -> None:
+    for job in jobs if jobs is not None else all_jobs(app).values():
         scheduler.add_job(
             "eldercare.scheduler:run_job",
             trigger=job.trigger,
@@ -100,5 +102,13 @@ def run_scheduler():
             replace_existing=True,
             **job.trigger_args,
         )
+
+
+@cli.command("run")
+def run_scheduler():
+    """Run the scheduler in the foreground until stopped."""
+    app = current_app._get_current_object()
+    scheduler = make_scheduler(app)
+    add_jobs(scheduler, app)
     log.info("scheduler starting with %d jobs", len(scheduler.get_jobs()))
     scheduler.start()
