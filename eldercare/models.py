@@ -2,6 +2,7 @@
 
 from eldercare.accounts import FamilyLink, LoginThrottle, User, UserRole
 from eldercare.audit import AuditLog
+from eldercare.job_runs import JobRun
 from eldercare.notifications import Notification
 from eldercare.residents import District, Resident
 from eldercare.tokens import ApiToken
@@ -11,6 +12,7 @@ __all__ = [
     "AuditLog",
     "District",
     "FamilyLink",
+    "JobRun",
     "LoginThrottle",
     "Notification",
     "Resident",

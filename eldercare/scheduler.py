@@ -2,27 +2,51 @@
 
 APScheduler keeps its job store in the platform's database so that a restarted scheduler
 knows what it already planned. Every job must be idempotent: a second scheduler or a
-manual rerun never issues, expires or settles twice.
+manual rerun never issues, expires or settles twice; and every job is a catch-up (it does
+whatever is due and not yet done), so a run that comes late or twice is harmless, and a run
+that failed is simply redone by the next one.
+
+- A restart keeps each stored next run time: a job is written to the store only when it is
+  missing or its definition changed (APScheduler 3's ``replace_existing=True`` would
+  recompute the next run from now, and a run missed while the scheduler was down would
+  never happen). Jobs marked ``run_at_start`` also run once when the scheduler starts.
+- One app (and so one engine and pool) per scheduler process: ``make_scheduler`` binds it
+  and ``run_job`` pushes its context for each run.
+- Each run is recorded in ``job_runs`` (``eldercare.job_runs``), failures included.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import click
+import sqlalchemy as sa
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 from flask import current_app
 from flask.cli import AppGroup
 
-from eldercare.db import unit_of_work
-from eldercare.timeutil import SHANGHAI
+from eldercare import job_runs
+from eldercare.db import db, unit_of_work
+from eldercare.timeutil import SHANGHAI, format_local
 
 log = logging.getLogger(__name__)
 cli = AppGroup("scheduler", help="Run or inspect the periodic jobs.")
+
+JOB_STORE_TABLE = "apscheduler_jobs"
+RUN_JOB = "eldercare.scheduler:run_job"  # what the store keeps: a reference, not the app
+# coalesce: runs missed while down become one; no misfire grace limit: a catch-up that comes
+# late still runs (APScheduler would otherwise skip a run more than the grace time late).
+JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+TRIGGERS = {"cron": CronTrigger, "interval": IntervalTrigger}
 
 
 @dataclass(frozen=True)
@@ -32,76 +56,137 @@ class ScheduledJob:
     trigger: str  # "cron" or "interval"
     trigger_args: dict = field(default_factory=dict)
     description: str = ""
+    run_at_start: bool = False  # also run once whenever the scheduler starts
+
+
+class JobFailed(Exception):
+    """Raised by a job that did part of its work: recorded as a failure with ``summary``
+    (what was done and what failed) as the run's result."""
+
+    def __init__(self, message: str, summary: dict):
+        super().__init__(message)
+        self.summary = summary
 
 
 def all_jobs(app) -> dict[str, ScheduledJob]:
     return {job.id: job for job in app.extensions.get("scheduled_jobs", [])}
 
 
-def run_job(job_id: str) -> object:
-    """Entry point APScheduler stores by reference; builds its own app for the job."""
-    from eldercare import create_app
+# --------------------------------------------------------------------------- running a job
 
-    app = create_app()
-    with app.app_context():
-        job = all_jobs(app)[job_id]
+
+def execute(job: ScheduledJob) -> tuple[bool, object]:
+    """Run ``job`` in the current app context as one unit of work, recorded in job_runs.
+    Returns (ok, result or error text). A failure is logged and recorded, not raised: the
+    next scheduled run retries."""
+    run_id = job_runs.record_start(job.id)
+    try:
         with unit_of_work():
-            return job.func()
+            result = job.func()
+    except Exception as error:
+        log.exception("job %s failed", job.id)
+        job_runs.record_end(run_id, job.id, error=error, result=getattr(error, "summary", None))
+        return False, job_runs.describe(error)
+    job_runs.record_end(run_id, job.id, error=None, result=result)
+    return True, result
 
 
-@cli.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable list.")
-def list_jobs(as_json: bool):
-    jobs = all_jobs(current_app)
-    rows = [
-        {"id": j.id, "trigger": j.trigger, "args": j.trigger_args, "description": j.description}
-        for j in jobs.values()
-    ]
-    if as_json:
-        click.echo(json.dumps(rows, ensure_ascii=False))
-    elif not rows:
-        click.echo("no jobs registered")
-    else:
-        for row in rows:
-            click.echo(f"{row['id']}: {row['trigger']} {row['args']}  {row['description']}")
+_app = None  # the scheduler process's app, bound by make_scheduler
+_running: dict[str, threading.Lock] = {}
+_running_guard = threading.Lock()
 
 
-@cli.command("run-job")
-@click.argument("job_id")
-def run_one(job_id: str):
-    """Run one job now, in this process."""
-    jobs = all_jobs(current_app)
-    if job_id not in jobs:
-        raise click.BadParameter(f"unknown job {job_id!r}; see 'flask scheduler list'")
-    with unit_of_work():
-        result = jobs[job_id].func()
-    click.echo(json.dumps({"job": job_id, "result": result}, ensure_ascii=False, default=str))
+def bind_app(app) -> None:
+    global _app
+    _app = app
+
+
+def run_job(job_id: str) -> object:
+    """Entry point APScheduler stores by reference. Runs in the app bound by
+    ``make_scheduler``: building an app per run would build an engine and a connection
+    pool per run, which nothing closes. A run that finds the same job already running in
+    this process (the run at start overlapping a scheduled one) does nothing."""
+    if _app is None:
+        raise RuntimeError("no app bound; start the scheduler with 'flask scheduler run'")
+    with _running_guard:
+        lock = _running.setdefault(job_id, threading.Lock())
+    if not lock.acquire(blocking=False):
+        log.info("job %s is already running in this process; this run does nothing", job_id)
+        return None
+    try:
+        with _app.app_context():
+            return execute(all_jobs(_app)[job_id])[1]
+    finally:
+        lock.release()
+
+
+# --------------------------------------------------------------------------- the scheduler
 
 
 def make_scheduler(app, scheduler_class=BlockingScheduler):
-    """A scheduler whose job store lives in the app's database."""
+    """A scheduler whose job store lives in the app's database, on the app's own engine,
+    with the app bound for the runs."""
+    bind_app(app)
+    with app.app_context():
+        engine = db.engine
     return scheduler_class(
         timezone=SHANGHAI,
         jobstores={
-            "default": SQLAlchemyJobStore(
-                url=app.config["SQLALCHEMY_DATABASE_URI"], tablename="apscheduler_jobs"
-            )
+            "default": SQLAlchemyJobStore(engine=engine, tablename=JOB_STORE_TABLE),
+            "startup": MemoryJobStore(),  # the one-off runs at start; never stored
         },
-        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
+        job_defaults=JOB_DEFAULTS,
     )
 
 
+def _trigger(job: ScheduledJob):
+    return TRIGGERS[job.trigger](**({"timezone": SHANGHAI} | job.trigger_args))
+
+
+def _definition(func_ref: str, args, trigger) -> tuple:
+    """What makes two stored jobs the same job; the next run time is not part of it."""
+    return (func_ref, tuple(args), type(trigger).__name__, str(trigger), str(trigger.timezone))
+
+
 def add_jobs(scheduler, app, jobs=None) -> None:
-    for job in jobs if jobs is not None else all_jobs(app).values():
-        scheduler.add_job(
-            "eldercare.scheduler:run_job",
-            trigger=job.trigger,
-            args=[job.id],
-            id=job.id,
-            name=job.description or job.id,
-            replace_existing=True,
-            **job.trigger_args,
-        )
+    """Put the app's jobs into the store before the scheduler starts: a job is written only
+    when missing or when its definition changed, so every stored next run time survives a
+    restart. A changed job's next run is never later than the stored one (a cron job turned
+    interval does not skip its due run). Jobs the app no longer has are removed."""
+    jobs = list(jobs if jobs is not None else all_jobs(app).values())
+    store = scheduler._jobstores["default"]
+    store.jobs_t.create(store.engine, checkfirst=True)
+    stored = {job.id: job for job in store.get_all_jobs()}
+    now = datetime.now(SHANGHAI)
+    for gone in set(stored) - {job.id for job in jobs}:
+        log.info("job %s is no longer registered; removed from the store", gone)
+        store.remove_job(gone)
+    for job in jobs:
+        trigger = _trigger(job)
+        old = stored.get(job.id)
+        next_run = trigger.get_next_fire_time(None, now)
+        unchanged = old is not None and _definition(
+            old.func_ref, old.args, old.trigger
+        ) == _definition(RUN_JOB, [job.id], trigger)
+        if unchanged:
+            next_run = old.next_run_time
+        elif old is not None and old.next_run_time is not None:
+            next_run = min(next_run, old.next_run_time)
+        if not unchanged:
+            scheduler.add_job(
+                RUN_JOB,
+                trigger=trigger,
+                args=[job.id],
+                id=job.id,
+                name=job.description or job.id,
+                replace_existing=True,
+                next_run_time=next_run,
+            )
+        if job.run_at_start and next_run is not None and next_run > now:
+            # Not due in the store, so it would not run now: a one-off run at start.
+            scheduler.add_job(
+                RUN_JOB, trigger="date", args=[job.id], id=f"{job.id}@start", jobstore="startup"
+            )
 
 
 @cli.command("run")
@@ -110,5 +195,93 @@ def run_scheduler():
     app = current_app._get_current_object()
     scheduler = make_scheduler(app)
     add_jobs(scheduler, app)
-    log.info("scheduler starting with %d jobs", len(scheduler.get_jobs()))
+    log.info("scheduler starting with %d jobs", len(all_jobs(app)))
     scheduler.start()
+
+
+# --------------------------------------------------------------------------- inspecting
+
+
+def stored_next_runs() -> dict[str, datetime | None]:
+    """Each stored job's next run time, read from the job store's table (absent before the
+    scheduler's first start)."""
+    connection = db.session.connection()
+    if not sa.inspect(connection).has_table(JOB_STORE_TABLE):
+        return {}
+    table = sa.table(JOB_STORE_TABLE, sa.column("id"), sa.column("next_run_time"))
+    return {
+        job_id: datetime.fromtimestamp(stamp, UTC) if stamp is not None else None
+        for job_id, stamp in connection.execute(sa.select(table.c.id, table.c.next_run_time))
+    }
+
+
+def _run(run: job_runs.JobRun | None) -> dict | None:
+    return run.to_dict() if run is not None else None
+
+
+def job_rows(app) -> list[dict]:
+    next_runs = stored_next_runs()
+    rows = []
+    for job in all_jobs(app).values():
+        health = job_runs.health_of(job.id)
+        next_run = next_runs.get(job.id)
+        rows.append(
+            {
+                "id": job.id,
+                "trigger": job.trigger,
+                "args": job.trigger_args,
+                "description": job.description,
+                "next_run_time": next_run.isoformat() if next_run else None,
+                "failing": health.failing,
+                "last_run": _run(health.last_run),
+                "last_success": _run(health.last_success),
+                "last_failure": _run(health.last_failure),
+            }
+        )
+    return rows
+
+
+def _human(row: dict) -> str:
+    def when(run):
+        return format_local(datetime.fromisoformat(run["started_at"])) if run else "never"
+
+    next_run = row["next_run_time"]
+    lines = [
+        f"{row['id']}: {row['trigger']} {row['args']}  {row['description']}",
+        f"  next run: {format_local(datetime.fromisoformat(next_run)) if next_run else '-'}"
+        f"  last run: {when(row['last_run'])}"
+        f" ({row['last_run']['status'] if row['last_run'] else '-'})"
+        f"  last success: {when(row['last_success'])}",
+    ]
+    if row["last_failure"]:
+        failure = row["last_failure"]
+        state = "FAILING" if row["failing"] else "since succeeded"
+        lines.append(f"  last failure ({state}): {when(failure)} {failure['error']}")
+    return "\n".join(lines)
+
+
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable list.")
+def list_jobs(as_json: bool):
+    """Each job: its trigger, stored next run, last run, last success and last failure."""
+    rows = job_rows(current_app)
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False))
+    elif not rows:
+        click.echo("no jobs registered")
+    else:
+        click.echo("\n".join(_human(row) for row in rows))
+
+
+@cli.command("run-job")
+@click.argument("job_id")
+def run_one(job_id: str):
+    """Run one job now, in this process (recorded like a scheduled run)."""
+    jobs = all_jobs(current_app)
+    if job_id not in jobs:
+        raise click.BadParameter(f"unknown job {job_id!r}; see 'flask scheduler list'")
+    ok, outcome = execute(jobs[job_id])
+    key = "result" if ok else "error"
+    click.echo(json.dumps({"job": job_id, key: outcome}, ensure_ascii=False, default=str))
+    if not ok:
+        raise SystemExit(1)

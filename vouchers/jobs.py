@@ -1,18 +1,28 @@
 """Periodic jobs of the vouchers domain (see eldercare.scheduler.ScheduledJob).
 
-Both are idempotent: a second scheduler or a rerun expires and issues nothing twice.
+All are idempotent catch-ups: a second scheduler or a rerun expires and issues nothing
+twice, and a run missed or failed is made up by the next one.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from datetime import date
+
+import sqlalchemy as sa
 
 from eldercare.db import db
-from eldercare.scheduler import ScheduledJob
+from eldercare.job_runs import describe
+from eldercare.scheduler import JobFailed, ScheduledJob
 from eldercare.timeutil import local_today
 from vouchers.eligibility_feed import process_eligibility_events
-from vouchers.issuance import expire_month, issue_monthly, month_of, previous_month
+from vouchers.issuance import expire_month, issue_monthly, month_of
+from vouchers.models import Voucher
 
+log = logging.getLogger(__name__)
+
+CATCH_UP_MINUTES = 10  # how often the monthly catch-up looks for work
 BATCH_SIZE = 200  # elders per commit: a crash loses at most this many, and a rerun redoes them
 
 
@@ -27,14 +37,57 @@ def commit_every(size: int = BATCH_SIZE) -> Callable[[int], None]:
     return progress
 
 
+def months_to_expire(current: date) -> list[date]:
+    """Every month before ``current`` that still has active vouchers, oldest first."""
+    return list(
+        db.session.scalars(
+            sa.select(Voucher.month)
+            .where(Voucher.status == "active", Voucher.month < current)
+            .distinct()
+            .order_by(Voucher.month)
+        )
+    )
+
+
+def _step(name: str, work: Callable[[], object], done: dict, failed: dict) -> None:
+    """One step of the catch-up in transactions of its own: a step that fails is rolled
+    back and noted, and the next step still runs (the next run retries the failed one)."""
+    try:
+        done[name] = work()
+        db.session.commit()
+    except Exception as error:
+        db.session.rollback()
+        log.exception("monthly catch-up: %s failed", name)
+        failed[name] = describe(error)
+
+
 def monthly_vouchers() -> dict:
-    """At 00:05 on the 1st (Asia/Shanghai): last month's vouchers expire and their balances
-    go back to the districts, then this month's are issued."""
-    month = month_of(local_today())
-    expired = expire_month(previous_month(month), progress=commit_every())
-    db.session.commit()  # expiry's returns are in the districts before issuance draws on them
-    issued = issue_monthly(month, progress=commit_every())
-    return {"expired": expired, "issued": issued.to_dict()}
+    """The monthly catch-up, run every few minutes and at scheduler start: every past month
+    that still has active vouchers is expired (oldest first; its balances go back to the
+    districts), then the current month is issued to whoever still lacks a voucher. Both are
+    idempotent, so running it often costs a few queries; a month missed by a stopped
+    scheduler or a failed run is done by the next run. A failing step does not stop the
+    others; the run then ends in JobFailed, recorded for the bureau, and is retried."""
+    current = month_of(local_today())
+    done: dict = {}
+    failed: dict[str, str] = {}
+    for month in months_to_expire(current):
+        _step(
+            f"expire {month:%Y-%m}",
+            lambda month=month: expire_month(month, progress=commit_every()),
+            done,
+            failed,
+        )
+    _step(
+        f"issue {current:%Y-%m}",
+        lambda: issue_monthly(current, progress=commit_every()).to_dict(),
+        done,
+        failed,
+    )
+    if failed:
+        message = "; ".join(f"{name}: {error}" for name, error in failed.items())
+        raise JobFailed(message, {"done": done, "failed": failed})
+    return done
 
 
 def eligibility_events() -> dict:
@@ -45,9 +98,10 @@ JOBS: list[ScheduledJob] = [
     ScheduledJob(
         id="vouchers-monthly",
         func=monthly_vouchers,
-        trigger="cron",
-        trigger_args={"day": 1, "hour": 0, "minute": 5, "timezone": "Asia/Shanghai"},
-        description="Expire last month's vouchers, then issue this month's",
+        trigger="interval",
+        trigger_args={"minutes": CATCH_UP_MINUTES},
+        description="Catch-up: expire every past month's vouchers, then issue this month's",
+        run_at_start=True,
     ),
     ScheduledJob(
         id="vouchers-eligibility-events",
