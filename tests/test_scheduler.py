@@ -82,4 +82,3 @@ def test_job_runs_reuse_the_scheduler_apps_engine(store_app, tmp_path, monkeypat
     with store_app.app_context():
         assert engines == [db.engine]
     assert len(connections) <= 1  # the pool's connection is reused run after run
-

@@ -74,13 +74,13 @@ def monthly_vouchers() -> dict:
     for month in months_to_expire(current):
         _step(
             f"expire {month:%Y-%m}",
-            lambda month=month: expire_month(month, progress=commit_every()),
+            lambda month=month: expire_month(month, progress=commit_every(BATCH_SIZE)),
             done,
             failed,
         )
     _step(
         f"issue {current:%Y-%m}",
-        lambda: issue_monthly(current, progress=commit_every()).to_dict(),
+        lambda: issue_monthly(current, progress=commit_every(BATCH_SIZE)).to_dict(),
         done,
         failed,
     )

@@ -16,7 +16,7 @@ Amounts are typed in yuan and read exactly (Decimal, at most two decimals) into 
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 
 import sqlalchemy as sa
 from flask import flash, redirect, render_template, request, url_for
@@ -38,6 +38,7 @@ from eldercare.forms import (
     yuan,
     yuan_input,
 )
+from eldercare.job_runs import health_of
 from eldercare.navigation import Destination
 from eldercare.residents import District, Resident, mask_name
 from eldercare.timeutil import SHANGHAI, format_local, local_today
@@ -90,6 +91,16 @@ ENTRY_LABELS = {
     "pay": _l("Paid to provider"),
     "fee_refund": _l("Fee refunded"),
 }
+# The vouchers' jobs, as the bureau calls them; a failure of any of them shows on the pool page.
+JOB_LABELS = {
+    "vouchers-monthly": _l("Monthly voucher expiry and issuance"),
+    "vouchers-eligibility-events": _l("First vouchers and revocations from eligibility events"),
+    "vouchers-settle-stale-holds": _l("Settling card payments left pending"),
+}
+MONTHLY_JOB = "vouchers-monthly"
+# The monthly catch-up runs every 10 minutes: no success for an hour means it is failing or
+# the scheduler is not running.
+MONTHLY_JOB_STALE_AFTER = timedelta(hours=1)
 _SIGNED_YUAN = re.compile(r"^\s*([+-]?)\s*(.*)$", re.S)
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
@@ -267,6 +278,47 @@ def journal_page(page: int) -> tuple[list[dict], bool]:
     ], more
 
 
+def job_problems() -> list[dict]:
+    """Red notices for the pool page: a vouchers job whose last run failed (it is retried on
+    its next run), or a monthly catch-up that has not succeeded lately."""
+    problems = []
+    for job_id, label in JOB_LABELS.items():
+        health = health_of(job_id)
+        if health.failing:
+            failure = health.last_failure
+            when = format_local(failure.started_at)
+            if job_id == MONTHLY_JOB:
+                text = _(
+                    "This month's voucher job failed (%(when)s): %(error)s. The system will "
+                    "retry it automatically.",
+                    when=when,
+                    error=failure.error,
+                )
+            else:
+                text = _(
+                    "The job “%(job)s” failed (%(when)s): %(error)s. The system will retry it "
+                    "automatically.",
+                    job=label,
+                    when=when,
+                    error=failure.error,
+                )
+            problems.append({"job": job_id, "text": text})
+        elif job_id == MONTHLY_JOB and not health.succeeded_within(MONTHLY_JOB_STALE_AFTER):
+            if health.last_success is None:
+                text = _(
+                    "The monthly voucher job has never succeeded. Check that the scheduler is "
+                    "running (flask scheduler list)."
+                )
+            else:
+                text = _(
+                    "The monthly voucher job has not succeeded since %(when)s. Check that the "
+                    "scheduler is running (flask scheduler list).",
+                    when=format_local(health.last_success.finished_at),
+                )
+            problems.append({"job": job_id, "text": text})
+    return problems
+
+
 def _render_pool(status=200, problem=None, problem_form=None, values=None):
     month = local_today().replace(day=1)
     scoped = current_user.district_id is not None
@@ -278,6 +330,7 @@ def _render_pool(status=200, problem=None, problem_form=None, values=None):
         month=month,
         figures=pool_figures(month),
         check=check,
+        job_problems=job_problems(),
         shortfalls=shortfalls_of(month),
         journal=journal,
         page=page,
