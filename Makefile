@@ -35,7 +35,8 @@ run: install
 	@$(BIN)/python tests/vouchers/localstripe_server.py --port $(GATEWAY_PORT) \
 		--port-file instance/gateway/port --state-file instance/gateway/state.pickle \
 		> instance/gateway/server.log 2>&1 & gateway=$$!; \
-	trap 'kill $$gateway 2>/dev/null' EXIT INT TERM; \
+	$(DEMO_GATEWAY) $(FLASK) scheduler run > instance/scheduler.log 2>&1 & scheduler=$$!; \
+	trap 'kill $$gateway $$scheduler 2>/dev/null' EXIT INT TERM; \
 	$(DEMO_GATEWAY) $(FLASK) run --host $(HOST) --port $(PORT)
 
 test: install-test

@@ -185,7 +185,12 @@ def add_jobs(scheduler, app, jobs=None) -> None:
         if job.run_at_start and next_run is not None and next_run > now:
             # Not due in the store, so it would not run now: a one-off run at start.
             scheduler.add_job(
-                RUN_JOB, trigger="date", args=[job.id], id=f"{job.id}@start", jobstore="startup"
+                RUN_JOB,
+                trigger="date",
+                args=[job.id],
+                id=f"{job.id}@start",
+                name=f"{job.description or job.id} (at start)",
+                jobstore="startup",
             )
 
 

@@ -82,3 +82,33 @@ def test_job_runs_reuse_the_scheduler_apps_engine(store_app, tmp_path, monkeypat
     with store_app.app_context():
         assert engines == [db.engine]
     assert len(connections) <= 1  # the pool's connection is reused run after run
+
+
+def test_a_changed_job_replaces_the_stored_one_without_postponing_its_run(store_app):
+    """The previous release stored vouchers-monthly as a cron job on the 1st; its due run
+    must survive the change to a catch-up every 10 minutes. A job no longer registered goes."""
+    overdue = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=30)
+    old = make_scheduler(store_app, StoreOnly)
+    old.start()
+    old.add_job(
+        "eldercare.scheduler:run_job",
+        trigger="cron",
+        day=1,
+        hour=0,
+        minute=5,
+        args=["vouchers-monthly"],
+        id="vouchers-monthly",
+        next_run_time=overdue,
+    )
+    old.add_job("eldercare.scheduler:run_job", "interval", minutes=5, args=["gone"], id="gone")
+    old.shutdown(wait=False)
+
+    restarted = _paused(store_app)
+    try:
+        monthly = restarted.get_job("vouchers-monthly", jobstore="default")
+        gone = restarted.get_job("gone")
+    finally:
+        restarted.shutdown(wait=False)
+    assert str(monthly.trigger) == "interval[0:10:00]"
+    assert monthly.next_run_time == overdue
+    assert gone is None
