@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import eldercare.db
 
 
-revision = '0006_job_runs'
+revision = '0006'
 down_revision = '0005'
 branch_labels = None
 depends_on = None
