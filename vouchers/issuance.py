@@ -54,7 +54,7 @@ from eldercare.timeutil import local_today, now_utc
 from vouchers import ledger
 from vouchers.errors import InsufficientFunds
 from vouchers.kinds import kind_for
-from vouchers.models import Redemption, Shortfall, Voucher
+from vouchers.models import LIVE_FIRST, Redemption, Shortfall, Voucher
 from vouchers.policy import policy_on
 
 LEVEL_PRIORITY = {"complete": 0, "severe": 1, "moderate": 2, "mild": 3, "intact": 4}
@@ -141,7 +141,7 @@ def _voucher_of(resident_id: int, month: date, reason: str = "monthly") -> Vouch
     return db.session.scalar(
         sa.select(Voucher)
         .where(Voucher.resident_id == resident_id, Voucher.month == month, _blocking(reason))
-        .order_by((Voucher.status == "revoked").asc(), Voucher.id.desc())
+        .order_by(*LIVE_FIRST)
         .limit(1)
     )
 

@@ -192,6 +192,11 @@ class Voucher(Base):
     policy: Mapped[VoucherPolicy] = relationship()
 
 
+# Order a month's vouchers of one elder with the live one first (there is at most one; the
+# others were revoked), then the latest.
+LIVE_FIRST = ((Voucher.status == "revoked").asc(), Voucher.id.desc())
+
+
 class KindChoice(Base):
     """Which kind of voucher an elder holds from a month on (the elder's or agent's choice;
     institutional while the elder lives in an institution)."""

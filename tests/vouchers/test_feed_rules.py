@@ -19,6 +19,7 @@ from vouchers.eligibility_feed import process_eligibility_events
 from vouchers.errors import OutOfScope
 from vouchers.issuance import issue_for, issue_monthly, month_of, next_month, revoke_for
 from vouchers.models import Voucher, VoucherPolicy
+from vouchers.views_elder import voucher_in
 
 HOME_CAP = 50_000
 
@@ -67,6 +68,7 @@ def test_a_voucher_revoked_for_an_exclusion_is_issued_again_when_it_is_lifted(sh
     assert (old.status, old.revoked_reason) == ("revoked", "exclusion")
     assert result["issued"] == [new.id] and new.status == "active"
     assert new.face_value_fen == new.balance_fen == HOME_CAP - 600
+    assert voucher_in(shop.elder.id, current).id == new.id  # what the elder's page shows
     assert ledger.verify_ledger().ok
     assert process_eligibility_events()["issued"] == []  # and only once
 
