@@ -145,6 +145,53 @@ def eligibility_on(resident_id, on_date: date) -> Eligibility:
     )
 
 
+def eligible_from(resident_id, day: date, *, within_days: int = 400) -> date | None:
+    """The first day on or after ``day`` on which the elder is eligible, as far as is known
+    now: the end of a fixed-term exclusion and reaching the minimum age are dates on the
+    calendar, so they are counted; a death, a move, an open-ended exclusion or a missing or
+    insufficient assessment are not, and give None. Looks about a year ahead at most (an
+    assessment is valid 12 months)."""
+    resident = _resolve(resident_id)
+    if resident is None:
+        return None
+    last = day + timedelta(days=within_days)
+    while day <= last:
+        eligibility = eligibility_on(resident, day)
+        if eligibility.eligible:
+            return day
+        later = _when_reasons_end(resident, eligibility)
+        if later is None or later <= day:
+            return None
+        day = later  # judged again there: another exclusion may begin, the result may lapse
+    return None
+
+
+def _when_reasons_end(resident: Resident, eligibility: Eligibility) -> date | None:
+    """The first day after ``eligibility.on`` on which all of its reasons are over, when
+    every reason is one that ends on a known date; None otherwise."""
+    ends = []
+    codes = eligibility.reason_codes
+    for code in codes:
+        if code != "under_age" and not code.startswith("excluded:"):
+            return None
+    if "under_age" in codes:
+        ends.append(_birthday(resident.birth_date, policy_on(eligibility.on).min_age))
+    exclusions = _active_exclusions(resident.id, eligibility.on)
+    if any(exclusion.end_date is None for exclusion in exclusions):
+        return None
+    ends.extend(exclusion.end_date + timedelta(days=1) for exclusion in exclusions)
+    return max(ends) if ends else None
+
+
+def _birthday(birth: date, years: int) -> date:
+    """The day the person turns ``years`` (born on 29 February: 1 March in a common year,
+    as ``Resident.age_on`` counts it)."""
+    try:
+        return birth.replace(year=birth.year + years)
+    except ValueError:
+        return date(birth.year + years, 3, 1)
+
+
 def candidates_on(day: date) -> list[tuple[int, str, date]]:
     """A shortlist of who may be eligible on ``day``, in one query, for a monthly run over
     every elder: alive, living in the city, with an approved assessment in effect and still

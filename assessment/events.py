@@ -38,3 +38,8 @@ def events_after(event_id: int, limit: int = 500) -> list[EligibilityEvent]:
             .limit(limit)
         )
     )
+
+
+def event_by_id(event_id: int) -> EligibilityEvent | None:
+    """One event of the outbox, for a consumer that set it aside and handles it again."""
+    return db.session.get(EligibilityEvent, event_id)

@@ -9,6 +9,7 @@ from vouchers import (  # noqa: F401  (imported for what importing them does)
     models,  # the tables, on the metadata
     views_bureau,  # the HTML pages, each module adding its routes to views.bp
     views_elder,
+    views_parked,
     views_redeem,
 )
 from vouchers.api import blp as api_blueprint
@@ -29,7 +30,11 @@ def register(app) -> None:
     app.register_blueprint(short_bp)
     api.register_blueprint(api_blueprint)
     register_destinations(
-        app, *views_elder.DESTINATIONS, *views_redeem.DESTINATIONS, *views_bureau.DESTINATIONS
+        app,
+        *views_elder.DESTINATIONS,
+        *views_redeem.DESTINATIONS,
+        *views_bureau.DESTINATIONS,
+        *views_parked.DESTINATIONS,
     )
     app.register_blueprint(gateway_bp)
     app.cli.add_command(cli)

@@ -29,6 +29,7 @@ from eldercare.db import db
 from eldercare.residents import Resident
 from marketplace import catalogue
 from vouchers.models import Redemption, Voucher
+from vouchers.policy import shown_rules
 from vouchers.redemption import usable_problem
 
 blp = Blueprint("vouchers_api", __name__, url_prefix="/api/v1", description="Vouchers")
@@ -44,7 +45,11 @@ def month_text(day: date) -> str:
 def shape_voucher(voucher: Voucher, today: date) -> dict:
     resident = db.session.get(Resident, voucher.resident_id)
     problem = usable_problem(voucher, today)
-    policy = voucher.policy
+    # Today's rules for a service (the ratio and scope of the day); the face value is the
+    # voucher's own.
+    policy = (
+        shown_rules(voucher, today) if voucher.month == today.replace(day=1) else voucher.policy
+    )
     return {
         "id": voucher.id,
         "resident": {"id": resident.id, "name": resident.name},

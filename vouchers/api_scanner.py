@@ -36,6 +36,7 @@ from vouchers import redemption as redemptions
 from vouchers.api import blp, month_text, shape_redemption, shape_service
 from vouchers.errors import GatewayUnavailable, TokenForged
 from vouchers.models import Redemption, TokenUse, Voucher
+from vouchers.policy import shown_rules
 from vouchers.schemas import (
     VouchersCardRequestSchema,
     VouchersCardResultSchema,
@@ -125,7 +126,8 @@ def _scan(voucher: Voucher, use: TokenUse, repeated: bool) -> dict:
     provider = provider_of(g.api_user)
     staff = staff_record(g.api_user)
     today = local_today()
-    scope = voucher.policy.category_set
+    rules = shown_rules(voucher, today)  # the version in force today
+    scope = rules.category_set
     services = [s for s in catalogue.services_of(provider) if s.active and s.category_code in scope]
     return {
         "scan_id": use.id,
@@ -136,7 +138,7 @@ def _scan(voucher: Voucher, use: TokenUse, repeated: bool) -> dict:
         "kind": voucher.kind,
         "elder": _masked_elder(voucher.resident_id),
         "remaining_fen": voucher.balance_fen,
-        "ratio_bp": voucher.policy.ratio_bp,
+        "ratio_bp": rules.ratio_bp,
         "services": [
             shape_service(s)
             | {

@@ -41,7 +41,7 @@ from eldercare.errors import Conflict, InvalidInput, NotFound
 from eldercare.residents import Resident
 from eldercare.timeutil import local_today, now_utc
 from vouchers.errors import CardLocked, CardNotValid, NoVoucherThisMonth, WrongPin
-from vouchers.models import TokenUse, Voucher, VoucherCard
+from vouchers.models import LIVE_FIRST, TokenUse, Voucher, VoucherCard
 from vouchers.qr_tokens import (
     b32_encode,
     check_voucher_usable,
@@ -325,9 +325,10 @@ def _forget_committed_counts(session: Session):
 
 def _voucher_this_month(resident_id: int, today: date) -> Voucher:
     voucher = db.session.scalar(
-        sa.select(Voucher).where(
-            Voucher.resident_id == resident_id, Voucher.month == today.replace(day=1)
-        )
+        sa.select(Voucher)
+        .where(Voucher.resident_id == resident_id, Voucher.month == today.replace(day=1))
+        .order_by(*LIVE_FIRST)  # a month may hold a revoked voucher and its re-issue
+        .limit(1)
     )
     if voucher is None:
         raise NoVoucherThisMonth()

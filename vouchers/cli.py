@@ -105,13 +105,14 @@ def expire_command(month: date, as_json: bool):
 @click.option("--limit", type=click.IntRange(min=1), default=500, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
 def process_events_command(limit: int, as_json: bool):
-    """Act on new eligibility events: first vouchers at once, revocations."""
+    """Act on new eligibility events (first vouchers at once, revocations; an event that
+    fails is parked for the bureau), then issue the vouchers whose eligibility begins today."""
     with unit_of_work():
         result = process_eligibility_events(limit=limit)
     summary = (
         f"{result['processed']} events: {len(result['issued'])} vouchers issued, "
         f"{len(result['revoked'])} revoked, {len(result['left_out'])} left out for lack of money"
     )
-    if result["error"]:
-        summary += f"; stopped at event {result['error']['event_id']}: {result['error']['message']}"
+    for parked in result["parked"]:
+        summary += f"; event {parked['event_id']} parked: {parked['error']}"
     _echo(result, as_json, summary)

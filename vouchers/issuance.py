@@ -6,11 +6,25 @@ Money: issuing reserves the voucher's face value from the elder's district alloc
 Voucher row, so a voucher exists exactly when its money was reserved. Expiry and revocation
 send what is left back to the district the voucher came from.
 
-One voucher per elder per month is a database constraint; a second run, a second scheduler
-or the eligibility feed racing the monthly run ends in that constraint, never in a second
-voucher. Issuing transactions also take one PostgreSQL advisory lock before they touch any
-row (see ``_serialize``), so they queue instead of deadlocking on each other's rows and the
-audit chain's lock.
+One live voucher per elder per month is a database constraint (a partial unique index: a
+revoked voucher does not count); a second run, a second scheduler or the eligibility feed
+racing the monthly run ends in that constraint, never in a second voucher.
+
+Re-issue after a revocation: a voucher revoked for a loss of eligibility (a move, an
+exclusion, a result below the programme's levels) lets a new voucher be issued for its month
+once the elder is eligible again (a move recorded in error, an exclusion lifted, a disputed
+result overturned); one revoked for death never does, and one revoked by a bureau decision
+only through the bureau's own manual issue. The new voucher's face value is the month's cap
+less what the revoked ones of that month already paid (redeemed or being paid), so an elder
+never gets more than one cap in a month.
+
+The face value is the cap of the policy version in force on the day of issue (the month's
+first day when issued ahead); it never changes afterwards. The ratio and scope of each
+service are the version in force on the day of the service (vouchers.policy.rules_for).
+
+Issuing transactions also take one PostgreSQL advisory lock before they touch any row (see
+``_serialize``), so they queue instead of deadlocking on each other's rows and the audit
+chain's lock.
 
 Priority when a district's money cannot cover everyone (documented for the bureau): complete,
 then severe, then moderate; within a level, whoever has waited longer (``waiting_since``, the
@@ -40,7 +54,7 @@ from eldercare.timeutil import local_today, now_utc
 from vouchers import ledger
 from vouchers.errors import InsufficientFunds
 from vouchers.kinds import kind_for
-from vouchers.models import Shortfall, Voucher
+from vouchers.models import LIVE_FIRST, Redemption, Shortfall, Voucher
 from vouchers.policy import policy_on
 
 LEVEL_PRIORITY = {"complete": 0, "severe": 1, "moderate": 2, "mild": 3, "intact": 4}
@@ -53,6 +67,10 @@ REVOKE_REASONS = (
     "assessment_below_threshold",
     "bureau_decision",
 )
+# A voucher revoked for one of these does not stop a new one for its month once the elder is
+# eligible again; death is final, and a bureau decision is undone only by a manual issue.
+REISSUE_AFTER = ("moved_out", "exclusion", "assessment_below_threshold")
+REISSUE_AFTER_MANUAL = (*REISSUE_AFTER, "bureau_decision")
 OUTSTANDING = "vouchers:outstanding"
 # Any constant works; it names the advisory lock that queues issuing transactions.
 _ISSUANCE_LOCK_KEY = 8_661_202_501
@@ -106,9 +124,43 @@ def serialize_issuance() -> None:
         db.session.execute(sa.select(sa.func.pg_advisory_xact_lock(_ISSUANCE_LOCK_KEY)))
 
 
-def _voucher_of(resident_id: int, month: date) -> Voucher | None:
+def _blocking(reason: str = "monthly"):
+    """The vouchers that stop a new one for their month: every live one, and a revoked one
+    unless it was revoked for a loss of eligibility (or, for a manual issue, by the
+    bureau)."""
+    reissuable = REISSUE_AFTER_MANUAL if reason == "manual" else REISSUE_AFTER
+    return sa.or_(
+        Voucher.status != "revoked",
+        Voucher.revoked_reason.is_(None),
+        Voucher.revoked_reason.not_in(reissuable),
+    )
+
+
+def _voucher_of(resident_id: int, month: date, reason: str = "monthly") -> Voucher | None:
+    """The voucher that stops a new one for ``month`` (the live one first), or None."""
     return db.session.scalar(
-        sa.select(Voucher).where(Voucher.resident_id == resident_id, Voucher.month == month)
+        sa.select(Voucher)
+        .where(Voucher.resident_id == resident_id, Voucher.month == month, _blocking(reason))
+        .order_by(*LIVE_FIRST)
+        .limit(1)
+    )
+
+
+def _paid_by_revoked(resident_id: int, month: date) -> int:
+    """What the elder's revoked vouchers of ``month`` paid or are paying: a re-issued
+    voucher covers only the rest of the month's cap."""
+    # int(): PostgreSQL sums a bigint column as numeric.
+    return int(
+        db.session.scalar(
+            sa.select(sa.func.coalesce(sa.func.sum(Redemption.subsidy_fen), 0))
+            .join(Voucher, Voucher.id == Redemption.voucher_id)
+            .where(
+                Voucher.resident_id == resident_id,
+                Voucher.month == month,
+                Voucher.status == "revoked",
+                Redemption.status.in_(("redeemed", "pending_payment")),
+            )
+        )
     )
 
 
@@ -126,9 +178,10 @@ class IssueOutcome:
 
 def _face_value(resident_id: int, month: date, level: str | None):
     """(kind, policy) of the voucher this elder would get, or None when the voucher policy
-    of the elder's kind does not cover the level."""
+    of the elder's kind does not cover the level. The version in force on the day of issue
+    decides (the month's first day when issued ahead)."""
     kind = kind_for(resident_id)
-    policy = policy_on(kind, month)
+    policy = policy_on(kind, issuance_day(month))
     if level not in policy.level_set:
         return None
     return kind, policy
@@ -169,7 +222,7 @@ def try_issue(
     """``issue_for`` with the outcome spelled out; the month is the caller's to check.
     ``eligibility`` spares a second check when the caller just made one for the same day;
     ``district_exhausted`` records the elder as left out without trying (strict priority)."""
-    existing = _voucher_of(resident_id, month)
+    existing = _voucher_of(resident_id, month, reason)
     if existing is not None:
         return IssueOutcome("already_issued", existing)
     resident = db.session.get(Resident, resident_id)
@@ -183,7 +236,9 @@ def try_issue(
     if terms is None:
         return IssueOutcome("not_eligible", level=eligibility.level)
     kind, policy = terms
-    face = policy.monthly_cap_fen
+    face = policy.monthly_cap_fen - _paid_by_revoked(resident.id, month)
+    if face <= 0:
+        return IssueOutcome("already_issued")  # the month's cap was spent before the revocation
     if district_exhausted:
         serialize_issuance()
         _record_shortfall(resident, month, eligibility.level, face)
@@ -231,7 +286,7 @@ def try_issue(
             )
             voucher_id = voucher.id
     except sa.exc.IntegrityError:
-        existing = _voucher_of(resident.id, month)
+        existing = _voucher_of(resident.id, month, reason)
         if existing is None:
             raise
         return IssueOutcome("already_issued", existing)
@@ -307,7 +362,11 @@ def _districts_of(resident_ids: list[int]) -> dict[int, str]:
 
 
 def _issued_already(month: date) -> set[int]:
-    return set(db.session.scalars(sa.select(Voucher.resident_id).where(Voucher.month == month)))
+    return set(
+        db.session.scalars(
+            sa.select(Voucher.resident_id).where(Voucher.month == month, _blocking())
+        )
+    )
 
 
 def issue_monthly(
@@ -499,6 +558,7 @@ def revoke_for(
             actor_id=actor_id,
             audit_after={"reason": reason},
         )
+        voucher.revoked_reason = reason
         result["revoked"].append(voucher_id)
         if held:
             result["held"].append(voucher_id)

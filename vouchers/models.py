@@ -57,6 +57,9 @@ class VoucherPolicy(Base):
         sa.CheckConstraint("effective_to IS NULL OR effective_to > effective_from", name="period"),
         sa.CheckConstraint("evv_max_distance_m > 0 AND reversal_window_days >= 0", name="limits"),
         sa.UniqueConstraint("kind", "effective_from"),
+        # On PostgreSQL migration 0009 adds an exclusion constraint (btree_gist) refusing two
+        # versions of one kind whose periods overlap; on SQLite vouchers.policy refuses them
+        # before the flush (``_refuse_overlapping_versions``).
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -146,7 +149,17 @@ class Voucher(Base):
 
     __tablename__ = "vouchers"
     __table_args__ = (
-        sa.UniqueConstraint("resident_id", "month"),  # one voucher per elder per month
+        # One live voucher per elder per month. A revoked one does not count, so that an elder
+        # whose eligibility comes back within the month can be issued again (issuance decides
+        # when: never after death); two live ones for one month can never exist.
+        sa.Index(
+            "uq_vouchers_live_resident_month",
+            "resident_id",
+            "month",
+            unique=True,
+            sqlite_where=sa.text("status <> 'revoked'"),
+            postgresql_where=sa.text("status <> 'revoked'"),
+        ),
         sa.CheckConstraint(_in("kind", VOUCHER_KINDS), name="known_kind"),
         sa.CheckConstraint(_in("status", VOUCHER_STATUSES), name="known_status"),
         sa.CheckConstraint(
@@ -177,8 +190,19 @@ class Voucher(Base):
     status: Mapped[str] = mapped_column(sa.String(12), default="active")
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Why it was revoked (issuance.REVOKE_REASONS): a loss of eligibility lets a new voucher
+    # be issued for the month when eligibility comes back; death never does.
+    revoked_reason: Mapped[str | None] = mapped_column(sa.String(40))
 
+    # The version in force on the day of issue: it fixed the face value (the month's cap).
+    # Ratio, scope and the other rules of a service are the version in force on the day of
+    # the service (vouchers.policy.rules_for).
     policy: Mapped[VoucherPolicy] = relationship()
+
+
+# Order a month's vouchers of one elder with the live one first (there is at most one; the
+# others were revoked), then the latest.
+LIVE_FIRST = ((Voucher.status == "revoked").asc(), Voucher.id.desc())
 
 
 class KindChoice(Base):
@@ -222,6 +246,56 @@ class EventCursor(Base):
 
     name: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     last_event_id: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+
+
+class EligibilityStart(Base):
+    """A day on which an elder who is not eligible now becomes eligible, as far as is known
+    when an eligibility event is handled (the end of a fixed-term exclusion, the minimum
+    age). The eligibility feed issues the first voucher on that day; ``handled_at`` marks it
+    done, whatever the outcome (eligibility is judged again on the day)."""
+
+    __tablename__ = "voucher_eligibility_starts"
+    __table_args__ = (sa.UniqueConstraint("resident_id", "due_on"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    resident_id: Mapped[int] = mapped_column(sa.ForeignKey("residents.id"))
+    due_on: Mapped[date] = mapped_column(sa.Date, index=True)
+    # The eligibility event that made it known (assessment's outbox id; no foreign key, as
+    # vouchers never reads assessment's tables).
+    event_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    handled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # issued, already_issued, not_eligible, left_out
+    outcome: Mapped[str | None] = mapped_column(sa.String(20))
+
+
+class ParkedEvent(Base):
+    """An eligibility event whose handling failed for good (a refusal, a bug): set aside
+    with its error so that the events after it are handled; the bureau retries or dismisses
+    it (audited)."""
+
+    __tablename__ = "voucher_parked_events"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "resolution IS NULL OR resolution IN ('handled', 'dismissed')", name="known_resolution"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Assessment's outbox id (no foreign key: vouchers never reads assessment's tables).
+    event_id: Mapped[int] = mapped_column(sa.BigInteger, unique=True)
+    resident_id: Mapped[int] = mapped_column(sa.ForeignKey("residents.id"), index=True)
+    event_kind: Mapped[str] = mapped_column(sa.String(32))
+    effective_on: Mapped[date] = mapped_column(sa.Date)
+    # The last failure: the exception's class and message, for the bureau and the developers.
+    error: Mapped[str] = mapped_column(sa.Text)
+    attempts: Mapped[int] = mapped_column(default=1)
+    parked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    resolved_by_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    # handled (a retry succeeded) or dismissed (with the officer's reason)
+    resolution: Mapped[str | None] = mapped_column(sa.String(12))
+    resolution_note: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class VoucherCard(Base):

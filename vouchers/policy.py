@@ -1,4 +1,12 @@
-"""Which voucher policy held on a date, and adding a version (no code change for a new rule)."""
+"""Which voucher policy held on a date, and adding a version (no code change for a new rule).
+
+The rule for a version that begins mid-month (issue 10, item 2): the ratio, the scope and
+the other rules of a service (home-visit distance, reversal window) are those of the version
+in force on the day of the service; the monthly cap is the voucher's face value, fixed by
+the version in force on the day the voucher was issued, and never changes afterwards. Two
+versions of one kind are never in force on the same day: refused here before any flush
+(both databases) and, on PostgreSQL, by an exclusion constraint as well.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +14,19 @@ from datetime import date
 
 import sqlalchemy as sa
 from flask_babel import lazy_gettext as _l
+from sqlalchemy.orm import Session
 
 from eldercare import audit
 from eldercare.accounts import User
 from eldercare.db import db
 from eldercare.errors import Conflict, InvalidInput, NotFound
 from eldercare.timeutil import local_today
-from vouchers.models import VOUCHER_KINDS, VoucherPolicy
+from vouchers.models import VOUCHER_KINDS, Voucher, VoucherPolicy
+
+OVERLAP_MESSAGE = _l(
+    "Two versions of one voucher policy cannot be in force on the same day: the earlier "
+    "version must end on the day the later one starts."
+)
 
 
 def policy_on(kind: str, day: date) -> VoucherPolicy:
@@ -29,6 +43,58 @@ def policy_on(kind: str, day: date) -> VoucherPolicy:
     if policy is None:
         raise NotFound(_l("No voucher policy is in force on %(day)s.", day=day.isoformat()))
     return policy
+
+
+def rules_for(voucher: Voucher, day: date) -> VoucherPolicy:
+    """The rules for a service on ``day`` with this voucher: the version of its kind in
+    force that day (the voucher's own ``policy`` only fixed its face value)."""
+    if voucher.policy.effective_from <= day and (
+        voucher.policy.effective_to is None or voucher.policy.effective_to > day
+    ):
+        return voucher.policy
+    return policy_on(voucher.kind, day)
+
+
+def shown_rules(voucher: Voucher, day: date) -> VoucherPolicy:
+    """The rules a page shows for a service today: ``rules_for``, or the voucher's own
+    version when none is in force (pricing then refuses with the reason)."""
+    try:
+        return rules_for(voucher, day)
+    except NotFound:
+        return voucher.policy
+
+
+def _overlap(a: VoucherPolicy, b: VoucherPolicy) -> bool:
+    a_ends_after_b_starts = a.effective_to is None or a.effective_to > b.effective_from
+    b_ends_after_a_starts = b.effective_to is None or b.effective_to > a.effective_from
+    return a_ends_after_b_starts and b_ends_after_a_starts
+
+
+@sa.event.listens_for(Session, "before_flush")
+def _refuse_overlapping_versions(session: Session, flush_context, instances) -> None:
+    """No two versions of one kind in force on the same day, checked as the flush would
+    leave them (SQLite has no exclusion constraint; on PostgreSQL this gives the clear
+    message before the constraint would)."""
+    changed = [
+        obj
+        for obj in (*session.new, *session.dirty)
+        if isinstance(obj, VoucherPolicy) and obj.kind and obj.effective_from
+    ]
+    if not changed:
+        return
+    with session.no_autoflush:
+        for kind in {obj.kind for obj in changed}:
+            # Rows already in the session come back as the same objects, with the values
+            # this flush is about to write.
+            stored = session.scalars(sa.select(VoucherPolicy).where(VoucherPolicy.kind == kind))
+            versions = {*stored, *(obj for obj in session.new if isinstance(obj, VoucherPolicy))}
+            versions = sorted(
+                (v for v in versions if v.kind == kind and v not in session.deleted),
+                key=lambda v: v.effective_from,
+            )
+            for earlier, later in zip(versions, versions[1:], strict=False):
+                if _overlap(earlier, later):
+                    raise Conflict(OVERLAP_MESSAGE)
 
 
 def add_version(

@@ -53,6 +53,7 @@ from vouchers.errors import (
     VoucherNotUsable,
 )
 from vouchers.models import Redemption, Voucher
+from vouchers.policy import rules_for
 
 # Services delivered in the elder's home: what a home-service company does, and anything a
 # station or institution sells by the visit or the hour (上门助浴, 上门护理). Meals, day care
@@ -148,13 +149,14 @@ def check_in(
     problem = usable_problem(voucher, today)
     if problem:
         raise VoucherNotUsable(problem)
-    if service.category_code not in voucher.policy.category_set:
+    rules = rules_for(voucher, today)  # the version in force on the day of the service
+    if service.category_code not in rules.category_set:
         raise OutOfScope()
     eligibility = eligibility_on(voucher.resident_id, today)
     if not eligibility.eligible:
         raise ElderNotEligible(details={"reasons": [r.message for r in eligibility.reasons]})
 
-    distance = _check_location(voucher, service, latitude, longitude)
+    distance = _check_location(voucher, service, latitude, longitude, rules)
     redemption = Redemption(
         voucher_id=voucher.id,
         resident_id=voucher.resident_id,
@@ -187,7 +189,7 @@ def check_in(
     return redemption
 
 
-def _check_location(voucher, service, latitude, longitude) -> int | None:
+def _check_location(voucher, service, latitude, longitude, rules) -> int | None:
     has_location = all(
         isinstance(v, int | float) and not isinstance(v, bool) for v in (latitude, longitude)
     )
@@ -213,7 +215,7 @@ def _check_location(voucher, service, latitude, longitude) -> int | None:
             )
         )
     distance = round(haversine_m(latitude, longitude, resident.latitude, resident.longitude))
-    limit = voucher.policy.evv_max_distance_m
+    limit = rules.evv_max_distance_m
     if distance > limit:
         raise TooFarAway(
             _l(
@@ -250,7 +252,8 @@ def set_price(
     staff_user: User,
     now: datetime | None = None,
 ) -> pricing.Split:
-    """Record the price and the insurance part; the split uses the voucher's balance now."""
+    """Record the price and the insurance part; the split uses the voucher's balance now and
+    the ratio in force on the day of the service (the check-in's day)."""
     now = now or now_utc()
     _require_own(redemption, staff_user)
     if redemption.status != "checked_in":
@@ -264,7 +267,7 @@ def set_price(
     split = pricing.split(
         price_fen,
         insurance_fen,
-        ratio_bp=voucher.policy.ratio_bp,
+        ratio_bp=rules_for(voucher, service_day(redemption)).ratio_bp,
         remaining_fen=voucher.balance_fen,
     )
     if price_fen > listed:
@@ -470,10 +473,15 @@ def cancel(redemption: Redemption, *, staff_user: User) -> None:
 # --------------------------------------------------------------------------- reversal
 
 
+def service_day(redemption: Redemption) -> date:
+    """The day of the service, whose policy version gives its ratio, scope and rules."""
+    return local_today(redemption.checked_in_at)
+
+
 def reversal_deadline(redemption: Redemption) -> date | None:
     if redemption.redeemed_at is None:
         return None
-    days = redemption.voucher.policy.reversal_window_days
+    days = rules_for(redemption.voucher, service_day(redemption)).reversal_window_days
     return local_today(redemption.redeemed_at) + timedelta(days=days)
 
 
@@ -531,6 +539,7 @@ def reverse(
         actor_id=actor.id,
     )
     _audit("redemption.reverse", redemption, "redeemed", reason=reason, to=back_to)
+    _tell_family_of_reversal(redemption, back_on_voucher=back_to == "vouchers:outstanding")
 
 
 # --------------------------------------------------------------------------- telling
@@ -577,5 +586,44 @@ def _tell_family(redemption: Redemption) -> int:
     subject = f"养老服务消费券使用提醒 / Voucher used: {values['amount']}"
     return sum(
         enqueue(user.id, subject, f"{zh}\n{en}", f"redemption:{redemption.id}:{user.id}")
+        for user in accounts_acting_for(redemption.resident_id)
+    )
+
+
+def _tell_family_of_reversal(redemption: Redemption, *, back_on_voucher: bool) -> int:
+    """ "¥X of the voucher was given back: the service at Y on D was reversed (reason)", to
+    everyone who acts for the elder, through the same outbox as the redemption notice."""
+    service = catalogue.service_by_id(redemption.service_id)
+    values = {
+        "amount": yuan(redemption.subsidy_fen),
+        "provider": service.provider.name,
+        "service": service.title,
+        "day": service_day(redemption).isoformat(),
+        "reason": redemption.reversal_reason,
+    }
+    texts = []
+    for locale in ("zh_Hans_CN", "en"):
+        with force_locale(locale):
+            if back_on_voucher:
+                texts.append(
+                    _(
+                        "%(amount)s of the voucher was given back: %(service)s at "
+                        "%(provider)s on %(day)s was reversed (%(reason)s). It can be used "
+                        "again this month.",
+                        **values,
+                    )
+                )
+            else:
+                texts.append(
+                    _(
+                        "%(amount)s of the voucher was given back: %(service)s at "
+                        "%(provider)s on %(day)s was reversed (%(reason)s). The voucher can "
+                        "no longer be used, so the amount went back to the programme.",
+                        **values,
+                    )
+                )
+    subject = f"养老服务消费券退回提醒 / Voucher amount given back: {values['amount']}"
+    return sum(
+        enqueue(user.id, subject, "\n".join(texts), f"reversal:{redemption.id}:{user.id}")
         for user in accounts_acting_for(redemption.resident_id)
     )

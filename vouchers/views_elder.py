@@ -45,7 +45,14 @@ from eldercare.timeutil import format_local, local_today, now_utc
 from marketplace.models import Provider, Service
 from vouchers import cards, kinds, qr_tokens
 from vouchers.errors import NoVoucherThisMonth
-from vouchers.models import VOUCHER_KINDS, Redemption, Shortfall, Voucher, VoucherCard
+from vouchers.models import (
+    LIVE_FIRST,
+    VOUCHER_KINDS,
+    Redemption,
+    Shortfall,
+    Voucher,
+    VoucherCard,
+)
 from vouchers.policy import policy_on
 from vouchers.views import bp, no_store
 
@@ -113,7 +120,10 @@ def last_day(month: date) -> date:
 
 def voucher_in(resident_id: int, month: date) -> Voucher | None:
     return db.session.scalar(
-        sa.select(Voucher).where(Voucher.resident_id == resident_id, Voucher.month == month)
+        sa.select(Voucher)
+        .where(Voucher.resident_id == resident_id, Voucher.month == month)
+        .order_by(*LIVE_FIRST)  # a month may hold a revoked voucher and its re-issue
+        .limit(1)
     )
 
 

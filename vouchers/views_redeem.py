@@ -56,6 +56,7 @@ from vouchers import redemption as redemptions
 from vouchers.errors import CardDeclined, CardLocked, GatewayUnavailable, WrongPin
 from vouchers.gateway import card_payments_enabled
 from vouchers.models import Redemption, TokenUse, Voucher
+from vouchers.policy import shown_rules
 from vouchers.views import bp, short_bp
 
 STAFF_ROLES = ("provider_admin", "provider_staff")
@@ -282,7 +283,7 @@ def _scope_services(provider_id: int, voucher: Voucher) -> list:
     from marketplace.models import Provider
 
     provider = db.session.get(Provider, provider_id)
-    in_scope = voucher.policy.category_set
+    in_scope = shown_rules(voucher, local_today()).category_set  # today's version
     return [s for s in catalogue.services_of(provider) if s.active and s.category_code in in_scope]
 
 

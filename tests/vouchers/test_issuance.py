@@ -424,7 +424,7 @@ def test_cli_process_events_prints_json(app, scheme, current, db_session):
     result = _run(app, "process-events", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert data["processed"] == 1 and len(data["issued"]) == 1 and data["error"] is None
+    assert data["processed"] == 1 and len(data["issued"]) == 1 and data["parked"] == []
     assert json.loads(_run(app, "process-events", "--json").output)["processed"] == 0
 
 
