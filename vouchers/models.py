@@ -57,7 +57,7 @@ class VoucherPolicy(Base):
         sa.CheckConstraint("effective_to IS NULL OR effective_to > effective_from", name="period"),
         sa.CheckConstraint("evv_max_distance_m > 0 AND reversal_window_days >= 0", name="limits"),
         sa.UniqueConstraint("kind", "effective_from"),
-        # On PostgreSQL migration 0009 adds an exclusion constraint (btree_gist) refusing two
+        # On PostgreSQL migration 0007 adds an exclusion constraint (btree_gist) refusing two
         # versions of one kind whose periods overlap; on SQLite vouchers.policy refuses them
         # before the flush (``_refuse_overlapping_versions``).
     )

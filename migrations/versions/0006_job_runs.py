@@ -1,7 +1,7 @@
 """scheduler: job_runs (each scheduled run and its outcome); an index of active vouchers by
 month for the monthly catch-up
 
-Revision ID: 0006_job_runs
+Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-03
 

@@ -1,8 +1,8 @@
 """vouchers: parked eligibility events, known eligibility starts, re-issue after a revocation
 for a loss of eligibility, no overlapping policy versions (PostgreSQL)
 
-Revision ID: 0009_feed_rules
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-01
 
 """
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 import eldercare.db
 
 
-revision = '0009_feed_rules'
-down_revision = '0005'
+revision = '0007'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 
