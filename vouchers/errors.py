@@ -77,6 +77,12 @@ class GatewayUnavailable(GatewayError):
     )
 
 
+class GatewayRefused(GatewayError):
+    """A 4xx answer other than "busy" (409 ``idempotency_key_in_use``, 429): the gateway
+    refused the request itself and did nothing under its idempotency key, so sending it
+    again would be refused again. A refused create means no payment intent exists."""
+
+
 class CardDeclined(GatewayError):
     status = 402
     code = "card_declined"
