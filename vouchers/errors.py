@@ -83,6 +83,16 @@ class GatewayRefused(GatewayError):
     again would be refused again. A refused create means no payment intent exists."""
 
 
+class PaymentNotCreated(GatewayRefused):
+    """The gateway refused to create the payment intent: no intent exists, and the subsidy
+    held for it has been given back."""
+
+    default_message = _l(
+        "The payment service refused to start this card payment; nothing was charged and the "
+        "voucher amount was given back. Try again, or take cash."
+    )
+
+
 class CardDeclined(GatewayError):
     status = 402
     code = "card_declined"

@@ -14,7 +14,7 @@ from eldercare.timeutil import now_utc
 from tests.vouchers.conftest import GATEWAY_WEBHOOK_SECRET
 from tests.vouchers.localstripe_server import TEST_SECRET_KEY
 from vouchers import ledger, payments, redemption
-from vouchers.errors import CardDeclined, GatewayUnavailable
+from vouchers.errors import CardDeclined, GatewayError, GatewayUnavailable
 from vouchers.gateway import gateway, outcome
 from vouchers.models import JournalEntry
 from vouchers.webhooks import sign
@@ -160,6 +160,8 @@ def test_charged_but_not_recorded_is_completed_by_the_job(
         )
         # ...crash here. Fifteen minutes later:
         assert payments.settle_stale_holds(now_utc() + timedelta(minutes=14)) == {
+            "refunded": 0,
+            "closed": 0,
             "captured": 0,
             "released": 0,
             "waiting": 0,
@@ -332,3 +334,175 @@ def test_one_hold_the_job_cannot_settle_does_not_block_the_others(
     assert (report["errors"], report["released"]) == (1, 1)
     db_session.refresh(second)
     assert second.status == "failed"
+
+
+# -- a charge always ends redeemed or refunded, whichever path sees it (issue 9, defect 2)
+
+
+def _webhook(client, intent_id, event_id, kind="payment_intent.succeeded"):
+    """The event as the gateway sends it: the whole intent (metadata too) as its object."""
+    intent = gateway().retrieve_payment_intent(intent_id)
+    body = json.dumps({"id": event_id, "type": kind, "data": {"object": intent}}).encode()
+    header = sign(body, GATEWAY_WEBHOOK_SECRET, int(time.time()))
+    answer = client.post(
+        "/api/v1/payments/webhook", data=body, headers={"Stripe-Signature": header}
+    )
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    return answer.get_json()["result"]
+
+
+def _settle_by(path, client, r):
+    """The intent of ``r`` settled by the webhook or by the every-minute job."""
+    if path == "webhook":
+        return _webhook(client, r.payment_intent_id, f"evt-{path}-{r.payment_intent_id}")
+    return payments.settle_stale_holds(now_utc() + timedelta(minutes=16))
+
+
+def _refunded(intent_id):
+    intent = gateway().retrieve_payment_intent(intent_id)
+    charge = intent["latest_charge"]
+    charge = (
+        charge if isinstance(charge, dict) else gateway()._request("GET", f"/v1/charges/{charge}")
+    )
+    return charge["amount_refunded"]
+
+
+@pytest.mark.parametrize("path", ["webhook", "job"])
+def test_a_charge_landing_after_an_early_release_is_redeemed_by_the_webhook_and_the_job(
+    path, shop, client, db_session, gateway_app_config
+):
+    r = _held_with_intent(shop, db_session)
+    redemption.release(r, reason="an early poll", retry=True)
+    db_session.commit()
+    _confirm_at_gateway(r)  # the confirm that was in flight lands
+    _settle_by(path, client, r)
+    db_session.refresh(r)
+    assert (r.status, r.payment_method) == ("redeemed", "card")
+    assert _refunded(r.payment_intent_id) == 0
+    assert money(shop, db_session) == (49_400, 0, 0, 600, True)
+    assert captures(db_session) == 1
+
+
+@pytest.mark.parametrize("path", ["webhook", "job"])
+def test_a_charge_landing_after_cash_was_taken_is_refunded_by_the_webhook_and_the_job(
+    path, shop, client, db_session, gateway_app_config
+):
+    r = _held_with_intent(shop, db_session)
+    redemption.release(r, reason="an early poll", retry=True)
+    redemption.pay_cash(r, staff_user=shop.caregiver)
+    db_session.commit()
+    intent_id = r.payment_intent_id
+    _confirm_at_gateway(r)
+    _settle_by(path, client, r)
+    db_session.refresh(r)
+    assert (r.status, r.payment_method) == ("redeemed", "cash")
+    assert _refunded(intent_id) == 900  # the elder paid once, in cash
+    assert money(shop, db_session) == (49_400, 0, 0, 600, True)
+    assert captures(db_session) == 1
+
+
+# -- intents dropped on purpose stay dropped (defect 5)
+
+
+def test_a_late_webhook_for_an_intent_dropped_at_a_new_price_does_not_reattach_it(
+    shop, client, db_session, gateway_app_config
+):
+    """Declined, then re-priced: the first intent (¥9) is dropped. Its late event must not
+    attach it again, or the next charge would confirm it at the old amount."""
+    r = priced(shop)
+    with pytest.raises(CardDeclined):
+        pay(shop, r, DECLINED)
+    old = r.payment_intent_id
+    redemption.set_price(r, price_fen=1000, staff_user=shop.caregiver)  # co-payment ¥6
+    db_session.commit()
+    _webhook(client, old, "evt-late-failure", "payment_intent.payment_failed")
+    db_session.refresh(r)
+    assert r.payment_intent_id != old
+    assert pay(shop, r) == "succeeded"
+    assert r.payment_intent_id != old
+    intent = gateway().retrieve_payment_intent(r.payment_intent_id)
+    assert (intent["amount"], intent["status"]) == (600, "succeeded")
+    assert gateway().retrieve_payment_intent(old)["status"] != "succeeded"
+    assert money(shop, db_session) == (49_600, 0, 0, 400, True)
+
+
+def test_a_dropped_intent_that_is_charged_late_is_refunded_not_reattached(
+    shop, client, db_session, gateway_app_config
+):
+    r = _held_with_intent(shop, db_session)
+    redemption.release(r, reason="declined", retry=True)
+    old = r.payment_intent_id
+    redemption.set_price(r, price_fen=1000, staff_user=shop.caregiver)
+    db_session.commit()
+    gw = gateway()
+    method = gw.create_card_payment_method("4242424242424242", 12, 2030, "123")
+    gw.confirm_payment_intent(  # the old intent, charged late at the old amount
+        old, payment_method=method["id"], idempotency_key="late-old", return_url=RETURN_URL
+    )
+    _webhook(client, old, "evt-late-success")
+    db_session.refresh(r)
+    assert r.payment_intent_id is None and r.status == "checked_in"
+    assert _refunded(old) == 900
+    # Sent again (another event id), it neither re-attaches nor refunds twice.
+    _webhook(client, old, "evt-late-success-again")
+    db_session.refresh(r)
+    assert r.payment_intent_id is None and _refunded(old) == 900
+    assert pay(shop, r) == "succeeded"
+    assert gateway().retrieve_payment_intent(r.payment_intent_id)["amount"] == 600
+    assert money(shop, db_session) == (49_600, 0, 0, 400, True)
+
+
+def test_a_succeeded_intent_with_a_refund_is_not_counted_as_paid(
+    shop, db_session, gateway_app_config
+):
+    r = _held_with_intent(shop, db_session)
+    _confirm_at_gateway(r)
+    # Part of it was given back at the gateway (by hand, another tool): not a full payment.
+    gateway().create_refund(r.payment_intent_id, 100, idempotency_key="by-hand")
+    intent_id = r.payment_intent_id
+    assert payments.settle_from_gateway(r) == "refunded"
+    assert r.status == "checked_in" and r.payment_intent_id is None
+    assert _refunded(intent_id) == 900  # the rest was refunded too
+    assert money(shop, db_session) == (50_000, 0, 0, 0, True)
+    assert captures(db_session) == 0
+    # A fresh attempt then pays.
+    assert pay(shop, r) == "succeeded" and r.payment_intent_id != intent_id
+
+
+# -- a refusal to create an intent releases the hold (defect 6)
+
+
+def test_a_4xx_when_creating_the_intent_releases_the_hold_in_the_job(
+    shop, db_session, gateway_app_config
+):
+    """The gateway refuses the create (here: the key was used before with other
+    parameters): no intent exists under this key, so waiting cannot help."""
+    r = priced(shop)
+    redemption.hold(r, method="card")
+    db_session.commit()
+    gateway().create_payment_intent(  # the key taken by another request
+        123, idempotency_key=payments._key(r, "create"), description="other"
+    )
+    report = payments.settle_stale_holds(now_utc() + timedelta(minutes=16))
+    assert (report["released"], report["errors"]) == (1, 0)
+    db_session.refresh(r)
+    assert r.status == "checked_in" and "could not be created" in r.failure_reason
+    assert money(shop, db_session) == (50_000, 0, 0, 0, True)
+    # The next charge uses a new key, and pays.
+    assert pay(shop, r) == "succeeded"
+    assert money(shop, db_session) == (49_400, 0, 0, 600, True)
+
+
+def test_a_4xx_when_creating_the_intent_releases_the_hold_at_the_desk(
+    shop, db_session, gateway_app_config
+):
+    r = priced(shop)
+    redemption.new_idempotency_key(r)
+    gateway().create_payment_intent(
+        123, idempotency_key=payments._key(r, "create"), description="other"
+    )
+    with pytest.raises(GatewayError):
+        pay(shop, r)
+    db_session.refresh(r)
+    assert r.status == "checked_in"
+    assert money(shop, db_session) == (50_000, 0, 0, 0, True)
