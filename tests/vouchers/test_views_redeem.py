@@ -651,3 +651,49 @@ def test_the_bureau_resolves_a_stuck_payment_with_a_reason(
         assert en.post(resolve, data={"reason": "again"}).status_code == 409
     finally:
         app.config.update(before)
+
+
+def test_resolving_a_payment_the_card_did_pay_redeems_it_and_other_districts_see_nothing(
+    shop, en, login, factory, db_session, gateway_app_config
+):
+    """The charge went through but nothing recorded it (the desk's phone died): the
+    bureau's resolve asks the gateway first and completes the redemption instead of giving
+    the hold back. An officer of another district, or the elder, cannot reach it."""
+    from vouchers import payments
+    from vouchers import redemption as redemptions
+    from vouchers.gateway import gateway
+
+    r = redemptions.check_in(
+        shop.voucher,
+        scan_digest="stuck",
+        staff_user=shop.caregiver,
+        service_id=shop.market.meals.id,
+    )
+    redemptions.set_price(r, price_fen=1500, staff_user=shop.caregiver)
+    redemptions.hold(r, method="card")
+    db_session.commit()
+    gw = gateway()
+    intent = payments._ensure_intent(r, gw)
+    method = gw.create_card_payment_method("4242424242424242", 12, 2030, "123")
+    gw.confirm_payment_intent(
+        intent["id"], payment_method=method["id"], idempotency_key="desk", return_url="http://x/"
+    )
+    resolve = f"/vouchers/bureau/redemptions/{r.id}/resolve"
+    elsewhere = factory.user(
+        "officer.elsewhere", roles=["bureau_officer"], district=factory.district("210103")
+    )
+    db_session.commit()
+    login(elsewhere)
+    assert en.get(resolve).status_code == 404
+    assert en.post(resolve, data={"reason": "x"}).status_code == 404
+    en.post("/logout")
+    login(shop.elder_user)
+    assert en.post(resolve, data={"reason": "x"}).status_code == 403
+    en.post("/logout")
+    assert db_session.scalar(sa.select(Redemption.status)) == "pending_payment"
+    login(shop.market.officer)
+    done = en.post(resolve, data={"reason": "机构手机没电，老人已刷卡"})
+    assert done.status_code == 302
+    db_session.refresh(r)
+    assert (r.status, r.payment_method) == ("redeemed", "card")
+    assert money(shop, db_session) == (49_400, 0, 600)
