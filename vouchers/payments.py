@@ -1,21 +1,33 @@
 """Card co-payments through the gateway, settled exactly once.
 
 Unlike the service functions elsewhere, this module commits between its steps. The hold must
-be durable before the gateway is asked to charge, and the payment intent's id must be durable
-before the card is confirmed: otherwise a crash between the two could leave an elder charged
-with no record here to redeem or release. After each commit the next step is an idempotent
-gateway call (its ``Idempotency-Key`` comes from the redemption), so any step can be repeated
-by the page, a webhook, polling or the reconciling job without charging twice.
+be durable before the gateway is asked to charge, and the payment attempt (its idempotency
+key, then the intent's id) must be durable before the card is confirmed: otherwise a crash
+between the two could leave an elder charged with no record here to redeem or release. After
+each commit the next step is an idempotent gateway call, so any step can be repeated by the
+page, a webhook, polling or the reconciling job without charging twice.
+
+Every intent created for a redemption is a ``PaymentAttempt``: ``current`` (the one a charge
+goes on with), ``succeeded`` (it paid), ``superseded`` (dropped on purpose: a new price, a
+refused create, cancelled, no longer waited for; never paid against) or ``refunded``.
 
 Who settles a payment:
-- the page, with the gateway's answer to the confirm call (most payments);
-- the 3-D Secure return page, by retrieving the intent;
+- the request that confirms the card, with the gateway's answer (most payments);
+- the 3-D Secure return (its own endpoint), by retrieving the intent;
 - the gateway's webhook (signature verified), by retrieving the intent;
-- ``settle_stale_holds``, every minute, for holds older than 15 minutes: a succeeded intent is
+- the status page and the scanner API's poll, by retrieving the intent;
+- ``settle_stale_holds``, every minute: holds older than 15 minutes (a succeeded intent is
   captured, any other is cancelled at the gateway first and only then released, so a payment
-  can never succeed after its hold was given back. When the gateway cannot be reached the hold
-  stays until it can: releasing it blind could leave a charged elder without the service
-  paid for.
+  can never succeed after its hold was given back; while the gateway cannot be reached the
+  hold stays), and live attempts older than 15 minutes on redemptions no longer waiting;
+- a bureau operator's "resolve stuck payment" (audited), which does what the job would do,
+  now.
+
+A ``succeeded`` intent reaching any of them goes through redeem-or-refund, whatever the
+redemption's status: the charge ends as the redemption's one card payment, or refunded. A
+failed attempt gives the hold back only from the confirming request, the 3-D Secure return,
+the job or the bureau: a poll, the status page or a webhook may be looking while a confirm is
+still in flight, when the intent still reads "requires a payment method".
 """
 
 from __future__ import annotations
@@ -174,13 +186,16 @@ def _live_attempt(redemption: Redemption, gw) -> PaymentAttempt | None:
     )
     if fits:
         return attempt
-    move_attempt(attempt, "superseded", "dropped before a new attempt")
-    db.session.commit()
     if attempt.intent_id:
+        # Closed at the gateway before it is marked dropped: if the gateway cannot be
+        # reached, nothing is marked and the next try closes it.
         intent = _close_at_gateway(gw, attempt.intent_id)
         if outcome(intent) == "succeeded":
             _refund(redemption, attempt, intent, reason="dropped attempt charged")
             db.session.commit()
+            return None
+    move_attempt(attempt, "superseded", "dropped before a new attempt")
+    db.session.commit()
     return None
 
 
@@ -681,7 +696,10 @@ def _settle_event_intent(intent_id: str) -> str:
     """Settle the redemption an event's intent belongs to, from the intent retrieved now.
     Any intent ever created for a redemption is in its attempts, dropped ones too, so a late
     event for one of those reaches redeem-or-refund and is never attached again."""
-    intent = gateway().retrieve_payment_intent(intent_id)
+    try:
+        intent = gateway().retrieve_payment_intent(intent_id)
+    except GatewayRefused:
+        return "unknown"  # not an intent of this account: nothing of ours to settle
     attempt = _attempt_of_intent(intent["id"]) or _adopt(intent)
     if attempt is None:
         log.error("webhook for intent %s, which no payment attempt made", intent["id"])
