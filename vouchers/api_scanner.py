@@ -288,8 +288,11 @@ def pay_card(body, redemption_id):
     (``payment_method_id``). ``outcome`` ``succeeded``: redeemed; ``requires_action``: send
     the payer to ``next_action_url`` (3-D Secure), then GET the redemption; ``processing``:
     GET it later. A declined card is a 402 ``card_declined`` with the subsidy given back: try
-    another card or cash. 503 ``payment_gateway_unavailable``: the subsidy stays held until
-    the gateway answers; GET the redemption, never pay again with another method first.
+    another card or cash. 502 ``payment_not_created``: the gateway refused to start the
+    payment; nothing was charged and the subsidy was given back. 503
+    ``payment_gateway_unavailable``: the subsidy stays held until the gateway answers; GET
+    the redemption, never pay again with another method first. Sent again while the first
+    is still running, it starts no second payment: it answers how the first stands.
     """
     redemption = _own_redemption(redemption_id)
     result = payments.pay_with_payment_method(

@@ -87,6 +87,7 @@ class PaymentNotCreated(GatewayRefused):
     """The gateway refused to create the payment intent: no intent exists, and the subsidy
     held for it has been given back."""
 
+    code = "payment_not_created"
     default_message = _l(
         "The payment service refused to start this card payment; nothing was charged and the "
         "voucher amount was given back. Try again, or take cash."
