@@ -290,8 +290,11 @@ def pay_card(body, redemption_id):
     (``payment_method_id``). ``outcome`` ``succeeded``: redeemed; ``requires_action``: send
     the payer to ``next_action_url`` (3-D Secure), then GET the redemption; ``processing``:
     GET it later. A declined card is a 402 ``card_declined`` with the subsidy given back: try
-    another card or cash. 503 ``payment_gateway_unavailable``: the subsidy stays held until
-    the gateway answers; GET the redemption, never pay again with another method first.
+    another card or cash. 502 ``payment_not_created``: the gateway refused to start the
+    payment; nothing was charged and the subsidy was given back. 503
+    ``payment_gateway_unavailable``: the subsidy stays held until the gateway answers; GET
+    the redemption, never pay again with another method first. Sent again while the first
+    is still running, it starts no second payment: it answers how the first stands.
     """
     redemption = _own_redemption(redemption_id)
     result = payments.pay_with_payment_method(
@@ -315,12 +318,15 @@ def pay_card(body, redemption_id):
 @blp.response(200, VouchersProviderRedemptionSchema)
 @error_responses(blp, 401, 403, 404)
 def get_redemption(redemption_id):
-    """One of the provider's redemptions. A card payment still running is first settled from
-    the gateway (after 3-D Secure, or while polling); when the gateway cannot be reached the
-    redemption is answered as it stands, still ``pending_payment``."""
+    """One of the provider's redemptions. A card payment not yet recorded as paid is first
+    settled from the gateway (after 3-D Secure, or while polling): a charge that went through
+    is redeemed, or refunded if the redemption meanwhile ended another way. Polling never
+    gives a hold back (the confirming request may still be running); a failed attempt is
+    released by the request that made it or by the every-minute job. When the gateway cannot
+    be reached the redemption is answered as it stands."""
     redemption = _own_redemption(redemption_id)
     url = None
-    if redemption.status == "pending_payment" and redemption.payment_method == "card":
+    if redemption.payment_intent_id:
         try:
             payments.settle_from_gateway(redemption)
             url = payments.next_action_for(redemption)

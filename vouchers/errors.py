@@ -77,6 +77,23 @@ class GatewayUnavailable(GatewayError):
     )
 
 
+class GatewayRefused(GatewayError):
+    """A 4xx answer other than "busy" (409 ``idempotency_key_in_use``, 429): the gateway
+    refused the request itself and did nothing under its idempotency key, so sending it
+    again would be refused again. A refused create means no payment intent exists."""
+
+
+class PaymentNotCreated(GatewayRefused):
+    """The gateway refused to create the payment intent: no intent exists, and the subsidy
+    held for it has been given back."""
+
+    code = "payment_not_created"
+    default_message = _l(
+        "The payment service refused to start this card payment; nothing was charged and the "
+        "voucher amount was given back. Try again, or take cash."
+    )
+
+
 class CardDeclined(GatewayError):
     status = 402
     code = "card_declined"

@@ -5,7 +5,9 @@ notation, ``Authorization: Bearer <secret key>``, and an ``Idempotency-Key`` on 
 key is what makes retrying safe: when a connection drops or the gateway answers 5xx we cannot
 know whether it acted, and sending the same key again returns the first result instead of
 charging twice. 4xx answers are final (the same request would fail the same way) and are not
-retried.
+retried, except the two that mean "busy, try later": 409 ``idempotency_key_in_use`` (another
+request with the same key is still running at the gateway) and 429 (rate limited). Those are
+retried like a 5xx and, if they persist, reported as GatewayUnavailable, never as a refusal.
 
 Amounts are integer fen, which is Stripe's minor unit for CNY.
 """
@@ -22,11 +24,13 @@ import requests
 from flask import Flask, current_app
 from flask_babel import lazy_gettext as _l
 
-from vouchers.errors import CardDeclined, GatewayError, GatewayUnavailable
+from vouchers.errors import CardDeclined, GatewayError, GatewayRefused, GatewayUnavailable
 
 log = logging.getLogger(__name__)
 
 CURRENCY = "cny"
+# 4xx answers that mean "not now" rather than "never": retried, then GatewayUnavailable.
+BUSY_CODES = frozenset({"idempotency_key_in_use", "rate_limit"})
 OUTCOMES = ("succeeded", "requires_action", "processing", "failed", "canceled")
 
 # What the elder or the desk is told for the decline codes worth telling apart; the bank's
@@ -180,6 +184,9 @@ class Gateway:
             idempotency_key=idempotency_key,
         )
 
+    def retrieve_charge(self, charge_id: str) -> dict:
+        return self._request("GET", f"/v1/charges/{_path_id(charge_id)}")
+
     def list_payment_intents(self, *, limit: int = 100) -> list[dict]:
         """The most recent intents (reconciliation and tests)."""
         return self._request("GET", "/v1/payment_intents", query={"limit": limit})["data"]
@@ -223,7 +230,7 @@ class Gateway:
                 last_problem = type(error).__name__
                 log.warning("gateway %s %s: %s (attempt %d)", method, path, error, attempt + 1)
                 continue
-            if response.status_code >= 500:
+            if response.status_code >= 500 or _busy(response):
                 last_problem = f"HTTP {response.status_code}"
                 log.warning(
                     "gateway %s %s: HTTP %d (attempt %d)",
@@ -235,6 +242,19 @@ class Gateway:
                 continue
             return _result(response, method, path)
         raise GatewayUnavailable(details={"gateway": last_problem})
+
+
+def _busy(response: requests.Response) -> bool:
+    """The gateway is busy with this key (409) or with us (429): ask again later."""
+    if response.status_code == 429:
+        return True
+    if response.status_code != 409:
+        return False
+    try:
+        error = response.json().get("error") or {}
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(error, dict) and error.get("code") in BUSY_CODES
 
 
 def _result(response: requests.Response, method: str, path: str) -> dict:
@@ -264,7 +284,7 @@ def _result(response: requests.Response, method: str, path: str) -> dict:
             details=details,
         )
     # Our request was wrong (bad key, unknown id, a state the intent is not in): a bug or a
-    # misconfiguration, which retrying would not mend.
+    # misconfiguration, which retrying would not mend. Nothing was done under its key.
     log.error(
         "gateway %s %s: HTTP %d %s",
         method,
@@ -272,7 +292,7 @@ def _result(response: requests.Response, method: str, path: str) -> dict:
         response.status_code,
         error.get("message", ""),
     )
-    raise GatewayError(
+    raise GatewayRefused(
         details={
             "gateway": f"HTTP {response.status_code}",
             **({"code": error["code"]} if isinstance(error.get("code"), str) else {}),
@@ -326,6 +346,24 @@ def next_action_url(intent: Mapping[str, Any]) -> str | None:
     if not url:
         url = (action.get("use_stripe_sdk") or {}).get("stripe_js")
     return url or None
+
+
+def amount_received(intent: Mapping[str, Any]) -> int | None:
+    """What the intent took (Stripe's ``amount_received``), None when the answer does not say."""
+    value = intent.get("amount_received")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def amount_refunded(intent: Mapping[str, Any], gw: Gateway | None = None) -> int | None:
+    """What has been given back of the intent's charge, None when it cannot be told. The
+    charge comes expanded from localstripe; from Stripe it is an id, retrieved with ``gw``."""
+    charge = intent.get("latest_charge")
+    if isinstance(charge, str) and gw is not None:
+        charge = gw.retrieve_charge(charge)
+    if not isinstance(charge, Mapping):
+        return 0 if amount_received(intent) == 0 else None
+    value = charge.get("amount_refunded")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def payment_error_code(intent: Mapping[str, Any]) -> str | None:

@@ -399,3 +399,47 @@ class GatewayEvent(Base):
     type: Mapped[str] = mapped_column(sa.String(60))
     object_id: Mapped[str | None] = mapped_column(sa.String(80), index=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+
+
+# current: the redemption's live intent (being created, or waiting for a card); succeeded:
+# it paid the redemption; superseded: dropped on purpose (a new price, a refusal to create it,
+# cancelled, cash taken instead) and never to be paid against; refunded: it took money that no
+# redemption stands on, and that money was given back.
+ATTEMPT_STATES = ("current", "superseded", "succeeded", "refunded")
+
+
+class PaymentAttempt(Base):
+    """One payment intent created (or being created) for a redemption's card co-payment.
+
+    Every intent is remembered, so an event about one dropped on purpose is recognised as
+    such instead of being attached to the redemption again; the idempotency key and amount
+    identify the attempt an intent was created for when its id was never recorded (a crash
+    between the gateway's answer and our commit)."""
+
+    __tablename__ = "payment_attempts"
+    __table_args__ = (
+        sa.CheckConstraint(_in("state", ATTEMPT_STATES), name="known_state"),
+        sa.CheckConstraint("amount_fen > 0", name="amount"),
+        # At most one live attempt per redemption.
+        sa.Index(
+            "uq_payment_attempts_current",
+            "redemption_id",
+            unique=True,
+            sqlite_where=sa.text("state = 'current'"),
+            postgresql_where=sa.text("state = 'current'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    redemption_id: Mapped[int] = mapped_column(sa.ForeignKey("redemptions.id"), index=True)
+    # The Idempotency-Key of the create call; also in the intent's metadata ("attempt").
+    idempotency_key: Mapped[str] = mapped_column(sa.String(100), unique=True)
+    # Null between recording the attempt and the gateway's answer to the create.
+    intent_id: Mapped[str | None] = mapped_column(sa.String(80), unique=True)
+    amount_fen: Mapped[int] = mapped_column(sa.BigInteger)  # the co-payment it was made for
+    state: Mapped[str] = mapped_column(sa.String(12), default="current")
+    # Why it left "current" (a new price, refused at creation, cash taken...).
+    note: Mapped[str | None] = mapped_column(sa.String(200))
+    refund_id: Mapped[str | None] = mapped_column(sa.String(80))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, onupdate=now_utc)

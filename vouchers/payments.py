@@ -1,21 +1,33 @@
 """Card co-payments through the gateway, settled exactly once.
 
 Unlike the service functions elsewhere, this module commits between its steps. The hold must
-be durable before the gateway is asked to charge, and the payment intent's id must be durable
-before the card is confirmed: otherwise a crash between the two could leave an elder charged
-with no record here to redeem or release. After each commit the next step is an idempotent
-gateway call (its ``Idempotency-Key`` comes from the redemption), so any step can be repeated
-by the page, a webhook, polling or the reconciling job without charging twice.
+be durable before the gateway is asked to charge, and the payment attempt (its idempotency
+key, then the intent's id) must be durable before the card is confirmed: otherwise a crash
+between the two could leave an elder charged with no record here to redeem or release. After
+each commit the next step is an idempotent gateway call, so any step can be repeated by the
+page, a webhook, polling or the reconciling job without charging twice.
+
+Every intent created for a redemption is a ``PaymentAttempt``: ``current`` (the one a charge
+goes on with), ``succeeded`` (it paid), ``superseded`` (dropped on purpose: a new price, a
+refused create, cancelled, no longer waited for; never paid against) or ``refunded``.
 
 Who settles a payment:
-- the page, with the gateway's answer to the confirm call (most payments);
-- the 3-D Secure return page, by retrieving the intent;
+- the request that confirms the card, with the gateway's answer (most payments);
+- the 3-D Secure return (its own endpoint), by retrieving the intent;
 - the gateway's webhook (signature verified), by retrieving the intent;
-- ``settle_stale_holds``, every minute, for holds older than 15 minutes: a succeeded intent is
+- the status page and the scanner API's poll, by retrieving the intent;
+- ``settle_stale_holds``, every minute: holds older than 15 minutes (a succeeded intent is
   captured, any other is cancelled at the gateway first and only then released, so a payment
-  can never succeed after its hold was given back. When the gateway cannot be reached the hold
-  stays until it can: releasing it blind could leave a charged elder without the service
-  paid for.
+  can never succeed after its hold was given back; while the gateway cannot be reached the
+  hold stays), and live attempts older than 15 minutes on redemptions no longer waiting;
+- a bureau operator's "resolve stuck payment" (audited), which does what the job would do,
+  now.
+
+A ``succeeded`` intent reaching any of them goes through redeem-or-refund, whatever the
+redemption's status: the charge ends as the redemption's one card payment, or refunded. A
+failed attempt gives the hold back only from the confirming request, the 3-D Secure return,
+the job or the bureau: a poll, the status page or a webhook may be looking while a confirm is
+still in flight, when the intent still reads "requires a payment method".
 """
 
 from __future__ import annotations
@@ -38,11 +50,20 @@ from vouchers import redemption as redemptions
 from vouchers.errors import (
     CardDeclined,
     GatewayError,
+    GatewayRefused,
     GatewayUnavailable,
+    PaymentNotCreated,
     RedemptionStateError,
 )
-from vouchers.gateway import gateway, next_action_url, outcome, payment_error_code
-from vouchers.models import GatewayEvent, Redemption
+from vouchers.gateway import (
+    amount_received,
+    amount_refunded,
+    gateway,
+    next_action_url,
+    outcome,
+    payment_error_code,
+)
+from vouchers.models import GatewayEvent, PaymentAttempt, Redemption
 from vouchers.webhooks import verify_signature
 
 log = logging.getLogger(__name__)
@@ -87,19 +108,150 @@ def _key(redemption: Redemption, step: str) -> str:
     return f"{redemptions.new_idempotency_key(redemption)}-{step}"
 
 
+# --------------------------------------------------------------------------- attempts
+
+# Where an attempt may go from each state; anything else is a bug, refused loudly.
+ATTEMPT_MOVES = {
+    "current": frozenset({"superseded", "succeeded", "refunded"}),
+    "superseded": frozenset({"refunded"}),
+    "succeeded": frozenset({"refunded"}),  # reversed, its card refunded
+    "refunded": frozenset(),
+}
+
+
+def move_attempt(attempt: PaymentAttempt, state: str, note: str | None = None) -> None:
+    if state == attempt.state:
+        return
+    if state not in ATTEMPT_MOVES[attempt.state]:
+        raise RuntimeError(f"payment attempt {attempt.id}: {attempt.state} -> {state}")
+    attempt.state = state
+    if note:
+        attempt.note = note[:200]
+
+
+def _attempt_of_intent(intent_id: str | None) -> PaymentAttempt | None:
+    if not intent_id:
+        return None
+    return db.session.scalar(sa.select(PaymentAttempt).where(PaymentAttempt.intent_id == intent_id))
+
+
+def _current_attempt(redemption: Redemption) -> PaymentAttempt | None:
+    return db.session.scalar(
+        sa.select(PaymentAttempt).where(
+            PaymentAttempt.redemption_id == redemption.id, PaymentAttempt.state == "current"
+        )
+    )
+
+
+def _paid_by(redemption: Redemption, intent_id: str) -> bool:
+    """Whether this intent is recorded as the redemption's card payment."""
+    return (
+        redemption.payment_intent_id == intent_id
+        and redemption.payment_method == "card"
+        and redemption.status in ("redeemed", "reversed")
+    )
+
+
+def _drop_intent(redemption: Redemption, intent_id: str | None) -> None:
+    """The redemption stops pointing at an intent it will not be paid by: the next charge
+    creates a new one under a new key."""
+    if redemption.payment_intent_id == intent_id and not _paid_by(redemption, intent_id or ""):
+        redemption.payment_intent_id = None
+        redemption.idempotency_key = None
+
+
+def _lock(redemption: Redemption) -> None:
+    """A locked read of the redemption (PostgreSQL: FOR UPDATE), so that two paths settling
+    the same charge decide one after the other, each seeing what the other recorded."""
+    db.session.execute(
+        sa.select(Redemption)
+        .where(Redemption.id == redemption.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one()
+
+
+def _live_attempt(redemption: Redemption, gw) -> PaymentAttempt | None:
+    """The attempt a charge may go on with, after dropping the one that no longer fits (its
+    intent was let go at a new price or after a refund, or its amount is not the co-payment).
+    A dropped intent is cancelled at the gateway, so it can never charge later; if it already
+    did, the charge is refunded."""
+    attempt = _current_attempt(redemption)
+    if attempt is None:
+        return None
+    fits = (
+        attempt.intent_id is None
+        and attempt.amount_fen == redemption.copay_fen
+        and attempt.idempotency_key == _key(redemption, "create")
+    )
+    if fits:
+        return attempt
+    if attempt.intent_id:
+        # Closed at the gateway before it is marked dropped: if the gateway cannot be
+        # reached, nothing is marked and the next try closes it.
+        intent = _close_at_gateway(gw, attempt.intent_id)
+        if outcome(intent) == "succeeded":
+            _refund(redemption, attempt, intent, reason="dropped attempt charged")
+            db.session.commit()
+            return None
+    move_attempt(attempt, "superseded", "dropped before a new attempt")
+    db.session.commit()
+    return None
+
+
+def _close_at_gateway(gw, intent_id: str) -> dict:
+    """Cancel an intent so it can never charge; the intent as it then stands (a refused
+    cancel means it is already final: succeeded or cancelled)."""
+    intent = gw.retrieve_payment_intent(intent_id)
+    if outcome(intent) in ("succeeded", "canceled"):
+        return intent
+    try:
+        return gw.cancel_payment_intent(intent_id, idempotency_key=f"cancel-{intent_id}")
+    except GatewayRefused:
+        return gw.retrieve_payment_intent(intent_id)
+
+
 def _ensure_intent(redemption: Redemption, gw) -> dict:
-    """The redemption's payment intent, created once (a retried create returns the first)."""
+    """The redemption's payment intent, created once (a retried create returns the first).
+
+    The attempt is recorded before the gateway is asked, so an intent whose id never reached
+    us (a crash in between) is still known by its key. A refused create means no intent
+    exists under that key: the hold is given back (not committed: the caller commits) and
+    PaymentNotCreated raised."""
     if redemption.payment_intent_id:
         return gw.retrieve_payment_intent(redemption.payment_intent_id)
-    intent = gw.create_payment_intent(
-        redemption.copay_fen,
-        idempotency_key=_key(redemption, "create"),
-        description=f"co-payment, redemption {redemption.id}",
-        metadata={"redemption": redemption.id},
-    )
+    attempt = _live_attempt(redemption, gw)
+    if attempt is None:
+        attempt = PaymentAttempt(
+            redemption_id=redemption.id,
+            idempotency_key=_key(redemption, "create"),
+            amount_fen=redemption.copay_fen,
+        )
+        db.session.add(attempt)
+        db.session.commit()
+    try:
+        intent = gw.create_payment_intent(
+            attempt.amount_fen,
+            idempotency_key=attempt.idempotency_key,
+            description=f"co-payment, redemption {redemption.id}",
+            metadata={"redemption": redemption.id, "attempt": attempt.idempotency_key},
+        )
+    except GatewayRefused as refused:
+        problem = refused.details.get("code") or refused.details.get("gateway") or "refused"
+        move_attempt(attempt, "superseded", f"refused at creation: {problem}")
+        redemption.idempotency_key = None  # the next attempt gets a key of its own
+        if redemption.status == "pending_payment":
+            redemptions.release(
+                redemption, reason=f"payment could not be created: {problem}", retry=True
+            )
+        raise PaymentNotCreated(details=refused.details) from refused
+    attempt.intent_id = intent["id"]
     redemption.payment_intent_id = intent["id"]
     db.session.commit()
     return intent
+
+
+# --------------------------------------------------------------------------- charging
 
 
 def pay_by_card(redemption: Redemption, *, card: Card, staff_user: User, return_url: str) -> str:
@@ -128,7 +280,11 @@ def pay_with_payment_method(
 
 
 def _charge(redemption: Redemption, payment_method, *, staff_user: User, return_url: str) -> str:
-    """The body both ways of paying share; ``payment_method(gw)`` gives the method's id."""
+    """The body both ways of paying share; ``payment_method(gw)`` gives the method's id.
+
+    Only one attempt runs at a time: the hold moves the redemption to ``pending_payment``
+    with a conditional UPDATE, and a second submit of the form (a double tap) that finds it
+    there, or loses that race, only asks how the first is going; it never releases."""
     redemptions._require_own(redemption, staff_user)
     if redemption.status == "redeemed":
         return "succeeded"  # the same form submitted twice
@@ -137,7 +293,14 @@ def _charge(redemption: Redemption, payment_method, *, staff_user: User, return_
     if not redemption.copay_fen:
         raise RedemptionStateError(_l("There is nothing for the elder to pay; record it as done."))
     gw = gateway()
-    redemptions.hold(redemption, method="card")
+    try:
+        redemptions.hold(redemption, method="card")
+    except RedemptionStateError:
+        db.session.rollback()
+        db.session.refresh(redemption)
+        if redemption.status in ("pending_payment", "redeemed"):
+            return settle_from_gateway(redemption)  # the first submit won: wait for it
+        raise
     _key(redemption, "hold")
     db.session.commit()
     try:
@@ -151,6 +314,9 @@ def _charge(redemption: Redemption, payment_method, *, staff_user: User, return_
             idempotency_key=_key(redemption, f"confirm-{method_id}"),
             return_url=return_url,
         )
+    except PaymentNotCreated:
+        db.session.commit()  # the hold given back with its reason
+        raise
     except CardDeclined as declined:
         redemptions.release(
             redemption, reason=f"card declined: {declined.decline_code or 'declined'}", retry=True
@@ -160,82 +326,159 @@ def _charge(redemption: Redemption, payment_method, *, staff_user: User, return_
     return apply_intent(redemption, intent)
 
 
-def apply_intent(redemption: Redemption, intent: dict, *, release_on_failure: bool = True) -> str:
-    """Settle the redemption from the intent's state; commits. Returns the outcome.
+# --------------------------------------------------------------------------- settling
 
-    A failed attempt gives the hold back only when ``release_on_failure``: the request that
-    made the attempt, and the payer's return from 3-D Secure, know the attempt is over; a
-    webhook or a poll may be looking at the moment between a new hold and its confirmation,
-    when the intent still reads "requires a payment method" from the last attempt."""
-    if intent.get("id") != redemption.payment_intent_id:
+
+def _status_outcome(redemption: Redemption) -> str:
+    if redemption.status == "pending_payment":
+        return "processing"
+    return "succeeded" if redemption.status == "redeemed" else "failed"
+
+
+def _attempt_for(redemption: Redemption, intent: dict) -> PaymentAttempt:
+    attempt = _attempt_of_intent(intent.get("id"))
+    if attempt is None and intent.get("id") and intent.get("id") == redemption.payment_intent_id:
+        # Recorded on the redemption by a path older than the attempts table.
+        attempt = PaymentAttempt(
+            redemption_id=redemption.id,
+            idempotency_key=f"{redemption.idempotency_key or redemption.id}-{intent['id']}",
+            intent_id=intent["id"],
+            amount_fen=redemption.copay_fen or intent.get("amount") or 1,
+        )
+        db.session.add(attempt)
+        db.session.flush()
+    if attempt is None or attempt.redemption_id != redemption.id:
         raise GatewayError()
+    return attempt
+
+
+def apply_intent(redemption: Redemption, intent: dict, *, release_on_failure: bool = True) -> str:
+    """Settle the redemption from one of its intents, as the gateway reports it; commits.
+    Returns the outcome.
+
+    A ``succeeded`` intent always goes through redeem-or-refund, whatever the redemption's
+    status: a charge must end redeemed or refunded. A failed attempt gives the hold back only
+    when ``release_on_failure``: the request that made the attempt, the payer's return from
+    3-D Secure and the job know the attempt is over; a webhook or a poll may be looking while
+    the confirming request is still in flight, when the intent still reads "requires a
+    payment method"."""
+    attempt = _attempt_for(redemption, intent)
     result = outcome(intent)
+    live = attempt.state == "current" and redemption.payment_intent_id == intent["id"]
     if result == "succeeded":
-        if intent.get("amount") != redemption.copay_fen or intent.get("currency") != "cny":
-            # A payment of another amount (a price changed under it): never redeem against
-            # it; give the money back and let staff charge the right amount.
-            log.error("intent %s does not match redemption %s", intent.get("id"), redemption.id)
-            _refund_orphan(redemption, intent, reason="amount mismatch")
-            result = "failed"
-        elif not redemptions.capture(redemption):
-            result = _succeeded_after_release(redemption, intent)
+        result = _settle_succeeded(redemption, attempt, intent)
+    elif not live or redemption.status != "pending_payment":
+        if result == "canceled" and live:
+            # Cancelled while the redemption was not waiting for it: it will never pay.
+            move_attempt(attempt, "superseded", "cancelled")
+            _drop_intent(redemption, intent["id"])
+        result = _status_outcome(redemption)
     elif result == "failed" and release_on_failure:
         code = payment_error_code(intent) or "failed"
         redemptions.release(redemption, reason=f"payment failed: {code}", retry=True)
     elif result == "failed":
         result = "processing"
     elif result == "canceled":
+        move_attempt(attempt, "superseded", "cancelled")
         redemptions.release(redemption, reason="payment cancelled", retry=False)
     db.session.commit()
     return result
 
 
-def _succeeded_after_release(redemption: Redemption, intent: dict) -> str:
-    """The card was charged but the redemption is no longer waiting for it (a poll released
-    the hold a moment too early, or staff took cash meanwhile). The charge must not be lost:
-    redeem it again if the redemption still can be, otherwise refund it."""
-    db.session.refresh(redemption)
-    if redemption.status == "redeemed" and redemption.payment_method == "card":
-        return "succeeded"  # captured by someone else: nothing to do
-    if redemption.status == "checked_in":
-        try:
-            with db.session.begin_nested():
-                redemptions.hold(redemption, method="card")
-                redemptions.capture(redemption)
+def _unpaid_reason(redemption: Redemption, attempt: PaymentAttempt, intent: dict, gw) -> str | None:
+    """Why a succeeded intent does not pay this redemption, or None when it does: it is the
+    redemption's live attempt, it took exactly the co-payment, and nothing was given back."""
+    if attempt.state != "current" or redemption.payment_intent_id != intent["id"]:
+        return "dropped attempt charged"
+    if intent.get("currency") != "cny":
+        return "currency mismatch"
+    received = amount_received(intent)
+    if received != attempt.amount_fen or received != redemption.copay_fen:
+        return "amount mismatch"
+    if amount_refunded(intent, gw) != 0:
+        return "partly refunded at the gateway"
+    return None
+
+
+def _settle_succeeded(redemption: Redemption, attempt: PaymentAttempt, intent: dict) -> str:
+    """The card was charged: redeem (capturing the hold, or holding again if it was given
+    back early) or, when this charge cannot pay the redemption, refund it."""
+    _lock(redemption)
+    db.session.refresh(attempt)
+    if _paid_by(redemption, intent["id"]):
+        if attempt.state == "current":
+            move_attempt(attempt, "succeeded")
+        return "succeeded"
+    if attempt.state == "refunded":
+        return "refunded"
+    reason = _unpaid_reason(redemption, attempt, intent, gateway())
+    if reason is None:
+        if _capture_or_hold_again(redemption):
+            move_attempt(attempt, "succeeded")
             return "succeeded"
-        except DomainError:
-            db.session.refresh(redemption)
-    log.warning("redemption %s: card charged after it ended; refunding", redemption.id)
-    _refund_orphan(redemption, intent, reason="charged after the redemption ended")
+        # The hold could not be taken again (cash taken meanwhile, voucher spent or closed).
+        # Before refunding, look again, locked: another path may have just recorded this
+        # very charge as the payment.
+        _lock(redemption)
+        if _paid_by(redemption, intent["id"]):
+            move_attempt(attempt, "succeeded")
+            return "succeeded"
+        reason = "charged after the redemption ended"
+    log.warning("redemption %s: intent %s refunded: %s", redemption.id, intent["id"], reason)
+    _refund(redemption, attempt, intent, reason=reason)
     return "refunded"
 
 
-def _refund_orphan(redemption: Redemption, intent: dict, *, reason: str) -> None:
-    """Give back a charge no redemption can stand on, and leave the redemption ready for a
-    fresh intent at the right amount."""
-    refund = gateway().create_refund(
-        intent["id"], intent["amount"], idempotency_key=_key(redemption, f"orphan-{intent['id']}")
-    )
+def _capture_or_hold_again(redemption: Redemption) -> bool:
     if redemption.status == "pending_payment":
+        return redemptions.capture(redemption)
+    if redemption.status != "checked_in":
+        return False
+    try:
+        with db.session.begin_nested():
+            redemptions.hold(redemption, method="card")
+            if not redemptions.capture(redemption):
+                raise RedemptionStateError()
+        return True
+    except DomainError:
+        db.session.refresh(redemption)
+        return False
+
+
+def _refund(redemption: Redemption, attempt: PaymentAttempt, intent: dict, *, reason: str) -> None:
+    """Give back a charge no redemption can stand on (what is left of it), and leave the
+    redemption ready for a fresh attempt at the right amount. The refund's key names the
+    intent and what was already refunded, so a repeat never refunds twice."""
+    gw = gateway()
+    received = amount_received(intent)
+    received = intent.get("amount", 0) if received is None else received
+    already = amount_refunded(intent, gw) or 0
+    refund_id = None
+    if received - already > 0:
+        refund = gw.create_refund(
+            intent["id"], received - already, idempotency_key=f"orphan-{intent['id']}-{already}"
+        )
+        refund_id = refund.get("id")
+    move_attempt(attempt, "refunded", reason)
+    attempt.refund_id = refund_id or attempt.refund_id
+    if redemption.status == "pending_payment" and redemption.payment_intent_id == intent["id"]:
         redemptions.release(redemption, reason=f"refunded: {reason}", retry=True)
-    if redemption.payment_intent_id == intent["id"] and redemption.status != "redeemed":
-        redemption.payment_intent_id = None
-        redemption.idempotency_key = None
+    _drop_intent(redemption, intent["id"])
     audit.record(
         "redemption.refund_orphan",
         redemption,
-        after={"intent": intent["id"], "refund": refund.get("id"), "reason": reason},
+        after={"intent": intent["id"], "refund": refund_id, "reason": reason},
     )
 
 
 def settle_from_gateway(redemption: Redemption, *, release_on_failure: bool = False) -> str:
-    """Ask the gateway where the payment stands and settle accordingly (3-D Secure return,
-    polling, webhooks). Without an intent yet there is nothing to ask about."""
-    if redemption.status != "pending_payment":
-        return {"redeemed": "succeeded", "checked_in": "failed"}.get(redemption.status, "failed")
-    if not redemption.payment_intent_id:
-        return "processing"
-    intent = gateway().retrieve_payment_intent(redemption.payment_intent_id)
+    """Ask the gateway where the redemption's intent stands and settle accordingly (the
+    status page, the 3-D Secure return, polling). Without an intent there is nothing to ask
+    about; an intent already recorded as the payment needs no question either."""
+    intent_id = redemption.payment_intent_id
+    if not intent_id or _paid_by(redemption, intent_id):
+        return _status_outcome(redemption)
+    intent = gateway().retrieve_payment_intent(intent_id)
     return apply_intent(redemption, intent, release_on_failure=release_on_failure)
 
 
@@ -246,22 +489,30 @@ def next_action_for(redemption: Redemption) -> str | None:
     return next_action_url(gateway().retrieve_payment_intent(redemption.payment_intent_id))
 
 
+# --------------------------------------------------------------------------- the job
+
+
 def settle_stale_holds(now: datetime | None = None) -> dict:
-    """The every-minute job: holds older than 15 minutes are captured or released."""
-    report = {"captured": 0, "released": 0, "waiting": 0, "unreachable": 0}
-    report["errors"] = 0
-    for redemption_id in [r.id for r in redemptions.stale_holds(now)]:
-        redemption = db.session.get(Redemption, redemption_id)
+    """The every-minute job: holds older than 15 minutes are captured or released, and
+    attempts left open on redemptions no longer waiting (a charge may still land on them)
+    are closed: redeemed or refunded if they charged, cancelled otherwise."""
+    report = dict.fromkeys(
+        ("captured", "released", "waiting", "unreachable", "refunded", "closed", "errors"), 0
+    )
+    work = [(_settle_stale, Redemption, i) for i in [r.id for r in redemptions.stale_holds(now)]]
+    work += [(_close_open_attempt, PaymentAttempt, i) for i in _open_attempts(now)]
+    for settle, model, row_id in work:
+        row = db.session.get(model, row_id)
         try:
-            result = _settle_stale(redemption)
+            result = settle(row)
         except GatewayUnavailable:
             db.session.rollback()
             report["unreachable"] += 1
             continue
         except Exception:
-            # One redemption the job cannot settle must not keep every later hold held.
+            # One payment the job cannot settle must not keep every later one waiting.
             db.session.rollback()
-            log.exception("could not settle the hold of redemption %s", redemption_id)
+            log.exception("could not settle %s %s", model.__tablename__, row_id)
             report["errors"] += 1
             continue
         report[result] += 1
@@ -276,25 +527,119 @@ def _settle_stale(redemption: Redemption) -> str:
         db.session.commit()
         return "released"
     gw = gateway()
-    intent = _ensure_intent(redemption, gw)
+    try:
+        intent = _ensure_intent(redemption, gw)
+    except PaymentNotCreated:
+        db.session.commit()  # released with its reason: nothing exists to wait for
+        return "released"
     if outcome(intent) not in ("succeeded", "canceled"):
-        try:
-            intent = gw.cancel_payment_intent(
-                intent["id"], idempotency_key=_key(redemption, "cancel")
-            )
-        except GatewayUnavailable:
-            raise
-        except GatewayError:
-            # It could not be cancelled: it may have succeeded in the meantime. Ask again.
-            intent = gw.retrieve_payment_intent(intent["id"])
+        intent = _close_at_gateway(gw, intent["id"])
     result = outcome(intent)
     if result == "succeeded":
         return "captured" if apply_intent(redemption, intent) == "succeeded" else "released"
     if result == "canceled":
+        move_attempt(_attempt_for(redemption, intent), "superseded", "timed out")
         redemptions.release(redemption, reason="payment timed out", retry=False)
         db.session.commit()
         return "released"
     return "waiting"
+
+
+def _open_attempts(now: datetime | None = None) -> list[int]:
+    """Live attempts older than the hold timeout on redemptions no longer waiting for them."""
+    cutoff = (now or now_utc()) - redemptions.HOLD_TIMEOUT
+    return list(
+        db.session.scalars(
+            sa.select(PaymentAttempt.id)
+            .join(Redemption, Redemption.id == PaymentAttempt.redemption_id)
+            .where(
+                PaymentAttempt.state == "current",
+                PaymentAttempt.intent_id.is_not(None),
+                PaymentAttempt.created_at < cutoff,
+                Redemption.status != "pending_payment",
+            )
+            .order_by(PaymentAttempt.id)
+        )
+    )
+
+
+def _close_open_attempt(attempt: PaymentAttempt) -> str:
+    redemption = db.session.get(Redemption, attempt.redemption_id)
+    _lock(redemption)  # a charge starting on it now waits until this one is decided
+    db.session.refresh(attempt)
+    if redemption.status == "pending_payment" or attempt.state != "current":
+        db.session.rollback()
+        return "waiting"
+    if _paid_by(redemption, attempt.intent_id):
+        move_attempt(attempt, "succeeded")
+        db.session.commit()
+        return "closed"
+    intent = _close_at_gateway(gateway(), attempt.intent_id)
+    if outcome(intent) == "succeeded":
+        result = apply_intent(redemption, intent)
+        return "captured" if result == "succeeded" else "refunded"
+    if outcome(intent) != "canceled":
+        db.session.rollback()
+        return "waiting"
+    move_attempt(attempt, "superseded", "closed: no longer waited for")
+    _drop_intent(redemption, attempt.intent_id)
+    db.session.commit()
+    return "closed"
+
+
+# --------------------------------------------------------------------------- the bureau
+
+
+def resolve_stuck_payment(redemption: Redemption, *, actor: User, reason: str) -> str:
+    """A bureau operator ends a card payment left waiting: the gateway is asked first and
+    the redemption settled from its intent (redeemed if the card was charged), otherwise the
+    intent is cancelled and the hold given back, so the provider can take cash. Audited with
+    the reason, in the transaction of the settlement. Returns the redemption's new status."""
+    reason = (reason or "").strip() if isinstance(reason, str) else ""
+    if not reason:
+        raise InvalidInput(details={"reason": _l("Say why the payment is resolved by hand.")})
+    if redemption.status != "pending_payment":
+        raise RedemptionStateError(
+            _l("This redemption has no payment waiting, so there is nothing to resolve.")
+        )
+    intent = None
+    if redemption.payment_method == "card":
+        gw = gateway()
+        try:
+            intent = _ensure_intent(redemption, gw)
+        except PaymentNotCreated:
+            intent = None  # released with the gateway's refusal as its reason
+        else:
+            intent = _close_at_gateway(gw, intent["id"])
+            if outcome(intent) not in ("succeeded", "canceled", "failed"):
+                db.session.rollback()
+                raise RedemptionStateError(
+                    _l(
+                        "The payment service is still processing this payment. "
+                        "Try again in a few minutes."
+                    )
+                )
+    audit.record(
+        "redemption.resolve_stuck_payment",
+        redemption,
+        district_id=redemption.voucher.district_id,
+        before={"status": "pending_payment"},
+        after={
+            "reason": reason,
+            "intent": intent["id"] if intent else None,
+            "intent_status": intent.get("status") if intent else None,
+        },
+        actor=actor,
+    )
+    if intent is not None and outcome(intent) == "succeeded":
+        apply_intent(redemption, intent)
+    elif redemption.status == "pending_payment":
+        if intent is not None:
+            move_attempt(_attempt_for(redemption, intent), "superseded", "resolved by the bureau")
+            _drop_intent(redemption, intent["id"])
+        redemptions.release(redemption, reason=f"resolved by the bureau: {reason}", retry=True)
+    db.session.commit()
+    return redemption.status
 
 
 def reverse(redemption: Redemption, *, actor: User, reason: str, now: datetime | None = None):
@@ -311,6 +656,10 @@ def reverse(redemption: Redemption, *, actor: User, reason: str, now: datetime |
             idempotency_key=_key(redemption, "refund"),
         )
         refund_id = refund["id"]
+        attempt = _attempt_of_intent(redemption.payment_intent_id)
+        if attempt is not None:
+            move_attempt(attempt, "refunded", "reversed")
+            attempt.refund_id = refund_id
     redemptions.reverse(redemption, actor=actor, reason=reason, refund_id=refund_id, now=now)
 
 
@@ -329,10 +678,9 @@ def handle_webhook(payload: bytes, signature_header: str | None) -> str:
         return "duplicate"
     result = "ignored"
     if event_type in SETTLING_EVENTS and obj.get("id"):
-        redemption = _redemption_of(obj)
         # Settling is idempotent, so a resent event does no harm; it is recorded only after
         # settling, so an event that failed half-way (gateway down) is handled when resent.
-        result = settle_from_gateway(redemption) if redemption else "unknown"
+        result = _settle_event_intent(str(obj["id"]))
     try:
         with db.session.begin_nested():
             db.session.add(
@@ -344,21 +692,46 @@ def handle_webhook(payload: bytes, signature_header: str | None) -> str:
     return result
 
 
-def _redemption_of(intent: dict) -> Redemption | None:
-    found = db.session.scalar(
-        sa.select(Redemption).where(Redemption.payment_intent_id == intent["id"])
+def _settle_event_intent(intent_id: str) -> str:
+    """Settle the redemption an event's intent belongs to, from the intent retrieved now.
+    Any intent ever created for a redemption is in its attempts, dropped ones too, so a late
+    event for one of those reaches redeem-or-refund and is never attached again."""
+    try:
+        intent = gateway().retrieve_payment_intent(intent_id)
+    except GatewayRefused:
+        return "unknown"  # not an intent of this account: nothing of ours to settle
+    attempt = _attempt_of_intent(intent["id"]) or _adopt(intent)
+    if attempt is None:
+        log.error("webhook for intent %s, which no payment attempt made", intent["id"])
+        return "unknown"
+    redemption = db.session.get(Redemption, attempt.redemption_id)
+    return apply_intent(redemption, intent, release_on_failure=False)
+
+
+def _adopt(intent: dict) -> PaymentAttempt | None:
+    """An intent created but whose id was never recorded here (a crash between the gateway's
+    answer and our commit): its metadata names the redemption and the attempt's key, and it
+    belongs to that attempt only if the key and the amount match one still without an intent.
+    The redemption points at it only while that attempt is still its live one."""
+    metadata = intent.get("metadata") or {}
+    named, key = str(metadata.get("redemption") or ""), str(metadata.get("attempt") or "")
+    if not (named.isdigit() and len(named) < 10 and key):
+        return None
+    attempt = db.session.scalar(
+        sa.select(PaymentAttempt).where(
+            PaymentAttempt.redemption_id == int(named),
+            PaymentAttempt.idempotency_key == key,
+            PaymentAttempt.intent_id.is_(None),
+        )
     )
-    if found is not None:
-        return found
-    # Created, but its id not yet recorded here (a crash in between): the metadata names it.
-    named = str((intent.get("metadata") or {}).get("redemption") or "")
-    if named.isdigit():
-        candidate = db.session.get(Redemption, int(named))
-        if candidate is not None and candidate.payment_intent_id is None:
-            candidate.payment_intent_id = intent["id"]
-            db.session.commit()
-            return candidate
-    return None
+    if attempt is None or attempt.amount_fen != intent.get("amount"):
+        return None
+    attempt.intent_id = intent["id"]
+    redemption = db.session.get(Redemption, attempt.redemption_id)
+    if attempt.state == "current" and redemption.payment_intent_id is None:
+        redemption.payment_intent_id = intent["id"]
+    db.session.commit()
+    return attempt
 
 
 def _settle_stale_job() -> dict:

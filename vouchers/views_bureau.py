@@ -43,7 +43,8 @@ from eldercare.navigation import Destination
 from eldercare.residents import District, Resident, mask_name
 from eldercare.timeutil import SHANGHAI, format_local, local_today
 from marketplace.models import Provider, Service, ServiceCategory
-from vouchers import ledger, policy, pool
+from vouchers import ledger, payments, policy, pool
+from vouchers.errors import GatewayUnavailable
 from vouchers.models import (
     REDEMPTION_STATUSES,
     VOUCHER_KINDS,
@@ -645,6 +646,67 @@ def bureau_redemptions():
         status_options=[(s, REDEMPTION_LABELS[s]) for s in REDEMPTION_STATUSES],
         yuan=yuan,
     )
+
+
+# --------------------------------------------------------------------------- stuck payments
+
+
+def _redemption_in_scope(redemption_id: int) -> Redemption:
+    """A redemption paid from a district the signed-in officer covers; others look missing."""
+    r = db.session.get(Redemption, redemption_id)
+    if r is None:
+        raise NotFound()
+    ensure_in_district(r.voucher.district_id)
+    return r
+
+
+def _render_resolve(r: Redemption, status=200, problem=None, values=None):
+    return render_template(
+        "vouchers/bureau_resolve.html",
+        r=r,
+        elder=mask_name(db.session.get(Resident, r.resident_id).name),
+        provider=db.session.get(Provider, r.provider_id).name,
+        format_local=format_local,
+        yuan=yuan,
+        problem=problem,
+        values=values or {},
+    ), status
+
+
+@bp.get("/bureau/redemptions/<int:redemption_id>/resolve")
+@roles_required(*BUREAU_ROLES)
+def bureau_resolve(redemption_id: int):
+    return _render_resolve(_redemption_in_scope(redemption_id))
+
+
+@bp.post("/bureau/redemptions/<int:redemption_id>/resolve")
+@roles_required(*BUREAU_ROLES)
+def bureau_resolve_post(redemption_id: int):
+    """Resolve a card payment left waiting: the gateway is asked first (a charge that went
+    through is redeemed), otherwise the payment is cancelled there and the hold given back."""
+    r = _redemption_in_scope(redemption_id)
+    try:
+        status = payments.resolve_stuck_payment(
+            r, actor=current_user, reason=request.form.get("reason", "")
+        )
+    except GatewayUnavailable as error:
+        db.session.rollback()
+        message = _l(
+            "The payment service cannot be reached, so whether the card was charged is not "
+            "known. Nothing was changed; try again when it answers."
+        )
+        problem = {"message": str(message), "fields": {}}
+        return _render_resolve(_redemption_in_scope(redemption_id), error.status, problem)
+    except DomainError as error:
+        db.session.rollback()
+        problem = problem_from(error, fields=("reason",))
+        r = _redemption_in_scope(redemption_id)
+        return _render_resolve(r, error.status, problem, request.form)
+    if status == "redeemed":
+        flash(_("The card had been charged: the redemption is now complete."), "success")
+    else:
+        flash(_("The payment was cancelled and the voucher amount given back."), "success")
+    return redirect(url_for(".redemption_page", redemption_id=redemption_id))
 
 
 # --------------------------------------------------------------------------- printed card

@@ -518,7 +518,7 @@ def pay_card(redemption_id: int):
             r,
             card=card,
             staff_user=current_user,
-            return_url=url_for(".payment_status", redemption_id=r.id, _external=True),
+            return_url=url_for(".payment_return", redemption_id=r.id, _external=True),
         )
     except CardDeclined as error:
         # pay_by_card has given the hold back and committed: another card, or cash.
@@ -554,22 +554,32 @@ def _after_payment(r: Redemption, result: str):
     return redirect(url_for(".redemption_page", redemption_id=r.id))
 
 
+def _settled(r: Redemption, *, release_on_failure: bool) -> tuple[str, bool]:
+    """Ask the gateway (the outcome, and whether it could not be reached)."""
+    try:
+        return payments.settle_from_gateway(r, release_on_failure=release_on_failure), False
+    except GatewayUnavailable:
+        return "processing", True
+
+
+def _ended(r: Redemption):
+    """The payment is over: back to the redemption, saying how it ended."""
+    return _after_payment(r, "succeeded" if r.status == "redeemed" else "failed")
+
+
 @bp.get("/redemptions/<int:redemption_id>/payment")
 @roles_required(*STAFF_ROLES)
 def payment_status(redemption_id: int):
-    """Where the 3-D Secure page sends the browser back, and the page that waits for a
-    payment still running (it reloads itself every 3 seconds)."""
+    """The page that waits for a payment still running (it reloads itself every 3 seconds).
+    It only asks: it never gives the hold back, because the request confirming the card (a
+    double tap, another tab) may still be in flight while the intent reads "failed"."""
     r = _redemption(redemption_id)
+    was_waiting = r.status == "pending_payment"
+    _result, unreachable = _settled(r, release_on_failure=False)
     if r.status != "pending_payment":
+        if was_waiting:
+            return _ended(r)
         return redirect(url_for(".redemption_page", redemption_id=r.id))
-    try:
-        result = payments.settle_from_gateway(r, release_on_failure=True)
-    except GatewayUnavailable:
-        result, unreachable = "processing", True
-    else:
-        unreachable = False
-    if result in ("succeeded", "failed", "canceled"):
-        return _after_payment(r, "succeeded" if result == "succeeded" else "failed")
     next_action = None
     if not unreachable:
         try:
@@ -583,6 +593,21 @@ def payment_status(redemption_id: int):
         unreachable=UNREACHABLE if unreachable else None,
         **page_words(),
     )
+
+
+@bp.get("/redemptions/<int:redemption_id>/payment/return")
+@roles_required(*STAFF_ROLES)
+def payment_return(redemption_id: int):
+    """Where the bank's 3-D Secure page sends the payer back (``?payment_intent=``): the
+    authentication is over, so a failed one gives the hold back, and staff can try another
+    card or cash. Only for the redemption's live intent; anything else is a plain look."""
+    r = _redemption(redemption_id)
+    named = request.args.get("payment_intent", "")
+    ours = bool(named) and named == r.payment_intent_id
+    _result, _unreachable = _settled(r, release_on_failure=ours)
+    if r.status != "pending_payment":
+        return _ended(r)
+    return redirect(url_for(".payment_status", redemption_id=r.id))
 
 
 @bp.post("/redemptions/<int:redemption_id>/reverse")

@@ -498,3 +498,35 @@ def test_ids_too_large_for_any_row_are_refused_not_crashed(client):
     # A path id past any INTEGER key matches no route; nothing reaches the database.
     assert client.get("/api/v1/redemptions/" + "9" * 25).status_code == 404
     assert client.get("/vouchers/scan/" + "9" * 25).status_code == 404
+
+
+@pytest.mark.parametrize("cash_meanwhile", [False, True])
+def test_polling_a_redemption_repairs_a_charge_that_landed_after_it_left_pending(
+    cash_meanwhile, api, shop, elder, scanner, db_session, gateway_app_config
+):
+    """3-D Secure: the hold was given back (here by hand, as an early release did) and the
+    payer then authenticated. The scanner's poll finds the charge and redeems again, or
+    refunds it when cash was taken meanwhile."""
+    from vouchers import redemption as redemptions
+
+    r = priced(api, shop, elder, scanner)
+    body = {
+        "payment_method_id": payment_method("4000002760003184"),
+        "return_url": "https://scanner.example/done",
+    }
+    url = api.post(f"/redemptions/{r['id']}/card", scanner, json=body).get_json()["next_action_url"]
+    row = db_session.get(Redemption, r["id"])
+    redemptions.release(row, reason="released early", retry=True)
+    if cash_meanwhile:
+        redemptions.pay_cash(row, staff_user=shop.caregiver)
+    db_session.commit()
+    intent_id = row.payment_intent_id
+    requests.post(url, data={"success": "true"}, allow_redirects=False, timeout=5)
+    polled = api.get(f"/redemptions/{r['id']}", scanner).get_json()
+    assert (polled["status"], polled["payment_method"]) == (
+        "redeemed",
+        "cash" if cash_meanwhile else "card",
+    )
+    charge = gateway().retrieve_payment_intent(intent_id)["latest_charge"]
+    assert charge["amount_refunded"] == (900 if cash_meanwhile else 0)
+    assert money(shop, db_session) == (49_400, 0, 0, 600, True)

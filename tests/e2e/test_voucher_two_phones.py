@@ -166,6 +166,17 @@ def test_qr_on_one_phone_scanned_by_another_paid_by_card(
         subsidy, copay = _amount(staff, "#subsidy"), _amount(staff, "#copay")
         assert subsidy > 0 and copay > 0
 
+        # The card form sends once: the Charge button disables itself as the form goes
+        # (held back here so the page stays to be looked at), and a second tap sends nothing.
+        staff.evaluate(
+            "document.querySelector('#card-form')"
+            ".addEventListener('submit', (event) => event.preventDefault())"
+        )
+        staff.click("#pay-card")
+        expect(staff.locator("#pay-card")).to_be_disabled()
+        assert staff.locator("#card-form").get_attribute("data-sent") == "yes"
+        staff.reload()
+
         staff.fill("#card_number", "4242 4242 4242 4242")
         staff.fill("#card_expiry", "12/30")
         staff.fill("#card_cvc", "123")

@@ -20,9 +20,13 @@ signed webhooks) with a few changes, because the stock ``python -m localstripe``
   the return URL with ``payment_intent=`` added. localstripe's ``_authenticate`` endpoint works
   too.
 
+It also reports Stripe's ``amount_received`` on a payment intent (what the charge took; refunds
+do not lower it), which localstripe leaves out.
+
 For the tests it also adds ``/_config/faults`` (make the next POSTs fail with 503 before acting,
-or with 500 after acting, as when an answer is lost) and ``/_config/requests`` (what the server
-received under /v1/: method, path, Idempotency-Key).
+with 500 after acting, as when an answer is lost, or with Stripe's 409 ``idempotency_key_in_use``,
+its answer while another request with the same key is still running) and ``/_config/requests``
+(what the server received under /v1/: method, path, Idempotency-Key).
 """
 
 from __future__ import annotations
@@ -118,8 +122,10 @@ class LocalStripe:
     # -- the test-only controls
 
     def set_faults(self, mode: str, count: int = 1) -> None:
-        """The next ``count`` POSTs to /v1/ fail: ``before`` (503, nothing done) or ``after``
-        (done and saved for the idempotency key, but the answer is a 500)."""
+        """The next ``count`` POSTs to /v1/ fail: ``before`` (503, nothing done), ``after``
+        (done and saved for the idempotency key, but the answer is a 500) or ``in_use`` (409
+        ``idempotency_key_in_use``, nothing done: Stripe's "a request with this key is still
+        running, retry later")."""
         requests.post(
             self.url + "/_config/faults", data={"mode": mode, "count": count}, timeout=5
         ).raise_for_status()
@@ -181,6 +187,16 @@ def _serve(argv: list[str]) -> None:
         self.description = description
 
     intent_cls.__init__ = intent_init
+    original_export = intent_cls._export
+
+    def intent_export(self, expand=None):
+        data = original_export(self, expand=expand)
+        charge = self.latest_charge
+        paid = charge is not None and self.status == "succeeded"
+        data["amount_received"] = charge.amount if paid else 0
+        return data
+
+    intent_cls._export = intent_export
     original_confirm = intent_cls._api_confirm
     base_url = {}
 
@@ -274,6 +290,18 @@ def _serve(argv: list[str]) -> None:
             fault = faults["mode"]
         if fault == "before":
             return web.json_response({"error": {"type": "api_error"}}, status=503)
+        if fault == "in_use":
+            return web.json_response(
+                {
+                    "error": {
+                        "type": "invalid_request_error",
+                        "code": "idempotency_key_in_use",
+                        "message": "There is currently another in-progress request using "
+                        "this Idempotent Key. Please try again later.",
+                    }
+                },
+                status=409,
+            )
         if key:
             body = await request.read()
             fingerprint = hashlib.sha256(request.path.encode() + b"\n" + body).hexdigest()

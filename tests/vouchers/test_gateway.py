@@ -183,6 +183,32 @@ def test_5xx_is_retried_then_reported_unavailable(stoppable_localstripe):
     assert g.list_payment_intents() == []
 
 
+def test_409_idempotency_key_in_use_is_retried_later_not_a_refusal(stoppable_localstripe):
+    """Stripe answers 409 ``idempotency_key_in_use`` while a request with the same key is
+    still running: the request was not refused, so it is retried with the same key, and
+    reported as "unavailable, try again" (never as a permanent refusal) if it stays busy."""
+    g = fast_gateway(stoppable_localstripe.url, retries=2)
+    stoppable_localstripe.set_faults("in_use", 1)
+    intent = new_intent(g)
+    assert [i["id"] for i in g.list_payment_intents()] == [intent["id"]]
+    posts = [r for r in stoppable_localstripe.received() if r["method"] == "POST"]
+    assert len(posts) == 2 and len({r["idempotency_key"] for r in posts}) == 1
+
+    stoppable_localstripe.set_faults("in_use", 3)
+    with pytest.raises(GatewayUnavailable):
+        new_intent(g)
+    assert len(g.list_payment_intents()) == 1
+
+
+def test_a_refusal_says_it_is_permanent(stoppable_localstripe):
+    """A 4xx other than 409/429 is the gateway refusing the request itself (nothing was
+    created under its key): callers may act on that, so it is its own kind of error."""
+    g = fast_gateway(stoppable_localstripe.url)
+    with pytest.raises(gw.GatewayRefused) as refused:
+        g.retrieve_payment_intent("pi_doesnotexist")
+    assert refused.value.details["gateway"] == "HTTP 404"
+
+
 def test_4xx_is_not_retried(stoppable_localstripe):
     g = fast_gateway(stoppable_localstripe.url, retries=3)
     with pytest.raises(GatewayError) as error:

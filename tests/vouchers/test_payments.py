@@ -2,21 +2,28 @@
 stopping mid-payment, webhooks (good and forged), and refunds on reversal."""
 
 import json
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 import requests
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from eldercare.accounts import User
+from eldercare.db import db
 from eldercare.timeutil import now_utc
 from tests.vouchers.conftest import GATEWAY_WEBHOOK_SECRET
 from tests.vouchers.localstripe_server import TEST_SECRET_KEY
 from vouchers import ledger, payments, redemption
-from vouchers.errors import CardDeclined, GatewayUnavailable
+from vouchers.errors import CardDeclined, GatewayError, GatewayUnavailable
 from vouchers.gateway import gateway, outcome
-from vouchers.models import JournalEntry
+from vouchers.models import JournalEntry, PaymentAttempt, Redemption, Voucher
 from vouchers.webhooks import sign
 
 VISA = payments.Card("4242424242424242", 12, 2030, "123")
@@ -160,6 +167,8 @@ def test_charged_but_not_recorded_is_completed_by_the_job(
         )
         # ...crash here. Fifteen minutes later:
         assert payments.settle_stale_holds(now_utc() + timedelta(minutes=14)) == {
+            "refunded": 0,
+            "closed": 0,
             "captured": 0,
             "released": 0,
             "waiting": 0,
@@ -332,3 +341,441 @@ def test_one_hold_the_job_cannot_settle_does_not_block_the_others(
     assert (report["errors"], report["released"]) == (1, 1)
     db_session.refresh(second)
     assert second.status == "failed"
+
+
+# -- a charge always ends redeemed or refunded, whichever path sees it (issue 9, defect 2)
+
+
+def _webhook(client, intent_id, event_id, kind="payment_intent.succeeded"):
+    """The event as the gateway sends it: the whole intent (metadata too) as its object."""
+    intent = gateway().retrieve_payment_intent(intent_id)
+    body = json.dumps({"id": event_id, "type": kind, "data": {"object": intent}}).encode()
+    header = sign(body, GATEWAY_WEBHOOK_SECRET, int(time.time()))
+    answer = client.post(
+        "/api/v1/payments/webhook", data=body, headers={"Stripe-Signature": header}
+    )
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    return answer.get_json()["result"]
+
+
+def _settle_by(path, client, r):
+    """The intent of ``r`` settled by the webhook or by the every-minute job."""
+    if path == "webhook":
+        return _webhook(client, r.payment_intent_id, f"evt-{path}-{r.payment_intent_id}")
+    return payments.settle_stale_holds(now_utc() + timedelta(minutes=16))
+
+
+def _refunded(intent_id):
+    intent = gateway().retrieve_payment_intent(intent_id)
+    charge = intent["latest_charge"]
+    charge = (
+        charge if isinstance(charge, dict) else gateway()._request("GET", f"/v1/charges/{charge}")
+    )
+    return charge["amount_refunded"]
+
+
+@pytest.mark.parametrize("path", ["webhook", "job"])
+def test_a_charge_landing_after_an_early_release_is_redeemed_by_the_webhook_and_the_job(
+    path, shop, client, db_session, gateway_app_config
+):
+    r = _held_with_intent(shop, db_session)
+    redemption.release(r, reason="an early poll", retry=True)
+    db_session.commit()
+    _confirm_at_gateway(r)  # the confirm that was in flight lands
+    _settle_by(path, client, r)
+    db_session.refresh(r)
+    assert (r.status, r.payment_method) == ("redeemed", "card")
+    assert _refunded(r.payment_intent_id) == 0
+    assert money(shop, db_session) == (49_400, 0, 0, 600, True)
+    assert captures(db_session) == 1
+
+
+@pytest.mark.parametrize("path", ["webhook", "job"])
+def test_a_charge_landing_after_cash_was_taken_is_refunded_by_the_webhook_and_the_job(
+    path, shop, client, db_session, gateway_app_config
+):
+    r = _held_with_intent(shop, db_session)
+    redemption.release(r, reason="an early poll", retry=True)
+    redemption.pay_cash(r, staff_user=shop.caregiver)
+    db_session.commit()
+    intent_id = r.payment_intent_id
+    _confirm_at_gateway(r)
+    _settle_by(path, client, r)
+    db_session.refresh(r)
+    assert (r.status, r.payment_method) == ("redeemed", "cash")
+    assert _refunded(intent_id) == 900  # the elder paid once, in cash
+    assert money(shop, db_session) == (49_400, 0, 0, 600, True)
+    assert captures(db_session) == 1
+
+
+# -- intents dropped on purpose stay dropped (defect 5)
+
+
+def test_a_late_webhook_for_an_intent_dropped_at_a_new_price_does_not_reattach_it(
+    shop, client, db_session, gateway_app_config
+):
+    """Declined, then re-priced: the first intent (¥9) is dropped. Its late event must not
+    attach it again, or the next charge would confirm it at the old amount."""
+    r = priced(shop)
+    with pytest.raises(CardDeclined):
+        pay(shop, r, DECLINED)
+    old = r.payment_intent_id
+    redemption.set_price(r, price_fen=1000, staff_user=shop.caregiver)  # co-payment ¥6
+    db_session.commit()
+    _webhook(client, old, "evt-late-failure", "payment_intent.payment_failed")
+    db_session.refresh(r)
+    assert r.payment_intent_id != old
+    assert pay(shop, r) == "succeeded"
+    assert r.payment_intent_id != old
+    intent = gateway().retrieve_payment_intent(r.payment_intent_id)
+    assert (intent["amount"], intent["status"]) == (600, "succeeded")
+    assert gateway().retrieve_payment_intent(old)["status"] != "succeeded"
+    assert money(shop, db_session) == (49_600, 0, 0, 400, True)
+
+
+def test_a_dropped_intent_that_is_charged_late_is_refunded_not_reattached(
+    shop, client, db_session, gateway_app_config
+):
+    r = _held_with_intent(shop, db_session)
+    redemption.release(r, reason="declined", retry=True)
+    old = r.payment_intent_id
+    redemption.set_price(r, price_fen=1000, staff_user=shop.caregiver)
+    db_session.commit()
+    gw = gateway()
+    method = gw.create_card_payment_method("4242424242424242", 12, 2030, "123")
+    gw.confirm_payment_intent(  # the old intent, charged late at the old amount
+        old, payment_method=method["id"], idempotency_key="late-old", return_url=RETURN_URL
+    )
+    _webhook(client, old, "evt-late-success")
+    db_session.refresh(r)
+    assert r.payment_intent_id is None and r.status == "checked_in"
+    assert _refunded(old) == 900
+    # Sent again (another event id), it neither re-attaches nor refunds twice.
+    _webhook(client, old, "evt-late-success-again")
+    db_session.refresh(r)
+    assert r.payment_intent_id is None and _refunded(old) == 900
+    assert pay(shop, r) == "succeeded"
+    assert gateway().retrieve_payment_intent(r.payment_intent_id)["amount"] == 600
+    assert money(shop, db_session) == (49_600, 0, 0, 400, True)
+
+
+def test_a_succeeded_intent_with_a_refund_is_not_counted_as_paid(
+    shop, db_session, gateway_app_config
+):
+    r = _held_with_intent(shop, db_session)
+    _confirm_at_gateway(r)
+    # Part of it was given back at the gateway (by hand, another tool): not a full payment.
+    gateway().create_refund(r.payment_intent_id, 100, idempotency_key="by-hand")
+    intent_id = r.payment_intent_id
+    assert payments.settle_from_gateway(r) == "refunded"
+    assert r.status == "checked_in" and r.payment_intent_id is None
+    assert _refunded(intent_id) == 900  # the rest was refunded too
+    assert money(shop, db_session) == (50_000, 0, 0, 0, True)
+    assert captures(db_session) == 0
+    # A fresh attempt then pays.
+    assert pay(shop, r) == "succeeded" and r.payment_intent_id != intent_id
+
+
+# -- a refusal to create an intent releases the hold (defect 6)
+
+
+def test_a_4xx_when_creating_the_intent_releases_the_hold_in_the_job(
+    shop, db_session, gateway_app_config
+):
+    """The gateway refuses the create (here: the key was used before with other
+    parameters): no intent exists under this key, so waiting cannot help."""
+    r = priced(shop)
+    redemption.hold(r, method="card")
+    db_session.commit()
+    gateway().create_payment_intent(  # the key taken by another request
+        123, idempotency_key=payments._key(r, "create"), description="other"
+    )
+    report = payments.settle_stale_holds(now_utc() + timedelta(minutes=16))
+    assert (report["released"], report["errors"]) == (1, 0)
+    db_session.refresh(r)
+    assert r.status == "checked_in" and "could not be created" in r.failure_reason
+    assert money(shop, db_session) == (50_000, 0, 0, 0, True)
+    # The next charge uses a new key, and pays.
+    assert pay(shop, r) == "succeeded"
+    assert money(shop, db_session) == (49_400, 0, 0, 600, True)
+
+
+def test_a_4xx_when_creating_the_intent_releases_the_hold_at_the_desk(
+    shop, db_session, gateway_app_config
+):
+    r = priced(shop)
+    redemption.new_idempotency_key(r)
+    gateway().create_payment_intent(
+        123, idempotency_key=payments._key(r, "create"), description="other"
+    )
+    with pytest.raises(GatewayError):
+        pay(shop, r)
+    db_session.refresh(r)
+    assert r.status == "checked_in"
+    assert money(shop, db_session) == (50_000, 0, 0, 0, True)
+
+
+# -- on PostgreSQL, with real commits from several threads
+
+
+def _private_card_world(private_app, localstripe):
+    """The demo city on the test's own database, card payments on, and a priced card
+    redemption of elder.wang's lunch (co-payment ¥9). Its id and the caregiver's."""
+    from tests.vouchers.test_redemption_race import _world
+
+    private_app.config.update(
+        PAYMENT_GATEWAY_URL=localstripe,
+        PAYMENT_GATEWAY_SECRET_KEY=TEST_SECRET_KEY,
+        PAYMENT_WEBHOOK_SECRET=GATEWAY_WEBHOOK_SECRET,
+    )
+    voucher_id, staff_id, meal_id = _world(private_app)
+    with private_app.app_context():
+        staff = db.session.get(User, staff_id)
+        r = redemption.check_in(
+            db.session.get(Voucher, voucher_id),
+            scan_digest="pg-card",
+            staff_user=staff,
+            service_id=meal_id,
+        )
+        redemption.set_price(r, price_fen=1500, staff_user=staff)
+        db.session.commit()
+        rid = r.id
+        db.session.remove()
+    return rid, staff_id
+
+
+def _in_app(app, work):
+    with app.app_context():
+        try:
+            return work()
+        finally:
+            db.session.remove()
+
+
+def _wait_for_a_lock_wait(app):
+    """Until some other session of this database waits on a row lock (bounded)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        waiting = _in_app(
+            app,
+            lambda: db.session.scalar(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            ),
+        )
+        if waiting:
+            return
+        time.sleep(0.02)
+    raise AssertionError("no session ever waited on the lock")
+
+
+@pytest.mark.postgres
+def test_two_paths_settling_a_late_charge_at_once_redeem_it_and_refund_nothing(
+    private_app, localstripe, monkeypatch
+):
+    """The hold was given back early; the charge then lands and the webhook and the poll see
+    it at the same moment. The first holds again and captures; the second, whose re-hold
+    fails, must see (locked) that this very charge is now the payment, and not refund it."""
+    rid, staff_id = _private_card_world(private_app, localstripe)
+
+    def prepare():
+        r = db.session.get(Redemption, rid)
+        redemption.hold(r, method="card")
+        db.session.commit()
+        payments._ensure_intent(r, gateway())
+        redemption.release(r, reason="an early poll", retry=True)
+        db.session.commit()
+        return _confirm_at_gateway(r)
+
+    intent = _in_app(private_app, prepare)
+    assert outcome(intent) == "succeeded"
+    captured, go = threading.Event(), threading.Event()
+    real_capture = redemption.capture
+
+    def paused_capture(r, **kwargs):
+        done = real_capture(r, **kwargs)
+        if done and threading.current_thread().name == "first":
+            captured.set()  # captured, not yet committed
+            assert go.wait(60)
+        return done
+
+    monkeypatch.setattr(redemption, "capture", paused_capture)
+
+    def settle():
+        return payments.apply_intent(db.session.get(Redemption, rid), intent)
+
+    results = {}
+    first = threading.Thread(
+        target=lambda: results.update(first=_in_app(private_app, settle)), name="first"
+    )
+    second = threading.Thread(
+        target=lambda: results.update(second=_in_app(private_app, settle)), name="second"
+    )
+    first.start()
+    assert captured.wait(60)
+    second.start()
+    _wait_for_a_lock_wait(private_app)  # the second is stuck behind the first's row lock
+    go.set()
+    first.join(60)
+    second.join(60)
+    assert results == {"first": "succeeded", "second": "succeeded"}
+
+    def outcome_now():
+        r = db.session.get(Redemption, rid)
+        charge = gateway().retrieve_payment_intent(intent["id"])["latest_charge"]
+        kinds = db.session.scalars(
+            sa.select(JournalEntry.kind).where(
+                JournalEntry.cause_type == "redemptions", JournalEntry.cause_id == str(rid)
+            )
+        ).all()
+        return r.status, r.payment_method, charge["amount_refunded"], kinds
+
+    assert _in_app(private_app, outcome_now) == (
+        "redeemed",
+        "card",
+        0,  # nothing refunded: the elder paid once, by card
+        ["hold", "release", "hold", "capture"],
+    )
+    assert _in_app(private_app, lambda: ledger.verify_ledger().ok)
+
+
+@pytest.mark.postgres
+def test_two_charges_submitted_at_once_make_one_attempt_and_release_nothing(
+    private_app, localstripe, monkeypatch
+):
+    """A double tap on "Charge" from two requests at the same moment: one holds and
+    charges; the other waits for it. One intent, one confirm, no release."""
+    rid, staff_id = _private_card_world(private_app, localstripe)
+    start = threading.Barrier(2)
+
+    def charge():
+        r = db.session.get(Redemption, rid)
+        staff = db.session.get(User, staff_id)
+        start.wait(30)
+        return pay(SimpleNamespace(caregiver=staff), r)
+
+    with ThreadPoolExecutor(max_workers=2) as threads:
+        results = sorted(threads.map(lambda _: _in_app(private_app, charge), range(2)))
+    assert results[-1] == "succeeded" and results[0] in ("processing", "succeeded")
+
+    def books():
+        r = db.session.get(Redemption, rid)
+        if r.status == "pending_payment":  # the loser's look came before the capture
+            payments.settle_from_gateway(r)
+        attempts = db.session.scalars(
+            sa.select(PaymentAttempt.state).where(PaymentAttempt.redemption_id == rid)
+        ).all()
+        kinds = db.session.scalars(
+            sa.select(JournalEntry.kind).where(
+                JournalEntry.cause_type == "redemptions", JournalEntry.cause_id == str(rid)
+            )
+        ).all()
+        return r.status, attempts, kinds
+
+    status, attempts, kinds = _in_app(private_app, books)
+    assert (status, attempts) == ("redeemed", ["succeeded"])
+    assert kinds == ["hold", "capture"]
+
+
+# -- the attempts as a state machine: whatever happens, every charge is redeemed or refunded
+
+# A card is declined first more often than not, so that there are intents to drop and to
+# charge late; what follows is any mix.
+OPERATIONS = st.tuples(
+    st.sampled_from(["decline", "decline", "pay"]),
+    st.lists(
+        st.sampled_from(
+            ["decline", "pay", "reprice", "cash", "late_charge", "late_charge", "webhook", "job"]
+            + ["poll"]
+        ),
+        min_size=2,
+        max_size=6,
+    ),
+).map(lambda ops: [ops[0], *ops[1]])
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(operations=OPERATIONS, picks=st.lists(st.integers(0, 5), min_size=7, max_size=7))
+def test_every_charge_ends_as_the_payment_or_refunded(
+    operations, picks, shop, client, db_session, gateway_app_config
+):
+    """Any sequence of declines, charges, new prices, cash, old intents charged late (as an
+    in-flight confirm landing), webhooks, job runs and polls; then the gateway's events and a
+    job run. Every intent that took money is either the redemption's one card payment, or
+    refunded in full; the books balance."""
+    shop.counter += 1
+    r = priced(shop, digest=f"machine-{shop.counter}")
+    db_session.commit()
+    gw = gateway()
+
+    def intents():
+        return db_session.scalars(
+            sa.select(PaymentAttempt.intent_id).where(
+                PaymentAttempt.redemption_id == r.id, PaymentAttempt.intent_id.is_not(None)
+            )
+        ).all()
+
+    for step, (operation, pick) in enumerate(zip(operations, picks, strict=False)):
+        db_session.refresh(r)
+        try:
+            if operation in ("decline", "pay") and r.status == "checked_in":
+                pay(shop, r, DECLINED if operation == "decline" else VISA)
+            elif operation == "reprice" and r.status == "checked_in":
+                redemption.set_price(
+                    r, price_fen=1000 + 500 * (step % 2), staff_user=shop.caregiver
+                )
+            elif operation == "cash" and r.status == "checked_in":
+                redemption.pay_cash(r, staff_user=shop.caregiver)
+            elif operation == "late_charge" and intents():
+                old = intents()[pick % len(intents())]
+                if gw.retrieve_payment_intent(old)["status"] == "requires_payment_method":
+                    method = gw.create_card_payment_method("4242424242424242", 12, 2030, "123")
+                    gw.confirm_payment_intent(
+                        old,
+                        payment_method=method["id"],
+                        idempotency_key=f"late-{old}",
+                        return_url=RETURN_URL,
+                    )
+            elif operation == "webhook" and intents():
+                _webhook(client, intents()[pick % len(intents())], f"evt-{r.id}-{step}")
+            elif operation == "job":
+                payments.settle_stale_holds(now_utc() + timedelta(minutes=16))
+            elif operation == "poll":
+                payments.settle_from_gateway(r)
+        except CardDeclined:
+            pass
+        db_session.commit()
+
+    for n, intent_id in enumerate(intents()):  # the gateway's events, however late
+        _webhook(client, intent_id, f"evt-{r.id}-final-{n}")
+    payments.settle_stale_holds(now_utc() + timedelta(minutes=16))
+    db_session.refresh(r)
+    paying = []
+    for attempt in db_session.scalars(
+        sa.select(PaymentAttempt).where(PaymentAttempt.redemption_id == r.id)
+    ):
+        if attempt.intent_id is None:
+            continue
+        intent = gw.retrieve_payment_intent(attempt.intent_id)
+        if intent["status"] != "succeeded":
+            assert attempt.state != "succeeded"
+            continue
+        refunded = _refunded(attempt.intent_id)
+        if attempt.state == "succeeded":
+            paying.append(attempt.intent_id)
+            assert refunded == 0 and intent["amount_received"] == r.copay_fen
+        else:
+            assert (attempt.state, refunded) == ("refunded", intent["amount_received"])
+    if paying:
+        assert paying == [r.payment_intent_id]
+        assert (r.status, r.payment_method) == ("redeemed", "card")
+    else:
+        assert not (r.status == "redeemed" and r.payment_method == "card")
+    assert r.status != "pending_payment"
+    assert ledger.verify_ledger().ok

@@ -533,3 +533,167 @@ def test_the_bureau_sees_a_redemption_without_the_staff_buttons(shop, en, login,
     en.post("/logout")
     login(shop.market.home_admin)  # another provider
     assert en.get(where).status_code == 404
+
+
+# --------------------------------------------------------------------------- issue 9
+
+
+def test_a_double_tap_and_the_status_page_during_an_in_flight_charge_release_nothing(
+    shop, en, login, db_session, gateway_app_config, monkeypatch
+):
+    """The gateway's confirm is paused; meanwhile the desk taps "Charge" again and the
+    waiting page refreshes. Neither may give the hold back nor start a second attempt: the
+    intent still reads "requires a payment method" only because the first confirm has not
+    landed yet."""
+    from vouchers.gateway import Gateway
+
+    sign_in_caregiver(shop, login)
+    where = priced(en, shop)
+    real_confirm = Gateway.confirm_payment_intent
+    seen = {}
+
+    def paused_confirm(self, intent_id, **kwargs):
+        if not seen:  # the first confirm, before it reaches the gateway
+            seen["again"] = en.post(f"{where}/card", data=card_form("4242424242424242"))
+            seen["poll"] = en.get(f"{where}/payment")
+        return real_confirm(self, intent_id, **kwargs)
+
+    monkeypatch.setattr(Gateway, "confirm_payment_intent", paused_confirm)
+    first = en.post(f"{where}/card", data=card_form("4242424242424242"))
+    assert seen["again"].status_code == 302
+    assert seen["again"].headers["Location"] == f"{where}/payment"
+    assert seen["poll"].status_code == 200
+    assert 'http-equiv="refresh"' in seen["poll"].get_data(as_text=True)
+    assert first.status_code == 302 and first.headers["Location"] == where
+    r = db_session.scalar(sa.select(Redemption))
+    db_session.refresh(r)
+    assert (r.status, r.payment_method) == ("redeemed", "card")
+    kinds = db_session.scalars(sa.select(JournalEntry.kind)).all()
+    assert "release" not in kinds and kinds.count("capture") == 1
+    assert money(shop, db_session) == (49_400, 0, 600)
+
+
+def test_the_card_button_disables_itself_on_submit(shop, en, login, db_session, gateway_app_config):
+    sign_in_caregiver(shop, login)
+    html = en.get(priced(en, shop)).get_data(as_text=True)
+    assert 'id="card-form"' in html and "data-submit-once" in html
+    assert "submit_once.js" in html
+    with en.get("/vouchers/static/submit_once.js") as script:
+        assert script.status_code == 200 and b"disabled" in script.get_data()
+
+
+def test_only_the_three_d_secure_return_releases_a_failed_authentication(
+    shop, en, login, db_session, gateway_app_config
+):
+    sign_in_caregiver(shop, login)
+    where = priced(en, shop)
+    bank = en.post(f"{where}/card", data=card_form("4000002760003184")).headers["Location"]
+    back = requests.post(bank, data={"success": "false"}, allow_redirects=False, timeout=5)
+    return_url = back.headers["Location"]
+    assert "/payment/return" in return_url
+    # The waiting page, refreshing, does not give the hold back...
+    assert en.get(f"{where}/payment").status_code == 200
+    assert db_session.scalar(sa.select(Redemption.status)) == "pending_payment"
+    # ...the payer's return from the bank does.
+    done = en.get(return_url)
+    assert done.status_code == 302 and done.headers["Location"] == where
+    assert db_session.scalar(sa.select(Redemption.status)) == "checked_in"
+    assert money(shop, db_session) == (50_000, 0, 0)
+
+
+def _stuck(app, shop, en, login, db_session, server):
+    """A card payment whose hold is stuck: the gateway went away during the charge."""
+    from tests.vouchers.localstripe_server import TEST_SECRET_KEY
+
+    app.config.update(PAYMENT_GATEWAY_URL=server.url, PAYMENT_GATEWAY_SECRET_KEY=TEST_SECRET_KEY)
+    sign_in_caregiver(shop, login)
+    where = priced(en, shop)
+    server.stop()
+    assert en.post(f"{where}/card", data=card_form("4242424242424242")).status_code == 503
+    server.start()
+    en.post("/logout")
+    return where, db_session.scalar(sa.select(Redemption))
+
+
+def test_the_bureau_resolves_a_stuck_payment_with_a_reason(
+    app, shop, en, login, db_session, stoppable_localstripe
+):
+    from eldercare.audit import AuditLog
+
+    before = {k: app.config.get(k) for k in ("PAYMENT_GATEWAY_URL", "PAYMENT_GATEWAY_SECRET_KEY")}
+    try:
+        where, r = _stuck(app, shop, en, login, db_session, stoppable_localstripe)
+        resolve = f"/vouchers/bureau/redemptions/{r.id}/resolve"
+        # Not for the provider, nor for anyone else but the bureau.
+        login(shop.caregiver, CAREGIVER_PASSWORD)
+        assert en.get(resolve).status_code == 403
+        assert en.post(resolve, data={"reason": "x"}).status_code == 403
+        en.post("/logout")
+        login(shop.market.officer)
+        assert 'id="resolve-payment"' in en.get(where).get_data(as_text=True)
+        page = en.get(resolve)
+        assert page.status_code == 200 and 'id="resolve-form"' in page.get_data(as_text=True)
+        refused = en.post(resolve, data={"reason": "  "})
+        assert refused.status_code == 422
+        assert "Say why" in refused.get_data(as_text=True)
+        assert db_session.scalar(sa.select(Redemption.status)) == "pending_payment"
+        done = en.post(resolve, data={"reason": "网关故障，已电话确认未扣款"})
+        assert done.status_code == 302 and done.headers["Location"] == where
+        db_session.refresh(r)
+        assert r.status == "checked_in" and "网关故障" in r.failure_reason
+        assert money(shop, db_session) == (50_000, 0, 0)
+        row = db_session.scalar(
+            sa.select(AuditLog).where(AuditLog.action == "redemption.resolve_stuck_payment")
+        )
+        assert row is not None and row.actor_user_id == shop.market.officer.id
+        assert "网关故障" in str(row.after)
+        # Nothing is stuck any more: the action answers with what to do, changing nothing.
+        assert en.post(resolve, data={"reason": "again"}).status_code == 409
+    finally:
+        app.config.update(before)
+
+
+def test_resolving_a_payment_the_card_did_pay_redeems_it_and_other_districts_see_nothing(
+    shop, en, login, factory, db_session, gateway_app_config
+):
+    """The charge went through but nothing recorded it (the desk's phone died): the
+    bureau's resolve asks the gateway first and completes the redemption instead of giving
+    the hold back. An officer of another district, or the elder, cannot reach it."""
+    from vouchers import payments
+    from vouchers import redemption as redemptions
+    from vouchers.gateway import gateway
+
+    r = redemptions.check_in(
+        shop.voucher,
+        scan_digest="stuck",
+        staff_user=shop.caregiver,
+        service_id=shop.market.meals.id,
+    )
+    redemptions.set_price(r, price_fen=1500, staff_user=shop.caregiver)
+    redemptions.hold(r, method="card")
+    db_session.commit()
+    gw = gateway()
+    intent = payments._ensure_intent(r, gw)
+    method = gw.create_card_payment_method("4242424242424242", 12, 2030, "123")
+    gw.confirm_payment_intent(
+        intent["id"], payment_method=method["id"], idempotency_key="desk", return_url="http://x/"
+    )
+    resolve = f"/vouchers/bureau/redemptions/{r.id}/resolve"
+    elsewhere = factory.user(
+        "officer.elsewhere", roles=["bureau_officer"], district=factory.district("210103")
+    )
+    db_session.commit()
+    login(elsewhere)
+    assert en.get(resolve).status_code == 404
+    assert en.post(resolve, data={"reason": "x"}).status_code == 404
+    en.post("/logout")
+    login(shop.elder_user)
+    assert en.post(resolve, data={"reason": "x"}).status_code == 403
+    en.post("/logout")
+    assert db_session.scalar(sa.select(Redemption.status)) == "pending_payment"
+    login(shop.market.officer)
+    done = en.post(resolve, data={"reason": "机构手机没电，老人已刷卡"})
+    assert done.status_code == 302
+    db_session.refresh(r)
+    assert (r.status, r.payment_method) == ("redeemed", "card")
+    assert money(shop, db_session) == (49_400, 0, 600)
