@@ -22,7 +22,7 @@ from assessment import events
 from assessment.conflicts import check_conflict_of_interest
 from assessment.errors import AgencyNotActive, AssessorNotQualified, InvalidTransition
 from assessment.models import ASSESSMENT_TYPES, Agency, Assessment, Assessor
-from assessment.policy import add_months, policy_on
+from assessment.policy import add_months, rules_for_assessment
 from assessment.scoring import score_assessment
 from eldercare import audit
 from eldercare.accounts import User
@@ -102,7 +102,7 @@ def apply(
         )
     if type in ("first", "routine"):
         current = latest_approved(resident.id, today)
-        reminder = timedelta(days=policy_on(today).expiry_reminder_days)
+        reminder = timedelta(days=rules_for_assessment(today).expiry_reminder_days)
         if current is not None and current.valid_until - reminder >= today:
             raise Conflict(
                 _l(
@@ -249,7 +249,7 @@ def record(
         items, coma=coma, diagnoses=diagnoses, care_risk_events_30d=care_risk_events_30d
     )
 
-    policy = policy_on(assessed_on)
+    policy = rules_for_assessment(assessed_on)
     before = assessment.status
     now = now_utc()
     assessment.assessed_on, assessment.recorded_at = assessed_on, now
@@ -299,7 +299,7 @@ def approve(assessment: Assessment, *, reviewer: User, today: date | None = None
     _check_reviewer(assessment, reviewer)
     if assessment.signed_content_sha256 != signed_content_digest(assessment):
         raise Conflict(_l("The recorded result no longer matches what the assessors signed."))
-    validity = policy_on(assessment.assessed_on).assessment_validity_months
+    validity = rules_for_assessment(assessment.assessed_on).assessment_validity_months
     valid_until = add_months(assessment.assessed_on, validity) - timedelta(days=1)
     if valid_until < today:
         raise InvalidInput(_l("This assessment has already expired; a new one is needed."))

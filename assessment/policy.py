@@ -33,3 +33,17 @@ def policy_on(day: date) -> EligibilityPolicy:
     if policy is None:
         raise NotFound(_l("No eligibility policy is in force on %(day)s.", day=day.isoformat()))
     return policy
+
+
+def rules_for_assessment(day: date) -> EligibilityPolicy:
+    """The rules a result made on ``day`` is recorded and approved under (its validity, the
+    fee refund, the conflict look-back): the version in force that day or, for a result made
+    before the programme began (the pilot inherited the first half of 2025's assessments),
+    the programme's first version. Recording needs no policy in force; deciding
+    eligibility on a date does (``policy_on``)."""
+    first = db.session.scalar(
+        sa.select(EligibilityPolicy).order_by(EligibilityPolicy.effective_from).limit(1)
+    )
+    if first is not None and day < first.effective_from:
+        return first
+    return policy_on(day)
