@@ -252,7 +252,7 @@ def test_approval_records_the_refund_owed_and_the_bureau_lists_it_by_month_and_d
     login(world.approver)
     month = world.today.strftime("%Y-%m")
     page = _text(client.get(f"/assessment/fee-refunds?month={month}", headers=EN))
-    assert "2 refunds, ¥160 in all." in page or "2 refunds" in page
+    assert "2 refunds, ¥160.00 in all." in page
     assert world.elder.masked_id_number in page and shenhe_elder.masked_id_number in page
     only_heping = _text(
         client.get(f"/assessment/fee-refunds?month={month}&district=210102", headers=EN)
@@ -272,7 +272,7 @@ def test_approval_records_the_refund_owed_and_the_bureau_lists_it_by_month_and_d
     assert bad.status_code == 422
     assert "Enter the month as year-month, for example 2025-07." in _text(bad)
     bad_zh = client.get("/assessment/fee-refunds?district=999999", headers=ZH)
-    assert bad_zh.status_code == 422 and "没有这个代码的区。" in _text(bad_zh)
+    assert bad_zh.status_code == 422 and "没有与此区划代码对应的区。" in _text(bad_zh)
 
 
 # --------------------------------------------------------------------------- item 13: bulk
