@@ -214,7 +214,7 @@ def record_move_out(resident: Resident, moved_out_on: date, *, today: date | Non
     db.session.scalar(
         sa.select(Resident)
         .where(Resident.id == resident.id)
-        .with_for_update()
+        .with_for_update(of=Resident)
         .execution_options(populate_existing=True)
     )
     if resident.date_of_death is not None:
