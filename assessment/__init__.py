@@ -8,11 +8,13 @@ Other domains use the service modules (``assessment.eligibility``, ``assessment.
 from __future__ import annotations
 
 from assessment import (  # noqa: F401  (imported for what importing them does)
+    api_bureau,  # the bureau's operations, added to api.blp
     models,  # the tables, on the metadata
     views_agency,  # the HTML pages, each module adding its routes to views.bp
     views_bureau,
     views_certification,
     views_elder,
+    views_programme,
     views_record,
     views_residents,
 )

@@ -15,7 +15,7 @@ from flask import current_app
 
 from assessment.errors import ConflictOfInterest
 from assessment.models import Agency
-from assessment.policy import add_months, policy_on
+from assessment.policy import add_months, rules_for_assessment
 
 ServiceHistorySource = Callable[[str, int, date], date | None]
 _EXTENSION = "assessment.service_history_sources"
@@ -37,7 +37,7 @@ def last_served(credit_code: str, resident_id: int, since: date) -> date | None:
 def check_conflict_of_interest(agency: Agency, resident_id: int, on: date) -> None:
     if not agency.credit_code:
         return  # not also a provider: nothing to conflict with
-    months = policy_on(on).conflict_lookback_months
+    months = rules_for_assessment(on).conflict_lookback_months
     since = add_months(on, -months) + timedelta(days=1)
     served = last_served(agency.credit_code, resident_id, since)
     if served is not None:

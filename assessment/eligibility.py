@@ -20,6 +20,7 @@ from eldercare import audit
 from eldercare.db import db
 from eldercare.errors import Conflict, InvalidInput, NotFound
 from eldercare.residents import Resident
+from eldercare.timeutil import local_today
 
 REASON_MESSAGES = {
     "not_registered": _l("The person is not in the resident register."),
@@ -248,14 +249,45 @@ def record_death(resident: Resident, date_of_death: date, *, today: date) -> Non
     events.emit(resident.id, "death", date_of_death)
 
 
-def record_move_out(resident: Resident, moved_out_on: date) -> None:
-    before = resident.moved_out_on
+MOVE_OUT_HORIZON_DAYS = 366  # a move is known at most about a year ahead; later is a typo
+
+
+def record_move_out(resident: Resident, moved_out_on: date, *, today: date | None = None) -> None:
+    """The first day the elder no longer lives in the city (today, past or a known future
+    day). Vouchers stop from the month after (the voucher side reads the ``moved_out``
+    event); eligibility ends the day before."""
+    today = today or local_today()
+    # Two officers recording the same move at once: the second waits, then sees the first.
+    db.session.scalar(
+        sa.select(Resident)
+        .where(Resident.id == resident.id)
+        .with_for_update(of=Resident)
+        .execution_options(populate_existing=True)
+    )
+    if resident.date_of_death is not None:
+        raise Conflict(_l("The register records this person as deceased."))
+    if resident.moved_out_on is not None:
+        raise Conflict(
+            _l(
+                "A move out of the city on %(day)s is already recorded.",
+                day=resident.moved_out_on.isoformat(),
+            ),
+            details={"moved_out_on": resident.moved_out_on.isoformat()},
+        )
+    if moved_out_on <= resident.birth_date:
+        raise InvalidInput(
+            details={"moved_out_on": _l("The date of the move is before the person's birth.")}
+        )
+    if moved_out_on > today + timedelta(days=MOVE_OUT_HORIZON_DAYS):
+        raise InvalidInput(
+            details={"moved_out_on": _l("A move can be recorded at most a year ahead.")}
+        )
     resident.moved_out_on = moved_out_on
     audit.record(
         "resident.move_out",
         resident,
         district_id=resident.district_id,
-        before={"moved_out_on": before.isoformat() if before else None},
+        before={"moved_out_on": None},
         after={"moved_out_on": moved_out_on.isoformat()},
     )
     events.emit(resident.id, "moved_out", moved_out_on)

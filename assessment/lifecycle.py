@@ -18,11 +18,11 @@ from datetime import date, datetime, timedelta
 import sqlalchemy as sa
 from flask_babel import lazy_gettext as _l
 
-from assessment import events
+from assessment import events, fee_refunds, review
 from assessment.conflicts import check_conflict_of_interest
 from assessment.errors import AgencyNotActive, AssessorNotQualified, InvalidTransition
 from assessment.models import ASSESSMENT_TYPES, Agency, Assessment, Assessor
-from assessment.policy import add_months, policy_on
+from assessment.policy import add_months, rules_for_assessment
 from assessment.scoring import score_assessment
 from eldercare import audit
 from eldercare.accounts import User
@@ -102,7 +102,7 @@ def apply(
         )
     if type in ("first", "routine"):
         current = latest_approved(resident.id, today)
-        reminder = timedelta(days=policy_on(today).expiry_reminder_days)
+        reminder = timedelta(days=rules_for_assessment(today).expiry_reminder_days)
         if current is not None and current.valid_until - reminder >= today:
             raise Conflict(
                 _l(
@@ -249,7 +249,7 @@ def record(
         items, coma=coma, diagnoses=diagnoses, care_risk_events_30d=care_risk_events_30d
     )
 
-    policy = policy_on(assessed_on)
+    policy = rules_for_assessment(assessed_on)
     before = assessment.status
     now = now_utc()
     assessment.assessed_on, assessment.recorded_at = assessed_on, now
@@ -293,16 +293,34 @@ def _check_reviewer(assessment: Assessment, reviewer: User) -> None:
         raise PermissionDenied(_l("This case belongs to another district."))
 
 
+def valid_until_for(assessment: Assessment) -> date:
+    """The last day a recorded result counts: its validity from the visit."""
+    validity = rules_for_assessment(assessment.assessed_on).assessment_validity_months
+    return add_months(assessment.assessed_on, validity) - timedelta(days=1)
+
+
+def _lock(assessment: Assessment) -> None:
+    """Wait for anyone deciding the same case, then see its state as they left it: two
+    approvers clicking at once approve it once (PostgreSQL; SQLite writes one at a time)."""
+    db.session.scalar(
+        sa.select(Assessment)
+        .where(Assessment.id == assessment.id)
+        .with_for_update(of=Assessment)
+        .execution_options(populate_existing=True)
+    )
+
+
 def approve(assessment: Assessment, *, reviewer: User, today: date | None = None) -> None:
     today = today or local_today()
+    _lock(assessment)
     _require(assessment, "recorded")
     _check_reviewer(assessment, reviewer)
-    if assessment.signed_content_sha256 != signed_content_digest(assessment):
-        raise Conflict(_l("The recorded result no longer matches what the assessors signed."))
-    validity = policy_on(assessment.assessed_on).assessment_validity_months
-    valid_until = add_months(assessment.assessed_on, validity) - timedelta(days=1)
-    if valid_until < today:
-        raise InvalidInput(_l("This assessment has already expired; a new one is needed."))
+    # The same checks the bureau reads on the bulk list; the first failing one refuses.
+    for check in review.checks(assessment, today=today):
+        if not check.passed:
+            check.error.details = {**(check.error.details or {}), "check": check.code}
+            raise check.error
+    valid_until = valid_until_for(assessment)
     before = assessment.status
     assessment.status = "approved"
     assessment.reviewed_by_user_id, assessment.reviewed_at = reviewer.id, now_utc()
@@ -313,11 +331,14 @@ def approve(assessment: Assessment, *, reviewer: User, today: date | None = None
         before,
         level=assessment.level,
         valid_until=valid_until.isoformat(),
+        fee_refund_fen=assessment.refundable_fee_fen,
     )
+    fee_refunds.owe_for(assessment, on=today)
     events.emit(assessment.resident_id, "assessment_approved", today, assessment_id=assessment.id)
 
 
 def return_for_correction(assessment: Assessment, *, reviewer: User, reason: str) -> None:
+    _lock(assessment)
     _require(assessment, "recorded")
     _check_reviewer(assessment, reviewer)
     if not reason or not reason.strip():

@@ -210,6 +210,8 @@ class EligibilityPolicy(Base):
     conflict_lookback_months: Mapped[int] = mapped_column(default=12)
     expiry_reminder_days: Mapped[int] = mapped_column(default=30)
     note: Mapped[str | None] = mapped_column(sa.Text)
+    # The bureau approver who added the version (None for the versions seeded by migration).
+    created_by_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
 
     @property
@@ -248,3 +250,35 @@ class EligibilityEvent(Base):
     effective_on: Mapped[date] = mapped_column(sa.Date)
     assessment_id: Mapped[int | None] = mapped_column(sa.ForeignKey("assessments.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+
+
+FEE_REFUND_STATUSES = ("owed", "paid")
+
+
+class FeeRefund(Base):
+    """An assessment fee the pool owes back to the elder (POLICY: up to the cap, when the
+    approved result is moderate or worse). Written when the result is approved; settlement
+    pays it later and marks it paid. One per assessment, so nobody is owed twice."""
+
+    __tablename__ = "assessment_fee_refunds"
+    __table_args__ = (
+        sa.CheckConstraint(_in("status", FEE_REFUND_STATUSES), name="known_status"),
+        sa.CheckConstraint("amount_fen > 0", name="positive_amount"),
+        sa.CheckConstraint("(status = 'paid') = (paid_at IS NOT NULL)", name="paid_when_paid"),
+        sa.Index("ix_assessment_fee_refunds_district_owed", "district_id", "owed_on"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assessment_id: Mapped[int] = mapped_column(sa.ForeignKey("assessments.id"), unique=True)
+    # The payee: the elder assessed (who paid the agency's fee).
+    resident_id: Mapped[int] = mapped_column(sa.ForeignKey("residents.id"), index=True)
+    # The elder's district when it became owed: the district that answers for it.
+    district_id: Mapped[int] = mapped_column(sa.ForeignKey("districts.id"))
+    amount_fen: Mapped[int] = mapped_column(sa.BigInteger)
+    owed_on: Mapped[date] = mapped_column(sa.Date)  # the approval day, Shanghai
+    status: Mapped[str] = mapped_column(sa.String(8), default="owed")
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+
+    assessment: Mapped[Assessment] = relationship()
+    resident: Mapped[Resident] = relationship()

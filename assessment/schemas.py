@@ -198,3 +198,141 @@ class AssessmentEligibilityAnswerSchema(ma.Schema):
         allow_none=True, metadata={"description": "last day it holds, as far as known today"}
     )
     assessment_id = fields.Integer(allow_none=True)
+
+
+# --- the bureau: moves, policy versions, fee refunds, bulk review -----------------------
+
+
+class AssessmentMoveOutSchema(ma.Schema):
+    # The ID number in the body, never in the URL (access logs).
+    id_number = fields.String(required=True, metadata={"description": "18-character ID"})
+    moved_out_on = fields.Date(
+        required=True,
+        metadata={"description": "first day no longer living in the city (a future day too)"},
+    )
+
+
+class AssessmentMoveOutAnswerSchema(ma.Schema):
+    masked_id_number = fields.String(required=True)
+    moved_out_on = fields.Date(required=True)
+    eligible_until = fields.Date(required=True, metadata={"description": "the day before"})
+    vouchers_stop_from = fields.Date(
+        required=True, metadata={"description": "first day of the month after the move"}
+    )
+
+
+class AssessmentPolicyVersionSchema(ma.Schema):
+    id = fields.Integer(required=True)
+    effective_from = fields.Date(required=True)
+    effective_to = fields.Date(allow_none=True, metadata={"description": "exclusive"})
+    min_age = fields.Integer(required=True)
+    eligible_levels = fields.List(fields.String(validate=validate.OneOf(LEVEL_CODES)))
+    assessment_validity_months = fields.Integer(required=True)
+    fee_refund_cap_fen = fields.Integer(required=True)
+    conflict_lookback_months = fields.Integer(required=True)
+    expiry_reminder_days = fields.Integer(required=True)
+    note = fields.String(allow_none=True)
+
+
+class AssessmentPolicyNewSchema(ma.Schema):
+    effective_from = fields.Date(
+        required=True, metadata={"description": "tomorrow at the earliest (Asia/Shanghai)"}
+    )
+    min_age = StrictInteger(required=True)
+    eligible_levels = fields.List(
+        fields.String(validate=validate.Length(max=16)),
+        required=True,
+        validate=validate.Length(max=5),
+        metadata={"description": "of mild, moderate, severe, complete"},
+    )
+    assessment_validity_months = StrictInteger(required=True)
+    fee_refund_cap_fen = StrictInteger(required=True)
+    conflict_lookback_months = StrictInteger(required=True)
+    expiry_reminder_days = StrictInteger(required=True)
+    note = fields.String(
+        required=True,
+        validate=validate.Length(max=500),
+        metadata={"description": "the document that sets this rule"},
+    )
+
+
+class AssessmentFeeRefundSchema(ma.Schema):
+    id = fields.Integer(required=True)
+    assessment_id = fields.Integer(required=True)
+    resident_name = fields.String(required=True)
+    masked_id_number = fields.String(required=True)
+    district = fields.String(required=True, metadata={"description": "district code"})
+    level = fields.String(required=True, validate=validate.OneOf(LEVEL_CODES))
+    fee_fen = fields.Integer(required=True, metadata={"description": "the fee charged"})
+    amount_fen = fields.Integer(required=True, metadata={"description": "owed back"})
+    owed_on = fields.Date(required=True, metadata={"description": "the approval day"})
+    status = fields.String(required=True, validate=validate.OneOf(("owed", "paid")))
+
+
+class AssessmentFeeRefundPageSchema(ma.Schema):
+    items = fields.List(fields.Nested(AssessmentFeeRefundSchema), required=True)
+    total = fields.Integer(required=True)
+    total_amount_fen = fields.Integer(required=True, metadata={"description": "all pages"})
+    limit = fields.Integer(required=True)
+    offset = fields.Integer(required=True)
+
+
+class AssessmentFeeRefundQuerySchema(ma.Schema):
+    month = fields.String(metadata={"description": "YYYY-MM: refunds owed in that month"})
+    district = fields.String(metadata={"description": "district code"})
+    limit = page_limit()
+    offset = page_offset()
+
+
+class AssessmentCheckSchema(ma.Schema):
+    code = fields.String(
+        required=True, metadata={"description": "signers, signature, scores, conflict, in_date"}
+    )
+    passed = fields.Boolean(required=True)
+    message = fields.String(allow_none=True, metadata={"description": "why it failed"})
+
+
+class AssessmentReviewCaseSchema(AssessmentSummarySchema):
+    recorder_certificate = fields.String(allow_none=True)
+    cosigner_certificate = fields.String(allow_none=True)
+    agency_licence = fields.String(required=True)
+    checks = fields.List(fields.Nested(AssessmentCheckSchema), required=True)
+    passes = fields.Boolean(required=True, metadata={"description": "every check passed"})
+
+
+class AssessmentReviewPageSchema(ma.Schema):
+    items = fields.List(fields.Nested(AssessmentReviewCaseSchema), required=True)
+    total = fields.Integer(required=True)
+    limit = fields.Integer(required=True)
+    offset = fields.Integer(required=True)
+
+
+class AssessmentReviewQuerySchema(ma.Schema):
+    agency_licence = fields.String(metadata={"description": "only this agency's cases"})
+    limit = page_limit()
+    offset = page_offset()
+
+
+class AssessmentDecisionSchema(ma.Schema):
+    assessment_ids = fields.List(
+        StrictInteger(), required=True, metadata={"description": "1 to 200 recorded cases"}
+    )
+    decision = fields.String(required=True, metadata={"description": "approve or return"})
+    reason = fields.String(
+        load_default=None,
+        validate=validate.Length(max=2000),
+        metadata={"description": "what to correct (required to return)"},
+    )
+
+
+class AssessmentDecisionOutcomeSchema(ma.Schema):
+    assessment_id = fields.Integer(required=True)
+    outcome = fields.String(
+        required=True, validate=validate.OneOf(("approved", "returned", "refused"))
+    )
+    code = fields.String(allow_none=True, metadata={"description": "the failed check or error"})
+    message = fields.String(allow_none=True, metadata={"description": "why it was refused"})
+
+
+class AssessmentDecisionAnswerSchema(ma.Schema):
+    outcomes = fields.List(fields.Nested(AssessmentDecisionOutcomeSchema), required=True)

@@ -12,7 +12,7 @@ from flask import flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 
-from assessment import lifecycle
+from assessment import lifecycle, review
 from assessment.agencies import set_agency_status
 from assessment.forms import AGENCY_ACTIONS, AGENCY_STATUS_LABELS
 from assessment.models import Agency, Assessment
@@ -21,6 +21,7 @@ from eldercare.accounts import BUREAU_ROLES
 from eldercare.auth import ensure_in_district, roles_required, scope_to_district
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
+from eldercare.forms import whole_number
 from eldercare.residents import District, Resident
 from eldercare.timeutil import local_today
 
@@ -160,6 +161,69 @@ def return_case(case_id: int):
         return _render_review_queue(422, problem, case_id, request.form)
     flash(_("The case has been returned to the agency for correction."), "success")
     return redirect(url_for(".review_queue"))
+
+
+# --------------------------------------------------------------------------- bulk review
+
+
+def _render_bulk(status=200, problem=None, outcomes=None, values=None):
+    """Recorded cases with every check, for one decision on the selected ones."""
+    agency_id = whole_number(request.values.get("agency_id"))
+    condition = Assessment.status == "recorded"
+    if agency_id is not None:
+        condition = sa.and_(condition, Assessment.agency_id == agency_id)
+    today = local_today()
+    cases = _district_cases(condition, Assessment.recorded_at, Assessment.id)
+    rows = [(case, review.checks(case, today=today)) for case in cases]
+    by_id = {o.assessment_id: o for o in outcomes or ()}
+    decided = db.session.scalars(sa.select(Assessment).where(Assessment.id.in_(by_id))).all()
+    return render_template(
+        "assessment/bulk_review.html",
+        rows=rows,
+        check_labels=review.CHECK_LABELS,
+        agencies=_agencies_by_name(),
+        agency_id=agency_id,
+        outcomes=outcomes,
+        decided={case.id: case for case in decided},
+        problem=problem,
+        values=values or {},
+        most=review.MAX_CASES_PER_DECISION,
+    ), status
+
+
+@bp.get("/queue/bulk")
+@roles_required("bureau_approver")
+def bulk_review():
+    return _render_bulk()
+
+
+@bp.post("/queue/bulk")
+@roles_required("bureau_approver")
+def bulk_decide():
+    form = request.form
+    ids = [whole_number(value) for value in form.getlist("case_id")]
+    try:
+        outcomes = review.decide_many(
+            ids,
+            form.get("decision", ""),
+            reviewer=current_user,
+            reason=form.get("reason"),
+            today=local_today(),
+        )
+    except DomainError as error:
+        db.session.rollback()
+        problem = problem_from(error, fields=("assessment_ids", "decision", "reason"))
+        return _render_bulk(422, problem, values=form)
+    done = sum(o.outcome != "refused" for o in outcomes)
+    flash(
+        _(
+            "%(done)s of %(asked)s cases decided; the others are listed with the reason.",
+            done=done,
+            asked=len(outcomes),
+        ),
+        "success" if done == len(outcomes) else "info",
+    )
+    return _render_bulk(outcomes=outcomes)
 
 
 # --------------------------------------------------------------------------- agencies

@@ -13,7 +13,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 from assessment import lifecycle
-from assessment.eligibility import add_exclusion, end_exclusion, record_death
+from assessment.eligibility import add_exclusion, end_exclusion, record_death, record_move_out
 from assessment.forms import TYPE_LABELS
 from assessment.models import EXCLUSION_KINDS, Assessment, Exclusion
 from assessment.views import bp, disputed_assessment, eligibility_and_basis, problem_from
@@ -224,4 +224,30 @@ def resident_end_exclusion(resident_id: int, exclusion_id: int):
         problem = problem_from(error, fields=("end_date",))
         return _render_resident(person, 422, problem, form_name, request.form)
     flash(_("The end of the exclusion has been recorded."), "success")
+    return redirect(url_for(".resident", resident_id=person.id))
+
+
+@bp.post("/residents/<int:resident_id>/move-out")
+@roles_required("bureau_officer")
+def resident_move_out(resident_id: int):
+    """The first day the elder no longer lives in the city (a known future day too)."""
+    person = _resident_in_district(resident_id)
+    errors = FormErrors()
+    moved_on = parse_date(request.form.get("moved_out_on"), "moved_out_on", errors)
+    if errors:
+        return _render_resident(person, 422, input_problem(errors), "move-out", request.form)
+    try:
+        record_move_out(person, moved_on, today=local_today())
+    except DomainError as error:
+        db.session.rollback()
+        problem = problem_from(error, fields=("moved_out_on",))
+        return _render_resident(person, 422, problem, "move-out", request.form)
+    flash(
+        _(
+            "The move out of the city on %(day)s has been recorded; vouchers stop from the "
+            "following month.",
+            day=moved_on.isoformat(),
+        ),
+        "success",
+    )
     return redirect(url_for(".resident", resident_id=person.id))

@@ -32,6 +32,7 @@ SCOPES = {
     "providers:write": _l("Manage a provider's listing and bookings"),
     "vouchers:redeem": _l("Scan and redeem vouchers"),
     "vouchers:read": _l("Read vouchers and balances"),
+    "bureau:write": _l("Act for the bureau: record moves, decide assessments, change policy"),
 }
 _LAST_USED_RESOLUTION = timedelta(minutes=1)  # avoid a write on every API call
 

@@ -701,3 +701,315 @@ def test_two_deliveries_at_once_record_once(private_app):
     with app.app_context():
         assert _record_audits(db.session, case_id) == 1
         db.session.remove()
+
+
+# --- the bureau's operations (issue 10: items 7, 8, 11, 13) ------------------------------
+
+BUREAU_PATHS = {
+    "/api/v1/residents/move-out": ("post",),
+    "/api/v1/eligibility-policies": ("get", "post"),
+    "/api/v1/assessment-fee-refunds": ("get",),
+    "/api/v1/assessment-reviews": ("get", "post"),
+}
+
+
+def test_every_bureau_operation_is_documented_with_an_example(client):
+    spec = client.get("/api/v1/openapi.json").get_json()
+    validate(spec)
+    for path, methods in BUREAU_PATHS.items():
+        for method in methods:
+            operation = spec["paths"][path][method]
+            assert operation["security"] == [{"bearerAuth": []}], path
+            answer = next(c for s, c in operation["responses"].items() if s.startswith("2"))
+            assert "example" in answer["content"]["application/json"], (path, method)
+            if method == "post":
+                body = operation["requestBody"]["content"]["application/json"]
+                assert "example" in body, (path, method)
+
+
+def _problem_fields(response) -> dict:
+    """The fields an error names: a service's details, or the schema's (under "json")."""
+    details = response.get_json()["error"]["details"]
+    return details.get("json", details)
+
+
+def _write_token(bureau_token, roles=("bureau_officer",), district=None):
+    return bureau_token(roles=roles, district=district, scopes=("read", "bureau:write"))
+
+
+def test_the_bureau_records_a_move_through_the_api(
+    api, world, take_through, bureau_token, db_session
+):
+    take_through(total=50)
+    secret = _write_token(bureau_token)
+    moved = world.today + timedelta(days=20)
+    body = {"id_number": world.elder.id_number, "moved_out_on": moved.isoformat()}
+    response = api.post("/api/v1/residents/move-out", secret, json=body)
+    assert response.status_code == 200, response.get_json()
+    answer = response.get_json()
+    assert answer["moved_out_on"] == moved.isoformat()
+    assert answer["eligible_until"] == (moved - timedelta(days=1)).isoformat()
+    assert answer["vouchers_stop_from"] == date(
+        moved.year + (moved.month == 12), moved.month % 12 + 1, 1
+    ).isoformat()
+    assert world.elder.id_number not in response.get_data(as_text=True)
+    again = api.post("/api/v1/residents/move-out", secret, json=body, lang="zh-CN")
+    assert again.status_code == 409
+    assert again.get_json()["error"]["message"] == f"已登记于 {moved.isoformat()} 迁出本市。"
+    assert db_session.scalar(
+        sa.select(sa.func.count()).select_from(AuditLog).where(
+            AuditLog.action == "resident.move_out"
+        )
+    ) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"moved_out_on": "2026-13-01"}, 422, "moved_out_on"),
+        ({"moved_out_on": "1900-01-01"}, 422, "moved_out_on"),
+        ({"id_number": "210102194403120020"}, 422, "id_number"),
+        ({"moved_out_on": None}, 422, "moved_out_on"),
+    ],
+)
+def test_a_bad_move_is_refused_with_the_field_and_changes_nothing(
+    api, world, bureau_token, db_session, body, status, field
+):
+    secret = _write_token(bureau_token)
+    full = {"id_number": world.elder.id_number, "moved_out_on": world.today.isoformat()} | body
+    response = api.post("/api/v1/residents/move-out", secret, json=full)
+    assert response.status_code == status
+    assert field in _problem_fields(response)
+    db_session.refresh(world.elder)
+    assert world.elder.moved_out_on is None
+
+
+def test_moves_need_the_write_scope_an_officer_and_the_district(
+    api, world, bureau_token, db_session
+):
+    body = {"id_number": world.elder.id_number, "moved_out_on": world.today.isoformat()}
+    read_only = bureau_token()
+    assert api.post("/api/v1/residents/move-out", read_only, json=body).status_code == 403
+    approver = _write_token(bureau_token, roles=("bureau_approver",))
+    assert api.post("/api/v1/residents/move-out", approver, json=body).status_code == 403
+    elsewhere = _write_token(bureau_token, district=world.shenhe)
+    assert api.post("/api/v1/residents/move-out", elsewhere, json=body).status_code == 404
+    db_session.refresh(world.elder)
+    assert world.elder.moved_out_on is None
+
+
+def _policy_body(day, **changes):
+    return {
+        "effective_from": day.isoformat(),
+        "min_age": 60,
+        "eligible_levels": ["moderate", "severe", "complete"],
+        "assessment_validity_months": 12,
+        "fee_refund_cap_fen": 12000,
+        "conflict_lookback_months": 12,
+        "expiry_reminder_days": 30,
+        "note": "沈民发〔2026〕12号",
+    } | changes
+
+
+def test_the_city_approver_adds_a_policy_version_through_the_api(
+    api, world, bureau_token, db_session
+):
+    secret = _write_token(bureau_token, roles=("bureau_approver",))
+    start = world.today + timedelta(days=15)
+    response = api.post("/api/v1/eligibility-policies", secret, json=_policy_body(start))
+    assert response.status_code == 201, response.get_json()
+    versions = api.get("/api/v1/eligibility-policies", secret).get_json()
+    assert versions[0]["effective_from"] == start.isoformat()
+    assert versions[0]["effective_to"] is None
+    assert versions[1]["effective_to"] == start.isoformat()
+
+    overlap = api.post(
+        "/api/v1/eligibility-policies", secret, json=_policy_body(start - timedelta(days=1))
+    )
+    assert overlap.status_code == 409
+    for bad, field in (
+        ({"min_age": "60"}, "min_age"),
+        ({"min_age": 7}, "min_age"),
+        ({"effective_from": world.today.isoformat()}, "effective_from"),
+        ({"eligible_levels": ["intact"]}, "eligible_levels"),
+        ({"fee_refund_cap_fen": True}, "fee_refund_cap_fen"),
+    ):
+        response = api.post(
+            "/api/v1/eligibility-policies", secret, json=_policy_body(start + timedelta(days=40))
+            | bad
+        )
+        assert response.status_code == 422 and field in _problem_fields(response)
+    district = _write_token(bureau_token, roles=("bureau_approver",), district=world.heping)
+    refused = api.post(
+        "/api/v1/eligibility-policies", district, json=_policy_body(start + timedelta(days=40))
+    )
+    assert refused.status_code == 403
+    assert len(api.get("/api/v1/eligibility-policies", secret).get_json()) == len(versions)
+
+
+def test_fee_refunds_are_listed_paged_filtered_and_district_scoped(
+    api, world, take_through, bureau_token
+):
+    take_through(total=50)
+    shenhe_elder = _another_elder(world, district=world.shenhe)
+    take_through(shenhe_elder, total=30)
+    city = bureau_token()
+    month = world.today.strftime("%Y-%m")
+    page = api.get(f"/api/v1/assessment-fee-refunds?month={month}&limit=1", city).get_json()
+    assert (page["total"], page["total_amount_fen"], len(page["items"])) == (2, 16000, 1)
+    second = api.get(f"/api/v1/assessment-fee-refunds?month={month}&offset=1", city).get_json()
+    assert {page["items"][0]["id"], second["items"][0]["id"]} == {
+        i["id"] for i in api.get("/api/v1/assessment-fee-refunds", city).get_json()["items"]
+    }
+    heping = api.get("/api/v1/assessment-fee-refunds?district=210102", city).get_json()
+    assert [i["district"] for i in heping["items"]] == ["210102"]
+    assert heping["items"][0]["amount_fen"] == 8000
+    district_staff = bureau_token(district=world.shenhe)
+    scoped = api.get("/api/v1/assessment-fee-refunds", district_staff).get_json()
+    assert [i["district"] for i in scoped["items"]] == ["210103"]
+    assert api.get(
+        "/api/v1/assessment-fee-refunds?district=210102", district_staff
+    ).status_code == 404
+    bad = api.get("/api/v1/assessment-fee-refunds?month=July", city, lang="zh-CN")
+    assert bad.status_code == 422
+    assert bad.get_json()["error"]["details"]["month"] == "请按“年-月”填写月份，例如 2025-07。"
+
+
+def test_bulk_review_through_the_api_lists_checks_and_decides_each_case(
+    api, world, take_through, bureau_token, db_session
+):
+    cases = [take_through(_another_elder(world, birth=date(1939 + n, 1, 2)), approve=False)
+             for n in range(3)]  # fmt: skip
+    # A stored total that does not follow from the items (a database edit): refused.
+    cases[2].total = 12
+    db_session.flush()
+    secret = _write_token(bureau_token, roles=("bureau_approver",))
+    listed = api.get("/api/v1/assessment-reviews", secret).get_json()
+    by_id = {item["id"]: item for item in listed["items"]}
+    assert by_id[cases[0].id]["passes"] is True
+    failed = {c["code"] for c in by_id[cases[2].id]["checks"] if not c["passed"]}
+    assert failed == {"scores"}
+
+    ids = [c.id for c in cases] + [cases[0].id, 999_999]
+    answer = api.post(
+        "/api/v1/assessment-reviews", secret, json={"assessment_ids": ids, "decision": "approve"}
+    )
+    assert answer.status_code == 200, answer.get_json()
+    outcomes = {o["assessment_id"]: o for o in answer.get_json()["outcomes"]}
+    assert [outcomes[c.id]["outcome"] for c in cases] == ["approved", "approved", "refused"]
+    assert outcomes[cases[2].id]["code"] == "scores"
+    assert outcomes[999_999]["code"] == "not_found"
+    again = api.post(
+        "/api/v1/assessment-reviews", secret, json={"assessment_ids": [cases[0].id],
+                                                    "decision": "approve"}
+    ).get_json()
+    assert again["outcomes"][0]["code"] == "invalid_transition"
+    for bad in ({"assessment_ids": [], "decision": "approve"},
+                {"assessment_ids": ["1"], "decision": "approve"},
+                {"assessment_ids": [cases[2].id], "decision": "return"}):  # fmt: skip
+        assert api.post("/api/v1/assessment-reviews", secret, json=bad).status_code == 422
+    officer = _write_token(bureau_token)
+    assert api.post(
+        "/api/v1/assessment-reviews", officer,
+        json={"assessment_ids": [cases[2].id], "decision": "approve"},
+    ).status_code == 403  # fmt: skip
+
+
+# --- two approvers deciding the same cases at once (PostgreSQL) --------------------------
+
+
+def _committed_recorded_cases(app, count=6):
+    """Recorded cases and two city approvers' tokens, committed."""
+    year = local_today() + timedelta(days=365)
+    today = local_today()
+    with app.app_context():
+        district = District(code="219902", name_zh="并发区", name_en="Race District")
+        db.session.add(district)
+        db.session.flush()
+        users = []
+        for role in ("assessor", "assessor", "bureau_officer", "bureau_approver",
+                     "bureau_approver"):  # fmt: skip
+            user = User(username=f"{role}-{len(users)}", display_name=role)
+            user.set_password("not-used-here-42")
+            user.role_rows = [UserRole(role=role)]
+            users.append(user)
+        db.session.add_all(users)
+        db.session.flush()
+        first, second, officer, *approvers = users
+        agency = create_agency(name="并发评估二", licence_number="PG-902", certified_until=year)
+        recorder = add_assessor(agency, first, name="甲", certificate_number="C-911",
+                                valid_until=year)  # fmt: skip
+        cosigner = add_assessor(agency, second, name="乙", certificate_number="C-912",
+                                valid_until=year)  # fmt: skip
+        ids = []
+        for n in range(count):
+            resident = Resident(
+                id_number=compose_resident_id("219902", date(1940, 1, 1 + n), 101 + n),
+                name=f"老人{n}", birth_date=date(1940, 1, 1 + n), district_id=district.id,
+                street="测试街道", address="测试路 1 号",
+            )  # fmt: skip
+            db.session.add(resident)
+            db.session.flush()
+            case = lifecycle.apply(resident, type="first", applied_by=officer, via="bureau")
+            lifecycle.assign(case, agency)
+            lifecycle.schedule(case, datetime.combine(today, time(9), tzinfo=SHANGHAI),
+                               actor=recorder.user)  # fmt: skip
+            lifecycle.record(case, items=items_with_total(50), assessed_on=today,
+                             recorder=recorder, cosigner=cosigner, fee_fen=8000)  # fmt: skip
+            ids.append(case.id)
+        secrets = [issue_token(a, "Bureau system", ["read", "bureau:write"])[1] for a in approvers]
+        db.session.commit()
+        db.session.remove()
+    return ids, secrets
+
+
+@pytest.mark.postgres
+def test_two_approvers_deciding_the_same_cases_at_once_approve_each_once(private_app):
+    from assessment.models import EligibilityEvent, FeeRefund
+
+    app = private_app
+    ids, secrets = _committed_recorded_cases(app)
+    answers = []
+    # The second approver's selection overlaps the first's and is in another order.
+    selections = [ids, list(reversed(ids[2:]))]
+
+    def decide(secret, selection):
+        response = app.test_client().post(
+            "/api/v1/assessment-reviews",
+            json={"assessment_ids": selection, "decision": "approve"},
+            headers={"Authorization": f"Bearer {secret}", "Accept-Language": "en"},
+        )
+        answers.append((response.status_code, response.get_json()))
+
+    with app.app_context():
+        engine = db.engine
+    with engine.connect() as holder:
+        # Hold the first shared case so that both decisions are in flight together.
+        holder.execute(sa.select(Assessment.id).where(Assessment.id == ids[2]).with_for_update())
+        pairs = zip(secrets, selections, strict=True)
+        threads = [threading.Thread(target=decide, args=pair) for pair in pairs]
+        for thread in threads:
+            thread.start()
+        sleep(0.5)
+        holder.rollback()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert [status for status, _ in answers] == [200, 200], answers
+    approved = [o["assessment_id"] for _, body in answers for o in body["outcomes"]
+                if o["outcome"] == "approved"]  # fmt: skip
+    assert sorted(approved) == sorted(ids)  # every case once, by one approver or the other
+    with app.app_context():
+        for model, column in ((EligibilityEvent, EligibilityEvent.assessment_id),
+                              (FeeRefund, FeeRefund.assessment_id)):  # fmt: skip
+            counts = db.session.execute(
+                sa.select(column, sa.func.count()).where(column.in_(ids)).group_by(column)
+            ).all()
+            assert sorted(counts) == [(i, 1) for i in sorted(ids)], model
+        audits = db.session.execute(
+            sa.select(AuditLog.object_id, sa.func.count())
+            .where(AuditLog.action == "assessment.approve")
+            .group_by(AuditLog.object_id)
+        ).all()
+        assert sorted(audits) == sorted((str(i), 1) for i in ids)
+        db.session.remove()

@@ -12,7 +12,8 @@ from assessment.eligibility import (
     record_move_out,
 )
 from assessment.events import eligibility_changed
-from assessment.models import EligibilityEvent, EligibilityPolicy
+from assessment.models import EligibilityEvent
+from assessment.policy import add_version
 from eldercare.errors import Conflict, InvalidInput
 from tests.assessment.helpers import add_years
 
@@ -134,9 +135,12 @@ def test_policy_is_data_a_new_version_changes_the_rule_on_its_date(world, take_t
                                                                    db_session):
     take_through(total=50)  # moderate
     switch = world.today + timedelta(days=20)
-    db_session.add(EligibilityPolicy(effective_from=switch, eligible_levels="severe complete",
-                                     min_age=60))
-    db_session.flush()
+    # Through the approver's service: the version before it ends there (versions may not
+    # overlap; PostgreSQL's exclusion constraint refuses a bare overlapping row).
+    add_version(effective_from=switch, min_age=60, eligible_levels=["severe", "complete"],
+                assessment_validity_months=12, fee_refund_cap_fen=10_000,
+                conflict_lookback_months=12, expiry_reminder_days=30, note="test",
+                actor=world.approver)
     assert eligibility_on(world.elder.id, switch - timedelta(days=1)).eligible
     assert eligibility_on(world.elder.id, world.today).holds_until >= switch - timedelta(days=1)
     assert eligibility_on(world.elder.id, switch).reason_codes == ["level_below_threshold"]

@@ -441,19 +441,18 @@ def test_dates_are_read_and_checked_by_the_lifecycle(english, world, elders, tmp
     rows = [
         assessment_row(elders[0], "D-1", assessed_on=world.today.strftime("%Y/%-m/%-d")),
         assessment_row(elders[1], "D-2", assessed_on=(world.today + timedelta(days=1)).isoformat()),
-        assessment_row(elders[2], "D-3", assessed_on="2025-01-05"),  # before any policy
+        # Before the first policy (2025-07-01): recording needs none (issue 10, item 3).
+        assessment_row(elders[2], "D-3", assessed_on="2025-01-05"),
         assessment_row(elders[3], "D-4", assessed_on="2025-02-30"),
     ]
     report = run(write_csv(tmp_path / "d.csv", ASSESSMENT_HEADER, rows), "assessments")
     assert [(p.row, p.column) for p in report.errors] == [
         (3, "assessed_on"),
-        (4, "assessed_on"),
         (5, "assessed_on"),
     ]
     reasons = [p.reason for p in report.errors]
     assert reasons[0] == "The assessment date cannot be in the future."
-    assert reasons[1] == "No eligibility policy is in force on 2025-01-05."
-    assert reasons[2] == "Enter a real date as YYYY-MM-DD."
+    assert reasons[1] == "Enter a real date as YYYY-MM-DD."
 
 
 # --- the command ------------------------------------------------------------------------
