@@ -96,6 +96,20 @@ def _current_actor() -> tuple[int | None, str]:
     return None, "cli" if not has_request_context() else "anonymous"
 
 
+def lock_chain() -> None:
+    """Take the audit chain's lock (PostgreSQL; held to the end of the transaction, so
+    appends queue up instead of forking the chain). Taking it again in the same transaction
+    is harmless.
+
+    Money transactions call this first, before they lock any voucher, redemption or ledger
+    row, because every one of them appends to the chain: a transaction that locked rows
+    and then waited here could deadlock with one that holds the chain and wants those rows.
+    The whole order is written down in ``vouchers.ledger``."""
+    session = db.session
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.select(sa.func.pg_advisory_xact_lock(_AUDIT_LOCK_KEY)))
+
+
 def record(
     action: str,
     obj: Any | None = None,
@@ -124,9 +138,7 @@ def record(
     else:
         actor_id, actor_label = _current_actor()
 
-    if session.get_bind().dialect.name == "postgresql":
-        # Held to the end of the transaction: appends queue up instead of forking the chain.
-        session.execute(sa.select(sa.func.pg_advisory_xact_lock(_AUDIT_LOCK_KEY)))
+    lock_chain()
     tail = session.scalar(sa.select(AuditLog.row_hash).order_by(AuditLog.id.desc()).limit(1))
     row = AuditLog(
         occurred_at=now_utc(),

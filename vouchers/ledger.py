@@ -5,6 +5,25 @@ sum to zero, written in the caller's transaction together with the change that c
 Balances move by conditional UPDATEs: a bucket that may not go negative refuses in the same
 statement that would have taken it below zero (and a CHECK constraint backs that up), so two
 transactions racing for the last fen cannot both win.
+
+The database guards the books too (migration 0008): journal rows cannot be updated or
+deleted, and on PostgreSQL a deferred constraint trigger refuses, at commit, a transaction
+that leaves any entry's lines not summing to zero. ``verify_ledger`` proves the rest: every
+balance equals its lines, and the accounts that mirror rows elsewhere (vouchers, holds,
+redemptions) equal the sum of those rows.
+
+Lock order. Every transaction that moves money takes its locks in this one order, so two
+of them can wait for each other but never deadlock:
+
+1. the issuance lock (``issuance.serialize_issuance``), only in issuing, expiry,
+   revocation and the eligibility feed;
+2. the audit chain's lock (``eldercare.audit.lock_chain``), first thing in every money
+   step (``post`` takes it too, for callers that did not);
+3. rows of the change itself: a redemption's row before its voucher's row;
+4. ledger accounts, by account code only, whatever the sign of the amount (``post``).
+
+Holding (2) serialises money transactions with each other; (4) still matters to anything
+that updates accounts without it, and keeps the order obvious.
 """
 
 from __future__ import annotations
@@ -15,6 +34,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from flask_babel import lazy_gettext as _l
 
+from eldercare import audit
 from eldercare.db import db
 from eldercare.errors import InvalidInput
 from vouchers.errors import InsufficientFunds
@@ -50,6 +70,7 @@ def post(
     actor_id: int | None = None,
 ) -> JournalEntry:
     """Write one balanced entry: ``lines`` are (account code, amount in fen) pairs."""
+    audit.lock_chain()  # step 2 of the lock order, before any account row
     lines = list(lines)
     if kind not in ENTRY_KINDS:
         raise ValueError(f"unknown entry kind {kind!r}")
@@ -67,9 +88,10 @@ def post(
     )
     db.session.add(entry)
     db.session.flush()
-    # Take from accounts before adding to others, in a fixed order, so that concurrent
-    # entries lock rows in the same order and cannot deadlock each other.
-    for code, amount in sorted(lines, key=lambda line: (line[1] > 0, line[0])):
+    # Step 4 of the lock order: by code only. Sorting debits first would lock the same two
+    # accounts in opposite orders for opposite movements (hold vs release, issue vs
+    # expiry). A refused debit still refuses the whole entry: it is one transaction.
+    for code, amount in sorted(lines, key=lambda line: line[0]):
         target = account(code)
         moved = db.session.execute(
             sa.update(LedgerAccount)

@@ -229,6 +229,7 @@ def _check_location(voucher, service, latitude, longitude) -> int | None:
 def check_out(redemption: Redemption, *, staff_user: User, now: datetime | None = None) -> None:
     _require_own(redemption, staff_user)
     if redemption.checked_out_at is None:
+        audit.lock_chain()  # before the redemption row (see vouchers.ledger)
         redemption.checked_out_at = now or now_utc()
         _audit("redemption.check_out", redemption, redemption.status)
 
@@ -251,6 +252,7 @@ def set_price(
     now: datetime | None = None,
 ) -> pricing.Split:
     """Record the price and the insurance part; the split uses the voucher's balance now."""
+    audit.lock_chain()  # the redemption row is updated; the payment may follow at once
     now = now or now_utc()
     _require_own(redemption, staff_user)
     if redemption.status != "checked_in":
@@ -317,6 +319,7 @@ def _move_status(redemption: Redemption, source: str, target: str, **values) -> 
 
 def hold(redemption: Redemption, *, method: str, now: datetime | None = None) -> None:
     """Take the subsidy off the voucher's balance while the co-payment runs."""
+    audit.lock_chain()  # before the redemption and voucher rows (see vouchers.ledger)
     now = now or now_utc()
     if redemption.subsidy_fen is None:
         raise RedemptionStateError(_l("Enter the price first."))
@@ -356,6 +359,7 @@ def hold(redemption: Redemption, *, method: str, now: datetime | None = None) ->
 
 def capture(redemption: Redemption, *, now: datetime | None = None) -> bool:
     """The co-payment succeeded: the held subsidy is redeemed. False if already settled."""
+    audit.lock_chain()  # before the redemption and voucher rows (see vouchers.ledger)
     now = now or now_utc()
     if not _move_status(redemption, "pending_payment", "redeemed", redeemed_at=now):
         return False
@@ -384,13 +388,15 @@ def release(
     """The co-payment failed or timed out: the held subsidy goes back. With ``retry`` the
     redemption returns to the priced step (a declined card; try another or cash), otherwise
     it ends as failed. False if already settled."""
+    audit.lock_chain()  # before the redemption and voucher rows (see vouchers.ledger)
     target = "checked_in" if retry else "failed"
     if not _move_status(
         redemption, "pending_payment", target, failure_reason=reason[:200], held_at=None
     ):
         return False
     amount = redemption.subsidy_fen
-    back_to = _give_back(_take_held(redemption.voucher_id, amount), amount, now or now_utc())
+    _take_held(redemption.voucher_id, amount)
+    back_to = _give_back(redemption.voucher_id, amount, now or now_utc())
     ledger.post(
         "release",
         f"release redemption {redemption.id}: {reason}"[:200],
@@ -401,23 +407,31 @@ def release(
     return True
 
 
-def _give_back(voucher: Voucher, amount: int, now: datetime) -> str:
+def _give_back(voucher_id: int, amount: int, now: datetime) -> str:
     """Subsidy coming back (a failed payment, a reversal) goes onto the voucher while it can
     still be spent this month, otherwise to the district it was reserved from. The account
-    it went to, for the journal line."""
-    db.session.refresh(voucher)
-    if voucher.status == "active" and voucher.month == month_of(local_today(now)):
-        db.session.execute(
-            sa.update(Voucher)
-            .where(Voucher.id == voucher.id)
-            .values(balance_fen=Voucher.balance_fen + amount)
-            .execution_options(synchronize_session=False)
+    it went to, for the journal line.
+
+    One conditional UPDATE decides and writes: a revocation or expiry committing at the same
+    moment makes it find no active voucher (PostgreSQL re-checks the condition on the row
+    the other transaction left), so the money goes to the district and never onto a closed
+    voucher, where nobody could spend or expire it."""
+    given = db.session.execute(
+        sa.update(Voucher)
+        .where(
+            Voucher.id == voucher_id,
+            Voucher.status == "active",
+            Voucher.month == month_of(local_today(now)),
         )
-        return "vouchers:outstanding"
-    return _district_account(voucher)
+        .values(balance_fen=Voucher.balance_fen + amount)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    voucher = db.session.get(Voucher, voucher_id)
+    db.session.refresh(voucher)
+    return "vouchers:outstanding" if given == 1 else _district_account(voucher)
 
 
-def _take_held(voucher_id: int, amount: int) -> Voucher:
+def _take_held(voucher_id: int, amount: int) -> None:
     taken = db.session.execute(
         sa.update(Voucher)
         .where(Voucher.id == voucher_id, Voucher.held_fen >= amount)
@@ -426,13 +440,11 @@ def _take_held(voucher_id: int, amount: int) -> Voucher:
     ).rowcount
     if taken != 1:  # the ledger and the voucher disagree: stop rather than guess
         raise RuntimeError(f"voucher {voucher_id} holds less than {amount}")
-    voucher = db.session.get(Voucher, voucher_id)
-    db.session.refresh(voucher)
-    return voucher
 
 
 def pay_cash(redemption: Redemption, *, staff_user: User, now: datetime | None = None) -> None:
     """The elder paid the co-payment in cash (or there is nothing to pay): redeem at once."""
+    audit.lock_chain()  # before the redemption and voucher rows (see vouchers.ledger)
     _require_own(redemption, staff_user)
     if redemption.status == "redeemed":
         return  # the same form submitted twice
@@ -461,6 +473,7 @@ def stale_holds(now: datetime | None = None) -> list[Redemption]:
 
 def cancel(redemption: Redemption, *, staff_user: User) -> None:
     """Abandon a check-in before any money moved (the elder left, the wrong elder scanned)."""
+    audit.lock_chain()  # before the redemption row (see vouchers.ledger)
     _require_own(redemption, staff_user)
     if not _move_status(redemption, "checked_in", "cancelled"):
         raise RedemptionStateError()
@@ -509,6 +522,7 @@ def reverse(
 ) -> None:
     """Undo a redemption within the policy window. The card co-payment's refund is the
     caller's (``vouchers.payments.reverse``), made before this and passed in."""
+    audit.lock_chain()  # before the redemption and voucher rows (see vouchers.ledger)
     now = now or now_utc()
     reason = check_reversal(redemption, actor=actor, reason=reason, now=now)
     if not _move_status(
@@ -522,7 +536,7 @@ def reverse(
     ):
         raise RedemptionStateError(_l("Only a completed redemption can be reversed."))
     amount = redemption.subsidy_fen
-    back_to = _give_back(redemption.voucher, amount, now)
+    back_to = _give_back(redemption.voucher_id, amount, now)
     ledger.post(
         "reverse",
         f"reverse redemption {redemption.id}",
