@@ -38,9 +38,7 @@ def _raw_entry(connection, lines: list[tuple[str, int]]) -> int:
     """An entry written by raw SQL, past ``ledger.post`` and its checks."""
     entries, table = JournalEntry.__table__, JournalLine.__table__
     entry_id = connection.execute(
-        entries.insert()
-        .values(kind="topup", memo="raw")
-        .returning(entries.c.id)
+        entries.insert().values(kind="topup", memo="raw").returning(entries.c.id)
     ).scalar_one()
     for code, amount in lines:
         account_id = connection.scalar(
