@@ -59,6 +59,9 @@ from vouchers.models import Redemption, Voucher
 # and stays happen on the provider's premises, where the elder comes in person.
 HOME_UNITS = ("visit", "hour")
 HOLD_TIMEOUT = timedelta(minutes=15)
+# The one conflict check_in expects when it saves: the same scan saved a moment earlier.
+SCAN_DIGEST_CONSTRAINT = "uq_redemptions_scan_digest"
+CHECK_IN_ATTEMPTS = 3
 
 
 def month_of(day: date) -> date:
@@ -117,10 +120,8 @@ def check_in(
 ) -> Redemption:
     now = now or now_utc()
     today = local_today(now)
-    existing = db.session.scalar(sa.select(Redemption).where(Redemption.scan_digest == scan_digest))
+    existing = _same_scan(scan_digest, staff_user)
     if existing is not None:
-        if existing.staff_user_id != staff_user.id:
-            raise RedemptionStateError(_l("This code has already been used on another phone."))
         return existing
 
     provider = provider_of(staff_user)
@@ -169,22 +170,36 @@ def check_in(
         check_in_longitude=longitude,
         check_in_distance_m=distance,
     )
-    try:
-        with db.session.begin_nested():
-            db.session.add(redemption)
-    except sa.exc.IntegrityError:
-        # The same scan submitted at the same moment from a second tab: use the first.
-        return check_in(
-            voucher,
-            scan_digest=scan_digest,
-            staff_user=staff_user,
-            service_id=service_id,
-            latitude=latitude,
-            longitude=longitude,
-            now=now,
-        )
+    for attempt in range(1, CHECK_IN_ATTEMPTS + 1):
+        try:
+            with db.session.begin_nested():
+                db.session.add(redemption)
+            break
+        except sa.exc.IntegrityError as error:
+            # The same scan submitted at the same moment from a second tab: use the first.
+            # Any other constraint is a real error, and so is a conflict that keeps coming.
+            if not _is_same_scan_conflict(error) or attempt == CHECK_IN_ATTEMPTS:
+                raise
+            existing = _same_scan(scan_digest, staff_user)
+            if existing is not None:
+                return existing
     _audit("redemption.check_in", redemption, None, service=service.id, distance_m=distance)
     return redemption
+
+
+def _same_scan(scan_digest: str, staff_user: User) -> Redemption | None:
+    """The redemption this scan already started, if any (only for the phone that did)."""
+    existing = db.session.scalar(sa.select(Redemption).where(Redemption.scan_digest == scan_digest))
+    if existing is not None and existing.staff_user_id != staff_user.id:
+        raise RedemptionStateError(_l("This code has already been used on another phone."))
+    return existing
+
+
+def _is_same_scan_conflict(error: sa.exc.IntegrityError) -> bool:
+    diag = getattr(error.orig, "diag", None)
+    if diag is not None:  # psycopg names the constraint
+        return diag.constraint_name == SCAN_DIGEST_CONSTRAINT
+    return "redemptions.scan_digest" in str(error.orig)  # SQLite names the column
 
 
 def _check_location(voucher, service, latitude, longitude) -> int | None:
