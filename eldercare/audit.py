@@ -107,7 +107,9 @@ def lock_chain() -> None:
     The whole order is written down in ``vouchers.ledger``."""
     session = db.session
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(sa.select(sa.func.pg_advisory_xact_lock(_AUDIT_LOCK_KEY)))
+        # No autoflush: pending changes to other rows must be written after the lock.
+        with session.no_autoflush:
+            session.execute(sa.select(sa.func.pg_advisory_xact_lock(_AUDIT_LOCK_KEY)))
 
 
 def record(
@@ -127,6 +129,9 @@ def record(
     ``object_type`` / ``object_id`` are given.
     """
     session = db.session
+    # Before the flush below: pending changes to rows (a redemption's fields, say) are
+    # written, and so locked, only after the chain's lock, as the lock order wants.
+    lock_chain()
     if obj is not None:
         session.flush()  # the object needs its primary key before we can name it
         object_type = object_type or obj.__tablename__
@@ -138,7 +143,6 @@ def record(
     else:
         actor_id, actor_label = _current_actor()
 
-    lock_chain()
     tail = session.scalar(sa.select(AuditLog.row_hash).order_by(AuditLog.id.desc()).limit(1))
     row = AuditLog(
         occurred_at=now_utc(),
