@@ -96,6 +96,22 @@ def _current_actor() -> tuple[int | None, str]:
     return None, "cli" if not has_request_context() else "anonymous"
 
 
+def lock_chain() -> None:
+    """Take the audit chain's lock (PostgreSQL; held to the end of the transaction, so
+    appends queue up instead of forking the chain). Taking it again in the same transaction
+    is harmless.
+
+    Money transactions call this first, before they lock any voucher, redemption or ledger
+    row, because every one of them appends to the chain: a transaction that locked rows
+    and then waited here could deadlock with one that holds the chain and wants those rows.
+    The whole order is written down in ``vouchers.ledger``."""
+    session = db.session
+    if session.get_bind().dialect.name == "postgresql":
+        # No autoflush: pending changes to other rows must be written after the lock.
+        with session.no_autoflush:
+            session.execute(sa.select(sa.func.pg_advisory_xact_lock(_AUDIT_LOCK_KEY)))
+
+
 def record(
     action: str,
     obj: Any | None = None,
@@ -113,6 +129,9 @@ def record(
     ``object_type`` / ``object_id`` are given.
     """
     session = db.session
+    # Before the flush below: pending changes to rows (a redemption's fields, say) are
+    # written, and so locked, only after the chain's lock, as the lock order wants.
+    lock_chain()
     if obj is not None:
         session.flush()  # the object needs its primary key before we can name it
         object_type = object_type or obj.__tablename__
@@ -124,9 +143,6 @@ def record(
     else:
         actor_id, actor_label = _current_actor()
 
-    if session.get_bind().dialect.name == "postgresql":
-        # Held to the end of the transaction: appends queue up instead of forking the chain.
-        session.execute(sa.select(sa.func.pg_advisory_xact_lock(_AUDIT_LOCK_KEY)))
     tail = session.scalar(sa.select(AuditLog.row_hash).order_by(AuditLog.id.desc()).limit(1))
     row = AuditLog(
         occurred_at=now_utc(),

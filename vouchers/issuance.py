@@ -22,9 +22,9 @@ The face value is the cap of the policy version in force on the day of issue (th
 first day when issued ahead); it never changes afterwards. The ratio and scope of each
 service are the version in force on the day of the service (vouchers.policy.rules_for).
 
-Issuing transactions also take one PostgreSQL advisory lock before they touch any row (see
-``_serialize``), so they queue instead of deadlocking on each other's rows and the audit
-chain's lock.
+Issuing, expiring and revoking transactions also take one PostgreSQL advisory lock before
+they touch any row (``serialize_issuance``), then the audit chain's lock, so they queue instead
+of deadlocking on each other's rows or on a payment's (the order is in ``vouchers.ledger``).
 
 Priority when a district's money cannot cover everyone (documented for the bureau): complete,
 then severe, then moderate; within a level, whoever has waited longer (``waiting_since``, the
@@ -239,14 +239,14 @@ def try_issue(
     face = policy.monthly_cap_fen - _paid_by_revoked(resident.id, month)
     if face <= 0:
         return IssueOutcome("already_issued")  # the month's cap was spent before the revocation
+    serialize_issuance()
     if district_exhausted:
-        serialize_issuance()
         _record_shortfall(resident, month, eligibility.level, face)
         return IssueOutcome("left_out", needed_fen=face, level=eligibility.level)
+    audit.lock_chain()  # the lock order (vouchers.ledger): before the voucher and the accounts
     district = db.session.get(District, resident.district_id)
     account_code = ledger.district_account_code(district.code)
     ledger.account(account_code, create_name=f"{district.name_zh} allocation")
-    serialize_issuance()
     try:
         with db.session.begin_nested():
             voucher = Voucher(
@@ -262,8 +262,6 @@ def try_issue(
             )
             db.session.add(voucher)
             db.session.flush()  # the unique (resident, month) constraint speaks here
-            # Audit before the ledger: the audit chain's lock, then the account rows, in the
-            # same order in every issuing transaction.
             audit.record(
                 "voucher.issue",
                 voucher,
@@ -500,7 +498,10 @@ def expire_month(month: date, *, progress: Progress | None = None) -> dict:
     )
     result = {"month": month.strftime("%Y-%m"), "expired": 0, "returned_fen": 0, "held": []}
     for done, voucher_id in enumerate(ids, start=1):
+        # The lock order (vouchers.ledger): a capture on this voucher takes the audit chain
+        # before the voucher row, so the batch must too (it keeps both until it commits).
         serialize_issuance()
+        audit.lock_chain()
         voucher = _locked(voucher_id)
         if voucher is not None and voucher.status == "active":
             if voucher.held_fen > 0:
@@ -533,6 +534,7 @@ def revoke_for(
     if not isinstance(from_month, date) or from_month.day != 1:
         raise InvalidInput(details={"from_month": _l("Give the month as YYYY-MM.")})
     serialize_issuance()
+    audit.lock_chain()  # before the voucher rows (the lock order is in vouchers.ledger)
     ids = list(
         db.session.scalars(
             sa.select(Voucher.id)

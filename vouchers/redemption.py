@@ -60,6 +60,9 @@ from vouchers.policy import rules_for
 # and stays happen on the provider's premises, where the elder comes in person.
 HOME_UNITS = ("visit", "hour")
 HOLD_TIMEOUT = timedelta(minutes=15)
+# The one conflict check_in expects when it saves: the same scan saved a moment earlier.
+SCAN_DIGEST_CONSTRAINT = "uq_redemptions_scan_digest"
+CHECK_IN_ATTEMPTS = 3
 
 
 def month_of(day: date) -> date:
@@ -118,10 +121,8 @@ def check_in(
 ) -> Redemption:
     now = now or now_utc()
     today = local_today(now)
-    existing = db.session.scalar(sa.select(Redemption).where(Redemption.scan_digest == scan_digest))
+    existing = _same_scan(scan_digest, staff_user)
     if existing is not None:
-        if existing.staff_user_id != staff_user.id:
-            raise RedemptionStateError(_l("This code has already been used on another phone."))
         return existing
 
     provider = provider_of(staff_user)
@@ -171,22 +172,36 @@ def check_in(
         check_in_longitude=longitude,
         check_in_distance_m=distance,
     )
-    try:
-        with db.session.begin_nested():
-            db.session.add(redemption)
-    except sa.exc.IntegrityError:
-        # The same scan submitted at the same moment from a second tab: use the first.
-        return check_in(
-            voucher,
-            scan_digest=scan_digest,
-            staff_user=staff_user,
-            service_id=service_id,
-            latitude=latitude,
-            longitude=longitude,
-            now=now,
-        )
+    for attempt in range(1, CHECK_IN_ATTEMPTS + 1):
+        try:
+            with db.session.begin_nested():
+                db.session.add(redemption)
+            break
+        except sa.exc.IntegrityError as error:
+            # The same scan submitted at the same moment from a second tab: use the first.
+            # Any other constraint is a real error, and so is a conflict that keeps coming.
+            if not _is_same_scan_conflict(error) or attempt == CHECK_IN_ATTEMPTS:
+                raise
+            existing = _same_scan(scan_digest, staff_user)
+            if existing is not None:
+                return existing
     _audit("redemption.check_in", redemption, None, service=service.id, distance_m=distance)
     return redemption
+
+
+def _same_scan(scan_digest: str, staff_user: User) -> Redemption | None:
+    """The redemption this scan already started, if any (only for the phone that did)."""
+    existing = db.session.scalar(sa.select(Redemption).where(Redemption.scan_digest == scan_digest))
+    if existing is not None and existing.staff_user_id != staff_user.id:
+        raise RedemptionStateError(_l("This code has already been used on another phone."))
+    return existing
+
+
+def _is_same_scan_conflict(error: sa.exc.IntegrityError) -> bool:
+    diag = getattr(error.orig, "diag", None)
+    if diag is not None:  # psycopg names the constraint
+        return diag.constraint_name == SCAN_DIGEST_CONSTRAINT
+    return "redemptions.scan_digest" in str(error.orig)  # SQLite names the column
 
 
 def _check_location(voucher, service, latitude, longitude, rules) -> int | None:
@@ -231,6 +246,7 @@ def _check_location(voucher, service, latitude, longitude, rules) -> int | None:
 def check_out(redemption: Redemption, *, staff_user: User, now: datetime | None = None) -> None:
     _require_own(redemption, staff_user)
     if redemption.checked_out_at is None:
+        audit.lock_chain()  # before the redemption row (see vouchers.ledger)
         redemption.checked_out_at = now or now_utc()
         _audit("redemption.check_out", redemption, redemption.status)
 
@@ -254,6 +270,7 @@ def set_price(
 ) -> pricing.Split:
     """Record the price and the insurance part; the split uses the voucher's balance now and
     the ratio in force on the day of the service (the check-in's day)."""
+    audit.lock_chain()  # the redemption row is updated; the payment may follow at once
     now = now or now_utc()
     _require_own(redemption, staff_user)
     if redemption.status != "checked_in":
@@ -320,6 +337,7 @@ def _move_status(redemption: Redemption, source: str, target: str, **values) -> 
 
 def hold(redemption: Redemption, *, method: str, now: datetime | None = None) -> None:
     """Take the subsidy off the voucher's balance while the co-payment runs."""
+    audit.lock_chain()  # before the redemption and voucher rows (see vouchers.ledger)
     now = now or now_utc()
     if redemption.subsidy_fen is None:
         raise RedemptionStateError(_l("Enter the price first."))
@@ -359,6 +377,7 @@ def hold(redemption: Redemption, *, method: str, now: datetime | None = None) ->
 
 def capture(redemption: Redemption, *, now: datetime | None = None) -> bool:
     """The co-payment succeeded: the held subsidy is redeemed. False if already settled."""
+    audit.lock_chain()  # before the redemption and voucher rows (see vouchers.ledger)
     now = now or now_utc()
     if not _move_status(redemption, "pending_payment", "redeemed", redeemed_at=now):
         return False
@@ -387,13 +406,15 @@ def release(
     """The co-payment failed or timed out: the held subsidy goes back. With ``retry`` the
     redemption returns to the priced step (a declined card; try another or cash), otherwise
     it ends as failed. False if already settled."""
+    audit.lock_chain()  # before the redemption and voucher rows (see vouchers.ledger)
     target = "checked_in" if retry else "failed"
     if not _move_status(
         redemption, "pending_payment", target, failure_reason=reason[:200], held_at=None
     ):
         return False
     amount = redemption.subsidy_fen
-    back_to = _give_back(_take_held(redemption.voucher_id, amount), amount, now or now_utc())
+    _take_held(redemption.voucher_id, amount)
+    back_to = _give_back(redemption.voucher_id, amount, now or now_utc())
     ledger.post(
         "release",
         f"release redemption {redemption.id}: {reason}"[:200],
@@ -404,23 +425,31 @@ def release(
     return True
 
 
-def _give_back(voucher: Voucher, amount: int, now: datetime) -> str:
+def _give_back(voucher_id: int, amount: int, now: datetime) -> str:
     """Subsidy coming back (a failed payment, a reversal) goes onto the voucher while it can
     still be spent this month, otherwise to the district it was reserved from. The account
-    it went to, for the journal line."""
-    db.session.refresh(voucher)
-    if voucher.status == "active" and voucher.month == month_of(local_today(now)):
-        db.session.execute(
-            sa.update(Voucher)
-            .where(Voucher.id == voucher.id)
-            .values(balance_fen=Voucher.balance_fen + amount)
-            .execution_options(synchronize_session=False)
+    it went to, for the journal line.
+
+    One conditional UPDATE decides and writes: a revocation or expiry committing at the same
+    moment makes it find no active voucher (PostgreSQL re-checks the condition on the row
+    the other transaction left), so the money goes to the district and never onto a closed
+    voucher, where nobody could spend or expire it."""
+    given = db.session.execute(
+        sa.update(Voucher)
+        .where(
+            Voucher.id == voucher_id,
+            Voucher.status == "active",
+            Voucher.month == month_of(local_today(now)),
         )
-        return "vouchers:outstanding"
-    return _district_account(voucher)
+        .values(balance_fen=Voucher.balance_fen + amount)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    voucher = db.session.get(Voucher, voucher_id)
+    db.session.refresh(voucher)
+    return "vouchers:outstanding" if given == 1 else _district_account(voucher)
 
 
-def _take_held(voucher_id: int, amount: int) -> Voucher:
+def _take_held(voucher_id: int, amount: int) -> None:
     taken = db.session.execute(
         sa.update(Voucher)
         .where(Voucher.id == voucher_id, Voucher.held_fen >= amount)
@@ -429,13 +458,11 @@ def _take_held(voucher_id: int, amount: int) -> Voucher:
     ).rowcount
     if taken != 1:  # the ledger and the voucher disagree: stop rather than guess
         raise RuntimeError(f"voucher {voucher_id} holds less than {amount}")
-    voucher = db.session.get(Voucher, voucher_id)
-    db.session.refresh(voucher)
-    return voucher
 
 
 def pay_cash(redemption: Redemption, *, staff_user: User, now: datetime | None = None) -> None:
     """The elder paid the co-payment in cash (or there is nothing to pay): redeem at once."""
+    audit.lock_chain()  # before the redemption and voucher rows (see vouchers.ledger)
     _require_own(redemption, staff_user)
     if redemption.status == "redeemed":
         return  # the same form submitted twice
@@ -464,6 +491,7 @@ def stale_holds(now: datetime | None = None) -> list[Redemption]:
 
 def cancel(redemption: Redemption, *, staff_user: User) -> None:
     """Abandon a check-in before any money moved (the elder left, the wrong elder scanned)."""
+    audit.lock_chain()  # before the redemption row (see vouchers.ledger)
     _require_own(redemption, staff_user)
     if not _move_status(redemption, "checked_in", "cancelled"):
         raise RedemptionStateError()
@@ -517,6 +545,7 @@ def reverse(
 ) -> None:
     """Undo a redemption within the policy window. The card co-payment's refund is the
     caller's (``vouchers.payments.reverse``), made before this and passed in."""
+    audit.lock_chain()  # before the redemption and voucher rows (see vouchers.ledger)
     now = now or now_utc()
     reason = check_reversal(redemption, actor=actor, reason=reason, now=now)
     if not _move_status(
@@ -530,7 +559,7 @@ def reverse(
     ):
         raise RedemptionStateError(_l("Only a completed redemption can be reversed."))
     amount = redemption.subsidy_fen
-    back_to = _give_back(redemption.voucher, amount, now)
+    back_to = _give_back(redemption.voucher_id, amount, now)
     ledger.post(
         "reverse",
         f"reverse redemption {redemption.id}",

@@ -317,11 +317,41 @@ class VouchersDistrictPoolSchema(ma.Schema):
     active_vouchers = fields.Integer(required=True)
 
 
+class VouchersSubledgerMismatchSchema(ma.Schema):
+    account = fields.String(
+        required=True,
+        metadata={
+            "description": "vouchers:outstanding (balances of active vouchers), vouchers:held "
+            "(held on vouchers) or redeemed:unsettled (subsidy of redeemed redemptions)"
+        },
+    )
+    ledger_fen = fields.Integer(required=True, metadata={"description": "the account's balance"})
+    subledger_fen = fields.Integer(required=True, metadata={"description": "the rows' sum"})
+
+
 class VouchersLedgerCheckSchema(ma.Schema):
     ok = fields.Boolean(required=True)
     unbalanced_entries = fields.List(fields.Integer(), required=True)
     drifted_accounts = fields.List(fields.String(), required=True)
     total_fen = fields.Integer(required=True, metadata={"description": "zero when balanced"})
+    subledger_mismatches = fields.List(
+        fields.Nested(VouchersSubledgerMismatchSchema),
+        required=True,
+        metadata={"description": "accounts that differ from the rows they stand for"},
+    )
+    closed_vouchers_with_balance = fields.List(
+        fields.Integer(),
+        required=True,
+        metadata={"description": "expired or revoked vouchers whose balance is not zero"},
+    )
+    capture_mismatches = fields.List(
+        fields.Integer(),
+        required=True,
+        metadata={
+            "description": "redemptions captured other than once (redeemed or reversed) or "
+            "captured although never redeemed"
+        },
+    )
 
 
 class VouchersPoolSchema(ma.Schema):

@@ -455,6 +455,9 @@ def test_the_bureau_reads_the_pool(api, shop, token, elder, factory, db_session)
         "unbalanced_entries": [],
         "drifted_accounts": [],
         "total_fen": 0,
+        "subledger_mismatches": [],
+        "closed_vouchers_with_balance": [],
+        "capture_mismatches": [],
     }
     # District staff of another district see neither Heping's row nor its account.
     shenhe_officer = factory.user(
@@ -464,6 +467,21 @@ def test_the_bureau_reads_the_pool(api, shop, token, elder, factory, db_session)
     assert mine["districts"] == []
     assert "district:210102:available" not in {a["code"] for a in mine["accounts"]}
     assert error(api.get("/pool", elder), 403)
+
+
+def test_the_pool_check_fails_naming_a_drifted_subledger(api, shop, token, db_session):
+    """A voucher's balance changed behind the ledger's back: the journal still balances,
+    but vouchers:outstanding no longer equals the vouchers."""
+    db_session.execute(
+        sa.update(Voucher).where(Voucher.id == shop.voucher.id).values(balance_fen=49_000)
+    )
+    db_session.expire_all()
+    check = api.get("/pool", token(shop.approver)).get_json()["ledger"]
+    assert check["ok"] is False
+    assert check["drifted_accounts"] == [] and check["unbalanced_entries"] == []
+    assert check["subledger_mismatches"] == [
+        {"account": "vouchers:outstanding", "ledger_fen": 50_000, "subledger_fen": 49_000}
+    ]
 
 
 # --- who may call what ---------------------------------------------------------------------

@@ -193,6 +193,11 @@ def test_any_sequence_of_money_movements_balances(machine_world):
         def books_balance(self):
             check = ledger.verify_ledger()
             assert check.ok, check
+            # The reconciliation's own sub-ledger proofs (what the pool page shows), beside
+            # the independent sums in vouchers_agree_with_the_ledger.
+            assert check.subledger_mismatches == [], check
+            assert check.closed_vouchers_with_balance == [], check
+            assert check.capture_mismatches == [], check
             negative = db.session.scalars(
                 sa.select(LedgerAccount.code).where(
                     ~LedgerAccount.may_go_negative, LedgerAccount.balance_fen < 0

@@ -12,7 +12,7 @@ from eldercare.timeutil import now_utc
 from marketplace import providers
 from marketplace.errors import ProviderNotCertified
 from tests.marketplace.conftest import ELDER_HOME
-from vouchers import ledger, redemption
+from vouchers import issuance, ledger, redemption
 from vouchers.errors import (
     ElderNotEligible,
     InsufficientBalance,
@@ -257,9 +257,16 @@ def test_reversal_after_the_window_is_refused_and_later_months_go_to_the_distric
         ReversalWindowClosed,
         lambda: redemption.reverse(r, actor=shop.approver, reason="x", now=late),
     )
+    # The month has ended in the meantime: expiry closed the voucher (its balance went back).
+    issuance._close(
+        shop.voucher,
+        status="expired",
+        entry_kind="expire",
+        memo="expiry",
+        actor_id=None,
+        audit_after={},
+    )
     district = ledger.balances()["district:210102:available"]
-    shop.voucher.status = "expired"  # the month has ended in the meantime
-    db_session.flush()
     redemption.reverse(r, actor=shop.approver, reason="核查不实", now=now_utc() + timedelta(days=6))
     assert ledger.balances()["district:210102:available"] == district + 600
     assert ledger.verify_ledger().ok

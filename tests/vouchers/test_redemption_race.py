@@ -12,6 +12,7 @@ from eldercare.timeutil import local_today
 from marketplace import catalogue
 from marketplace.providers import provider_of
 from tests.vouchers.helpers import give_voucher
+from tests.vouchers.interleave import Interleaving, Pause
 from vouchers import ledger, pool, redemption
 from vouchers.errors import InsufficientBalance, RedemptionStateError, VoucherNotUsable
 from vouchers.models import Redemption, Voucher
@@ -121,3 +122,30 @@ def test_fifty_phones_racing_for_the_last_yuan_redeem_once(private_app):
     balance, held, redeemed, ok = _outcome(private_app, voucher_id)
     assert results.count("redeemed") == 1
     assert redeemed == 1 and balance == 0 and ok
+
+
+def test_a_scan_saved_by_another_tab_meanwhile_is_taken_as_the_same_redemption(private_app):
+    """The first tab has checked everything and is about to save when the second tab saves
+    the same scan: the first's save meets the unique scan digest (the one conflict check_in
+    expects) and returns the second's redemption instead of a second one."""
+    voucher_id, staff_id, meal_id = _world(private_app)
+
+    def check_in():
+        return redemption.check_in(
+            db.session.get(Voucher, voucher_id),
+            scan_digest="double-tab",
+            staff_user=db.session.get(User, staff_id),
+            service_id=meal_id,
+        ).id
+
+    results = Interleaving(private_app, {"first": Pause("before", "INSERT INTO redemptions")}).run(
+        first=check_in, second=check_in
+    )
+    assert isinstance(results["first"], int), results
+    assert results["first"] == results["second"]
+    with private_app.app_context():
+        saved = db.session.scalars(
+            sa.select(Redemption.id).where(Redemption.scan_digest == "double-tab")
+        ).all()
+        db.session.remove()
+    assert saved == [results["first"]]

@@ -1,0 +1,257 @@
+"""One global lock order for money transactions (see ``vouchers.ledger``): pairs of money
+transactions that touch the same rows, run at the same moment on PostgreSQL, never deadlock
+and leave the books and every sub-ledger balanced.
+
+Each pair runs in two threads interleaved at their first ledger row lock (see
+``tests/vouchers/interleave.py``): on code that locks in different orders the interleaving
+is exactly the one that deadlocks."""
+
+import pytest
+import sqlalchemy as sa
+
+from eldercare.accounts import User
+from eldercare.db import db
+from eldercare.demo import build_demo
+from eldercare.timeutil import local_today
+from marketplace import catalogue
+from marketplace.providers import provider_of
+from tests.vouchers.interleave import Interleaving, Pause, set_deadlock_timeout
+from vouchers import issuance, ledger, redemption
+from vouchers.models import LedgerAccount, Redemption, Voucher
+
+pytestmark = pytest.mark.postgres
+
+AT_FIRST_ACCOUNT = Pause("after", "UPDATE ledger_accounts")
+DISTRICT = "district:210102:available"
+
+
+def _user(name: str) -> User:
+    return db.session.scalar(sa.select(User).where(User.username == name))
+
+
+def _meal(staff: User):
+    return next(
+        s for s in catalogue.services_of(provider_of(staff)) if s.category_code == "meal_help"
+    )
+
+
+def _priced(voucher: Voucher, digest: str) -> Redemption:
+    """A check-in at the community station, priced: ready to hold."""
+    staff = _user("provider.staff")
+    r = redemption.check_in(
+        voucher, scan_digest=digest, staff_user=staff, service_id=_meal(staff).id
+    )
+    redemption.set_price(r, price_fen=1500, staff_user=staff)
+    return r
+
+
+@pytest.fixture
+def city(private_app):
+    """The demo city on a private database: this month's vouchers issued, elder.wang's lunch
+    redeemed. Returns the app and the ids of two vouchers of Heping elders."""
+    set_deadlock_timeout(private_app)
+    with private_app.app_context():
+        build_demo()
+        wang = _user("elder.wang")
+        month = local_today().replace(day=1)
+        vouchers = list(
+            db.session.scalars(
+                sa.select(Voucher)
+                .where(Voucher.month == month, Voucher.status == "active")
+                .order_by(Voucher.resident_id != wang.resident_id, Voucher.id)
+            )
+        )
+        # A second voucher the station can take: the same kind and scope as elder.wang's.
+        other = next(v for v in vouchers[1:] if v.kind == vouchers[0].kind)
+        db.session.commit()
+        ids = (vouchers[0].id, other.id)
+        db.session.remove()
+    return private_app, ids
+
+
+def _assert_clean(results: dict, app) -> None:
+    errors = {name: repr(r) for name, r in results.items() if isinstance(r, Exception)}
+    assert errors == {}, errors
+    with app.app_context():
+        check = ledger.verify_ledger()
+        db.session.remove()
+    assert check.ok, check
+
+
+def _redemption(digest_like: str) -> Redemption:
+    return db.session.scalar(sa.select(Redemption).where(Redemption.scan_digest.like(digest_like)))
+
+
+def test_hold_and_release_on_two_vouchers_do_not_deadlock(city):
+    app, (wang_voucher, other_voucher) = city
+    with app.app_context():
+        _priced(db.session.get(Voucher, wang_voucher), "hold-me")
+        to_release = _priced(db.session.get(Voucher, other_voucher), "release-me")
+        redemption.hold(to_release, method="card")
+        db.session.commit()
+        db.session.remove()
+
+    results = Interleaving(app, {"hold": AT_FIRST_ACCOUNT, "release": AT_FIRST_ACCOUNT}).run(
+        hold=lambda: redemption.hold(_redemption("hold-me"), method="card"),
+        release=lambda: redemption.release(_redemption("release-me"), reason="declined"),
+    )
+    _assert_clean(results, app)
+    with app.app_context():
+        assert _redemption("hold-me").status == "pending_payment"
+        assert _redemption("release-me").status == "failed"
+        db.session.remove()
+
+
+def test_issue_and_expire_entries_do_not_deadlock(city):
+    """The two entries move the same two accounts in opposite directions."""
+    app, _ = city
+    results = Interleaving(app, {"issue": AT_FIRST_ACCOUNT, "expire": AT_FIRST_ACCOUNT}).run(
+        issue=lambda: ledger.post(
+            "issue", "test issue", [(DISTRICT, -100), ("vouchers:outstanding", 100)]
+        ),
+        expire=lambda: ledger.post(
+            "expire", "test expiry", [("vouchers:outstanding", -100), (DISTRICT, 100)]
+        ),
+    )
+    errors = {name: repr(r) for name, r in results.items() if isinstance(r, Exception)}
+    assert errors == {}, errors
+
+
+def test_issuing_and_holding_do_not_deadlock(city):
+    """Issuing next month's voucher reserves from the district into vouchers:outstanding
+    while a payment holds from vouchers:outstanding."""
+    app, (wang_voucher, other_voucher) = city
+    with app.app_context():
+        _priced(db.session.get(Voucher, other_voucher), "hold-me")
+        resident_id = db.session.get(Voucher, wang_voucher).resident_id
+        next_month = issuance.next_month(local_today().replace(day=1))
+        db.session.commit()
+        db.session.remove()
+
+    results = Interleaving(app, {"issue": AT_FIRST_ACCOUNT, "hold": AT_FIRST_ACCOUNT}).run(
+        issue=lambda: issuance.issue_for(resident_id, next_month, reason="manual"),
+        hold=lambda: redemption.hold(_redemption("hold-me"), method="card"),
+    )
+    _assert_clean(results, app)
+    with app.app_context():
+        issued = db.session.scalar(
+            sa.select(Voucher).where(
+                Voucher.resident_id == resident_id, Voucher.month == next_month
+            )
+        )
+        assert issued is not None and _redemption("hold-me").status == "pending_payment"
+        db.session.remove()
+
+
+def test_hold_and_capture_against_a_reversal_do_not_deadlock(city):
+    app, (_, other_voucher) = city
+    with app.app_context():
+        _priced(db.session.get(Voucher, other_voucher), "cash-lunch")
+        db.session.commit()
+        approver_id = _user("bureau.approver").id
+        staff_id = _user("provider.staff").id
+        db.session.remove()
+
+    def pay_cash():
+        r = _redemption("cash-lunch")
+        redemption.pay_cash(r, staff_user=db.session.get(User, staff_id))
+
+    def reverse():
+        r = _redemption("demo-%")  # elder.wang's lunch, redeemed by the demo
+        redemption.reverse(r, actor=db.session.get(User, approver_id), reason="核查")
+
+    results = Interleaving(app, {"pay": AT_FIRST_ACCOUNT, "reverse": AT_FIRST_ACCOUNT}).run(
+        pay=pay_cash, reverse=reverse
+    )
+    _assert_clean(results, app)
+    with app.app_context():
+        assert _redemption("cash-lunch").status == "redeemed"
+        assert _redemption("demo-%").status == "reversed"
+        db.session.remove()
+
+
+def test_an_expiry_batch_and_a_capture_in_that_month_do_not_deadlock(city):
+    """The batch expires two vouchers of a month that has ended; a card payment on the
+    second one, held before the month ended, succeeds at the same moment."""
+    app, ids = city
+    first, second = sorted(ids)  # the batch goes in id order: the payment is on the second
+    with app.app_context():
+        pending = _priced(db.session.get(Voucher, second), "late-card")
+        redemption.hold(pending, method="card")
+        ended = issuance.previous_month(local_today().replace(day=1))
+        # The two vouchers belong to the month that has just ended (set up directly: issuing
+        # for a past month is refused, rightly).
+        db.session.execute(
+            sa.update(Voucher).where(Voucher.id.in_([first, second])).values(month=ended)
+        )
+        db.session.commit()
+        db.session.remove()
+
+    results = Interleaving(app, {"expire": AT_FIRST_ACCOUNT, "capture": AT_FIRST_ACCOUNT}).run(
+        expire=lambda: issuance.expire_month(ended),
+        capture=lambda: redemption.capture(_redemption("late-card")),
+    )
+    _assert_clean(results, app)
+    with app.app_context():
+        statuses = db.session.scalars(
+            sa.select(Voucher.status).where(Voucher.id.in_([first, second]))
+        ).all()
+        assert statuses == ["expired", "expired"]
+        assert _redemption("late-card").status == "redeemed"
+        assert db.session.get(Voucher, second).held_fen == 0
+        db.session.remove()
+
+
+def test_a_reversal_racing_a_death_revocation_sends_the_money_to_the_district(city):
+    """The reversal decides where the subsidy goes back to; before it writes, the elder's
+    death revokes the voucher and commits. The subsidy must end in the district, never on
+    the revoked voucher, where nobody could spend or expire it."""
+    app, (wang_voucher, _) = city
+    with app.app_context():
+        voucher = db.session.get(Voucher, wang_voucher)
+        lunch = _redemption("demo-%")
+        subsidy, left = lunch.subsidy_fen, voucher.balance_fen
+        district_before = ledger.balances()[DISTRICT]
+        resident_id, month = voucher.resident_id, voucher.month
+        approver_id = _user("bureau.approver").id
+        db.session.remove()
+
+    def reverse():
+        redemption.reverse(
+            _redemption("demo-%"), actor=db.session.get(User, approver_id), reason="核查"
+        )
+
+    results = Interleaving(app, {"reverse": Pause("before", "UPDATE vouchers")}).run(
+        reverse=reverse,
+        revoke=lambda: issuance.revoke_for(resident_id, from_month=month, reason="death"),
+    )
+    _assert_clean(results, app)
+    with app.app_context():
+        voucher = db.session.get(Voucher, wang_voucher)
+        assert (voucher.status, voucher.balance_fen, voucher.held_fen) == ("revoked", 0, 0)
+        assert _redemption("demo-%").status == "reversed"
+        assert ledger.balances()[DISTRICT] == district_before + left + subsidy
+        db.session.remove()
+
+
+def test_ledger_rows_are_locked_in_account_order_whatever_the_sign(app_ctx, db_session):
+    """An expiry takes from vouchers:outstanding and adds to a district, whose code sorts
+    first: the district row is updated first all the same."""
+    codes = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("UPDATE LEDGER_ACCOUNTS"):
+            codes.append(context.compiled_parameters[0]["id_1"])
+
+    ledger.account(DISTRICT, create_name="Heping")
+    ledger.post("topup", "t", [("funding:central", -500), ("pool:available", 500)])
+    ledger.post("allocation", "a", [("pool:available", -500), (DISTRICT, 500)])
+    ledger.post("issue", "i", [(DISTRICT, -300), ("vouchers:outstanding", 300)])
+    engine = db_session.get_bind()
+    ids = dict(db_session.execute(sa.select(LedgerAccount.id, LedgerAccount.code)).all())
+    sa.event.listen(engine, "before_cursor_execute", seen)
+    try:
+        ledger.post("expire", "e", [("vouchers:outstanding", -300), (DISTRICT, 300)])
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", seen)
+    assert [ids[i] for i in codes] == [DISTRICT, "vouchers:outstanding"]
