@@ -162,7 +162,11 @@ def _drop_intent(redemption: Redemption, intent_id: str | None) -> None:
 
 def _lock(redemption: Redemption) -> None:
     """A locked read of the redemption (PostgreSQL: FOR UPDATE), so that two paths settling
-    the same charge decide one after the other, each seeing what the other recorded."""
+    the same charge decide one after the other, each seeing what the other recorded. The
+    audit chain's lock comes first, as in every money step (the order is in
+    ``vouchers.ledger``): a release or capture of the same redemption holds it and then
+    wants this row."""
+    audit.lock_chain()
     db.session.execute(
         sa.select(Redemption)
         .where(Redemption.id == redemption.id)
@@ -385,9 +389,12 @@ def apply_intent(redemption: Redemption, intent: dict, *, release_on_failure: bo
     return result
 
 
-def _unpaid_reason(redemption: Redemption, attempt: PaymentAttempt, intent: dict, gw) -> str | None:
+def _unpaid_reason(
+    redemption: Redemption, attempt: PaymentAttempt, intent: dict, refunded: int | None
+) -> str | None:
     """Why a succeeded intent does not pay this redemption, or None when it does: it is the
-    redemption's live attempt, it took exactly the co-payment, and nothing was given back."""
+    redemption's live attempt, it took exactly the co-payment, and nothing was given back
+    (``refunded``, asked of the gateway before any lock is taken)."""
     if attempt.state != "current" or redemption.payment_intent_id != intent["id"]:
         return "dropped attempt charged"
     if intent.get("currency") != "cny":
@@ -395,7 +402,7 @@ def _unpaid_reason(redemption: Redemption, attempt: PaymentAttempt, intent: dict
     received = amount_received(intent)
     if received != attempt.amount_fen or received != redemption.copay_fen:
         return "amount mismatch"
-    if amount_refunded(intent, gw) != 0:
+    if refunded != 0:
         return "partly refunded at the gateway"
     return None
 
@@ -403,6 +410,8 @@ def _unpaid_reason(redemption: Redemption, attempt: PaymentAttempt, intent: dict
 def _settle_succeeded(redemption: Redemption, attempt: PaymentAttempt, intent: dict) -> str:
     """The card was charged: redeem (capturing the hold, or holding again if it was given
     back early) or, when this charge cannot pay the redemption, refund it."""
+    # Asked before the lock: the chain's lock is not held across a call to the gateway.
+    refunded = amount_refunded(intent, gateway())
     _lock(redemption)
     db.session.refresh(attempt)
     if _paid_by(redemption, intent["id"]):
@@ -411,7 +420,7 @@ def _settle_succeeded(redemption: Redemption, attempt: PaymentAttempt, intent: d
         return "succeeded"
     if attempt.state == "refunded":
         return "refunded"
-    reason = _unpaid_reason(redemption, attempt, intent, gateway())
+    reason = _unpaid_reason(redemption, attempt, intent, refunded)
     if reason is None:
         if _capture_or_hold_again(redemption):
             move_attempt(attempt, "succeeded")

@@ -28,6 +28,7 @@ _GIVE_UP_AFTER_S = 120
 class Pause:
     when: str  # "before" or "after" the statement
     prefix: str  # e.g. "UPDATE ledger_accounts"
+    contains: str = ""  # and, when given, holding this too (e.g. "FOR UPDATE")
 
 
 class Interleaving:
@@ -51,6 +52,7 @@ class Interleaving:
                 or name in self.paused
                 or pause.when != when
                 or not statement.lstrip().upper().startswith(pause.prefix.upper())
+                or pause.contains.upper() not in statement.upper()
             ):
                 return
             self.paused.add(name)

@@ -16,7 +16,7 @@ from eldercare.timeutil import local_today
 from marketplace import catalogue
 from marketplace.providers import provider_of
 from tests.vouchers.interleave import Interleaving, Pause, set_deadlock_timeout
-from vouchers import issuance, ledger, redemption
+from vouchers import issuance, ledger, payments, redemption
 from vouchers.models import LedgerAccount, Redemption, Voucher
 
 pytestmark = pytest.mark.postgres
@@ -167,6 +167,35 @@ def test_hold_and_capture_against_a_reversal_do_not_deadlock(city):
     with app.app_context():
         assert _redemption("cash-lunch").status == "redeemed"
         assert _redemption("demo-%").status == "reversed"
+        db.session.remove()
+
+
+def test_a_late_charge_settled_under_the_redemption_lock_and_a_release_do_not_deadlock(city):
+    """A path settling a succeeded card charge (webhook, poll, job) locks the redemption row
+    to decide, then captures; the request whose attempt failed releases the same hold at the
+    same moment. The settling path must take the audit chain's lock before the row lock."""
+    app, (_, other_voucher) = city
+    with app.app_context():
+        held = _priced(db.session.get(Voucher, other_voucher), "late-charge")
+        redemption.hold(held, method="card")
+        db.session.commit()
+        db.session.remove()
+
+    def settle():
+        r = _redemption("late-charge")
+        payments._lock(r)  # what _settle_succeeded does before it decides
+        return redemption.capture(r)
+
+    def release():
+        r = _redemption("late-charge")
+        redemption.release(r, reason="declined", retry=True)
+
+    locked_row = Pause("after", "SELECT redemptions", contains="FOR UPDATE")
+    results = Interleaving(app, {"settle": locked_row}).run(settle=settle, release=release)
+    _assert_clean(results, app)
+    with app.app_context():
+        # Whichever came first decided; the other found nothing left to do.
+        assert _redemption("late-charge").status in ("redeemed", "failed")
         db.session.remove()
 
 
