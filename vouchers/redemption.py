@@ -121,6 +121,11 @@ def check_in(
 ) -> Redemption:
     now = now or now_utc()
     today = local_today(now)
+    # The lock order (vouchers.ledger): saving the redemption locks the voucher row for its
+    # foreign key, so the chain's lock comes first; then the voucher as it stands now (a
+    # revocation may have committed since the caller read it).
+    audit.lock_chain()
+    db.session.refresh(voucher)
     existing = _same_scan(scan_digest, staff_user)
     if existing is not None:
         return existing
