@@ -302,6 +302,9 @@ def parked_in_scope(parked_id: int, district_id: int | None) -> ParkedEvent:
 
 
 def _open(parked_id: int) -> ParkedEvent:
+    # The feed's lock order: the issuance lock before the parked row (a feed run parking the
+    # same event holds it, then the audit chain's lock, and then wants the row).
+    serialize_issuance()
     parked = db.session.scalar(
         sa.select(ParkedEvent)
         .where(ParkedEvent.id == parked_id)
@@ -330,7 +333,6 @@ def retry_parked(parked_id: int, *, actor: User) -> str | None:
     returned; on a permanent failure it stays parked with the new error, which is returned
     (the event's own work was rolled back to its savepoint; the attempt is kept). Audited
     either way."""
-    serialize_issuance()
     parked = _open(parked_id)
     event = event_by_id(parked.event_id)
     if event is None:
