@@ -203,7 +203,8 @@ def check_in(body, scan_id):
     elder today (``booking_id``); a home service needs the phone's ``latitude`` and
     ``longitude``. The same scan checked in again is the same redemption.
 
-    Refusals: ``out_of_scope``, ``voucher_not_usable``, ``elder_not_eligible``,
+    Refusals: ``out_of_scope``, ``voucher_not_usable``, ``elder_not_eligible`` (only a
+    death: any other loss of eligibility stops vouchers from the next month),
     ``check_in_too_far`` (409), ``staff_not_qualified``, ``provider_not_certified`` (403),
     ``invalid_input`` naming the field (422), ``redemption_state`` (409: this scan was
     checked in on another phone).

@@ -4,7 +4,7 @@ The steps, each its own unit of work:
 
 1. ``check_in``: the staff member has scanned the elder's code; every refusal that does not
    depend on the price is checked here (provider certified, staff qualified, service in the
-   voucher's scope, voucher of this month and not used up, elder eligible today, a home
+   voucher's scope, voucher of this month, active and not used up, elder alive, a home
    service checked in near the elder's home) and the proof of service starts (who, where,
    when). The scan's digest is unique, so the same scan submitted twice is one redemption.
 2. ``set_price``: the price and any long-term-care insurance part; the split is computed.
@@ -28,7 +28,6 @@ from flask_babel import force_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
-from assessment.eligibility import eligibility_on
 from eldercare import audit
 from eldercare.accounts import User, accounts_acting_for
 from eldercare.db import db
@@ -81,6 +80,21 @@ def usable_problem(voucher: Voucher, today: date) -> str | None:
     if voucher.balance_fen <= 0:
         return _l("This month's voucher is used up.")
     return None
+
+
+def require_alive(resident_id: int, today: date) -> None:
+    """The elder's part of the check at redemption. POLICY: a loss of eligibility (a move,
+    a new exclusion, a re-assessment below the programme's levels) stops vouchers from the
+    next month, so this month's voucher stays usable; only a death voids it at once.
+    Eligibility decides issuance (vouchers.issuance), never a single purchase. The death is
+    read from the register itself, so a scan between the death and the feed's revocation
+    (which runs every minute) is refused too."""
+    resident = db.session.get(Resident, resident_id)
+    if resident.date_of_death is not None and resident.date_of_death <= today:
+        raise ElderNotEligible(
+            _l("The register records the elder's death; the voucher can no longer be used."),
+            details={"reasons": [_("The register records this person as deceased.")]},
+        )
 
 
 def _district_by_id(district_id: int) -> str:
@@ -152,9 +166,7 @@ def check_in(
     rules = rules_for(voucher, today)  # the version in force on the day of the service
     if service.category_code not in rules.category_set:
         raise OutOfScope()
-    eligibility = eligibility_on(voucher.resident_id, today)
-    if not eligibility.eligible:
-        raise ElderNotEligible(details={"reasons": [r.message for r in eligibility.reasons]})
+    require_alive(voucher.resident_id, today)
 
     distance = _check_location(voucher, service, latitude, longitude, rules)
     redemption = Redemption(
@@ -331,9 +343,7 @@ def hold(redemption: Redemption, *, method: str, now: datetime | None = None) ->
     # Checked again at payment, not only at check-in: a provider suspended, or an elder who
     # died, since the morning's check-in must not be paid for.
     require_certified(catalogue.service_by_id(redemption.service_id).provider, today=today)
-    eligibility = eligibility_on(redemption.resident_id, today)
-    if not eligibility.eligible:
-        raise ElderNotEligible(details={"reasons": [r.message for r in eligibility.reasons]})
+    require_alive(redemption.resident_id, today)
     if not _move_status(
         redemption, "checked_in", "pending_payment", held_at=now, payment_method=method
     ):
