@@ -9,7 +9,8 @@ A token of the staff member ("providers:write" or "vouchers:redeem"; the reads a
    elder's bookings today. The same token sent again by the same scanner is the same scan;
    by another scanner it is refused (``qr_code_used``).
 2. ``POST /scans/{id}/check-in``: every refusal that does not depend on the price.
-3. ``POST /redemptions/{id}/price``, then ``/cash`` or ``/card``; ``/check-out`` any time.
+3. ``POST /redemptions/{id}/price``, then ``/cash`` or ``/card``; ``/check-out`` any time;
+   ``/cancel`` abandons a check-in before any money moved.
 
 Another provider's scan or redemption answers 404, as a missing one does.
 """
@@ -236,6 +237,57 @@ def check_out(redemption_id):
     """The service is over: the proof of service gets its end time (the first one stays)."""
     redemption = _own_redemption(redemption_id)
     redemptions.check_out(redemption, staff_user=g.api_user)
+    return _provider_redemption(redemption)
+
+
+# What a provider's redemption looks like, for the OpenAPI document's examples.
+REDEMPTION_EXAMPLE = {
+    "id": 812,
+    "voucher_id": 4021,
+    "status": "checked_in",
+    "service": {"id": 31, "title": "助餐 午餐", "category": "meal_assistance", "unit": "meal"},
+    "booking_id": None,
+    "checked_in_at": "2026-03-09T11:42:05+08:00",
+    "checked_out_at": None,
+    "quantity": 10,
+    "unit_price_fen": 1500,
+    "price_fen": 15000,
+    "insurance_fen": 0,
+    "subsidy_fen": 6000,
+    "copay_fen": 9000,
+    "payment_method": None,
+    "redeemed_at": None,
+    "reversed_at": None,
+    "reversal_reason": None,
+    "elder": {"masked_name": "王*兰", "district": "210102"},
+    "staff_user_id": 57,
+    "check_in_distance_m": None,
+    "ratio_bp": 4000,
+    "remaining_fen": 44000,
+    "failure_reason": None,
+    "reversal_deadline": None,
+    "next_action_url": None,
+}
+
+
+@blp.post("/redemptions/<int:redemption_id>/cancel")
+@token_required(*_WRITE, any_of=True)
+@_for_staff
+@blp.doc(security=BEARER)
+@blp.response(
+    200,
+    VouchersProviderRedemptionSchema,
+    example=REDEMPTION_EXAMPLE | {"status": "cancelled", "price_fen": None, "quantity": None},
+)
+@error_responses(blp, 401, 403, 404, 409)
+def cancel(redemption_id):
+    """Abandon a check-in before any money moved (the elder left, the wrong elder was
+    scanned, the service was not delivered): the redemption ends ``cancelled``, audited, and
+    the voucher is untouched. Allowed while it is checked in, priced or not; once a payment
+    has started or it is redeemed, ``redemption_state`` (409): a redeemed one is reversed
+    instead. Sent again, it is a 409 and changes nothing."""
+    redemption = _own_redemption(redemption_id)
+    redemptions.cancel(redemption, staff_user=g.api_user)
     return _provider_redemption(redemption)
 
 
