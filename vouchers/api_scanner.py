@@ -59,7 +59,7 @@ _CHECK_IN_FIELDS = {
     "service": "service_id",
     "location": ("latitude", "longitude"),
 }
-_PRICE_FIELDS = {"price": "price_fen", "insurance": "insurance_fen"}
+_PRICE_FIELDS = {"price": "price_fen", "insurance": "insurance_fen", "quantity": "quantity"}
 # The path of the links the QR codes encode: /r/<token> and /r/c<card code>.
 _LINK = re.compile(r"/r/([^/?#\s]+)")
 
@@ -250,7 +250,6 @@ REDEMPTION_EXAMPLE = {
     "checked_in_at": "2026-03-09T11:42:05+08:00",
     "checked_out_at": None,
     "quantity": 10,
-    "unit_price_fen": 1500,
     "price_fen": 15000,
     "insurance_fen": 0,
     "subsidy_fen": 6000,
@@ -295,19 +294,24 @@ def cancel(redemption_id):
 @token_required(*_WRITE, any_of=True)
 @_for_staff
 @blp.doc(security=BEARER)
-@blp.arguments(VouchersPriceRequestSchema)
-@blp.response(200, VouchersProviderRedemptionSchema)
+@blp.arguments(
+    VouchersPriceRequestSchema, example={"price_fen": 15000, "insurance_fen": 0, "quantity": 10}
+)
+@blp.response(200, VouchersProviderRedemptionSchema, example=REDEMPTION_EXAMPLE)
 @error_responses(blp, 401, 403, 404, 409, 422)
 def set_price(body, redemption_id):
-    """The price (at most the listed or booked price) and any long-term-care insurance part;
-    the answer carries the split: insurance first, then the voucher's share of the rest up to
-    its balance, and the elder's co-payment."""
+    """The price of ``quantity`` units of the service (default 1; ten meals, three hours),
+    at most the quantity times the listed or booked unit price, and any long-term-care
+    insurance part; the answer carries the split of the total: insurance first, then the
+    voucher's share of the rest up to its balance, and the elder's co-payment. A bad
+    ``quantity`` or ``price_fen`` is a 422 naming the field, and nothing is recorded."""
     redemption = _own_redemption(redemption_id)
     try:
         redemptions.set_price(
             redemption,
             price_fen=body["price_fen"],
             insurance_fen=body["insurance_fen"],
+            quantity=body["quantity"],
             staff_user=g.api_user,
         )
     except InvalidInput as error:

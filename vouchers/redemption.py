@@ -261,11 +261,13 @@ def set_price(
     *,
     price_fen: int,
     insurance_fen: int = 0,
+    quantity: int = 1,
     staff_user: User,
     now: datetime | None = None,
 ) -> pricing.Split:
-    """Record the price and the insurance part; the split uses the voucher's balance now and
-    the ratio in force on the day of the service (the check-in's day)."""
+    """Record the price of ``quantity`` units and the insurance part; the price is at most
+    the quantity times the listed (or booked) unit price. The split uses the voucher's
+    balance now and the ratio in force on the day of the service (the check-in's day)."""
     now = now or now_utc()
     _require_own(redemption, staff_user)
     if redemption.status != "checked_in":
@@ -276,21 +278,14 @@ def set_price(
     problem = usable_problem(voucher, local_today(now))
     if problem:
         raise VoucherNotUsable(problem)
-    split = pricing.split(
+    split = pricing.split_units(
+        quantity,
+        listed,
         price_fen,
         insurance_fen,
         ratio_bp=rules_for(voucher, service_day(redemption)).ratio_bp,
         remaining_fen=voucher.balance_fen,
     )
-    if price_fen > listed:
-        raise InvalidInput(
-            details={
-                "price": _l(
-                    "The price is more than the listed price of %(listed)s.",
-                    listed=yuan(listed),
-                )
-            }
-        )
     if split.subsidy_fen == 0:
         raise InvalidInput(
             details={"insurance": _l("Nothing is left for the voucher to pay at this price.")}
@@ -300,6 +295,7 @@ def set_price(
         # for the new co-payment, never the old one's amount.
         redemption.payment_intent_id = None
         redemption.idempotency_key = None
+    redemption.quantity = split.quantity
     redemption.price_fen = split.price_fen
     redemption.insurance_fen = split.insurance_fen
     redemption.subsidy_fen = split.subsidy_fen
@@ -571,7 +567,8 @@ def _complete_booking(redemption: Redemption, now: datetime) -> None:
 
 
 def _tell_family(redemption: Redemption) -> int:
-    """ "¥X of the voucher was used at Y for Z at T", to everyone who acts for the elder."""
+    """ "¥X of the voucher was used at Y for Z at T" (with the quantity when more than one
+    unit was bought), to everyone who acts for the elder."""
     service = catalogue.service_by_id(redemption.service_id)
     when = format_local(redemption.redeemed_at)
     values = {
@@ -580,19 +577,30 @@ def _tell_family(redemption: Redemption) -> int:
         "provider": service.provider.name,
         "service": service.title,
         "when": when,
+        "quantity": redemption.quantity or 1,
+        "price": yuan(redemption.price_fen),
     }
-    with force_locale("zh_Hans_CN"):
-        zh = _(
-            "%(amount)s of the voucher was used at %(provider)s for %(service)s at %(when)s; "
-            "the elder paid %(copay)s.",
-            **values,
-        )
-    with force_locale("en"):
-        en = _(
-            "%(amount)s of the voucher was used at %(provider)s for %(service)s at %(when)s; "
-            "the elder paid %(copay)s.",
-            **values,
-        )
+    texts = []
+    for locale in ("zh_Hans_CN", "en"):
+        with force_locale(locale):
+            if values["quantity"] == 1:
+                texts.append(
+                    _(
+                        "%(amount)s of the voucher was used at %(provider)s for %(service)s "
+                        "at %(when)s; the elder paid %(copay)s.",
+                        **values,
+                    )
+                )
+            else:
+                texts.append(
+                    _(
+                        "%(amount)s of the voucher was used at %(provider)s for "
+                        "%(quantity)s × %(service)s (%(price)s in all) at %(when)s; the elder "
+                        "paid %(copay)s.",
+                        **values,
+                    )
+                )
+    zh, en = texts
     subject = f"养老服务消费券使用提醒 / Voucher used: {values['amount']}"
     return sum(
         enqueue(user.id, subject, f"{zh}\n{en}", f"redemption:{redemption.id}:{user.id}")

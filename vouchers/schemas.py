@@ -17,6 +17,7 @@ from marshmallow import fields, validate
 from eldercare.api_fields import StrictInteger, page_limit, page_offset
 from eldercare.db import ROW_ID_MAX
 from vouchers.models import PAYMENT_METHODS, REDEMPTION_STATUSES, VOUCHER_KINDS, VOUCHER_STATUSES
+from vouchers.pricing import MAX_QUANTITY
 
 _LOCAL_TIME = {"description": "ISO 8601, in Asia/Shanghai (+08:00)"}
 _FEN = {"description": "in fen"}
@@ -78,6 +79,9 @@ class _RedemptionBase(ma.Schema):
     booking_id = fields.Integer(allow_none=True)
     checked_in_at = fields.AwareDateTime(required=True, metadata=_LOCAL_TIME)
     checked_out_at = fields.AwareDateTime(allow_none=True, metadata=_LOCAL_TIME)
+    quantity = fields.Integer(
+        allow_none=True, metadata={"description": "units of the service; null: not priced yet"}
+    )
     price_fen = fields.Integer(allow_none=True, metadata={"description": "null: not priced yet"})
     insurance_fen = fields.Integer(
         allow_none=True, metadata={"description": "paid by long-term-care insurance, fen"}
@@ -239,9 +243,16 @@ class VouchersProviderRedemptionSchema(_RedemptionBase):
 
 
 class VouchersPriceRequestSchema(ma.Schema):
-    price_fen = StrictInteger(required=True, metadata={"description": "at most the listed price"})
+    price_fen = StrictInteger(
+        required=True,
+        metadata={"description": "the total, at most quantity x the listed (or booked) price"},
+    )
     insurance_fen = StrictInteger(
         load_default=0, metadata={"description": "the long-term-care insurance part, fen"}
+    )
+    quantity = StrictInteger(
+        load_default=1,
+        metadata={"description": f"units of the service bought (1 to {MAX_QUANTITY}), e.g. meals"},
     )
 
 

@@ -30,6 +30,7 @@ scanner = base.scanner
 # Every operation of this file's part of issue 10 (items 6, 9, 10, 12), with its methods.
 PATHS = {
     "/api/v1/redemptions/{redemption_id}/cancel": ("post",),
+    "/api/v1/redemptions/{redemption_id}/price": ("post",),
 }
 
 
@@ -88,3 +89,34 @@ def test_a_redeemed_redemption_cannot_be_cancelled(api, shop, elder, scanner, db
     assert refused["code"] == "redemption_state"
     assert db_session.get(Redemption, r["id"]).status == "redeemed"
     assert money(shop, db_session) == (49_400, 0, 0, 600, True)
+
+
+# --- item 12: a quantity of units at pricing -----------------------------------------------
+
+
+def test_the_scanner_prices_ten_meals(api, shop, elder, scanner, db_session):
+    checked_in = scan_and_check_in(api, shop, elder, scanner).get_json()
+    url = f"/redemptions/{checked_in['id']}/price"
+    too_much = error(api.post(url, scanner, json={"price_fen": 15_001, "quantity": 10}), 422)
+    assert too_much["details"].keys() == {"price_fen"}
+    assert "10 × ¥15.00" in too_much["details"]["price_fen"]
+    for bad in (0, 101, -1):
+        refused = error(api.post(url, scanner, json={"price_fen": 1500, "quantity": bad}), 422)
+        assert refused["details"].keys() == {"quantity"}, refused
+    assert error(api.post(url, scanner, json={"price_fen": 1500, "quantity": "2"}), 422)
+    assert db_session.get(Redemption, checked_in["id"]).price_fen is None
+    answer = api.post(url, scanner, json={"price_fen": 15_000, "quantity": 10})
+    assert answer.status_code == 200, answer.get_json()
+    body = answer.get_json()
+    assert (body["quantity"], body["price_fen"], body["subsidy_fen"], body["copay_fen"]) == (
+        10,
+        15_000,
+        6000,
+        9000,
+    )
+    paid = api.post(f"/redemptions/{checked_in['id']}/cash", scanner).get_json()
+    assert (paid["status"], paid["quantity"]) == ("redeemed", 10)
+    assert money(shop, db_session) == (44_000, 0, 0, 6000, True)
+    # The elder's side sees the quantity too.
+    mine = api.get(f"/vouchers/{shop.voucher.id}", elder).get_json()
+    assert mine["redemptions"][0]["quantity"] == 10

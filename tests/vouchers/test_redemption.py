@@ -391,3 +391,37 @@ def test_a_death_after_the_check_in_stops_the_payment(shop, db_session):
         db_session, ElderNotEligible, lambda: redemption.pay_cash(r, staff_user=shop.caregiver)
     )
     assert shop.voucher.status == "active"  # not yet revoked: the check is the death itself
+
+
+# --- issue 10 item 12: a quantity of units -------------------------------------------------
+
+
+def test_ten_meals_are_priced_at_ten_times_the_listed_price(shop, db_session):
+    r = scan(shop)
+    # One meal's price cap no longer holds for ten meals; eleven meals' price is too much.
+    _refused(
+        db_session,
+        InvalidInput,
+        lambda: redemption.set_price(r, price_fen=15_001, quantity=10, staff_user=shop.caregiver),
+    )
+    split = redemption.set_price(r, price_fen=15_000, quantity=10, staff_user=shop.caregiver)
+    assert (split.quantity, split.subsidy_fen, split.copay_fen) == (10, 6000, 9000)
+    redemption.pay_cash(r, staff_user=shop.caregiver)
+    assert (r.status, r.quantity, r.price_fen, r.subsidy_fen) == ("redeemed", 10, 15_000, 6000)
+    notice = db_session.scalars(sa.select(Notification).order_by(Notification.id)).all()[-1]
+    assert "10 ×" in notice.body
+
+
+def test_the_quantity_defaults_to_one_and_bad_quantities_change_nothing(shop, db_session):
+    r = scan(shop)
+    for bad in (0, -3, 101, 2.5, "3", None):
+        _refused(
+            db_session,
+            InvalidInput,
+            lambda q=bad: redemption.set_price(
+                r, price_fen=1500, quantity=q, staff_user=shop.caregiver
+            ),
+        )
+    assert r.quantity is None and r.price_fen is None
+    redemption.set_price(r, price_fen=1500, staff_user=shop.caregiver)
+    assert r.quantity == 1
