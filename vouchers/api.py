@@ -107,4 +107,4 @@ def shape_redemption(redemption: Redemption) -> dict:
 
 
 # The endpoints, each module adding its own to ``blp`` (imported for that alone).
-from vouchers import api_bureau, api_elders, api_scanner  # noqa: E402, F401
+from vouchers import api_bureau, api_elders, api_partners, api_scanner  # noqa: E402, F401
