@@ -140,3 +140,55 @@ def test_an_institution_cannot_end_what_it_did_not_record(scheme, db_session):
             institution=m.institution,
         )
     assert kinds.kind_for(scheme.elder.id) == "institutional"
+
+
+# --- the page ---------------------------------------------------------------------------
+
+
+def test_the_bureau_sets_the_kind_on_its_page(scheme, client, login, db_session):
+    login(scheme.approver)
+    en = {"Accept-Language": "en"}
+    form = client.get("/vouchers/kinds", headers=en)
+    assert form.status_code == 200 and 'name="id_number"' in form.get_data(as_text=True)
+    bad = client.post(
+        "/vouchers/kinds",
+        data={"id_number": "12345", "in_institution": "yes", "kind": ""},
+        headers=en,
+    )
+    assert bad.status_code == 422
+    wrong = client.post(
+        "/vouchers/kinds",
+        data={
+            "id_number": scheme.elder.id_number,
+            "in_institution": "yes",
+            "kind": "home_community",
+        },
+        headers=en,
+    )
+    assert wrong.status_code == 422
+    assert "holds the institutional voucher" in wrong.get_data(as_text=True)
+    assert _audits(db_session) == 0
+    done = client.post(
+        "/vouchers/kinds",
+        data={"id_number": scheme.elder.id_number, "in_institution": "yes", "kind": ""},
+        headers=en,
+    )
+    assert done.status_code == 200
+    assert "the voucher is for: Care in an institution" in done.get_data(as_text=True)
+    assert kinds.kind_for(scheme.elder.id) == "institutional" and _audits(db_session) == 1
+
+
+def test_a_district_officer_and_an_institution_reach_only_their_elders(
+    scheme, client, login, db_session
+):
+    w = scheme.world
+    shenhe = w.factory.user("officer.sh2", roles=["bureau_officer"], district=w.shenhe)
+    login(shenhe)
+    data = {"id_number": scheme.elder.id_number, "in_institution": "yes", "kind": ""}
+    assert client.post("/vouchers/kinds", data=data).status_code == 404
+    login(scheme.market.institution_admin)
+    assert client.post("/vouchers/kinds", data=data).status_code == 404
+    assert _audits(db_session) == 0
+    _stay(scheme)
+    assert client.post("/vouchers/kinds", data=data).status_code == 200
+    assert _audits(db_session) == 1
