@@ -9,6 +9,7 @@ from vouchers import (  # noqa: F401  (imported for what importing them does)
     models,  # the tables, on the metadata
     views_bureau,  # the HTML pages, each module adding its routes to views.bp
     views_elder,
+    views_kinds,
     views_parked,
     views_redeem,
 )
@@ -35,6 +36,7 @@ def register(app) -> None:
         *views_redeem.DESTINATIONS,
         *views_bureau.DESTINATIONS,
         *views_parked.DESTINATIONS,
+        *views_kinds.DESTINATIONS,
     )
     app.register_blueprint(gateway_bp)
     app.cli.add_command(cli)

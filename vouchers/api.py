@@ -94,6 +94,7 @@ def shape_redemption(redemption: Redemption) -> dict:
         "booking_id": redemption.booking_id,
         "checked_in_at": local_time(redemption.checked_in_at),
         "checked_out_at": local_time(redemption.checked_out_at),
+        "quantity": redemption.quantity,
         "price_fen": redemption.price_fen,
         "insurance_fen": redemption.insurance_fen,
         "subsidy_fen": redemption.subsidy_fen,
@@ -106,4 +107,4 @@ def shape_redemption(redemption: Redemption) -> dict:
 
 
 # The endpoints, each module adding its own to ``blp`` (imported for that alone).
-from vouchers import api_bureau, api_elders, api_scanner  # noqa: E402, F401
+from vouchers import api_bureau, api_elders, api_partners, api_scanner  # noqa: E402, F401

@@ -9,7 +9,8 @@ A token of the staff member ("providers:write" or "vouchers:redeem"; the reads a
    elder's bookings today. The same token sent again by the same scanner is the same scan;
    by another scanner it is refused (``qr_code_used``).
 2. ``POST /scans/{id}/check-in``: every refusal that does not depend on the price.
-3. ``POST /redemptions/{id}/price``, then ``/cash`` or ``/card``; ``/check-out`` any time.
+3. ``POST /redemptions/{id}/price``, then ``/cash`` or ``/card``; ``/check-out`` any time;
+   ``/cancel`` abandons a check-in before any money moved.
 
 Another provider's scan or redemption answers 404, as a missing one does.
 """
@@ -58,7 +59,7 @@ _CHECK_IN_FIELDS = {
     "service": "service_id",
     "location": ("latitude", "longitude"),
 }
-_PRICE_FIELDS = {"price": "price_fen", "insurance": "insurance_fen"}
+_PRICE_FIELDS = {"price": "price_fen", "insurance": "insurance_fen", "quantity": "quantity"}
 # The path of the links the QR codes encode: /r/<token> and /r/c<card code>.
 _LINK = re.compile(r"/r/([^/?#\s]+)")
 
@@ -203,7 +204,8 @@ def check_in(body, scan_id):
     elder today (``booking_id``); a home service needs the phone's ``latitude`` and
     ``longitude``. The same scan checked in again is the same redemption.
 
-    Refusals: ``out_of_scope``, ``voucher_not_usable``, ``elder_not_eligible``,
+    Refusals: ``out_of_scope``, ``voucher_not_usable``, ``elder_not_eligible`` (only a
+    death: any other loss of eligibility stops vouchers from the next month),
     ``check_in_too_far`` (409), ``staff_not_qualified``, ``provider_not_certified`` (403),
     ``invalid_input`` naming the field (422), ``redemption_state`` (409: this scan was
     checked in on another phone).
@@ -238,23 +240,78 @@ def check_out(redemption_id):
     return _provider_redemption(redemption)
 
 
+# What a provider's redemption looks like, for the OpenAPI document's examples.
+REDEMPTION_EXAMPLE = {
+    "id": 812,
+    "voucher_id": 4021,
+    "status": "checked_in",
+    "service": {"id": 31, "title": "助餐 午餐", "category": "meal_assistance", "unit": "meal"},
+    "booking_id": None,
+    "checked_in_at": "2026-03-09T11:42:05+08:00",
+    "checked_out_at": None,
+    "quantity": 10,
+    "price_fen": 15000,
+    "insurance_fen": 0,
+    "subsidy_fen": 6000,
+    "copay_fen": 9000,
+    "payment_method": None,
+    "redeemed_at": None,
+    "reversed_at": None,
+    "reversal_reason": None,
+    "elder": {"masked_name": "王*兰", "district": "210102"},
+    "staff_user_id": 57,
+    "check_in_distance_m": None,
+    "ratio_bp": 4000,
+    "remaining_fen": 44000,
+    "failure_reason": None,
+    "reversal_deadline": None,
+    "next_action_url": None,
+}
+
+
+@blp.post("/redemptions/<int:redemption_id>/cancel")
+@token_required(*_WRITE, any_of=True)
+@_for_staff
+@blp.doc(security=BEARER)
+@blp.response(
+    200,
+    VouchersProviderRedemptionSchema,
+    example=REDEMPTION_EXAMPLE | {"status": "cancelled", "price_fen": None, "quantity": None},
+)
+@error_responses(blp, 401, 403, 404, 409)
+def cancel(redemption_id):
+    """Abandon a check-in before any money moved (the elder left, the wrong elder was
+    scanned, the service was not delivered): the redemption ends ``cancelled``, audited, and
+    the voucher is untouched. Allowed while it is checked in, priced or not; once a payment
+    has started or it is redeemed, ``redemption_state`` (409): a redeemed one is reversed
+    instead. Sent again, it is a 409 and changes nothing."""
+    redemption = _own_redemption(redemption_id)
+    redemptions.cancel(redemption, staff_user=g.api_user)
+    return _provider_redemption(redemption)
+
+
 @blp.post("/redemptions/<int:redemption_id>/price")
 @token_required(*_WRITE, any_of=True)
 @_for_staff
 @blp.doc(security=BEARER)
-@blp.arguments(VouchersPriceRequestSchema)
-@blp.response(200, VouchersProviderRedemptionSchema)
+@blp.arguments(
+    VouchersPriceRequestSchema, example={"price_fen": 15000, "insurance_fen": 0, "quantity": 10}
+)
+@blp.response(200, VouchersProviderRedemptionSchema, example=REDEMPTION_EXAMPLE)
 @error_responses(blp, 401, 403, 404, 409, 422)
 def set_price(body, redemption_id):
-    """The price (at most the listed or booked price) and any long-term-care insurance part;
-    the answer carries the split: insurance first, then the voucher's share of the rest up to
-    its balance, and the elder's co-payment."""
+    """The price of ``quantity`` units of the service (default 1; ten meals, three hours),
+    at most the quantity times the listed or booked unit price, and any long-term-care
+    insurance part; the answer carries the split of the total: insurance first, then the
+    voucher's share of the rest up to its balance, and the elder's co-payment. A bad
+    ``quantity`` or ``price_fen`` is a 422 naming the field, and nothing is recorded."""
     redemption = _own_redemption(redemption_id)
     try:
         redemptions.set_price(
             redemption,
             price_fen=body["price_fen"],
             insurance_fen=body["insurance_fen"],
+            quantity=body["quantity"],
             staff_user=g.api_user,
         )
     except InvalidInput as error:

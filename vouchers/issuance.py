@@ -53,7 +53,7 @@ from eldercare.residents import District, Resident
 from eldercare.timeutil import local_today, now_utc
 from vouchers import ledger
 from vouchers.errors import InsufficientFunds
-from vouchers.kinds import kind_for
+from vouchers.kinds import kind_for, kind_of_month
 from vouchers.models import LIVE_FIRST, Redemption, Shortfall, Voucher
 from vouchers.policy import policy_on
 
@@ -180,7 +180,9 @@ def _face_value(resident_id: int, month: date, level: str | None):
     """(kind, policy) of the voucher this elder would get, or None when the voucher policy
     of the elder's kind does not cover the level. The version in force on the day of issue
     decides (the month's first day when issued ahead)."""
-    kind = kind_for(resident_id)
+    # The month's first voucher fixed its kind: a re-issue after a revocation keeps it,
+    # whatever was set since (a change applies from the next month).
+    kind = kind_of_month(resident_id, month) or kind_for(resident_id)
     policy = policy_on(kind, issuance_day(month))
     if level not in policy.level_set:
         return None

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from eldercare.db import Base, UTCDateTime
 from eldercare.timeutil import now_utc
+from vouchers.pricing import MAX_QUANTITY
 
 VOUCHER_KINDS = ("home_community", "institutional")
 VOUCHER_STATUSES = ("active", "expired", "revoked")
@@ -217,6 +218,9 @@ class KindChoice(Base):
     kind: Mapped[str] = mapped_column(sa.String(20))
     # Set by the bureau or the institution: forces the institutional kind.
     in_institution: Mapped[bool] = mapped_column(default=False)
+    # The care institution that said the elder lives there (its administrators may change
+    # this elder's kind); null when the bureau said so, or the elder does not.
+    institution_provider_id: Mapped[int | None] = mapped_column(sa.ForeignKey("providers.id"))
     chosen_by_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
     chosen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
 
@@ -349,6 +353,9 @@ class Redemption(Base):
             "AND subsidy_fen + copay_fen + insurance_fen = price_fen)",
             name="amounts",
         ),
+        sa.CheckConstraint(
+            f"quantity IS NULL OR (quantity >= 1 AND quantity <= {MAX_QUANTITY})", name="quantity"
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -368,6 +375,9 @@ class Redemption(Base):
     # Metres from the elder's home at check-in, for home services.
     check_in_distance_m: Mapped[int | None] = mapped_column()
     checked_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Units of the service bought (ten meals, three hours); the price is at most this many
+    # times the listed unit price. Set with the price.
+    quantity: Mapped[int | None] = mapped_column()
     # Money, in fen: price = insurance + subsidy + co-payment.
     price_fen: Mapped[int | None] = mapped_column(sa.BigInteger)
     insurance_fen: Mapped[int | None] = mapped_column(sa.BigInteger)  # long-term-care insurance

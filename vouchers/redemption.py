@@ -4,7 +4,7 @@ The steps, each its own unit of work:
 
 1. ``check_in``: the staff member has scanned the elder's code; every refusal that does not
    depend on the price is checked here (provider certified, staff qualified, service in the
-   voucher's scope, voucher of this month and not used up, elder eligible today, a home
+   voucher's scope, voucher of this month, active and not used up, elder alive, a home
    service checked in near the elder's home) and the proof of service starts (who, where,
    when). The scan's digest is unique, so the same scan submitted twice is one redemption.
 2. ``set_price``: the price and any long-term-care insurance part; the split is computed.
@@ -28,7 +28,6 @@ from flask_babel import force_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
-from assessment.eligibility import eligibility_on
 from eldercare import audit
 from eldercare.accounts import User, accounts_acting_for
 from eldercare.db import db
@@ -84,6 +83,21 @@ def usable_problem(voucher: Voucher, today: date) -> str | None:
     if voucher.balance_fen <= 0:
         return _l("This month's voucher is used up.")
     return None
+
+
+def require_alive(resident_id: int, today: date) -> None:
+    """The elder's part of the check at redemption. POLICY: a loss of eligibility (a move,
+    a new exclusion, a re-assessment below the programme's levels) stops vouchers from the
+    next month, so this month's voucher stays usable; only a death voids it at once.
+    Eligibility decides issuance (vouchers.issuance), never a single purchase. The death is
+    read from the register itself, so a scan between the death and the feed's revocation
+    (which runs every minute) is refused too."""
+    resident = db.session.get(Resident, resident_id)
+    if resident.date_of_death is not None and resident.date_of_death <= today:
+        raise ElderNotEligible(
+            _l("The register records the elder's death; the voucher can no longer be used."),
+            details={"reasons": [_("The register records this person as deceased.")]},
+        )
 
 
 def _district_by_id(district_id: int) -> str:
@@ -158,9 +172,7 @@ def check_in(
     rules = rules_for(voucher, today)  # the version in force on the day of the service
     if service.category_code not in rules.category_set:
         raise OutOfScope()
-    eligibility = eligibility_on(voucher.resident_id, today)
-    if not eligibility.eligible:
-        raise ElderNotEligible(details={"reasons": [r.message for r in eligibility.reasons]})
+    require_alive(voucher.resident_id, today)
 
     distance = _check_location(voucher, service, latitude, longitude, rules)
     redemption = Redemption(
@@ -270,11 +282,13 @@ def set_price(
     *,
     price_fen: int,
     insurance_fen: int = 0,
+    quantity: int = 1,
     staff_user: User,
     now: datetime | None = None,
 ) -> pricing.Split:
-    """Record the price and the insurance part; the split uses the voucher's balance now and
-    the ratio in force on the day of the service (the check-in's day)."""
+    """Record the price of ``quantity`` units and the insurance part; the price is at most
+    the quantity times the listed (or booked) unit price. The split uses the voucher's
+    balance now and the ratio in force on the day of the service (the check-in's day)."""
     audit.lock_chain()  # the redemption row is updated; the payment may follow at once
     now = now or now_utc()
     _require_own(redemption, staff_user)
@@ -286,21 +300,14 @@ def set_price(
     problem = usable_problem(voucher, local_today(now))
     if problem:
         raise VoucherNotUsable(problem)
-    split = pricing.split(
+    split = pricing.split_units(
+        quantity,
+        listed,
         price_fen,
         insurance_fen,
         ratio_bp=rules_for(voucher, service_day(redemption)).ratio_bp,
         remaining_fen=voucher.balance_fen,
     )
-    if price_fen > listed:
-        raise InvalidInput(
-            details={
-                "price": _l(
-                    "The price is more than the listed price of %(listed)s.",
-                    listed=yuan(listed),
-                )
-            }
-        )
     if split.subsidy_fen == 0:
         raise InvalidInput(
             details={"insurance": _l("Nothing is left for the voucher to pay at this price.")}
@@ -310,6 +317,7 @@ def set_price(
         # for the new co-payment, never the old one's amount.
         redemption.payment_intent_id = None
         redemption.idempotency_key = None
+    redemption.quantity = split.quantity
     redemption.price_fen = split.price_fen
     redemption.insurance_fen = split.insurance_fen
     redemption.subsidy_fen = split.subsidy_fen
@@ -354,9 +362,7 @@ def hold(redemption: Redemption, *, method: str, now: datetime | None = None) ->
     # Checked again at payment, not only at check-in: a provider suspended, or an elder who
     # died, since the morning's check-in must not be paid for.
     require_certified(catalogue.service_by_id(redemption.service_id).provider, today=today)
-    eligibility = eligibility_on(redemption.resident_id, today)
-    if not eligibility.eligible:
-        raise ElderNotEligible(details={"reasons": [r.message for r in eligibility.reasons]})
+    require_alive(redemption.resident_id, today)
     if not _move_status(
         redemption, "checked_in", "pending_payment", held_at=now, payment_method=method
     ):
@@ -595,7 +601,8 @@ def _complete_booking(redemption: Redemption, now: datetime) -> None:
 
 
 def _tell_family(redemption: Redemption) -> int:
-    """ "¥X of the voucher was used at Y for Z at T", to everyone who acts for the elder."""
+    """ "¥X of the voucher was used at Y for Z at T" (with the quantity when more than one
+    unit was bought), to everyone who acts for the elder."""
     service = catalogue.service_by_id(redemption.service_id)
     when = format_local(redemption.redeemed_at)
     values = {
@@ -604,19 +611,30 @@ def _tell_family(redemption: Redemption) -> int:
         "provider": service.provider.name,
         "service": service.title,
         "when": when,
+        "quantity": redemption.quantity or 1,
+        "price": yuan(redemption.price_fen),
     }
-    with force_locale("zh_Hans_CN"):
-        zh = _(
-            "%(amount)s of the voucher was used at %(provider)s for %(service)s at %(when)s; "
-            "the elder paid %(copay)s.",
-            **values,
-        )
-    with force_locale("en"):
-        en = _(
-            "%(amount)s of the voucher was used at %(provider)s for %(service)s at %(when)s; "
-            "the elder paid %(copay)s.",
-            **values,
-        )
+    texts = []
+    for locale in ("zh_Hans_CN", "en"):
+        with force_locale(locale):
+            if values["quantity"] == 1:
+                texts.append(
+                    _(
+                        "%(amount)s of the voucher was used at %(provider)s for %(service)s "
+                        "at %(when)s; the elder paid %(copay)s.",
+                        **values,
+                    )
+                )
+            else:
+                texts.append(
+                    _(
+                        "%(amount)s of the voucher was used at %(provider)s for "
+                        "%(quantity)s × %(service)s (%(price)s in all) at %(when)s; the elder "
+                        "paid %(copay)s.",
+                        **values,
+                    )
+                )
+    zh, en = texts
     subject = f"养老服务消费券使用提醒 / Voucher used: {values['amount']}"
     return sum(
         enqueue(user.id, subject, f"{zh}\n{en}", f"redemption:{redemption.id}:{user.id}")

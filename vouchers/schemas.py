@@ -17,6 +17,7 @@ from marshmallow import fields, validate
 from eldercare.api_fields import StrictInteger, page_limit, page_offset
 from eldercare.db import ROW_ID_MAX
 from vouchers.models import PAYMENT_METHODS, REDEMPTION_STATUSES, VOUCHER_KINDS, VOUCHER_STATUSES
+from vouchers.pricing import MAX_QUANTITY
 
 _LOCAL_TIME = {"description": "ISO 8601, in Asia/Shanghai (+08:00)"}
 _FEN = {"description": "in fen"}
@@ -78,6 +79,9 @@ class _RedemptionBase(ma.Schema):
     booking_id = fields.Integer(allow_none=True)
     checked_in_at = fields.AwareDateTime(required=True, metadata=_LOCAL_TIME)
     checked_out_at = fields.AwareDateTime(allow_none=True, metadata=_LOCAL_TIME)
+    quantity = fields.Integer(
+        allow_none=True, metadata={"description": "units of the service; null: not priced yet"}
+    )
     price_fen = fields.Integer(allow_none=True, metadata={"description": "null: not priced yet"})
     insurance_fen = fields.Integer(
         allow_none=True, metadata={"description": "paid by long-term-care insurance, fen"}
@@ -239,9 +243,16 @@ class VouchersProviderRedemptionSchema(_RedemptionBase):
 
 
 class VouchersPriceRequestSchema(ma.Schema):
-    price_fen = StrictInteger(required=True, metadata={"description": "at most the listed price"})
+    price_fen = StrictInteger(
+        required=True,
+        metadata={"description": "the total, at most quantity x the listed (or booked) price"},
+    )
     insurance_fen = StrictInteger(
         load_default=0, metadata={"description": "the long-term-care insurance part, fen"}
+    )
+    quantity = StrictInteger(
+        load_default=1,
+        metadata={"description": f"units of the service bought (1 to {MAX_QUANTITY}), e.g. meals"},
     )
 
 
@@ -358,3 +369,136 @@ class VouchersPoolSchema(ma.Schema):
     accounts = fields.List(fields.Nested(VouchersAccountSchema), required=True)
     districts = fields.List(fields.Nested(VouchersDistrictPoolSchema), required=True)
     ledger = fields.Nested(VouchersLedgerCheckSchema, required=True)
+
+
+# --- issue 10: the elder's kind set by the bureau or an institution; the bureau's data -----
+
+_MONTH = {"description": "YYYY-MM (Asia/Shanghai)"}
+_MONTH_PATTERN = validate.Regexp(r"^\d{4}-(0[1-9]|1[0-2])$", error="Use YYYY-MM, e.g. 2026-03.")
+
+
+class VouchersKindRequestSchema(ma.Schema):
+    id_number = fields.String(required=True, metadata={"description": "the elder's resident ID"})
+    in_institution = fields.Boolean(
+        required=True,
+        truthy={True},
+        falsy={False},
+        metadata={"description": "the elder lives in a care institution"},
+    )
+    kind = fields.String(
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "description": "home_community or institutional; institutional when left out "
+            "and in_institution is true"
+        },
+    )
+
+
+class VouchersKindAnswerSchema(ma.Schema):
+    masked_id_number = fields.String(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(VOUCHER_KINDS))
+    in_institution = fields.Boolean(required=True)
+    institution_provider_id = fields.Integer(
+        allow_none=True, metadata={"description": "the institution that recorded it; null: bureau"}
+    )
+    applies_from = fields.String(
+        required=True,
+        metadata={
+            "description": "YYYY-MM: the first month whose voucher has this kind (this "
+            "month's voucher, once issued, keeps its kind)"
+        },
+    )
+
+
+class _BureauFilterSchema(ma.Schema):
+    month = fields.String(validate=_MONTH_PATTERN, metadata=_MONTH)
+    district = fields.String(
+        validate=validate.Regexp(r"^\d{6}$"), metadata={"description": "district code (GB/T 2260)"}
+    )
+
+
+class VouchersBureauVoucherQuerySchema(_BureauFilterSchema):
+    status = fields.String(validate=validate.OneOf(VOUCHER_STATUSES))
+    kind = fields.String(validate=validate.OneOf(VOUCHER_KINDS))
+    limit = page_limit()
+    offset = page_offset()
+
+
+class VouchersBureauRedemptionQuerySchema(_BureauFilterSchema):
+    status = fields.String(validate=validate.OneOf(REDEMPTION_STATUSES))
+    provider = fields.Integer(
+        validate=validate.Range(min=1, max=ROW_ID_MAX), metadata={"description": "provider id"}
+    )
+    limit = page_limit()
+    offset = page_offset()
+
+
+_FORMAT = fields.String(load_default="csv", validate=validate.OneOf(("csv", "xlsx")))
+
+
+class VouchersBureauVoucherExportSchema(VouchersBureauVoucherQuerySchema):
+    class Meta:
+        exclude = ("limit", "offset")
+
+    month = fields.String(required=True, validate=_MONTH_PATTERN, metadata=_MONTH)
+    format = _FORMAT
+
+
+class VouchersBureauRedemptionExportSchema(VouchersBureauRedemptionQuerySchema):
+    class Meta:
+        exclude = ("limit", "offset")
+
+    month = fields.String(required=True, validate=_MONTH_PATTERN, metadata=_MONTH)
+    format = _FORMAT
+
+
+class VouchersBureauVoucherRowSchema(ma.Schema):
+    id = fields.Integer(required=True)
+    month = fields.String(required=True, metadata=_MONTH)
+    district = fields.String(required=True, metadata=_DISTRICT)
+    masked_id_number = fields.String(required=True, metadata={"description": "resident ID, masked"})
+    kind = fields.String(required=True, validate=validate.OneOf(VOUCHER_KINDS))
+    status = fields.String(required=True, validate=validate.OneOf(VOUCHER_STATUSES))
+    face_value_fen = fields.Integer(required=True, metadata=_FEN)
+    balance_fen = fields.Integer(required=True, metadata=_FEN)
+    held_fen = fields.Integer(required=True, metadata=_FEN)
+    revoked_reason = fields.String(allow_none=True)
+    issued_at = fields.AwareDateTime(required=True, metadata=_LOCAL_TIME)
+    closed_at = fields.AwareDateTime(allow_none=True, metadata=_LOCAL_TIME)
+
+
+class VouchersBureauRedemptionRowSchema(ma.Schema):
+    id = fields.Integer(required=True)
+    voucher_id = fields.Integer(required=True)
+    month = fields.String(required=True, metadata=_MONTH)
+    district = fields.String(required=True, metadata=_DISTRICT)
+    masked_id_number = fields.String(required=True, metadata={"description": "resident ID, masked"})
+    provider_id = fields.Integer(required=True)
+    provider_name = fields.String(required=True)
+    service_id = fields.Integer(allow_none=True)
+    category = fields.String(allow_none=True, metadata={"description": "category code"})
+    status = fields.String(required=True, validate=validate.OneOf(REDEMPTION_STATUSES))
+    quantity = fields.Integer(allow_none=True)
+    price_fen = fields.Integer(allow_none=True, metadata=_FEN)
+    insurance_fen = fields.Integer(allow_none=True, metadata=_FEN)
+    subsidy_fen = fields.Integer(allow_none=True, metadata=_FEN)
+    copay_fen = fields.Integer(allow_none=True, metadata=_FEN)
+    payment_method = fields.String(allow_none=True)
+    checked_in_at = fields.AwareDateTime(required=True, metadata=_LOCAL_TIME)
+    redeemed_at = fields.AwareDateTime(allow_none=True, metadata=_LOCAL_TIME)
+    reversed_at = fields.AwareDateTime(allow_none=True, metadata=_LOCAL_TIME)
+
+
+class VouchersBureauVoucherPageSchema(ma.Schema):
+    items = fields.List(fields.Nested(VouchersBureauVoucherRowSchema), required=True)
+    total = fields.Integer(required=True, metadata={"description": "matching rows, all pages"})
+    limit = fields.Integer(required=True)
+    offset = fields.Integer(required=True)
+
+
+class VouchersBureauRedemptionPageSchema(ma.Schema):
+    items = fields.List(fields.Nested(VouchersBureauRedemptionRowSchema), required=True)
+    total = fields.Integer(required=True, metadata={"description": "matching rows, all pages"})
+    limit = fields.Integer(required=True)
+    offset = fields.Integer(required=True)

@@ -45,7 +45,15 @@ from flask_login import current_user
 from eldercare.auth import ensure_in_district, login_manager, roles_required
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
-from eldercare.forms import FormErrors, input_problem, parse_yuan, problem_from, yuan, yuan_input
+from eldercare.forms import (
+    FormErrors,
+    input_problem,
+    parse_yuan,
+    problem_from,
+    whole_number_or_raw,
+    yuan,
+    yuan_input,
+)
 from eldercare.navigation import Destination
 from eldercare.residents import Resident
 from eldercare.timeutil import format_local, local_today, now_utc
@@ -398,6 +406,7 @@ def _render_redemption(r: Redemption, problem=None, status=200, values=None, not
         values = {
             "price": yuan_input(r.price_fen if r.price_fen is not None else listed),
             "insurance": yuan_input(r.insurance_fen or 0),
+            "quantity": str(r.quantity or 1),
             **values,
         }
     from eldercare.accounts import User
@@ -461,14 +470,18 @@ def set_price(redemption_id: int):
     price = parse_yuan(request.form.get("price"), "price", errors)
     insurance_text = request.form.get("insurance", "")
     insurance = parse_yuan(insurance_text, "insurance", errors) if insurance_text.strip() else 0
+    # Blank is one unit; anything but a whole number goes on to the service, which names
+    # the field and the allowed range.
+    quantity = whole_number_or_raw(request.form.get("quantity"), digits=6)
+    quantity = 1 if quantity is None else quantity
     if errors:
         return _render_redemption(r, input_problem(errors), 422, request.form)
     return _step(
         redemption_id,
         lambda r: redemptions.set_price(
-            r, price_fen=price, insurance_fen=insurance, staff_user=current_user
+            r, price_fen=price, insurance_fen=insurance, quantity=quantity, staff_user=current_user
         ),
-        fields=("price", "insurance"),
+        fields=("price", "insurance", "quantity"),
     )
 
 

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from eldercare.errors import InvalidInput
-from vouchers.pricing import split
+from vouchers.pricing import MAX_PRICE_FEN, MAX_QUANTITY, split, split_units
 
 # price, insurance, ratio, remaining -> subsidy, co-payment
 TABLE = [
@@ -57,3 +57,55 @@ def test_split_properties(price, insurance_share, ratio, remaining):
 def test_bad_amounts_are_refused(price, insurance):
     with pytest.raises(InvalidInput):
         split(price, insurance, ratio_bp=4000, remaining_fen=50_000)
+
+
+# --- a quantity of units at the listed unit price (issue 10 item 12) -----------------------
+
+
+@given(
+    quantity=st.integers(1, MAX_QUANTITY),
+    unit=st.integers(1, 200_000),
+    price_share=st.fractions(0, 1),
+    insurance_share=st.fractions(0, 1),
+    ratio=st.integers(1, 10_000),
+    remaining=st.integers(0, 100_000),
+)
+def test_units_cap_the_price_and_keep_the_split(
+    quantity, unit, price_share, insurance_share, ratio, remaining
+):
+    cap = quantity * unit
+    price = max(1, int(cap * price_share))
+    insurance = int(price * insurance_share)
+    if price > MAX_PRICE_FEN:
+        with pytest.raises(InvalidInput):
+            split_units(quantity, unit, price, insurance, ratio_bp=ratio, remaining_fen=remaining)
+        return
+    result = split_units(quantity, unit, price, insurance, ratio_bp=ratio, remaining_fen=remaining)
+    # The split of the total is the split rule's, unchanged.
+    plain = split(price, insurance, ratio_bp=ratio, remaining_fen=remaining)
+    assert (result.subsidy_fen, result.copay_fen, result.insurance_fen) == (
+        plain.subsidy_fen,
+        plain.copay_fen,
+        plain.insurance_fen,
+    )
+    assert result.quantity == quantity
+    assert result.insurance_fen + result.subsidy_fen + result.copay_fen == price <= cap
+
+
+@given(
+    quantity=st.integers(1, MAX_QUANTITY),
+    unit=st.integers(1, 50_000),
+    over=st.integers(1, 10_000),
+)
+def test_a_price_over_quantity_times_the_unit_price_is_refused(quantity, unit, over):
+    price = quantity * unit + over
+    with pytest.raises(InvalidInput) as refused:
+        split_units(quantity, unit, price, 0, ratio_bp=4000, remaining_fen=50_000)
+    assert set(refused.value.details) == {"price"}
+
+
+@pytest.mark.parametrize("quantity", [0, -1, MAX_QUANTITY + 1, 1.5, "2", True, None])
+def test_bad_quantities_are_refused(quantity):
+    with pytest.raises(InvalidInput) as refused:
+        split_units(quantity, 1500, 1500, 0, ratio_bp=4000, remaining_fen=50_000)
+    assert "quantity" in refused.value.details

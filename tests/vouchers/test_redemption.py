@@ -5,7 +5,8 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from assessment.eligibility import record_death
+from assessment.agencies import add_assessor
+from assessment.eligibility import add_exclusion, eligibility_on, record_death
 from eldercare.errors import InvalidInput, PermissionDenied
 from eldercare.notifications import Notification
 from eldercare.timeutil import now_utc
@@ -338,3 +339,96 @@ def test_only_todays_accepted_booking_can_be_checked_in(shop, db_session):
             booking_id=booking.id,
         ),
     )
+
+
+# --- issue 10 item 1: only death voids the current month's voucher ------------------------
+
+
+def _price_and_pay(s, r):
+    redemption.set_price(r, price_fen=1500, staff_user=s.caregiver)
+    redemption.pay_cash(r, staff_user=s.caregiver)
+    return r
+
+
+def test_a_reassessment_below_moderate_mid_month_leaves_this_months_voucher_usable(shop):
+    """POLICY: vouchers stop from the next month; the current one still redeems."""
+    w = shop.world
+    second = add_assessor(
+        w.other,
+        w.factory.user("assessor-zheng", roles=["assessor"]),
+        name="郑丽",
+        certificate_number="C-004",
+        valid_until=shop.today + timedelta(days=365),
+    )
+    shop.assess(
+        shop.elder,
+        "mild",
+        type="reassessment",
+        disputed=shop.assessment,
+        agency=w.other,
+        assessors=(w.wu, second),
+    )
+    assert not eligibility_on(shop.elder.id, shop.today).eligible
+    r = _price_and_pay(shop, scan(shop))
+    assert r.status == "redeemed" and r.subsidy_fen == 600
+
+
+def test_a_new_exclusion_mid_month_leaves_this_months_voucher_usable(shop):
+    add_exclusion(shop.elder, "extremely_poor_support", shop.today)
+    assert not eligibility_on(shop.elder.id, shop.today).eligible
+    r = _price_and_pay(shop, scan(shop))
+    assert r.status == "redeemed"
+
+
+def test_an_exclusion_after_the_check_in_does_not_stop_the_payment(shop):
+    r = scan(shop)
+    redemption.set_price(r, price_fen=1500, staff_user=shop.caregiver)
+    add_exclusion(shop.elder, "extremely_poor_support", shop.today)
+    redemption.pay_cash(r, staff_user=shop.caregiver)
+    assert r.status == "redeemed"
+
+
+def test_a_death_after_the_check_in_stops_the_payment(shop, db_session):
+    """Before the feed has revoked the voucher (it runs every minute), the death alone
+    refuses the payment."""
+    r = scan(shop)
+    redemption.set_price(r, price_fen=1500, staff_user=shop.caregiver)
+    record_death(shop.elder, shop.today, today=shop.today)
+    _refused(
+        db_session, ElderNotEligible, lambda: redemption.pay_cash(r, staff_user=shop.caregiver)
+    )
+    assert shop.voucher.status == "active"  # not yet revoked: the check is the death itself
+
+
+# --- issue 10 item 12: a quantity of units -------------------------------------------------
+
+
+def test_ten_meals_are_priced_at_ten_times_the_listed_price(shop, db_session):
+    r = scan(shop)
+    # One meal's price cap no longer holds for ten meals; eleven meals' price is too much.
+    _refused(
+        db_session,
+        InvalidInput,
+        lambda: redemption.set_price(r, price_fen=15_001, quantity=10, staff_user=shop.caregiver),
+    )
+    split = redemption.set_price(r, price_fen=15_000, quantity=10, staff_user=shop.caregiver)
+    assert (split.quantity, split.subsidy_fen, split.copay_fen) == (10, 6000, 9000)
+    redemption.pay_cash(r, staff_user=shop.caregiver)
+    assert (r.status, r.quantity, r.price_fen, r.subsidy_fen) == ("redeemed", 10, 15_000, 6000)
+    notice = db_session.scalars(sa.select(Notification).order_by(Notification.id)).all()[-1]
+    assert "10 ×" in notice.body
+
+
+def test_the_quantity_defaults_to_one_and_bad_quantities_change_nothing(shop, db_session):
+    r = scan(shop)
+    for bad in (0, -3, 101, 2.5, "3", None):
+        _refused(
+            db_session,
+            InvalidInput,
+            lambda q=bad: redemption.set_price(
+                r, price_fen=1500, quantity=q, staff_user=shop.caregiver
+            ),
+        )
+    assert r.quantity is None and r.price_fen is None
+    redemption.set_price(r, price_fen=1500, staff_user=shop.caregiver)
+    assert r.quantity == 1

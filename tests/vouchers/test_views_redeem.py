@@ -697,3 +697,32 @@ def test_resolving_a_payment_the_card_did_pay_redeems_it_and_other_districts_see
     db_session.refresh(r)
     assert (r.status, r.payment_method) == ("redeemed", "card")
     assert money(shop, db_session) == (49_400, 0, 600)
+
+
+# --- issue 10 item 12: a quantity of units -------------------------------------------------
+
+
+def test_ten_meals_are_priced_and_the_receipt_shows_the_quantity(shop, en, login, db_session):
+    sign_in_caregiver(shop, login)
+    where = checked_in(en, shop)
+    form = en.get(where).get_data(as_text=True)
+    assert 'name="quantity"' in form and 'value="1"' in form
+    too_much = en.post(f"{where}/price", data={"price": "150.01", "quantity": "10"})
+    assert too_much.status_code == 422
+    assert "10 × ¥15.00" in too_much.get_data(as_text=True)
+    assert db_session.scalar(sa.select(Redemption.price_fen)) is None
+    assert en.post(f"{where}/price", data={"price": "150", "quantity": "10"}).status_code == 302
+    assert en.post(f"{where}/cash").status_code == 302
+    receipt = en.get(where).get_data(as_text=True)
+    assert "Quantity" in receipt and "10 × ¥15.00" in receipt
+    assert db_session.scalar(sa.select(Redemption.quantity)) == 10
+
+
+@pytest.mark.parametrize("typed", ["0", "-2", "1.5", "ten", "101", "1e1"])
+def test_unreadable_quantities_are_refused_and_change_nothing(shop, en, login, db_session, typed):
+    sign_in_caregiver(shop, login)
+    where = checked_in(en, shop)
+    response = en.post(f"{where}/price", data={"price": "15", "quantity": typed})
+    assert response.status_code == 422
+    assert "Enter how many units, a whole number from 1 to 100." in response.get_data(as_text=True)
+    assert db_session.scalar(sa.select(Redemption.price_fen)) is None
