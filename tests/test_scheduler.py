@@ -112,3 +112,14 @@ def test_a_changed_job_replaces_the_stored_one_without_postponing_its_run(store_
     assert str(monthly.trigger) == "interval[0:10:00]"
     assert monthly.next_run_time == overdue
     assert gone is None
+
+
+def test_jobs_take_turns_on_sqlite_and_run_side_by_side_on_postgresql(store_app):
+    """Found running `make run`: three every-minute jobs writing to the demo's SQLite file at
+    the same moment failed with "database is locked" (SQLite has one writer, and a read
+    transaction cannot wait to become a write one)."""
+    scheduler = make_scheduler(store_app, StoreOnly)
+    pool = scheduler._lookup_executor("default")._pool  # APScheduler's ThreadPoolExecutor
+    with store_app.app_context():
+        dialect = db.engine.dialect.name
+    assert pool._max_workers == (1 if dialect == "sqlite" else 4)
