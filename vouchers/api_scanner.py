@@ -18,6 +18,7 @@ Another provider's scan or redemption answers 404, as a missing one does.
 from __future__ import annotations
 
 import functools
+import logging
 import re
 
 import sqlalchemy as sa
@@ -35,7 +36,7 @@ from marketplace.staff import staff_may_deliver
 from vouchers import cards, payments, qr_tokens
 from vouchers import redemption as redemptions
 from vouchers.api import blp, month_text, shape_redemption, shape_service
-from vouchers.errors import GatewayUnavailable, TokenForged
+from vouchers.errors import GatewayError, GatewayUnavailable, TokenForged
 from vouchers.models import Redemption, TokenUse, Voucher
 from vouchers.policy import shown_rules
 from vouchers.schemas import (
@@ -51,6 +52,7 @@ from vouchers.schemas import (
     VouchersScanSchema,
 )
 
+log = logging.getLogger(__name__)
 _WRITE = ("providers:write", "vouchers:redeem")
 _READ = (*_WRITE, "read")
 # The service functions name their problems after their parameters; the API after its fields.
@@ -375,20 +377,24 @@ def pay_card(body, redemption_id):
 @blp.response(200, VouchersProviderRedemptionSchema)
 @error_responses(blp, 401, 403, 404)
 def get_redemption(redemption_id):
-    """One of the provider's redemptions. A card payment not yet recorded as paid is first
-    settled from the gateway (after 3-D Secure, or while polling): a charge that went through
-    is redeemed, or refunded if the redemption meanwhile ended another way. Polling never
-    gives a hold back (the confirming request may still be running); a failed attempt is
-    released by the request that made it or by the every-minute job. When the gateway cannot
-    be reached the redemption is answered as it stands."""
+    """One of the provider's redemptions. While a card attempt is still open on it (not
+    recorded as the payment, not closed) it is first settled from the gateway (after 3-D
+    Secure, or while polling): a charge that went through is redeemed, or refunded if the
+    redemption meanwhile ended another way. Polling never gives a hold back (the confirming
+    request may still be running); a failed attempt is released by the request that made it
+    or by the every-minute job. A read never fails because of the gateway: when it cannot be
+    reached, or refuses, the redemption is answered as recorded."""
     redemption = _own_redemption(redemption_id)
     url = None
-    if redemption.payment_intent_id:
+    if payments.awaits_settling(redemption):
         try:
             payments.settle_from_gateway(redemption)
             url = payments.next_action_for(redemption)
-        except GatewayUnavailable:
-            pass  # nothing was settled: the webhook or the every-minute job will
+        except GatewayError as problem:
+            # Nothing was settled: the webhook or the every-minute job will.
+            db.session.rollback()
+            if not isinstance(problem, GatewayUnavailable):
+                log.warning("redemption %s read as recorded: %r", redemption_id, problem)
     return _provider_redemption(redemption, next_action_url=url)
 
 

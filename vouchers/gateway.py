@@ -9,6 +9,11 @@ retried, except the two that mean "busy, try later": 409 ``idempotency_key_in_us
 request with the same key is still running at the gateway) and 429 (rate limited). Those are
 retried like a 5xx and, if they persist, reported as GatewayUnavailable, never as a refusal.
 
+Every request names the API version it was written for (``Stripe-Version``), so that an
+account upgraded at the gateway cannot change the shape of the answers under us: in
+particular an intent's charge is ``latest_charge`` (versions from 2022-11-15), no longer the
+list ``charges``. Reading an answer still accepts both.
+
 Amounts are integer fen, which is Stripe's minor unit for CNY.
 """
 
@@ -32,6 +37,9 @@ CURRENCY = "cny"
 # 4xx answers that mean "not now" rather than "never": retried, then GatewayUnavailable.
 BUSY_CODES = frozenset({"idempotency_key_in_use", "rate_limit"})
 OUTCOMES = ("succeeded", "requires_action", "processing", "failed", "canceled")
+# The API version this client speaks (intents carry ``latest_charge``); localstripe accepts
+# the header and answers in its one shape, which has both ``latest_charge`` and ``charges``.
+STRIPE_VERSION = "2023-10-16"
 
 # What the elder or the desk is told for the decline codes worth telling apart; the bank's
 # wording (English, sometimes revealing, e.g. "stolen_card") is never shown.
@@ -207,7 +215,7 @@ class Gateway:
         query: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> dict:
-        headers = {"Authorization": f"Bearer {self.secret_key}"}
+        headers = {"Authorization": f"Bearer {self.secret_key}", "Stripe-Version": STRIPE_VERSION}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
         url = self.base_url + path
@@ -355,9 +363,17 @@ def amount_received(intent: Mapping[str, Any]) -> int | None:
 
 
 def amount_refunded(intent: Mapping[str, Any], gw: Gateway | None = None) -> int | None:
-    """What has been given back of the intent's charge, None when it cannot be told. The
-    charge comes expanded from localstripe; from Stripe it is an id, retrieved with ``gw``."""
+    """What has been given back of the intent's charge, None when it cannot be told (the
+    caller must then ask again later, never act on a guess).
+
+    The charge is ``latest_charge``: expanded from localstripe, an id from Stripe (retrieved
+    with ``gw``). An answer in an API version before 2022-11-15 has instead the list
+    ``charges``, newest first."""
     charge = intent.get("latest_charge")
+    if charge is None:
+        charges = intent.get("charges")
+        listed = charges.get("data") if isinstance(charges, Mapping) else None
+        charge = listed[0] if isinstance(listed, list) and listed else None
     if isinstance(charge, str) and gw is not None:
         charge = gw.retrieve_charge(charge)
     if not isinstance(charge, Mapping):

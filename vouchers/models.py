@@ -413,9 +413,10 @@ class GatewayEvent(Base):
 
 # current: the redemption's live intent (being created, or waiting for a card); succeeded:
 # it paid the redemption; superseded: dropped on purpose (a new price, a refusal to create it,
-# cancelled, cash taken instead) and never to be paid against; refunded: it took money that no
-# redemption stands on, and that money was given back.
-ATTEMPT_STATES = ("current", "superseded", "succeeded", "refunded")
+# cancelled, cash taken instead) and never to be paid against; refunding: it took money that
+# no redemption stands on, and its refund is decided (``refund_fen``) but not yet taken by the
+# gateway (the every-minute job asks again); refunded: that money was given back.
+ATTEMPT_STATES = ("current", "superseded", "succeeded", "refunding", "refunded")
 
 
 class PaymentAttempt(Base):
@@ -450,6 +451,12 @@ class PaymentAttempt(Base):
     state: Mapped[str] = mapped_column(sa.String(12), default="current")
     # Why it left "current" (a new price, refused at creation, cash taken...).
     note: Mapped[str | None] = mapped_column(sa.String(200))
+    # "refunding": what is to be given back, decided under the lock; the gateway is asked
+    # after the commit (the refund's key names the intent and this amount).
+    refund_fen: Mapped[int | None] = mapped_column(sa.BigInteger)
     refund_id: Mapped[str | None] = mapped_column(sa.String(80))
+    # The payment method of the confirm that sent the payer to 3-D Secure: the payer's
+    # return may give the hold back once, consuming it; a new hold clears it.
+    authenticating_method: Mapped[str | None] = mapped_column(sa.String(80))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, onupdate=now_utc)

@@ -9,17 +9,31 @@ page, a webhook, polling or the reconciling job without charging twice.
 
 Every intent created for a redemption is a ``PaymentAttempt``: ``current`` (the one a charge
 goes on with), ``succeeded`` (it paid), ``superseded`` (dropped on purpose: a new price, a
-refused create, cancelled, no longer waited for; never paid against) or ``refunded``.
+refused create, cancelled, no longer waited for; never paid against), ``refunding`` (its
+charge cannot pay the redemption and its refund is decided, not yet made) or ``refunded``.
+
+The gateway and the lock. The audit chain's lock (``eldercare.audit.lock_chain``, first in
+the one lock order written in ``vouchers.ledger``) is one advisory lock for the whole city,
+held to the end of the transaction; no path here holds it across a call to the gateway. Each
+path asks the gateway first, with no lock; then locks (chain, then the redemption's row,
+then its attempts'), reads the attempt and the redemption again, and records what still
+applies. A refund is decided under the lock and recorded (``refunding``, with the amount,
+audited, committed with the release it goes with), then asked for after the commit under a
+key naming the intent and the amount, and its id recorded, locked again. A refund call that
+does not get through leaves the attempt ``refunding``: the every-minute job asks again.
 
 Who settles a payment:
 - the request that confirms the card, with the gateway's answer (most payments);
-- the 3-D Secure return (its own endpoint), by retrieving the intent;
+- the 3-D Secure return (its own endpoint), by retrieving the intent; it gives a hold back
+  once per confirm that sent the payer there (``settle_return``);
 - the gateway's webhook (signature verified), by retrieving the intent;
 - the status page and the scanner API's poll, by retrieving the intent;
-- ``settle_stale_holds``, every minute: holds older than 15 minutes (a succeeded intent is
-  captured, any other is cancelled at the gateway first and only then released, so a payment
-  can never succeed after its hold was given back; while the gateway cannot be reached the
-  hold stays), and live attempts older than 15 minutes on redemptions no longer waiting;
+- ``settle_stale_holds``, every minute: refunds left ``refunding``; holds older than 15
+  minutes (a succeeded intent is captured, any other is cancelled at the gateway first and
+  only then released, so a payment can never succeed after its hold was given back; while
+  the gateway cannot be reached the hold stays); and live attempts older than 15 minutes on
+  redemptions no longer waiting (the redemption first stops pointing at the intent, so no
+  new confirm goes on it while it is cancelled);
 - a bureau operator's "resolve stuck payment" (audited), which does what the job would do,
   now.
 
@@ -27,7 +41,9 @@ A ``succeeded`` intent reaching any of them goes through redeem-or-refund, whate
 redemption's status: the charge ends as the redemption's one card payment, or refunded. A
 failed attempt gives the hold back only from the confirming request, the 3-D Secure return,
 the job or the bureau: a poll, the status page or a webhook may be looking while a confirm is
-still in flight, when the intent still reads "requires a payment method".
+still in flight, when the intent still reads "requires a payment method". A read (the
+scanner API's GET) asks only while an attempt is still open, and answers the redemption as
+recorded when the gateway cannot help.
 """
 
 from __future__ import annotations
@@ -112,9 +128,10 @@ def _key(redemption: Redemption, step: str) -> str:
 
 # Where an attempt may go from each state; anything else is a bug, refused loudly.
 ATTEMPT_MOVES = {
-    "current": frozenset({"superseded", "succeeded", "refunded"}),
-    "superseded": frozenset({"refunded"}),
+    "current": frozenset({"superseded", "succeeded", "refunding", "refunded"}),
+    "superseded": frozenset({"refunding", "refunded"}),
     "succeeded": frozenset({"refunded"}),  # reversed, its card refunded
+    "refunding": frozenset({"refunded"}),  # the refund decided; the gateway asked after
     "refunded": frozenset(),
 }
 
@@ -195,8 +212,7 @@ def _live_attempt(redemption: Redemption, gw) -> PaymentAttempt | None:
         # reached, nothing is marked and the next try closes it.
         intent = _close_at_gateway(gw, attempt.intent_id)
         if outcome(intent) == "succeeded":
-            _refund(redemption, attempt, intent, reason="dropped attempt charged")
-            db.session.commit()
+            apply_intent(redemption, intent)  # no longer the redemption's: refunded
             return None
     move_attempt(attempt, "superseded", "dropped before a new attempt")
     db.session.commit()
@@ -306,6 +322,11 @@ def _charge(redemption: Redemption, payment_method, *, staff_user: User, return_
             return settle_from_gateway(redemption)  # the first submit won: wait for it
         raise
     _key(redemption, "hold")
+    attempt = _current_attempt(redemption)
+    if attempt is not None:
+        # A new confirm may go on this intent: a return from an earlier 3-D Secure page (a
+        # reload, a second tab) must not give this hold back.
+        attempt.authenticating_method = None
     db.session.commit()
     try:
         intent = _ensure_intent(redemption, gw)
@@ -318,6 +339,10 @@ def _charge(redemption: Redemption, payment_method, *, staff_user: User, return_
             idempotency_key=_key(redemption, f"confirm-{method_id}"),
             return_url=return_url,
         )
+        if outcome(intent) == "requires_action":
+            # The payer goes to 3-D Secure: the one return that may release (see
+            # settle_return), recorded with this confirm's answer by apply_intent's commit.
+            _attempt_for(redemption, intent).authenticating_method = method_id[:80]
     except PaymentNotCreated:
         db.session.commit()  # the hold given back with its reason
         raise
@@ -365,12 +390,40 @@ def apply_intent(redemption: Redemption, intent: dict, *, release_on_failure: bo
     when ``release_on_failure``: the request that made the attempt, the payer's return from
     3-D Secure and the job know the attempt is over; a webhook or a poll may be looking while
     the confirming request is still in flight, when the intent still reads "requires a
-    payment method"."""
+    payment method".
+
+    The gateway is asked what it must be asked before the audit chain's lock is taken, and a
+    refund decided under the lock is asked for after the commit (``_send_refund``)."""
+    refunded = _refunded_so_far(intent)
+    result = _record_intent(redemption, intent, refunded, release_on_failure=release_on_failure)
+    db.session.commit()
+    _send_decided_refund(intent)
+    return result
+
+
+def _refunded_so_far(intent: dict) -> int | None:
+    """For a succeeded intent, what the gateway has already given back of its charge (asked
+    before any lock); None for any other. A charge whose refunds cannot be told is asked
+    about again later: GatewayUnavailable, never a guess that could refund a good payment."""
+    if outcome(intent) != "succeeded":
+        return None
+    refunded = amount_refunded(intent, gateway())
+    if refunded is None:
+        log.warning("intent %s: the gateway did not say what was refunded", intent.get("id"))
+        raise GatewayUnavailable(details={"gateway": "refunds of the charge not reported"})
+    return refunded
+
+
+def _record_intent(
+    redemption: Redemption, intent: dict, refunded: int | None, *, release_on_failure: bool
+) -> str:
+    """What ``apply_intent`` records, in the caller's transaction (not committed); no call
+    to the gateway from here on."""
     attempt = _attempt_for(redemption, intent)
     result = outcome(intent)
     live = attempt.state == "current" and redemption.payment_intent_id == intent["id"]
     if result == "succeeded":
-        result = _settle_succeeded(redemption, attempt, intent)
+        result = _settle_succeeded(redemption, attempt, intent, refunded)
     elif not live or redemption.status != "pending_payment":
         if result == "canceled" and live:
             # Cancelled while the redemption was not waiting for it: it will never pay.
@@ -385,12 +438,11 @@ def apply_intent(redemption: Redemption, intent: dict, *, release_on_failure: bo
     elif result == "canceled":
         move_attempt(attempt, "superseded", "cancelled")
         redemptions.release(redemption, reason="payment cancelled", retry=False)
-    db.session.commit()
     return result
 
 
 def _unpaid_reason(
-    redemption: Redemption, attempt: PaymentAttempt, intent: dict, refunded: int | None
+    redemption: Redemption, attempt: PaymentAttempt, intent: dict, refunded: int
 ) -> str | None:
     """Why a succeeded intent does not pay this redemption, or None when it does: it is the
     redemption's live attempt, it took exactly the co-payment, and nothing was given back
@@ -407,18 +459,20 @@ def _unpaid_reason(
     return None
 
 
-def _settle_succeeded(redemption: Redemption, attempt: PaymentAttempt, intent: dict) -> str:
+def _settle_succeeded(
+    redemption: Redemption, attempt: PaymentAttempt, intent: dict, refunded: int
+) -> str:
     """The card was charged: redeem (capturing the hold, or holding again if it was given
-    back early) or, when this charge cannot pay the redemption, refund it."""
-    # Asked before the lock: the chain's lock is not held across a call to the gateway.
-    refunded = amount_refunded(intent, gateway())
+    back early) or, when this charge cannot pay the redemption, decide its refund.
+    ``refunded`` was asked of the gateway before the lock: the chain's lock is never held
+    across a call to the gateway."""
     _lock(redemption)
     db.session.refresh(attempt)
     if _paid_by(redemption, intent["id"]):
         if attempt.state == "current":
             move_attempt(attempt, "succeeded")
         return "succeeded"
-    if attempt.state == "refunded":
+    if attempt.state in ("refunding", "refunded"):
         return "refunded"
     reason = _unpaid_reason(redemption, attempt, intent, refunded)
     if reason is None:
@@ -434,7 +488,7 @@ def _settle_succeeded(redemption: Redemption, attempt: PaymentAttempt, intent: d
             return "succeeded"
         reason = "charged after the redemption ended"
     log.warning("redemption %s: intent %s refunded: %s", redemption.id, intent["id"], reason)
-    _refund(redemption, attempt, intent, reason=reason)
+    _decide_refund(redemption, attempt, intent, refunded, reason=reason)
     return "refunded"
 
 
@@ -454,41 +508,132 @@ def _capture_or_hold_again(redemption: Redemption) -> bool:
         return False
 
 
-def _refund(redemption: Redemption, attempt: PaymentAttempt, intent: dict, *, reason: str) -> None:
-    """Give back a charge no redemption can stand on (what is left of it), and leave the
-    redemption ready for a fresh attempt at the right amount. The refund's key names the
-    intent and what was already refunded, so a repeat never refunds twice."""
-    gw = gateway()
+# --------------------------------------------------------------------------- refunds
+
+
+def _decide_refund(
+    redemption: Redemption, attempt: PaymentAttempt, intent: dict, refunded: int, *, reason: str
+) -> None:
+    """Under the lock: a charge no redemption can stand on is to be given back (what is left
+    of it). The decision is recorded and audited (attempt ``refunding``, with the amount) and
+    the redemption left ready for a fresh attempt at the right amount; the refund itself is
+    asked for after the commit, with no lock held (``_send_refund``)."""
     received = amount_received(intent)
     received = intent.get("amount", 0) if received is None else received
-    already = amount_refunded(intent, gw) or 0
-    refund_id = None
-    if received - already > 0:
-        refund = gw.create_refund(
-            intent["id"], received - already, idempotency_key=f"orphan-{intent['id']}-{already}"
-        )
-        refund_id = refund.get("id")
-    move_attempt(attempt, "refunded", reason)
-    attempt.refund_id = refund_id or attempt.refund_id
+    left = max(received - refunded, 0)
+    if left:
+        move_attempt(attempt, "refunding", reason)
+        attempt.refund_fen = left
+    else:
+        move_attempt(attempt, "refunded", reason)  # given back in full at the gateway
     if redemption.status == "pending_payment" and redemption.payment_intent_id == intent["id"]:
         redemptions.release(redemption, reason=f"refunded: {reason}", retry=True)
     _drop_intent(redemption, intent["id"])
     audit.record(
         "redemption.refund_orphan",
         redemption,
-        after={"intent": intent["id"], "refund": refund_id, "reason": reason},
+        after={"intent": intent["id"], "amount_fen": left, "reason": reason},
     )
+
+
+def _send_decided_refund(intent: dict) -> None:
+    """After a commit that may have decided a refund of this intent: ask for it now. When
+    the gateway does not take it, the decision stays recorded and the every-minute job asks
+    again; the path that got here has settled what it came for."""
+    attempt = _attempt_of_intent(intent.get("id"))
+    if attempt is None or attempt.state != "refunding":
+        return
+    try:
+        _send_refund(attempt)
+    except GatewayError:
+        db.session.rollback()
+        log.warning("refund of intent %s left for the every-minute job", intent.get("id"))
+
+
+def _send_refund(attempt: PaymentAttempt) -> bool:
+    """Ask the gateway for a decided refund (no lock held: called after a commit), then
+    record its id, locked. The key names the intent and the amount, so asking again after
+    an interrupted call never refunds twice. True when this call recorded it; False when
+    another path had meanwhile."""
+    intent_id, amount = attempt.intent_id, attempt.refund_fen
+    gw = gateway()
+    try:
+        refund_id = gw.create_refund(
+            intent_id, amount, idempotency_key=f"orphan-{intent_id}-{amount}"
+        ).get("id")
+    except GatewayRefused:
+        # Refused: given back in full meanwhile by other means (the gateway's dashboard)?
+        intent = gw.retrieve_payment_intent(intent_id)
+        if amount_refunded(intent, gw) != amount_received(intent):
+            raise
+        refund_id = None
+    redemption = db.session.get(Redemption, attempt.redemption_id)
+    _lock(redemption)
+    db.session.refresh(attempt)
+    if attempt.state != "refunding":
+        db.session.rollback()
+        return False
+    move_attempt(attempt, "refunded")
+    attempt.refund_id = refund_id
+    audit.record(
+        "redemption.refund_sent",
+        redemption,
+        after={"intent": intent_id, "refund": refund_id, "amount_fen": amount},
+    )
+    db.session.commit()
+    return True
+
+
+# --------------------------------------------------------------------------- looking
+
+
+def awaits_settling(redemption: Redemption) -> bool:
+    """Whether the gateway could change what is recorded: the redemption points at an intent
+    that is not its recorded payment and whose attempt is still open."""
+    intent_id = redemption.payment_intent_id
+    if not intent_id or _paid_by(redemption, intent_id):
+        return False
+    attempt = _attempt_of_intent(intent_id)
+    return attempt is None or attempt.state == "current"
 
 
 def settle_from_gateway(redemption: Redemption, *, release_on_failure: bool = False) -> str:
     """Ask the gateway where the redemption's intent stands and settle accordingly (the
-    status page, the 3-D Secure return, polling). Without an intent there is nothing to ask
-    about; an intent already recorded as the payment needs no question either."""
-    intent_id = redemption.payment_intent_id
-    if not intent_id or _paid_by(redemption, intent_id):
+    status page, polling). Without an open intent there is nothing to ask about: the
+    outcome as recorded."""
+    if not awaits_settling(redemption):
         return _status_outcome(redemption)
-    intent = gateway().retrieve_payment_intent(intent_id)
+    intent = gateway().retrieve_payment_intent(redemption.payment_intent_id)
     return apply_intent(redemption, intent, release_on_failure=release_on_failure)
+
+
+def settle_return(redemption: Redemption, intent_id: str | None) -> str:
+    """The payer's return from the 3-D Secure page (``?payment_intent=``): a failed
+    authentication gives the hold back, once per confirm that sent the payer there. That
+    confirm recorded its payment method on the attempt (``authenticating_method``); the first
+    return finding the intent failed consumes it, locked. A reload of the return, or one
+    arriving while a later confirm on the same intent is on its way (a new hold clears the
+    marker), only looks, as the status page does."""
+    if not intent_id or intent_id != redemption.payment_intent_id:
+        return settle_from_gateway(redemption)
+    if not awaits_settling(redemption):
+        return _status_outcome(redemption)
+    intent = gateway().retrieve_payment_intent(intent_id)  # asked before any lock
+    if outcome(intent) != "failed":
+        return apply_intent(redemption, intent, release_on_failure=False)
+    _lock(redemption)
+    attempt = _attempt_of_intent(intent_id)
+    if attempt is not None:
+        db.session.refresh(attempt)
+    ours = (
+        attempt is not None
+        and attempt.state == "current"
+        and attempt.authenticating_method is not None
+        and redemption.payment_intent_id == intent_id
+    )
+    if ours:
+        attempt.authenticating_method = None  # spent: the next return only looks
+    return apply_intent(redemption, intent, release_on_failure=ours)
 
 
 def next_action_for(redemption: Redemption) -> str | None:
@@ -502,13 +647,16 @@ def next_action_for(redemption: Redemption) -> str | None:
 
 
 def settle_stale_holds(now: datetime | None = None) -> dict:
-    """The every-minute job: holds older than 15 minutes are captured or released, and
-    attempts left open on redemptions no longer waiting (a charge may still land on them)
-    are closed: redeemed or refunded if they charged, cancelled otherwise."""
+    """The every-minute job: refunds decided but not yet taken by the gateway are asked for
+    again (attempts in ``refunding``, whatever their age), holds older than 15 minutes are
+    captured or released, and attempts left open on redemptions no longer waiting (a charge
+    may still land on them) are closed: redeemed or refunded if they charged, cancelled
+    otherwise. No step holds the audit chain's lock while it waits for the gateway."""
     report = dict.fromkeys(
         ("captured", "released", "waiting", "unreachable", "refunded", "closed", "errors"), 0
     )
-    work = [(_settle_stale, Redemption, i) for i in [r.id for r in redemptions.stale_holds(now)]]
+    work = [(_finish_refund, PaymentAttempt, i) for i in _refunding_attempts()]
+    work += [(_settle_stale, Redemption, i) for i in [r.id for r in redemptions.stale_holds(now)]]
     work += [(_close_open_attempt, PaymentAttempt, i) for i in _open_attempts(now)]
     for settle, model, row_id in work:
         row = db.session.get(model, row_id)
@@ -573,27 +721,79 @@ def _open_attempts(now: datetime | None = None) -> list[int]:
 
 
 def _close_open_attempt(attempt: PaymentAttempt) -> str:
+    """Close an attempt left open on a redemption no longer waiting for it. The gateway is
+    asked first, with no lock (the chain's lock is the whole city's, and a gateway that
+    does not answer takes 30 s a call); then, locked, the attempt and the redemption are
+    read again and what the gateway said is recorded only if it still applies."""
     redemption = db.session.get(Redemption, attempt.redemption_id)
-    _lock(redemption)  # a charge starting on it now waits until this one is decided
+    if _paid_by(redemption, attempt.intent_id):
+        return _record_closed(redemption, attempt, None)
+    gw = gateway()
+    intent = gw.retrieve_payment_intent(attempt.intent_id)
+    if outcome(intent) in ("failed", "requires_action"):
+        if not _let_go(redemption, attempt):
+            return "waiting"
+        intent = _close_at_gateway(gw, attempt.intent_id)
+    if outcome(intent) == "succeeded":
+        return "captured" if apply_intent(redemption, intent) == "succeeded" else "refunded"
+    if outcome(intent) != "canceled":
+        db.session.rollback()
+        return "waiting"  # processing: asked again next minute
+    return _record_closed(redemption, attempt, intent)
+
+
+def _let_go(redemption: Redemption, attempt: PaymentAttempt) -> bool:
+    """Before an open attempt's intent is cancelled: the redemption stops pointing at it
+    (committed, locked, a short transaction with no gateway call), so a charge starting now
+    makes a new intent instead of confirming this one as it is being cancelled. False when
+    a charge is running on the redemption again: the stale-holds part of the job settles it."""
+    _lock(redemption)
     db.session.refresh(attempt)
     if redemption.status == "pending_payment" or attempt.state != "current":
         db.session.rollback()
-        return "waiting"
-    if _paid_by(redemption, attempt.intent_id):
-        move_attempt(attempt, "succeeded")
-        db.session.commit()
-        return "closed"
-    intent = _close_at_gateway(gateway(), attempt.intent_id)
-    if outcome(intent) == "succeeded":
-        result = apply_intent(redemption, intent)
-        return "captured" if result == "succeeded" else "refunded"
-    if outcome(intent) != "canceled":
-        db.session.rollback()
-        return "waiting"
-    move_attempt(attempt, "superseded", "closed: no longer waited for")
+        return False
     _drop_intent(redemption, attempt.intent_id)
     db.session.commit()
+    return True
+
+
+def _record_closed(redemption: Redemption, attempt: PaymentAttempt, intent: dict | None) -> str:
+    """Locked: the attempt paid the redemption (``intent`` None: recorded as its payment)
+    or its intent was cancelled and will never charge."""
+    _lock(redemption)
+    db.session.refresh(attempt)
+    if attempt.state != "current":
+        db.session.rollback()
+        return "closed"  # another path closed it meanwhile
+    if _paid_by(redemption, attempt.intent_id):
+        move_attempt(attempt, "succeeded")
+    elif intent is None or (
+        redemption.status == "pending_payment" and redemption.payment_intent_id == intent["id"]
+    ):
+        db.session.rollback()
+        return "waiting"  # a charge is running on it again
+    else:
+        move_attempt(attempt, "superseded", "closed: no longer waited for")
+        _drop_intent(redemption, attempt.intent_id)
+    db.session.commit()
     return "closed"
+
+
+def _refunding_attempts() -> list[int]:
+    return list(
+        db.session.scalars(
+            sa.select(PaymentAttempt.id)
+            .where(PaymentAttempt.state == "refunding")
+            .order_by(PaymentAttempt.id)
+        )
+    )
+
+
+def _finish_refund(attempt: PaymentAttempt) -> str:
+    """A refund decided earlier whose call to the gateway did not get through."""
+    if attempt.state != "refunding":
+        return "closed"
+    return "refunded" if _send_refund(attempt) else "closed"
 
 
 # --------------------------------------------------------------------------- the bureau
@@ -602,15 +802,15 @@ def _close_open_attempt(attempt: PaymentAttempt) -> str:
 def resolve_stuck_payment(redemption: Redemption, *, actor: User, reason: str) -> str:
     """A bureau operator ends a card payment left waiting: the gateway is asked first and
     the redemption settled from its intent (redeemed if the card was charged), otherwise the
-    intent is cancelled and the hold given back, so the provider can take cash. Audited with
-    the reason, in the transaction of the settlement. Returns the redemption's new status."""
+    intent is cancelled and the hold given back, so the provider can take cash. All the
+    gateway's work comes first, with no lock; then, locked, the settlement and its audit row
+    (with the reason) are recorded in one transaction. A refund that settlement decides is
+    asked for after the commit. Returns the redemption's new status."""
     reason = (reason or "").strip() if isinstance(reason, str) else ""
     if not reason:
         raise InvalidInput(details={"reason": _l("Say why the payment is resolved by hand.")})
     if redemption.status != "pending_payment":
-        raise RedemptionStateError(
-            _l("This redemption has no payment waiting, so there is nothing to resolve.")
-        )
+        raise RedemptionStateError(_NOTHING_TO_RESOLVE)
     intent = None
     if redemption.payment_method == "card":
         gw = gateway()
@@ -628,6 +828,18 @@ def resolve_stuck_payment(redemption: Redemption, *, actor: User, reason: str) -
                         "Try again in a few minutes."
                     )
                 )
+    refunded = _refunded_so_far(intent) if intent is not None else None
+    _lock(redemption)  # the gateway's work is done: from here on, only the database
+    if intent is not None and outcome(intent) == "succeeded":
+        _record_intent(redemption, intent, refunded, release_on_failure=True)
+    elif redemption.status == "pending_payment":
+        if intent is not None:
+            move_attempt(_attempt_for(redemption, intent), "superseded", "resolved by the bureau")
+            _drop_intent(redemption, intent["id"])
+        redemptions.release(redemption, reason=f"resolved by the bureau: {reason}", retry=True)
+    elif intent is not None:
+        db.session.rollback()  # settled meanwhile by another path
+        raise RedemptionStateError(_NOTHING_TO_RESOLVE)
     audit.record(
         "redemption.resolve_stuck_payment",
         redemption,
@@ -640,15 +852,13 @@ def resolve_stuck_payment(redemption: Redemption, *, actor: User, reason: str) -
         },
         actor=actor,
     )
-    if intent is not None and outcome(intent) == "succeeded":
-        apply_intent(redemption, intent)
-    elif redemption.status == "pending_payment":
-        if intent is not None:
-            move_attempt(_attempt_for(redemption, intent), "superseded", "resolved by the bureau")
-            _drop_intent(redemption, intent["id"])
-        redemptions.release(redemption, reason=f"resolved by the bureau: {reason}", retry=True)
     db.session.commit()
+    if intent is not None:
+        _send_decided_refund(intent)
     return redemption.status
+
+
+_NOTHING_TO_RESOLVE = _l("This redemption has no payment waiting, so there is nothing to resolve.")
 
 
 def reverse(redemption: Redemption, *, actor: User, reason: str, now: datetime | None = None):

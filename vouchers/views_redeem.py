@@ -613,11 +613,13 @@ def payment_status(redemption_id: int):
 def payment_return(redemption_id: int):
     """Where the bank's 3-D Secure page sends the payer back (``?payment_intent=``): the
     authentication is over, so a failed one gives the hold back, and staff can try another
-    card or cash. Only for the redemption's live intent; anything else is a plain look."""
+    card or cash. Once per confirm that sent the payer there (``payments.settle_return``):
+    a reload, or a return for anything but the live intent, is a plain look."""
     r = _redemption(redemption_id)
-    named = request.args.get("payment_intent", "")
-    ours = bool(named) and named == r.payment_intent_id
-    _result, _unreachable = _settled(r, release_on_failure=ours)
+    try:
+        payments.settle_return(r, request.args.get("payment_intent", ""))
+    except GatewayUnavailable:
+        pass  # as the status page: it says so, and the job settles
     if r.status != "pending_payment":
         return _ended(r)
     return redirect(url_for(".payment_status", redemption_id=r.id))

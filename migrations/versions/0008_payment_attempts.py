@@ -61,6 +61,14 @@ def upgrade():
 
 
 def downgrade():
+    """Drops the attempt history with the table: every intent ever created for a redemption,
+    superseded and refunded ones included, is forgotten. A late webhook for an intent that
+    was dropped on purpose (after a decline and a new price, or after its charge was
+    refunded) could then be attached to its redemption again, as before this revision: the
+    next "Charge" might confirm the old intent at the old amount, or a refunded charge be
+    recorded as the payment. Downgrade only with no card payment in flight and no intent
+    younger than the gateway's webhook retry window (3 days at Stripe), and reconcile the
+    gateway's intents against the redemptions afterwards."""
     with op.batch_alter_table('payment_attempts', schema=None) as batch_op:
         batch_op.drop_index('uq_payment_attempts_current', sqlite_where=sa.text("state = 'current'"), postgresql_where=sa.text("state = 'current'"))
         batch_op.drop_index(batch_op.f('ix_payment_attempts_redemption_id'))

@@ -20,7 +20,7 @@ from tests.vouchers import conftest as voucher_fixtures
 from tests.vouchers.helpers import give_voucher
 from vouchers import cards, ledger
 from vouchers.gateway import gateway
-from vouchers.models import JournalEntry, Redemption, TokenUse, Voucher
+from vouchers.models import JournalEntry, PaymentAttempt, Redemption, TokenUse, Voucher
 
 NEAR_HOME = {"latitude": ELDER_HOME[0] + 0.001, "longitude": ELDER_HOME[1]}  # ~110 m
 FAR = {"latitude": ELDER_HOME[0] + 0.01, "longitude": ELDER_HOME[1]}  # ~1.1 km
@@ -548,3 +548,71 @@ def test_polling_a_redemption_repairs_a_charge_that_landed_after_it_left_pending
     charge = gateway().retrieve_payment_intent(intent_id)["latest_charge"]
     assert charge["amount_refunded"] == (900 if cash_meanwhile else 0)
     assert money(shop, db_session) == (49_400, 0, 0, 600, True)
+
+
+def _point_at_an_intent_the_gateway_refuses(db_session, redemption_id):
+    """The redemption's live attempt names an intent the gateway answers 404 for (another
+    account's, or one lost with a gateway's data): asking about it is refused."""
+    row = db_session.get(Redemption, redemption_id)
+    attempt = db_session.scalar(
+        sa.select(PaymentAttempt).where(PaymentAttempt.intent_id == row.payment_intent_id)
+    )
+    attempt.intent_id = row.payment_intent_id = "pi_unknowntothegateway"
+    db_session.commit()
+
+
+def test_reading_a_cash_redemption_answers_it_as_recorded_when_the_gateway_refuses(
+    api, shop, elder, scanner, db_session, gateway_app_config
+):
+    """A declined card, then cash: the card's attempt is still open (a late charge on it
+    would be refunded), but a gateway that refuses to say anything about it must not turn
+    a plain read into a 502."""
+    r = priced(api, shop, elder, scanner)
+    body = {"payment_method_id": payment_method("4000000000000341")}
+    error(api.post(f"/redemptions/{r['id']}/card", scanner, json=body), 402)
+    assert api.post(f"/redemptions/{r['id']}/cash", scanner).status_code == 200
+    _point_at_an_intent_the_gateway_refuses(db_session, r["id"])
+    read = api.get(f"/redemptions/{r['id']}", scanner)
+    assert read.status_code == 200, read.get_json()
+    assert (read.get_json()["status"], read.get_json()["payment_method"]) == ("redeemed", "cash")
+    assert money(shop, db_session) == (49_400, 0, 0, 600, True)
+
+
+def test_reading_a_waiting_payment_answers_it_as_recorded_when_the_gateway_refuses(
+    api, shop, elder, scanner, db_session, gateway_app_config
+):
+    r = priced(api, shop, elder, scanner)
+    body = {
+        "payment_method_id": payment_method("4000002760003184"),
+        "return_url": "https://scanner.example/done",
+    }
+    assert api.post(f"/redemptions/{r['id']}/card", scanner, json=body).status_code == 200
+    _point_at_an_intent_the_gateway_refuses(db_session, r["id"])
+    read = api.get(f"/redemptions/{r['id']}", scanner)
+    assert read.status_code == 200, read.get_json()
+    assert (read.get_json()["status"], read.get_json()["next_action_url"]) == (
+        "pending_payment",
+        None,
+    )
+    assert money(shop, db_session) == (49_400, 600, 600, 0, True)
+
+
+def test_reading_a_redemption_paid_in_cash_asks_the_gateway_nothing(
+    api, shop, elder, scanner, db_session, gateway_app_config, localstripe_server
+):
+    """Once the card's attempt is closed (the every-minute job), nothing is left to settle."""
+    from datetime import timedelta
+
+    from eldercare.timeutil import now_utc
+    from vouchers import payments
+
+    r = priced(api, shop, elder, scanner)
+    body = {"payment_method_id": payment_method("4000000000000341")}
+    error(api.post(f"/redemptions/{r['id']}/card", scanner, json=body), 402)
+    assert api.post(f"/redemptions/{r['id']}/cash", scanner).status_code == 200
+    assert payments.settle_stale_holds(now_utc() + timedelta(minutes=16))["closed"] == 1
+    db_session.commit()
+    asked = len(localstripe_server.received())
+    read = api.get(f"/redemptions/{r['id']}", scanner)
+    assert read.status_code == 200 and read.get_json()["status"] == "redeemed"
+    assert len(localstripe_server.received()) == asked

@@ -26,7 +26,7 @@ do not lower it), which localstripe leaves out.
 For the tests it also adds ``/_config/faults`` (make the next POSTs fail with 503 before acting,
 with 500 after acting, as when an answer is lost, or with Stripe's 409 ``idempotency_key_in_use``,
 its answer while another request with the same key is still running) and ``/_config/requests``
-(what the server received under /v1/: method, path, Idempotency-Key).
+(what the server received under /v1/: method, path, Idempotency-Key, Stripe-Version).
 """
 
 from __future__ import annotations
@@ -271,7 +271,12 @@ def _serve(argv: list[str]) -> None:
         key = request.headers.get("Idempotency-Key")
         if request.path.startswith("/v1/"):
             received.append(
-                {"method": request.method, "path": request.path, "idempotency_key": key}
+                {
+                    "method": request.method,
+                    "path": request.path,
+                    "idempotency_key": key,
+                    "stripe_version": request.headers.get("Stripe-Version"),
+                }
             )
         if request.path == "/_config/faults" and request.method == "POST":
             form = await request.post()
