@@ -19,7 +19,8 @@ of them can wait for each other but never deadlock:
    revocation and the eligibility feed;
 2. the audit chain's lock (``eldercare.audit.lock_chain``), first thing in every money
    step (``post`` takes it too, for callers that did not);
-3. rows of the change itself: a redemption's row before its voucher's row;
+3. rows of the change itself: a redemption's row (then its payment attempts) before its
+   voucher's row;
 4. ledger accounts, by account code only, whatever the sign of the amount (``post``).
 
 Holding (2) serialises money transactions with each other; (4) still matters to anything

@@ -1,7 +1,7 @@
 """vouchers: a refund decided before it is asked for; the 3-D Secure return's marker
 
-Revision ID: 0013
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-10
 
 A charge that cannot pay its redemption is refunded in two steps, so that the audit chain's
@@ -14,8 +14,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0013'
-down_revision = '0010'
+revision = '0012'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 
