@@ -12,18 +12,17 @@ import os
 import sqlalchemy as sa
 from flask import Flask, current_app, request, session
 from flask_babel import Babel
-from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.routing import IntegerConverter
 
 from eldercare.config import check_config, load_config
 from eldercare.db import ROW_ID_MAX
 from eldercare.db import db as _db
+from eldercare.on_demand import init_migrate
 from eldercare.residents import is_valid_resident_id
 
 __all__ = ["create_app", "is_valid_resident_id"]
 
-migrate = Migrate()
 csrf = CSRFProtect()
 babel = Babel()
 MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations")
@@ -144,7 +143,7 @@ def create_app(config: dict | None = None) -> Flask:
     _db.init_app(app)
     with app.app_context():
         _tune_sqlite(_db.engine)
-    migrate.init_app(app, _db, directory=MIGRATIONS_DIR, render_as_batch=True, compare_type=True)
+    init_migrate(app, MIGRATIONS_DIR)  # Flask-Migrate (and Alembic) load when first used
     csrf.init_app(app)
     app.before_request(_csrf_for_browsers_only)
 
