@@ -84,6 +84,18 @@ def _register_shell_destinations(app: Flask) -> None:
             _l("Find and register residents"),
         ),
         Destination(
+            "links.queue",
+            _l("Account link requests"),
+            ("bureau_officer", "bureau_approver"),
+            _l("Confirm or refuse requests to link accounts to residents"),
+        ),
+        Destination(
+            "links.ask",
+            _l("Link my account"),
+            ("elder", "family_agent"),
+            _l("Link this account to your (or your elder's) record in the register"),
+        ),
+        Destination(
             "audit.index", _l("Audit trail"), ("auditor",), _l("Every change, who made it and when")
         ),
         Destination(
@@ -148,7 +160,9 @@ def create_app(config: dict | None = None) -> Flask:
     app.before_request(_csrf_for_browsers_only)
 
     from eldercare import cli, errors, i18n
-    from eldercare.api import init_api
+    from eldercare.account_link_api import blp as account_link_api
+    from eldercare.account_link_views import bp as account_link_bp
+    from eldercare.api import api, init_api
     from eldercare.audit_views import bp as audit_bp
     from eldercare.auth import bp as auth_bp
     from eldercare.auth import login_manager
@@ -162,8 +176,11 @@ def create_app(config: dict | None = None) -> Flask:
     babel.init_app(app, locale_selector=i18n.select_locale)
     login_manager.init_app(app)
     init_api(app)
+    api.register_blueprint(account_link_api)
     i18n.register(app)
-    for blueprint in (home_bp, auth_bp, register_bp, audit_bp, tokens_bp, messages_bp):
+    for blueprint in (
+        home_bp, auth_bp, register_bp, audit_bp, tokens_bp, messages_bp, account_link_bp
+    ):
         app.register_blueprint(blueprint)
     cli.register(app)
     app.cli.add_command(scheduler_cli)
