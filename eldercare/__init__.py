@@ -178,9 +178,8 @@ def create_app(config: dict | None = None) -> Flask:
     init_api(app)
     api.register_blueprint(account_link_api)
     i18n.register(app)
-    for blueprint in (
-        home_bp, auth_bp, register_bp, audit_bp, tokens_bp, messages_bp, account_link_bp
-    ):
+    shell_pages = (home_bp, auth_bp, register_bp, audit_bp, tokens_bp, messages_bp)
+    for blueprint in (*shell_pages, account_link_bp):
         app.register_blueprint(blueprint)
     cli.register(app)
     app.cli.add_command(scheduler_cli)

@@ -27,8 +27,15 @@ from eldercare import account_service, audit
 from eldercare.accounts import RELATIONSHIPS, FamilyLink, User
 from eldercare.db import Base, UTCDateTime, db
 from eldercare.errors import Conflict, InvalidInput, NotFound, PermissionDenied, TooManyRequests
+from eldercare.notifications import enqueue
 from eldercare.register import RESIDENT_ID_MESSAGES
-from eldercare.residents import InvalidResidentId, Resident, mask_resident_id, parse_resident_id
+from eldercare.residents import (
+    InvalidResidentId,
+    Resident,
+    mask_name,
+    mask_resident_id,
+    parse_resident_id,
+)
 from eldercare.timeutil import local_today, now_utc
 
 SELF = "self"
@@ -153,6 +160,9 @@ def request_link(user: User, *, id_number: str, name: str, relationship: str):
     if duplicate is not None:
         raise Conflict(_l("You have already asked for this link; the bureau will answer it."))
     resident = db.session.scalar(sa.select(Resident).where(Resident.id_number == number))
+    # The asker already acts for this resident, so saying so tells them nothing new.
+    if resident is not None and relationship != SELF and _acts_for(user, resident):
+        raise Conflict(_l("This account already acts for this resident."))
     link = AccountLinkRequest(
         user_id=user.id,
         id_number=number,
@@ -216,6 +226,17 @@ def _request_for_decision(officer: User, request_id: int) -> AccountLinkRequest:
     return link
 
 
+def _acts_for(user: User, resident: Resident) -> bool:
+    return (
+        db.session.scalar(
+            sa.select(FamilyLink.id).where(
+                FamilyLink.agent_user_id == user.id, FamilyLink.resident_id == resident.id
+            )
+        )
+        is not None
+    )
+
+
 def _link(user: User, resident: Resident, relationship: str) -> None:
     """Make ``user`` the resident's own account, or one of the resident's family agents."""
     if relationship == SELF:
@@ -232,12 +253,7 @@ def _link(user: User, resident: Resident, relationship: str) -> None:
             )
         user.resident_id = resident.id
         return
-    exists = db.session.scalar(
-        sa.select(FamilyLink.id).where(
-            FamilyLink.agent_user_id == user.id, FamilyLink.resident_id == resident.id
-        )
-    )
-    if exists is not None:
+    if _acts_for(user, resident):
         raise Conflict(_l("This account already acts for this resident."))
     db.session.add(
         FamilyLink(
@@ -247,6 +263,26 @@ def _link(user: User, resident: Resident, relationship: str) -> None:
             consent_date=local_today(),  # the bureau confirms the elder's consent today
         )
     )
+
+
+def _tell_asker(link: AccountLinkRequest) -> None:
+    """The answer, in the asker's Messages (and email): both languages, like every notice."""
+    who = mask_name(link.name)
+    if link.status == "confirmed":
+        subject = "账户关联已确认 / Your account is linked"
+        body = (
+            f"民政局已确认您的账户与 {who} 的登记记录关联，现在可以在手机上查看和使用消费券。\n"
+            f"The bureau has linked your account to the record of {who}: you can now see "
+            "and use the vouchers on your phone."
+        )
+    else:
+        subject = "账户关联未通过 / Your link request was refused"
+        body = (
+            f"民政局未能确认您关联 {who} 的申请。理由：{link.refusal_reason}\n"
+            f"The bureau could not confirm your request to link to {who}. "
+            f"Reason: {link.refusal_reason}"
+        )
+    enqueue(link.user_id, subject, body, f"account-link-{link.status}:{link.id}")
 
 
 def confirm_link(officer: User, request_id: int) -> AccountLinkRequest:
@@ -270,6 +306,7 @@ def confirm_link(officer: User, request_id: int) -> AccountLinkRequest:
         after={"user": link.user.username, "resident_id": link.resident_id,
                "relationship": link.relationship},
     )  # fmt: skip
+    _tell_asker(link)
     return link
 
 
@@ -295,6 +332,7 @@ def refuse_link(officer: User, request_id: int, reason: str) -> AccountLinkReque
         district_id=link.resident.district_id if link.resident else None,
         after={"user": link.user.username, "reason": reason},
     )
+    _tell_asker(link)
     return link
 
 
