@@ -14,7 +14,7 @@ GATEWAY_PORT ?= 8420
 DEMO_GATEWAY = PAYMENT_GATEWAY_URL=http://127.0.0.1:$(GATEWAY_PORT) \
 	PAYMENT_GATEWAY_SECRET_KEY=sk_test_eldercare_localstripe PAYMENT_WEBHOOK_SECRET=whsec_demo_only
 
-.PHONY: run test install install-test lint messages bench clean
+.PHONY: run test install install-test catalogs lint messages bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,11 +22,16 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[demo]"
-	$(BIN)/pybabel compile --use-fuzzy -d eldercare/translations >/dev/null 2>&1 || true
+	$(MAKE) catalogs
 
 install-test: $(BIN)/python
 	bash scripts/system-deps.sh
 	$(BIN)/pip install --quiet -e ".[test,bench]"
+	$(MAKE) catalogs
+
+# The app never compiles its catalogs at start (it warns when one is stale): installing does.
+catalogs: $(BIN)/python
+	$(BIN)/pybabel -q compile -d eldercare/translations
 
 run: install
 	$(FLASK) db upgrade
@@ -50,6 +55,7 @@ test: install-test
 messages: $(BIN)/python
 	$(BIN)/pybabel extract -F babel.cfg -k _l -o eldercare/translations/messages.pot .
 	$(BIN)/pybabel update -i eldercare/translations/messages.pot -d eldercare/translations
+	$(MAKE) catalogs
 
 bench: install-test
 	$(BIN)/python bench/run.py

@@ -11,7 +11,6 @@ import warnings
 import zipfile
 from datetime import date, datetime
 
-import openpyxl
 from flask import current_app
 from flask_babel import lazy_gettext as _l
 
@@ -65,6 +64,8 @@ def _xlsx_rows(data: bytes, max_bytes: int, max_rows: int) -> list[tuple[int, li
         raise FileRejected(not_xlsx) from None
     if unpacked > max_bytes * UNPACKED_FACTOR:  # zipfile never inflates past declared sizes
         raise FileRejected(_l("The workbook is too large when unpacked; split it into parts."))
+    import openpyxl  # here, not at the top: every start-up would pay for it (tests/test_startup.py)
+
     rows, filled = [], 0
     try:
         # openpyxl warns about styles, data validation and extensions we never read.

@@ -12,18 +12,17 @@ import os
 import sqlalchemy as sa
 from flask import Flask, current_app, request, session
 from flask_babel import Babel
-from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.routing import IntegerConverter
 
 from eldercare.config import check_config, load_config
 from eldercare.db import ROW_ID_MAX
 from eldercare.db import db as _db
+from eldercare.on_demand import init_migrate
 from eldercare.residents import is_valid_resident_id
 
 __all__ = ["create_app", "is_valid_resident_id"]
 
-migrate = Migrate()
 csrf = CSRFProtect()
 babel = Babel()
 MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations")
@@ -85,6 +84,18 @@ def _register_shell_destinations(app: Flask) -> None:
             _l("Find and register residents"),
         ),
         Destination(
+            "links.queue",
+            _l("Account link requests"),
+            ("bureau_officer", "bureau_approver"),
+            _l("Confirm or refuse requests to link accounts to residents"),
+        ),
+        Destination(
+            "links.ask",
+            _l("Link my account"),
+            ("elder", "family_agent"),
+            _l("Link this account to your (or your elder's) record in the register"),
+        ),
+        Destination(
             "audit.index", _l("Audit trail"), ("auditor",), _l("Every change, who made it and when")
         ),
         Destination(
@@ -144,12 +155,14 @@ def create_app(config: dict | None = None) -> Flask:
     _db.init_app(app)
     with app.app_context():
         _tune_sqlite(_db.engine)
-    migrate.init_app(app, _db, directory=MIGRATIONS_DIR, render_as_batch=True, compare_type=True)
+    init_migrate(app, MIGRATIONS_DIR)  # Flask-Migrate (and Alembic) load when first used
     csrf.init_app(app)
     app.before_request(_csrf_for_browsers_only)
 
     from eldercare import cli, errors, i18n
-    from eldercare.api import init_api
+    from eldercare.account_link_api import blp as account_link_api
+    from eldercare.account_link_views import bp as account_link_bp
+    from eldercare.api import api, init_api
     from eldercare.audit_views import bp as audit_bp
     from eldercare.auth import bp as auth_bp
     from eldercare.auth import login_manager
@@ -163,8 +176,10 @@ def create_app(config: dict | None = None) -> Flask:
     babel.init_app(app, locale_selector=i18n.select_locale)
     login_manager.init_app(app)
     init_api(app)
+    api.register_blueprint(account_link_api)
     i18n.register(app)
-    for blueprint in (home_bp, auth_bp, register_bp, audit_bp, tokens_bp, messages_bp):
+    shell_pages = (home_bp, auth_bp, register_bp, audit_bp, tokens_bp, messages_bp)
+    for blueprint in (*shell_pages, account_link_bp):
         app.register_blueprint(blueprint)
     cli.register(app)
     app.cli.add_command(scheduler_cli)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 
 import marshmallow as ma
@@ -31,11 +32,62 @@ class ApiErrorSchema(ma.Schema):
 
 
 class _Api(Api):
+    """flask-smorest's Api, documenting the blueprints when the document is first read.
+
+    flask-smorest builds each blueprint's part of the OpenAPI document when the blueprint is
+    registered: a few tenths of a second at every start-up of every `flask` command, job and
+    worker, for a document that only /api/v1/openapi.json (and `flask openapi`) reads. Here
+    registering only routes the blueprint; reading ``spec`` documents what is still waiting,
+    in registration order, once."""
+
     # Error responses in the document show the body eldercare.errors really sends.
     ERROR_SCHEMA = ApiErrorSchema
 
+    def __init__(self, *args, **kwargs):
+        self._undocumented: list[tuple[Blueprint, str, list | None]] = []
+        self._documenting = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def init_app(self, app, **kwargs):
+        self._undocumented = []  # a new app, a new document
+        super().init_app(app, **kwargs)
+
+    @property
+    def spec(self):
+        if self._undocumented:
+            with self._documenting:
+                while self._undocumented:
+                    blp, name, parameters = self._undocumented[0]
+                    blp.register_views_in_doc(
+                        self, self._app, self._spec, name=name, parameters=parameters
+                    )
+                    self._spec.tag({"name": name, "description": blp.description})
+                    self._undocumented.pop(0)
+        return self._spec
+
+    @spec.setter
+    def spec(self, value):
+        self._spec = value
+
+    def register_blueprint(self, blp, *, parameters=None, **options):
+        name = options.get("name", blp.name)
+        self._app.extensions["flask-smorest"]["blp_name_to_api"][name] = self
+        self._app.register_blueprint(blp, **options)
+        self._undocumented.append((blp, name, parameters))
+
+    def pending_documentation(self) -> list[str]:
+        """The blueprints registered but not yet in the document."""
+        return [name for _blp, name, _parameters in self._undocumented]
+
 
 api = _Api()
+
+
+# Error answers name the standard body by reference: flask-smorest deep-copies an endpoint's
+# documentation at every decorator, and a copied reference costs nothing where a copied
+# schema instance costs start-up time. The document is the same: flask-smorest registers
+# ApiErrorSchema as the "ApiError" component itself (it is _Api.ERROR_SCHEMA).
+API_ERROR_REF = {"$ref": "#/components/schemas/ApiError"}
 
 
 def error_responses(blueprint: Blueprint, *statuses: int):
@@ -43,7 +95,7 @@ def error_responses(blueprint: Blueprint, *statuses: int):
 
     def decorator(view):
         for status in statuses:
-            view = blueprint.alt_response(status, schema=ApiErrorSchema)(view)
+            view = blueprint.alt_response(status, schema=API_ERROR_REF)(view)
         return view
 
     return decorator

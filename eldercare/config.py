@@ -44,6 +44,8 @@ def load_config(instance_path: str) -> dict:
         "SUPPORTED_LOCALES": ["zh_CN", "en"],
         "LOGIN_MAX_FAILURES": _int("LOGIN_MAX_FAILURES", 5),
         "LOGIN_LOCK_MINUTES": _int("LOGIN_LOCK_MINUTES", 15),
+        # Requests to be linked to a resident, per account in 24 hours (eldercare/account_links.py).
+        "LINK_REQUESTS_PER_DAY": _int("LINK_REQUESTS_PER_DAY", 5),
         # werkzeug's default (scrypt); tests lower the cost to keep the suite fast.
         "PASSWORD_HASH_METHOD": os.environ.get("PASSWORD_HASH_METHOD", "scrypt"),
         # Requests larger than this are refused (413) before a view reads them; pages that

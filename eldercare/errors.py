@@ -67,6 +67,12 @@ class Conflict(DomainError):
     default_message = _l("This conflicts with the current state; reload and try again.")
 
 
+class TooManyRequests(DomainError):
+    status = 429
+    code = "too_many_requests"
+    default_message = _l("Too many attempts; please wait a moment and try again.")
+
+
 _HTTP_MESSAGES = {
     400: ("bad_request", _l("The request could not be understood.")),
     401: ("authentication_required", _l("Please sign in first.")),

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
 from flask import Blueprint, Flask, current_app, has_request_context, redirect, request, session
 from flask_babel import get_locale
 
@@ -35,21 +34,32 @@ def current_locale() -> str:
     return str(get_locale() or current_app.config["BABEL_DEFAULT_LOCALE"])
 
 
-def compile_catalogs(directory: Path = TRANSLATIONS_DIR) -> list[Path]:
-    """Compile every .po whose .mo is missing or older, so no manual step is ever needed."""
-    written = []
-    for po_path in directory.glob("*/LC_MESSAGES/*.po"):
+def stale_catalogs(directory: Path = TRANSLATIONS_DIR) -> list[Path]:
+    """The .po files whose .mo is missing or older: a few stat calls, cheap enough for every
+    start (compiling is the install's job: `make install`, `make test`, `make messages`)."""
+    stale = []
+    for po_path in sorted(directory.glob("*/LC_MESSAGES/*.po")):
         mo_path = po_path.with_suffix(".mo")
-        if mo_path.exists() and mo_path.stat().st_mtime >= po_path.stat().st_mtime:
-            continue
+        if not mo_path.exists() or mo_path.stat().st_mtime < po_path.stat().st_mtime:
+            stale.append(po_path)
+    return stale
+
+
+def compile_catalogs(directory: Path = TRANSLATIONS_DIR) -> list[Path]:
+    """Compile every stale catalog (for the test suite and tools; the app never does it at
+    start, as the compiler is slow to import and the package may be read-only)."""
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+
+    written = []
+    for po_path in stale_catalogs(directory):
+        mo_path = po_path.with_suffix(".mo")
         with po_path.open("rb") as po_file:
             catalog = read_po(po_file)
-        try:
-            with mo_path.open("wb") as mo_file:
-                write_mo(mo_file, catalog)
-        except OSError:
-            log.warning("cannot write %s; English will be shown until it is compiled", mo_path)
-            continue
+        partial = mo_path.with_name(f"{mo_path.name}.{os.getpid()}.tmp")
+        with partial.open("wb") as mo_file:
+            write_mo(mo_file, catalog)
+        os.replace(partial, mo_path)  # a reader never sees half a catalog
         written.append(mo_path)
     return written
 
@@ -68,5 +78,10 @@ def toggle_large_text():
 
 
 def register(app: Flask) -> None:
-    compile_catalogs()
+    for po_path in stale_catalogs():
+        log.warning(
+            "%s is not compiled or older than its source; pages show English for its strings "
+            "until `make install` (or `pybabel compile -d eldercare/translations`) is run",
+            po_path,
+        )
     app.register_blueprint(bp)

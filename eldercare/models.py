@@ -1,5 +1,6 @@
 """Import every mapped class so that the metadata (and Alembic) sees all tables."""
 
+from eldercare.account_links import AccountLinkRequest
 from eldercare.accounts import FamilyLink, LoginThrottle, User, UserRole
 from eldercare.audit import AuditLog
 from eldercare.job_runs import JobRun
@@ -8,6 +9,7 @@ from eldercare.residents import District, Resident
 from eldercare.tokens import ApiToken
 
 __all__ = [
+    "AccountLinkRequest",
     "ApiToken",
     "AuditLog",
     "District",

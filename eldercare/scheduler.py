@@ -26,12 +26,6 @@ from datetime import UTC, datetime
 
 import click
 import sqlalchemy as sa
-from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.jobstores.memory import MemoryJobStore
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-from apscheduler.schedulers.blocking import BlockingScheduler
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 from flask import current_app
 from flask.cli import AppGroup
 
@@ -47,7 +41,6 @@ RUN_JOB = "eldercare.scheduler:run_job"  # what the store keeps: a reference, no
 # coalesce: runs missed while down become one; no misfire grace limit: a catch-up that comes
 # late still runs (APScheduler would otherwise skip a run more than the grace time late).
 JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
-TRIGGERS = {"cron": CronTrigger, "interval": IntervalTrigger}
 
 
 @dataclass(frozen=True)
@@ -124,9 +117,20 @@ def run_job(job_id: str) -> object:
 # --------------------------------------------------------------------------- the scheduler
 
 
-def make_scheduler(app, scheduler_class=BlockingScheduler):
-    """A scheduler whose job store lives in the app's database, on the app's own engine,
-    with the app bound for the runs."""
+# APScheduler is imported by the functions that use it: only `flask scheduler` needs it, and
+# every other command, job and worker would pay for the import at start-up.
+
+
+def make_scheduler(app, scheduler_class=None):
+    """A scheduler (blocking unless ``scheduler_class`` says otherwise) whose job store lives
+    in the app's database, on the app's own engine, with the app bound for the runs."""
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.jobstores.memory import MemoryJobStore
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+
+    if scheduler_class is None:
+        from apscheduler.schedulers.blocking import BlockingScheduler as scheduler_class
+
     bind_app(app)
     with app.app_context():
         engine = db.engine
@@ -149,7 +153,11 @@ def job_threads(engine) -> int:
 
 
 def _trigger(job: ScheduledJob):
-    return TRIGGERS[job.trigger](**({"timezone": SHANGHAI} | job.trigger_args))
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    triggers = {"cron": CronTrigger, "interval": IntervalTrigger}
+    return triggers[job.trigger](**({"timezone": SHANGHAI} | job.trigger_args))
 
 
 def _definition(func_ref: str, args, trigger) -> tuple:

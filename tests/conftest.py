@@ -35,6 +35,14 @@ TEST_CONFIG = {
 }
 
 
+def pytest_configure(config):
+    # The app only warns about a stale catalog (compiling is the install's job); a test run
+    # straight after editing the .po compiles it, so the pages show what the tests expect.
+    from eldercare.i18n import compile_catalogs
+
+    compile_catalogs()
+
+
 def pytest_collection_modifyitems(config, items):
     skip_pg = pytest.mark.skip(reason="PostgreSQL-only; set TEST_DATABASE_URL (CI does)")
     for item in items:

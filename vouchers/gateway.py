@@ -23,13 +23,15 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
 from flask import Flask, current_app
 from flask_babel import lazy_gettext as _l
 
 from vouchers.errors import CardDeclined, GatewayError, GatewayRefused, GatewayUnavailable
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,10 @@ class Gateway:
         self.timeout = (min(connect_timeout, timeout), timeout)
         self.retries = retries
         self.backoff_s = backoff_s
+        # requests is imported here, not at the top: every start-up would pay for it
+        # (tests/test_startup.py); the gateway is built only when a card is charged.
+        import requests
+
         self.session = session or requests.Session()
 
     # -- payment intents
@@ -215,6 +221,8 @@ class Gateway:
         query: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> dict:
+        import requests  # see __init__
+
         headers = {"Authorization": f"Bearer {self.secret_key}", "Stripe-Version": STRIPE_VERSION}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
