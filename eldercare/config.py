@@ -82,6 +82,9 @@ def load_config(instance_path: str) -> dict:
         # Seconds for each SMTP exchange; the outbox job runs every minute.
         "MAIL_TIMEOUT": _int("MAIL_TIMEOUT", 20),
         "MAIL_FILE_DIR": os.environ.get("MAIL_FILE_DIR") or None,
+        # A standby scheduler asks this often whether the active one has gone; the active one
+        # checks its lock's connection as often (eldercare/scheduler_leader.py).
+        "SCHEDULER_STANDBY_POLL_SECONDS": _float("SCHEDULER_STANDBY_POLL_SECONDS", 15.0),
         "API_TITLE": "Eldercare vouchers API",
         "API_VERSION": "v1",
         "OPENAPI_VERSION": "3.0.3",

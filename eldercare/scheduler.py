@@ -213,12 +213,36 @@ def add_jobs(scheduler, app, jobs=None) -> None:
 
 @cli.command("run")
 def run_scheduler():
-    """Run the scheduler in the foreground until stopped."""
+    """Run the scheduler in the foreground until stopped. On PostgreSQL only one scheduler
+    per database is active; another started beside it stands by until that one stops."""
+    from eldercare.scheduler_leader import Leadership, watch
+
     app = current_app._get_current_object()
+    poll = app.config["SCHEDULER_STANDBY_POLL_SECONDS"]
+    leadership = Leadership(db.engine)
+    if not leadership.try_acquire():
+        log.warning("another scheduler is active on this database; standing by")
+        click.echo("another scheduler is active on this database; standing by", err=True)
+        leadership.wait(poll)
     scheduler = make_scheduler(app)
     add_jobs(scheduler, app)
+    lost = threading.Event()
+
+    def on_lost() -> None:
+        lost.set()
+        scheduler.shutdown(wait=False)
+
+    stop_watch = watch(leadership, on_lost, poll)
     log.info("scheduler starting with %d jobs", len(all_jobs(app)))
-    scheduler.start()
+    click.echo(f"scheduler active with {len(all_jobs(app))} jobs", err=True)
+    try:
+        scheduler.start()
+    finally:
+        stop_watch.set()
+        leadership.release()
+    if lost.is_set():
+        # Another scheduler may lead by now; whoever supervises this process restarts it.
+        raise SystemExit(3)
 
 
 # --------------------------------------------------------------------------- inspecting
