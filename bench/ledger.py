@@ -10,9 +10,12 @@ ledger.post     BENCH_LEDGER_THREADS (8) threads, each posting hold- and capture
                 causes of its own, for BENCH_LEDGER_SECONDS (10) s: once with one row per
                 account (the design before issue 11: the three hot accounts in one guarded
                 row each), once with the hot accounts in 32 shards (now). The audit chain's
-                lock is left out of both (branch i11-audit takes it off every path); a third
-                figure keeps it, as main has it until then. Baseline: `pgbench -N -c 8 -j 2
-                -T <seconds>` on a scratch database of the same server. PostgreSQL only.
+                lock is left out of both (branch i11-audit takes it off every path); another
+                figure keeps it, as main has it until then. Both designs again with
+                BENCH_LEDGER_WORK_MS (5) ms between each posting and its commit, as a request
+                spends on its audit row and response while holding the rows (0: skip).
+                Baseline: `pgbench -N -c 8 -j 2 -T <seconds>` on a scratch database of the
+                same server. PostgreSQL only.
 ledger.verify   journal lines per second that verify_ledger reconciles, with
                 BENCH_LEDGER_LINES (1,000,000) lines seeded by INSERT ... SELECT
                 generate_series (a recursive CTE on SQLite), vs. one bare
@@ -45,6 +48,9 @@ from eldercare.db import db  # noqa: E402
 THREADS = int(os.environ.get("BENCH_LEDGER_THREADS", "8"))
 SECONDS = float(os.environ.get("BENCH_LEDGER_SECONDS", "10"))
 LINES = int(os.environ.get("BENCH_LEDGER_LINES", "1000000"))
+# Time a request spends between its posting and its commit (audit row, other rows, the
+# response): the row locks are held meanwhile. 0 for the bare figures.
+WORK_MS = float(os.environ.get("BENCH_LEDGER_WORK_MS", "5"))
 HOT = ("vouchers:outstanding", "vouchers:held", "redeemed:unsettled")
 DISTRICT = "district:210102:available"
 FUNDS = 10**15  # more than any run can hold
@@ -147,7 +153,7 @@ def _set_design(app, shards: int) -> None:
         db.session.commit()
 
 
-def _post_for(app, seconds: float, *, chain_lock: bool) -> float:
+def _post_for(app, seconds: float, *, chain_lock: bool, work_ms: float = 0) -> float:
     """Entries per second from THREADS threads posting hold then capture, one commit each."""
     from vouchers import ledger
 
@@ -172,6 +178,8 @@ def _post_for(app, seconds: float, *, chain_lock: bool) -> float:
                         [("vouchers:outstanding", -100), ("vouchers:held", 100)],
                         cause=cause,
                     )
+                    if work_ms:
+                        time.sleep(work_ms / 1000)
                     db.session.commit()
                     ledger.post(
                         "capture",
@@ -179,6 +187,8 @@ def _post_for(app, seconds: float, *, chain_lock: bool) -> float:
                         [("vouchers:held", -100), ("redeemed:unsettled", 100)],
                         cause=cause,
                     )
+                    if work_ms:
+                        time.sleep(work_ms / 1000)
                     db.session.commit()
                     n += 1
                     counts[index] += 2
@@ -241,9 +251,29 @@ def bench_post(databases: Databases) -> None:
         base,
         tps,
     )
+    if WORK_MS:
+        single_work = _post_for(app, SECONDS, chain_lock=False, work_ms=WORK_MS)
+        emit(
+            "ledger.post",
+            f"{THREADS} threads, one row per account, {WORK_MS:g} ms before each commit (before)",
+            single_work,
+            "entries/s",
+            base,
+            tps,
+        )
     _set_design(app, 32)
     sharded = _post_for(app, SECONDS, chain_lock=False)
     emit("ledger.post", f"{THREADS} threads, 32 shards (now)", sharded, "entries/s", base, tps)
+    if WORK_MS:
+        sharded_work = _post_for(app, SECONDS, chain_lock=False, work_ms=WORK_MS)
+        emit(
+            "ledger.post",
+            f"{THREADS} threads, 32 shards, {WORK_MS:g} ms before each commit (now)",
+            sharded_work,
+            "entries/s",
+            base,
+            tps,
+        )
     chained = _post_for(app, SECONDS, chain_lock=True)
     emit(
         "ledger.post",
