@@ -541,6 +541,9 @@ def main() -> None:
             bench_redeem(_app(databases.new()))
         finally:
             databases.drop_all()
+    from ledger import main as bench_ledger  # bench/ledger.py (JSON lines, databases of its own)
+
+    bench_ledger()
 
 
 if __name__ == "__main__":

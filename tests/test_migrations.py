@@ -33,3 +33,53 @@ def test_every_revision_downgrades_and_upgrades_again(tmp_path):
         upgrade()
         assert set(sa.inspect(db.engine).get_table_names()) == tables
         db.engine.dispose()
+
+
+def test_0015_keeps_every_balance_in_and_out_of_shards(tmp_path):
+    """Upgrade moves each account's balance into its shard 0 (the hot accounts get 31 more,
+    empty); downgrade puts the sum of the shards back. No fen is lost either way."""
+    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/m.db"})
+    accounts = sa.text("SELECT code, balance_fen FROM ledger_accounts ORDER BY code")
+    with app.app_context():
+        upgrade(revision="0013")
+        with db.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "UPDATE ledger_accounts SET balance_fen = CASE code "
+                    "WHEN 'funding:central' THEN -700 WHEN 'pool:available' THEN 200 "
+                    "WHEN 'vouchers:outstanding' THEN 300 WHEN 'vouchers:held' THEN 150 "
+                    "WHEN 'redeemed:unsettled' THEN 50 ELSE 0 END"
+                )
+            )
+            before = dict(conn.execute(accounts).all())
+        upgrade(revision="0015")
+        with db.engine.begin() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT a.code, a.shards, COUNT(*), SUM(b.balance_fen), "
+                    "MAX(CASE WHEN b.shard = 0 THEN b.balance_fen END) "
+                    "FROM ledger_accounts a JOIN ledger_balances b ON b.account_id = a.id "
+                    "GROUP BY a.code, a.shards"
+                )
+            ).all()
+            shards = {code: (n, rows_n) for code, n, rows_n, _, _ in rows}
+            assert {code: total for code, _, _, total, _ in rows} == before
+            assert {code: first for code, _, _, _, first in rows} == before
+            # vouchers:held now holds some money on shard 7: the sum is what comes back.
+            conn.execute(
+                sa.text(
+                    "UPDATE ledger_balances SET balance_fen = balance_fen + 20 WHERE shard = 7 "
+                    "AND account_id = (SELECT id FROM ledger_accounts WHERE code = 'vouchers:held')"
+                )
+            )
+            conn.execute(
+                sa.text(
+                    "UPDATE ledger_balances SET balance_fen = balance_fen - 20 WHERE shard = 0 "
+                    "AND account_id = (SELECT id FROM ledger_accounts WHERE code = 'vouchers:held')"
+                )
+            )
+        assert shards["vouchers:held"] == (32, 32) and shards["pool:available"] == (1, 1)
+        downgrade(revision="0013")
+        with db.engine.begin() as conn:
+            assert dict(conn.execute(accounts).all()) == before
+        db.engine.dispose()

@@ -14,6 +14,7 @@ from eldercare.errors import InvalidInput
 from vouchers.eligibility_feed import process_eligibility_events
 from vouchers.issuance import expire_month, issue_monthly
 from vouchers.jobs import commit_every
+from vouchers.ledger_checks import run_check
 
 cli = AppGroup(
     "vouchers",
@@ -116,3 +117,24 @@ def process_events_command(limit: int, as_json: bool):
     for parked in result["parked"]:
         summary += f"; event {parked['event_id']} parked: {parked['error']}"
     _echo(result, as_json, summary)
+
+
+@cli.command("verify-ledger")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
+def verify_ledger_command(as_json: bool):
+    """Verify the ledger now (every entry balanced, every balance equal to its lines, the
+    sub-ledgers equal to their accounts) and store the result for the pool page. Exits 1
+    when the books do not balance."""
+    with unit_of_work():
+        run = run_check()
+        result = run.findings | {"journal_lines": run.journal_lines}
+    seconds = (run.finished_at - run.started_at).total_seconds()
+    summary = (
+        f"the books balance: {run.journal_lines} journal lines checked in {seconds:.1f} s"
+        if run.ok
+        else "THE BOOKS DO NOT BALANCE: "
+        + "; ".join(f"{k}: {v}" for k, v in run.findings.items() if v and k != "ok")
+    )
+    _echo(result, as_json, summary)
+    if not run.ok:
+        raise SystemExit(1)

@@ -18,6 +18,8 @@ from eldercare.scheduler import JobFailed, ScheduledJob
 from eldercare.timeutil import local_today
 from vouchers.eligibility_feed import process_eligibility_events
 from vouchers.issuance import expire_month, issue_monthly, month_of
+from vouchers.ledger_checks import EVERY as LEDGER_CHECK_EVERY
+from vouchers.ledger_checks import verify_ledger_job
 from vouchers.models import Voucher
 
 log = logging.getLogger(__name__)
@@ -109,5 +111,13 @@ JOBS: list[ScheduledJob] = [
         trigger="interval",
         trigger_args={"minutes": 1},
         description="Issue first vouchers and revoke on death or loss of eligibility",
+    ),
+    ScheduledJob(
+        id="vouchers-verify-ledger",
+        func=verify_ledger_job,
+        trigger="interval",
+        trigger_args={"minutes": int(LEDGER_CHECK_EVERY.total_seconds() // 60)},
+        description="Verify the ledger (entries, balances, sub-ledgers) and store the result",
+        run_at_start=True,
     ),
 ]

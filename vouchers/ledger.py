@@ -2,15 +2,35 @@
 
 Money lives in buckets (``ledger_accounts``). Every movement is one journal entry whose lines
 sum to zero, written in the caller's transaction together with the change that causes it.
-Balances move by conditional UPDATEs: a bucket that may not go negative refuses in the same
-statement that would have taken it below zero (and a CHECK constraint backs that up), so two
-transactions racing for the last fen cannot both win.
 
-The database guards the books too (migration 0008): journal rows cannot be updated or
+Balances. An account's balance is the sum of its shard rows (``ledger_balances``, primary
+key (account, shard)); ``balances`` reads it, one small GROUP BY, and nothing else reads the
+rows. Most accounts have one shard, moved by a conditional UPDATE: a bucket that may not go
+negative refuses in the same statement that would have taken it below zero (and a CHECK
+constraint backs that up), so two transactions racing for the last fen cannot both win.
+
+The accounts every redemption moves (``SHARDED_ACCOUNTS``: vouchers outstanding, held,
+redeemed unsettled) have 32 shards. With one row each, every redemption in the city updated
+the same three rows and held their locks until it committed, so redemptions ran one at a
+time. Now a posting takes, for each such account, a shard no other open transaction holds
+(``FOR UPDATE SKIP LOCKED``, starting from a shard chosen by the entry's cause and keeping
+the shard it already holds in this transaction), so two redemptions never wait for each
+other on the ledger. Shards of those accounts may go below zero one by one (money held on
+one is captured from another); their money is guarded where it lives, on the voucher row
+(balance and held never below zero, CHECK) and the redemption's status, and
+``verify_ledger`` proves each account's sum equal to its lines and to those rows.
+
+Why shards and not balances derived from the lines: a derived balance costs a scan of the
+account's lines (millions a year) on every read, and the pool page and the API read them
+all the time; a sum of 32 rows costs nothing and the journal stays append-only.
+
+The database guards the books too (migration 0010): journal rows cannot be updated or
 deleted, and on PostgreSQL a deferred constraint trigger refuses, at commit, a transaction
 that leaves any entry's lines not summing to zero. ``verify_ledger`` proves the rest: every
 balance equals its lines, and the accounts that mirror rows elsewhere (vouchers, holds,
-redemptions) equal the sum of those rows.
+redemptions) equal the sum of those rows. It is not run on page loads: the hourly job
+``vouchers-verify-ledger``, ``flask vouchers verify-ledger`` and the pool page's button store
+a result (``vouchers.ledger_checks``), which the pool page and the API show with its age.
 
 Lock order. Every transaction that moves money takes its locks in this one order, so two
 of them can wait for each other but never deadlock:
@@ -21,14 +41,20 @@ of them can wait for each other but never deadlock:
    step (``post`` takes it too, for callers that did not);
 3. rows of the change itself: a redemption's row (then its payment attempts) before its
    voucher's row;
-4. ledger accounts, by account code only, whatever the sign of the amount (``post``).
+4. ledger balance rows, by account code then shard, whatever the sign of the amount
+   (``post``). A sharded account's shard is taken with SKIP LOCKED, which never waits;
+   only when all its shards are held by others does ``post`` wait, for one shard chosen
+   before it asks, still in (code, shard) order.
 
-Holding (2) serialises money transactions with each other; (4) still matters to anything
-that updates accounts without it, and keeps the order obvious.
+Step 4 alone keeps ledger rows deadlock-free without step 2: waits happen only in code
+order, and a transaction keeps one shard per sharded account (the one it took first), so a
+second posting in the same transaction never reaches back for a new row behind one it holds.
 """
 
 from __future__ import annotations
 
+import random
+import zlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
@@ -44,9 +70,15 @@ from vouchers.models import (
     JournalEntry,
     JournalLine,
     LedgerAccount,
+    LedgerBalance,
     Redemption,
     Voucher,
 )
+
+# The accounts every redemption moves, and their shard counts (migration 0015 sets them).
+# 32 rows: 8 or 16 concurrent redemptions find a free one at once; summing 32 rows is free.
+SHARDED_ACCOUNTS = {"vouchers:outstanding": 32, "vouchers:held": 32, "redeemed:unsettled": 32}
+_SESSION_SHARDS = "vouchers.ledger.shards"  # session.info: (transaction, {account id: shard})
 
 
 def district_account_code(district_code: str) -> str:
@@ -62,11 +94,80 @@ def account(code: str, *, create_name: str | None = None) -> LedgerAccount:
             raise InvalidInput(details={"account": code})
         try:
             with db.session.begin_nested():
-                db.session.add(LedgerAccount(code=code, name=create_name, balance_fen=0))
+                opened = LedgerAccount(code=code, name=create_name, shards=1)
+                db.session.add(opened)
+                db.session.flush()
+                db.session.add(LedgerBalance(account_id=opened.id, shard=0, balance_fen=0))
         except sa.exc.IntegrityError:
             pass  # another transaction opened it at the same moment: use theirs
         found = db.session.scalar(statement)
     return found
+
+
+def _held_shards() -> dict[int, int]:
+    """The shard this transaction already moved, per sharded account (see the lock order)."""
+    session = db.session()  # the scoped session's own Session
+    transaction = session.get_transaction()
+    held = session.info.get(_SESSION_SHARDS)
+    if held is None or held[0] is not transaction:
+        held = (transaction, {})
+        session.info[_SESSION_SHARDS] = held
+    return held[1]
+
+
+def _first_choice(cause: tuple[str, object] | None, shards: int) -> int:
+    if cause is None:
+        return random.randrange(shards)  # noqa: S311 (spreading load, not a secret)
+    return zlib.crc32(f"{cause[0]}:{cause[1]}".encode()) % shards
+
+
+def _move_guarded(account_id: int, amount: int) -> bool:
+    """An account's one row, refused in the same statement if it would go below zero."""
+    return (
+        db.session.execute(
+            sa.update(LedgerBalance)
+            .where(
+                LedgerBalance.account_id == account_id,
+                LedgerBalance.shard == 0,
+                sa.or_(LedgerBalance.may_go_negative, LedgerBalance.balance_fen + amount >= 0),
+            )
+            .values(balance_fen=LedgerBalance.balance_fen + amount)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        == 1
+    )
+
+
+def _move_sharded(account_id: int, shards: int, amount: int, first: int) -> int:
+    """Add ``amount`` to a shard nobody else holds, trying ``first`` first; returns it.
+    One statement: the sub-select locks the shard it picks and skips those held by others
+    (ignored on SQLite, which has one writer)."""
+    order = (LedgerBalance.shard - first + shards) % shards
+    pick = (
+        sa.select(LedgerBalance.shard)
+        .where(LedgerBalance.account_id == account_id)
+        .order_by(order)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    move = (
+        sa.update(LedgerBalance)
+        .values(balance_fen=LedgerBalance.balance_fen + amount)
+        .returning(LedgerBalance.shard)
+        .execution_options(synchronize_session=False)
+    )
+    taken = db.session.scalar(
+        move.where(LedgerBalance.account_id == account_id, LedgerBalance.shard == pick)
+    )
+    if taken is None:
+        # Every shard is held by another transaction: wait for the first choice, in order.
+        taken = db.session.scalar(
+            move.where(LedgerBalance.account_id == account_id, LedgerBalance.shard == first)
+        )
+    if taken is None:
+        raise RuntimeError(f"ledger account {account_id} has no shard {first}")
+    return taken
 
 
 def post(
@@ -77,7 +178,10 @@ def post(
     cause: tuple[str, object] | None = None,
     actor_id: int | None = None,
 ) -> JournalEntry:
-    """Write one balanced entry: ``lines`` are (account code, amount in fen) pairs."""
+    """Write one balanced entry: ``lines`` are (account code, amount in fen) pairs.
+
+    Statements: one to read the accounts, one for the entry, one UPDATE per line (whatever
+    the number of shards) and one for the lines."""
     audit.lock_chain()  # step 2 of the lock order, before any account row
     lines = list(lines)
     if kind not in ENTRY_KINDS:
@@ -87,6 +191,17 @@ def post(
     lines = [(code, amount) for code, amount in lines if amount != 0]
     if not lines or sum(amount for _, amount in lines) != 0:
         raise ValueError(f"unbalanced entry {kind}: {lines}")
+    accounts = {
+        row.code: row
+        for row in db.session.execute(
+            sa.select(LedgerAccount.id, LedgerAccount.code, LedgerAccount.shards).where(
+                LedgerAccount.code.in_({code for code, _ in lines})
+            )
+        )
+    }
+    for code, _ in lines:
+        if code not in accounts:
+            raise InvalidInput(details={"account": code})
     entry = JournalEntry(
         kind=kind,
         memo=memo[:200],
@@ -96,28 +211,30 @@ def post(
     )
     db.session.add(entry)
     db.session.flush()
+    held = _held_shards()
     # Step 4 of the lock order: by code only. Sorting debits first would lock the same two
     # accounts in opposite orders for opposite movements (hold vs release, issue vs
     # expiry). A refused debit still refuses the whole entry: it is one transaction.
     for code, amount in sorted(lines, key=lambda line: line[0]):
-        target = account(code)
-        moved = db.session.execute(
-            sa.update(LedgerAccount)
-            .where(
-                LedgerAccount.id == target.id,
-                sa.or_(
-                    LedgerAccount.may_go_negative,
-                    LedgerAccount.balance_fen + amount >= 0,
-                ),
-            )
-            .values(balance_fen=LedgerAccount.balance_fen + amount)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if moved != 1:
-            raise InsufficientFunds(details={"account": code, "amount_fen": -amount})
-        db.session.add(JournalLine(entry_id=entry.id, account_id=target.id, amount_fen=amount))
-    db.session.flush()
-    db.session.expire_all()  # balances changed in SQL; reload them when next read
+        target = accounts[code]
+        if target.shards == 1:
+            if not _move_guarded(target.id, amount):
+                raise InsufficientFunds(details={"account": code, "amount_fen": -amount})
+        else:
+            first = held.get(target.id)
+            if first is None:
+                first = _first_choice(cause, target.shards)
+            held[target.id] = _move_sharded(target.id, target.shards, amount, first)
+    db.session.execute(
+        sa.insert(JournalLine),
+        [
+            {"entry_id": entry.id, "account_id": accounts[code].id, "amount_fen": amount}
+            for code, amount in lines
+        ],
+    )
+    # Callers move voucher and redemption rows in SQL too: what the session loaded is
+    # reloaded when next read.
+    db.session.expire_all()
     return entry
 
 
@@ -131,7 +248,7 @@ CAPTURED_STATUSES = ("redeemed", "reversed")
 class LedgerCheck:
     ok: bool
     unbalanced_entries: list[int]
-    drifted_accounts: list[str]  # running balance differs from the sum of its lines
+    drifted_accounts: list[str]  # balance (sum of its shards) differs from the sum of its lines
     total_fen: int  # all balances together: zero when the books balance
     # Accounts that differ from the rows they stand for:
     # [{"account", "ledger_fen", "subledger_fen"}] (see ``_subledgers``).
@@ -139,9 +256,20 @@ class LedgerCheck:
     closed_vouchers_with_balance: list[int] = field(default_factory=list)  # voucher ids
     # Redemptions without exactly one capture entry if captured, or with one if not.
     capture_mismatches: list[int] = field(default_factory=list)
+    # Accounts that may not go negative whose balance (the sum of their shards) is below 0.
+    negative_accounts: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _account_balances() -> sa.Subquery:
+    """Each account's balance: the sum of its shards."""
+    return (
+        sa.select(LedgerBalance.account_id, sa.func.sum(LedgerBalance.balance_fen).label("fen"))
+        .group_by(LedgerBalance.account_id)
+        .subquery()
+    )
 
 
 def _subledgers() -> dict[str, sa.ScalarSelect]:
@@ -160,20 +288,27 @@ def _subledgers() -> dict[str, sa.ScalarSelect]:
     }
 
 
-def _subledger_mismatches() -> list[dict]:
-    subledgers = _subledgers()
-    ledger_fen = dict(
-        db.session.execute(
-            sa.select(LedgerAccount.code, LedgerAccount.balance_fen).where(
-                LedgerAccount.code.in_(subledgers)
-            )
-        ).all()
+def _ledger_balance(code: str) -> sa.ScalarSelect:
+    return (
+        sa.select(sa.func.coalesce(sa.func.sum(LedgerBalance.balance_fen), 0))
+        .join(LedgerAccount, LedgerAccount.id == LedgerBalance.account_id)
+        .where(LedgerAccount.code == code)
+        .scalar_subquery()
     )
-    rows = db.session.execute(sa.select(*subledgers.values())).one()
+
+
+def _subledger_mismatches() -> list[dict]:
+    """One statement, so the books and the rows are read at one moment: money moving
+    between them while the check runs is never reported as a mismatch."""
+    subledgers = _subledgers()
+    columns = []
+    for code, rows in subledgers.items():
+        columns += [_ledger_balance(code), rows]
+    values = [int(v) for v in db.session.execute(sa.select(*columns)).one()]
     return [
-        {"account": code, "ledger_fen": ledger_fen.get(code, 0), "subledger_fen": int(rows[i])}
+        {"account": code, "ledger_fen": values[2 * i], "subledger_fen": values[2 * i + 1]}
         for i, code in enumerate(subledgers)
-        if ledger_fen.get(code, 0) != rows[i]
+        if values[2 * i] != values[2 * i + 1]
     ]
 
 
@@ -197,10 +332,12 @@ def _capture_mismatches() -> list[int]:
 
 
 def verify_ledger() -> LedgerCheck:
-    """Reconcile the books: every entry sums to zero, every balance equals its lines, the
-    accounts that mirror vouchers and redemptions equal them, closed vouchers hold nothing
-    and each captured redemption was captured once. Set-based: a handful of aggregate
-    queries whatever the size of the books."""
+    """Reconcile the books: every entry sums to zero, every balance (the sum of its shards)
+    equals its lines, the accounts that mirror vouchers and redemptions equal them, no
+    account that may not go negative is below zero, closed vouchers hold nothing and each
+    captured redemption was captured once. Set-based: a handful of aggregate queries
+    whatever the size of the books; each finding comes from one statement, so postings
+    committing while it runs cannot make it see a difference that is not there."""
     unbalanced = list(
         db.session.scalars(
             sa.select(JournalLine.entry_id)
@@ -210,21 +347,36 @@ def verify_ledger() -> LedgerCheck:
             .limit(CHECK_LIST_LIMIT)
         )
     )
-    sums = (
+    lines = (
         sa.select(JournalLine.account_id, sa.func.sum(JournalLine.amount_fen).label("fen"))
         .group_by(JournalLine.account_id)
         .subquery()
     )
-    drifted = list(
-        db.session.scalars(
-            sa.select(LedgerAccount.code)
-            .outerjoin(sums, sums.c.account_id == LedgerAccount.id)
-            .where(LedgerAccount.balance_fen != sa.func.coalesce(sums.c.fen, 0))
-            .order_by(LedgerAccount.code)
+    shards = _account_balances()
+    balance = sa.func.coalesce(shards.c.fen, 0)
+    drifted, negative = [], []
+    for code, drift, below_zero in db.session.execute(
+        sa.select(
+            LedgerAccount.code,
+            balance != sa.func.coalesce(lines.c.fen, 0),
+            sa.and_(~LedgerAccount.may_go_negative, balance < 0),
         )
-    )
+        .outerjoin(lines, lines.c.account_id == LedgerAccount.id)
+        .outerjoin(shards, shards.c.account_id == LedgerAccount.id)
+        .where(
+            sa.or_(
+                balance != sa.func.coalesce(lines.c.fen, 0),
+                sa.and_(~LedgerAccount.may_go_negative, balance < 0),
+            )
+        )
+        .order_by(LedgerAccount.code)
+    ):
+        if drift:
+            drifted.append(code)
+        if below_zero:
+            negative.append(code)
     total = db.session.scalar(
-        sa.select(sa.func.coalesce(sa.func.sum(LedgerAccount.balance_fen), 0))
+        sa.select(sa.func.coalesce(sa.func.sum(LedgerBalance.balance_fen), 0))
     )
     closed_with_balance = list(
         db.session.scalars(
@@ -236,18 +388,26 @@ def verify_ledger() -> LedgerCheck:
     )
     subledgers = _subledger_mismatches()
     captures = _capture_mismatches()
-    ok = not (unbalanced or drifted or total or subledgers or closed_with_balance or captures)
+    ok = not (
+        unbalanced or drifted or total or subledgers or closed_with_balance or captures or negative
+    )
     return LedgerCheck(
-        ok, unbalanced, drifted, int(total), subledgers, closed_with_balance, captures
+        ok, unbalanced, drifted, int(total), subledgers, closed_with_balance, captures, negative
     )
 
 
-def balances() -> dict[str, int]:
-    return dict(
-        db.session.execute(
-            sa.select(LedgerAccount.code, LedgerAccount.balance_fen).order_by(LedgerAccount.code)
-        ).all()
+def balances(codes: Iterable[str] | None = None) -> dict[str, int]:
+    """Each account's balance (the sum of its shards), by code; only ``codes`` if given.
+    The one place balances are read: the pool page, the API, the demo and the tests."""
+    statement = (
+        sa.select(LedgerAccount.code, sa.func.coalesce(sa.func.sum(LedgerBalance.balance_fen), 0))
+        .outerjoin(LedgerBalance, LedgerBalance.account_id == LedgerAccount.id)
+        .group_by(LedgerAccount.code)
+        .order_by(LedgerAccount.code)
     )
+    if codes is not None:
+        statement = statement.where(LedgerAccount.code.in_(list(codes)))
+    return {code: int(fen) for code, fen in db.session.execute(statement).all()}
 
 
 AMOUNT_MESSAGE = _l("Enter an amount in yuan greater than zero.")

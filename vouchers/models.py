@@ -94,14 +94,12 @@ class VoucherPolicy(Base):
 
 
 class LedgerAccount(Base):
-    """A bucket of the subsidy pool's money. Every movement is a balanced journal entry;
-    ``balance_fen`` is its running total, which the database keeps from going negative for
-    every account but the outside funding sources."""
+    """A bucket of the subsidy pool's money. Every movement is a balanced journal entry; the
+    running total lives in the account's shard rows (``LedgerBalance``), and the balance is
+    their sum (``vouchers.ledger.balances``)."""
 
     __tablename__ = "ledger_accounts"
-    __table_args__ = (
-        sa.CheckConstraint("may_go_negative OR balance_fen >= 0", name="not_negative"),
-    )
+    __table_args__ = (sa.CheckConstraint("shards >= 1 AND shards <= 256", name="shards"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # e.g. "pool:available", "district:210102:available", "vouchers:outstanding",
@@ -110,18 +108,65 @@ class LedgerAccount(Base):
     name: Mapped[str] = mapped_column(sa.String(120))
     # Only the funding sources: money that comes from outside the pool.
     may_go_negative: Mapped[bool] = mapped_column(default=False)
+    # How many rows hold the balance. 1 for most accounts (that row refuses to go below
+    # zero); more for the accounts every redemption moves, so that two redemptions never
+    # wait for the same row (see vouchers.ledger).
+    shards: Mapped[int] = mapped_column(default=1, server_default="1")
+
+
+class LedgerBalance(Base):
+    """One shard of an account's running balance; the account's balance is the sum of its
+    shards. A shard of a sharded account may go below zero (money held on one shard is
+    captured from another); the voucher rows guard that money, and ``verify_ledger`` proves
+    the sum equal to the vouchers' and to the lines."""
+
+    __tablename__ = "ledger_balances"
+    __table_args__ = (
+        sa.CheckConstraint("may_go_negative OR balance_fen >= 0", name="not_negative"),
+        sa.CheckConstraint("shard >= 0", name="shard"),
+    )
+
+    account_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("ledger_accounts.id"), primary_key=True
+    )
+    shard: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     balance_fen: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    # True for the funding sources and for every shard of a sharded account; False for the
+    # one row of an account that may not go negative, which the database keeps >= 0.
+    may_go_negative: Mapped[bool] = mapped_column(default=False)
+
+
+class LedgerCheckRun(Base):
+    """A stored result of ``verify_ledger``: the pool page and the API show the last one
+    (made by the hourly job, ``flask vouchers verify-ledger`` or the bureau's button)."""
+
+    __tablename__ = "ledger_checks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ok: Mapped[bool] = mapped_column()
+    # LedgerCheck.to_dict(): what was found (empty lists when ok).
+    findings: Mapped[dict] = mapped_column(sa.JSON)
+    journal_lines: Mapped[int] = mapped_column(sa.BigInteger)  # how many lines were checked
+    # Who asked for it from the pool page; None: the scheduled job or the command line.
+    requested_by_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
 
 
 class JournalEntry(Base):
     """One money movement, with the change that caused it; its lines sum to zero."""
 
     __tablename__ = "journal_entries"
-    __table_args__ = (sa.CheckConstraint(_in("kind", ENTRY_KINDS), name="known_kind"),)
+    __table_args__ = (
+        sa.CheckConstraint(_in("kind", ENTRY_KINDS), name="known_kind"),
+        # Reconciliation follows a voucher's or a redemption's money back to its entries.
+        sa.Index("ix_journal_entries_cause", "cause_type", "cause_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(sa.String(20), index=True)
-    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    # Indexed: the pool page pages the journal newest first and sums a month's returns.
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, index=True)
     memo: Mapped[str] = mapped_column(sa.String(200))
     # What caused it, e.g. ("vouchers", "42"), so reconciliation can follow every fen back.
     cause_type: Mapped[str | None] = mapped_column(sa.String(40))
@@ -369,7 +414,8 @@ class Redemption(Base):
     scan_digest: Mapped[str] = mapped_column(sa.String(64), unique=True)
     status: Mapped[str] = mapped_column(sa.String(20), default="checked_in", index=True)
     # Proof of service (EVV): who, where and when.
-    checked_in_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    # Indexed: the bureau's and the provider's lists filter and order by it.
+    checked_in_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, index=True)
     check_in_latitude: Mapped[float | None] = mapped_column(sa.Float)
     check_in_longitude: Mapped[float | None] = mapped_column(sa.Float)
     # Metres from the elder's home at check-in, for home services.

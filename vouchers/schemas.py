@@ -363,12 +363,33 @@ class VouchersLedgerCheckSchema(ma.Schema):
             "captured although never redeemed"
         },
     )
+    negative_accounts = fields.List(
+        fields.String(),
+        required=True,
+        metadata={"description": "accounts that may not go negative whose balance is below 0"},
+    )
+    checked_at = fields.AwareDateTime(
+        required=True,
+        metadata={"description": "when the check ran (ISO 8601, Asia/Shanghai)"},
+    )
+    stale = fields.Boolean(
+        required=True,
+        metadata={"description": "older than two hours: the hourly check is not running"},
+    )
 
 
 class VouchersPoolSchema(ma.Schema):
     accounts = fields.List(fields.Nested(VouchersAccountSchema), required=True)
     districts = fields.List(fields.Nested(VouchersDistrictPoolSchema), required=True)
-    ledger = fields.Nested(VouchersLedgerCheckSchema, required=True)
+    ledger = fields.Nested(
+        VouchersLedgerCheckSchema,
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "the last stored ledger check (hourly job, `flask vouchers "
+            "verify-ledger` or the pool page's button); null before the first"
+        },
+    )
 
 
 # --- issue 10: the elder's kind set by the bureau or an institution; the bureau's data -----

@@ -41,9 +41,9 @@ from eldercare.forms import (
 from eldercare.job_runs import health_of
 from eldercare.navigation import Destination
 from eldercare.residents import District, Resident, mask_name
-from eldercare.timeutil import SHANGHAI, format_local, local_today
+from eldercare.timeutil import SHANGHAI, format_local, local_today, now_utc
 from marketplace.models import Provider, Service, ServiceCategory
-from vouchers import ledger, payments, policy, pool
+from vouchers import ledger, ledger_checks, payments, policy, pool
 from vouchers.errors import GatewayUnavailable
 from vouchers.models import (
     REDEMPTION_STATUSES,
@@ -97,6 +97,7 @@ JOB_LABELS = {
     "vouchers-monthly": _l("Monthly voucher expiry and issuance"),
     "vouchers-eligibility-events": _l("First vouchers and revocations from eligibility events"),
     "vouchers-settle-stale-holds": _l("Settling card payments left pending"),
+    "vouchers-verify-ledger": _l("The hourly ledger check"),
 }
 MONTHLY_JOB = "vouchers-monthly"
 # The monthly catch-up runs every 10 minutes: no success for an hour means it is failing or
@@ -320,17 +321,42 @@ def job_problems() -> list[dict]:
     return problems
 
 
+def _age(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    if minutes < 1:
+        return _("less than a minute")
+    if minutes < 120:
+        return _("%(n)s minutes", n=minutes)
+    if minutes < 48 * 60:
+        return _("%(n)s hours", n=minutes // 60)
+    return _("%(n)s days", n=minutes // (24 * 60))
+
+
+def ledger_check_shown() -> dict | None:
+    """The last stored ledger check as the pool page shows it: its findings, when it ran,
+    how long ago, and whether it is too old to trust (the hourly job is not running)."""
+    run = ledger_checks.last_check()
+    if run is None:
+        return None
+    return dict(run.findings) | {
+        "ok": run.ok,
+        "when": format_local(run.finished_at),
+        "age": _age((now_utc() - run.finished_at).total_seconds()),
+        "stale": ledger_checks.is_stale(run),
+        "journal_lines": run.journal_lines,
+    }
+
+
 def _render_pool(status=200, problem=None, problem_form=None, values=None):
     month = local_today().replace(day=1)
     scoped = current_user.district_id is not None
     page = max(1, whole_number(request.args.get("page"), digits=6) or 1)
     journal, more = ([], False) if scoped else journal_page(page)
-    check = ledger.verify_ledger()
     return render_template(
         "vouchers/bureau_pool.html",
         month=month,
         figures=pool_figures(month),
-        check=check,
+        check=ledger_check_shown(),
         job_problems=job_problems(),
         shortfalls=shortfalls_of(month),
         journal=journal,
@@ -357,6 +383,18 @@ def _city_approver() -> None:
     city bureau's decisions."""
     if current_user.district_id is not None:
         raise PermissionDenied()
+
+
+@bp.post("/bureau/pool/verify")
+@roles_required(*BUREAU_ROLES)
+def pool_verify():
+    """Check the books now (the hourly job does it too) and show the result."""
+    run = ledger_checks.run_check(requested_by_user_id=current_user.id)
+    if run.ok:
+        flash(_("The books were checked just now and balance to the fen."), "success")
+    else:
+        flash(_("The books were checked just now and do not balance."), "error")
+    return redirect(url_for(".pool"))
 
 
 @bp.post("/bureau/pool/topup")

@@ -18,7 +18,7 @@ from eldercare.tokens import issue_token
 from tests.marketplace.conftest import ELDER_HOME
 from tests.vouchers import conftest as voucher_fixtures
 from tests.vouchers.helpers import give_voucher
-from vouchers import cards, ledger
+from vouchers import cards, ledger, ledger_checks
 from vouchers.gateway import gateway
 from vouchers.models import JournalEntry, PaymentAttempt, Redemption, TokenUse, Voucher
 
@@ -435,6 +435,8 @@ def test_a_bad_payment_method_id_is_refused_before_any_hold(
 
 def test_the_bureau_reads_the_pool(api, shop, token, elder, factory, db_session):
     approver = token(shop.approver)
+    assert api.get("/pool", approver).get_json()["ledger"] is None  # never checked yet
+    ledger_checks.run_check()
     pool = api.get("/pool", approver).get_json()
     accounts = {a["code"]: a["balance_fen"] for a in pool["accounts"]}
     assert accounts["pool:available"] == 90_000_000
@@ -450,6 +452,8 @@ def test_the_bureau_reads_the_pool(api, shop, token, elder, factory, db_session)
             "active_vouchers": 1,
         }
     ]
+    checked_at = pool["ledger"].pop("checked_at")
+    assert checked_at.endswith("+08:00")
     assert pool["ledger"] == {
         "ok": True,
         "unbalanced_entries": [],
@@ -458,6 +462,8 @@ def test_the_bureau_reads_the_pool(api, shop, token, elder, factory, db_session)
         "subledger_mismatches": [],
         "closed_vouchers_with_balance": [],
         "capture_mismatches": [],
+        "negative_accounts": [],
+        "stale": False,
     }
     # District staff of another district see neither Heping's row nor its account.
     shenhe_officer = factory.user(
@@ -476,6 +482,7 @@ def test_the_pool_check_fails_naming_a_drifted_subledger(api, shop, token, db_se
         sa.update(Voucher).where(Voucher.id == shop.voucher.id).values(balance_fen=49_000)
     )
     db_session.expire_all()
+    ledger_checks.run_check()  # what the hourly job or the pool page's button does
     check = api.get("/pool", token(shop.approver)).get_json()["ledger"]
     assert check["ok"] is False
     assert check["drifted_accounts"] == [] and check["unbalanced_entries"] == []

@@ -207,6 +207,8 @@ def test_qr_on_one_phone_scanned_by_another_paid_by_card(
     desk = new_page(viewport={"width": 1280, "height": 900})
     sign_in(desk, "bureau.approver")
     desk.goto("/vouchers/bureau/pool")
+    desk.locator("#verify-form button").click()  # the check runs hourly; check now
+    desk.wait_for_url("**/vouchers/bureau/pool")
     expect(desk.locator("#ledger-check")).to_have_class("notice ok")
     unsettled = int(desk.locator("#fig-unsettled").get_attribute("data-fen"))
     held = int(desk.locator("#fig-held").get_attribute("data-fen"))

@@ -1,7 +1,7 @@
 """Two PostgreSQL sessions in two threads, interleaved at chosen statements.
 
 Each session may pause once, just before or just after its first statement starting with a
-given prefix (e.g. after its first ``UPDATE ledger_accounts``, when it holds that row lock).
+given prefix (e.g. after its first ``UPDATE ledger_balances``, when it holds that row lock).
 A paused session goes on as soon as the other one has reached its own pause, has finished,
 or is waiting for a lock (``pg_stat_activity``): so the interleaving is decided by locks,
 never by sleeping a guessed time. On code with a lock-order bug the two sessions then hold
@@ -27,7 +27,7 @@ _GIVE_UP_AFTER_S = 120
 @dataclass(frozen=True)
 class Pause:
     when: str  # "before" or "after" the statement
-    prefix: str  # e.g. "UPDATE ledger_accounts"
+    prefix: str  # e.g. "UPDATE ledger_balances"
     contains: str = ""  # and, when given, holding this too (e.g. "FOR UPDATE")
 
 

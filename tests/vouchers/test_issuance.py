@@ -455,6 +455,7 @@ def test_jobs_are_declared_for_the_scheduler(app):
     monthly = jobs["vouchers-monthly"]  # a catch-up, often (tests/vouchers/test_jobs*.py)
     assert (monthly["trigger"], monthly["args"]) == ("interval", {"minutes": 10})
     assert jobs["vouchers-eligibility-events"]["args"] == {"minutes": 1}
+    assert jobs["vouchers-verify-ledger"]["args"] == {"minutes": 60}
 
 
 def test_monthly_job_expires_then_issues(scheme, current, last_months_voucher, db_session):

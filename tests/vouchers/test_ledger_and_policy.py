@@ -11,7 +11,7 @@ from eldercare.errors import Conflict, InvalidInput
 from eldercare.timeutil import local_today
 from vouchers import ledger, pool
 from vouchers.errors import InsufficientFunds
-from vouchers.models import JournalEntry, LedgerAccount, VoucherPolicy
+from vouchers.models import JournalEntry, LedgerAccount, LedgerBalance, VoucherPolicy
 from vouchers.policy import add_version, policy_on
 
 CATEGORIES = {"meal_help", "bathing", "cleaning", "long_term_stay", "day_care"}
@@ -70,21 +70,40 @@ def test_unbalanced_entries_cannot_be_written(bureau):
         ledger.post("topup", "x", [("funding:central", -1.5), ("pool:available", 1.5)])
 
 
+def _shards_of(code: str):
+    return sa.select(LedgerAccount.id).where(LedgerAccount.code == code).scalar_subquery()
+
+
 def test_the_database_refuses_a_negative_balance(bureau, db_session):
     with pytest.raises(sa.exc.IntegrityError), db_session.begin_nested():
         db_session.execute(
-            sa.update(LedgerAccount)
-            .where(LedgerAccount.code == "pool:available")
+            sa.update(LedgerBalance)
+            .where(LedgerBalance.account_id == _shards_of("pool:available"))
             .values(balance_fen=-1)
         )
+
+
+def test_a_shard_of_an_account_every_redemption_moves_may_go_negative(bureau, db_session):
+    """Money held on one shard may be captured from another: the voucher rows guard it, and
+    verify_ledger proves the account's sum (never below zero) against them."""
+    with db_session.begin_nested():
+        db_session.execute(
+            sa.update(LedgerBalance)
+            .where(
+                LedgerBalance.account_id == _shards_of("vouchers:held"), LedgerBalance.shard == 0
+            )
+            .values(balance_fen=-1)
+        )
+    check = ledger.verify_ledger()
+    assert check.negative_accounts == ["vouchers:held"] and not check.ok
 
 
 def test_verify_names_an_account_whose_balance_drifted(bureau, db_session):
     _, _, approver = bureau
     pool.top_up(1000, source="local", memo="m", actor=approver)
     db_session.execute(
-        sa.update(LedgerAccount)
-        .where(LedgerAccount.code == "pool:available")
+        sa.update(LedgerBalance)
+        .where(LedgerBalance.account_id == _shards_of("pool:available"))
         .values(balance_fen=1001)
     )
     check = ledger.verify_ledger()

@@ -117,6 +117,8 @@ def test_a_drifted_subledger_is_named(books, db_session, drift):
 
 
 def _check_notice(client):
+    """The pool page's notice after the bureau's "Check the books now"."""
+    assert client.post("/vouchers/bureau/pool/verify").status_code == 302
     html = client.get("/vouchers/bureau/pool", headers={"Accept-Language": "en"}).get_data(
         as_text=True
     )

@@ -22,7 +22,7 @@ from vouchers.models import LedgerAccount, Redemption, Voucher
 
 pytestmark = pytest.mark.postgres
 
-AT_FIRST_ACCOUNT = Pause("after", "UPDATE ledger_accounts")
+AT_FIRST_ACCOUNT = Pause("after", "UPDATE ledger_balances")
 DISTRICT = "district:210102:available"
 
 
@@ -311,8 +311,8 @@ def test_ledger_rows_are_locked_in_account_order_whatever_the_sign(app_ctx, db_s
     codes = []
 
     def seen(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith("UPDATE LEDGER_ACCOUNTS"):
-            codes.append(context.compiled_parameters[0]["id_1"])
+        if statement.lstrip().upper().startswith("UPDATE LEDGER_BALANCES"):
+            codes.append(context.compiled_parameters[0]["account_id_1"])
 
     ledger.account(DISTRICT, create_name="Heping")
     ledger.post("topup", "t", [("funding:central", -500), ("pool:available", 500)])

@@ -42,6 +42,7 @@ def _figure(html, name):
 def test_pool_numbers_equal_the_ledger(scheme, client, login):
     give_voucher(scheme.elder, scheme.today)
     login(scheme.approver)
+    assert client.post("/vouchers/bureau/pool/verify").status_code == 302
     html = client.get("/vouchers/bureau/pool", headers={"Accept-Language": "en"}).get_data(
         as_text=True
     )
@@ -55,8 +56,9 @@ def test_pool_numbers_equal_the_ledger(scheme, client, login):
     row = re.search(r'data-district="210102">.*?data-fen="(\d+)"', html, re.S)
     assert int(row.group(1)) == balances["district:210102:available"]
     assert re.search(
-        r'class="notice ok" id="ledger-check" role="status"><p class="tight">'
-        r"The books balance to the fen\.</p>",
+        r'class="notice ok" id="ledger-check" role="status" data-checked="[^"]+">'
+        r'<p class="tight">The books balanced to the fen when last checked, [^<]+ '
+        r"\(less than a minute ago\)\.</p>",
         html,
     )
     assert re.search(r'id="fig-issued">1 ', html)
