@@ -12,19 +12,23 @@ that leaves any entry's lines not summing to zero. ``verify_ledger`` proves the 
 balance equals its lines, and the accounts that mirror rows elsewhere (vouchers, holds,
 redemptions) equal the sum of those rows.
 
-Lock order. Every transaction that moves money takes its locks in this one order, so two
-of them can wait for each other but never deadlock:
+Lock order. Every transaction that moves money takes its row locks in this one order, so
+two of them can wait for each other but never deadlock. There is no lock that every money
+transaction takes (the audit trail appends without one, ``eldercare.audit``), so two
+redemptions of different vouchers never wait for each other except on the accounts of (4):
 
 1. the issuance lock (``issuance.serialize_issuance``), only in issuing, expiry,
    revocation and the eligibility feed;
-2. the audit chain's lock (``eldercare.audit.lock_chain``), first thing in every money
-   step (``post`` takes it too, for callers that did not);
-3. rows of the change itself: a redemption's row (then its payment attempts) before its
-   voucher's row;
+2. a redemption's row (``redemption.lock_row``, first thing in every money step on it),
+   then its payment attempts' rows;
+3. voucher rows, in id order when there are several. A transaction that locks several
+   vouchers (an expiry batch, a revocation, a run of the eligibility feed) locks all of
+   them before it moves any money: once it holds an account of (4) it may not wait for a
+   voucher, which a redemption holds while it waits for that account;
 4. ledger accounts, by account code only, whatever the sign of the amount (``post``).
 
-Holding (2) serialises money transactions with each other; (4) still matters to anything
-that updates accounts without it, and keeps the order obvious.
+Check-in share-locks its voucher (it waits for a revocation in progress and keeps one from
+starting) and locks nothing else that exists. Audit rows are inserted, never locked.
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ from dataclasses import asdict, dataclass, field
 import sqlalchemy as sa
 from flask_babel import lazy_gettext as _l
 
-from eldercare import audit
 from eldercare.db import db
 from eldercare.errors import InvalidInput
 from vouchers.errors import InsufficientFunds
@@ -78,7 +81,6 @@ def post(
     actor_id: int | None = None,
 ) -> JournalEntry:
     """Write one balanced entry: ``lines`` are (account code, amount in fen) pairs."""
-    audit.lock_chain()  # step 2 of the lock order, before any account row
     lines = list(lines)
     if kind not in ENTRY_KINDS:
         raise ValueError(f"unknown entry kind {kind!r}")

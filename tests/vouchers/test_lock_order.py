@@ -174,7 +174,7 @@ def test_hold_and_capture_against_a_reversal_do_not_deadlock(city):
 def test_a_late_charge_settled_under_the_redemption_lock_and_a_release_do_not_deadlock(city):
     """A path settling a succeeded card charge (webhook, poll, job) locks the redemption row
     to decide, then captures; the request whose attempt failed releases the same hold at the
-    same moment. The settling path must take the audit chain's lock before the row lock."""
+    same moment. Both lock the redemption's row first (before the voucher and the accounts)."""
     app, (_, other_voucher) = city
     with app.app_context():
         held = _priced(db.session.get(Voucher, other_voucher), "late-charge")
@@ -253,7 +253,7 @@ def test_a_reversal_racing_a_death_revocation_sends_the_money_to_the_district(ci
 
     # The reversal has read the voucher (active) and stops before its first lock; the
     # revocation runs and commits meanwhile; then the reversal writes.
-    before_locking = Pause("before", "SELECT pg_advisory_xact_lock")
+    before_locking = Pause("before", "SELECT redemptions.id", contains="FOR UPDATE")
     results = Interleaving(app, {"reverse": before_locking}).run(
         reverse=reverse,
         revoke=lambda: issuance.revoke_for(resident_id, from_month=month, reason="death"),
@@ -268,9 +268,9 @@ def test_a_reversal_racing_a_death_revocation_sends_the_money_to_the_district(ci
 
 
 def test_a_check_in_and_a_death_revocation_do_not_deadlock(city):
-    """Saving a check-in makes PostgreSQL lock the voucher row for its foreign key; the
-    revocation holds the chain's lock and wants that row for update. The check-in must take
-    the chain's lock before it writes anything. Whichever goes first, the other either
+    """The check-in share-locks the voucher (and saving it locks the voucher row for its
+    foreign key); the revocation holds the issuance lock and wants that row for update. The
+    check-in locks nothing else that exists, so whichever goes first, the other either
     waits or, coming second, is refused because the voucher is revoked: never a deadlock."""
     app, (_, other_voucher) = city
     with app.app_context():
@@ -290,7 +290,7 @@ def test_a_check_in_and_a_death_revocation_do_not_deadlock(city):
 
     pauses = {
         "check_in": Pause("after", "INSERT INTO redemptions"),
-        # The revocation holds both advisory locks here and waits for the check-in's row.
+        # The revocation holds the issuance lock here and waits for the check-in's row.
         "revoke": Pause("before", "SELECT vouchers", contains="FOR UPDATE"),
     }
     results = Interleaving(app, pauses).run(
