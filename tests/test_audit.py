@@ -33,7 +33,8 @@ def _allow_tampering(session):
     Runs inside the test's transaction, so the triggers are back after the rollback.
     """
     if _dialect(session) == "postgresql":
-        session.execute(sa.text("ALTER TABLE audit_logs DISABLE TRIGGER audit_logs_no_change"))
+        for trigger in ("audit_logs_no_change", "audit_logs_no_delete"):
+            session.execute(sa.text(f"ALTER TABLE audit_logs DISABLE TRIGGER {trigger}"))
     else:
         session.execute(sa.text("DROP TRIGGER IF EXISTS audit_logs_no_update"))
         session.execute(sa.text("DROP TRIGGER IF EXISTS audit_logs_no_delete"))
@@ -114,6 +115,20 @@ def test_the_database_refuses_to_edit_or_delete_audit_rows(db_session):
         db_session.execute(
             sa.update(AuditLog).where(AuditLog.id == unsealed.id).values(seal_seq=10**9)
         )
+
+
+def test_the_triggers_guard_every_column_but_the_seal():
+    """A column added to audit_logs must be added to the triggers' list in migration 0014,
+    or a seal could change it unseen."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "migrations" / "versions" / "0014_audit_sealing.py"
+    spec = importlib.util.spec_from_file_location("migration_0014", path)
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    columns = {c.name for c in AuditLog.__table__.columns}
+    assert set(migration.CONTENT) == columns - set(migration.SEAL)
 
 
 def test_an_edited_row_is_named_by_verify(db_session, app):

@@ -8,7 +8,9 @@
   order they were chained in), and their hashes are kept as they are, still valid (the old
   form, without id and seal_seq; ``verify_chain`` accepts it in the chain's prefix).
 - The triggers still refuse DELETE, TRUNCATE and any UPDATE, except the seal: setting the
-  three seal columns once, from NULL, and nothing else.
+  three seal columns once, from NULL, and nothing else. On PostgreSQL the UPDATE trigger
+  says so in its WHEN clause (no function call for a seal), and DELETE has its own trigger
+  (``audit_logs_no_delete``); the function that refuses is 0001's, unchanged.
 
 Downgrade re-chains every row appended since this revision (sealed or not) after the old
 rows, in id order, in the old form (the old code chains by id, at insert): a tail hash
@@ -39,31 +41,28 @@ CONTENT = (
 )
 SEAL = ("seal_seq", "prev_hash", "row_hash")
 
-# PostgreSQL: one function for the row triggers (UPDATE, DELETE) and the TRUNCATE one. The
-# seal is recognised by comparing the whole row but the seal columns, so a column added
-# later is guarded without touching this.
-PG_GUARD = """
-CREATE OR REPLACE FUNCTION audit_logs_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'UPDATE' THEN
-        IF OLD.seal_seq IS NULL AND OLD.prev_hash IS NULL AND OLD.row_hash IS NULL
-           AND NEW.seal_seq IS NOT NULL AND NEW.prev_hash IS NOT NULL
-           AND NEW.row_hash IS NOT NULL
-           AND (to_jsonb(NEW) - 'seal_seq' - 'prev_hash' - 'row_hash')
-               = (to_jsonb(OLD) - 'seal_seq' - 'prev_hash' - 'row_hash')
-        THEN
-            RETURN NEW;  -- the seal
-        END IF;
-    END IF;
-    RAISE EXCEPTION 'audit_logs is append-only';
-END $$;
-"""
-PG_OLD_GUARD = """
-CREATE OR REPLACE FUNCTION audit_logs_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'audit_logs is append-only';
-END $$;
-"""
+# The seal: the three seal columns set once, from NULL, and every other column as it was.
+# A column added to audit_logs later must be added to CONTENT (tests/test_audit.py checks).
+_PG_SEAL = (
+    "OLD.seal_seq IS NULL AND OLD.prev_hash IS NULL AND OLD.row_hash IS NULL"
+    " AND NEW.seal_seq IS NOT NULL AND NEW.prev_hash IS NOT NULL AND NEW.row_hash IS NOT NULL"
+    f" AND ({', '.join('NEW.' + c for c in CONTENT)})"
+    f" IS NOT DISTINCT FROM ({', '.join('OLD.' + c for c in CONTENT)})"
+)
+# PostgreSQL: the WHEN clause is evaluated without calling the function, so a seal costs
+# the comparison only; anything else calls the function, which refuses (migration 0001).
+PG_UPDATE_GUARD = (
+    "CREATE TRIGGER audit_logs_no_change BEFORE UPDATE ON audit_logs FOR EACH ROW "
+    f"WHEN (NOT ({_PG_SEAL})) EXECUTE FUNCTION audit_logs_append_only()"
+)
+PG_DELETE_GUARD = (
+    "CREATE TRIGGER audit_logs_no_delete BEFORE DELETE ON audit_logs "
+    "FOR EACH ROW EXECUTE FUNCTION audit_logs_append_only()"
+)
+PG_OLD_GUARD = (
+    "CREATE TRIGGER audit_logs_no_change BEFORE UPDATE OR DELETE ON audit_logs "
+    "FOR EACH ROW EXECUTE FUNCTION audit_logs_append_only()"
+)
 _SAME = " AND ".join(f"NEW.{c} IS OLD.{c}" for c in CONTENT)
 SQLITE_UPDATE_GUARD = f"""
 CREATE TRIGGER audit_logs_no_update BEFORE UPDATE ON audit_logs
@@ -92,7 +91,7 @@ def _drop_sqlite_triggers() -> None:
 def upgrade():
     postgres = op.get_bind().dialect.name == "postgresql"
     if postgres:
-        op.execute("ALTER TABLE audit_logs DISABLE TRIGGER audit_logs_no_change")
+        op.execute("DROP TRIGGER audit_logs_no_change ON audit_logs")
     else:
         _drop_sqlite_triggers()  # the batch below rebuilds the table, without them
     with op.batch_alter_table('audit_logs', schema=None) as batch_op:
@@ -117,8 +116,8 @@ def upgrade():
         postgresql_where=sa.text('seal_seq IS NULL'), sqlite_where=sa.text('seal_seq IS NULL'),
     )
     if postgres:
-        op.execute(PG_GUARD)
-        op.execute("ALTER TABLE audit_logs ENABLE TRIGGER audit_logs_no_change")
+        op.execute(PG_UPDATE_GUARD)
+        op.execute(PG_DELETE_GUARD)
     else:
         _sqlite_triggers(SQLITE_UPDATE_GUARD)
 
@@ -171,7 +170,8 @@ def _rechain_in_old_form() -> None:
 def downgrade():
     postgres = op.get_bind().dialect.name == "postgresql"
     if postgres:
-        op.execute("ALTER TABLE audit_logs DISABLE TRIGGER audit_logs_no_change")
+        op.execute("DROP TRIGGER audit_logs_no_change ON audit_logs")
+        op.execute("DROP TRIGGER audit_logs_no_delete ON audit_logs")
     else:
         _drop_sqlite_triggers()
     _rechain_in_old_form()
@@ -183,7 +183,6 @@ def downgrade():
         batch_op.alter_column('prev_hash', existing_type=sa.String(length=64), nullable=False)
     if postgres:
         op.execute(PG_OLD_GUARD)
-        op.execute("ALTER TABLE audit_logs ENABLE TRIGGER audit_logs_no_change")
     else:
         _sqlite_triggers(
             "CREATE TRIGGER audit_logs_no_update BEFORE UPDATE ON audit_logs "
