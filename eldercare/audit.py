@@ -281,10 +281,15 @@ class SealReport:
 
 
 def _lock_sealer() -> None:
-    """Sealers take turns (PostgreSQL: held to the end of the batch's transaction). Only
-    sealers take this lock; appends never wait for it."""
+    """Sealers take turns (PostgreSQL: an advisory lock held to the end of the batch's
+    transaction; only sealers take it, appends never wait for it)."""
     if db.session.get_bind().dialect.name == "postgresql":
         db.session.execute(sa.select(sa.func.pg_advisory_xact_lock(_SEAL_LOCK_KEY)))
+    else:
+        # SQLite: become the writer before reading (a write that changes nothing), so that
+        # the batch's UPDATE never finds another writer in the way of a read transaction
+        # ("database is locked"); other writers wait for the batch (busy_timeout).
+        db.session.execute(sa.text("UPDATE audit_logs SET seal_seq = seal_seq WHERE 0 = 1"))
 
 
 def _tail() -> tuple[int, str]:
