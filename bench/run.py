@@ -3,9 +3,7 @@
 Each figure is printed beside its baseline from the same run on the same database,
 so the ratio is what to read, not the absolute number.
 
-audit.append   chained audit row (advisory lock on PostgreSQL, read tail, SHA-256, insert)
-               vs. the same row inserted plainly with a random hash (baseline)
-audit.verify   rows per second that `flask audit verify` walks
+audit.*        appends from 8 threads, sealing and verifying: bench/audit.py (JSON lines)
 login          a full sign-in request (scrypt, throttle row, audit row)
                vs. GET of the sign-in page (baseline)
 search         marketplace search within 1 km of random points in Shenyang, among PROVIDERS
@@ -37,8 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sqlalchemy as sa  # noqa: E402
 from flask_migrate import upgrade  # noqa: E402
 
-from eldercare import audit, create_app  # noqa: E402
-from eldercare.audit import AuditLog  # noqa: E402
+from eldercare import create_app  # noqa: E402
 from eldercare.db import db  # noqa: E402
 from eldercare.demo import DEMO_PASSWORD, build_demo  # noqa: E402
 from eldercare.timeutil import local_today, now_utc  # noqa: E402
@@ -83,43 +80,6 @@ def _rate(label: str, count: int, seconds: float, baseline: float | None = None)
     extra = f"   ({per_second / baseline:.2f}x baseline)" if baseline else ""
     print(f"  {label:<42} {per_second:>10,.0f} /s{extra}")
     return per_second
-
-
-def bench_audit(app) -> None:
-    with app.app_context():
-        start = time.perf_counter()
-        for i in range(N):
-            db.session.add(
-                AuditLog(
-                    occurred_at=now_utc(),
-                    actor_label="bench",
-                    action="bench.plain",
-                    object_type="bench",
-                    object_id=str(i),
-                    prev_hash=secrets.token_hex(32),
-                    row_hash=secrets.token_hex(32),
-                    after_json='{"i":1}',
-                )
-            )
-            db.session.commit()
-        baseline = _rate("plain insert + commit (baseline)", N, time.perf_counter() - start)
-
-        start = time.perf_counter()
-        for i in range(N):
-            audit.record("bench.chained", object_type="bench", object_id=i, after={"i": 1})
-            db.session.commit()
-        _rate("chained audit.record + commit", N, time.perf_counter() - start, baseline)
-
-
-def bench_verify(app) -> None:
-    with app.app_context():
-        for i in range(N * 5):
-            audit.record("bench.chained", object_type="bench", object_id=i, after={"i": i})
-        db.session.commit()
-        start = time.perf_counter()
-        report = audit.verify_chain()
-        assert report.ok, report
-        _rate("verify_chain rows checked", report.rows_checked, time.perf_counter() - start)
 
 
 def _resident_rows(count: int, start: int) -> list[dict]:
@@ -524,6 +484,8 @@ def bench_redeem(app) -> None:
 
 
 def main() -> None:
+    from bench import audit as audit_bench
+
     with tempfile.TemporaryDirectory() as tmp:
         databases = Databases(tmp)
         try:
@@ -532,11 +494,10 @@ def main() -> None:
             with app.app_context():
                 build_demo()
                 db.session.commit()
-            bench_audit(app)
             bench_login(app)
             bench_import(app)
             bench_search(app)
-            bench_verify(_app(databases.new()))
+            audit_bench.run(_app(databases.new()))
             bench_issue(_app(databases.new()))
             bench_redeem(_app(databases.new()))
         finally:

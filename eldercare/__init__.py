@@ -131,6 +131,22 @@ def _register_notifications(app: Flask) -> None:
     )
 
 
+def _register_audit_sealing(app: Flask) -> None:
+    from eldercare import audit
+    from eldercare.scheduler import ScheduledJob
+
+    app.extensions.setdefault("scheduled_jobs", []).append(
+        ScheduledJob(
+            id="audit-seal",
+            func=audit.seal_job,
+            trigger="interval",
+            trigger_args={"minutes": 1},
+            description="Seal the audit rows appended since the last run into the chain",
+            run_at_start=True,
+        )
+    )
+
+
 class RowIdConverter(IntegerConverter):
     """``<int:id>`` in a URL: a row id, so at most the largest INTEGER key. A longer number
     matches no route (404) instead of overflowing in the database driver (500)."""
@@ -194,6 +210,7 @@ def create_app(config: dict | None = None) -> Flask:
         domain.register(app)
     _register_shell_destinations(app)
     _register_notifications(app)
+    _register_audit_sealing(app)
 
     # After flask-smorest, which installs a JSON-only handler for HTTP errors.
     errors.register(app)

@@ -20,15 +20,46 @@ audit_cli = AppGroup("audit", help="Inspect the audit trail.")
 accounts_cli = AppGroup("accounts", help="Manage user accounts.")
 
 
+def _backlog_text(unsealed: int, age_s: float | None) -> str:
+    if not unsealed:
+        return "no rows wait to be sealed"
+    return f"{unsealed} rows wait to be sealed (the oldest appended {age_s:.0f} s ago)"
+
+
+@audit_cli.command("seal")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+def seal_command(as_json: bool):
+    """Chain the committed unsealed rows (the audit-seal job does it every minute)."""
+    with unit_of_work():
+        result = audit.seal_job()
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(
+            f"sealed {result['sealed']} rows; the chain has {result['last_seq']}; "
+            + _backlog_text(result["unsealed"], result["oldest_unsealed_age_s"])
+        )
+
+
 @audit_cli.command("verify")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
-def verify(as_json: bool):
-    """Check every link of the audit chain; exit 1 at the first broken row."""
+@click.option(
+    "--no-seal", is_flag=True, help="Only check (a read-only database); do not seal first."
+)
+def verify(as_json: bool, no_seal: bool):
+    """Seal what has committed, then check every link of the audit chain; exit 1 at the
+    first broken row."""
+    if not no_seal:
+        with unit_of_work():
+            audit.seal()
     report = audit.verify_chain()
     if as_json:
         click.echo(json.dumps(report.__dict__))
     elif report.ok:
-        click.echo(f"audit chain intact: {report.rows_checked} rows checked")
+        click.echo(
+            f"audit chain intact: {report.rows_checked} rows checked; "
+            + _backlog_text(report.unsealed, report.oldest_unsealed_age_s)
+        )
     else:
         what = "was edited" if report.problem == "content" else "does not link to the row before"
         click.echo(

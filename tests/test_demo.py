@@ -1,7 +1,7 @@
 import sqlalchemy as sa
 
 from eldercare.accounts import ROLES, FamilyLink, User, UserRole
-from eldercare.audit import verify_chain
+from eldercare.audit import AuditLog, seal, verify_chain
 from eldercare.demo import DEMO_PASSWORD
 from eldercare.residents import District
 
@@ -23,7 +23,10 @@ def test_demo_builds_a_city_with_every_role_and_is_idempotent(app, db_session):
     again = runner.invoke(args=["demo", "--json"])
     assert again.exit_code == 0
     assert [_count(db_session, m) for m in (District, User, FamilyLink)] == counts
-    assert verify_chain().ok
+    seal()
+    report = verify_chain()
+    assert report.ok and report.unsealed == 0
+    assert report.rows_checked == _count(db_session, AuditLog) > 0
 
 
 def test_demo_passwords_work(app, db_session, client):

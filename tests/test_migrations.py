@@ -82,4 +82,86 @@ def test_0015_keeps_every_balance_in_and_out_of_shards(tmp_path):
         downgrade(revision="0013")
         with db.engine.begin() as conn:
             assert dict(conn.execute(accounts).all()) == before
+
+
+def test_migration_0014_seals_the_old_chain_as_it_is_and_gives_it_back_on_downgrade(tmp_path):
+    """Rows chained at insert before 0014 are sealed in id order with their hashes kept;
+    downgrading re-chains the later rows after them in the old form, by id."""
+    from eldercare import audit
+    from eldercare.audit import GENESIS_HASH, compute_legacy_hash
+    from eldercare.db import UTCDateTime
+    from eldercare.timeutil import now_utc
+
+    table = sa.table(
+        "audit_logs",
+        *(sa.column(c) for c in ("id", "actor_label", "action", "object_type", "object_id")),
+        *(sa.column(c) for c in ("actor_user_id", "district_id", "before_json", "after_json")),
+        sa.column("occurred_at", UTCDateTime()),
+        sa.column("prev_hash"),
+        sa.column("row_hash"),
+    )
+
+    def old_chain_holds():
+        prev = GENESIS_HASH
+        for row in db.session.execute(sa.select(table).order_by(table.c.id)):
+            assert row.prev_hash == prev and row.row_hash == compute_legacy_hash(row)
+            prev = row.row_hash
+
+    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/m.db"})
+    with app.app_context():
+        upgrade(revision="0013")
+        prev = GENESIS_HASH
+        for i in range(3):
+            row = audit.AuditLog(
+                occurred_at=now_utc(),
+                actor_label="cli",
+                action="old",
+                object_type="t",
+                object_id=str(i),
+                after_json='{"i":1}',
+                prev_hash=prev,
+            )
+            row.row_hash = compute_legacy_hash(row)
+            values = {
+                c: getattr(row, c)
+                for c in (
+                    "occurred_at",
+                    "actor_label",
+                    "action",
+                    "object_type",
+                    "object_id",
+                    "after_json",
+                    "prev_hash",
+                    "row_hash",
+                )
+            }
+            db.session.execute(table.insert().values(values))
+            prev = row.row_hash
+        db.session.commit()
+        hashes = db.session.execute(sa.text("SELECT row_hash FROM audit_logs ORDER BY id")).all()
+        db.session.remove()
+
+        upgrade()
+        report = audit.verify_chain()
+        assert report.ok and report.rows_checked == 3 and report.unsealed == 0
+        assert (
+            db.session.execute(sa.text("SELECT row_hash FROM audit_logs ORDER BY seal_seq")).all()
+            == hashes
+        )
+        for i in range(2):
+            audit.record("new", object_type="t", object_id=i)
+        db.session.commit()
+        audit.seal()
+        assert audit.verify_chain().rows_checked == 5
+        audit.record("unsealed", object_type="t", object_id=9)
+        db.session.commit()
+        db.session.remove()
+
+        downgrade(revision="0013")
+        old_chain_holds()
+        assert db.session.scalar(sa.text("SELECT count(*) FROM audit_logs")) == 6
+        db.session.remove()
+        upgrade()
+        report = audit.verify_chain()
+        assert report.ok and report.rows_checked == 6
         db.engine.dispose()

@@ -13,7 +13,7 @@ from eldercare.db import unit_of_work
 from eldercare.errors import InvalidInput
 from vouchers.eligibility_feed import process_eligibility_events
 from vouchers.issuance import expire_month, issue_monthly
-from vouchers.jobs import commit_every
+from vouchers.jobs import BATCH_SIZE, commit_every
 from vouchers.ledger_checks import run_check
 
 cli = AppGroup(
@@ -90,7 +90,7 @@ def expire_command(month: date, as_json: bool):
     """Expire a past month's vouchers and return their balances to the districts."""
     try:
         with unit_of_work():
-            result = expire_month(month, progress=commit_every())
+            result = expire_month(month, progress=commit_every(BATCH_SIZE), batch_size=BATCH_SIZE)
     except InvalidInput as error:
         raise _refuse_month(error) from None
     summary = (

@@ -44,13 +44,14 @@ from eldercare.errors import Conflict, DomainError, InvalidInput, NotFound
 from eldercare.residents import Resident
 from eldercare.timeutil import local_today, now_utc
 from vouchers.issuance import (
+    lock_vouchers,
     month_of,
     next_month,
     revoke_for,
     serialize_issuance,
     try_issue,
 )
-from vouchers.models import EligibilityStart, EventCursor, ParkedEvent, Shortfall
+from vouchers.models import EligibilityStart, EventCursor, ParkedEvent, Shortfall, Voucher
 
 log = logging.getLogger(__name__)
 CURSOR = "eligibility"
@@ -261,6 +262,22 @@ def _issue_due_starts(today: date, result: dict) -> None:
     db.session.flush()
 
 
+def _lock_vouchers_of(resident_ids: set[int]) -> None:
+    """The live vouchers of every elder the run's events are about, locked in id order
+    before any event moves money: one run may revoke several elders' vouchers, and the lock
+    order (vouchers.ledger) wants all of them before the first account. New vouchers the run
+    issues are its own rows, which nobody else can wait on."""
+    if not resident_ids:
+        return
+    lock_vouchers(
+        db.session.scalars(
+            sa.select(Voucher.id).where(
+                Voucher.resident_id.in_(sorted(resident_ids)), Voucher.status == "active"
+            )
+        ).all()
+    )
+
+
 def process_eligibility_events(limit: int = 500) -> dict:
     """Handle up to ``limit`` new events, then the eligibility starts that are due; returns
     what was done, for the job's log and the CLI's ``--json``. An event that fails for good
@@ -273,7 +290,9 @@ def process_eligibility_events(limit: int = 500) -> dict:
         "parked": [],
         "last_event_id": cursor.last_event_id,
     }
-    for event in events_after(cursor.last_event_id, limit):
+    events = events_after(cursor.last_event_id, limit)
+    _lock_vouchers_of({event.resident_id for event in events})
+    for event in events:
         part, error = _try(lambda part, event=event: _handle(event, part))
         if error is None:
             _merge(result, part)
@@ -303,7 +322,7 @@ def parked_in_scope(parked_id: int, district_id: int | None) -> ParkedEvent:
 
 def _open(parked_id: int) -> ParkedEvent:
     # The feed's lock order: the issuance lock before the parked row (a feed run parking the
-    # same event holds it, then the audit chain's lock, and then wants the row).
+    # same event holds it, and then wants the row).
     serialize_issuance()
     parked = db.session.scalar(
         sa.select(ParkedEvent)

@@ -23,8 +23,9 @@ first day when issued ahead); it never changes afterwards. The ratio and scope o
 service are the version in force on the day of the service (vouchers.policy.rules_for).
 
 Issuing, expiring and revoking transactions also take one PostgreSQL advisory lock before
-they touch any row (``serialize_issuance``), then the audit chain's lock, so they queue instead
-of deadlocking on each other's rows or on a payment's (the order is in ``vouchers.ledger``).
+they touch any row (``serialize_issuance``), so they queue instead of deadlocking on each
+other's rows. Against payments, the row lock order of ``vouchers.ledger`` holds: expiry and
+revocation lock all the vouchers of a transaction, in id order, before they move any money.
 
 Priority when a district's money cannot cover everyone (documented for the bureau): complete,
 then severe, then moderate; within a level, whoever has waited longer (``waiting_since``, the
@@ -118,8 +119,8 @@ def issuance_day(month: date) -> date:
 def serialize_issuance() -> None:
     # Taken before any row is touched and held to the end of the transaction: a monthly run
     # commits every few hundred elders, and the eligibility feed or a second run waits for
-    # that batch instead of locking a row the batch needs next (the audit chain's own lock
-    # would otherwise close the cycle). SQLite has one writer at a time anyway.
+    # that batch instead of locking a row the batch needs next. SQLite has one writer at a
+    # time anyway.
     if db.session.get_bind().dialect.name == "postgresql":
         db.session.execute(sa.select(sa.func.pg_advisory_xact_lock(_ISSUANCE_LOCK_KEY)))
 
@@ -245,7 +246,6 @@ def try_issue(
     if district_exhausted:
         _record_shortfall(resident, month, eligibility.level, face)
         return IssueOutcome("left_out", needed_fen=face, level=eligibility.level)
-    audit.lock_chain()  # the lock order (vouchers.ledger): before the voucher and the accounts
     district = db.session.get(District, resident.district_id)
     account_code = ledger.district_account_code(district.code)
     ledger.account(account_code, create_name=f"{district.name_zh} allocation")
@@ -471,22 +471,37 @@ def _close(voucher: Voucher, *, status: str, entry_kind: str, memo: str, actor_i
     return returned
 
 
-def _locked(voucher_id: int) -> Voucher | None:
-    # A redemption moves balance_fen too; the row lock (PostgreSQL) makes expiry see its
-    # final amount instead of racing it.
-    return db.session.scalar(
-        sa.select(Voucher)
-        .where(Voucher.id == voucher_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+EXPIRY_BATCH = 200  # vouchers per batch of expire_month (its progress is called per batch)
+
+
+def lock_vouchers(voucher_ids) -> list[Voucher]:
+    """The vouchers, locked (PostgreSQL: FOR UPDATE) in id order in one statement and read
+    as they stand. A redemption moves balance_fen too; the lock makes expiry or revocation
+    see its final amount instead of racing it. Step 3 of the lock order (vouchers.ledger):
+    all of a transaction's vouchers before any account."""
+    return list(
+        db.session.scalars(
+            sa.select(Voucher)
+            .where(Voucher.id.in_(list(voucher_ids)))
+            .order_by(Voucher.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
     )
 
 
-def expire_month(month: date, *, progress: Progress | None = None) -> dict:
+def expire_month(
+    month: date, *, progress: Progress | None = None, batch_size: int = EXPIRY_BATCH
+) -> dict:
     """Expire every active voucher of a past month and return its balance to its district.
     A voucher with a payment in flight expires too and is reported under "held": that
     payment's money is redeemed or, released, goes to the district. Rerunning changes
-    nothing."""
+    nothing.
+
+    Batches of ``batch_size`` vouchers: each locks its vouchers first, then closes them
+    (the lock order of vouchers.ledger). ``progress(done)`` is called after each batch: a
+    caller that commits does it there, so no transaction locks a voucher after an account
+    (``commit_every`` with the same size)."""
     if not isinstance(month, date) or month.day != 1:
         raise InvalidInput(details={"month": _l("Give the month as YYYY-MM.")})
     if month >= month_of(local_today()):
@@ -499,13 +514,12 @@ def expire_month(month: date, *, progress: Progress | None = None) -> dict:
         )
     )
     result = {"month": month.strftime("%Y-%m"), "expired": 0, "returned_fen": 0, "held": []}
-    for done, voucher_id in enumerate(ids, start=1):
-        # The lock order (vouchers.ledger): a capture on this voucher takes the audit chain
-        # before the voucher row, so the batch must too (it keeps both until it commits).
+    for start in range(0, len(ids), batch_size):
+        batch = ids[start : start + batch_size]
         serialize_issuance()
-        audit.lock_chain()
-        voucher = _locked(voucher_id)
-        if voucher is not None and voucher.status == "active":
+        for voucher in lock_vouchers(batch):
+            if voucher.status != "active":
+                continue
             if voucher.held_fen > 0:
                 result["held"].append(voucher.id)  # expired; its payment still settling
             result["returned_fen"] += _close(
@@ -518,7 +532,7 @@ def expire_month(month: date, *, progress: Progress | None = None) -> dict:
             )
             result["expired"] += 1
         if progress is not None:
-            progress(done)
+            progress(start + len(batch))
     return result
 
 
@@ -536,22 +550,19 @@ def revoke_for(
     if not isinstance(from_month, date) or from_month.day != 1:
         raise InvalidInput(details={"from_month": _l("Give the month as YYYY-MM.")})
     serialize_issuance()
-    audit.lock_chain()  # before the voucher rows (the lock order is in vouchers.ledger)
     ids = list(
         db.session.scalars(
-            sa.select(Voucher.id)
-            .where(
+            sa.select(Voucher.id).where(
                 Voucher.resident_id == resident_id,
                 Voucher.month >= from_month,
                 Voucher.status == "active",
             )
-            .order_by(Voucher.month)
         )
     )
     result = {"revoked": [], "held": [], "returned_fen": 0}
-    for voucher_id in ids:
-        voucher = _locked(voucher_id)
-        if voucher is None or voucher.status != "active":
+    # All of them locked before any money moves (the lock order of vouchers.ledger).
+    for voucher in sorted(lock_vouchers(ids), key=lambda v: v.month):
+        if voucher.status != "active":
             continue
         held = voucher.held_fen > 0
         result["returned_fen"] += _close(
@@ -563,7 +574,7 @@ def revoke_for(
             audit_after={"reason": reason},
         )
         voucher.revoked_reason = reason
-        result["revoked"].append(voucher_id)
+        result["revoked"].append(voucher.id)
         if held:
-            result["held"].append(voucher_id)
+            result["held"].append(voucher.id)
     return result

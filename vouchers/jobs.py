@@ -76,7 +76,9 @@ def monthly_vouchers() -> dict:
     for month in months_to_expire(current):
         _step(
             f"expire {month:%Y-%m}",
-            lambda month=month: expire_month(month, progress=commit_every(BATCH_SIZE)),
+            lambda month=month: expire_month(
+                month, progress=commit_every(BATCH_SIZE), batch_size=BATCH_SIZE
+            ),
             done,
             failed,
         )

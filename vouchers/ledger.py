@@ -32,23 +32,29 @@ redemptions) equal the sum of those rows. It is not run on page loads: the hourl
 ``vouchers-verify-ledger``, ``flask vouchers verify-ledger`` and the pool page's button store
 a result (``vouchers.ledger_checks``), which the pool page and the API show with its age.
 
-Lock order. Every transaction that moves money takes its locks in this one order, so two
-of them can wait for each other but never deadlock:
+Lock order. Every transaction that moves money takes its row locks in this one order, so
+two of them can wait for each other but never deadlock. There is no lock that every money
+transaction takes (the audit trail appends without one, ``eldercare.audit``), so two
+redemptions of different vouchers never wait for each other (on the ledger, only when every
+shard of an account is held by others):
 
 1. the issuance lock (``issuance.serialize_issuance``), only in issuing, expiry,
    revocation and the eligibility feed;
-2. the audit chain's lock (``eldercare.audit.lock_chain``), first thing in every money
-   step (``post`` takes it too, for callers that did not);
-3. rows of the change itself: a redemption's row (then its payment attempts) before its
-   voucher's row;
+2. a redemption's row (``redemption.lock_row``, first thing in every money step on it),
+   then its payment attempts' rows;
+3. voucher rows, in id order when there are several. A transaction that locks several
+   vouchers (an expiry batch, a revocation, a run of the eligibility feed) locks all of
+   them before it moves any money: once it holds a ledger row of (4) it may not wait for a
+   voucher, which a redemption holds while it waits for that ledger row;
 4. ledger balance rows, by account code then shard, whatever the sign of the amount
    (``post``). A sharded account's shard is taken with SKIP LOCKED, which never waits;
    only when all its shards are held by others does ``post`` wait, for one shard chosen
-   before it asks, still in (code, shard) order.
+   before it asks, still in (code, shard) order. Waits happen only in code order, and a
+   transaction keeps one shard per sharded account (the one it took first), so a second
+   posting in the same transaction never reaches back for a new row behind one it holds.
 
-Step 4 alone keeps ledger rows deadlock-free without step 2: waits happen only in code
-order, and a transaction keeps one shard per sharded account (the one it took first), so a
-second posting in the same transaction never reaches back for a new row behind one it holds.
+Check-in share-locks its voucher (it waits for a revocation in progress and keeps one from
+starting) and locks nothing else that exists. Audit rows are inserted, never locked.
 """
 
 from __future__ import annotations
@@ -61,7 +67,6 @@ from dataclasses import asdict, dataclass, field
 import sqlalchemy as sa
 from flask_babel import lazy_gettext as _l
 
-from eldercare import audit
 from eldercare.db import db
 from eldercare.errors import InvalidInput
 from vouchers.errors import InsufficientFunds
@@ -182,7 +187,6 @@ def post(
 
     Statements: one to read the accounts, one for the entry, one UPDATE per line (whatever
     the number of shards) and one for the lines."""
-    audit.lock_chain()  # step 2 of the lock order, before any account row
     lines = list(lines)
     if kind not in ENTRY_KINDS:
         raise ValueError(f"unknown entry kind {kind!r}")

@@ -12,15 +12,14 @@ goes on with), ``succeeded`` (it paid), ``superseded`` (dropped on purpose: a ne
 refused create, cancelled, no longer waited for; never paid against), ``refunding`` (its
 charge cannot pay the redemption and its refund is decided, not yet made) or ``refunded``.
 
-The gateway and the lock. The audit chain's lock (``eldercare.audit.lock_chain``, first in
-the one lock order written in ``vouchers.ledger``) is one advisory lock for the whole city,
-held to the end of the transaction; no path here holds it across a call to the gateway. Each
-path asks the gateway first, with no lock; then locks (chain, then the redemption's row,
-then its attempts'), reads the attempt and the redemption again, and records what still
-applies. A refund is decided under the lock and recorded (``refunding``, with the amount,
-audited, committed with the release it goes with), then asked for after the commit under a
-key naming the intent and the amount, and its id recorded, locked again. A refund call that
-does not get through leaves the attempt ``refunding``: the every-minute job asks again.
+The gateway and the locks. No path here holds a lock across a call to the gateway. Each
+path asks the gateway first, with no lock; then locks the redemption's row (then its
+attempts', in the one lock order written in ``vouchers.ledger``), reads the attempt and the
+redemption again, and records what still applies. A refund is decided under the lock and
+recorded (``refunding``, with the amount, audited, committed with the release it goes with),
+then asked for after the commit under a key naming the intent and the amount, and its id
+recorded, locked again. A refund call that does not get through leaves the attempt
+``refunding``: the every-minute job asks again.
 
 Who settles a payment:
 - the request that confirms the card, with the gateway's answer (most payments);
@@ -180,10 +179,9 @@ def _drop_intent(redemption: Redemption, intent_id: str | None) -> None:
 def _lock(redemption: Redemption) -> None:
     """A locked read of the redemption (PostgreSQL: FOR UPDATE), so that two paths settling
     the same charge decide one after the other, each seeing what the other recorded. The
-    audit chain's lock comes first, as in every money step (the order is in
-    ``vouchers.ledger``): a release or capture of the same redemption holds it and then
-    wants this row."""
-    audit.lock_chain()
+    row is locked before anything pending in the session is written (its attempts come
+    after it in the lock order of ``vouchers.ledger``), then read again."""
+    redemptions.lock_row(redemption)
     db.session.execute(
         sa.select(Redemption)
         .where(Redemption.id == redemption.id)
@@ -392,7 +390,7 @@ def apply_intent(redemption: Redemption, intent: dict, *, release_on_failure: bo
     the confirming request is still in flight, when the intent still reads "requires a
     payment method".
 
-    The gateway is asked what it must be asked before the audit chain's lock is taken, and a
+    The gateway is asked what it must be asked before the redemption's row is locked, and a
     refund decided under the lock is asked for after the commit (``_send_refund``)."""
     refunded = _refunded_so_far(intent)
     result = _record_intent(redemption, intent, refunded, release_on_failure=release_on_failure)
@@ -464,8 +462,8 @@ def _settle_succeeded(
 ) -> str:
     """The card was charged: redeem (capturing the hold, or holding again if it was given
     back early) or, when this charge cannot pay the redemption, decide its refund.
-    ``refunded`` was asked of the gateway before the lock: the chain's lock is never held
-    across a call to the gateway."""
+    ``refunded`` was asked of the gateway before the lock: no lock is held across a call
+    to the gateway."""
     _lock(redemption)
     db.session.refresh(attempt)
     if _paid_by(redemption, intent["id"]):
@@ -651,7 +649,7 @@ def settle_stale_holds(now: datetime | None = None) -> dict:
     again (attempts in ``refunding``, whatever their age), holds older than 15 minutes are
     captured or released, and attempts left open on redemptions no longer waiting (a charge
     may still land on them) are closed: redeemed or refunded if they charged, cancelled
-    otherwise. No step holds the audit chain's lock while it waits for the gateway."""
+    otherwise. No step holds a lock while it waits for the gateway."""
     report = dict.fromkeys(
         ("captured", "released", "waiting", "unreachable", "refunded", "closed", "errors"), 0
     )
@@ -722,9 +720,9 @@ def _open_attempts(now: datetime | None = None) -> list[int]:
 
 def _close_open_attempt(attempt: PaymentAttempt) -> str:
     """Close an attempt left open on a redemption no longer waiting for it. The gateway is
-    asked first, with no lock (the chain's lock is the whole city's, and a gateway that
-    does not answer takes 30 s a call); then, locked, the attempt and the redemption are
-    read again and what the gateway said is recorded only if it still applies."""
+    asked first, with no lock (a gateway that does not answer takes 30 s a call); then,
+    locked, the attempt and the redemption are read again and what the gateway said is
+    recorded only if it still applies."""
     redemption = db.session.get(Redemption, attempt.redemption_id)
     if _paid_by(redemption, attempt.intent_id):
         return _record_closed(redemption, attempt, None)

@@ -50,7 +50,6 @@ def allocate(district: District, amount_fen: int, *, memo: str, actor: User):
         _check_amount(-amount_fen)
     else:
         _check_amount(amount_fen)
-    audit.lock_chain()  # before the account rows, even the one opened here (vouchers.ledger)
     code = ledger.district_account_code(district.code)
     ledger.account(code, create_name=f"{district.name_zh} allocation")
     entry = ledger.post(

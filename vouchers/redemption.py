@@ -119,6 +119,20 @@ def _audit(action: str, redemption: Redemption, before: str | None, **after) -> 
     )
 
 
+def lock_row(redemption: Redemption) -> None:
+    """The redemption's row, locked first in every money step on it (PostgreSQL: FOR
+    UPDATE, to the end of the transaction): the lock order of ``vouchers.ledger`` puts it
+    before its payment attempts, its voucher and the ledger accounts. Pending changes to
+    other rows are written after it, never before (no autoflush). On SQLite writers take
+    turns anyway."""
+    if db.session.get_bind().dialect.name != "postgresql":
+        return
+    with db.session.no_autoflush:
+        db.session.execute(
+            sa.select(Redemption.id).where(Redemption.id == redemption.id).with_for_update()
+        )
+
+
 # --------------------------------------------------------------------------- check-in
 
 
@@ -135,11 +149,11 @@ def check_in(
 ) -> Redemption:
     now = now or now_utc()
     today = local_today(now)
-    # The lock order (vouchers.ledger): saving the redemption locks the voucher row for its
-    # foreign key, so the chain's lock comes first; then the voucher as it stands now (a
-    # revocation may have committed since the caller read it).
-    audit.lock_chain()
-    db.session.refresh(voucher)
+    # The voucher as it stands now, share-locked (PostgreSQL) to the end of the check-in: a
+    # revocation or expiry in progress is waited for and then seen, and cannot start until
+    # the check-in commits. The check-in locks nothing else it did not create (the lock
+    # order is in vouchers.ledger).
+    db.session.refresh(voucher, with_for_update={"read": True})
     existing = _same_scan(scan_digest, staff_user)
     if existing is not None:
         return existing
@@ -263,7 +277,6 @@ def _check_location(voucher, service, latitude, longitude, rules) -> int | None:
 def check_out(redemption: Redemption, *, staff_user: User, now: datetime | None = None) -> None:
     _require_own(redemption, staff_user)
     if redemption.checked_out_at is None:
-        audit.lock_chain()  # before the redemption row (see vouchers.ledger)
         redemption.checked_out_at = now or now_utc()
         _audit("redemption.check_out", redemption, redemption.status)
 
@@ -289,7 +302,7 @@ def set_price(
     """Record the price of ``quantity`` units and the insurance part; the price is at most
     the quantity times the listed (or booked) unit price. The split uses the voucher's
     balance now and the ratio in force on the day of the service (the check-in's day)."""
-    audit.lock_chain()  # the redemption row is updated; the payment may follow at once
+    lock_row(redemption)  # the payment may follow in the same transaction
     now = now or now_utc()
     _require_own(redemption, staff_user)
     if redemption.status != "checked_in":
@@ -350,7 +363,7 @@ def _move_status(redemption: Redemption, source: str, target: str, **values) -> 
 
 def hold(redemption: Redemption, *, method: str, now: datetime | None = None) -> None:
     """Take the subsidy off the voucher's balance while the co-payment runs."""
-    audit.lock_chain()  # before the redemption and voucher rows (see vouchers.ledger)
+    lock_row(redemption)  # before the voucher row and the accounts (see vouchers.ledger)
     now = now or now_utc()
     if redemption.subsidy_fen is None:
         raise RedemptionStateError(_l("Enter the price first."))
@@ -388,7 +401,7 @@ def hold(redemption: Redemption, *, method: str, now: datetime | None = None) ->
 
 def capture(redemption: Redemption, *, now: datetime | None = None) -> bool:
     """The co-payment succeeded: the held subsidy is redeemed. False if already settled."""
-    audit.lock_chain()  # before the redemption and voucher rows (see vouchers.ledger)
+    lock_row(redemption)  # before the voucher row and the accounts (see vouchers.ledger)
     now = now or now_utc()
     if not _move_status(redemption, "pending_payment", "redeemed", redeemed_at=now):
         return False
@@ -417,7 +430,7 @@ def release(
     """The co-payment failed or timed out: the held subsidy goes back. With ``retry`` the
     redemption returns to the priced step (a declined card; try another or cash), otherwise
     it ends as failed. False if already settled."""
-    audit.lock_chain()  # before the redemption and voucher rows (see vouchers.ledger)
+    lock_row(redemption)  # before the voucher row and the accounts (see vouchers.ledger)
     target = "checked_in" if retry else "failed"
     if not _move_status(
         redemption, "pending_payment", target, failure_reason=reason[:200], held_at=None
@@ -473,7 +486,7 @@ def _take_held(voucher_id: int, amount: int) -> None:
 
 def pay_cash(redemption: Redemption, *, staff_user: User, now: datetime | None = None) -> None:
     """The elder paid the co-payment in cash (or there is nothing to pay): redeem at once."""
-    audit.lock_chain()  # before the redemption and voucher rows (see vouchers.ledger)
+    lock_row(redemption)  # before the voucher row and the accounts (see vouchers.ledger)
     _require_own(redemption, staff_user)
     if redemption.status == "redeemed":
         return  # the same form submitted twice
@@ -502,7 +515,7 @@ def stale_holds(now: datetime | None = None) -> list[Redemption]:
 
 def cancel(redemption: Redemption, *, staff_user: User) -> None:
     """Abandon a check-in before any money moved (the elder left, the wrong elder scanned)."""
-    audit.lock_chain()  # before the redemption row (see vouchers.ledger)
+    lock_row(redemption)
     _require_own(redemption, staff_user)
     if not _move_status(redemption, "checked_in", "cancelled"):
         raise RedemptionStateError()
@@ -556,7 +569,7 @@ def reverse(
 ) -> None:
     """Undo a redemption within the policy window. The card co-payment's refund is the
     caller's (``vouchers.payments.reverse``), made before this and passed in."""
-    audit.lock_chain()  # before the redemption and voucher rows (see vouchers.ledger)
+    lock_row(redemption)  # before the voucher row and the accounts (see vouchers.ledger)
     now = now or now_utc()
     reason = check_reversal(redemption, actor=actor, reason=reason, now=now)
     if not _move_status(

@@ -15,7 +15,6 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eldercare import audit
 from eldercare.db import db
 from vouchers import ledger
 from vouchers.errors import InsufficientFunds
@@ -63,15 +62,11 @@ def _lines_equal_balances() -> dict:
 
 @pytest.mark.postgres
 def test_a_second_redemption_does_not_wait_for_the_first_ones_open_transaction(
-    private_app, monkeypatch
+    private_app,
 ):
     """Session A holds for one redemption and keeps its transaction open; session B holds for
     another (another voucher) with a short lock_timeout. Both move vouchers:outstanding and
-    vouchers:held: with one row per account B would wait for A's commit and time out.
-
-    The audit chain's global lock is taken out of the way here (branch i11-audit removes it
-    from every path): what is tested is that the ledger's own rows do not serialise."""
-    monkeypatch.setattr(audit, "lock_chain", lambda: None)
+    vouchers:held: with one row per account B would wait for A's commit and time out."""
     with private_app.app_context():
         _fund(10_000)
         db.session.commit()

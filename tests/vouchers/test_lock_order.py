@@ -174,7 +174,7 @@ def test_hold_and_capture_against_a_reversal_do_not_deadlock(city):
 def test_a_late_charge_settled_under_the_redemption_lock_and_a_release_do_not_deadlock(city):
     """A path settling a succeeded card charge (webhook, poll, job) locks the redemption row
     to decide, then captures; the request whose attempt failed releases the same hold at the
-    same moment. The settling path must take the audit chain's lock before the row lock."""
+    same moment. Both lock the redemption's row first (before the voucher and the accounts)."""
     app, (_, other_voucher) = city
     with app.app_context():
         held = _priced(db.session.get(Voucher, other_voucher), "late-charge")
@@ -253,7 +253,7 @@ def test_a_reversal_racing_a_death_revocation_sends_the_money_to_the_district(ci
 
     # The reversal has read the voucher (active) and stops before its first lock; the
     # revocation runs and commits meanwhile; then the reversal writes.
-    before_locking = Pause("before", "SELECT pg_advisory_xact_lock")
+    before_locking = Pause("before", "SELECT redemptions.id", contains="FOR UPDATE")
     results = Interleaving(app, {"reverse": before_locking}).run(
         reverse=reverse,
         revoke=lambda: issuance.revoke_for(resident_id, from_month=month, reason="death"),
@@ -268,9 +268,9 @@ def test_a_reversal_racing_a_death_revocation_sends_the_money_to_the_district(ci
 
 
 def test_a_check_in_and_a_death_revocation_do_not_deadlock(city):
-    """Saving a check-in makes PostgreSQL lock the voucher row for its foreign key; the
-    revocation holds the chain's lock and wants that row for update. The check-in must take
-    the chain's lock before it writes anything. Whichever goes first, the other either
+    """The check-in share-locks the voucher (and saving it locks the voucher row for its
+    foreign key); the revocation holds the issuance lock and wants that row for update. The
+    check-in locks nothing else that exists, so whichever goes first, the other either
     waits or, coming second, is refused because the voucher is revoked: never a deadlock."""
     app, (_, other_voucher) = city
     with app.app_context():
@@ -290,7 +290,7 @@ def test_a_check_in_and_a_death_revocation_do_not_deadlock(city):
 
     pauses = {
         "check_in": Pause("after", "INSERT INTO redemptions"),
-        # The revocation holds both advisory locks here and waits for the check-in's row.
+        # The revocation holds the issuance lock here and waits for the check-in's row.
         "revoke": Pause("before", "SELECT vouchers", contains="FOR UPDATE"),
     }
     results = Interleaving(app, pauses).run(
@@ -326,3 +326,110 @@ def test_ledger_rows_are_locked_in_account_order_whatever_the_sign(app_ctx, db_s
     finally:
         sa.event.remove(engine, "before_cursor_execute", seen)
     assert [ids[i] for i in codes] == [DISTRICT, "vouchers:outstanding"]
+
+
+def test_an_expiry_batch_and_a_release_in_that_month_do_not_deadlock(city):
+    """The batch expires two vouchers of a month that has ended; a card payment held on the
+    second one before the month ended fails at the same moment, and its subsidy goes back to
+    the district, whose account the batch moved for the first voucher. Without a lock every
+    money transaction takes, only the batch locking both vouchers before any account keeps
+    the two from waiting for each other."""
+    app, ids = city
+    first, second = sorted(ids)
+    with app.app_context():
+        pending = _priced(db.session.get(Voucher, second), "late-decline")
+        redemption.hold(pending, method="card")
+        ended = issuance.previous_month(local_today().replace(day=1))
+        db.session.execute(
+            sa.update(Voucher).where(Voucher.id.in_([first, second])).values(month=ended)
+        )
+        district_before = ledger.balances()[DISTRICT]
+        db.session.commit()
+        db.session.remove()
+
+    results = Interleaving(app, {"expire": AT_FIRST_ACCOUNT, "release": AT_FIRST_ACCOUNT}).run(
+        expire=lambda: issuance.expire_month(ended),
+        release=lambda: redemption.release(_redemption("late-decline"), reason="declined"),
+    )
+    _assert_clean(results, app)
+    with app.app_context():
+        vouchers = [db.session.get(Voucher, i) for i in (first, second)]
+        assert [v.status for v in vouchers] == ["expired", "expired"]
+        assert _redemption("late-decline").status == "failed"
+        assert vouchers[1].held_fen == 0
+        assert ledger.balances()[DISTRICT] > district_before
+        db.session.remove()
+
+
+def test_a_feed_run_revoking_two_elders_and_a_release_do_not_deadlock(city):
+    """One run of the eligibility feed handles the deaths of two elders; the second one's
+    card payment fails at the same moment. The run must lock both vouchers before it moves
+    money for the first death: the release holds the second voucher and wants
+    vouchers:outstanding, which the first revocation moved."""
+    from assessment.eligibility import record_death
+    from eldercare.residents import Resident
+    from vouchers.eligibility_feed import process_eligibility_events
+
+    app, (wang_voucher, other_voucher) = city
+    with app.app_context():
+        process_eligibility_events()  # the demo's own events, out of the way
+        held = _priced(db.session.get(Voucher, other_voucher), "dying-card")
+        redemption.hold(held, method="card")
+        for voucher_id in (wang_voucher, other_voucher):
+            resident = db.session.get(Resident, db.session.get(Voucher, voucher_id).resident_id)
+            record_death(resident, local_today(), today=local_today())
+        db.session.commit()
+        db.session.remove()
+
+    # The feed has moved the first elder's money (its audit row comes after the accounts);
+    # the release holds the second voucher.
+    pauses = {
+        "feed": Pause("after", "INSERT INTO audit_logs"),
+        "release": Pause("after", "UPDATE vouchers"),
+    }
+    results = Interleaving(app, pauses).run(
+        feed=process_eligibility_events,
+        release=lambda: redemption.release(_redemption("dying-card"), reason="declined"),
+    )
+    _assert_clean(results, app)
+    with app.app_context():
+        statuses = [db.session.get(Voucher, i).status for i in (wang_voucher, other_voucher)]
+        assert statuses == ["revoked", "revoked"]
+        assert _redemption("dying-card").status == "failed"
+        assert db.session.get(Voucher, other_voucher).held_fen == 0
+        db.session.remove()
+
+
+def test_two_check_ins_on_different_vouchers_do_not_wait_for_each_other(city):
+    """A check-in keeps its transaction open (a slow phone); a check-in of another elder at
+    the same station goes through at once. Before, both queued on the audit chain's lock."""
+    app, (wang_voucher, other_voucher) = city
+    with app.app_context():
+        engine = db.engine
+        staff_id = _user("provider.staff").id
+        db.session.remove()
+    from sqlalchemy.orm import Session
+
+    from tests.test_audit import _as_session
+
+    with app.app_context(), Session(engine) as slow, Session(engine) as quick:
+        for session, voucher_id, digest in (
+            (slow, wang_voucher, "slow-phone"),
+            (quick, other_voucher, "quick-phone"),
+        ):
+            with _as_session(session):
+                if session is quick:
+                    session.execute(sa.text("SET LOCAL lock_timeout = '2s'"))
+                staff = session.get(User, staff_id)
+                redemption.check_in(
+                    session.get(Voucher, voucher_id),
+                    scan_digest=digest,
+                    staff_user=staff,
+                    service_id=_meal(staff).id,
+                )
+        quick.commit()  # while the slow one is still open
+        slow.commit()
+    with app.app_context():
+        assert _redemption("quick-phone").status == _redemption("slow-phone").status
+        assert _redemption("quick-phone").status == "checked_in"
+        db.session.remove()

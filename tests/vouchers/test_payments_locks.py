@@ -1,10 +1,11 @@
-"""The audit chain's lock is never held across a call to the gateway (issue 9 review).
+"""No lock is held across a call to the gateway (issue 9 review).
 
-The chain lock is one PostgreSQL advisory lock for the whole city, held to the end of the
-transaction: a payment path that took it and then waited on the gateway (30 s timeouts
-while the gateway is down) would make every money step in the city wait too. Each test here
-wraps the gateway client's request method and records, at every call, how many advisory
-locks the calling session held; all must be zero.
+A payment path that locked rows (the redemption, the voucher, ledger accounts every payment
+needs) or an advisory lock and then waited on the gateway (30 s timeouts while the gateway
+is down) would make other money steps wait too. Each test here wraps the gateway client's
+request method and records, at every call, how many locks the calling session held: advisory
+locks, and its transaction id, which PostgreSQL holds from a transaction's first write or
+row lock to its end; all must be zero.
 
 Also here: a refund decided under the lock and made after it ("refunding", finished by the
 job when the call is interrupted), the gateway's API version and what a charge's refunds
@@ -42,20 +43,21 @@ from vouchers.gateway import Gateway, amount_refunded, gateway
 from vouchers.models import JournalEntry, PaymentAttempt, Redemption
 
 LATER = timedelta(minutes=16)
-ADVISORY_LOCKS = sa.text(
-    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+LOCKS_HELD = sa.text(
+    "SELECT count(*) FROM pg_locks WHERE locktype IN ('advisory', 'transactionid')"
+    " AND pid = pg_backend_pid()"
 )
 
 
 def watch_gateway_calls(monkeypatch) -> list[tuple[str, str, int]]:
-    """Every gateway request from now on: (method, path, advisory locks held by the session
-    that made it). Recorded, not asserted in place: the job catches every exception."""
+    """Every gateway request from now on: (method, path, locks held by the session that
+    made it). Recorded, not asserted in place: the job catches every exception."""
     calls = []
     real = Gateway._request
 
     def watched(self, method, path, **kwargs):
         with db.session.no_autoflush:
-            calls.append((method, path, db.session.scalar(ADVISORY_LOCKS)))
+            calls.append((method, path, db.session.scalar(LOCKS_HELD)))
         return real(self, method, path, **kwargs)
 
     monkeypatch.setattr(Gateway, "_request", watched)
