@@ -87,3 +87,26 @@ def eligible_set(day: date) -> sa.Select:
             ~excluded,
         )
     )
+
+
+def shortlist(day: date) -> sa.Select:
+    """(resident_id) of ``candidates_on(day)``'s shortlist, as one SELECT: alive, living in
+    the city, with an approved assessment in effect and still valid at a level the policy
+    covers. A monthly run reports how many of these turned out not to be eligible."""
+    levels = sorted(policy_on(day).eligible_level_set)
+    result = (
+        sa.select(Assessment.id)
+        .where(
+            Assessment.resident_id == Resident.id,
+            Assessment.status == "approved",
+            Assessment.level.in_(levels),
+            Assessment.effective_from <= day,
+            Assessment.valid_until >= day,
+        )
+        .exists()
+    )
+    return sa.select(Resident.id.label("resident_id")).where(
+        result,
+        sa.or_(Resident.date_of_death.is_(None), Resident.date_of_death > day),
+        sa.or_(Resident.moved_out_on.is_(None), Resident.moved_out_on > day),
+    )

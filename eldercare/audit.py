@@ -11,7 +11,8 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -191,3 +192,64 @@ def verify_chain(batch_size: int = 1000) -> ChainReport:
             expected_prev = row.row_hash
             checked += 1
             last_id = row.id
+
+
+AUDIT_COLUMNS = (
+    "occurred_at",
+    "actor_user_id",
+    "actor_label",
+    "action",
+    "object_type",
+    "object_id",
+    "district_id",
+    "before_json",
+    "after_json",
+)
+
+
+def insert_from_select(select_stmt: sa.Select, *, batch_size: int = 5000) -> int:
+    """Append one audit row per row of ``select_stmt`` (its columns named as in
+    ``AUDIT_COLUMNS``; ``occurred_at`` timezone-aware UTC, the JSON columns canonical as
+    ``canonical_json`` writes them) in the caller's transaction, and return how many.
+
+    For bulk work (a month's issuance or expiry): the select is streamed in batches, each
+    batch chained in Python from the tail and written in one statement (COPY on
+    PostgreSQL), so memory stays bounded whatever the number of rows."""
+    session = db.session
+    lock_chain()
+    session.flush()
+    tail = session.scalar(sa.select(AuditLog.row_hash).order_by(AuditLog.id.desc()).limit(1))
+    prev = tail or GENESIS_HASH
+    table = AuditLog.__table__
+    columns = (*AUDIT_COLUMNS, "prev_hash", "row_hash")
+    postgres = session.get_bind().dialect.name == "postgresql"
+    result = session.execute(select_stmt.execution_options(yield_per=batch_size))
+    written = 0
+    for chunk in result.partitions(batch_size):
+        rows = []
+        for source in chunk:
+            values = {c: source._mapping[c] for c in AUDIT_COLUMNS}
+            values["object_id"] = str(values["object_id"])
+            values["occurred_at"] = values["occurred_at"].astimezone(UTC)
+            values["prev_hash"] = prev
+            values["row_hash"] = compute_row_hash(SimpleNamespace(**values))
+            prev = values["row_hash"]
+            rows.append(values)
+        if postgres:
+            raw = session.connection().connection.driver_connection
+            with raw.cursor() as cursor, cursor.copy(
+                f"COPY audit_logs ({', '.join(columns)}) FROM STDIN"  # noqa: S608 - constants
+            ) as copy:
+                for values in rows:
+                    copy.write_row(
+                        [
+                            values["occurred_at"].replace(tzinfo=None)
+                            if c == "occurred_at"
+                            else values[c]
+                            for c in columns
+                        ]
+                    )
+        else:
+            session.execute(sa.insert(table), rows)
+        written += len(rows)
+    return written

@@ -37,24 +37,37 @@ top-up issues them in the same order and marks the shortfall resolved.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 import sqlalchemy as sa
+import sqlalchemy.orm
 from flask_babel import lazy_gettext as _l
+from sqlalchemy.dialects import postgresql, sqlite
 
-from assessment.eligibility import Eligibility, candidates_on, eligibility_on
+from assessment.eligibility import Eligibility, eligibility_on
+from assessment.eligible_set import eligible_set, shortlist
 from eldercare import audit
 from eldercare.accounts import User
-from eldercare.db import db
-from eldercare.errors import InvalidInput
+from eldercare.db import UTCDateTime, db
+from eldercare.errors import InvalidInput, NotFound
 from eldercare.residents import District, Resident
 from eldercare.timeutil import local_today, now_utc
 from vouchers import ledger
 from vouchers.errors import InsufficientFunds
-from vouchers.kinds import kind_for, kind_of_month
-from vouchers.models import LIVE_FIRST, Redemption, Shortfall, Voucher
+from vouchers.kinds import DEFAULT_KIND, kind_for, kind_of_month
+from vouchers.models import (
+    LIVE_FIRST,
+    VOUCHER_KINDS,
+    IssuanceWork,
+    KindChoice,
+    Redemption,
+    Shortfall,
+    Voucher,
+    VoucherPolicy,
+)
 from vouchers.policy import policy_on
 
 LEVEL_PRIORITY = {"complete": 0, "severe": 1, "moderate": 2, "mild": 3, "intact": 4}
@@ -319,6 +332,17 @@ def issue_for(
     return try_issue(resident_id, month, actor_id=actor_id, reason=reason).voucher
 
 
+# How many elders one batch of a monthly run handles: one INSERT … SELECT of vouchers, one
+# journal entry and one bulk write of audit rows. The caller's ``progress`` commits between
+# batches, so a crash loses at most one batch and a rerun completes the month.
+ISSUE_BATCH = 10_000
+# A report lists at most this many of the elders left out for lack of money (all of them are
+# counted in ``left_out_count`` and recorded as Shortfall rows, which the bureau's pages list).
+LEFT_OUT_LISTED = 1_000
+# Scratch rows older than this belong to a run that crashed; the next run deletes them.
+STALE_WORK = timedelta(days=1)
+
+
 @dataclass
 class IssuanceReport:
     month: date
@@ -326,7 +350,8 @@ class IssuanceReport:
     already_issued: int = 0
     not_eligible: int = 0
     total_fen: int = 0  # reserved by this run
-    left_out: list[dict] = field(default_factory=list)
+    left_out: list[dict] = field(default_factory=list)  # the first LEFT_OUT_LISTED, in order
+    left_out_count: int = 0
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -334,38 +359,306 @@ class IssuanceReport:
         return data
 
 
-@dataclass(frozen=True)
-class _Candidate:
-    resident_id: int
-    district_code: str
-    level: str
-    waiting_since: date
-    eligibility: Eligibility
-
-    @property
-    def priority(self):
-        return (LEVEL_PRIORITY.get(self.level, 99), self.waiting_since, self.resident_id)
+def _holders(month: date):
+    """Residents whose voucher stops a new one for ``month`` (``_blocking``)."""
+    return (
+        sa.select(Voucher.resident_id)
+        .where(Voucher.month == month, _blocking())
+        .group_by(Voucher.resident_id)
+        .subquery("holders")
+    )
 
 
-def _districts_of(resident_ids: list[int]) -> dict[int, str]:
-    found: dict[int, str] = {}
-    for start in range(0, len(resident_ids), 500):
-        chunk = resident_ids[start : start + 500]
-        found.update(
-            db.session.execute(
-                sa.select(Resident.id, District.code)
-                .join(District, District.id == Resident.district_id)
-                .where(Resident.id.in_(chunk))
-            ).all()
+def _shortlist_counts(month: date, day: date) -> tuple[int, int]:
+    """(holders, others) among ``candidates_on(day)``'s shortlist: the numbers the report
+    gives for elders who already hold a voucher and, with the eligible set, for those who
+    turn out not to be eligible."""
+    candidates = shortlist(day).subquery("shortlist")
+    holders = _holders(month)
+    row = db.session.execute(
+        sa.select(
+            sa.func.count(holders.c.resident_id),
+            sa.func.count() - sa.func.count(holders.c.resident_id),
         )
+        .select_from(candidates)
+        .outerjoin(holders, holders.c.resident_id == candidates.c.resident_id)
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+def _policies(day: date) -> dict[str, VoucherPolicy | None]:
+    found: dict[str, VoucherPolicy | None] = {}
+    for kind in VOUCHER_KINDS:
+        try:
+            found[kind] = policy_on(kind, day)
+        except NotFound:
+            found[kind] = None
     return found
 
 
-def _issued_already(month: date) -> set[int]:
-    return set(
-        db.session.scalars(
-            sa.select(Voucher.resident_id).where(Voucher.month == month, _blocking())
+def _stage(run_id: int, month: date, day: date, stamp) -> None:
+    """Write every eligible elder without a voucher for ``month`` into ``issuance_work``
+    (one statement): the voucher each would get and, per district in priority order, the
+    running total of face values that the strict cut-off compares with the balance.
+
+    The rules are ``try_issue``'s: the kind is the month's first voucher's (a re-issue keeps
+    it) or the elder's choice (``kind_for``); the policy is the kind's version in force on
+    the day of issue and must cover the level; the face value is its cap less what revoked
+    vouchers of the month paid or are paying."""
+    eligible = eligible_set(day).subquery("eligible")
+    holders = _holders(month)
+    latest = (
+        sa.select(Voucher.resident_id, sa.func.max(Voucher.id).label("voucher_id"))
+        .where(Voucher.month == month)
+        .group_by(Voucher.resident_id)
+        .subquery("latest")
+    )
+    month_voucher = sa.orm.aliased(Voucher, name="month_voucher")
+    paid = (
+        sa.select(
+            Voucher.resident_id,
+            sa.func.sum(Redemption.subsidy_fen).label("fen"),
         )
+        .join(Redemption, Redemption.voucher_id == Voucher.id)
+        .where(
+            Voucher.month == month,
+            Voucher.status == "revoked",
+            Redemption.status.in_(("redeemed", "pending_payment")),
+        )
+        .group_by(Voucher.resident_id)
+        .subquery("paid")
+    )
+    chosen = sa.case(
+        (KindChoice.in_institution.is_(True), "institutional"),
+        else_=sa.func.coalesce(KindChoice.kind, DEFAULT_KIND),
+    )
+    kind = sa.func.coalesce(month_voucher.kind, chosen)
+    policies = {k: p for k, p in _policies(day).items() if p is not None}
+    if policies:
+        policy_id = sa.case({k: p.id for k, p in policies.items()}, value=kind, else_=None)
+        cap = sa.case({k: p.monthly_cap_fen for k, p in policies.items()}, value=kind, else_=0)
+        covered = sa.or_(
+            *(
+                sa.and_(kind == k, eligible.c.level.in_(sorted(p.level_set)))
+                for k, p in policies.items()
+            )
+        )
+    else:
+        policy_id, cap, covered = sa.null(), sa.literal(0), sa.false()
+    face = cap - sa.func.coalesce(paid.c.fen, 0)
+    terms = (
+        sa.select(
+            eligible.c.resident_id,
+            eligible.c.district_id,
+            eligible.c.level,
+            eligible.c.waiting_since,
+            kind.label("kind"),
+            policy_id.label("policy_id"),
+            face.label("face"),
+            sa.and_(covered, face > 0).label("waiting"),
+        )
+        .select_from(eligible)
+        .outerjoin(holders, holders.c.resident_id == eligible.c.resident_id)
+        .outerjoin(latest, latest.c.resident_id == eligible.c.resident_id)
+        .outerjoin(month_voucher, month_voucher.id == latest.c.voucher_id)
+        .outerjoin(KindChoice, KindChoice.resident_id == eligible.c.resident_id)
+        .outerjoin(paid, paid.c.resident_id == eligible.c.resident_id)
+        .where(holders.c.resident_id.is_(None))
+        .subquery("terms")
+    )
+    waiting_first = sa.case((terms.c.waiting, 0), else_=1)
+    priority = (
+        terms.c.district_id,
+        waiting_first,
+        sa.case(LEVEL_PRIORITY, value=terms.c.level, else_=99),
+        terms.c.waiting_since,
+        terms.c.resident_id,
+    )
+    work = IssuanceWork.__table__
+    db.session.execute(
+        work.insert().from_select(
+            [
+                "run_id",
+                "rank",
+                "resident_id",
+                "district_id",
+                "level",
+                "kind",
+                "policy_id",
+                "waiting",
+                "face_value_fen",
+                "running_fen",
+                "staged_at",
+            ],
+            sa.select(
+                sa.literal(run_id, sa.BigInteger),
+                sa.func.row_number().over(order_by=priority),
+                terms.c.resident_id,
+                terms.c.district_id,
+                terms.c.level,
+                terms.c.kind,
+                terms.c.policy_id,
+                terms.c.waiting,
+                terms.c.face,
+                sa.func.sum(sa.case((terms.c.waiting, terms.c.face), else_=0)).over(
+                    partition_by=terms.c.district_id, order_by=priority[1:]
+                ),
+                sa.literal(stamp, UTCDateTime()),
+            ),
+        )
+    )
+
+
+def _district_plan(run_id: int) -> list:
+    """Per district with staged elders, by code: how many wait, how many are not covered by
+    their kind's policy or have nothing left of the cap, the rank range of those waiting,
+    and whether any needs a policy that is not in force."""
+    work = IssuanceWork
+    waiting = sa.case((work.waiting, 1), else_=0)
+    return db.session.execute(
+        sa.select(
+            work.district_id,
+            District.code,
+            District.name_zh,
+            sa.func.sum(waiting).label("waiting"),
+            sa.func.sum(
+                sa.case((sa.and_(~work.waiting, work.face_value_fen <= 0), 1), else_=0)
+            ).label("spent"),
+            sa.func.count().label("staged"),
+            sa.func.min(sa.case((work.waiting, work.rank))).label("first"),
+            sa.func.max(sa.case((work.waiting, work.rank))).label("last"),
+            sa.func.sum(sa.case((work.policy_id.is_(None), 1), else_=0)).label("no_policy"),
+            sa.func.min(sa.case((work.policy_id.is_(None), work.kind))).label("missing_kind"),
+        )
+        .join(District, District.id == work.district_id)
+        .where(work.run_id == run_id)
+        .group_by(work.district_id, District.code, District.name_zh)
+        .order_by(District.code)
+    ).all()
+
+
+def _slice(run_id: int, first: int, last: int):
+    """The staged rows of ranks first..last."""
+    work = IssuanceWork
+    return sa.and_(work.run_id == run_id, work.rank >= first, work.rank <= last)
+
+
+def _issued_in(run_id: int, first: int, last: int, month: date, stamp):
+    """The vouchers this batch inserted, joined to their staged rows (through the live
+    (resident, month) index): another run's voucher for a staged elder has another stamp."""
+    work = IssuanceWork
+    return (
+        sa.select(work, Voucher.id.label("voucher_id"))
+        .join(
+            Voucher,
+            sa.and_(
+                Voucher.resident_id == work.resident_id,
+                Voucher.month == month,
+                Voucher.status == "active",
+                Voucher.issued_at == stamp,
+            ),
+        )
+        .where(_slice(run_id, first, last))
+    )
+
+
+def _insert_vouchers(run_id: int, first: int, last: int, month: date, stamp) -> None:
+    """INSERT … SELECT the batch's vouchers; an elder who got one meanwhile (the feed, a
+    manual issue, another run) is skipped by the live (resident, month) unique index."""
+    work = IssuanceWork
+    columns = [
+        "resident_id",
+        "month",
+        "kind",
+        "policy_id",
+        "district_id",
+        "face_value_fen",
+        "balance_fen",
+        "held_fen",
+        "status",
+        "issued_at",
+    ]
+    rows = sa.select(
+        work.resident_id,
+        sa.literal(month, sa.Date),
+        work.kind,
+        work.policy_id,
+        work.district_id,
+        work.face_value_fen,
+        work.face_value_fen,
+        sa.literal(0, sa.BigInteger),
+        sa.literal("active"),
+        sa.literal(stamp, UTCDateTime()),
+    ).where(_slice(run_id, first, last))
+    dialect = db.session.get_bind().dialect.name
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
+    db.session.execute(
+        insert(Voucher.__table__).from_select(columns, rows).on_conflict_do_nothing()
+    )
+
+
+def _audit_issued(issued, month: date, stamp, actor_id: int | None, reason: str) -> int:
+    """One ``voucher.issue`` audit row per voucher, written in bulk, with the after-state
+    ``audit.record`` would have written (canonical JSON, keys sorted)."""
+    actor = _actor(actor_id)
+    who, label = (actor.id, actor.username) if actor is not None else audit._current_actor()
+    rows = issued.subquery("issued")
+    text = sa.String()
+    after = (
+        sa.literal('{"face_value_fen":', text)
+        + sa.cast(rows.c.face_value_fen, text)
+        + sa.literal(',"kind":"', text)
+        + rows.c.kind
+        + sa.literal('","level":"', text)
+        + rows.c.level
+        + sa.literal(f'","month":"{month:%Y-%m}","reason":"{reason}"}}', text)
+    )
+    return audit.insert_from_select(
+        sa.select(
+            sa.literal(stamp, UTCDateTime()).label("occurred_at"),
+            sa.literal(who, sa.Integer).label("actor_user_id"),
+            sa.literal(label, text).label("actor_label"),
+            sa.literal("voucher.issue", text).label("action"),
+            sa.literal("vouchers", text).label("object_type"),
+            sa.cast(rows.c.voucher_id, text).label("object_id"),
+            rows.c.district_id,
+            sa.null().label("before_json"),
+            after.label("after_json"),
+        ).order_by(rows.c.voucher_id)
+    )
+
+
+def _record_left_out(run_id: int, first: int, last: int, month: date, stamp) -> None:
+    """Shortfall rows for the staged elders first..last, in bulk: a new row each, or the
+    open one updated; a resolved one stays resolved (as ``_record_shortfall``)."""
+    work = IssuanceWork
+    db.session.execute(
+        sa.update(Shortfall)
+        .where(
+            Shortfall.month == month,
+            Shortfall.resolved_at.is_(None),
+            Shortfall.resident_id == work.resident_id,
+            _slice(run_id, first, last),
+        )
+        .values(level=work.level, needed_fen=work.face_value_fen)
+        .execution_options(synchronize_session=False)
+    )
+    dialect = db.session.get_bind().dialect.name
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
+    db.session.execute(
+        insert(Shortfall.__table__)
+        .from_select(
+            ["month", "resident_id", "district_id", "level", "needed_fen", "recorded_at"],
+            sa.select(
+                sa.literal(month, sa.Date),
+                work.resident_id,
+                work.district_id,
+                work.level,
+                work.face_value_fen,
+                sa.literal(stamp, UTCDateTime()),
+            ).where(_slice(run_id, first, last)),
+        )
+        .on_conflict_do_nothing()
     )
 
 
@@ -375,65 +668,135 @@ def issue_monthly(
     actor_id: int | None = None,
     limit: int | None = None,
     progress: Progress | None = None,
+    batch_size: int = ISSUE_BATCH,
 ) -> IssuanceReport:
     """Issue ``month``'s vouchers to every eligible elder who lacks one, in priority order per
-    district. Each elder has a savepoint of its own; ``progress(n)`` is called after the
-    n-th elder, which is where the CLI and the job commit a batch (a crash loses only the
-    uncommitted batch, and a rerun completes the month). ``limit`` caps how many elders this
-    run handles."""
+    district, set-based: the eligible set and each elder's voucher are computed in SQL and
+    staged once (``issuance_work``); then per district, batch by batch of ``batch_size``
+    elders, one INSERT … SELECT of vouchers up to the strict cut-off against the district's
+    balance, ONE journal entry carrying the batch's total (cause ``issuance`` with the
+    month, the district and the batch's stamp), the audit rows in bulk, and the shortfalls
+    of whoever is left out. ``progress(n)`` is called after each batch with the number of
+    elders handled so far: the CLI and the job commit there (a crash loses only the
+    uncommitted batch, and a rerun completes the month). ``limit`` caps how many elders
+    this run handles. The statements per batch do not depend on its size."""
     _check_issuable_month(month)
     day = issuance_day(month)
     report = IssuanceReport(month=month)
-    holders = _issued_already(month)
-    shortlist = candidates_on(day)
-    report.already_issued = sum(1 for resident_id, _, _ in shortlist if resident_id in holders)
-    waiting = [(rid, since) for rid, _, since in shortlist if rid not in holders]
-    districts = _districts_of([rid for rid, _ in waiting])
-    by_district: dict[str, list[_Candidate]] = {}
-    for resident_id, since in waiting:
-        eligibility = eligibility_on(resident_id, day)
-        if not eligibility.eligible:
-            report.not_eligible += 1
-            continue
-        candidate = _Candidate(
-            resident_id, districts[resident_id], eligibility.level, since, eligibility
-        )
-        by_district.setdefault(candidate.district_code, []).append(candidate)
-
+    work = IssuanceWork
+    db.session.execute(
+        sa.delete(work)
+        .where(work.staged_at < now_utc() - STALE_WORK)
+        .execution_options(synchronize_session=False)
+    )
+    serialize_issuance()
+    audit.lock_chain()
+    holders, others = _shortlist_counts(month, day)
+    run_id = secrets.randbits(62)
+    _stage(run_id, month, day, now_utc())
+    plan = _district_plan(run_id)
+    staged = sum(d.staged for d in plan)
+    report.already_issued = holders + sum(d.spent for d in plan)
+    report.not_eligible = others - staged + sum(d.staged - d.waiting - d.spent for d in plan)
+    for district in plan:
+        if district.no_policy:
+            policy_on(district.missing_kind, day)  # raises NotFound, as try_issue would
     done = 0
-    for district_code in sorted(by_district):
-        exhausted = False
-        for candidate in sorted(by_district[district_code], key=lambda c: c.priority):
+    for district in plan:
+        if not district.waiting:
+            continue
+        account_code = ledger.district_account_code(district.code)
+        first = district.first
+        spent = 0  # running total of the rows before ``first`` in this district
+        while first <= district.last:
             if limit is not None and done >= limit:
-                return report
-            outcome = try_issue(
-                candidate.resident_id,
-                month,
-                actor_id=actor_id,
-                reason="monthly",
-                eligibility=candidate.eligibility,
-                district_exhausted=exhausted,
-            )
-            if outcome.status == "issued":
-                report.issued += 1
-                report.total_fen += outcome.needed_fen
-            elif outcome.status == "already_issued":
-                report.already_issued += 1
-            elif outcome.status == "not_eligible":
-                report.not_eligible += 1
-            else:
-                exhausted = True
-                report.left_out.append(
-                    {
-                        "resident_id": candidate.resident_id,
-                        "district": district_code,
-                        "level": outcome.level,
-                        "needed_fen": outcome.needed_fen,
-                    }
+                break
+            last = min(district.last, first + batch_size - 1)
+            if limit is not None:
+                last = min(last, first + limit - done - 1)
+            serialize_issuance()
+            audit.lock_chain()
+            balance = ledger.account(
+                account_code, create_name=f"{district.name_zh} allocation"
+            ).balance_fen
+            covered_to, covered_running = db.session.execute(
+                sa.select(sa.func.max(work.rank), sa.func.max(work.running_fen)).where(
+                    _slice(run_id, first, last), work.running_fen - spent <= balance
                 )
-            done += 1
+            ).one()
+            stamp = now_utc()
+            if covered_to is not None:
+                _insert_vouchers(run_id, first, covered_to, month, stamp)
+                issued = _issued_in(run_id, first, covered_to, month, stamp).subquery()
+                count, total = db.session.execute(
+                    sa.select(
+                        sa.func.count(), sa.func.coalesce(sa.func.sum(issued.c.face_value_fen), 0)
+                    )
+                ).one()
+                count, total = int(count), int(total)
+                if total:
+                    ledger.post(
+                        "issue",
+                        f"vouchers {month:%Y-%m} district {district.code}: {count}",
+                        [(account_code, -total), (OUTSTANDING, total)],
+                        cause=("issuance", f"{month:%Y-%m}/{district.code}/{stamp:%H%M%S%f}"),
+                        actor_id=actor_id,
+                    )
+                    _audit_issued(
+                        _issued_in(run_id, first, covered_to, month, stamp),
+                        month,
+                        stamp,
+                        actor_id,
+                        "monthly",
+                    )
+                    db.session.execute(
+                        sa.update(Shortfall)
+                        .where(
+                            Shortfall.month == month,
+                            Shortfall.resolved_at.is_(None),
+                            Shortfall.resident_id.in_(sa.select(issued.c.resident_id)),
+                        )
+                        .values(resolved_at=stamp)
+                        .execution_options(synchronize_session=False)
+                    )
+                handled = covered_to - first + 1
+                report.issued += count
+                report.already_issued += handled - count  # got one meanwhile
+                report.total_fen += total
+                done += handled
+                spent = int(covered_running)
+                first = covered_to + 1
+            if first <= last:
+                # Strict priority: the first elder the district cannot cover, and everyone
+                # after them in the district, are left out of this run.
+                out_to = district.last
+                if limit is not None:
+                    out_to = min(out_to, first + limit - done - 1)
+                _record_left_out(run_id, first, out_to, month, stamp)
+                room = LEFT_OUT_LISTED - len(report.left_out)
+                if room > 0:
+                    report.left_out += [
+                        {
+                            "resident_id": row.resident_id,
+                            "district": district.code,
+                            "level": row.level,
+                            "needed_fen": row.face_value_fen,
+                        }
+                        for row in db.session.execute(
+                            sa.select(work.resident_id, work.level, work.face_value_fen)
+                            .where(_slice(run_id, first, out_to))
+                            .order_by(work.rank)
+                            .limit(room)
+                        )
+                    ]
+                report.left_out_count += out_to - first + 1
+                done += out_to - first + 1
+                first = district.last + 1
             if progress is not None:
                 progress(done)
+    db.session.execute(
+        sa.delete(work).where(work.run_id == run_id).execution_options(synchronize_session=False)
+    )
     return report
 
 
