@@ -398,8 +398,7 @@ def _policies(day: date) -> dict[str, VoucherPolicy | None]:
 
 def _stage(run_id: int, month: date, day: date, stamp) -> None:
     """Write every eligible elder without a voucher for ``month`` into ``issuance_work``
-    (one statement): the voucher each would get and, per district in priority order, the
-    running total of face values that the strict cut-off compares with the balance.
+    (one statement): the voucher each would get, ranked by district and priority.
 
     The rules are ``try_issue``'s: the kind is the month's first voucher's (a re-issue keeps
     it) or the elder's choice (``kind_for``); the policy is the kind's version in force on
@@ -444,7 +443,7 @@ def _stage(run_id: int, month: date, day: date, stamp) -> None:
             )
         )
     else:
-        policy_id, cap, covered = sa.null(), sa.literal(0), sa.false()
+        policy_id, cap, covered = sa.cast(sa.null(), sa.Integer), sa.literal(0), sa.false()
     face = cap - sa.func.coalesce(paid.c.fen, 0)
     terms = (
         sa.select(
@@ -487,7 +486,6 @@ def _stage(run_id: int, month: date, day: date, stamp) -> None:
                 "policy_id",
                 "waiting",
                 "face_value_fen",
-                "running_fen",
                 "staged_at",
             ],
             sa.select(
@@ -500,9 +498,6 @@ def _stage(run_id: int, month: date, day: date, stamp) -> None:
                 terms.c.policy_id,
                 terms.c.waiting,
                 terms.c.face,
-                sa.func.sum(sa.case((terms.c.waiting, terms.c.face), else_=0)).over(
-                    partition_by=terms.c.district_id, order_by=priority[1:]
-                ),
                 sa.literal(stamp, UTCDateTime()),
             ),
         )
@@ -597,7 +592,7 @@ def _insert_vouchers(run_id: int, first: int, last: int, month: date, stamp) -> 
     )
 
 
-def _audit_issued(issued, month: date, stamp, actor_id: int | None, reason: str) -> int:
+def _audit_issued(issued, month: date, stamp, actor_id: int | None, reason="monthly") -> int:
     """One ``voucher.issue`` audit row per voucher, written in bulk, with the after-state
     ``audit.record`` would have written (canonical JSON, keys sorted)."""
     actor = _actor(actor_id)
@@ -639,6 +634,7 @@ def _record_left_out(run_id: int, first: int, last: int, month: date, stamp) -> 
             Shortfall.resolved_at.is_(None),
             Shortfall.resident_id == work.resident_id,
             _slice(run_id, first, last),
+            _unheld(month),
         )
         .values(level=work.level, needed_fen=work.face_value_fen)
         .execution_options(synchronize_session=False)
@@ -656,10 +652,96 @@ def _record_left_out(run_id: int, first: int, last: int, month: date, stamp) -> 
                 work.level,
                 work.face_value_fen,
                 sa.literal(stamp, UTCDateTime()),
-            ).where(_slice(run_id, first, last)),
+            ).where(_slice(run_id, first, last), _unheld(month)),
         )
         .on_conflict_do_nothing()
     )
+
+
+def _unheld(month: date):
+    """The staged elder holds no voucher that stops a new one (another run, the feed or a
+    manual issue may have issued one since the run staged its rows)."""
+    work = IssuanceWork
+    return ~(
+        sa.select(Voucher.id)
+        .where(Voucher.resident_id == work.resident_id, Voucher.month == month, _blocking())
+        .exists()
+    )
+
+
+def _cut_off(run_id: int, first: int, last: int, month: date, balance: int) -> int | None:
+    """The rank of the first elder of ranks first..last whom the district's ``balance``
+    cannot cover, counting in priority order only those still without a voucher (a running
+    sum), or None when it covers them all."""
+    work = IssuanceWork
+    free = (
+        sa.select(
+            work.rank,
+            sa.func.sum(work.face_value_fen).over(order_by=work.rank).label("running"),
+        )
+        .where(_slice(run_id, first, last), _unheld(month))
+        .subquery("free")
+    )
+    return db.session.scalar(
+        sa.select(sa.func.min(free.c.rank)).where(free.c.running > balance)
+    )
+
+
+def _issue_batch(run_id, first, last, month, stamp, district_code, actor_id) -> tuple[int, int]:
+    """Issue the staged elders first..last: vouchers, one journal entry with their total,
+    an audit row each, their shortfalls resolved. Returns (vouchers, fen)."""
+    _insert_vouchers(run_id, first, last, month, stamp)
+    issued = _issued_in(run_id, first, last, month, stamp).subquery()
+    count, total = db.session.execute(
+        sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(issued.c.face_value_fen), 0))
+    ).one()
+    count, total = int(count), int(total)
+    if not count:
+        return 0, 0
+    ledger.post(
+        "issue",
+        f"vouchers {month:%Y-%m} district {district_code}: {count}",
+        [(ledger.district_account_code(district_code), -total), (OUTSTANDING, total)],
+        cause=("issuance", f"{month:%Y-%m}/{district_code}/{stamp:%H%M%S%f}"),
+        actor_id=actor_id,
+    )
+    _audit_issued(_issued_in(run_id, first, last, month, stamp), month, stamp, actor_id)
+    db.session.execute(
+        sa.update(Shortfall)
+        .where(
+            Shortfall.month == month,
+            Shortfall.resolved_at.is_(None),
+            Shortfall.resident_id.in_(sa.select(issued.c.resident_id)),
+        )
+        .values(resolved_at=stamp)
+        .execution_options(synchronize_session=False)
+    )
+    return count, total
+
+
+def _leave_out(run_id, first, last, month, stamp, listed: int) -> tuple[int, int, list[dict]]:
+    """Record the staged elders first..last who still have no voucher as left out (bulk
+    Shortfall rows). Returns (left out, holding a voucher meanwhile, the first ``listed``
+    left out as report rows)."""
+    work = IssuanceWork
+    left_out = int(
+        db.session.scalar(
+            sa.select(sa.func.count()).where(_slice(run_id, first, last), _unheld(month))
+        )
+    )
+    _record_left_out(run_id, first, last, month, stamp)
+    rows = []
+    if listed > 0 and left_out:
+        rows = [
+            {"resident_id": r.resident_id, "level": r.level, "needed_fen": r.face_value_fen}
+            for r in db.session.execute(
+                sa.select(work.resident_id, work.level, work.face_value_fen)
+                .where(_slice(run_id, first, last), _unheld(month))
+                .order_by(work.rank)
+                .limit(listed)
+            )
+        ]
+    return left_out, last - first + 1 - left_out, rows
 
 
 def issue_monthly(
@@ -707,7 +789,6 @@ def issue_monthly(
             continue
         account_code = ledger.district_account_code(district.code)
         first = district.first
-        spent = 0  # running total of the rows before ``first`` in this district
         while first <= district.last:
             if limit is not None and done >= limit:
                 break
@@ -719,79 +800,32 @@ def issue_monthly(
             balance = ledger.account(
                 account_code, create_name=f"{district.name_zh} allocation"
             ).balance_fen
-            covered_to, covered_running = db.session.execute(
-                sa.select(sa.func.max(work.rank), sa.func.max(work.running_fen)).where(
-                    _slice(run_id, first, last), work.running_fen - spent <= balance
-                )
-            ).one()
             stamp = now_utc()
-            if covered_to is not None:
-                _insert_vouchers(run_id, first, covered_to, month, stamp)
-                issued = _issued_in(run_id, first, covered_to, month, stamp).subquery()
-                count, total = db.session.execute(
-                    sa.select(
-                        sa.func.count(), sa.func.coalesce(sa.func.sum(issued.c.face_value_fen), 0)
-                    )
-                ).one()
-                count, total = int(count), int(total)
-                if total:
-                    ledger.post(
-                        "issue",
-                        f"vouchers {month:%Y-%m} district {district.code}: {count}",
-                        [(account_code, -total), (OUTSTANDING, total)],
-                        cause=("issuance", f"{month:%Y-%m}/{district.code}/{stamp:%H%M%S%f}"),
-                        actor_id=actor_id,
-                    )
-                    _audit_issued(
-                        _issued_in(run_id, first, covered_to, month, stamp),
-                        month,
-                        stamp,
-                        actor_id,
-                        "monthly",
-                    )
-                    db.session.execute(
-                        sa.update(Shortfall)
-                        .where(
-                            Shortfall.month == month,
-                            Shortfall.resolved_at.is_(None),
-                            Shortfall.resident_id.in_(sa.select(issued.c.resident_id)),
-                        )
-                        .values(resolved_at=stamp)
-                        .execution_options(synchronize_session=False)
-                    )
+            cut = _cut_off(run_id, first, last, month, balance)
+            covered_to = last if cut is None else cut - 1
+            if covered_to >= first:
+                count, total = _issue_batch(
+                    run_id, first, covered_to, month, stamp, district.code, actor_id
+                )
                 handled = covered_to - first + 1
                 report.issued += count
                 report.already_issued += handled - count  # got one meanwhile
                 report.total_fen += total
                 done += handled
-                spent = int(covered_running)
-                first = covered_to + 1
-            if first <= last:
+            if cut is not None:
                 # Strict priority: the first elder the district cannot cover, and everyone
                 # after them in the district, are left out of this run.
                 out_to = district.last
                 if limit is not None:
-                    out_to = min(out_to, first + limit - done - 1)
-                _record_left_out(run_id, first, out_to, month, stamp)
-                room = LEFT_OUT_LISTED - len(report.left_out)
-                if room > 0:
-                    report.left_out += [
-                        {
-                            "resident_id": row.resident_id,
-                            "district": district.code,
-                            "level": row.level,
-                            "needed_fen": row.face_value_fen,
-                        }
-                        for row in db.session.execute(
-                            sa.select(work.resident_id, work.level, work.face_value_fen)
-                            .where(_slice(run_id, first, out_to))
-                            .order_by(work.rank)
-                            .limit(room)
-                        )
-                    ]
-                report.left_out_count += out_to - first + 1
-                done += out_to - first + 1
-                first = district.last + 1
+                    out_to = min(out_to, cut + limit - done - 1)
+                listed = LEFT_OUT_LISTED - len(report.left_out)
+                left_out, holding, rows = _leave_out(run_id, cut, out_to, month, stamp, listed)
+                report.left_out += [row | {"district": district.code} for row in rows]
+                report.left_out_count += left_out
+                report.already_issued += holding
+                done += out_to - cut + 1
+                last = district.last
+            first = last + 1
             if progress is not None:
                 progress(done)
     db.session.execute(

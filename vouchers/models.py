@@ -463,17 +463,18 @@ class PaymentAttempt(Base):
 
 
 class IssuanceWork(Base):
-    """Scratch rows of a monthly run: one district's waiting elders in priority order, with
-    the voucher each would get and the running total of their face values, staged once per
-    district so that each batch of the run reads its slice instead of recomputing the
-    eligible set. A run deletes its own rows when the district is done; rows a crashed run
-    left behind are deleted by the next run (``issuance.issue_monthly``). On PostgreSQL the
-    table is UNLOGGED: nothing in it outlives the run that wrote it."""
+    """Scratch rows of a monthly run: the eligible elders without a voucher, ranked by
+    district and priority, with the voucher each would get, staged once per run so that
+    each batch reads its slice instead of recomputing the eligible set. A run deletes its
+    own rows at its end; rows a crashed run left behind are deleted by a later run
+    (``issuance.issue_monthly``). On PostgreSQL the table is UNLOGGED: nothing in it
+    outlives the run that wrote it."""
 
     __tablename__ = "issuance_work"
 
     run_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
-    # 1, 2, ... in priority order within the run's district.
+    # 1, 2, ... by district, then within a district those waiting for a voucher first, in
+    # priority order (LEVEL_PRIORITY, waiting_since, resident id).
     rank: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
     resident_id: Mapped[int] = mapped_column()
     district_id: Mapped[int] = mapped_column()
@@ -484,7 +485,4 @@ class IssuanceWork(Base):
     # or the month's cap was already paid by revoked vouchers (the run only counts these).
     waiting: Mapped[bool] = mapped_column()
     face_value_fen: Mapped[int] = mapped_column(sa.BigInteger)
-    # Face values of this row and every row before it: the strict cut-off against the
-    # district's balance is one comparison per row.
-    running_fen: Mapped[int] = mapped_column(sa.BigInteger)
     staged_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)

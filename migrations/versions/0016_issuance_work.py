@@ -27,7 +27,6 @@ def upgrade():
     sa.Column('policy_id', sa.Integer(), nullable=True),
     sa.Column('waiting', sa.Boolean(), nullable=False),
     sa.Column('face_value_fen', sa.BigInteger(), nullable=False),
-    sa.Column('running_fen', sa.BigInteger(), nullable=False),
     sa.Column('staged_at', eldercare.db.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('run_id', 'rank', name=op.f('pk_issuance_work'))
     )

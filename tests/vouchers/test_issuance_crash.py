@@ -17,14 +17,15 @@ from flask_migrate import upgrade
 
 from assessment.eligibility import eligibility_on
 from assessment.models import Assessment
-from eldercare import create_app
+from eldercare import audit, create_app
+from eldercare.audit import AuditLog
 from eldercare.db import db
 from eldercare.residents import District, Resident, compose_resident_id
 from eldercare.timeutil import local_today
 from tests.conftest import ON_POSTGRES, TEST_CONFIG, fresh_postgres_database
 from vouchers import ledger
 from vouchers.issuance import issue_monthly, month_of
-from vouchers.models import JournalEntry, Voucher
+from vouchers.models import JournalEntry, JournalLine, LedgerAccount, Voucher
 
 ROOT = Path(__file__).resolve().parents[2]
 CAP = 50_000
@@ -137,14 +138,31 @@ def flask_issue(url: str, month: date, *, crash_after: int | None = None):
 
 
 def check_books(app, expected_count: int | None = None) -> int:
-    """No half-issued voucher: each voucher has exactly one issue entry and each issue entry
-    its voucher; the ledger verifies; what is outstanding is what the vouchers hold."""
+    """No half-issued voucher: the issue entries (one per district and batch) carry exactly
+    what the vouchers hold, each voucher has its audit row and the chain holds; the ledger
+    verifies; what is outstanding is what the vouchers hold; one voucher per elder."""
     with app.app_context():
         vouchers = dict(db.session.execute(sa.select(Voucher.id, Voucher.face_value_fen)).all())
-        entries = list(
-            db.session.scalars(sa.select(JournalEntry.cause_id).where(JournalEntry.kind == "issue"))
+        issued_fen = db.session.scalar(
+            sa.select(sa.func.coalesce(sa.func.sum(JournalLine.amount_fen), 0))
+            .join(JournalEntry, JournalEntry.id == JournalLine.entry_id)
+            .join(LedgerAccount, LedgerAccount.id == JournalLine.account_id)
+            .where(JournalEntry.kind == "issue", LedgerAccount.code == "vouchers:outstanding")
         )
-        assert sorted(entries) == sorted(str(v) for v in vouchers)
+        assert issued_fen == sum(vouchers.values())
+        causes = set(
+            db.session.scalars(
+                sa.select(JournalEntry.cause_type).where(JournalEntry.kind == "issue")
+            )
+        )
+        assert causes <= {"issuance"}
+        audited = list(
+            db.session.scalars(
+                sa.select(AuditLog.object_id).where(AuditLog.action == "voucher.issue")
+            )
+        )
+        assert sorted(audited) == sorted(str(v) for v in vouchers)
+        assert audit.verify_chain().ok
         assert ledger.verify_ledger().ok
         assert ledger.balances().get("vouchers:outstanding", 0) == sum(vouchers.values())
         per_elder = db.session.execute(
@@ -171,13 +189,13 @@ def test_a_crash_part_way_leaves_no_half_issued_voucher_and_a_rerun_completes(ba
         code, out, err = flask_issue(url, month, crash_after=250)
         assert code == 1 and out == "", err  # died before printing a report
         kept = check_books(app)
-        assert kept == 200  # the committed batch; the 50 after it were lost with the process
+        assert kept == 300  # the first district's batch, committed before the crash
 
         code, out, err = flask_issue(url, month)
         assert code == 0, err
         report = json.loads(out)
-        assert (report["issued"], report["already_issued"]) == (400, 200)
-        assert report["total_fen"] == 400 * CAP and report["left_out"] == []
+        assert (report["issued"], report["already_issued"]) == (300, 300)
+        assert report["total_fen"] == 300 * CAP and report["left_out"] == []
         check_books(app, expected_count=len(ids))
         with app.app_context():
             holders = set(db.session.scalars(sa.select(Voucher.resident_id)))
@@ -201,11 +219,10 @@ def test_two_runs_at_once_issue_every_elder_once(tmp_path):
             with app.app_context():
                 try:
 
-                    def commit_often(done):
-                        if done % 25 == 0:
-                            db.session.commit()
+                    def commit_each_batch(done):
+                        db.session.commit()
 
-                    report = issue_monthly(month, progress=commit_often)
+                    report = issue_monthly(month, progress=commit_each_batch, batch_size=25)
                     db.session.commit()
                     return report
                 finally:
