@@ -237,9 +237,12 @@ def insert_from_select(select_stmt: sa.Select, *, batch_size: int = 5000) -> int
             rows.append(values)
         if postgres:
             raw = session.connection().connection.driver_connection
-            with raw.cursor() as cursor, cursor.copy(
-                f"COPY audit_logs ({', '.join(columns)}) FROM STDIN"  # noqa: S608 - constants
-            ) as copy:
+            with (
+                raw.cursor() as cursor,
+                cursor.copy(
+                    f"COPY audit_logs ({', '.join(columns)}) FROM STDIN"  # noqa: S608 - constants
+                ) as copy,
+            ):
                 for values in rows:
                     copy.write_row(
                         [

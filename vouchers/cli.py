@@ -72,13 +72,15 @@ def issue_command(month: date, limit: int | None, as_json: bool):
     lines = [
         f"{data['month']}: {data['issued']} issued ({data['total_fen'] / 100:.2f} yuan), "
         f"{data['already_issued']} already held one, {data['not_eligible']} not eligible, "
-        f"{len(data['left_out'])} left out for lack of money"
+        f"{data['left_out_count']} left out for lack of money"
     ]
     lines += [
         f"  left out: resident {row['resident_id']} ({row['district']}, {row['level']}), "
         f"needs {row['needed_fen'] / 100:.2f} yuan"
         for row in data["left_out"]
     ]
+    if data["left_out_count"] > len(data["left_out"]):
+        lines.append(f"  ... and {data['left_out_count'] - len(data['left_out'])} more")
     _echo(data, as_json, "\n".join(lines))
 
 

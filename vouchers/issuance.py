@@ -682,9 +682,7 @@ def _cut_off(run_id: int, first: int, last: int, month: date, balance: int) -> i
         .where(_slice(run_id, first, last), _unheld(month))
         .subquery("free")
     )
-    return db.session.scalar(
-        sa.select(sa.func.min(free.c.rank)).where(free.c.running > balance)
-    )
+    return db.session.scalar(sa.select(sa.func.min(free.c.rank)).where(free.c.running > balance))
 
 
 def _issue_batch(run_id, first, last, month, stamp, district_code, actor_id) -> tuple[int, int]:
@@ -879,43 +877,134 @@ def _locked(voucher_id: int) -> Voucher | None:
     )
 
 
-def expire_month(month: date, *, progress: Progress | None = None) -> dict:
-    """Expire every active voucher of a past month and return its balance to its district.
-    A voucher with a payment in flight expires too and is reported under "held": that
-    payment's money is redeemed or, released, goes to the district. Rerunning changes
-    nothing."""
+EXPIRE_BATCH = 10_000  # vouchers per batch of an expiry: one UPDATE, one entry, bulk audit
+
+
+def _audit_expired(month: date, district_id: int, after_id: int, last_id: int, stamp) -> int:
+    """One ``voucher.expired`` audit row per voucher of the batch, in bulk, with the before
+    and after states ``_close`` would have written (canonical JSON, keys sorted). Read
+    before the UPDATE: the before-state is the row as it is now."""
+    who, label = audit._current_actor()
+    text = sa.String()
+    balance = sa.cast(Voucher.balance_fen, text)
+    held = sa.cast(Voucher.held_fen, text)
+    before = (
+        sa.literal('{"balance_fen":', text)
+        + balance
+        + sa.literal(',"held_fen":', text)
+        + held
+        + sa.literal(',"status":"active"}', text)
+    )
+    after = (
+        sa.literal('{"returned_fen":', text)
+        + balance
+        + sa.literal(',"status":"expired","still_held_fen":', text)
+        + held
+        + sa.literal("}", text)
+    )
+    return audit.insert_from_select(
+        sa.select(
+            sa.literal(stamp, UTCDateTime()).label("occurred_at"),
+            sa.literal(who, sa.Integer).label("actor_user_id"),
+            sa.literal(label, text).label("actor_label"),
+            sa.literal("voucher.expired", text).label("action"),
+            sa.literal("vouchers", text).label("object_type"),
+            sa.cast(Voucher.id, text).label("object_id"),
+            Voucher.district_id,
+            before.label("before_json"),
+            after.label("after_json"),
+        )
+        .where(_expiring(month, district_id, after_id, last_id))
+        .order_by(Voucher.id)
+    )
+
+
+def _expiring(month: date, district_id: int, after_id: int, last_id: int):
+    return sa.and_(
+        Voucher.month == month,
+        Voucher.status == "active",
+        Voucher.district_id == district_id,
+        Voucher.id > after_id,
+        Voucher.id <= last_id,
+    )
+
+
+def expire_month(
+    month: date, *, progress: Progress | None = None, batch_size: int = EXPIRE_BATCH
+) -> dict:
+    """Expire every active voucher of a past month and return its balance to its district,
+    set-based: per district, batch by batch of ``batch_size`` vouchers (by id), the rows
+    locked, their audit rows written in bulk, one UPDATE, and ONE journal entry returning
+    the batch's balances to the district. A voucher with a payment in flight expires too
+    (its hold stays, ``_close``'s rule) and is reported under "held": that payment's money
+    is redeemed or, released, goes to the district. ``progress(n)`` is called after each
+    batch with the vouchers handled so far. Rerunning changes nothing."""
     if not isinstance(month, date) or month.day != 1:
         raise InvalidInput(details={"month": _l("Give the month as YYYY-MM.")})
     if month >= month_of(local_today()):
         raise InvalidInput(details={"month": _l("Only a month that has ended can expire.")})
-    ids = list(
-        db.session.scalars(
-            sa.select(Voucher.id)
-            .where(Voucher.month == month, Voucher.status == "active")
-            .order_by(Voucher.id)
-        )
-    )
     result = {"month": month.strftime("%Y-%m"), "expired": 0, "returned_fen": 0, "held": []}
-    for done, voucher_id in enumerate(ids, start=1):
-        # The lock order (vouchers.ledger): a capture on this voucher takes the audit chain
-        # before the voucher row, so the batch must too (it keeps both until it commits).
-        serialize_issuance()
-        audit.lock_chain()
-        voucher = _locked(voucher_id)
-        if voucher is not None and voucher.status == "active":
-            if voucher.held_fen > 0:
-                result["held"].append(voucher.id)  # expired; its payment still settling
-            result["returned_fen"] += _close(
-                voucher,
-                status="expired",
-                entry_kind="expire",
-                memo=f"expiry {month:%Y-%m} voucher {voucher.id}",
-                actor_id=None,
-                audit_after={},
+    districts = db.session.execute(
+        sa.select(District.id, District.code)
+        .where(
+            District.id.in_(
+                sa.select(Voucher.district_id)
+                .where(Voucher.month == month, Voucher.status == "active")
+                .distinct()
             )
-            result["expired"] += 1
-        if progress is not None:
-            progress(done)
+        )
+        .order_by(District.code)
+    ).all()
+    done = 0
+    for district_id, district_code in districts:
+        after_id = 0
+        while True:
+            # The lock order (vouchers.ledger): the issuance lock, the audit chain, then the
+            # voucher rows (a capture on one of them takes the chain before its row too).
+            serialize_issuance()
+            audit.lock_chain()
+            rows = db.session.execute(
+                sa.select(Voucher.id, Voucher.balance_fen, Voucher.held_fen)
+                .where(
+                    Voucher.month == month,
+                    Voucher.status == "active",
+                    Voucher.district_id == district_id,
+                    Voucher.id > after_id,
+                )
+                .order_by(Voucher.id)
+                .limit(batch_size)
+                .with_for_update()
+            ).all()
+            if not rows:
+                break
+            last_id = rows[-1].id
+            returned = sum(row.balance_fen for row in rows)
+            stamp = now_utc()
+            _audit_expired(month, district_id, after_id, last_id, stamp)
+            db.session.execute(
+                sa.update(Voucher)
+                .where(_expiring(month, district_id, after_id, last_id))
+                .values(status="expired", balance_fen=0, closed_at=stamp)
+                .execution_options(synchronize_session=False)
+            )
+            if returned:
+                ledger.post(
+                    "expire",
+                    f"expiry {month:%Y-%m} district {district_code}: {len(rows)} vouchers",
+                    [
+                        (OUTSTANDING, -returned),
+                        (ledger.district_account_code(district_code), returned),
+                    ],
+                    cause=("expiry", f"{month:%Y-%m}/{district_code}/{stamp:%H%M%S%f}"),
+                )
+            result["held"] += [row.id for row in rows if row.held_fen > 0]
+            result["expired"] += len(rows)
+            result["returned_fen"] += returned
+            done += len(rows)
+            after_id = last_id
+            if progress is not None:
+                progress(done)
+    db.session.expire_all()  # vouchers changed in SQL; reload them when next read
     return result
 
 
