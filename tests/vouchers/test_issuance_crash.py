@@ -24,7 +24,7 @@ from eldercare.residents import District, Resident, compose_resident_id
 from eldercare.timeutil import local_today
 from tests.conftest import ON_POSTGRES, TEST_CONFIG, fresh_postgres_database
 from vouchers import ledger
-from vouchers.issuance import issue_monthly, month_of
+from vouchers.issuance import issue_monthly, month_of, try_issue
 from vouchers.models import JournalEntry, JournalLine, LedgerAccount, Voucher
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -155,7 +155,7 @@ def check_books(app, expected_count: int | None = None) -> int:
                 sa.select(JournalEntry.cause_type).where(JournalEntry.kind == "issue")
             )
         )
-        assert causes <= {"issuance"}
+        assert causes <= {"issuance", "vouchers"}  # a monthly batch, a single elder's issue
         audited = list(
             db.session.scalars(
                 sa.select(AuditLog.object_id).where(AuditLog.action == "voucher.issue")
@@ -238,3 +238,48 @@ def test_two_runs_at_once_issue_every_elder_once(tmp_path):
             reserved = ledger.balances()["vouchers:outstanding"]
             db.session.remove()
         assert reserved == len(ids) * CAP
+
+
+@pytest.mark.postgres
+def test_the_feed_issuing_while_a_monthly_run_goes_issues_every_elder_once(tmp_path):
+    """The eligibility feed (one elder at a time, ``try_issue``) racing a monthly run that
+    staged the same elders: nobody gets two vouchers, every fen is accounted for."""
+    if not ON_POSTGRES:
+        pytest.skip("PostgreSQL-only; set TEST_DATABASE_URL (CI does)")
+    month = month_of(local_today())
+    with private_database("postgres", tmp_path) as url, migrated_app(url) as app:
+        ids = seed_elders(app, 300)
+
+        def monthly(_):
+            with app.app_context():
+                try:
+                    report = issue_monthly(
+                        month, progress=lambda done: db.session.commit(), batch_size=20
+                    )
+                    db.session.commit()
+                    return report
+                finally:
+                    db.session.remove()
+
+        def feed(_):
+            with app.app_context():
+                try:
+                    outcomes = []
+                    for rid in reversed(ids):  # from the other end of the priority list
+                        outcomes.append(
+                            try_issue(rid, month, actor_id=None, reason="eligibility").status
+                        )
+                        db.session.commit()
+                    return outcomes
+                finally:
+                    db.session.remove()
+
+        with ThreadPoolExecutor(max_workers=2) as threads:
+            run = threads.submit(monthly, 0)
+            fed = threads.submit(feed, 0)
+            report, outcomes = run.result(), fed.result()
+        by_feed = outcomes.count("issued")
+        assert report.issued + by_feed == len(ids)
+        assert report.issued + report.already_issued == len(ids)
+        assert report.left_out == [] and report.left_out_count == 0
+        check_books(app, expected_count=len(ids))
