@@ -538,30 +538,67 @@ def _slice(run_id: int, first: int, last: int):
     return sa.and_(work.run_id == run_id, work.rank >= first, work.rank <= last)
 
 
-def _issued_in(run_id: int, first: int, last: int, month: date, stamp):
-    """The vouchers this batch inserted, joined to their staged rows (through the live
-    (resident, month) index): another run's voucher for a staged elder has another stamp."""
+def _unheld(month: date):
+    """The staged elder holds no voucher that stops a new one (another run, the feed or a
+    manual issue may have issued one since the run staged its rows)."""
     work = IssuanceWork
-    return (
-        sa.select(work, Voucher.id.label("voucher_id"))
-        .join(
-            Voucher,
-            sa.and_(
-                Voucher.resident_id == work.resident_id,
-                Voucher.month == month,
-                Voucher.status == "active",
-                Voucher.issued_at == stamp,
-            ),
-        )
-        .where(_slice(run_id, first, last))
+    return ~(
+        sa.select(Voucher.id)
+        .where(Voucher.resident_id == work.resident_id, Voucher.month == month, _blocking())
+        .exists()
     )
 
 
-def _insert_vouchers(run_id: int, first: int, last: int, month: date, stamp) -> None:
-    """INSERT … SELECT the batch's vouchers; an elder who got one meanwhile (the feed, a
-    manual issue, another run) is skipped by the live (resident, month) unique index."""
+class _Raced(Exception):
+    """Someone issued to an elder of the batch since the run staged it: redo the batch
+    checking every elder (``careful``)."""
+
+
+def _cut_off(run_id: int, first: int, last: int, balance: int, unheld) -> tuple[int | None, int]:
+    """(the rank of the first elder of ranks first..last whom the district's ``balance``
+    cannot cover, or None when it covers them all; the fen it covers before that elder):
+    a running sum in priority order over the elders ``unheld`` keeps."""
+    work = IssuanceWork
+    free = (
+        sa.select(
+            work.rank,
+            sa.func.sum(work.face_value_fen).over(order_by=work.rank).label("running"),
+        )
+        .where(_slice(run_id, first, last), unheld)
+        .subquery("free")
+    )
+    cut, covered = db.session.execute(
+        sa.select(
+            sa.func.min(sa.case((free.c.running > balance, free.c.rank))),
+            sa.func.max(sa.case((free.c.running <= balance, free.c.running))),
+        )
+    ).one()
+    return cut, int(covered or 0)
+
+
+def _reserve_voucher_ids(count: int) -> int:
+    """The first of ``count`` voucher ids nobody else will use: the batch's vouchers get
+    their ids before they are inserted, so that their audit rows are written from the
+    staged rows without reading the vouchers back."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        last = db.session.scalar(
+            sa.text(
+                "SELECT setval(pg_get_serial_sequence('vouchers', 'id'),"
+                " nextval(pg_get_serial_sequence('vouchers', 'id')) + :n - 1)"
+            ),
+            {"n": count},
+        )
+        return int(last) - count + 1
+    # SQLite: one writer at a time; a new row's id is the largest plus one.
+    return int(db.session.scalar(sa.select(sa.func.coalesce(sa.func.max(Voucher.id), 0)))) + 1
+
+
+def _insert_vouchers(run_id: int, first: int, last: int, month: date, stamp) -> int:
+    """INSERT … SELECT the staged rows' vouchers with their reserved ids; the live
+    (resident, month) unique index refuses a second voucher (``_Raced`` then)."""
     work = IssuanceWork
     columns = [
+        "id",
         "resident_id",
         "month",
         "kind",
@@ -574,6 +611,7 @@ def _insert_vouchers(run_id: int, first: int, last: int, month: date, stamp) -> 
         "issued_at",
     ]
     rows = sa.select(
+        work.voucher_id,
         work.resident_id,
         sa.literal(month, sa.Date),
         work.kind,
@@ -584,28 +622,32 @@ def _insert_vouchers(run_id: int, first: int, last: int, month: date, stamp) -> 
         sa.literal(0, sa.BigInteger),
         sa.literal("active"),
         sa.literal(stamp, UTCDateTime()),
-    ).where(_slice(run_id, first, last))
+    ).where(_slice(run_id, first, last), work.voucher_id.is_not(None))
     dialect = db.session.get_bind().dialect.name
     insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
-    db.session.execute(
-        insert(Voucher.__table__).from_select(columns, rows).on_conflict_do_nothing()
-    )
+    return db.session.execute(
+        insert(Voucher.__table__)
+        .from_select(columns, rows)
+        .on_conflict_do_nothing()
+        .execution_options(preserve_rowcount=True)  # an INSERT's rowcount, on psycopg too
+    ).rowcount
 
 
-def _audit_issued(issued, month: date, stamp, actor_id: int | None, reason="monthly") -> int:
-    """One ``voucher.issue`` audit row per voucher, written in bulk, with the after-state
-    ``audit.record`` would have written (canonical JSON, keys sorted)."""
+def _audit_issued(run_id, first, last, month: date, stamp, actor_id, reason="monthly") -> int:
+    """One ``voucher.issue`` audit row per voucher of the batch, written in bulk from the
+    staged rows, with the after-state ``audit.record`` would have written (canonical JSON,
+    keys sorted)."""
+    work = IssuanceWork
     actor = _actor(actor_id)
     who, label = (actor.id, actor.username) if actor is not None else audit._current_actor()
-    rows = issued.subquery("issued")
     text = sa.String()
     after = (
         sa.literal('{"face_value_fen":', text)
-        + sa.cast(rows.c.face_value_fen, text)
+        + sa.cast(work.face_value_fen, text)
         + sa.literal(',"kind":"', text)
-        + rows.c.kind
+        + work.kind
         + sa.literal('","level":"', text)
-        + rows.c.level
+        + work.level
         + sa.literal(f'","month":"{month:%Y-%m}","reason":"{reason}"}}', text)
     )
     return audit.insert_from_select(
@@ -615,17 +657,20 @@ def _audit_issued(issued, month: date, stamp, actor_id: int | None, reason="mont
             sa.literal(label, text).label("actor_label"),
             sa.literal("voucher.issue", text).label("action"),
             sa.literal("vouchers", text).label("object_type"),
-            sa.cast(rows.c.voucher_id, text).label("object_id"),
-            rows.c.district_id,
+            sa.cast(work.voucher_id, text).label("object_id"),
+            work.district_id,
             sa.null().label("before_json"),
             after.label("after_json"),
-        ).order_by(rows.c.voucher_id)
+        )
+        .where(_slice(run_id, first, last), work.voucher_id.is_not(None))
+        .order_by(work.rank)
     )
 
 
 def _record_left_out(run_id: int, first: int, last: int, month: date, stamp) -> None:
-    """Shortfall rows for the staged elders first..last, in bulk: a new row each, or the
-    open one updated; a resolved one stays resolved (as ``_record_shortfall``)."""
+    """Shortfall rows for the staged elders first..last who still have no voucher, in bulk:
+    a new row each, or the open one updated; a resolved one stays resolved (as
+    ``_record_shortfall``)."""
     work = IssuanceWork
     db.session.execute(
         sa.update(Shortfall)
@@ -658,44 +703,37 @@ def _record_left_out(run_id: int, first: int, last: int, month: date, stamp) -> 
     )
 
 
-def _unheld(month: date):
-    """The staged elder holds no voucher that stops a new one (another run, the feed or a
-    manual issue may have issued one since the run staged its rows)."""
+def _issue_batch(
+    run_id, first, last, month, balance, district_code, actor_id, *, careful: bool
+) -> tuple[int | None, int, int, int]:
+    """Issue the staged elders first..last up to the cut-off against ``balance``: vouchers
+    (one INSERT … SELECT), one journal entry with their total, an audit row each, their
+    shortfalls resolved. Returns (the cut-off rank or None, elders handled, vouchers, fen).
+
+    Not ``careful``: the elders are taken as staged, and the insert proves nobody was
+    issued a voucher since (else ``_Raced``). ``careful``: each elder is checked first
+    (an index probe each), and one who holds a voucher now is skipped."""
     work = IssuanceWork
-    return ~(
-        sa.select(Voucher.id)
-        .where(Voucher.resident_id == work.resident_id, Voucher.month == month, _blocking())
-        .exists()
-    )
-
-
-def _cut_off(run_id: int, first: int, last: int, month: date, balance: int) -> int | None:
-    """The rank of the first elder of ranks first..last whom the district's ``balance``
-    cannot cover, counting in priority order only those still without a voucher (a running
-    sum), or None when it covers them all."""
-    work = IssuanceWork
-    free = (
-        sa.select(
-            work.rank,
-            sa.func.sum(work.face_value_fen).over(order_by=work.rank).label("running"),
-        )
-        .where(_slice(run_id, first, last), _unheld(month))
-        .subquery("free")
-    )
-    return db.session.scalar(sa.select(sa.func.min(free.c.rank)).where(free.c.running > balance))
-
-
-def _issue_batch(run_id, first, last, month, stamp, district_code, actor_id) -> tuple[int, int]:
-    """Issue the staged elders first..last: vouchers, one journal entry with their total,
-    an audit row each, their shortfalls resolved. Returns (vouchers, fen)."""
-    _insert_vouchers(run_id, first, last, month, stamp)
-    issued = _issued_in(run_id, first, last, month, stamp).subquery()
-    count, total = db.session.execute(
-        sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(issued.c.face_value_fen), 0))
-    ).one()
-    count, total = int(count), int(total)
+    unheld = _unheld(month) if careful else sa.true()
+    cut, total = _cut_off(run_id, first, last, balance, unheld)
+    if cut is not None and not careful:
+        raise _Raced()  # where the money ends, only those still without a voucher count
+    covered_to = last if cut is None else cut - 1
+    if covered_to < first:
+        return cut, 0, 0, 0
+    handled = covered_to - first + 1
+    base = _reserve_voucher_ids(handled)
+    count = db.session.execute(
+        sa.update(work)
+        .where(_slice(run_id, first, covered_to), unheld)
+        .values(voucher_id=work.rank - first + base)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    stamp = now_utc()
+    if _insert_vouchers(run_id, first, covered_to, month, stamp) != count:
+        raise _Raced()
     if not count:
-        return 0, 0
+        return cut, handled, 0, 0
     ledger.post(
         "issue",
         f"vouchers {month:%Y-%m} district {district_code}: {count}",
@@ -703,21 +741,25 @@ def _issue_batch(run_id, first, last, month, stamp, district_code, actor_id) -> 
         cause=("issuance", f"{month:%Y-%m}/{district_code}/{stamp:%H%M%S%f}"),
         actor_id=actor_id,
     )
-    _audit_issued(_issued_in(run_id, first, last, month, stamp), month, stamp, actor_id)
+    _audit_issued(run_id, first, covered_to, month, stamp, actor_id)
     db.session.execute(
         sa.update(Shortfall)
         .where(
             Shortfall.month == month,
             Shortfall.resolved_at.is_(None),
-            Shortfall.resident_id.in_(sa.select(issued.c.resident_id)),
+            Shortfall.resident_id.in_(
+                sa.select(work.resident_id).where(
+                    _slice(run_id, first, covered_to), work.voucher_id.is_not(None)
+                )
+            ),
         )
         .values(resolved_at=stamp)
         .execution_options(synchronize_session=False)
     )
-    return count, total
+    return cut, handled, count, total
 
 
-def _leave_out(run_id, first, last, month, stamp, listed: int) -> tuple[int, int, list[dict]]:
+def _leave_out(run_id, first, last, month, listed: int) -> tuple[int, int, list[dict]]:
     """Record the staged elders first..last who still have no voucher as left out (bulk
     Shortfall rows). Returns (left out, holding a voucher meanwhile, the first ``listed``
     left out as report rows)."""
@@ -727,7 +769,7 @@ def _leave_out(run_id, first, last, month, stamp, listed: int) -> tuple[int, int
             sa.select(sa.func.count()).where(_slice(run_id, first, last), _unheld(month))
         )
     )
-    _record_left_out(run_id, first, last, month, stamp)
+    _record_left_out(run_id, first, last, month, now_utc())
     rows = []
     if listed > 0 and left_out:
         rows = [
@@ -798,18 +840,22 @@ def issue_monthly(
             balance = ledger.account(
                 account_code, create_name=f"{district.name_zh} allocation"
             ).balance_fen
-            stamp = now_utc()
-            cut = _cut_off(run_id, first, last, month, balance)
-            covered_to = last if cut is None else cut - 1
-            if covered_to >= first:
-                count, total = _issue_batch(
-                    run_id, first, covered_to, month, stamp, district.code, actor_id
+            savepoint = db.session.begin_nested()
+            try:
+                batch = _issue_batch(
+                    run_id, first, last, month, balance, district.code, actor_id, careful=False
                 )
-                handled = covered_to - first + 1
-                report.issued += count
-                report.already_issued += handled - count  # got one meanwhile
-                report.total_fen += total
-                done += handled
+                savepoint.commit()
+            except _Raced:
+                savepoint.rollback()
+                batch = _issue_batch(
+                    run_id, first, last, month, balance, district.code, actor_id, careful=True
+                )
+            cut, handled, count, total = batch
+            report.issued += count
+            report.already_issued += handled - count  # got one meanwhile
+            report.total_fen += total
+            done += handled
             if cut is not None:
                 # Strict priority: the first elder the district cannot cover, and everyone
                 # after them in the district, are left out of this run.
@@ -817,7 +863,7 @@ def issue_monthly(
                 if limit is not None:
                     out_to = min(out_to, cut + limit - done - 1)
                 listed = LEFT_OUT_LISTED - len(report.left_out)
-                left_out, holding, rows = _leave_out(run_id, cut, out_to, month, stamp, listed)
+                left_out, holding, rows = _leave_out(run_id, cut, out_to, month, listed)
                 report.left_out += [row | {"district": district.code} for row in rows]
                 report.left_out_count += left_out
                 report.already_issued += holding

@@ -485,4 +485,7 @@ class IssuanceWork(Base):
     # or the month's cap was already paid by revoked vouchers (the run only counts these).
     waiting: Mapped[bool] = mapped_column()
     face_value_fen: Mapped[int] = mapped_column(sa.BigInteger)
+    # The id reserved for the elder's voucher when its batch issues it (None before, or when
+    # the elder was found holding one already).
+    voucher_id: Mapped[int | None] = mapped_column(sa.BigInteger)
     staged_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)

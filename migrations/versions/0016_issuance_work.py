@@ -27,6 +27,7 @@ def upgrade():
     sa.Column('policy_id', sa.Integer(), nullable=True),
     sa.Column('waiting', sa.Boolean(), nullable=False),
     sa.Column('face_value_fen', sa.BigInteger(), nullable=False),
+    sa.Column('voucher_id', sa.BigInteger(), nullable=True),
     sa.Column('staged_at', eldercare.db.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('run_id', 'rank', name=op.f('pk_issuance_work'))
     )
