@@ -10,6 +10,8 @@ refreshes the planner's statistics, then in the same run:
 
 - baseline: a bare ``COPY`` of N rows of the voucher table's width into a scratch table
   without indexes (psycopg ``cursor.copy``, rows made in Python), committed;
+- context: the same COPY into a scratch table with the vouchers table's indexes, checks
+  and foreign keys;
 - ``issue_monthly`` through the real function with the job's ``commit_every`` (staging, the
   cut-off, INSERT … SELECT of vouchers, one journal entry per district and batch, audit rows
   chained in bulk), committed.
@@ -158,6 +160,65 @@ def _copy_baseline(n: int) -> float:
     return seconds
 
 
+def _copy_into_voucher_shape(n: int) -> float:
+    """Context for the ratio, not the baseline: the same COPY into a scratch table with the
+    vouchers table's indexes, checks and foreign keys (what any way of writing N vouchers
+    must maintain), committed."""
+    from vouchers.kinds import DEFAULT_KIND
+    from vouchers.policy import policy_on
+
+    policy = policy_on(DEFAULT_KIND, local_today())
+    policy_id, cap = policy.id, policy.monthly_cap_fen  # read now: nothing loads mid-COPY
+    residents = db.session.execute(
+        sa.text("SELECT id, district_id FROM residents ORDER BY id LIMIT :n"), {"n": n}
+    ).all()
+    connection = db.session.connection().connection.driver_connection
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE bench_voucher_shape (LIKE vouchers INCLUDING ALL)")
+        for column, target in (
+            ("resident_id", "residents"),
+            ("district_id", "districts"),
+            ("policy_id", "voucher_policies"),
+        ):
+            cursor.execute(
+                f"ALTER TABLE bench_voucher_shape ADD FOREIGN KEY ({column})"  # noqa: S608
+                f" REFERENCES {target} (id)"
+            )
+    db.session.commit()
+    month = local_today().replace(day=1)
+    stamp = now_utc().replace(tzinfo=None)
+    start = time.perf_counter()
+    connection = db.session.connection().connection.driver_connection
+    with (
+        connection.cursor() as cursor,
+        cursor.copy(
+            "COPY bench_voucher_shape (resident_id, month, kind, policy_id, district_id,"
+            " face_value_fen, balance_fen, held_fen, status, issued_at) FROM STDIN"
+        ) as copy,
+    ):
+        for resident_id, district_id in residents:
+            copy.write_row(
+                (
+                    resident_id,
+                    month,
+                    DEFAULT_KIND,
+                    policy_id,
+                    district_id,
+                    cap,
+                    cap,
+                    0,
+                    "active",
+                    stamp,
+                )
+            )
+    db.session.commit()
+    seconds = time.perf_counter() - start
+    del residents
+    db.session.execute(sa.text("DROP TABLE bench_voucher_shape"))
+    db.session.commit()
+    return seconds
+
+
 def run(url: str) -> dict:
     from vouchers import ledger
     from vouchers.issuance import issue_monthly, month_of
@@ -174,6 +235,13 @@ def run(url: str) -> dict:
         baseline = _copy_baseline(N)
         _emit("issuance.copy_baseline", seconds=round(baseline, 3))
 
+        shaped = _copy_into_voucher_shape(N)
+        _emit(
+            "issuance.copy_with_voucher_indexes",
+            seconds=round(shaped, 3),
+            ratio_to_baseline=round(shaped / baseline, 2),
+        )
+
         month = month_of(local_today())
         start = time.perf_counter()
         report = issue_monthly(month, progress=commit_every())
@@ -187,6 +255,7 @@ def run(url: str) -> dict:
             "seconds": round(seconds, 3),
             "baseline_seconds": round(baseline, 3),
             "ratio": round(seconds / baseline, 2),
+            "ratio_to_copy_with_voucher_indexes": round(seconds / shaped, 2),
             "peak_rss_mb": round(_peak_rss_mb(), 1),
             "issued": report.issued,
             "districts": DISTRICTS,

@@ -539,6 +539,9 @@ def main() -> None:
             bench_verify(_app(databases.new()))
             bench_issue(_app(databases.new()))
             bench_redeem(_app(databases.new()))
+            from bench.issuance import main as bench_issuance  # PostgreSQL only; own database
+
+            bench_issuance()
         finally:
             databases.drop_all()
 

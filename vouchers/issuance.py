@@ -2,9 +2,17 @@
 qualifying.
 
 Money: issuing reserves the voucher's face value from the elder's district allocation
-(``district:<code>:available`` -> ``vouchers:outstanding``) in the same savepoint as the
-Voucher row, so a voucher exists exactly when its money was reserved. Expiry and revocation
-send what is left back to the district the voucher came from.
+(``district:<code>:available`` -> ``vouchers:outstanding``) in the same transaction as the
+Voucher row, so a voucher exists exactly when its money was reserved: one elder's issue
+(the feed, a manual issue) posts one entry for its voucher; the monthly run posts ONE entry
+per district and batch carrying the batch's total (cause ``issuance``), with the batch's
+vouchers and their audit rows. Expiry and revocation send what is left back to the
+district the voucher came from (expiry: one entry per district and batch).
+
+At scale (``issue_monthly``, ``expire_month``) the work is set-based: the eligible set is
+one SELECT (``assessment.eligible_set``), staged once per run with each elder's kind, policy
+and face value (``issuance_work``), and each batch is a constant number of statements
+whatever its size (INSERT … SELECT of vouchers, bulk audit rows, bulk shortfalls).
 
 One live voucher per elder per month is a database constraint (a partial unique index: a
 revoked voucher does not count); a second run, a second scheduler or the eligibility feed
