@@ -105,3 +105,69 @@ def test_a_district_batch_costs_the_same_statements_for_5_and_for_50_elders(sche
     }
     assert sample.district_id == large.id and sample.actor_label == "cli"
     assert audit.verify_chain().ok
+
+
+def _vouchers_for(session, district, ids, month):
+    """Vouchers for ``month`` reserved as the monthly run does (one entry for them all)."""
+    from vouchers.models import VoucherPolicy
+
+    policy = session.scalar(sa.select(VoucherPolicy).where(VoucherPolicy.kind == "home_community"))
+    session.execute(
+        sa.insert(Voucher),
+        [
+            {
+                "resident_id": rid,
+                "month": month,
+                "kind": "home_community",
+                "policy_id": policy.id,
+                "district_id": district.id,
+                "face_value_fen": CAP,
+                "balance_fen": CAP,
+                "held_fen": 0,
+                "status": "active",
+            }
+            for rid in ids
+        ],
+    )
+    ledger.post(
+        "issue",
+        "test",
+        [
+            (ledger.district_account_code(district.code), -CAP * len(ids)),
+            ("vouchers:outstanding", CAP * len(ids)),
+        ],
+    )
+
+
+def test_expiring_5_or_50_vouchers_of_a_district_costs_the_same_statements(scheme, db_session):
+    from vouchers.issuance import expire_month, previous_month
+
+    w = scheme.world
+    current = month_of(scheme.today)
+    small, large = w.factory.district("210104"), w.factory.district("210105")
+    pool.allocate(small, 5 * CAP, memo="五人", actor=scheme.approver)
+    pool.allocate(large, 50 * CAP, memo="五十人", actor=scheme.approver)
+    one_ago, two_ago = previous_month(current), previous_month(previous_month(current))
+    _vouchers_for(
+        db_session, small, seed_eligible(db_session, small, 5, scheme.today, 100), one_ago
+    )
+    _vouchers_for(
+        db_session, large, seed_eligible(db_session, large, 50, scheme.today, 200), two_ago
+    )
+
+    few, result = statements_of(db_session, lambda: expire_month(one_ago))
+    assert (result["expired"], result["returned_fen"]) == (5, 5 * CAP)
+    many, result = statements_of(db_session, lambda: expire_month(two_ago))
+    assert (result["expired"], result["returned_fen"], result["held"]) == (50, 50 * CAP, [])
+    assert few == many, (few, many)
+
+    assert ledger.balances()[ledger.district_account_code("210105")] == 50 * CAP
+    assert ledger.verify_ledger().ok
+    expired = list(
+        db_session.scalars(sa.select(AuditLog).where(AuditLog.action == "voucher.expired"))
+    )
+    assert len(expired) == 55
+    sample = expired[-1]
+    assert sample.before == {"status": "active", "balance_fen": CAP, "held_fen": 0}
+    assert sample.after == {"status": "expired", "returned_fen": CAP, "still_held_fen": 0}
+    assert audit.verify_chain().ok
