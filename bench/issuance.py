@@ -10,11 +10,12 @@ refreshes the planner's statistics, then in the same run:
 
 - baseline: a bare ``COPY`` of N rows of the voucher table's width into a scratch table
   without indexes (psycopg ``cursor.copy``, rows made in Python), committed;
-- context: the same COPY into a scratch table with the vouchers table's indexes, checks
-  and foreign keys;
 - ``issue_monthly`` through the real function with the job's ``commit_every`` (staging, the
   cut-off, INSERT … SELECT of vouchers, one journal entry per district and batch, audit rows
-  chained in bulk), committed.
+  chained in bulk), committed;
+
+and, for context, the same COPY into a scratch table with the vouchers table's indexes,
+checks and foreign keys (what any way of writing N vouchers must maintain).
 
 Prints one JSON line per figure: seconds, the ratio to the baseline, the process's peak RSS.
 """
@@ -235,13 +236,6 @@ def run(url: str) -> dict:
         baseline = _copy_baseline(N)
         _emit("issuance.copy_baseline", seconds=round(baseline, 3))
 
-        shaped = _copy_into_voucher_shape(N)
-        _emit(
-            "issuance.copy_with_voucher_indexes",
-            seconds=round(shaped, 3),
-            ratio_to_baseline=round(shaped / baseline, 2),
-        )
-
         month = month_of(local_today())
         start = time.perf_counter()
         report = issue_monthly(month, progress=commit_every())
@@ -255,12 +249,20 @@ def run(url: str) -> dict:
             "seconds": round(seconds, 3),
             "baseline_seconds": round(baseline, 3),
             "ratio": round(seconds / baseline, 2),
-            "ratio_to_copy_with_voucher_indexes": round(seconds / shaped, 2),
+            # The process's peak so far: seeding is set-based, the COPY streams, so this is
+            # the issuance's own (the context COPY below reads every resident into Python).
             "peak_rss_mb": round(_peak_rss_mb(), 1),
             "issued": report.issued,
             "districts": DISTRICTS,
         }
         _emit("issuance.issue_monthly", **figure)
+        shaped = _copy_into_voucher_shape(N)
+        _emit(
+            "issuance.copy_with_voucher_indexes",
+            seconds=round(shaped, 3),
+            ratio_to_baseline=round(shaped / baseline, 2),
+            issue_monthly_ratio_to_it=round(seconds / shaped, 2),
+        )
         # Not timed: the books after the run (one entry per district and batch).
         check = ledger.verify_ledger()
         assert check.ok, check
