@@ -500,6 +500,9 @@ def main() -> None:
             audit_bench.run(_app(databases.new()))
             bench_issue(_app(databases.new()))
             bench_redeem(_app(databases.new()))
+            from bench.issuance import main as bench_issuance  # PostgreSQL only; own database
+
+            bench_issuance()
         finally:
             databases.drop_all()
     from ledger import main as bench_ledger  # bench/ledger.py (JSON lines, databases of its own)

@@ -73,13 +73,15 @@ def issue_command(month: date, limit: int | None, as_json: bool):
     lines = [
         f"{data['month']}: {data['issued']} issued ({data['total_fen'] / 100:.2f} yuan), "
         f"{data['already_issued']} already held one, {data['not_eligible']} not eligible, "
-        f"{len(data['left_out'])} left out for lack of money"
+        f"{data['left_out_count']} left out for lack of money"
     ]
     lines += [
         f"  left out: resident {row['resident_id']} ({row['district']}, {row['level']}), "
         f"needs {row['needed_fen'] / 100:.2f} yuan"
         for row in data["left_out"]
     ]
+    if data["left_out_count"] > len(data["left_out"]):
+        lines.append(f"  ... and {data['left_out_count'] - len(data['left_out'])} more")
     _echo(data, as_json, "\n".join(lines))
 
 
@@ -90,7 +92,7 @@ def expire_command(month: date, as_json: bool):
     """Expire a past month's vouchers and return their balances to the districts."""
     try:
         with unit_of_work():
-            result = expire_month(month, progress=commit_every(BATCH_SIZE), batch_size=BATCH_SIZE)
+            result = expire_month(month, progress=commit_every(BATCH_SIZE))
     except InvalidInput as error:
         raise _refuse_month(error) from None
     summary = (

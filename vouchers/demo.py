@@ -97,6 +97,6 @@ def build_demo() -> dict:
         redeemed = 0
     return {
         "vouchers_issued": report.issued,
-        "vouchers_left_out": len(report.left_out),
+        "vouchers_left_out": report.left_out_count,
         "redemptions": redeemed,
     }

@@ -2,9 +2,17 @@
 qualifying.
 
 Money: issuing reserves the voucher's face value from the elder's district allocation
-(``district:<code>:available`` -> ``vouchers:outstanding``) in the same savepoint as the
-Voucher row, so a voucher exists exactly when its money was reserved. Expiry and revocation
-send what is left back to the district the voucher came from.
+(``district:<code>:available`` -> ``vouchers:outstanding``) in the same transaction as the
+Voucher row, so a voucher exists exactly when its money was reserved: one elder's issue
+(the feed, a manual issue) posts one entry for its voucher; the monthly run posts ONE entry
+per district and batch carrying the batch's total (cause ``issuance``), with the batch's
+vouchers and their audit rows. Expiry and revocation send what is left back to the
+district the voucher came from (expiry: one entry per district and batch).
+
+At scale (``issue_monthly``, ``expire_month``) the work is set-based: the eligible set is
+one SELECT (``assessment.eligible_set``), staged once per run with each elder's kind, policy
+and face value (``issuance_work``), and each batch is a constant number of statements
+whatever its size (INSERT … SELECT of vouchers, bulk audit rows, bulk shortfalls).
 
 One live voucher per elder per month is a database constraint (a partial unique index: a
 revoked voucher does not count); a second run, a second scheduler or the eligibility feed
@@ -38,24 +46,37 @@ top-up issues them in the same order and marks the shortfall resolved.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 import sqlalchemy as sa
+import sqlalchemy.orm
 from flask_babel import lazy_gettext as _l
+from sqlalchemy.dialects import postgresql, sqlite
 
-from assessment.eligibility import Eligibility, candidates_on, eligibility_on
+from assessment.eligibility import Eligibility, eligibility_on
+from assessment.eligible_set import eligible_set, shortlist
 from eldercare import audit
 from eldercare.accounts import User
-from eldercare.db import db
-from eldercare.errors import InvalidInput
+from eldercare.db import UTCDateTime, db
+from eldercare.errors import InvalidInput, NotFound
 from eldercare.residents import District, Resident
 from eldercare.timeutil import local_today, now_utc
 from vouchers import ledger
 from vouchers.errors import InsufficientFunds
-from vouchers.kinds import kind_for, kind_of_month
-from vouchers.models import LIVE_FIRST, Redemption, Shortfall, Voucher
+from vouchers.kinds import DEFAULT_KIND, kind_for, kind_of_month
+from vouchers.models import (
+    LIVE_FIRST,
+    VOUCHER_KINDS,
+    IssuanceWork,
+    KindChoice,
+    Redemption,
+    Shortfall,
+    Voucher,
+    VoucherPolicy,
+)
 from vouchers.policy import policy_on
 
 LEVEL_PRIORITY = {"complete": 0, "severe": 1, "moderate": 2, "mild": 3, "intact": 4}
@@ -319,6 +340,17 @@ def issue_for(
     return try_issue(resident_id, month, actor_id=actor_id, reason=reason).voucher
 
 
+# How many elders one batch of a monthly run handles: one INSERT … SELECT of vouchers, one
+# journal entry and one bulk write of audit rows. The caller's ``progress`` commits between
+# batches, so a crash loses at most one batch and a rerun completes the month.
+ISSUE_BATCH = 10_000
+# A report lists at most this many of the elders left out for lack of money (all of them are
+# counted in ``left_out_count`` and recorded as Shortfall rows, which the bureau's pages list).
+LEFT_OUT_LISTED = 1_000
+# Scratch rows older than this belong to a run that crashed; the next run deletes them.
+STALE_WORK = timedelta(days=1)
+
+
 @dataclass
 class IssuanceReport:
     month: date
@@ -326,7 +358,8 @@ class IssuanceReport:
     already_issued: int = 0
     not_eligible: int = 0
     total_fen: int = 0  # reserved by this run
-    left_out: list[dict] = field(default_factory=list)
+    left_out: list[dict] = field(default_factory=list)  # the first LEFT_OUT_LISTED, in order
+    left_out_count: int = 0
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -334,39 +367,429 @@ class IssuanceReport:
         return data
 
 
-@dataclass(frozen=True)
-class _Candidate:
-    resident_id: int
-    district_code: str
-    level: str
-    waiting_since: date
-    eligibility: Eligibility
-
-    @property
-    def priority(self):
-        return (LEVEL_PRIORITY.get(self.level, 99), self.waiting_since, self.resident_id)
+def _holders(month: date):
+    """Residents whose voucher stops a new one for ``month`` (``_blocking``)."""
+    return (
+        sa.select(Voucher.resident_id)
+        .where(Voucher.month == month, _blocking())
+        .group_by(Voucher.resident_id)
+        .subquery("holders")
+    )
 
 
-def _districts_of(resident_ids: list[int]) -> dict[int, str]:
-    found: dict[int, str] = {}
-    for start in range(0, len(resident_ids), 500):
-        chunk = resident_ids[start : start + 500]
-        found.update(
-            db.session.execute(
-                sa.select(Resident.id, District.code)
-                .join(District, District.id == Resident.district_id)
-                .where(Resident.id.in_(chunk))
-            ).all()
+def _shortlist_counts(month: date, day: date) -> tuple[int, int]:
+    """(holders, others) among ``candidates_on(day)``'s shortlist: the numbers the report
+    gives for elders who already hold a voucher and, with the eligible set, for those who
+    turn out not to be eligible."""
+    candidates = shortlist(day).subquery("shortlist")
+    holders = _holders(month)
+    row = db.session.execute(
+        sa.select(
+            sa.func.count(holders.c.resident_id),
+            sa.func.count() - sa.func.count(holders.c.resident_id),
         )
+        .select_from(candidates)
+        .outerjoin(holders, holders.c.resident_id == candidates.c.resident_id)
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+def _policies(day: date) -> dict[str, VoucherPolicy | None]:
+    found: dict[str, VoucherPolicy | None] = {}
+    for kind in VOUCHER_KINDS:
+        try:
+            found[kind] = policy_on(kind, day)
+        except NotFound:
+            found[kind] = None
     return found
 
 
-def _issued_already(month: date) -> set[int]:
-    return set(
-        db.session.scalars(
-            sa.select(Voucher.resident_id).where(Voucher.month == month, _blocking())
+def _stage(run_id: int, month: date, day: date, stamp) -> None:
+    """Write every eligible elder without a voucher for ``month`` into ``issuance_work``
+    (one statement): the voucher each would get, ranked by district and priority.
+
+    The rules are ``try_issue``'s: the kind is the month's first voucher's (a re-issue keeps
+    it) or the elder's choice (``kind_for``); the policy is the kind's version in force on
+    the day of issue and must cover the level; the face value is its cap less what revoked
+    vouchers of the month paid or are paying."""
+    eligible = eligible_set(day).subquery("eligible")
+    holders = _holders(month)
+    latest = (
+        sa.select(Voucher.resident_id, sa.func.max(Voucher.id).label("voucher_id"))
+        .where(Voucher.month == month)
+        .group_by(Voucher.resident_id)
+        .subquery("latest")
+    )
+    month_voucher = sa.orm.aliased(Voucher, name="month_voucher")
+    paid = (
+        sa.select(
+            Voucher.resident_id,
+            sa.func.sum(Redemption.subsidy_fen).label("fen"),
+        )
+        .join(Redemption, Redemption.voucher_id == Voucher.id)
+        .where(
+            Voucher.month == month,
+            Voucher.status == "revoked",
+            Redemption.status.in_(("redeemed", "pending_payment")),
+        )
+        .group_by(Voucher.resident_id)
+        .subquery("paid")
+    )
+    chosen = sa.case(
+        (KindChoice.in_institution.is_(True), "institutional"),
+        else_=sa.func.coalesce(KindChoice.kind, DEFAULT_KIND),
+    )
+    kind = sa.func.coalesce(month_voucher.kind, chosen)
+    policies = {k: p for k, p in _policies(day).items() if p is not None}
+    if policies:
+        policy_id = sa.case({k: p.id for k, p in policies.items()}, value=kind, else_=None)
+        cap = sa.case({k: p.monthly_cap_fen for k, p in policies.items()}, value=kind, else_=0)
+        covered = sa.or_(
+            *(
+                sa.and_(kind == k, eligible.c.level.in_(sorted(p.level_set)))
+                for k, p in policies.items()
+            )
+        )
+    else:
+        policy_id, cap, covered = sa.cast(sa.null(), sa.Integer), sa.literal(0), sa.false()
+    face = cap - sa.func.coalesce(paid.c.fen, 0)
+    terms = (
+        sa.select(
+            eligible.c.resident_id,
+            eligible.c.district_id,
+            eligible.c.level,
+            eligible.c.waiting_since,
+            kind.label("kind"),
+            policy_id.label("policy_id"),
+            face.label("face"),
+            sa.and_(covered, face > 0).label("waiting"),
+        )
+        .select_from(eligible)
+        .outerjoin(holders, holders.c.resident_id == eligible.c.resident_id)
+        .outerjoin(latest, latest.c.resident_id == eligible.c.resident_id)
+        .outerjoin(month_voucher, month_voucher.id == latest.c.voucher_id)
+        .outerjoin(KindChoice, KindChoice.resident_id == eligible.c.resident_id)
+        .outerjoin(paid, paid.c.resident_id == eligible.c.resident_id)
+        .where(holders.c.resident_id.is_(None))
+        .subquery("terms")
+    )
+    waiting_first = sa.case((terms.c.waiting, 0), else_=1)
+    priority = (
+        terms.c.district_id,
+        waiting_first,
+        sa.case(LEVEL_PRIORITY, value=terms.c.level, else_=99),
+        terms.c.waiting_since,
+        terms.c.resident_id,
+    )
+    work = IssuanceWork.__table__
+    db.session.execute(
+        work.insert().from_select(
+            [
+                "run_id",
+                "rank",
+                "resident_id",
+                "district_id",
+                "level",
+                "kind",
+                "policy_id",
+                "waiting",
+                "face_value_fen",
+                "staged_at",
+            ],
+            sa.select(
+                sa.literal(run_id, sa.BigInteger),
+                sa.func.row_number().over(order_by=priority),
+                terms.c.resident_id,
+                terms.c.district_id,
+                terms.c.level,
+                terms.c.kind,
+                terms.c.policy_id,
+                terms.c.waiting,
+                terms.c.face,
+                sa.literal(stamp, UTCDateTime()),
+            ),
         )
     )
+
+
+def _district_plan(run_id: int) -> list:
+    """Per district with staged elders, by code: how many wait, how many are not covered by
+    their kind's policy or have nothing left of the cap, the rank range of those waiting,
+    and whether any needs a policy that is not in force."""
+    work = IssuanceWork
+    waiting = sa.case((work.waiting, 1), else_=0)
+    return db.session.execute(
+        sa.select(
+            work.district_id,
+            District.code,
+            District.name_zh,
+            sa.func.sum(waiting).label("waiting"),
+            sa.func.sum(
+                sa.case((sa.and_(~work.waiting, work.face_value_fen <= 0), 1), else_=0)
+            ).label("spent"),
+            sa.func.count().label("staged"),
+            sa.func.min(sa.case((work.waiting, work.rank))).label("first"),
+            sa.func.max(sa.case((work.waiting, work.rank))).label("last"),
+            sa.func.sum(sa.case((work.policy_id.is_(None), 1), else_=0)).label("no_policy"),
+            sa.func.min(sa.case((work.policy_id.is_(None), work.kind))).label("missing_kind"),
+        )
+        .join(District, District.id == work.district_id)
+        .where(work.run_id == run_id)
+        .group_by(work.district_id, District.code, District.name_zh)
+        .order_by(District.code)
+    ).all()
+
+
+def _slice(run_id: int, first: int, last: int):
+    """The staged rows of ranks first..last."""
+    work = IssuanceWork
+    return sa.and_(work.run_id == run_id, work.rank >= first, work.rank <= last)
+
+
+def _unheld(month: date):
+    """The staged elder holds no voucher that stops a new one (another run, the feed or a
+    manual issue may have issued one since the run staged its rows)."""
+    work = IssuanceWork
+    return ~(
+        sa.select(Voucher.id)
+        .where(Voucher.resident_id == work.resident_id, Voucher.month == month, _blocking())
+        .exists()
+    )
+
+
+class _Raced(Exception):
+    """Someone issued to an elder of the batch since the run staged it: redo the batch
+    checking every elder (``careful``)."""
+
+
+def _cut_off(run_id: int, first: int, last: int, balance: int, unheld) -> tuple[int | None, int]:
+    """(the rank of the first elder of ranks first..last whom the district's ``balance``
+    cannot cover, or None when it covers them all; the fen it covers before that elder):
+    a running sum in priority order over the elders ``unheld`` keeps."""
+    work = IssuanceWork
+    free = (
+        sa.select(
+            work.rank,
+            sa.func.sum(work.face_value_fen).over(order_by=work.rank).label("running"),
+        )
+        .where(_slice(run_id, first, last), unheld)
+        .subquery("free")
+    )
+    cut, covered = db.session.execute(
+        sa.select(
+            sa.func.min(sa.case((free.c.running > balance, free.c.rank))),
+            sa.func.max(sa.case((free.c.running <= balance, free.c.running))),
+        )
+    ).one()
+    return cut, int(covered or 0)
+
+
+def _reserve_voucher_ids(count: int) -> int:
+    """The first of ``count`` voucher ids nobody else will use: the batch's vouchers get
+    their ids before they are inserted, so that their audit rows are written from the
+    staged rows without reading the vouchers back."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        last = db.session.scalar(
+            sa.text(
+                "SELECT setval(pg_get_serial_sequence('vouchers', 'id'),"
+                " nextval(pg_get_serial_sequence('vouchers', 'id')) + :n - 1)"
+            ),
+            {"n": count},
+        )
+        return int(last) - count + 1
+    # SQLite: one writer at a time; a new row's id is the largest plus one.
+    return int(db.session.scalar(sa.select(sa.func.coalesce(sa.func.max(Voucher.id), 0)))) + 1
+
+
+def _insert_vouchers(run_id: int, first: int, last: int, month: date, stamp) -> int:
+    """INSERT … SELECT the staged rows' vouchers with their reserved ids; the live
+    (resident, month) unique index refuses a second voucher (``_Raced`` then)."""
+    work = IssuanceWork
+    columns = [
+        "id",
+        "resident_id",
+        "month",
+        "kind",
+        "policy_id",
+        "district_id",
+        "face_value_fen",
+        "balance_fen",
+        "held_fen",
+        "status",
+        "issued_at",
+    ]
+    rows = sa.select(
+        work.voucher_id,
+        work.resident_id,
+        sa.literal(month, sa.Date),
+        work.kind,
+        work.policy_id,
+        work.district_id,
+        work.face_value_fen,
+        work.face_value_fen,
+        sa.literal(0, sa.BigInteger),
+        sa.literal("active"),
+        sa.literal(stamp, UTCDateTime()),
+    ).where(_slice(run_id, first, last), work.voucher_id.is_not(None))
+    dialect = db.session.get_bind().dialect.name
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
+    return db.session.execute(
+        insert(Voucher.__table__)
+        .from_select(columns, rows)
+        .on_conflict_do_nothing()
+        .execution_options(preserve_rowcount=True)  # an INSERT's rowcount, on psycopg too
+    ).rowcount
+
+
+def _audit_issued(run_id, first, last, month: date, stamp, actor_id, reason="monthly") -> int:
+    """One ``voucher.issue`` audit row per voucher of the batch, written in bulk from the
+    staged rows, with the after-state ``audit.record`` would have written (canonical JSON,
+    keys sorted)."""
+    work = IssuanceWork
+    actor = _actor(actor_id)
+    who, label = (actor.id, actor.username) if actor is not None else audit._current_actor()
+    text = sa.String()
+    after = (
+        sa.literal('{"face_value_fen":', text)
+        + sa.cast(work.face_value_fen, text)
+        + sa.literal(',"kind":"', text)
+        + work.kind
+        + sa.literal('","level":"', text)
+        + work.level
+        + sa.literal(f'","month":"{month:%Y-%m}","reason":"{reason}"}}', text)
+    )
+    return audit.insert_from_select(
+        sa.select(
+            sa.literal(stamp, UTCDateTime()).label("occurred_at"),
+            sa.literal(who, sa.Integer).label("actor_user_id"),
+            sa.literal(label, text).label("actor_label"),
+            sa.literal("voucher.issue", text).label("action"),
+            sa.literal("vouchers", text).label("object_type"),
+            sa.cast(work.voucher_id, text).label("object_id"),
+            work.district_id,
+            sa.null().label("before_json"),
+            after.label("after_json"),
+        )
+        .where(_slice(run_id, first, last), work.voucher_id.is_not(None))
+        .order_by(work.rank)
+    )
+
+
+def _record_left_out(run_id: int, first: int, last: int, month: date, stamp) -> None:
+    """Shortfall rows for the staged elders first..last who still have no voucher, in bulk:
+    a new row each, or the open one updated; a resolved one stays resolved (as
+    ``_record_shortfall``)."""
+    work = IssuanceWork
+    db.session.execute(
+        sa.update(Shortfall)
+        .where(
+            Shortfall.month == month,
+            Shortfall.resolved_at.is_(None),
+            Shortfall.resident_id == work.resident_id,
+            _slice(run_id, first, last),
+            _unheld(month),
+        )
+        .values(level=work.level, needed_fen=work.face_value_fen)
+        .execution_options(synchronize_session=False)
+    )
+    dialect = db.session.get_bind().dialect.name
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
+    db.session.execute(
+        insert(Shortfall.__table__)
+        .from_select(
+            ["month", "resident_id", "district_id", "level", "needed_fen", "recorded_at"],
+            sa.select(
+                sa.literal(month, sa.Date),
+                work.resident_id,
+                work.district_id,
+                work.level,
+                work.face_value_fen,
+                sa.literal(stamp, UTCDateTime()),
+            ).where(_slice(run_id, first, last), _unheld(month)),
+        )
+        .on_conflict_do_nothing()
+    )
+
+
+def _issue_batch(
+    run_id, first, last, month, balance, district_code, actor_id, *, careful: bool
+) -> tuple[int | None, int, int, int]:
+    """Issue the staged elders first..last up to the cut-off against ``balance``: vouchers
+    (one INSERT … SELECT), one journal entry with their total, an audit row each, their
+    shortfalls resolved. Returns (the cut-off rank or None, elders handled, vouchers, fen).
+
+    Not ``careful``: the elders are taken as staged, and the insert proves nobody was
+    issued a voucher since (else ``_Raced``). ``careful``: each elder is checked first
+    (an index probe each), and one who holds a voucher now is skipped."""
+    work = IssuanceWork
+    unheld = _unheld(month) if careful else sa.true()
+    cut, total = _cut_off(run_id, first, last, balance, unheld)
+    if cut is not None and not careful:
+        raise _Raced()  # where the money ends, only those still without a voucher count
+    covered_to = last if cut is None else cut - 1
+    if covered_to < first:
+        return cut, 0, 0, 0
+    handled = covered_to - first + 1
+    base = _reserve_voucher_ids(handled)
+    count = db.session.execute(
+        sa.update(work)
+        .where(_slice(run_id, first, covered_to), unheld)
+        .values(voucher_id=work.rank - first + base)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    stamp = now_utc()
+    if _insert_vouchers(run_id, first, covered_to, month, stamp) != count:
+        raise _Raced()
+    if not count:
+        return cut, handled, 0, 0
+    ledger.post(
+        "issue",
+        f"vouchers {month:%Y-%m} district {district_code}: {count}",
+        [(ledger.district_account_code(district_code), -total), (OUTSTANDING, total)],
+        cause=("issuance", f"{month:%Y-%m}/{district_code}/{stamp:%H%M%S%f}"),
+        actor_id=actor_id,
+    )
+    _audit_issued(run_id, first, covered_to, month, stamp, actor_id)
+    db.session.execute(
+        sa.update(Shortfall)
+        .where(
+            Shortfall.month == month,
+            Shortfall.resolved_at.is_(None),
+            Shortfall.resident_id.in_(
+                sa.select(work.resident_id).where(
+                    _slice(run_id, first, covered_to), work.voucher_id.is_not(None)
+                )
+            ),
+        )
+        .values(resolved_at=stamp)
+        .execution_options(synchronize_session=False)
+    )
+    return cut, handled, count, total
+
+
+def _leave_out(run_id, first, last, month, listed: int) -> tuple[int, int, list[dict]]:
+    """Record the staged elders first..last who still have no voucher as left out (bulk
+    Shortfall rows). Returns (left out, holding a voucher meanwhile, the first ``listed``
+    left out as report rows)."""
+    work = IssuanceWork
+    left_out = int(
+        db.session.scalar(
+            sa.select(sa.func.count()).where(_slice(run_id, first, last), _unheld(month))
+        )
+    )
+    _record_left_out(run_id, first, last, month, now_utc())
+    rows = []
+    if listed > 0 and left_out:
+        rows = [
+            {"resident_id": r.resident_id, "level": r.level, "needed_fen": r.face_value_fen}
+            for r in db.session.execute(
+                sa.select(work.resident_id, work.level, work.face_value_fen)
+                .where(_slice(run_id, first, last), _unheld(month))
+                .order_by(work.rank)
+                .limit(listed)
+            )
+        ]
+    return left_out, last - first + 1 - left_out, rows
 
 
 def issue_monthly(
@@ -375,65 +798,88 @@ def issue_monthly(
     actor_id: int | None = None,
     limit: int | None = None,
     progress: Progress | None = None,
+    batch_size: int = ISSUE_BATCH,
 ) -> IssuanceReport:
     """Issue ``month``'s vouchers to every eligible elder who lacks one, in priority order per
-    district. Each elder has a savepoint of its own; ``progress(n)`` is called after the
-    n-th elder, which is where the CLI and the job commit a batch (a crash loses only the
-    uncommitted batch, and a rerun completes the month). ``limit`` caps how many elders this
-    run handles."""
+    district, set-based: the eligible set and each elder's voucher are computed in SQL and
+    staged once (``issuance_work``); then per district, batch by batch of ``batch_size``
+    elders, one INSERT … SELECT of vouchers up to the strict cut-off against the district's
+    balance, ONE journal entry carrying the batch's total (cause ``issuance`` with the
+    month, the district and the batch's stamp), the audit rows in bulk, and the shortfalls
+    of whoever is left out. ``progress(n)`` is called after each batch with the number of
+    elders handled so far: the CLI and the job commit there (a crash loses only the
+    uncommitted batch, and a rerun completes the month). ``limit`` caps how many elders
+    this run handles. The statements per batch do not depend on its size."""
     _check_issuable_month(month)
     day = issuance_day(month)
     report = IssuanceReport(month=month)
-    holders = _issued_already(month)
-    shortlist = candidates_on(day)
-    report.already_issued = sum(1 for resident_id, _, _ in shortlist if resident_id in holders)
-    waiting = [(rid, since) for rid, _, since in shortlist if rid not in holders]
-    districts = _districts_of([rid for rid, _ in waiting])
-    by_district: dict[str, list[_Candidate]] = {}
-    for resident_id, since in waiting:
-        eligibility = eligibility_on(resident_id, day)
-        if not eligibility.eligible:
-            report.not_eligible += 1
-            continue
-        candidate = _Candidate(
-            resident_id, districts[resident_id], eligibility.level, since, eligibility
-        )
-        by_district.setdefault(candidate.district_code, []).append(candidate)
-
+    work = IssuanceWork
+    db.session.execute(
+        sa.delete(work)
+        .where(work.staged_at < now_utc() - STALE_WORK)
+        .execution_options(synchronize_session=False)
+    )
+    serialize_issuance()
+    holders, others = _shortlist_counts(month, day)
+    run_id = secrets.randbits(62)
+    _stage(run_id, month, day, now_utc())
+    plan = _district_plan(run_id)
+    staged = sum(d.staged for d in plan)
+    report.already_issued = holders + sum(d.spent for d in plan)
+    report.not_eligible = others - staged + sum(d.staged - d.waiting - d.spent for d in plan)
+    for district in plan:
+        if district.no_policy:
+            policy_on(district.missing_kind, day)  # raises NotFound, as try_issue would
     done = 0
-    for district_code in sorted(by_district):
-        exhausted = False
-        for candidate in sorted(by_district[district_code], key=lambda c: c.priority):
+    for district in plan:
+        if not district.waiting:
+            continue
+        account_code = ledger.district_account_code(district.code)
+        first = district.first
+        while first <= district.last:
             if limit is not None and done >= limit:
-                return report
-            outcome = try_issue(
-                candidate.resident_id,
-                month,
-                actor_id=actor_id,
-                reason="monthly",
-                eligibility=candidate.eligibility,
-                district_exhausted=exhausted,
-            )
-            if outcome.status == "issued":
-                report.issued += 1
-                report.total_fen += outcome.needed_fen
-            elif outcome.status == "already_issued":
-                report.already_issued += 1
-            elif outcome.status == "not_eligible":
-                report.not_eligible += 1
-            else:
-                exhausted = True
-                report.left_out.append(
-                    {
-                        "resident_id": candidate.resident_id,
-                        "district": district_code,
-                        "level": outcome.level,
-                        "needed_fen": outcome.needed_fen,
-                    }
+                break
+            last = min(district.last, first + batch_size - 1)
+            if limit is not None:
+                last = min(last, first + limit - done - 1)
+            serialize_issuance()
+            ledger.account(account_code, create_name=f"{district.name_zh} allocation")
+            balance = ledger.balances([account_code])[account_code]
+            savepoint = db.session.begin_nested()
+            try:
+                batch = _issue_batch(
+                    run_id, first, last, month, balance, district.code, actor_id, careful=False
                 )
-            done += 1
+                savepoint.commit()
+            except _Raced:
+                savepoint.rollback()
+                batch = _issue_batch(
+                    run_id, first, last, month, balance, district.code, actor_id, careful=True
+                )
+            cut, handled, count, total = batch
+            report.issued += count
+            report.already_issued += handled - count  # got one meanwhile
+            report.total_fen += total
+            done += handled
+            if cut is not None:
+                # Strict priority: the first elder the district cannot cover, and everyone
+                # after them in the district, are left out of this run.
+                out_to = district.last
+                if limit is not None:
+                    out_to = min(out_to, cut + limit - done - 1)
+                listed = LEFT_OUT_LISTED - len(report.left_out)
+                left_out, holding, rows = _leave_out(run_id, cut, out_to, month, listed)
+                report.left_out += [row | {"district": district.code} for row in rows]
+                report.left_out_count += left_out
+                report.already_issued += holding
+                done += out_to - cut + 1
+                last = district.last
+            first = last + 1
             if progress is not None:
                 progress(done)
+    db.session.execute(
+        sa.delete(work).where(work.run_id == run_id).execution_options(synchronize_session=False)
+    )
     return report
 
 
@@ -471,7 +917,6 @@ def _close(voucher: Voucher, *, status: str, entry_kind: str, memo: str, actor_i
     return returned
 
 
-EXPIRY_BATCH = 200  # vouchers per batch of expire_month (its progress is called per batch)
 
 
 def lock_vouchers(voucher_ids) -> list[Voucher]:
@@ -490,49 +935,133 @@ def lock_vouchers(voucher_ids) -> list[Voucher]:
     )
 
 
-def expire_month(
-    month: date, *, progress: Progress | None = None, batch_size: int = EXPIRY_BATCH
-) -> dict:
-    """Expire every active voucher of a past month and return its balance to its district.
-    A voucher with a payment in flight expires too and is reported under "held": that
-    payment's money is redeemed or, released, goes to the district. Rerunning changes
-    nothing.
+EXPIRE_BATCH = 10_000  # vouchers per batch of an expiry: one UPDATE, one entry, bulk audit
 
-    Batches of ``batch_size`` vouchers: each locks its vouchers first, then closes them
-    (the lock order of vouchers.ledger). ``progress(done)`` is called after each batch: a
-    caller that commits does it there, so no transaction locks a voucher after an account
-    (``commit_every`` with the same size)."""
+
+def _audit_expired(month: date, district_id: int, after_id: int, last_id: int, stamp) -> int:
+    """One ``voucher.expired`` audit row per voucher of the batch, in bulk, with the before
+    and after states ``_close`` would have written (canonical JSON, keys sorted). Read
+    before the UPDATE: the before-state is the row as it is now."""
+    who, label = audit._current_actor()
+    text = sa.String()
+    balance = sa.cast(Voucher.balance_fen, text)
+    held = sa.cast(Voucher.held_fen, text)
+    before = (
+        sa.literal('{"balance_fen":', text)
+        + balance
+        + sa.literal(',"held_fen":', text)
+        + held
+        + sa.literal(',"status":"active"}', text)
+    )
+    after = (
+        sa.literal('{"returned_fen":', text)
+        + balance
+        + sa.literal(',"status":"expired","still_held_fen":', text)
+        + held
+        + sa.literal("}", text)
+    )
+    return audit.insert_from_select(
+        sa.select(
+            sa.literal(stamp, UTCDateTime()).label("occurred_at"),
+            sa.literal(who, sa.Integer).label("actor_user_id"),
+            sa.literal(label, text).label("actor_label"),
+            sa.literal("voucher.expired", text).label("action"),
+            sa.literal("vouchers", text).label("object_type"),
+            sa.cast(Voucher.id, text).label("object_id"),
+            Voucher.district_id,
+            before.label("before_json"),
+            after.label("after_json"),
+        )
+        .where(_expiring(month, district_id, after_id, last_id))
+        .order_by(Voucher.id)
+    )
+
+
+def _expiring(month: date, district_id: int, after_id: int, last_id: int):
+    return sa.and_(
+        Voucher.month == month,
+        Voucher.status == "active",
+        Voucher.district_id == district_id,
+        Voucher.id > after_id,
+        Voucher.id <= last_id,
+    )
+
+
+def expire_month(
+    month: date, *, progress: Progress | None = None, batch_size: int = EXPIRE_BATCH
+) -> dict:
+    """Expire every active voucher of a past month and return its balance to its district,
+    set-based: per district, batch by batch of ``batch_size`` vouchers (by id), the rows
+    locked, their audit rows written in bulk, one UPDATE, and ONE journal entry returning
+    the batch's balances to the district. A voucher with a payment in flight expires too
+    (its hold stays, ``_close``'s rule) and is reported under "held": that payment's money
+    is redeemed or, released, goes to the district. ``progress(n)`` is called after each
+    batch with the vouchers handled so far. Rerunning changes nothing."""
     if not isinstance(month, date) or month.day != 1:
         raise InvalidInput(details={"month": _l("Give the month as YYYY-MM.")})
     if month >= month_of(local_today()):
         raise InvalidInput(details={"month": _l("Only a month that has ended can expire.")})
-    ids = list(
-        db.session.scalars(
-            sa.select(Voucher.id)
-            .where(Voucher.month == month, Voucher.status == "active")
-            .order_by(Voucher.id)
-        )
-    )
     result = {"month": month.strftime("%Y-%m"), "expired": 0, "returned_fen": 0, "held": []}
-    for start in range(0, len(ids), batch_size):
-        batch = ids[start : start + batch_size]
-        serialize_issuance()
-        for voucher in lock_vouchers(batch):
-            if voucher.status != "active":
-                continue
-            if voucher.held_fen > 0:
-                result["held"].append(voucher.id)  # expired; its payment still settling
-            result["returned_fen"] += _close(
-                voucher,
-                status="expired",
-                entry_kind="expire",
-                memo=f"expiry {month:%Y-%m} voucher {voucher.id}",
-                actor_id=None,
-                audit_after={},
+    districts = db.session.execute(
+        sa.select(District.id, District.code)
+        .where(
+            District.id.in_(
+                sa.select(Voucher.district_id)
+                .where(Voucher.month == month, Voucher.status == "active")
+                .distinct()
             )
-            result["expired"] += 1
-        if progress is not None:
-            progress(start + len(batch))
+        )
+        .order_by(District.code)
+    ).all()
+    done = 0
+    for district_id, district_code in districts:
+        after_id = 0
+        while True:
+            # The lock order (vouchers.ledger): the issuance lock, then every voucher row of
+            # the batch (in id order, one statement) before the ledger's rows.
+            serialize_issuance()
+            rows = db.session.execute(
+                sa.select(Voucher.id, Voucher.balance_fen, Voucher.held_fen)
+                .where(
+                    Voucher.month == month,
+                    Voucher.status == "active",
+                    Voucher.district_id == district_id,
+                    Voucher.id > after_id,
+                )
+                .order_by(Voucher.id)
+                .limit(batch_size)
+                .with_for_update()
+            ).all()
+            if not rows:
+                break
+            last_id = rows[-1].id
+            returned = sum(row.balance_fen for row in rows)
+            stamp = now_utc()
+            _audit_expired(month, district_id, after_id, last_id, stamp)
+            db.session.execute(
+                sa.update(Voucher)
+                .where(_expiring(month, district_id, after_id, last_id))
+                .values(status="expired", balance_fen=0, closed_at=stamp)
+                .execution_options(synchronize_session=False)
+            )
+            if returned:
+                ledger.post(
+                    "expire",
+                    f"expiry {month:%Y-%m} district {district_code}: {len(rows)} vouchers",
+                    [
+                        (OUTSTANDING, -returned),
+                        (ledger.district_account_code(district_code), returned),
+                    ],
+                    cause=("expiry", f"{month:%Y-%m}/{district_code}/{stamp:%H%M%S%f}"),
+                )
+            result["held"] += [row.id for row in rows if row.held_fen > 0]
+            result["expired"] += len(rows)
+            result["returned_fen"] += returned
+            done += len(rows)
+            after_id = last_id
+            if progress is not None:
+                progress(done)
+    db.session.expire_all()  # vouchers changed in SQL; reload them when next read
     return result
 
 

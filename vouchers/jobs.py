@@ -25,16 +25,21 @@ from vouchers.models import Voucher
 log = logging.getLogger(__name__)
 
 CATCH_UP_MINUTES = 10  # how often the monthly catch-up looks for work
-BATCH_SIZE = 200  # elders per commit: a crash loses at most this many, and a rerun redoes them
+BATCH_SIZE = 200  # elders per commit at least: a crash loses at most one batch, a rerun redoes it
 
 
 def commit_every(size: int = BATCH_SIZE) -> Callable[[int], None]:
-    """A ``progress`` callback for issuance and expiry that commits each full batch, so a long
-    run keeps what it finished (the unit of work commits the last, partial batch)."""
+    """A ``progress`` callback for issuance and expiry, which call it after each batch with
+    the number of elders (vouchers) handled so far: it commits once ``size`` more were
+    handled since its last commit, so a long run keeps what it finished (the unit of work
+    commits the last, partial batch)."""
+    committed = 0
 
     def progress(done: int) -> None:
-        if done % size == 0:
+        nonlocal committed
+        if done - committed >= size:
             db.session.commit()
+            committed = done
 
     return progress
 
@@ -76,9 +81,7 @@ def monthly_vouchers() -> dict:
     for month in months_to_expire(current):
         _step(
             f"expire {month:%Y-%m}",
-            lambda month=month: expire_month(
-                month, progress=commit_every(BATCH_SIZE), batch_size=BATCH_SIZE
-            ),
+            lambda month=month: expire_month(month, progress=commit_every(BATCH_SIZE)),
             done,
             failed,
         )

@@ -506,3 +506,32 @@ class PaymentAttempt(Base):
     authenticating_method: Mapped[str | None] = mapped_column(sa.String(80))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, onupdate=now_utc)
+
+
+class IssuanceWork(Base):
+    """Scratch rows of a monthly run: the eligible elders without a voucher, ranked by
+    district and priority, with the voucher each would get, staged once per run so that
+    each batch reads its slice instead of recomputing the eligible set. A run deletes its
+    own rows at its end; rows a crashed run left behind are deleted by a later run
+    (``issuance.issue_monthly``). On PostgreSQL the table is UNLOGGED: nothing in it
+    outlives the run that wrote it."""
+
+    __tablename__ = "issuance_work"
+
+    run_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+    # 1, 2, ... by district, then within a district those waiting for a voucher first, in
+    # priority order (LEVEL_PRIORITY, waiting_since, resident id).
+    rank: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+    resident_id: Mapped[int] = mapped_column()
+    district_id: Mapped[int] = mapped_column()
+    level: Mapped[str] = mapped_column(sa.String(16))
+    kind: Mapped[str] = mapped_column(sa.String(20))
+    policy_id: Mapped[int | None] = mapped_column()  # None: no policy of the kind in force
+    # False: eligible, but the voucher policy of the elder's kind does not cover the level,
+    # or the month's cap was already paid by revoked vouchers (the run only counts these).
+    waiting: Mapped[bool] = mapped_column()
+    face_value_fen: Mapped[int] = mapped_column(sa.BigInteger)
+    # The id reserved for the elder's voucher when its batch issues it (None before, or when
+    # the elder was found holding one already).
+    voucher_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+    staged_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)

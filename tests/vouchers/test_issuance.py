@@ -24,9 +24,7 @@ from vouchers.kinds import choose_kind, kind_for
 from vouchers.models import (
     EventCursor,
     JournalEntry,
-    JournalLine,
     KindChoice,
-    LedgerAccount,
     Shortfall,
     Voucher,
 )
@@ -93,8 +91,8 @@ def test_one_voucher_per_elder_reserving_the_cap_in_the_same_entry(scheme, curre
     voucher = db_session.scalar(sa.select(Voucher).where(Voucher.resident_id == scheme.elder.id))
     assert (voucher.month, voucher.kind, voucher.status) == (current, "home_community", "active")
     assert voucher.face_value_fen == voucher.balance_fen == HOME_CAP and voucher.held_fen == 0
-    (entry,) = entries_of(db_session, "issue")
-    assert (entry.cause_type, entry.cause_id) == ("vouchers", str(voucher.id))
+    (entry,) = entries_of(db_session, "issue")  # one per district and batch
+    assert entry.cause_type == "issuance" and entry.cause_id.startswith(f"{current:%Y-%m}/210102/")
     lines = {line.account.code: line.amount_fen for line in entry.lines}
     assert lines == {HEPING: -HOME_CAP, OUTSTANDING: HOME_CAP}
     after = ledger.balances()
@@ -469,18 +467,22 @@ def test_monthly_job_expires_then_issues(scheme, current, last_months_voucher, d
     assert_books_balance(db_session)
 
 
-def test_lines_of_every_issue_entry_match_a_voucher(scheme, current, shenhe_elders, db_session):
+def test_each_district_batch_has_one_issue_entry_carrying_its_total(
+    scheme, current, shenhe_elders, db_session
+):
     issue_monthly(current)
-    vouchers = {str(v.id): v for v in db_session.scalars(sa.select(Voucher))}
-    for entry in entries_of(db_session, "issue"):
-        voucher = vouchers.pop(entry.cause_id)
-        outstanding = db_session.scalar(
-            sa.select(JournalLine.amount_fen)
-            .join(LedgerAccount)
-            .where(JournalLine.entry_id == entry.id, LedgerAccount.code == OUTSTANDING)
-        )
-        assert outstanding == voucher.face_value_fen
-    assert vouchers == {}
+    by_district = {}
+    for v in db_session.scalars(sa.select(Voucher)):
+        by_district[v.district_id] = by_district.get(v.district_id, 0) + v.face_value_fen
+    entries = entries_of(db_session, "issue")
+    assert len(entries) == 2  # Heping and Shenhe, one batch each
+    for entry in entries:
+        lines = {line.account.code: line.amount_fen for line in entry.lines}
+        (district_code,) = (c for c in lines if c.startswith("district:"))
+        district = scheme.world.heping if "210102" in district_code else scheme.world.shenhe
+        total = by_district[district.id]
+        assert lines == {district_code: -total, OUTSTANDING: total}
+    assert_books_balance(db_session)
 
 
 def test_a_newly_eligible_elder_queues_behind_those_already_waiting(

@@ -17,14 +17,15 @@ from flask_migrate import upgrade
 
 from assessment.eligibility import eligibility_on
 from assessment.models import Assessment
-from eldercare import create_app
+from eldercare import audit, create_app
+from eldercare.audit import AuditLog
 from eldercare.db import db
 from eldercare.residents import District, Resident, compose_resident_id
 from eldercare.timeutil import local_today
 from tests.conftest import ON_POSTGRES, TEST_CONFIG, fresh_postgres_database
 from vouchers import ledger
-from vouchers.issuance import issue_monthly, month_of
-from vouchers.models import JournalEntry, Voucher
+from vouchers.issuance import issue_monthly, month_of, try_issue
+from vouchers.models import JournalEntry, JournalLine, LedgerAccount, Voucher
 
 ROOT = Path(__file__).resolve().parents[2]
 CAP = 50_000
@@ -137,14 +138,31 @@ def flask_issue(url: str, month: date, *, crash_after: int | None = None):
 
 
 def check_books(app, expected_count: int | None = None) -> int:
-    """No half-issued voucher: each voucher has exactly one issue entry and each issue entry
-    its voucher; the ledger verifies; what is outstanding is what the vouchers hold."""
+    """No half-issued voucher: the issue entries (one per district and batch) carry exactly
+    what the vouchers hold, each voucher has its audit row and the chain holds; the ledger
+    verifies; what is outstanding is what the vouchers hold; one voucher per elder."""
     with app.app_context():
         vouchers = dict(db.session.execute(sa.select(Voucher.id, Voucher.face_value_fen)).all())
-        entries = list(
-            db.session.scalars(sa.select(JournalEntry.cause_id).where(JournalEntry.kind == "issue"))
+        issued_fen = db.session.scalar(
+            sa.select(sa.func.coalesce(sa.func.sum(JournalLine.amount_fen), 0))
+            .join(JournalEntry, JournalEntry.id == JournalLine.entry_id)
+            .join(LedgerAccount, LedgerAccount.id == JournalLine.account_id)
+            .where(JournalEntry.kind == "issue", LedgerAccount.code == "vouchers:outstanding")
         )
-        assert sorted(entries) == sorted(str(v) for v in vouchers)
+        assert issued_fen == sum(vouchers.values())
+        causes = set(
+            db.session.scalars(
+                sa.select(JournalEntry.cause_type).where(JournalEntry.kind == "issue")
+            )
+        )
+        assert causes <= {"issuance", "vouchers"}  # a monthly batch, a single elder's issue
+        audited = list(
+            db.session.scalars(
+                sa.select(AuditLog.object_id).where(AuditLog.action == "voucher.issue")
+            )
+        )
+        assert sorted(audited) == sorted(str(v) for v in vouchers)
+        assert audit.verify_chain().ok
         assert ledger.verify_ledger().ok
         assert ledger.balances().get("vouchers:outstanding", 0) == sum(vouchers.values())
         per_elder = db.session.execute(
@@ -171,13 +189,13 @@ def test_a_crash_part_way_leaves_no_half_issued_voucher_and_a_rerun_completes(ba
         code, out, err = flask_issue(url, month, crash_after=250)
         assert code == 1 and out == "", err  # died before printing a report
         kept = check_books(app)
-        assert kept == 200  # the committed batch; the 50 after it were lost with the process
+        assert kept == 300  # the first district's batch, committed before the crash
 
         code, out, err = flask_issue(url, month)
         assert code == 0, err
         report = json.loads(out)
-        assert (report["issued"], report["already_issued"]) == (400, 200)
-        assert report["total_fen"] == 400 * CAP and report["left_out"] == []
+        assert (report["issued"], report["already_issued"]) == (300, 300)
+        assert report["total_fen"] == 300 * CAP and report["left_out"] == []
         check_books(app, expected_count=len(ids))
         with app.app_context():
             holders = set(db.session.scalars(sa.select(Voucher.resident_id)))
@@ -201,11 +219,10 @@ def test_two_runs_at_once_issue_every_elder_once(tmp_path):
             with app.app_context():
                 try:
 
-                    def commit_often(done):
-                        if done % 25 == 0:
-                            db.session.commit()
+                    def commit_each_batch(done):
+                        db.session.commit()
 
-                    report = issue_monthly(month, progress=commit_often)
+                    report = issue_monthly(month, progress=commit_each_batch, batch_size=25)
                     db.session.commit()
                     return report
                 finally:
@@ -221,3 +238,48 @@ def test_two_runs_at_once_issue_every_elder_once(tmp_path):
             reserved = ledger.balances()["vouchers:outstanding"]
             db.session.remove()
         assert reserved == len(ids) * CAP
+
+
+@pytest.mark.postgres
+def test_the_feed_issuing_while_a_monthly_run_goes_issues_every_elder_once(tmp_path):
+    """The eligibility feed (one elder at a time, ``try_issue``) racing a monthly run that
+    staged the same elders: nobody gets two vouchers, every fen is accounted for."""
+    if not ON_POSTGRES:
+        pytest.skip("PostgreSQL-only; set TEST_DATABASE_URL (CI does)")
+    month = month_of(local_today())
+    with private_database("postgres", tmp_path) as url, migrated_app(url) as app:
+        ids = seed_elders(app, 300)
+
+        def monthly(_):
+            with app.app_context():
+                try:
+                    report = issue_monthly(
+                        month, progress=lambda done: db.session.commit(), batch_size=20
+                    )
+                    db.session.commit()
+                    return report
+                finally:
+                    db.session.remove()
+
+        def feed(_):
+            with app.app_context():
+                try:
+                    outcomes = []
+                    for rid in reversed(ids):  # from the other end of the priority list
+                        outcomes.append(
+                            try_issue(rid, month, actor_id=None, reason="eligibility").status
+                        )
+                        db.session.commit()
+                    return outcomes
+                finally:
+                    db.session.remove()
+
+        with ThreadPoolExecutor(max_workers=2) as threads:
+            run = threads.submit(monthly, 0)
+            fed = threads.submit(feed, 0)
+            report, outcomes = run.result(), fed.result()
+        by_feed = outcomes.count("issued")
+        assert report.issued + by_feed == len(ids)
+        assert report.issued + report.already_issued == len(ids)
+        assert report.left_out == [] and report.left_out_count == 0
+        check_books(app, expected_count=len(ids))
