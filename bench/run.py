@@ -10,7 +10,8 @@ login          a full sign-in request (scrypt, throttle row, audit row)
                vs. GET of the sign-in page (baseline)
 search         marketplace search within 1 km of random points in Shenyang, among PROVIDERS
                providers (bounding box in SQL, then great-circle distance) vs. loading every
-               listed service and measuring each distance in Python (baseline)
+               listed service and measuring each distance in Python (baseline);
+               bench/search.py measures the search API through gunicorn beside its own SQL
 import         residents from a CSV through `import_file` (parse, validate every row, a
                savepoint per row, audit) vs. the same residents registered one by one
                with `register_resident` in one transaction (baseline)
@@ -536,6 +537,7 @@ def main() -> None:
             bench_login(app)
             bench_import(app)
             bench_search(app)
+            __import__("search").main()  # bench/search.py: the search API through gunicorn
             bench_verify(_app(databases.new()))
             bench_issue(_app(databases.new()))
             bench_redeem(_app(databases.new()))
