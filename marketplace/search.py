@@ -11,6 +11,7 @@ provider's premises); ``district_id`` keeps the services offered to that distric
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -21,6 +22,7 @@ from flask_babel import lazy_gettext as _l
 
 from eldercare.db import db
 from eldercare.errors import InvalidInput, NotFound
+from eldercare.residents import District
 from eldercare.timeutil import SHANGHAI, local_today, now_utc
 from marketplace.geo import bounding_box, haversine_m
 from marketplace.models import (
@@ -42,10 +44,37 @@ BOX_MARGIN_M = 1.0
 REVIEWS_SHOWN = 20  # on a provider's public page, newest first
 
 
+@dataclass(frozen=True, slots=True)
+class FoundService:
+    """What a search result shows of a service (the columns it needs, not the row)."""
+
+    id: int
+    title: str
+    category_code: str
+    category: ServiceCategory
+    unit: str
+    price_fen: int
+
+
+@dataclass(frozen=True, slots=True)
+class FoundProvider:
+    """What the public may know of a found service's provider."""
+
+    id: int
+    name: str
+    type: str
+    district_code: str
+    address: str
+    latitude: float
+    longitude: float
+    star_level: int | None
+    opening_hours: dict
+
+
 @dataclass(frozen=True)
 class Result:
-    service: Service
-    provider: Provider
+    service: FoundService
+    provider: FoundProvider
     distance_m: float
     rating_avg: float | None  # None: no reviews yet
     rating_count: int
@@ -190,9 +219,30 @@ def search_services(
     # A metre more than the radius: a provider exactly on the circle must not be lost to a
     # float's last bit in the box while haversine counts it in.
     box = bounding_box(lat, lng, radius_m + BOX_MARGIN_M)
+    # One statement, whatever the number found: the columns a result shows (no ORM objects,
+    # no lazy loads per row), the provider's district code and its rating alongside.
+    review_of_provider = Review.provider_id == Provider.id
     statement = (
-        sa.select(Service, Provider)
+        sa.select(
+            Service.id,
+            Service.title,
+            Service.category_code,
+            Service.unit,
+            Service.price_fen,
+            Provider.id,
+            Provider.name,
+            Provider.type,
+            District.code,
+            Provider.address,
+            Provider.latitude,
+            Provider.longitude,
+            Provider.star_level,
+            Provider.opening_hours_json,
+            sa.select(sa.func.avg(Review.rating)).where(review_of_provider).scalar_subquery(),
+            sa.select(sa.func.count(Review.id)).where(review_of_provider).scalar_subquery(),
+        )
         .join(Provider, Service.provider_id == Provider.id)
+        .join(District, Provider.district_id == District.id)
         .where(
             Service.active,
             # Provider.is_certified_on(today), as SQL:
@@ -219,55 +269,73 @@ def search_services(
     if provider_type is not None:
         statement = statement.where(Provider.type == provider_type)
 
-    near = []
-    for service, provider in db.session.execute(statement):
-        distance = haversine_m(lat, lng, provider.latitude, provider.longitude)
-        if distance <= radius_m:
-            near.append((service, provider, distance))
-
-    ratings = ratings_of(provider.id for _service, provider, _distance in near)
+    rows = db.session.execute(statement).all()
+    if not rows:
+        return []
+    # The catalogue is a dozen rows: all of it in one statement; the voucher scope is asked
+    # once per category found (the policy port reads the policies once per request).
+    categories = {c.code: c for c in db.session.scalars(sa.select(ServiceCategory))}
     covered: dict[str, bool] = {}
     moment = open_at or now_utc()
-    results = []
-    for service, provider, distance in near:
-        code = service.category_code
+    hours: dict[int, tuple[dict, bool | None]] = {}
+    kept = []
+    for row in rows:
+        distance = haversine_m(lat, lng, row[10], row[11])
+        if distance > radius_m:
+            continue
+        code = row[2]
         if code not in covered:
-            covered[code] = bool(_category_accepts_vouchers(service.category, today))
+            covered[code] = bool(_category_accepts_vouchers(categories[code], today))
         if accepts_vouchers is not None and covered[code] != accepts_vouchers:
             continue
-        avg, count = ratings.get(provider.id, (None, 0))
+        # PostgreSQL's avg() of integers is a NUMERIC (Decimal), SQLite's a float.
+        avg = float(row[14]) if row[14] is not None else None
         if min_rating is not None and (avg is None or avg < min_rating):
             continue
-        open_now = is_open(provider.opening_hours, moment)
+        provider_id = row[5]
+        if provider_id not in hours:
+            opening = json.loads(row[13]) if row[13] else {}
+            hours[provider_id] = (opening, is_open(opening, moment))
+        open_now = hours[provider_id][1]
         if open_at is not None and not open_now:
             continue
-        results.append(
-            Result(
-                service=service,
-                provider=provider,
-                distance_m=distance,
-                rating_avg=avg,
-                rating_count=count,
-                accepts_vouchers=covered[code],
-                open_now=open_now,
-            )
-        )
+        kept.append((distance, avg, int(row[15]), open_now, row))
 
     if sort == "price":
-        results.sort(key=lambda r: (r.service.price_fen, r.distance_m, r.service.id))
+        kept.sort(key=lambda k: (k[4][4], k[0], k[4][0]))
     elif sort == "rating":
-        results.sort(
-            key=lambda r: (
-                r.rating_avg is None,
-                -(r.rating_avg or 0),
-                -r.rating_count,
-                r.distance_m,
-                r.service.id,
-            )
-        )
+        kept.sort(key=lambda k: (k[1] is None, -(k[1] or 0), -k[2], k[0], k[4][0]))
     else:
-        results.sort(key=lambda r: (r.distance_m, r.service.id))
-    return results[offset : offset + limit]
+        kept.sort(key=lambda k: (k[0], k[4][0]))
+    return [
+        Result(
+            service=FoundService(
+                id=row[0],
+                title=row[1],
+                category_code=row[2],
+                category=categories[row[2]],
+                unit=row[3],
+                price_fen=row[4],
+            ),
+            provider=FoundProvider(
+                id=row[5],
+                name=row[6],
+                type=row[7],
+                district_code=row[8],
+                address=row[9],
+                latitude=row[10],
+                longitude=row[11],
+                star_level=row[12],
+                opening_hours=hours[row[5]][0],
+            ),
+            distance_m=distance,
+            rating_avg=avg,
+            rating_count=count,
+            accepts_vouchers=covered[row[2]],
+            open_now=open_now,
+        )
+        for distance, avg, count, open_now, row in kept[offset : offset + limit]
+    ]
 
 
 # --- one provider, as the public sees it ----------------------------------------------

@@ -8,6 +8,7 @@ the community station about 250 m from the elder's home, the home-service compan
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, time, timedelta
 
 import pytest
@@ -19,9 +20,19 @@ from eldercare.credit_codes import compose_credit_code
 from eldercare.timeutil import SHANGHAI, local_today
 from eldercare.tokens import issue_token
 from marketplace import bookings, providers
-from marketplace.models import Booking, Complaint, Review, Service, ServicePrice
+from marketplace.models import (
+    Booking,
+    Complaint,
+    Provider,
+    Review,
+    Service,
+    ServiceCategory,
+    ServicePrice,
+)
+from marketplace.schemas import MarketplaceSearchPageSchema
 from tests.marketplace import conftest as marketplace_fixtures
 from tests.marketplace.conftest import ELDER_HOME
+from tests.marketplace.test_geo import destination
 
 # The marketplace tests' fixture, used here by name.
 market = marketplace_fixtures.market
@@ -211,6 +222,27 @@ def test_search_finds_the_fifteen_minute_circle_nearest_first(api, market, token
     assert "6222000011112222" not in response.get_data(as_text=True)
 
 
+def test_the_search_page_is_exactly_what_its_schema_documents(api, market, token, db_session):
+    """The search answer is sent without a marshmallow dump (for speed): passing it through
+    the documented schema must change nothing, no field more, none less, no type other."""
+    booking = bookings.book(
+        market.meals, resident=market.elder, booked_by=market.elder_user, slot_start=at(1, 11)
+    )
+    review_row = Review(
+        booking_id=booking.id, provider_id=market.station.id, rating=4,
+        created_by_user_id=market.elder_user.id,
+    )  # fmt: skip
+    db_session.add(review_row)
+    settle(db_session)
+    secret = token(market.elder_user)
+    body = api.get("/api/v1/providers/search", secret, query=HOME | {"radius_m": 5000}).get_json()
+    assert len(body["items"]) == 5
+    assert body["items"][0]["rating"] == {"average": 4.0, "count": 1}
+    assert MarketplaceSearchPageSchema().dump(body) == body
+    dumped = json.loads(json.dumps(MarketplaceSearchPageSchema().dump(body)))
+    assert dumped == body
+
+
 def test_a_suspended_provider_is_not_found_at_once(api, market, token, db_session):
     providers.suspend(market.station, "消防检查未通过")
     secret = token(market.elder_user)
@@ -249,6 +281,85 @@ def test_search_pages(api, market, token):
     assert len(first["items"]) == 3 and first["has_more"] is True
     assert [i["service"]["id"] for i in last["items"]] == [market.haircut.id]
     assert last["has_more"] is False
+
+
+def _providers_around(market, db_session, centre, count, districts, body):
+    """``count`` listed providers within 400 m of ``centre``, each in its own district (in
+    turn), two services each, half of them with opening hours."""
+    categories = db_session.scalars(
+        sa.select(ServiceCategory.code).order_by(ServiceCategory.code)
+    ).all()
+    hours = json.dumps({d: [["08:00", "18:00"]] for d in providers.WEEKDAYS})
+    for i in range(count):
+        lat, lng = destination(*centre, i * 360 / count, 50 + 10 * i)
+        district = districts[i % len(districts)]
+        provider = Provider(
+            name=f"{body} {i}",
+            credit_code=compose_credit_code("52", district.code, f"{body}{i:06d}"),
+            type="community_station",
+            status="active",
+            certified_until=market.today + timedelta(days=30),
+            district=district,
+            address="地址",
+            latitude=lat,
+            longitude=lng,
+            contact_name="联系人",
+            contact_phone="13800001111",
+            bank_account_name="b",
+            bank_name="盛京银行",
+            bank_account_number="6222000011112222",
+            opening_hours_json=hours if i % 2 else None,
+        )
+        db_session.add(provider)
+        db_session.flush()
+        for code in (categories[i % len(categories)], categories[(i + 1) % len(categories)]):
+            db_session.add(
+                Service(
+                    provider_id=provider.id,
+                    category_code=code,
+                    title=f"{code} {i}",
+                    unit="visit",
+                    price_fen=1000 + i,
+                )
+            )
+    settle(db_session)
+
+
+def test_one_search_asks_the_same_statements_for_3_providers_as_for_30(
+    api, market, token, db_session
+):
+    """No statement per result (a provider's district, its rating, its category's voucher
+    scope): a search costs the same number of round trips however many it finds."""
+    districts = [market.factory.district(f"2101{n}") for n in range(11, 21)]
+    few, many = (41.85, 123.30), (41.70, 123.55)  # far from the market and from each other
+    _providers_around(market, db_session, few, 3, districts[:3], "QA")
+    _providers_around(market, db_session, many, 30, districts, "QB")
+    secret = token(market.elder_user)
+    api.get("/api/v1/providers/search", secret, query={"lat": 41.0, "lng": 123.0})  # last used
+
+    def statements_of(centre):
+        db_session.expunge_all()  # as a request's fresh session: nothing loaded yet
+        seen = []
+
+        def count(_conn, _cursor, statement, *_args):
+            if not statement.lstrip().upper().startswith(("SAVEPOINT", "RELEASE", "ROLLBACK")):
+                seen.append(statement)
+
+        bind = db_session.get_bind()
+        sa.event.listen(bind, "before_cursor_execute", count)
+        try:
+            query = {"lat": centre[0], "lng": centre[1], "limit": 100}
+            body = api.get("/api/v1/providers/search", secret, query=query).get_json()
+        finally:
+            sa.event.remove(bind, "before_cursor_execute", count)
+        return len(body["items"]), len({i["provider"]["district"] for i in body["items"]}), seen
+
+    found_few, districts_few, asked_few = statements_of(few)
+    found_many, districts_many, asked_many = statements_of(many)
+    assert (found_few, districts_few, found_many, districts_many) == (6, 3, 60, 10)
+    # The token with its user and roles; the services found with their providers, districts
+    # and ratings; the catalogue; the voucher policies in force.
+    assert len(asked_few) == len(asked_many) == 4, (asked_few, asked_many)
 
 
 @pytest.mark.parametrize(
