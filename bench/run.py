@@ -539,6 +539,10 @@ def main() -> None:
             bench_verify(_app(databases.new()))
             bench_issue(_app(databases.new()))
             bench_redeem(_app(databases.new()))
+            if databases.server:  # through HTTP with gunicorn, beside pgbench (PostgreSQL)
+                from bench import redeem_http
+
+                redeem_http.main()
         finally:
             databases.drop_all()
 
