@@ -113,16 +113,30 @@ def _start_gunicorn(url: str, port: int) -> subprocess.Popen:
         "--threads", str(THREADS),
         "--log-level", "warning",
     ]  # fmt: skip
-    server = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)  # noqa: S603
-    deadline = time.monotonic() + 60
+    # Its own process group (stopped whole at the end); stdout not inherited, so a pipe
+    # reading this script's output is not held open by the server.
+    server = subprocess.Popen(  # noqa: S603
+        command, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
-            requests.get(f"http://127.0.0.1:{port}/api/v1/openapi.json", timeout=5)
+            # Each worker answers its first request slowly on a busy machine.
+            requests.get(f"http://127.0.0.1:{port}/api/v1/openapi.json", timeout=60)
             return server
-        except requests.ConnectionError:
+        except requests.RequestException:
             time.sleep(0.2)
-    server.terminate()
+    _stop(server)
     raise RuntimeError("gunicorn did not start")
+
+
+def _stop(server: subprocess.Popen) -> None:
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(10)
 
 
 class Client(threading.Thread):
@@ -183,6 +197,40 @@ class Client(threading.Thread):
                 self.errors.append(str(problem))
                 continue
             self.redemptions.append(time.perf_counter() - started)
+
+
+class Sampler(threading.Thread):
+    """What the app's backends do, every 50 ms (pg_stat_activity): how many sit "idle in
+    transaction" (a transaction open while Python works) and how many wait on a lock."""
+
+    def __init__(self, server_url: str, database: str, stop_at: float):
+        super().__init__(daemon=True)
+        self.engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+        self.database, self.stop_at = database, stop_at
+        self.samples: list[tuple[int, int, int]] = []
+
+    def run(self):
+        query = sa.text(
+            "SELECT count(*) FILTER (WHERE state = 'idle in transaction'),"
+            " count(*) FILTER (WHERE wait_event_type = 'Lock'),"
+            " count(*) FILTER (WHERE state = 'active')"
+            " FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid()"
+        )
+        with self.engine.connect() as conn:
+            while time.perf_counter() < self.stop_at:
+                self.samples.append(tuple(conn.execute(query, {"db": self.database}).one()))
+                time.sleep(0.05)
+        self.engine.dispose()
+
+    def means(self) -> dict:
+        n = max(len(self.samples), 1)
+        idle, waiting, active = (sum(column) / n for column in zip(*self.samples, strict=True))
+        return {
+            "idle_in_transaction": round(idle, 2),
+            "waiting_on_locks": round(waiting, 2),
+            "active": round(active, 2),
+            "samples": len(self.samples),
+        }
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -292,14 +340,16 @@ def main() -> None:
                 )
                 for i in range(CLIENTS)
             ]
+            sampler = Sampler(server_url, sa.make_url(url).database, stop_at)
             started = time.perf_counter()
+            sampler.start()
             for c in clients:
                 c.start()
             for c in clients:
                 c.join()
             elapsed = time.perf_counter() - started
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(30)
+            sampler.join()
+            _stop(server)
             server = None
             tps = _pgbench(server_url, SECONDS)
             per_request = [t for c in clients for t in c.requests]
@@ -333,10 +383,10 @@ def main() -> None:
                 p50=_pct(per_redemption, 0.5),
                 p99=_pct(per_redemption, 0.99),
             )
+            emit(figure="redeem_http.backends_mean", **sampler.means())
         finally:
             if server is not None:
-                os.killpg(server.pid, signal.SIGTERM)
-                server.wait(30)
+                _stop(server)
             databases.drop_all()
 
 

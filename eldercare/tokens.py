@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from flask import g, request
 from flask_babel import lazy_gettext as _l
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, joinedload, mapped_column, relationship
 
 from eldercare import audit
 from eldercare.accounts import User
@@ -111,7 +111,17 @@ def authenticate_bearer(header: str | None) -> ApiToken:
     if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
         raise AuthenticationRequired(_l("The API token is not valid."))
     _, prefix, secret = parts
-    token = db.session.scalar(sa.select(ApiToken).where(ApiToken.prefix == prefix))
+    # One statement: the token with its account and the account's roles (every API call
+    # reads all three).
+    token = (
+        db.session.scalars(
+            sa.select(ApiToken)
+            .where(ApiToken.prefix == prefix)
+            .options(joinedload(ApiToken.user).joinedload(User.role_rows))
+        )
+        .unique()
+        .one_or_none()
+    )
     now = now_utc()
     if (
         token is None

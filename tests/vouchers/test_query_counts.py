@@ -38,10 +38,10 @@ shop = voucher_fixtures.shop
 # Statements per call: (PostgreSQL, SQLite). PostgreSQL takes the audit chain's advisory
 # lock and the row locks, which SQLite has no use for.
 EXPECTED = {
-    "scan": (19, 19),
-    "check_in": (23, 21),
-    "price": (18, 17),
-    "cash": (60, 53),
+    "scan": (11, 11),
+    "check_in": (16, 14),
+    "price": (10, 9),
+    "cash": (38, 32),
 }
 
 
