@@ -507,6 +507,10 @@ def main() -> None:
             audit_bench.run(_app(databases.new()))
             bench_issue(_app(databases.new()))
             bench_redeem(_app(databases.new()))
+            if databases.server:  # through HTTP with gunicorn, beside pgbench (PostgreSQL)
+                from bench import redeem_http
+
+                redeem_http.main()
         finally:
             databases.drop_all()
     search_bench.main()  # the search API through gunicorn, beside its own SQL

@@ -83,6 +83,29 @@ def enqueue(recipient_user_id: int, subject: str, body: str, dedupe_key: str) ->
     return True
 
 
+def enqueue_many(messages: list[tuple[int, str, str, str]]) -> int:
+    """``enqueue`` for several (recipient, subject, body, dedupe key) at once, in two
+    statements whatever their number (one when there is none to queue); how many were
+    queued."""
+    keys = [key for *_, key in messages]
+    if not keys:
+        return 0
+    existing = set(
+        db.session.scalars(
+            sa.select(Notification.dedupe_key).where(Notification.dedupe_key.in_(keys))
+        )
+    )
+    fresh = {}
+    for recipient, subject, body, key in messages:
+        if key not in existing and key not in fresh:
+            fresh[key] = Notification(
+                recipient_user_id=recipient, subject=subject[:200], body=body, dedupe_key=key
+            )
+    db.session.add_all(fresh.values())
+    db.session.flush()
+    return len(fresh)
+
+
 # --------------------------------------------------------------------------- backends
 
 

@@ -20,6 +20,7 @@ from datetime import date, timedelta
 
 import sqlalchemy as sa
 from flask_babel import lazy_gettext as _l
+from sqlalchemy.orm import Session
 
 from eldercare import audit
 from eldercare.accounts import User
@@ -336,10 +337,44 @@ def provider_by_credit_code(credit_code: str) -> Provider | None:
     )
 
 
+# staff_record's answers in the session's current transaction: {user id: (staff row, its
+# provider)}. One request asks several times (the scanner API's guard, the service's own
+# checks); held here, the two rows also stay in the identity map (which holds what nothing
+# else references only weakly), so ``provider_of``'s get needs no query either. Forgotten
+# when the transaction ends or rolls back (a savepoint included).
+_STAFF_SEEN = "marketplace.staff_record"
+
+
+@sa.event.listens_for(Session, "after_transaction_end")
+def _forget_staff_at_end(session, transaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_STAFF_SEEN, None)
+
+
+@sa.event.listens_for(Session, "after_soft_rollback")
+def _forget_staff_on_rollback(session, previous_transaction) -> None:
+    session.info.pop(_STAFF_SEEN, None)
+
+
 def staff_record(user: User) -> ProviderStaff | None:
-    return db.session.scalar(
-        sa.select(ProviderStaff).where(ProviderStaff.user_id == user.id, ProviderStaff.active)
-    )
+    """The user's active staff row, with its provider loaded in the same statement."""
+    seen = db.session.info.setdefault(_STAFF_SEEN, {})
+    staff, _provider = seen.get(user.id, (None, None))
+    if staff is not None:
+        state = sa.inspect(staff)
+        # Changed in this transaction (deactivated, deleted): ask the database again.
+        if staff.active and staff.user_id == user.id and state.persistent:
+            return staff
+    row = db.session.execute(
+        sa.select(ProviderStaff, Provider)
+        .join(Provider, Provider.id == ProviderStaff.provider_id)
+        .where(ProviderStaff.user_id == user.id, ProviderStaff.active)
+    ).first()
+    if row is None:
+        seen.pop(user.id, None)
+        return None
+    seen[user.id] = tuple(row)
+    return row[0]
 
 
 def provider_of(user: User, *, admin: bool = False) -> Provider:

@@ -23,6 +23,7 @@ import re
 
 import sqlalchemy as sa
 from flask import g
+from sqlalchemy.orm import joinedload
 
 from eldercare.api import BEARER, error_responses, local_time, page_of, rename_details
 from eldercare.db import db
@@ -31,6 +32,7 @@ from eldercare.residents import Resident
 from eldercare.timeutil import local_today
 from eldercare.tokens import token_required
 from marketplace import bookings, catalogue
+from marketplace.models import Service
 from marketplace.providers import provider_of, staff_record
 from marketplace.staff import staff_may_deliver
 from vouchers import cards, payments, qr_tokens
@@ -88,20 +90,46 @@ def _scanned_code(text: str) -> tuple[str, bool]:
     raise TokenForged()
 
 
-def _own_scan(scan_id: int) -> TokenUse:
-    """A scan this scanner made; anyone else's looks missing."""
-    use = db.session.get(TokenUse, scan_id)
-    if use is None or use.used_by_user_id != g.api_user.id:
+def _own_scan(scan_id: int) -> tuple[TokenUse, Voucher]:
+    """A scan this scanner made, and its voucher (with its policy); anyone else's scan looks
+    missing. One statement."""
+    row = db.session.execute(
+        sa.select(TokenUse, Voucher)
+        .join(Voucher, Voucher.id == TokenUse.voucher_id)
+        .where(TokenUse.id == scan_id)
+        .options(joinedload(Voucher.policy))
+    ).first()
+    if row is None or row[0].used_by_user_id != g.api_user.id:
         raise NotFound()
-    return use
+    return row[0], row[1]
 
 
 def _own_redemption(redemption_id: int) -> Redemption:
+    """One of the provider's redemptions, loaded in one statement with the rows every step
+    and its answer read: the voucher (and its policy), the service and the elder (and
+    district). They are held in ``g`` for the request, since the session holds them only
+    weakly."""
     provider = provider_of(g.api_user)
-    redemption = db.session.get(Redemption, redemption_id)
-    if redemption is None or redemption.provider_id != provider.id:
+    row = db.session.execute(
+        sa.select(Redemption, Voucher, Service, Resident)
+        .join(Voucher, Voucher.id == Redemption.voucher_id)
+        .join(Service, Service.id == Redemption.service_id)
+        .join(Resident, Resident.id == Redemption.resident_id)
+        .where(Redemption.id == redemption_id)
+        .options(joinedload(Voucher.policy))
+    ).first()
+    if row is None or row[0].provider_id != provider.id:
         raise NotFound()  # another provider's redemption looks exactly like a missing one
-    return redemption
+    g.redemption_rows = tuple(row)
+    return row[0]
+
+
+def _answered(answer):
+    """Commit the step before its answer is serialised: the transaction's row locks (and the
+    audit chain's) are not held while the answer is turned into JSON. The answer is built
+    from what is loaded, before the commit expires it."""
+    db.session.commit()
+    return answer
 
 
 def _masked_elder(resident_id: int) -> dict:
@@ -191,7 +219,7 @@ def scan(body):
         fresh = True
     else:
         voucher, use, fresh = qr_tokens.consume_token(code, user=g.api_user)
-    return _scan(voucher, use, not fresh), 201 if fresh else 200
+    return _answered(_scan(voucher, use, not fresh)), 201 if fresh else 200
 
 
 @blp.post("/scans/<int:scan_id>/check-in")
@@ -212,8 +240,7 @@ def check_in(body, scan_id):
     ``invalid_input`` naming the field (422), ``redemption_state`` (409: this scan was
     checked in on another phone).
     """
-    use = _own_scan(scan_id)
-    voucher = db.session.get(Voucher, use.voucher_id)
+    use, voucher = _own_scan(scan_id)
     try:
         redemption = redemptions.check_in(
             voucher,
@@ -226,7 +253,7 @@ def check_in(body, scan_id):
         )
     except InvalidInput as error:
         raise rename_details(error, _CHECK_IN_FIELDS) from None
-    return _provider_redemption(redemption)
+    return _answered(_provider_redemption(redemption))
 
 
 @blp.post("/redemptions/<int:redemption_id>/check-out")
@@ -318,7 +345,7 @@ def set_price(body, redemption_id):
         )
     except InvalidInput as error:
         raise rename_details(error, _PRICE_FIELDS) from None
-    return _provider_redemption(redemption)
+    return _answered(_provider_redemption(redemption))
 
 
 @blp.post("/redemptions/<int:redemption_id>/cash")
@@ -334,7 +361,7 @@ def pay_cash(redemption_id):
     again."""
     redemption = _own_redemption(redemption_id)
     redemptions.pay_cash(redemption, staff_user=g.api_user)
-    return _provider_redemption(redemption)
+    return _answered(_provider_redemption(redemption))
 
 
 @blp.post("/redemptions/<int:redemption_id>/card")

@@ -30,6 +30,7 @@ from datetime import date, datetime
 
 import sqlalchemy as sa
 from flask import current_app, has_request_context, request
+from sqlalchemy.orm import joinedload
 
 from eldercare.accounts import User
 from eldercare.db import db
@@ -200,30 +201,39 @@ def check_voucher_usable(voucher: Voucher, today: date) -> None:
         raise VoucherExpired()
 
 
+def _insert_ignoring_duplicate(model, column: str):
+    """INSERT ... ON CONFLICT (column) DO NOTHING, on PostgreSQL or SQLite."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(model).on_conflict_do_nothing(index_elements=[column])
+
+
 def consume_token(
     token: str, *, user: User, now: datetime | None = None
 ) -> tuple[Voucher, TokenUse, bool]:
     """Use a scanned token once: (voucher, the use, whether this call made the use)."""
     now = now or now_utc()
     claim = read_token(token, now=now)
-    voucher = db.session.get(Voucher, claim.voucher_id)
+    # With its policy: the scanner's answer shows its rules.
+    voucher = db.session.get(Voucher, claim.voucher_id, options=[joinedload(Voucher.policy)])
     if voucher is None:  # signed by us for a voucher that is gone: nothing to redeem
         raise TokenForged()
     check_voucher_usable(voucher, local_today(now))
     digest = token_digest(normalise_code(token))
+    # One statement in the usual case: the insert that claims the token. When it is there
+    # already (a retry, or another scanner first), nothing is inserted and the existing use
+    # is read; a racing insert of the same digest makes this one wait for it, then do
+    # nothing, so the loser reads the winner's row. No savepoint needed.
+    use = db.session.scalars(
+        _insert_ignoring_duplicate(TokenUse, "token_digest")
+        .values(token_digest=digest, voucher_id=voucher.id, used_by_user_id=user.id, used_at=now)
+        .returning(TokenUse)
+    ).one_or_none()
+    if use is not None:
+        return voucher, use, True
     use = db.session.scalar(sa.select(TokenUse).where(TokenUse.token_digest == digest))
-    if use is None:
-        try:
-            # A savepoint: on PostgreSQL a failed INSERT would otherwise abort the whole
-            # transaction, and the loser of a race needs it to read the winner's row.
-            with db.session.begin_nested():
-                use = TokenUse(
-                    token_digest=digest, voucher_id=voucher.id, used_by_user_id=user.id, used_at=now
-                )
-                db.session.add(use)
-            return voucher, use, True
-        except sa.exc.IntegrityError:
-            use = db.session.scalar(sa.select(TokenUse).where(TokenUse.token_digest == digest))
     if use.used_by_user_id != user.id:
         raise TokenReplayed()
     # The same phone sending the same scan again (a double tap, a retry): one scan.

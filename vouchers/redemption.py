@@ -24,20 +24,24 @@ import uuid
 from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
+from flask import g, has_app_context, has_request_context
 from flask_babel import force_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from eldercare import audit
 from eldercare.accounts import User, accounts_acting_for
 from eldercare.db import db
 from eldercare.errors import DomainError, InvalidInput, PermissionDenied
 from eldercare.forms import yuan
-from eldercare.notifications import enqueue
+from eldercare.notifications import enqueue, enqueue_many
 from eldercare.residents import District, Resident
 from eldercare.timeutil import format_local, local_today, now_utc
 from marketplace import bookings, catalogue
 from marketplace.geo import haversine_m
+from marketplace.models import Provider, Service
 from marketplace.providers import provider_of, require_certified, staff_record
 from marketplace.staff import staff_may_deliver
 from vouchers import ledger, pricing
@@ -51,7 +55,7 @@ from vouchers.errors import (
     TooFarAway,
     VoucherNotUsable,
 )
-from vouchers.models import Redemption, Voucher
+from vouchers.models import Redemption, Voucher, VoucherPolicy
 from vouchers.policy import rules_for
 
 # Services delivered in the elder's home: what a home-service company does, and anything a
@@ -92,12 +96,22 @@ def require_alive(resident_id: int, today: date) -> None:
     Eligibility decides issuance (vouchers.issuance), never a single purchase. The death is
     read from the register itself, so a scan between the death and the feed's revocation
     (which runs every minute) is refused too."""
-    resident = db.session.get(Resident, resident_id)
+    resident = _keep(db.session.get(Resident, resident_id))
     if resident.date_of_death is not None and resident.date_of_death <= today:
         raise ElderNotEligible(
             _l("The register records the elder's death; the voucher can no longer be used."),
             details={"reasons": [_("The register records this person as deceased.")]},
         )
+
+
+def _keep(obj):
+    """Hold ``obj`` for the rest of the request. The session's identity map holds objects
+    only weakly: the resident or service a check read would be gone, and read again, when
+    the audit row or the answer needs it a moment later. Outside a request (jobs, the
+    shell) nothing is held: a loop over many redemptions must not keep them all."""
+    if obj is not None and has_request_context():
+        g.setdefault("_redemption_rows", []).append(obj)
+    return obj
 
 
 def _district_by_id(district_id: int) -> str:
@@ -109,7 +123,7 @@ def _district_account(voucher: Voucher) -> str:
 
 
 def _audit(action: str, redemption: Redemption, before: str | None, **after) -> None:
-    resident = db.session.get(Resident, redemption.resident_id)
+    resident = db.session.get(Resident, redemption.resident_id)  # loaded by then: no query
     audit.record(
         action,
         redemption,
@@ -149,11 +163,6 @@ def check_in(
 ) -> Redemption:
     now = now or now_utc()
     today = local_today(now)
-    # The voucher as it stands now, share-locked (PostgreSQL) to the end of the check-in: a
-    # revocation or expiry in progress is waited for and then seen, and cannot start until
-    # the check-in commits. The check-in locks nothing else it did not create (the lock
-    # order is in vouchers.ledger).
-    db.session.refresh(voucher, with_for_update={"read": True})
     existing = _same_scan(scan_digest, staff_user)
     if existing is not None:
         return existing
@@ -174,7 +183,7 @@ def check_in(
         service_id = booking.service_id
     if service_id is None:
         raise InvalidInput(details={"service": _l("Choose the service you are delivering.")})
-    service = catalogue.service_of(provider, service_id)
+    service = _keep(catalogue.service_of(provider, service_id))
     if not service.active:
         raise InvalidInput(details={"service": _l("That service is withdrawn from sale.")})
     if not staff_may_deliver(staff, service.category, today):
@@ -189,6 +198,14 @@ def check_in(
     require_alive(voucher.resident_id, today)
 
     distance = _check_location(voucher, service, latitude, longitude, rules)
+    # Every check above only reads. Only now the voucher as it stands, share-locked
+    # (PostgreSQL) to the end of the check-in: a revocation or expiry in progress is waited
+    # for and then seen, and cannot start until the check-in commits; checked again. The
+    # check-in locks nothing else it did not create (the lock order is in vouchers.ledger).
+    db.session.refresh(voucher, with_for_update={"read": True})
+    problem = usable_problem(voucher, today)
+    if problem:
+        raise VoucherNotUsable(problem)
     redemption = Redemption(
         voucher_id=voucher.id,
         resident_id=voucher.resident_id,
@@ -302,14 +319,13 @@ def set_price(
     """Record the price of ``quantity`` units and the insurance part; the price is at most
     the quantity times the listed (or booked) unit price. The split uses the voucher's
     balance now and the ratio in force on the day of the service (the check-in's day)."""
-    lock_row(redemption)  # the payment may follow in the same transaction
     now = now or now_utc()
     _require_own(redemption, staff_user)
     if redemption.status != "checked_in":
         raise RedemptionStateError()
     listed = _listed_price(redemption, now)
-    voucher = redemption.voucher
-    db.session.refresh(voucher)  # another phone may have spent it since the check-in
+    # As it stands now: another phone may have spent it since the check-in.
+    voucher = _keep(db.session.get(Voucher, redemption.voucher_id, populate_existing=True))
     problem = usable_problem(voucher, local_today(now))
     if problem:
         raise VoucherNotUsable(problem)
@@ -330,6 +346,8 @@ def set_price(
         # for the new co-payment, never the old one's amount.
         redemption.payment_intent_id = None
         redemption.idempotency_key = None
+    # Only now, right before the redemption row is written (the payment may follow at once).
+    lock_row(redemption)
     redemption.quantity = split.quantity
     redemption.price_fen = split.price_fen
     redemption.insurance_fen = split.insurance_fen
@@ -351,52 +369,135 @@ def _listed_price(redemption: Redemption, now: datetime) -> int:
 
 def _move_status(redemption: Redemption, source: str, target: str, **values) -> bool:
     """The exactly-once gate: only one transaction moves a redemption out of ``source``."""
-    moved = db.session.execute(
+    row = db.session.execute(
         sa.update(Redemption)
         .where(Redemption.id == redemption.id, Redemption.status == source)
         .values(status=target, **values)
+        .returning(*_REDEMPTION_COLUMNS.values())
         .execution_options(synchronize_session=False)
-    ).rowcount
-    db.session.refresh(redemption)
-    return moved == 1
+    ).first()
+    if row is None:
+        db.session.refresh(redemption)  # as whoever moved it left it
+        return False
+    _set_loaded(redemption, _REDEMPTION_COLUMNS, row)  # the row as it is now, fields and all
+    return True
 
 
-def hold(redemption: Redemption, *, method: str, now: datetime | None = None) -> None:
-    """Take the subsidy off the voucher's balance while the co-payment runs."""
-    lock_row(redemption)  # before the voucher row and the accounts (see vouchers.ledger)
-    now = now or now_utc()
+def _columns(model) -> dict[str, sa.Column]:
+    return {attr.key: attr.columns[0] for attr in sa.inspect(model).column_attrs}
+
+
+_REDEMPTION_COLUMNS = _columns(Redemption)
+
+
+def _set_loaded(obj, columns: dict[str, sa.Column], row) -> None:
+    """Put what an UPDATE ... RETURNING gave back into the loaded object, as a refresh
+    would, without a second statement."""
+    for (key, _column), value in zip(columns.items(), row, strict=True):
+        set_committed_value(obj, key, value)
+
+
+def _update_voucher(voucher_id: int, condition, **values) -> bool:
+    """A conditional UPDATE of a voucher's money; the loaded voucher, if any, is given the
+    row's new balances (RETURNING), so nothing reads it again."""
+    row = db.session.execute(
+        sa.update(Voucher)
+        .where(Voucher.id == voucher_id, *condition)
+        .values(**values)
+        .returning(Voucher.balance_fen, Voucher.held_fen)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is None:
+        return False
+    loaded = db.session.identity_map.get(identity_key(Voucher, voucher_id))
+    if loaded is not None:
+        set_committed_value(loaded, "balance_fen", row.balance_fen)
+        set_committed_value(loaded, "held_fen", row.held_fen)
+    return True
+
+
+def _post(kind: str, memo: str, lines, *, cause, actor_id=None, keep=()) -> None:
+    """``ledger.post``, keeping ``keep`` loaded. ``post`` expires the whole session to have
+    the balances it moved in SQL read again; the objects in ``keep`` are not among them
+    (their rows are current: the UPDATEs above returned them), so their loaded values are
+    put back instead of being read again, one statement each."""
+    kept = []
+    for obj in keep:
+        if obj is None or not sa.inspect(obj).persistent:
+            continue
+        state = sa.inspect(obj)
+        attributes = (a.key for a in state.mapper.attrs)  # columns, and the rows they name
+        kept.append((obj, {key: state.dict[key] for key in attributes if key in state.dict}))
+    ledger.post(kind, memo, lines, cause=cause, actor_id=actor_id)
+    for obj, values in kept:
+        for key, value in values.items():
+            set_committed_value(obj, key, value)
+
+
+def _loaded(redemption: Redemption) -> tuple:
+    """What a money step has loaded and does not change in SQL, for ``_post``."""
+    token = g.get("api_token") if has_app_context() else None
+    loaded = db.session.identity_map
+    voucher = loaded.get(identity_key(Voucher, redemption.voucher_id))
+    resident = loaded.get(identity_key(Resident, redemption.resident_id))
+    service = loaded.get(identity_key(Service, redemption.service_id))
+    return (
+        redemption,
+        voucher,
+        voucher and loaded.get(identity_key(VoucherPolicy, voucher.policy_id)),
+        resident,
+        resident and loaded.get(identity_key(District, resident.district_id)),
+        service,
+        service and loaded.get(identity_key(Provider, service.provider_id)),
+        token,
+        token and token.user,
+    )
+
+
+def _check_payable(redemption: Redemption, now: datetime) -> Voucher:
+    """The refusals of a payment, before any lock (reads only); the voucher."""
     if redemption.subsidy_fen is None:
         raise RedemptionStateError(_l("Enter the price first."))
-    voucher = redemption.voucher
+    voucher = _keep(redemption.voucher)
     today = local_today(now)
     problem = usable_problem(voucher, today)
     if problem:
         raise VoucherNotUsable(problem)
     # Checked again at payment, not only at check-in: a provider suspended, or an elder who
     # died, since the morning's check-in must not be paid for.
-    require_certified(catalogue.service_by_id(redemption.service_id).provider, today=today)
+    service = _keep(catalogue.service_by_id(redemption.service_id))
+    require_certified(_keep(service.provider), today=today)
     require_alive(redemption.resident_id, today)
+    return voucher
+
+
+def hold(redemption: Redemption, *, method: str, now: datetime | None = None) -> None:
+    """Take the subsidy off the voucher's balance while the co-payment runs."""
+    now = now or now_utc()
+    voucher = _check_payable(redemption, now)
+    # The checks only read; the locks are taken from here on, right before the writes.
+    lock_row(redemption)  # before the voucher row and the accounts (see vouchers.ledger)
     if not _move_status(
         redemption, "checked_in", "pending_payment", held_at=now, payment_method=method
     ):
         raise RedemptionStateError()
     amount = redemption.subsidy_fen
-    taken = db.session.execute(
-        sa.update(Voucher)
-        .where(Voucher.id == voucher.id, Voucher.status == "active", Voucher.balance_fen >= amount)
-        .values(balance_fen=Voucher.balance_fen - amount, held_fen=Voucher.held_fen + amount)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if taken != 1:
+    if not _update_voucher(
+        voucher.id,
+        (Voucher.status == "active", Voucher.balance_fen >= amount),
+        balance_fen=Voucher.balance_fen - amount,
+        held_fen=Voucher.held_fen + amount,
+    ):
         raise InsufficientBalance()
-    ledger.post(
+    _audit("redemption.hold", redemption, "checked_in", subsidy_fen=amount, method=method)
+    _post(
         "hold",
         f"hold for redemption {redemption.id}",
         [("vouchers:outstanding", -amount), ("vouchers:held", amount)],
         cause=("redemptions", redemption.id),
         actor_id=redemption.staff_user_id,
+        keep=_loaded(redemption),
     )
-    _audit("redemption.hold", redemption, "checked_in", subsidy_fen=amount, method=method)
 
 
 def capture(redemption: Redemption, *, now: datetime | None = None) -> bool:
@@ -407,14 +508,15 @@ def capture(redemption: Redemption, *, now: datetime | None = None) -> bool:
         return False
     amount = redemption.subsidy_fen
     _take_held(redemption.voucher_id, amount)
-    ledger.post(
+    _audit("redemption.capture", redemption, "pending_payment", subsidy_fen=amount)
+    _post(
         "capture",
         f"redemption {redemption.id}",
         [("vouchers:held", -amount), ("redeemed:unsettled", amount)],
         cause=("redemptions", redemption.id),
         actor_id=redemption.staff_user_id,
+        keep=_loaded(redemption),
     )
-    _audit("redemption.capture", redemption, "pending_payment", subsidy_fen=amount)
     _complete_booking(redemption, now)
     _tell_family(redemption)
     return True
@@ -474,23 +576,20 @@ def _give_back(voucher_id: int, amount: int, now: datetime) -> str:
 
 
 def _take_held(voucher_id: int, amount: int) -> None:
-    taken = db.session.execute(
-        sa.update(Voucher)
-        .where(Voucher.id == voucher_id, Voucher.held_fen >= amount)
-        .values(held_fen=Voucher.held_fen - amount)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if taken != 1:  # the ledger and the voucher disagree: stop rather than guess
+    taken = _update_voucher(
+        voucher_id, (Voucher.held_fen >= amount,), held_fen=Voucher.held_fen - amount
+    )
+    if not taken:  # the ledger and the voucher disagree: stop rather than guess
         raise RuntimeError(f"voucher {voucher_id} holds less than {amount}")
 
 
 def pay_cash(redemption: Redemption, *, staff_user: User, now: datetime | None = None) -> None:
     """The elder paid the co-payment in cash (or there is nothing to pay): redeem at once."""
-    lock_row(redemption)  # before the voucher row and the accounts (see vouchers.ledger)
     _require_own(redemption, staff_user)
     if redemption.status == "redeemed":
         return  # the same form submitted twice
     method = "cash" if (redemption.copay_fen or 0) > 0 else "none"
+    _check_payable(redemption, now or now_utc())  # hold checks again from what is loaded
     hold(redemption, method=method, now=now)
     capture(redemption, now=now)
 
@@ -616,6 +715,9 @@ def _complete_booking(redemption: Redemption, now: datetime) -> None:
 def _tell_family(redemption: Redemption) -> int:
     """ "¥X of the voucher was used at Y for Z at T" (with the quantity when more than one
     unit was bought), to everyone who acts for the elder."""
+    recipients = accounts_acting_for(redemption.resident_id)
+    if not recipients:
+        return 0
     service = catalogue.service_by_id(redemption.service_id)
     when = format_local(redemption.redeemed_at)
     values = {
@@ -649,9 +751,11 @@ def _tell_family(redemption: Redemption) -> int:
                 )
     zh, en = texts
     subject = f"养老服务消费券使用提醒 / Voucher used: {values['amount']}"
-    return sum(
-        enqueue(user.id, subject, f"{zh}\n{en}", f"redemption:{redemption.id}:{user.id}")
-        for user in accounts_acting_for(redemption.resident_id)
+    return enqueue_many(
+        [
+            (user.id, subject, f"{zh}\n{en}", f"redemption:{redemption.id}:{user.id}")
+            for user in recipients
+        ]
     )
 
 
