@@ -12,7 +12,7 @@ refreshes the planner's statistics, then in the same run:
   without indexes (psycopg ``cursor.copy``, rows made in Python), committed;
 - ``issue_monthly`` through the real function with the job's ``commit_every`` (staging, the
   cut-off, INSERT … SELECT of vouchers, one journal entry per district and batch, audit rows
-  chained in bulk), committed;
+  appended unsealed in bulk), committed;
 
 and, for context, the same COPY into a scratch table with the vouchers table's indexes,
 checks and foreign keys (what any way of writing N vouchers must maintain).

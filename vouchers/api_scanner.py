@@ -125,8 +125,8 @@ def _own_redemption(redemption_id: int) -> Redemption:
 
 
 def _answered(answer):
-    """Commit the step before its answer is serialised: the transaction's row locks (and the
-    audit chain's) are not held while the answer is turned into JSON. The answer is built
+    """Commit the step before its answer is serialised: the transaction's row locks are not
+    held while the answer is turned into JSON. The answer is built
     from what is loaded, before the commit expires it."""
     db.session.commit()
     return answer

@@ -844,7 +844,9 @@ def issue_monthly(
                 last = min(last, first + limit - done - 1)
             serialize_issuance()
             ledger.account(account_code, create_name=f"{district.name_zh} allocation")
-            balance = ledger.balances([account_code])[account_code]
+            # Locked to the batch's commit: a withdrawal from the district committing while
+            # the batch is sized to its money would make the batch's entry overdraw it.
+            balance = ledger.locked_balance(account_code)
             savepoint = db.session.begin_nested()
             try:
                 batch = _issue_batch(

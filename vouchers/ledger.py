@@ -46,12 +46,13 @@ shard of an account is held by others):
    vouchers (an expiry batch, a revocation, a run of the eligibility feed) locks all of
    them before it moves any money: once it holds a ledger row of (4) it may not wait for a
    voucher, which a redemption holds while it waits for that ledger row;
-4. ledger balance rows, by account code then shard, whatever the sign of the amount
-   (``post``). A sharded account's shard is taken with SKIP LOCKED, which never waits;
-   only when all its shards are held by others does ``post`` wait, for one shard chosen
-   before it asks, still in (code, shard) order. Waits happen only in code order, and a
-   transaction keeps one shard per sharded account (the one it took first), so a second
-   posting in the same transaction never reaches back for a new row behind one it holds.
+4. ledger balance rows, by account code, whatever the sign of the amount (``post``). Only
+   the one row of a guarded account is ever waited for; a sharded account never waits: its
+   shard is taken with SKIP LOCKED, and when every shard is held by others the account gets
+   a new one (under a burst of more transactions than shards). A transaction keeps the
+   shard it took first for the rest of the transaction. So a transaction that posts twice
+   (a cash payment's hold then capture) may reach back in code order only for a sharded
+   account, where nobody waits, and no cycle of waits can form on the ledger.
 
 Check-in share-locks its voucher (it waits for a revocation in progress and keeps one from
 starting) and locks nothing else that exists. Audit rows are inserted, never locked.
@@ -66,6 +67,7 @@ from dataclasses import asdict, dataclass, field
 
 import sqlalchemy as sa
 from flask_babel import lazy_gettext as _l
+from sqlalchemy.dialects import postgresql
 
 from eldercare.db import db
 from eldercare.errors import InvalidInput
@@ -107,6 +109,20 @@ def account(code: str, *, create_name: str | None = None) -> LedgerAccount:
             pass  # another transaction opened it at the same moment: use theirs
         found = db.session.scalar(statement)
     return found
+
+
+def locked_balance(code: str) -> int:
+    """The balance of a guarded (one-row) account, its row locked to the end of the
+    transaction (PostgreSQL): what a caller reads is what it can still spend, however long it
+    takes to decide how much (issuance sizes a batch to a district's money this way)."""
+    return int(
+        db.session.scalar(
+            sa.select(LedgerBalance.balance_fen)
+            .join(LedgerAccount, LedgerAccount.id == LedgerBalance.account_id)
+            .where(LedgerAccount.code == code, LedgerAccount.shards == 1)
+            .with_for_update(of=LedgerBalance)
+        )
+    )
 
 
 def _held_shards() -> dict[int, int]:
@@ -165,13 +181,29 @@ def _move_sharded(account_id: int, shards: int, amount: int, first: int) -> int:
     taken = db.session.scalar(
         move.where(LedgerBalance.account_id == account_id, LedgerBalance.shard == pick)
     )
-    if taken is None:
-        # Every shard is held by another transaction: wait for the first choice, in order.
+    for _attempt in range(5):
+        if taken is not None:
+            return taken
+        if db.session.get_bind().dialect.name != "postgresql":
+            break  # SQLite has no row locks: a shard is always free unless there is none
+        # Every shard is held by another transaction. Waiting for one could close a cycle (a
+        # transaction that posts twice, hold then capture, reaches back in code order for a
+        # row another holds while that one waits for ours), so the account gets a new shard
+        # instead: a sharded account never waits. Its number is random, so two transactions
+        # opening one at the same moment do not wait for each other's key either.
         taken = db.session.scalar(
-            move.where(LedgerBalance.account_id == account_id, LedgerBalance.shard == first)
+            postgresql.insert(LedgerBalance)
+            .values(
+                account_id=account_id,
+                shard=random.randrange(shards, 2**31),  # noqa: S311 (a key, not a secret)
+                balance_fen=amount,
+                may_go_negative=True,
+            )
+            .on_conflict_do_nothing()
+            .returning(LedgerBalance.shard)
         )
     if taken is None:
-        raise RuntimeError(f"ledger account {account_id} has no shard {first}")
+        raise RuntimeError(f"ledger account {account_id} has no shard to move")
     return taken
 
 

@@ -21,6 +21,9 @@ from vouchers.models import JournalLine, LedgerCheckRun
 EVERY = timedelta(hours=1)  # the scheduled check
 # Older than this, the page says the scheduled check is not running.
 STALE_AFTER = timedelta(hours=2)
+# The pool page's button reads the whole journal; clicks closer together than this show the
+# last result instead of starting another scan.
+BUTTON_INTERVAL = timedelta(minutes=1)
 
 
 def run_check(*, requested_by_user_id: int | None = None) -> LedgerCheckRun:
@@ -62,3 +65,7 @@ def verify_ledger_job() -> dict:
         db.session.commit()  # the finding is kept: the failed run rolls back nothing of it
         raise JobFailed("the books do not balance; see the pool page", run.findings | summary)
     return summary
+
+
+def checked_recently(run: LedgerCheckRun | None) -> bool:
+    return run is not None and run.finished_at > now_utc() - BUTTON_INTERVAL

@@ -389,6 +389,9 @@ def _city_approver() -> None:
 @roles_required(*BUREAU_ROLES)
 def pool_verify():
     """Check the books now (the hourly job does it too) and show the result."""
+    if ledger_checks.checked_recently(ledger_checks.last_check()):
+        flash(_("The books were checked less than a minute ago: the result below is that check."))
+        return redirect(url_for(".pool"))
     run = ledger_checks.run_check(requested_by_user_id=current_user.id)
     if run.ok:
         flash(_("The books were checked just now and balance to the fen."), "success")

@@ -2,7 +2,7 @@
 checks, and the indexes reconciliation and the lists use
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 Create Date: 2026-12-03
 
 Upgrade moves each account's balance into its shard 0 and gives ``vouchers:outstanding``,

@@ -1,7 +1,7 @@
 """issuance work table: a monthly run's staged elders per district (set-based issuance)
 
 Revision ID: 0016
-Revises: 0013
+Revises: 0015
 Create Date: 2026-12-03
 
 """

@@ -122,6 +122,11 @@ class Interleaving:
         finally:
             sa.event.remove(self.engine, "before_cursor_execute", before)
             sa.event.remove(self.engine, "after_cursor_execute", after)
+        # A pause never reached means the statement it names changed: the test would pass
+        # without interleaving anything.
+        unreached = set(self.pauses) - self.paused
+        if unreached:
+            raise AssertionError(f"never reached their pause: {sorted(unreached)} {self.pauses}")
         return results
 
 

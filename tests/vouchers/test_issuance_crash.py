@@ -18,6 +18,7 @@ from flask_migrate import upgrade
 from assessment.eligibility import eligibility_on
 from assessment.models import Assessment
 from eldercare import audit, create_app
+from eldercare.accounts import User
 from eldercare.audit import AuditLog
 from eldercare.db import db
 from eldercare.residents import District, Resident, compose_resident_id
@@ -283,3 +284,42 @@ def test_the_feed_issuing_while_a_monthly_run_goes_issues_every_elder_once(tmp_p
         assert report.issued + report.already_issued == len(ids)
         assert report.left_out == [] and report.left_out_count == 0
         check_books(app, expected_count=len(ids))
+
+
+@pytest.mark.postgres
+def test_a_withdrawal_from_the_district_while_a_batch_is_sized_cannot_make_it_overdraw(tmp_path):
+    """Found in review: a batch read its district's balance, sized itself to it, and posted
+    its total later; a withdrawal committing in between made the post refuse (insufficient
+    funds) and the whole run fail. The batch now reads the balance with the row locked, so
+    the withdrawal waits for the batch (and then finds the money reserved)."""
+    from tests.vouchers.interleave import Interleaving, Pause
+    from vouchers import pool
+    from vouchers.errors import InsufficientFunds
+
+    month = month_of(local_today())
+    with private_database("postgres", tmp_path) as url, migrated_app(url) as app:
+        seed_elders(app, 20)  # 10 per district, each district funded for 11
+        with app.app_context():
+            approver_id = db.session.execute(
+                sa.insert(User)
+                .values(username="approver", display_name="审批人", password_hash="x")
+                .returning(User.id)
+            ).scalar_one()
+            db.session.commit()
+            db.session.remove()
+
+        def withdraw():
+            district = db.session.scalar(sa.select(District).where(District.code == DISTRICTS[0]))
+            pool.allocate(district, -2 * CAP, memo="back", actor=db.session.get(User, approver_id))
+
+        results = Interleaving(
+            app, {"issue": Pause("after", "SELECT", "ledger_balances.balance_fen")}
+        ).run(issue=lambda: issue_monthly(month), withdraw=withdraw)
+        report = results["issue"]
+        assert not isinstance(report, Exception), report
+        if isinstance(results["withdraw"], InsufficientFunds):
+            assert report.issued == 20  # the batch first: one elder's worth was left
+        else:
+            assert results["withdraw"] is None  # the withdrawal first: one elder left out
+            assert (report.issued, report.left_out_count) == (19, 1)
+        check_books(app, expected_count=report.issued)

@@ -150,3 +150,23 @@ def test_the_queries_can_use_their_index(app_ctx, db_session, query, index):
     db_session.execute(sa.text("SET LOCAL enable_seqscan = off"))
     plan = "\n".join(db_session.scalars(sa.text(f"EXPLAIN {query}")))
     assert index in plan, plan
+
+
+def test_clicks_within_a_minute_show_the_last_check_instead_of_scanning_again(
+    scheme, client, login, db_session
+):
+    """Found in review: every click scanned the whole journal and stored a row; a bureau
+    officer tapping the button repeatedly loaded the database for nothing."""
+    give_voucher(scheme.elder, scheme.today)
+    login(scheme.approver)
+    for _ in range(3):
+        assert client.post("/vouchers/bureau/pool/verify").status_code == 302
+    assert _count_checks(db_session) == 1
+    html = _pool(client, "zh-CN")
+    assert "账目在一分钟内刚核对过" in html
+    # A minute later the button checks again.
+    db_session.execute(
+        sa.update(LedgerCheckRun).values(finished_at=now_utc() - timedelta(minutes=2))
+    )
+    assert client.post("/vouchers/bureau/pool/verify").status_code == 302
+    assert _count_checks(db_session) == 2

@@ -433,3 +433,82 @@ def test_two_check_ins_on_different_vouchers_do_not_wait_for_each_other(city):
         assert _redemption("quick-phone").status == _redemption("slow-phone").status
         assert _redemption("quick-phone").status == "checked_in"
         db.session.remove()
+
+
+HOT_ACCOUNTS = ("redeemed:unsettled", "vouchers:held", "vouchers:outstanding")
+
+
+def _two_shards_each() -> None:
+    """The hot accounts down to shards 0 and 1, their balances kept (on shard 0)."""
+    for code in HOT_ACCOUNTS:
+        account_id = db.session.scalar(
+            sa.select(LedgerAccount.id).where(LedgerAccount.code == code)
+        )
+        params = {"a": account_id}
+        db.session.execute(
+            sa.text(
+                "UPDATE ledger_balances SET balance_fen = (SELECT sum(balance_fen) FROM "
+                "ledger_balances WHERE account_id = :a) WHERE account_id = :a AND shard = 0"
+            ),
+            params,
+        )
+        db.session.execute(
+            sa.text(
+                "UPDATE ledger_balances SET balance_fen = 0 WHERE account_id = :a AND shard > 0"
+            ),
+            params,
+        )
+        db.session.execute(
+            sa.text("DELETE FROM ledger_balances WHERE account_id = :a AND shard > 1"), params
+        )
+        db.session.execute(sa.text("UPDATE ledger_accounts SET shards = 2 WHERE id = :a"), params)
+
+
+def test_a_cash_payment_and_a_capture_do_not_deadlock_when_every_shard_is_taken(city):
+    """Found in review: a cash payment holds then captures in one transaction, so after its
+    hold (vouchers:held, vouchers:outstanding) it reaches back in code order for
+    redeemed:unsettled, while a card capture takes redeemed:unsettled then vouchers:held.
+    While a free shard exists neither waits; when a burst holds every shard, waiting for one
+    closed the cycle (DeadlockDetected). Here a third session holds shard 1 of each hot
+    account, the two transactions take shard 0 of their first account and then want each
+    other's: an account with no free shard gets a new one instead of waiting."""
+    app, (wang_voucher, other_voucher) = city
+    with app.app_context():
+        _two_shards_each()
+        _priced(db.session.get(Voucher, other_voucher), "cash-lunch")
+        card = _priced(db.session.get(Voucher, wang_voucher), "card-lunch")
+        redemption.hold(card, method="card")
+        db.session.commit()
+        staff_id = _user("provider.staff").id
+        db.session.remove()
+        blocker = db.engine.connect()
+        held = blocker.execute(
+            sa.text(
+                "SELECT b.shard FROM ledger_balances b JOIN ledger_accounts a ON a.id = "
+                "b.account_id WHERE a.code IN :codes AND b.shard = 1 FOR UPDATE OF b"
+            ).bindparams(sa.bindparam("codes", expanding=True)),
+            {"codes": list(HOT_ACCOUNTS)},
+        ).all()
+        assert len(held) == 3
+
+    def pay():
+        redemption.pay_cash(_redemption("cash-lunch"), staff_user=db.session.get(User, staff_id))
+
+    try:
+        results = Interleaving(app, {"pay": AT_FIRST_ACCOUNT, "capture": AT_FIRST_ACCOUNT}).run(
+            pay=pay, capture=lambda: redemption.capture(_redemption("card-lunch"))
+        )
+    finally:
+        blocker.rollback()
+        blocker.close()
+    _assert_clean(results, app)
+    with app.app_context():
+        assert _redemption("cash-lunch").status == "redeemed"
+        assert _redemption("card-lunch").status == "redeemed"
+        opened = db.session.scalar(
+            sa.select(sa.func.count())
+            .select_from(sa.table("ledger_balances", sa.column("shard")))
+            .where(sa.column("shard") > 1)
+        )
+        assert opened >= 2  # each of the two opened a shard rather than wait
+        db.session.remove()
