@@ -300,7 +300,8 @@ def test_a_posting_costs_the_same_statements_whatever_the_number_of_shards(
     app_ctx, db_session, shards
 ):
     """One statement reads the accounts, one writes the entry, one UPDATE per line, one
-    writes the lines. Sharded or not, and however many shards: an N+1 over shards cannot come back unseen."""
+    writes the lines. Sharded or not, and however many shards: an N+1 over shards cannot
+    come back unseen."""
     _fund(10_000)
     _set_shards(db_session, "vouchers:outstanding", shards)
     _set_shards(db_session, "vouchers:held", shards)
