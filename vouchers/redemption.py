@@ -202,7 +202,7 @@ def check_in(
     # (PostgreSQL) to the end of the check-in: a revocation or expiry in progress is waited
     # for and then seen, and cannot start until the check-in commits; checked again. The
     # check-in locks nothing else it did not create (the lock order is in vouchers.ledger).
-    db.session.refresh(voucher, with_for_update={"read": True})
+    db.session.refresh(voucher, with_for_update={"read": True, "of": Voucher})
     problem = usable_problem(voucher, today)
     if problem:
         raise VoucherNotUsable(problem)

@@ -512,3 +512,21 @@ def test_a_cash_payment_and_a_capture_do_not_deadlock_when_every_shard_is_taken(
         )
         assert opened >= 2  # each of the two opened a shard rather than wait
         db.session.remove()
+
+
+def test_a_check_in_share_locks_a_voucher_loaded_with_its_policy(city):
+    """Found running bench/redeem_http.py: the scanner API loads the voucher with its policy
+    (one statement), a refresh repeats that load, and PostgreSQL refuses FOR SHARE on the
+    nullable side of the outer join (a 500 on every check-in in a fresh process). The lock
+    names the voucher's table only."""
+    from sqlalchemy.orm import joinedload
+
+    app, (wang_voucher, _other) = city
+    with app.app_context():
+        voucher = db.session.scalar(
+            sa.select(Voucher).options(joinedload(Voucher.policy)).where(Voucher.id == wang_voucher)
+        )
+        r = _priced(voucher, "loaded-with-policy")
+        assert r.status == "checked_in"
+        db.session.rollback()
+        db.session.remove()
