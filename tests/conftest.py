@@ -18,12 +18,19 @@ import sqlalchemy as sa
 from flask import g, has_app_context
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
+from hypothesis import settings
 from sqlalchemy.orm import scoped_session, sessionmaker
 
 from eldercare import create_app
 from eldercare.accounts import User, UserRole
 from eldercare.db import db
 from eldercare.residents import District, Resident, compose_resident_id
+
+# Hypothesis examples here run SQL, often against PostgreSQL under a loaded CI machine: how long
+# one takes is not what any test asserts, so the per-example deadline (200 ms) is off.
+settings.register_profile("eldercare", deadline=None)
+settings.load_profile("eldercare")
+
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
 ON_POSTGRES = TEST_DATABASE_URL.startswith("postgresql")

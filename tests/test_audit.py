@@ -315,7 +315,9 @@ def test_rows_chained_before_the_sealer_keep_their_hashes_in_the_chains_prefix(d
     assert (report.ok, report.broken_row_id, report.problem) == (False, late.id, "content")
 
 
-@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     payloads=st.lists(
         st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=8), max_size=3),
