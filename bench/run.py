@@ -13,13 +13,16 @@ search         marketplace search within 1 km of random points in Shenyang, amon
 import         residents from a CSV through `import_file` (parse, validate every row, a
                savepoint per row, audit) vs. the same residents registered one by one
                with `register_resident` in one transaction (baseline)
-issue          `issue_monthly` for ISSUE_N eligible elders (eligibility, savepoint, audit,
-               ledger entry each), committing every 200 as `flask vouchers issue` does,
-               vs. the same number of Voucher rows inserted plainly in batches of 200 (baseline)
+issue          `issue_monthly` for ISSUE_N eligible elders (set-based: the eligible set staged,
+               one INSERT … SELECT, journal entry and bulk audit rows per district batch),
+               vs. the same number of Voucher rows inserted plainly in batches of 200 (baseline);
+               bench/issuance.py measures it at scale beside a bare COPY
 ledger.verify  journal lines per second that `verify_ledger` reconciles after the issue run
+ledger.post    hot accounts under 8 threads beside pgbench: bench/ledger.py
 redeem         REDEEM_N full cash redemptions (rotating QR token made and consumed, check-in,
                price, hold and capture with their ledger entries and audit rows), one commit
-               each as a request would, vs. a plain Redemption insert + commit per row (baseline)
+               each as a request would, vs. a plain Redemption insert + commit per row (baseline);
+               bench/redeem_http.py measures whole redemptions through gunicorn beside pgbench
 """
 
 from __future__ import annotations
@@ -507,10 +510,6 @@ def main() -> None:
             audit_bench.run(_app(databases.new()))
             bench_issue(_app(databases.new()))
             bench_redeem(_app(databases.new()))
-            if databases.server:  # through HTTP with gunicorn, beside pgbench (PostgreSQL)
-                from bench import redeem_http
-
-                redeem_http.main()
         finally:
             databases.drop_all()
     search_bench.main()  # the search API through gunicorn, beside its own SQL
