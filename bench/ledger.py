@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import sys
@@ -42,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sqlalchemy as sa  # noqa: E402
 from flask_migrate import upgrade  # noqa: E402
 
+from bench.run import Databases  # noqa: E402
 from eldercare import create_app  # noqa: E402
 from eldercare.db import db  # noqa: E402
 
@@ -72,33 +72,6 @@ def emit(bench: str, figure: str, value: float, unit: str, baseline: str, base: 
         ),
         flush=True,
     )
-
-
-class Databases:
-    """Scratch databases for the run, dropped at the end."""
-
-    def __init__(self, tmp: str):
-        self.tmp, self.server, self.created = tmp, os.environ.get("TEST_DATABASE_URL"), []
-
-    @property
-    def postgres(self) -> bool:
-        return bool(self.server) and self.server.startswith("postgresql")
-
-    def new(self) -> str:
-        name = f"eldercare_bench_ledger_{secrets.token_hex(4)}"
-        if not self.postgres:
-            return f"sqlite:///{self.tmp}/{name}.db"
-        with sa.create_engine(self.server, isolation_level="AUTOCOMMIT").connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        self.created.append(name)
-        return sa.make_url(self.server).set(database=name).render_as_string(hide_password=False)
-
-    def drop_all(self) -> None:
-        if not self.created:
-            return
-        with sa.create_engine(self.server, isolation_level="AUTOCOMMIT").connect() as conn:
-            for name in self.created:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _app(url: str):

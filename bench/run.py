@@ -55,14 +55,18 @@ class Databases:
     def __init__(self, tmp: str):
         self.tmp, self.server, self.created = tmp, os.environ.get("TEST_DATABASE_URL"), []
 
+    @property
+    def postgres(self) -> bool:
+        return bool(self.server) and self.server.startswith("postgresql")
+
     def new(self) -> str:
         name = f"eldercare_bench_{secrets.token_hex(4)}"
-        if not self.server:
+        if not self.postgres:
             return f"sqlite:///{self.tmp}/{name}.db"
         with sa.create_engine(self.server, isolation_level="AUTOCOMMIT").connect() as conn:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
         self.created.append(name)
-        return self.server.rsplit("/", 1)[0] + "/" + name
+        return sa.make_url(self.server).set(database=name).render_as_string(hide_password=False)
 
     def drop_all(self) -> None:
         if not self.created:
