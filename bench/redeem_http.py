@@ -36,10 +36,8 @@ sys.path.insert(0, str(ROOT))
 import requests  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
-from bench.run import Databases, _app, _fund_districts, _seed_elders  # noqa: E402
+from bench.run import Databases, _app, demo_with_vouchers  # noqa: E402
 from eldercare.db import db  # noqa: E402
-from eldercare.demo import build_demo  # noqa: E402
-from eldercare.timeutil import local_today  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_REDEEM_SECONDS", "20"))
 CLIENTS = int(os.environ.get("BENCH_REDEEM_CLIENTS", "8"))
@@ -63,26 +61,9 @@ def _seed(app, count: int):
     from eldercare.tokens import issue_token
     from marketplace import catalogue
     from marketplace.providers import provider_of
-    from vouchers.issuance import issue_monthly, month_of
-    from vouchers.jobs import commit_every
-    from vouchers.models import Voucher
 
     with app.app_context():
-        build_demo()
-        db.session.commit()
-        ids = _seed_elders(count)
-        _fund_districts(count)
-        month = month_of(local_today())
-        issue_monthly(month, progress=commit_every())
-        db.session.commit()
-        vouchers = list(
-            db.session.scalars(
-                sa.select(Voucher.id)
-                .where(Voucher.resident_id.in_(ids), Voucher.month == month)
-                .order_by(Voucher.id)
-            )
-        )
-        assert len(vouchers) == count, len(vouchers)
+        vouchers = demo_with_vouchers(count)
         staff = db.session.scalar(sa.select(User).where(User.username == "provider.staff"))
         meal = next(
             s

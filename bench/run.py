@@ -401,31 +401,40 @@ def bench_issue(app) -> None:
         db.session.remove()
 
 
+def demo_with_vouchers(count: int) -> list[int]:
+    """The demo city plus ``count`` eligible elders with money for them and this month's
+    vouchers issued (committed); their voucher ids. Runs in the caller's app context."""
+    from vouchers.issuance import issue_monthly, month_of
+    from vouchers.jobs import commit_every
+    from vouchers.models import Voucher
+
+    build_demo()
+    db.session.commit()
+    ids = _seed_elders(count)
+    _fund_districts(count)
+    month = month_of(local_today())
+    issue_monthly(month, progress=commit_every())
+    db.session.commit()
+    vouchers = list(
+        db.session.scalars(
+            sa.select(Voucher.id)
+            .where(Voucher.resident_id.in_(ids), Voucher.month == month)
+            .order_by(Voucher.id)
+        )
+    )
+    assert len(vouchers) == count, len(vouchers)
+    return vouchers
+
+
 def bench_redeem(app) -> None:
     from eldercare.accounts import User
     from marketplace import catalogue
     from marketplace.providers import provider_of
     from vouchers import ledger, qr_tokens, redemption
-    from vouchers.issuance import issue_monthly, month_of
-    from vouchers.jobs import commit_every
     from vouchers.models import Redemption, Voucher
 
     with app.app_context():
-        build_demo()
-        db.session.commit()
-        ids = _seed_elders(REDEEM_N)
-        _fund_districts(REDEEM_N)
-        month = month_of(local_today())
-        issue_monthly(month, progress=commit_every())
-        db.session.commit()
-        vouchers = list(
-            db.session.scalars(
-                sa.select(Voucher.id)
-                .where(Voucher.resident_id.in_(ids), Voucher.month == month)
-                .order_by(Voucher.id)
-            )
-        )
-        assert len(vouchers) == REDEEM_N
+        vouchers = demo_with_vouchers(REDEEM_N)
         # The demo's carer at 和平区南湖社区养老服务站: its lunch is served on the premises,
         # so the check-in needs no phone location.
         staff = db.session.scalar(sa.select(User).where(User.username == "provider.staff"))

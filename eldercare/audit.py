@@ -251,6 +251,21 @@ def record_many(rows: Iterable[Mapping[str, Any]]) -> int:
     return len(values)
 
 
+def shared_columns(action: str, object_type: str, *, occurred_at: datetime, actor=None) -> list:
+    """The first five columns of ``insert_from_select``'s SELECT, which every row of one bulk
+    append shares: when, who (``actor``, or whoever is acting now, as ``record`` names
+    them) and what was done to which kind of object."""
+    actor_id, actor_label = (actor.id, actor.username) if actor is not None else _current_actor()
+    text = sa.String()
+    return [
+        sa.literal(occurred_at, UTCDateTime()).label("occurred_at"),
+        sa.literal(actor_id, sa.Integer).label("actor_user_id"),
+        sa.literal(actor_label, text).label("actor_label"),
+        sa.literal(action, text).label("action"),
+        sa.literal(object_type, text).label("object_type"),
+    ]
+
+
 def insert_from_select(select_stmt: sa.Select) -> int:
     """Append one audit row per row of ``select_stmt`` in one INSERT … SELECT (the caller's
     transaction, unsealed). The SELECT's columns are, in this order: occurred_at,

@@ -646,8 +646,6 @@ def _audit_issued(run_id, first, last, month: date, stamp, actor_id, reason="mon
     staged rows, with the after-state ``audit.record`` would have written (canonical JSON,
     keys sorted)."""
     work = IssuanceWork
-    actor = _actor(actor_id)
-    who, label = (actor.id, actor.username) if actor is not None else audit._current_actor()
     text = sa.String()
     after = (
         sa.literal('{"face_value_fen":', text)
@@ -660,11 +658,9 @@ def _audit_issued(run_id, first, last, month: date, stamp, actor_id, reason="mon
     )
     return audit.insert_from_select(
         sa.select(
-            sa.literal(stamp, UTCDateTime()).label("occurred_at"),
-            sa.literal(who, sa.Integer).label("actor_user_id"),
-            sa.literal(label, text).label("actor_label"),
-            sa.literal("voucher.issue", text).label("action"),
-            sa.literal("vouchers", text).label("object_type"),
+            *audit.shared_columns(
+                "voucher.issue", "vouchers", occurred_at=stamp, actor=_actor(actor_id)
+            ),
             sa.cast(work.voucher_id, text).label("object_id"),
             work.district_id,
             sa.null().label("before_json"),
@@ -944,7 +940,6 @@ def _audit_expired(month: date, district_id: int, after_id: int, last_id: int, s
     """One ``voucher.expired`` audit row per voucher of the batch, in bulk, with the before
     and after states ``_close`` would have written (canonical JSON, keys sorted). Read
     before the UPDATE: the before-state is the row as it is now."""
-    who, label = audit._current_actor()
     text = sa.String()
     balance = sa.cast(Voucher.balance_fen, text)
     held = sa.cast(Voucher.held_fen, text)
@@ -964,11 +959,7 @@ def _audit_expired(month: date, district_id: int, after_id: int, last_id: int, s
     )
     return audit.insert_from_select(
         sa.select(
-            sa.literal(stamp, UTCDateTime()).label("occurred_at"),
-            sa.literal(who, sa.Integer).label("actor_user_id"),
-            sa.literal(label, text).label("actor_label"),
-            sa.literal("voucher.expired", text).label("action"),
-            sa.literal("vouchers", text).label("object_type"),
+            *audit.shared_columns("voucher.expired", "vouchers", occurred_at=stamp),
             sa.cast(Voucher.id, text).label("object_id"),
             Voucher.district_id,
             before.label("before_json"),

@@ -1,6 +1,6 @@
 """Small builders for voucher tests."""
 
-from datetime import date
+from datetime import date, timedelta
 
 from eldercare.db import db
 from vouchers import ledger
@@ -34,3 +34,23 @@ def give_voucher(resident, day: date, kind: str = "home_community") -> Voucher:
         cause=("vouchers", voucher.id),
     )
     return voucher
+
+
+def approved_moderate(resident_ids, today: date) -> list[dict]:
+    """Assessment rows for a bulk insert: each elder assessed moderate and approved today,
+    valid for 300 days (what the scale and crash tests seed instead of the real services)."""
+    return [
+        {
+            "resident_id": rid,
+            "type": "first",
+            "status": "approved",
+            "applied_via": "bureau",
+            "assessed_on": today,
+            "level": "moderate",
+            "base_level": "moderate",
+            "total": 50,
+            "effective_from": today,
+            "valid_until": today + timedelta(days=300),
+        }
+        for rid in resident_ids
+    ]

@@ -24,6 +24,7 @@ from eldercare.db import db
 from eldercare.residents import District, Resident, compose_resident_id
 from eldercare.timeutil import local_today
 from tests.conftest import ON_POSTGRES, TEST_CONFIG, fresh_postgres_database
+from tests.vouchers.helpers import approved_moderate
 from vouchers import ledger
 from vouchers.issuance import issue_monthly, month_of, try_issue
 from vouchers.models import JournalEntry, JournalLine, LedgerAccount, Voucher
@@ -82,21 +83,7 @@ def seed_elders(app, n: int) -> list[int]:
         ids = list(db.session.scalars(sa.select(Resident.id).order_by(Resident.id)))
         db.session.execute(
             sa.insert(Assessment),
-            [
-                {
-                    "resident_id": rid,
-                    "type": "first",
-                    "status": "approved",
-                    "applied_via": "bureau",
-                    "assessed_on": today,
-                    "level": "moderate",
-                    "base_level": "moderate",
-                    "total": 50,
-                    "effective_from": today,
-                    "valid_until": today + timedelta(days=300),
-                }
-                for rid in ids
-            ],
+            approved_moderate(ids, today),
         )
         money = (n + 2) * CAP
         ledger.post("topup", "seed", [("funding:central", -money), ("pool:available", money)])

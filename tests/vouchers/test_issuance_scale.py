@@ -1,6 +1,6 @@
 """Issuance at scale: the statements of one batch do not grow with its elders."""
 
-from datetime import date, timedelta
+from datetime import date
 
 import sqlalchemy as sa
 
@@ -8,6 +8,7 @@ from assessment.models import Assessment
 from eldercare import audit
 from eldercare.audit import AuditLog
 from eldercare.residents import Resident, compose_resident_id
+from tests.vouchers.helpers import approved_moderate
 from vouchers import ledger, pool
 from vouchers.issuance import issue_monthly, month_of
 from vouchers.models import Voucher
@@ -38,21 +39,7 @@ def seed_eligible(session, district, n: int, today: date, first_seq: int) -> lis
     )
     session.execute(
         sa.insert(Assessment),
-        [
-            {
-                "resident_id": rid,
-                "type": "first",
-                "status": "approved",
-                "applied_via": "bureau",
-                "assessed_on": today,
-                "level": "moderate",
-                "base_level": "moderate",
-                "total": 50,
-                "effective_from": today,
-                "valid_until": today + timedelta(days=300),
-            }
-            for rid in ids
-        ],
+        approved_moderate(ids, today),
     )
     return ids
 
