@@ -209,9 +209,7 @@ def list_fee_refunds(query):
         scope_to_district(fee_refunds.totals_query(**filters), scoped, user=user)
     ).one()
     rows = db.session.execute(
-        statement.order_by(*fee_refunds.REFUND_ORDER)
-        .limit(query["limit"])
-        .offset(query["offset"])
+        statement.order_by(*fee_refunds.REFUND_ORDER).limit(query["limit"]).offset(query["offset"])
     ).all()
     return {
         "items": [

@@ -53,9 +53,9 @@ def _emit(figure: str, **values) -> None:
 
 def _seed(n: int) -> None:
     """``n`` eligible elders, set-based: the benchmark measures issuing, not registering."""
-    from vouchers import ledger
-    from vouchers.kinds import DEFAULT_KIND
-    from vouchers.policy import policy_on
+    from vouchers.pool import ledger
+    from vouchers.pool.kinds import DEFAULT_KIND
+    from vouchers.pool.policy import policy_on
 
     today = local_today()
     codes = [f"2199{i:02d}" for i in range(DISTRICTS)]
@@ -165,8 +165,8 @@ def _copy_into_voucher_shape(n: int) -> float:
     """Context for the ratio, not the baseline: the same COPY into a scratch table with the
     vouchers table's indexes, checks and foreign keys (what any way of writing N vouchers
     must maintain), committed."""
-    from vouchers.kinds import DEFAULT_KIND
-    from vouchers.policy import policy_on
+    from vouchers.pool.kinds import DEFAULT_KIND
+    from vouchers.pool.policy import policy_on
 
     policy = policy_on(DEFAULT_KIND, local_today())
     policy_id, cap = policy.id, policy.monthly_cap_fen  # read now: nothing loads mid-COPY
@@ -221,10 +221,10 @@ def _copy_into_voucher_shape(n: int) -> float:
 
 
 def run(url: str) -> dict:
-    from vouchers import ledger
-    from vouchers.issuance import issue_monthly, month_of
+    from vouchers.issuance.monthly import issue_monthly, month_of
     from vouchers.jobs import commit_every
     from vouchers.models import Voucher
+    from vouchers.pool import ledger
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "WTF_CSRF_ENABLED": False})
     with app.app_context():

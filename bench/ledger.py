@@ -87,7 +87,7 @@ def _app(url: str):
 
 
 def _fund(app) -> None:
-    from vouchers import ledger
+    from vouchers.pool import ledger
 
     with app.app_context():
         ledger.account(DISTRICT, create_name="Heping")
@@ -128,7 +128,7 @@ def _set_design(app, shards: int) -> None:
 
 def _post_for(app, seconds: float, *, chain_lock: bool, work_ms: float = 0) -> float:
     """Entries per second from THREADS threads posting hold then capture, one commit each."""
-    from vouchers import ledger
+    from vouchers.pool import ledger
 
     # chain_lock: the global advisory lock every money transaction took before the audit
     # chain was sealed by a job (migration 0014), emulated to show what it cost.
@@ -266,7 +266,7 @@ def bench_post(databases: Databases) -> None:
 
 
 def _check_books(app) -> None:
-    from vouchers import ledger
+    from vouchers.pool import ledger
 
     with app.app_context():
         check = ledger.verify_ledger()
@@ -334,7 +334,7 @@ def _seed_lines(app, lines: int) -> None:
 
 
 def bench_verify(databases: Databases) -> None:
-    from vouchers import ledger
+    from vouchers.pool import ledger
 
     app = _app(databases.new())
     _seed_lines(app, LINES)

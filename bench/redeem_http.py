@@ -45,7 +45,7 @@ CLIENTS = int(os.environ.get("BENCH_REDEEM_CLIENTS", "8"))
 # inside the kernel instead (4 on 2 cores: 31.6 redemptions/s, p99 134 ms; 2: 41.5, 82 ms).
 WORKERS = int(os.environ.get("BENCH_REDEEM_WORKERS", str(os.cpu_count() or 2)))
 THREADS = int(os.environ.get("BENCH_REDEEM_THREADS", "1"))
-# Vouchers per client: a voucher has eight codes a minute (vouchers.qr_tokens).
+# Vouchers per client: a voucher has eight codes a minute (vouchers.redemption.qr_tokens).
 PER_CLIENT = int(os.environ.get("BENCH_REDEEM_VOUCHERS", "60"))
 SECRET_KEY = "bench-secret-key-" + secrets.token_hex(16)
 
@@ -145,7 +145,7 @@ class Client(threading.Thread):
 
     def _codes(self):
         """(voucher, code) pairs: each voucher's eight codes of the current minute in turn."""
-        from vouchers import qr_tokens
+        from vouchers.redemption import qr_tokens
 
         used: set[tuple[int, int, int]] = set()
         while True:
@@ -257,7 +257,7 @@ def _pgbench(server_url: str, seconds: float) -> float:
 
 def count_statements(app, voucher_id, meal_id, price, secret) -> dict[str, int]:
     """The SQL statements of each of the four calls of one redemption, in-process."""
-    from vouchers import qr_tokens
+    from vouchers.redemption import qr_tokens
 
     client = app.test_client()
     headers = {"Authorization": f"Bearer {secret}"}

@@ -319,10 +319,10 @@ def _fund_districts(count: int) -> None:
     services (the demo's own allocation would run out at a few thousand elders)."""
     from eldercare.accounts import User
     from eldercare.residents import District
-    from vouchers import pool
-    from vouchers.issuance import month_of
-    from vouchers.kinds import DEFAULT_KIND
-    from vouchers.policy import policy_on
+    from vouchers.issuance.monthly import month_of
+    from vouchers.pool import funding as pool
+    from vouchers.pool.kinds import DEFAULT_KIND
+    from vouchers.pool.policy import policy_on
 
     approver = db.session.scalar(sa.select(User).where(User.username == "bureau.approver"))
     amount = count * policy_on(DEFAULT_KIND, month_of(local_today())).monthly_cap_fen
@@ -337,12 +337,12 @@ def _fund_districts(count: int) -> None:
 def bench_issue(app) -> None:
     """Both benchmarks of the issue run's database: issuing, then reconciling its ledger."""
     from eldercare.residents import Resident
-    from vouchers import ledger
-    from vouchers.issuance import issue_monthly, month_of, next_month
+    from vouchers.issuance.monthly import issue_monthly, month_of, next_month
     from vouchers.jobs import BATCH_SIZE, commit_every
-    from vouchers.kinds import DEFAULT_KIND
     from vouchers.models import JournalLine, Voucher
-    from vouchers.policy import policy_on
+    from vouchers.pool import ledger
+    from vouchers.pool.kinds import DEFAULT_KIND
+    from vouchers.pool.policy import policy_on
 
     with app.app_context():
         build_demo()
@@ -404,7 +404,7 @@ def bench_issue(app) -> None:
 def demo_with_vouchers(count: int) -> list[int]:
     """The demo city plus ``count`` eligible elders with money for them and this month's
     vouchers issued (committed); their voucher ids. Runs in the caller's app context."""
-    from vouchers.issuance import issue_monthly, month_of
+    from vouchers.issuance.monthly import issue_monthly, month_of
     from vouchers.jobs import commit_every
     from vouchers.models import Voucher
 
@@ -430,8 +430,10 @@ def bench_redeem(app) -> None:
     from eldercare.accounts import User
     from marketplace import catalogue
     from marketplace.providers import provider_of
-    from vouchers import ledger, qr_tokens, redemption
     from vouchers.models import Redemption, Voucher
+    from vouchers.pool import ledger
+    from vouchers.redemption import qr_tokens
+    from vouchers.redemption import steps as redemption
 
     with app.app_context():
         vouchers = demo_with_vouchers(REDEEM_N)

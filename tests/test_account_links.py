@@ -125,8 +125,7 @@ def test_the_answer_never_tells_whether_the_id_number_is_registered(client, worl
     assert [response.status_code for response in responses] == [202, 202, 202]
     varying = {"id", "created_at", "masked_id_number", "name"}
     shown = [
-        {k: v for k, v in response.get_json().items() if k not in varying}
-        for response in responses
+        {k: v for k, v in response.get_json().items() if k not in varying} for response in responses
     ]
     assert shown[0] == shown[1] == shown[2]
     assert shown[0]["status"] == "pending"

@@ -16,8 +16,9 @@ def test_create_user_from_the_command_line(app, db_session):
 
 def test_short_password_and_taken_name_are_refused(app, db_session):
     runner = app.test_cli_runner()
-    short = runner.invoke(args=["accounts", "create-user", "x1y", "--role", "auditor"],
-                          input="short\nshort\n")
+    short = runner.invoke(
+        args=["accounts", "create-user", "x1y", "--role", "auditor"], input="short\nshort\n"
+    )
     assert short.exit_code != 0 and "password" in short.output
     args = ["accounts", "create-user", "dup", "--role", "auditor"]
     assert runner.invoke(args=args, input="a-long-password\na-long-password\n").exit_code == 0

@@ -3,7 +3,7 @@ EN = {"Accept-Language": "en"}
 
 def _menu(client):
     page = client.get("/", headers=EN).get_data(as_text=True)
-    return page[page.index('<nav class="main"'):page.index("</nav>")]
+    return page[page.index('<nav class="main"') : page.index("</nav>")]
 
 
 def test_each_role_sees_its_own_destinations(client, factory, login):

@@ -9,17 +9,17 @@ from vouchers import (  # noqa: F401  (imported for what importing them does)
     models,  # the tables, on the metadata
     views_bureau,  # the HTML pages, each module adding its routes to views.bp
     views_elder,
-    views_kinds,
-    views_parked,
-    views_redeem,
 )
 from vouchers.api import blp as api_blueprint
 from vouchers.cli import cli
 from vouchers.demo import build_demo
-from vouchers.gateway_views import bp as gateway_bp
+from vouchers.issuance import views_parked
 from vouchers.jobs import JOBS
-from vouchers.payments import JOBS as PAYMENT_JOBS
+from vouchers.pool import views_kinds
 from vouchers.ports import register_ports
+from vouchers.redemption import views_redeem
+from vouchers.redemption.gateway_views import bp as gateway_bp
+from vouchers.redemption.payments import JOBS as PAYMENT_JOBS
 from vouchers.views import bp, short_bp
 
 

@@ -29,8 +29,8 @@ from eldercare.db import db
 from eldercare.residents import Resident
 from marketplace import catalogue
 from vouchers.models import Redemption, Voucher
-from vouchers.policy import shown_rules
-from vouchers.redemption import usable_problem
+from vouchers.pool.policy import shown_rules
+from vouchers.redemption.steps import usable_problem
 
 blp = Blueprint("vouchers_api", __name__, url_prefix="/api/v1", description="Vouchers")
 
@@ -107,4 +107,5 @@ def shape_redemption(redemption: Redemption) -> dict:
 
 
 # The endpoints, each module adding its own to ``blp`` (imported for that alone).
-from vouchers import api_bureau, api_elders, api_partners, api_scanner  # noqa: E402, F401
+from vouchers import api_bureau, api_elders, api_partners  # noqa: E402, F401
+from vouchers.redemption import api_scanner  # noqa: E402, F401

@@ -21,9 +21,9 @@ from eldercare.errors import PermissionDenied
 from eldercare.residents import District
 from eldercare.timeutil import SHANGHAI
 from eldercare.tokens import token_required
-from vouchers import ledger, ledger_checks
 from vouchers.api import blp
 from vouchers.models import JournalEntry, JournalLine, LedgerAccount, Voucher
+from vouchers.pool import ledger, ledger_checks
 from vouchers.schemas import VouchersPoolSchema
 
 _DISTRICT_PREFIX = "district:"

@@ -22,10 +22,10 @@ from eldercare.errors import NotFound, PermissionDenied
 from eldercare.timeutil import local_today, now_utc
 from eldercare.tokens import token_required
 from marketplace import catalogue
-from vouchers import qr_tokens
 from vouchers.api import blp, shape_redemption, shape_voucher
 from vouchers.models import Redemption, TokenUse, Voucher
-from vouchers.redemption import month_of
+from vouchers.redemption import qr_tokens
+from vouchers.redemption.steps import month_of
 from vouchers.schemas import (
     VouchersElderRedemptionSchema,
     VouchersQrTokenSchema,

@@ -4,7 +4,7 @@ redemptions.
 
 - ``POST /voucher-kinds``: a bureau account ("bureau:write"; district staff for their
   district's elders) or a care institution's administrator ("providers:write", for an elder
-  it houses) sets the kind for the coming months (``vouchers.kinds.set_kind``).
+  it houses) sets the kind for the coming months (``vouchers.pool.kinds.set_kind``).
 - ``GET /bureau/vouchers``, ``GET /bureau/redemptions``: paged lists ("read" or
   "vouchers:read", a bureau account), filtered by month, district, status (and provider for
   redemptions); ``.../export`` streams one month as CSV or XLSX (``vouchers.exports``).
@@ -26,8 +26,9 @@ from eldercare.register import resident_id_error
 from eldercare.residents import Resident
 from eldercare.tokens import token_required
 from marketplace.providers import provider_of
-from vouchers import exports, kinds
+from vouchers import exports
 from vouchers.api import blp
+from vouchers.pool import kinds
 from vouchers.schemas import (
     VouchersBureauRedemptionExportSchema,
     VouchersBureauRedemptionPageSchema,

@@ -11,10 +11,10 @@ from flask.cli import AppGroup
 
 from eldercare.db import unit_of_work
 from eldercare.errors import InvalidInput
-from vouchers.eligibility_feed import process_eligibility_events
-from vouchers.issuance import expire_month, issue_monthly
+from vouchers.issuance.eligibility_feed import process_eligibility_events
+from vouchers.issuance.monthly import expire_month, issue_monthly
 from vouchers.jobs import BATCH_SIZE, commit_every
-from vouchers.ledger_checks import run_check
+from vouchers.pool.ledger_checks import run_check
 
 cli = AppGroup(
     "vouchers",

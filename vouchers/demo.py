@@ -17,8 +17,12 @@ from eldercare.residents import District
 from eldercare.timeutil import local_today
 from marketplace import catalogue
 from marketplace.providers import provider_of
-from vouchers import cards, issuance, ledger, pool, redemption
+from vouchers.issuance import monthly as issuance
 from vouchers.models import Redemption, Voucher, VoucherCard
+from vouchers.pool import funding as pool
+from vouchers.pool import ledger
+from vouchers.redemption import cards
+from vouchers.redemption import steps as redemption
 
 # The Shenyang pilot's 53.28 million yuan, central and local 9:1 (POLICY.md), in fen.
 PILOT_CENTRAL_FEN = 4_795_200_000

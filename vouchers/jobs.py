@@ -16,11 +16,11 @@ from eldercare.db import db
 from eldercare.job_runs import describe
 from eldercare.scheduler import JobFailed, ScheduledJob
 from eldercare.timeutil import local_today
-from vouchers.eligibility_feed import process_eligibility_events
-from vouchers.issuance import expire_month, issue_monthly, month_of
-from vouchers.ledger_checks import EVERY as LEDGER_CHECK_EVERY
-from vouchers.ledger_checks import verify_ledger_job
+from vouchers.issuance.eligibility_feed import process_eligibility_events
+from vouchers.issuance.monthly import expire_month, issue_monthly, month_of
 from vouchers.models import Voucher
+from vouchers.pool.ledger_checks import EVERY as LEDGER_CHECK_EVERY
+from vouchers.pool.ledger_checks import verify_ledger_job
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from eldercare.db import Base, UTCDateTime
 from eldercare.timeutil import now_utc
-from vouchers.pricing import MAX_QUANTITY
+from vouchers.redemption.pricing import MAX_QUANTITY
 
 VOUCHER_KINDS = ("home_community", "institutional")
 VOUCHER_STATUSES = ("active", "expired", "revoked")
@@ -59,7 +59,7 @@ class VoucherPolicy(Base):
         sa.CheckConstraint("evv_max_distance_m > 0 AND reversal_window_days >= 0", name="limits"),
         sa.UniqueConstraint("kind", "effective_from"),
         # On PostgreSQL migration 0007 adds an exclusion constraint (btree_gist) refusing two
-        # versions of one kind whose periods overlap; on SQLite vouchers.policy refuses them
+        # versions of one kind whose periods overlap; on SQLite vouchers.pool.policy refuses them
         # before the flush (``_refuse_overlapping_versions``).
     )
 
@@ -96,7 +96,7 @@ class VoucherPolicy(Base):
 class LedgerAccount(Base):
     """A bucket of the subsidy pool's money. Every movement is a balanced journal entry; the
     running total lives in the account's shard rows (``LedgerBalance``), and the balance is
-    their sum (``vouchers.ledger.balances``)."""
+    their sum (``vouchers.pool.ledger.balances``)."""
 
     __tablename__ = "ledger_accounts"
     __table_args__ = (sa.CheckConstraint("shards >= 1 AND shards <= 256", name="shards"),)
@@ -110,7 +110,7 @@ class LedgerAccount(Base):
     may_go_negative: Mapped[bool] = mapped_column(default=False)
     # How many rows hold the balance. 1 for most accounts (that row refuses to go below
     # zero); more for the accounts every redemption moves, so that two redemptions never
-    # wait for the same row (see vouchers.ledger).
+    # wait for the same row (see vouchers.pool.ledger).
     shards: Mapped[int] = mapped_column(default=1, server_default="1")
 
 
@@ -126,9 +126,7 @@ class LedgerBalance(Base):
         sa.CheckConstraint("shard >= 0", name="shard"),
     )
 
-    account_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("ledger_accounts.id"), primary_key=True
-    )
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("ledger_accounts.id"), primary_key=True)
     shard: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     balance_fen: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     # True for the funding sources and for every shard of a sharded account; False for the
@@ -242,7 +240,7 @@ class Voucher(Base):
 
     # The version in force on the day of issue: it fixed the face value (the month's cap).
     # Ratio, scope and the other rules of a service are the version in force on the day of
-    # the service (vouchers.policy.rules_for).
+    # the service (vouchers.pool.policy.rules_for).
     policy: Mapped[VoucherPolicy] = relationship()
 
 

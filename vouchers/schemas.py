@@ -17,7 +17,7 @@ from marshmallow import fields, validate
 from eldercare.api_fields import StrictInteger, page_limit, page_offset
 from eldercare.db import ROW_ID_MAX
 from vouchers.models import PAYMENT_METHODS, REDEMPTION_STATUSES, VOUCHER_KINDS, VOUCHER_STATUSES
-from vouchers.pricing import MAX_QUANTITY
+from vouchers.redemption.pricing import MAX_QUANTITY
 
 _LOCAL_TIME = {"description": "ISO 8601, in Asia/Shanghai (+08:00)"}
 _FEN = {"description": "in fen"}

@@ -43,7 +43,6 @@ from eldercare.navigation import Destination
 from eldercare.residents import District, Resident, mask_name
 from eldercare.timeutil import SHANGHAI, format_local, local_today, now_utc
 from marketplace.models import Provider, Service, ServiceCategory
-from vouchers import ledger, ledger_checks, payments, policy, pool
 from vouchers.errors import GatewayUnavailable
 from vouchers.models import (
     REDEMPTION_STATUSES,
@@ -56,6 +55,9 @@ from vouchers.models import (
     Voucher,
     VoucherPolicy,
 )
+from vouchers.pool import funding as pool
+from vouchers.pool import ledger, ledger_checks, policy
+from vouchers.redemption import payments
 from vouchers.views import bp
 from vouchers.views_elder import (
     KIND_LABELS,

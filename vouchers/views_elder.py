@@ -43,7 +43,6 @@ from eldercare.navigation import Destination
 from eldercare.residents import Resident
 from eldercare.timeutil import format_local, local_today, now_utc
 from marketplace.models import Provider, Service
-from vouchers import cards, kinds, qr_tokens
 from vouchers.errors import NoVoucherThisMonth
 from vouchers.models import (
     LIVE_FIRST,
@@ -53,7 +52,9 @@ from vouchers.models import (
     Voucher,
     VoucherCard,
 )
-from vouchers.policy import policy_on
+from vouchers.pool import kinds
+from vouchers.pool.policy import policy_on
+from vouchers.redemption import cards, qr_tokens
 from vouchers.views import bp, no_store
 
 KIND_LABELS = {
@@ -208,7 +209,7 @@ def card_image(resident: Resident, fmt: str) -> Response:
     card = card_of(resident.id)
     if card is None or card.status != "active" or fmt not in ("png", "svg"):
         raise NotFound()
-    from vouchers import qr_images  # written alongside these pages; imported when used
+    from vouchers.redemption import qr_images
 
     make = qr_images.card_png if fmt == "png" else qr_images.card_svg
     body = make(cards.card_url(card), cards.card_number(card), resident.name)
@@ -393,7 +394,7 @@ def _qr_token(resident_id: int) -> tuple[Voucher, str]:
 @roles_required(*ELDER_ROLES)
 def elder_qr_svg(resident_id: int):
     _voucher, token = _qr_token(resident_id)
-    from vouchers import qr_images
+    from vouchers.redemption import qr_images
 
     body = qr_images.qr_svg(qr_tokens.qr_url(token))
     return no_store(Response(body, mimetype="image/svg+xml"))
@@ -403,7 +404,7 @@ def elder_qr_svg(resident_id: int):
 @roles_required(*ELDER_ROLES)
 def elder_qr_png(resident_id: int):
     _voucher, token = _qr_token(resident_id)
-    from vouchers import qr_images
+    from vouchers.redemption import qr_images
 
     return no_store(Response(qr_images.qr_png(qr_tokens.qr_url(token)), mimetype="image/png"))
 

@@ -66,7 +66,7 @@ def upgrade():
 
     if op.get_bind().dialect.name == 'postgresql':
         # Two versions of one kind may not be in force on the same day. SQLite has no such
-        # constraint; vouchers.policy refuses the overlap before the flush on both.
+        # constraint; vouchers.pool.policy refuses the overlap before the flush on both.
         op.execute('CREATE EXTENSION IF NOT EXISTS btree_gist')
         op.execute(
             "ALTER TABLE voucher_policies ADD CONSTRAINT ex_voucher_policies_no_overlap "

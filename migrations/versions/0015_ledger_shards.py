@@ -20,7 +20,7 @@ down_revision = '0014'
 branch_labels = None
 depends_on = None
 
-# Kept in step with vouchers.ledger.SHARDED_ACCOUNTS (a migration never imports the app).
+# Kept in step with vouchers.pool.ledger.SHARDED_ACCOUNTS (a migration never imports the app).
 SHARDED = {"vouchers:outstanding": 32, "vouchers:held": 32, "redeemed:unsettled": 32}
 
 

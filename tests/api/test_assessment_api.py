@@ -749,18 +749,22 @@ def test_the_bureau_records_a_move_through_the_api(
     answer = response.get_json()
     assert answer["moved_out_on"] == moved.isoformat()
     assert answer["eligible_until"] == (moved - timedelta(days=1)).isoformat()
-    assert answer["vouchers_stop_from"] == date(
-        moved.year + (moved.month == 12), moved.month % 12 + 1, 1
-    ).isoformat()
+    assert (
+        answer["vouchers_stop_from"]
+        == date(moved.year + (moved.month == 12), moved.month % 12 + 1, 1).isoformat()
+    )
     assert world.elder.id_number not in response.get_data(as_text=True)
     again = api.post("/api/v1/residents/move-out", secret, json=body, lang="zh-CN")
     assert again.status_code == 409
     assert again.get_json()["error"]["message"] == f"已登记于 {moved.isoformat()} 迁出本市。"
-    assert db_session.scalar(
-        sa.select(sa.func.count()).select_from(AuditLog).where(
-            AuditLog.action == "resident.move_out"
+    assert (
+        db_session.scalar(
+            sa.select(sa.func.count())
+            .select_from(AuditLog)
+            .where(AuditLog.action == "resident.move_out")
         )
-    ) == 1
+        == 1
+    )
 
 
 @pytest.mark.parametrize(
@@ -835,8 +839,9 @@ def test_the_city_approver_adds_a_policy_version_through_the_api(
         ({"fee_refund_cap_fen": True}, "fee_refund_cap_fen"),
     ):
         response = api.post(
-            "/api/v1/eligibility-policies", secret, json=_policy_body(start + timedelta(days=40))
-            | bad
+            "/api/v1/eligibility-policies",
+            secret,
+            json=_policy_body(start + timedelta(days=40)) | bad,
         )
         assert response.status_code == 422 and field in _problem_fields(response)
     district = _write_token(bureau_token, roles=("bureau_approver",), district=world.heping)
@@ -867,9 +872,9 @@ def test_fee_refunds_are_listed_paged_filtered_and_district_scoped(
     district_staff = bureau_token(district=world.shenhe)
     scoped = api.get("/api/v1/assessment-fee-refunds", district_staff).get_json()
     assert [i["district"] for i in scoped["items"]] == ["210103"]
-    assert api.get(
-        "/api/v1/assessment-fee-refunds?district=210102", district_staff
-    ).status_code == 404
+    assert (
+        api.get("/api/v1/assessment-fee-refunds?district=210102", district_staff).status_code == 404
+    )
     bad = api.get("/api/v1/assessment-fee-refunds?month=July", city, lang="zh-CN")
     assert bad.status_code == 422
     assert bad.get_json()["error"]["details"]["month"] == "请按“年-月”填写月份，例如 2025-07。"
@@ -900,8 +905,9 @@ def test_bulk_review_through_the_api_lists_checks_and_decides_each_case(
     assert outcomes[cases[2].id]["code"] == "scores"
     assert outcomes[999_999]["code"] == "not_found"
     again = api.post(
-        "/api/v1/assessment-reviews", secret, json={"assessment_ids": [cases[0].id],
-                                                    "decision": "approve"}
+        "/api/v1/assessment-reviews",
+        secret,
+        json={"assessment_ids": [cases[0].id], "decision": "approve"},
     ).get_json()
     assert again["outcomes"][0]["code"] == "invalid_transition"
     for bad in ({"assessment_ids": [], "decision": "approve"},

@@ -18,9 +18,10 @@ from eldercare.tokens import issue_token
 from tests.marketplace.conftest import ELDER_HOME
 from tests.vouchers import conftest as voucher_fixtures
 from tests.vouchers.helpers import give_voucher
-from vouchers import cards, ledger, ledger_checks
-from vouchers.gateway import gateway
 from vouchers.models import JournalEntry, PaymentAttempt, Redemption, TokenUse, Voucher
+from vouchers.pool import ledger, ledger_checks
+from vouchers.redemption import cards
+from vouchers.redemption.gateway import gateway
 
 NEAR_HOME = {"latitude": ELDER_HOME[0] + 0.001, "longitude": ELDER_HOME[1]}  # ~110 m
 FAR = {"latitude": ELDER_HOME[0] + 0.01, "longitude": ELDER_HOME[1]}  # ~1.1 km
@@ -532,7 +533,7 @@ def test_polling_a_redemption_repairs_a_charge_that_landed_after_it_left_pending
     """3-D Secure: the hold was given back (here by hand, as an early release did) and the
     payer then authenticated. The scanner's poll finds the charge and redeems again, or
     refunds it when cash was taken meanwhile."""
-    from vouchers import redemption as redemptions
+    from vouchers.redemption import steps as redemptions
 
     r = priced(api, shop, elder, scanner)
     body = {
@@ -611,7 +612,7 @@ def test_reading_a_redemption_paid_in_cash_asks_the_gateway_nothing(
     from datetime import timedelta
 
     from eldercare.timeutil import now_utc
-    from vouchers import payments
+    from vouchers.redemption import payments
 
     r = priced(api, shop, elder, scanner)
     body = {"payment_method_id": payment_method("4000000000000341")}

@@ -14,7 +14,7 @@ from openapi_spec_validator import validate
 from eldercare.audit import AuditLog
 from tests.api import test_vouchers_api as base
 from tests.api.test_vouchers_api import error, money, priced, scan_and_check_in  # noqa: F401
-from vouchers.issuance import next_month
+from vouchers.issuance.monthly import next_month
 from vouchers.models import Redemption
 
 # The voucher API tests' fixtures, used here by name.
@@ -147,7 +147,7 @@ def _stay(shop):
 def test_the_bureau_and_the_institution_set_the_kind_through_the_api(
     api, shop, token, factory, db_session
 ):
-    from vouchers import kinds
+    from vouchers.pool import kinds
 
     number = shop.elder.id_number
     officer = token(shop.market.officer, ("read", "bureau:write"))

@@ -318,9 +318,10 @@ def test_the_bulk_list_shows_the_checks_and_one_decision_approves_the_passing_ca
     for case in (recorded[0], recorded[2]):
         assert _audits(db_session, "assessment.approve", case.id) == 1
     assert _audits(db_session, "assessment.approve", conflicted.id) == 0
-    assert db_session.scalar(
-        sa.select(FeeRefund.id).where(FeeRefund.assessment_id == conflicted.id)
-    ) is None
+    assert (
+        db_session.scalar(sa.select(FeeRefund.id).where(FeeRefund.assessment_id == conflicted.id))
+        is None
+    )
 
 
 def test_a_bulk_return_needs_a_reason_and_bad_selections_change_nothing(

@@ -13,10 +13,17 @@ EN = {"Accept-Language": "en"}
 def test_approver_certifies_a_new_agency(client, login, world, db_session):
     login(world.approver)
     code = compose_credit_code("91", "210104", "MA0DX1K3")
-    response = client.post("/assessment/agencies", data={
-        "name": "大东评估所", "licence_number": "PG-009", "credit_code": code,
-        "certified_until": (world.today + timedelta(days=365)).isoformat(),
-        "district_id": str(world.heping.id)}, headers=EN)
+    response = client.post(
+        "/assessment/agencies",
+        data={
+            "name": "大东评估所",
+            "licence_number": "PG-009",
+            "credit_code": code,
+            "certified_until": (world.today + timedelta(days=365)).isoformat(),
+            "district_id": str(world.heping.id),
+        },
+        headers=EN,
+    )
     assert response.status_code == 302
     assert "大东评估所" in client.get("/assessment/agencies").get_data(as_text=True)
     agency = db_session.scalar(sa.select(Agency).where(Agency.licence_number == "PG-009"))
@@ -26,9 +33,16 @@ def test_approver_certifies_a_new_agency(client, login, world, db_session):
 def test_a_wrong_credit_code_or_past_date_saves_nothing(client, login, world, db_session):
     login(world.approver)
     before = db_session.scalar(sa.select(sa.func.count()).select_from(Agency))
-    response = client.post("/assessment/agencies", data={
-        "name": "X", "licence_number": "PG-010", "credit_code": "91210104MA0DX1K3XX",
-        "certified_until": (world.today - timedelta(days=1)).isoformat()}, headers=EN)
+    response = client.post(
+        "/assessment/agencies",
+        data={
+            "name": "X",
+            "licence_number": "PG-010",
+            "credit_code": "91210104MA0DX1K3XX",
+            "certified_until": (world.today - timedelta(days=1)).isoformat(),
+        },
+        headers=EN,
+    )
     page = response.get_data(as_text=True)
     assert response.status_code == 422
     assert "not a valid unified social credit code" in page
@@ -39,11 +53,16 @@ def test_a_wrong_credit_code_or_past_date_saves_nothing(client, login, world, db
 def test_renewal_needs_a_reason_and_is_audited(client, login, world, db_session):
     login(world.approver)
     until = world.today + timedelta(days=700)
-    missing = client.post(f"/assessment/agencies/{world.agency.id}/renew",
-                          data={"certified_until": until.isoformat(), "reason": ""}, headers=EN)
+    missing = client.post(
+        f"/assessment/agencies/{world.agency.id}/renew",
+        data={"certified_until": until.isoformat(), "reason": ""},
+        headers=EN,
+    )
     assert missing.status_code == 422
-    ok = client.post(f"/assessment/agencies/{world.agency.id}/renew",
-                     data={"certified_until": until.isoformat(), "reason": "yearly review"})
+    ok = client.post(
+        f"/assessment/agencies/{world.agency.id}/renew",
+        data={"certified_until": until.isoformat(), "reason": "yearly review"},
+    )
     assert ok.status_code == 302
     db_session.refresh(world.agency)
     assert world.agency.certified_until == until
@@ -65,10 +84,16 @@ def _agency_admin(world, db_session):
 
 def test_agency_admin_registers_an_assessor_who_can_sign_in(client, login, world, db_session):
     login(_agency_admin(world, db_session))
-    response = client.post("/assessment/assessors", data={
-        "display_name": "钱学", "username": "assessor.qian", "password": "long-enough-pw",
-        "certificate_number": "C-777",
-        "valid_until": (world.today + timedelta(days=300)).isoformat()})
+    response = client.post(
+        "/assessment/assessors",
+        data={
+            "display_name": "钱学",
+            "username": "assessor.qian",
+            "password": "long-enough-pw",
+            "certificate_number": "C-777",
+            "valid_until": (world.today + timedelta(days=300)).isoformat(),
+        },
+    )
     assert response.status_code == 302
     assessor = db_session.scalar(sa.select(Assessor).where(Assessor.certificate_number == "C-777"))
     assert assessor.agency_id == world.agency.id
@@ -81,10 +106,17 @@ def test_agency_admin_registers_an_assessor_who_can_sign_in(client, login, world
 def test_bad_assessor_registration_saves_no_account(client, login, world, db_session):
     login(_agency_admin(world, db_session))
     users = db_session.scalar(sa.select(sa.func.count()).select_from(User))
-    response = client.post("/assessment/assessors", data={
-        "display_name": "钱学", "username": "assessor.qian", "password": "long-enough-pw",
-        "certificate_number": "C-001",  # already 李芳's
-        "valid_until": (world.today + timedelta(days=300)).isoformat()}, headers=EN)
+    response = client.post(
+        "/assessment/assessors",
+        data={
+            "display_name": "钱学",
+            "username": "assessor.qian",
+            "password": "long-enough-pw",
+            "certificate_number": "C-001",  # already 李芳's
+            "valid_until": (world.today + timedelta(days=300)).isoformat(),
+        },
+        headers=EN,
+    )
     assert response.status_code == 422
     assert "already registered as an assessor" in response.get_data(as_text=True)
     assert db_session.scalar(sa.select(sa.func.count()).select_from(User)) == users
@@ -93,10 +125,15 @@ def test_bad_assessor_registration_saves_no_account(client, login, world, db_ses
 def test_agency_admin_renews_only_own_assessors(client, login, world, db_session):
     login(_agency_admin(world, db_session))
     until = (world.today + timedelta(days=500)).isoformat()
-    assert client.post(f"/assessment/assessors/{world.li.id}/certificate",
-                       data={"valid_until": until}).status_code == 302
+    assert (
+        client.post(
+            f"/assessment/assessors/{world.li.id}/certificate", data={"valid_until": until}
+        ).status_code
+        == 302
+    )
     db_session.refresh(world.li)
     assert world.li.certificate_valid_until.isoformat() == until
-    other = client.post(f"/assessment/assessors/{world.wu.id}/certificate",
-                        data={"valid_until": until})
+    other = client.post(
+        f"/assessment/assessors/{world.wu.id}/certificate", data={"valid_until": until}
+    )
     assert other.status_code == 404

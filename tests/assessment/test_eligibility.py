@@ -19,10 +19,13 @@ from tests.assessment.helpers import add_years
 
 
 def _events(db_session, resident_id):
-    return list(db_session.execute(
-        sa.select(EligibilityEvent.kind, EligibilityEvent.effective_on)
-        .where(EligibilityEvent.resident_id == resident_id).order_by(EligibilityEvent.id)
-    ))
+    return list(
+        db_session.execute(
+            sa.select(EligibilityEvent.kind, EligibilityEvent.effective_on)
+            .where(EligibilityEvent.resident_id == resident_id)
+            .order_by(EligibilityEvent.id)
+        )
+    )
 
 
 def test_eligible_the_day_the_resident_turns_sixty(world, take_through):
@@ -48,7 +51,10 @@ def test_not_eligible_before_approval_or_below_moderate(world, take_through):
     take_through(total=70)  # mild
     result = eligibility_on(world.elder.id, world.today)
     assert (result.eligible, result.level, result.reason_codes) == (
-        False, "mild", ["level_below_threshold"])
+        False,
+        "mild",
+        ["level_below_threshold"],
+    )
 
 
 def test_death_ends_eligibility_and_emits_an_event(world, take_through, db_session):
@@ -65,8 +71,9 @@ def test_death_ends_eligibility_and_emits_an_event(world, take_through, db_sessi
     with pytest.raises(Conflict):
         record_death(world.elder, died, today=world.today)
     with pytest.raises(InvalidInput):
-        record_death(world.factory.resident(world.heping), world.today + timedelta(days=1),
-                     today=world.today)
+        record_death(
+            world.factory.resident(world.heping), world.today + timedelta(days=1), today=world.today
+        )
 
 
 def test_exclusion_while_it_lasts(world, take_through, db_session):
@@ -97,7 +104,10 @@ def test_every_failing_reason_is_listed(world, take_through):
     add_exclusion(younger, "basic_upgrade_project", world.today - timedelta(days=1))
     result = eligibility_on(younger.id, world.today)
     assert result.reason_codes == [
-        "under_age", "no_valid_assessment", "excluded:basic_upgrade_project"]
+        "under_age",
+        "no_valid_assessment",
+        "excluded:basic_upgrade_project",
+    ]
 
 
 def test_lookup_by_id_number_and_unknown_person(world, take_through):
@@ -110,8 +120,13 @@ def test_lookup_by_id_number_and_unknown_person(world, take_through):
 
 def test_a_newer_result_below_moderate_replaces_an_older_one(world, take_through):
     take_through(total=50)
-    newer = lifecycle.apply(world.elder, type="immediate", applied_by=world.officer,
-                            via="bureau", note="recovered after surgery")
+    newer = lifecycle.apply(
+        world.elder,
+        type="immediate",
+        applied_by=world.officer,
+        via="bureau",
+        note="recovered after surgery",
+    )
     lifecycle.assign(newer, world.agency)
     take_through_existing(world, newer, total=80)
     result = eligibility_on(world.elder.id, world.today)
@@ -124,23 +139,35 @@ def take_through_existing(world, case, total):
     from eldercare.timeutil import SHANGHAI
     from tests.assessment.helpers import items_with_total
 
-    lifecycle.schedule(case, datetime.combine(world.today, time(16), tzinfo=SHANGHAI),
-                       actor=world.li.user)
-    lifecycle.record(case, items=items_with_total(total), assessed_on=world.today,
-                     recorder=world.li, cosigner=world.zhao)
+    lifecycle.schedule(
+        case, datetime.combine(world.today, time(16), tzinfo=SHANGHAI), actor=world.li.user
+    )
+    lifecycle.record(
+        case,
+        items=items_with_total(total),
+        assessed_on=world.today,
+        recorder=world.li,
+        cosigner=world.zhao,
+    )
     lifecycle.approve(case, reviewer=world.approver)
 
 
-def test_policy_is_data_a_new_version_changes_the_rule_on_its_date(world, take_through,
-                                                                   db_session):
+def test_policy_is_data_a_new_version_changes_the_rule_on_its_date(world, take_through, db_session):
     take_through(total=50)  # moderate
     switch = world.today + timedelta(days=20)
     # Through the approver's service: the version before it ends there (versions may not
     # overlap; PostgreSQL's exclusion constraint refuses a bare overlapping row).
-    add_version(effective_from=switch, min_age=60, eligible_levels=["severe", "complete"],
-                assessment_validity_months=12, fee_refund_cap_fen=10_000,
-                conflict_lookback_months=12, expiry_reminder_days=30, note="test",
-                actor=world.approver)
+    add_version(
+        effective_from=switch,
+        min_age=60,
+        eligible_levels=["severe", "complete"],
+        assessment_validity_months=12,
+        fee_refund_cap_fen=10_000,
+        conflict_lookback_months=12,
+        expiry_reminder_days=30,
+        note="test",
+        actor=world.approver,
+    )
     assert eligibility_on(world.elder.id, switch - timedelta(days=1)).eligible
     assert eligibility_on(world.elder.id, world.today).holds_until >= switch - timedelta(days=1)
     assert eligibility_on(world.elder.id, switch).reason_codes == ["level_below_threshold"]

@@ -68,8 +68,6 @@ def test_assessments_from_before_the_first_policy_are_imported_and_count_in_july
     assert (july.eligible, july.level, july.assessment_id) == (True, "moderate", cases["H-1"].id)
     assert july.holds_until == date(2026, 1, 4)
     assert eligibility_on(elders[1].id, date(2025, 7, 1)).eligible
-    assert eligibility_on(elders[2].id, date(2025, 7, 1)).reason_codes == [
-        "level_below_threshold"
-    ]
+    assert eligibility_on(elders[2].id, date(2025, 7, 1)).reason_codes == ["level_below_threshold"]
     # Validity still ends 12 months after the visit.
     assert eligibility_on(elders[0].id, date(2026, 1, 5)).reason_codes == ["no_valid_assessment"]

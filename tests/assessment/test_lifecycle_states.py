@@ -34,8 +34,13 @@ def test_lifecycle_state_machine(world, db_session):
             super().__init__()
             self.savepoint = db_session.begin_nested()
             resident = world.factory.resident(world.heping, birth=date(1941, 2, 3))
-            self.case = lifecycle.apply(resident, type="first", applied_by=world.officer,
-                                        via="bureau", note=f"run {next(counter)}")
+            self.case = lifecycle.apply(
+                resident,
+                type="first",
+                applied_by=world.officer,
+                via="bureau",
+                note=f"run {next(counter)}",
+            )
             self.status = "applied"
 
         def teardown(self):
@@ -44,8 +49,16 @@ def test_lifecycle_state_machine(world, db_session):
         def _snapshot(self):
             c = self.case
             audit_rows = db_session.scalar(sa.select(sa.func.count()).select_from(AuditLog))
-            return (c.status, c.total, c.level, c.agency_id, c.valid_until, c.review_note,
-                    c.item_scores_json, audit_rows)
+            return (
+                c.status,
+                c.total,
+                c.level,
+                c.agency_id,
+                c.valid_until,
+                c.review_note,
+                c.item_scores_json,
+                audit_rows,
+            )
 
         def _attempt(self, action, call, legal_extra=True):
             before = self._snapshot()
@@ -67,16 +80,23 @@ def test_lifecycle_state_machine(world, db_session):
 
         @rule(days_ahead=st.sampled_from([0, 0, 1, 3, -1]))
         def schedule(self, days_ahead):
-            when = datetime.combine(world.today + timedelta(days=days_ahead), time(10),
-                                    tzinfo=SHANGHAI)
+            when = datetime.combine(
+                world.today + timedelta(days=days_ahead), time(10), tzinfo=SHANGHAI
+            )
             # Any assessor of the assigned agency may schedule.
             actor = world.wu.user if self.case.agency_id == world.other.id else world.li.user
-            self._attempt("schedule", lambda: lifecycle.schedule(self.case, when, actor=actor),
-                          legal_extra=days_ahead >= 0)
+            self._attempt(
+                "schedule",
+                lambda: lifecycle.schedule(self.case, when, actor=actor),
+                legal_extra=days_ahead >= 0,
+            )
 
         # Mostly good input, so that runs get far; bad input must still change nothing.
-        @rule(total=st.integers(0, 90), same_signer=st.sampled_from([False, False, True]),
-              bad_score=st.sampled_from([False, False, False, True]))
+        @rule(
+            total=st.integers(0, 90),
+            same_signer=st.sampled_from([False, False, True]),
+            bad_score=st.sampled_from([False, False, False, True]),
+        )
         def record(self, total, same_signer, bad_score):
             if self.case.agency_id == world.other.id:
                 first, second = world.wu, world.wu  # the other agency has one assessor
@@ -86,26 +106,35 @@ def test_lifecycle_state_machine(world, db_session):
             if bad_score:
                 items["eating"] = 7
             ok = first.id != second.id and not bad_score
-            self._attempt("record", lambda: lifecycle.record(
-                self.case, items=items, assessed_on=world.today, recorder=first,
-                cosigner=second), legal_extra=ok)
+            self._attempt(
+                "record",
+                lambda: lifecycle.record(
+                    self.case, items=items, assessed_on=world.today, recorder=first, cosigner=second
+                ),
+                legal_extra=ok,
+            )
 
         @rule()
         def approve(self):
-            self._attempt("approve", lambda: lifecycle.approve(self.case,
-                                                              reviewer=world.approver))
+            self._attempt("approve", lambda: lifecycle.approve(self.case, reviewer=world.approver))
 
         @rule(reason=st.sampled_from(["", "  ", "scores unclear"]))
         def return_(self, reason):
-            self._attempt("return", lambda: lifecycle.return_for_correction(
-                self.case, reviewer=world.approver, reason=reason),
-                legal_extra=bool(reason.strip()))
+            self._attempt(
+                "return",
+                lambda: lifecycle.return_for_correction(
+                    self.case, reviewer=world.approver, reason=reason
+                ),
+                legal_extra=bool(reason.strip()),
+            )
 
         @rule(reason=st.sampled_from(["", "", "", "elder withdrew"]))
         def cancel(self, reason):
-            self._attempt("cancel", lambda: lifecycle.cancel(self.case, actor=world.officer,
-                                                            reason=reason),
-                          legal_extra=bool(reason))
+            self._attempt(
+                "cancel",
+                lambda: lifecycle.cancel(self.case, actor=world.officer, reason=reason),
+                legal_extra=bool(reason),
+            )
 
         @rule(data=st.data())
         def advance(self, data):
@@ -120,8 +149,7 @@ def test_lifecycle_state_machine(world, db_session):
             elif action == "schedule":
                 self.schedule(days_ahead=0)
             elif action == "record":
-                self.record(total=data.draw(st.integers(0, 90)), same_signer=False,
-                            bad_score=False)
+                self.record(total=data.draw(st.integers(0, 90)), same_signer=False, bad_score=False)
             elif action == "return":
                 self.return_(reason="scores unclear")
             else:

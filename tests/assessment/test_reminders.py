@@ -11,12 +11,19 @@ def _notifications(db_session):
     return db_session.scalars(sa.select(Notification).order_by(Notification.id)).all()
 
 
-def test_reminds_elder_and_family_once_thirty_days_before_expiry(world, take_through,
-                                                                 db_session, app):
+def test_reminds_elder_and_family_once_thirty_days_before_expiry(
+    world, take_through, db_session, app
+):
     elder_user = world.factory.user("elder", roles=["elder"], resident=world.elder)
     son = world.factory.user("son", roles=["family_agent"])
-    db_session.add(FamilyLink(agent_user_id=son.id, resident_id=world.elder.id,
-                              relationship="child", consent_date=date(2025, 6, 1)))
+    db_session.add(
+        FamilyLink(
+            agent_user_id=son.id,
+            resident_id=world.elder.id,
+            relationship="child",
+            consent_date=date(2025, 6, 1),
+        )
+    )
     case = take_through(total=50)
     too_early = case.valid_until - timedelta(days=31)
     assert remind_expiring_assessments(today=too_early) == {"expiring": 0, "queued": 0}
@@ -39,8 +46,9 @@ def test_no_reminder_once_a_renewal_is_under_way(world, take_through, db_session
     world.factory.user("elder", roles=["elder"], resident=world.elder)
     case = take_through(total=50)
     window = case.valid_until - timedelta(days=10)
-    lifecycle.apply(world.elder, type="routine", applied_by=world.officer, via="bureau",
-                    today=window)
+    lifecycle.apply(
+        world.elder, type="routine", applied_by=world.officer, via="bureau", today=window
+    )
     assert remind_expiring_assessments(today=window) == {"expiring": 0, "queued": 0}
 
 

@@ -21,8 +21,10 @@ from marketplace.models import Provider, Service
 from marketplace.providers import staff_record
 from tests.e2e.helpers import contrast_failures, overflow, path_of, sign_in, small_targets
 from tests.vouchers.helpers import give_voucher
-from vouchers import ledger, pool, qr_tokens
 from vouchers.models import Voucher
+from vouchers.pool import funding as pool
+from vouchers.pool import ledger
+from vouchers.redemption import qr_tokens
 
 TARGETS = "main a, main button, main input:not([type=hidden]), main select, main textarea"
 
@@ -76,7 +78,8 @@ def _balance_fen(page: Page, selector: str) -> int:
 def test_staff_types_the_code_checks_in_and_takes_cash_on_a_phone(
     page: Page, live_server_app, wang_voucher
 ):
-    pytest.importorskip("vouchers.qr_decode")  # the typed code is read by token_from_text
+    # the typed code is read by token_from_text
+    pytest.importorskip("vouchers.redemption.qr_decode")
     sign_in(page, "provider.staff")
     page.goto("/vouchers/scan")
     expect(page.locator("#code-form")).to_be_visible()

@@ -30,7 +30,7 @@ from tests.e2e.helpers import path_of, sign_in
 from tests.vouchers.conftest import GATEWAY_WEBHOOK_SECRET
 from tests.vouchers.localstripe_server import TEST_SECRET_KEY, LocalStripe
 from vouchers.models import TokenUse
-from vouchers.qr_tokens import normalise_code, token_digest
+from vouchers.redemption.qr_tokens import normalise_code, token_digest
 
 STATION = {"latitude": 41.7760, "longitude": 123.4340}  # 和平区南湖社区养老服务站
 

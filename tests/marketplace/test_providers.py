@@ -22,10 +22,20 @@ def test_a_wrong_credit_code_is_refused_and_nothing_saved(market, db_session):
     admin = market.factory.user("newcomer", roles=["provider_admin"])
     with pytest.raises(InvalidInput) as excinfo:
         providers.apply_provider(
-            applicant=admin, name="X", credit_code="52210102NH0000019Z", type="home_service",
-            district=market.heping, address="a", latitude=41.7, longitude=123.4,
-            service_districts=[market.heping], contact_name="c", contact_phone="13800001111",
-            bank_account_name="x", bank_name="y", bank_account_number="62220000111122",
+            applicant=admin,
+            name="X",
+            credit_code="52210102NH0000019Z",
+            type="home_service",
+            district=market.heping,
+            address="a",
+            latitude=41.7,
+            longitude=123.4,
+            service_districts=[market.heping],
+            contact_name="c",
+            contact_phone="13800001111",
+            bank_account_name="x",
+            bank_name="y",
+            bank_account_number="62220000111122",
         )
     assert "credit_code" in excinfo.value.details
     assert db_session.scalar(sa.select(sa.func.count()).select_from(Provider)) == count

@@ -11,7 +11,7 @@ from marketplace.staff import invite_staff
 from tests.assessment.conftest import take_through, world  # noqa: F401  (fixtures)
 from tests.marketplace.conftest import ELDER_HOME, market  # noqa: F401  (fixtures)
 from tests.vouchers.helpers import give_voucher
-from vouchers import pool
+from vouchers.pool import funding as pool
 
 TOTAL_FOR_LEVEL = {"moderate": 50, "severe": 40, "complete": 20, "mild": 70}
 

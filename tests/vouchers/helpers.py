@@ -3,9 +3,9 @@
 from datetime import date, timedelta
 
 from eldercare.db import db
-from vouchers import ledger
 from vouchers.models import Voucher
-from vouchers.policy import policy_on
+from vouchers.pool import ledger
+from vouchers.pool.policy import policy_on
 
 
 def give_voucher(resident, day: date, kind: str = "home_community") -> Voucher:

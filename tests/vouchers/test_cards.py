@@ -18,9 +18,11 @@ from eldercare.errors import InvalidInput
 from eldercare.timeutil import local_today
 from tests.conftest import TEST_CONFIG
 from tests.vouchers.helpers import give_voucher
-from vouchers import cards, ledger, pool
 from vouchers.errors import CardLocked, CardNotValid, NoVoucherThisMonth, WrongPin
 from vouchers.models import TokenUse, Voucher, VoucherCard
+from vouchers.pool import funding as pool
+from vouchers.pool import ledger
+from vouchers.redemption import cards
 
 PIN = "583019"
 

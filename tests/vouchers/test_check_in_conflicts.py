@@ -4,8 +4,8 @@ by a second tab or phone. Any other constraint error is a real error and is rais
 import pytest
 import sqlalchemy as sa
 
-from vouchers import redemption
 from vouchers.models import Redemption
+from vouchers.redemption import steps as redemption
 
 
 def _check_in(shop, digest):

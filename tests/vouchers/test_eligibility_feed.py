@@ -16,10 +16,10 @@ from eldercare.db import db
 from eldercare.demo import build_demo
 from eldercare.errors import Conflict
 from eldercare.timeutil import local_today
-from vouchers import eligibility_feed, issuance, ledger
-from vouchers.eligibility_feed import process_eligibility_events, retry_parked
-from vouchers.issuance import month_of
-from vouchers.kinds import choose_kind
+from vouchers.issuance import eligibility_feed
+from vouchers.issuance import monthly as issuance
+from vouchers.issuance.eligibility_feed import process_eligibility_events, retry_parked
+from vouchers.issuance.monthly import month_of
 from vouchers.models import (
     EligibilityStart,
     EventCursor,
@@ -28,6 +28,8 @@ from vouchers.models import (
     Voucher,
     VoucherPolicy,
 )
+from vouchers.pool import ledger
+from vouchers.pool.kinds import choose_kind
 
 
 @pytest.fixture

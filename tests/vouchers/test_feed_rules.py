@@ -14,11 +14,12 @@ from eldercare.notifications import Notification
 from eldercare.timeutil import SHANGHAI
 from marketplace.models import ServicePrice
 from tests.conftest import ON_POSTGRES
-from vouchers import ledger, redemption
-from vouchers.eligibility_feed import process_eligibility_events
 from vouchers.errors import OutOfScope
-from vouchers.issuance import issue_for, issue_monthly, month_of, next_month, revoke_for
+from vouchers.issuance.eligibility_feed import process_eligibility_events
+from vouchers.issuance.monthly import issue_for, issue_monthly, month_of, next_month, revoke_for
 from vouchers.models import Voucher, VoucherPolicy
+from vouchers.pool import ledger
+from vouchers.redemption import steps as redemption
 from vouchers.views_elder import voucher_in
 
 HOME_CAP = 50_000

@@ -18,9 +18,9 @@ from flask_babel import force_locale
 from eldercare.config import ConfigError, check_config
 from tests.vouchers.conftest import GATEWAY_WEBHOOK_SECRET
 from tests.vouchers.localstripe_server import TEST_SECRET_KEY
-from vouchers import gateway as gw
 from vouchers.errors import BadSignature, CardDeclined, GatewayError, GatewayUnavailable
-from vouchers.webhooks import sign, verify_signature
+from vouchers.redemption import gateway as gw
+from vouchers.redemption.webhooks import sign, verify_signature
 
 VISA = "4242424242424242"
 DECLINED_ON_CHARGE = "4000000000000341"

@@ -9,9 +9,8 @@ import sqlalchemy as sa
 from assessment.eligibility import add_exclusion, record_death, record_move_out
 from eldercare.audit import AuditLog
 from eldercare.errors import InvalidInput
-from vouchers import ledger, pool
-from vouchers.eligibility_feed import process_eligibility_events
-from vouchers.issuance import (
+from vouchers.issuance.eligibility_feed import process_eligibility_events
+from vouchers.issuance.monthly import (
     issue_for,
     issue_monthly,
     month_of,
@@ -20,7 +19,6 @@ from vouchers.issuance import (
     revoke_for,
     try_issue,
 )
-from vouchers.kinds import choose_kind, kind_for
 from vouchers.models import (
     EventCursor,
     JournalEntry,
@@ -28,6 +26,9 @@ from vouchers.models import (
     Shortfall,
     Voucher,
 )
+from vouchers.pool import funding as pool
+from vouchers.pool import ledger
+from vouchers.pool.kinds import choose_kind, kind_for
 
 HEPING = "district:210102:available"
 SHENHE = "district:210103:available"
@@ -340,7 +341,7 @@ def _hold(voucher, amount):
 def test_expiry_returns_the_balance_and_is_idempotent(
     scheme, current, last_months_voucher, db_session
 ):
-    from vouchers.issuance import expire_month
+    from vouchers.issuance.monthly import expire_month
 
     month = previous_month(current)
     issue_monthly(current)
@@ -369,7 +370,7 @@ def test_expiry_returns_the_balance_and_is_idempotent(
 def test_expiry_of_a_voucher_with_a_payment_in_flight_returns_the_rest_at_once(
     scheme, current, last_months_voucher, db_session
 ):
-    from vouchers.issuance import expire_month
+    from vouchers.issuance.monthly import expire_month
 
     district_before = ledger.balances()[HEPING]
     _hold(last_months_voucher, 12_000)
@@ -383,7 +384,7 @@ def test_expiry_of_a_voucher_with_a_payment_in_flight_returns_the_rest_at_once(
 
 
 def test_the_current_month_cannot_expire(scheme, current, db_session):
-    from vouchers.issuance import expire_month
+    from vouchers.issuance.monthly import expire_month
 
     issue_monthly(current)
     with pytest.raises(InvalidInput):

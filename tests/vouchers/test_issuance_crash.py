@@ -25,9 +25,9 @@ from eldercare.residents import District, Resident, compose_resident_id
 from eldercare.timeutil import local_today
 from tests.conftest import ON_POSTGRES, TEST_CONFIG, fresh_postgres_database
 from tests.vouchers.helpers import approved_moderate
-from vouchers import ledger
-from vouchers.issuance import issue_monthly, month_of, try_issue
+from vouchers.issuance.monthly import issue_monthly, month_of, try_issue
 from vouchers.models import JournalEntry, JournalLine, LedgerAccount, Voucher
+from vouchers.pool import ledger
 
 ROOT = Path(__file__).resolve().parents[2]
 CAP = 50_000
@@ -280,8 +280,8 @@ def test_a_withdrawal_from_the_district_while_a_batch_is_sized_cannot_make_it_ov
     funds) and the whole run fail. The batch now reads the balance with the row locked, so
     the withdrawal waits for the batch (and then finds the money reserved)."""
     from tests.vouchers.interleave import Interleaving, Pause
-    from vouchers import pool
     from vouchers.errors import InsufficientFunds
+    from vouchers.pool import funding as pool
 
     month = month_of(local_today())
     with private_database("postgres", tmp_path) as url, migrated_app(url) as app:

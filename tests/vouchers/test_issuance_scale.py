@@ -9,9 +9,10 @@ from eldercare import audit
 from eldercare.audit import AuditLog
 from eldercare.residents import Resident, compose_resident_id
 from tests.vouchers.helpers import approved_moderate
-from vouchers import ledger, pool
-from vouchers.issuance import issue_monthly, month_of
+from vouchers.issuance.monthly import issue_monthly, month_of
 from vouchers.models import Voucher
+from vouchers.pool import funding as pool
+from vouchers.pool import ledger
 
 CAP = 50_000
 
@@ -127,7 +128,7 @@ def _vouchers_for(session, district, ids, month):
 
 
 def test_expiring_5_or_50_vouchers_of_a_district_costs_the_same_statements(scheme, db_session):
-    from vouchers.issuance import expire_month, previous_month
+    from vouchers.issuance.monthly import expire_month, previous_month
 
     w = scheme.world
     current = month_of(scheme.today)

@@ -21,9 +21,10 @@ from tests.vouchers.test_issuance_crash import (
     private_database,
     seed_elders,
 )
-from vouchers import jobs, ledger
-from vouchers.issuance import issuance_day, month_of, previous_month, try_issue
+from vouchers import jobs
+from vouchers.issuance.monthly import issuance_day, month_of, previous_month, try_issue
 from vouchers.models import Voucher, VoucherPolicy
+from vouchers.pool import ledger
 
 MONTHLY = "vouchers-monthly"
 

@@ -14,9 +14,9 @@ from eldercare import timeutil
 from eldercare.db import db
 from eldercare.scheduler import add_jobs, all_jobs, make_scheduler
 from tests.vouchers.test_issuance_crash import CAP, migrated_app, private_database, seed_elders
-from vouchers import ledger
-from vouchers.issuance import month_of, next_month
+from vouchers.issuance.monthly import month_of, next_month
 from vouchers.models import Voucher
+from vouchers.pool import ledger
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 ELDERS = 4

@@ -11,9 +11,9 @@ from eldercare.errors import InvalidInput, NotFound, PermissionDenied
 from eldercare.timeutil import SHANGHAI
 from marketplace import bookings
 from tests.vouchers.helpers import give_voucher
-from vouchers import kinds
-from vouchers.issuance import issue_for, next_month, revoke_for
+from vouchers.issuance.monthly import issue_for, next_month, revoke_for
 from vouchers.models import KindChoice, Voucher
+from vouchers.pool import kinds
 
 INSTITUTIONAL_CAP = 80_000
 

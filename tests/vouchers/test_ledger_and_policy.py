@@ -9,10 +9,11 @@ from hypothesis import strategies as st
 from eldercare.db import db
 from eldercare.errors import Conflict, InvalidInput
 from eldercare.timeutil import local_today
-from vouchers import ledger, pool
 from vouchers.errors import InsufficientFunds
 from vouchers.models import JournalEntry, LedgerAccount, LedgerBalance, VoucherPolicy
-from vouchers.policy import add_version, policy_on
+from vouchers.pool import funding as pool
+from vouchers.pool import ledger
+from vouchers.pool.policy import add_version, policy_on
 
 CATEGORIES = {"meal_help", "bathing", "cleaning", "long_term_stay", "day_care"}
 

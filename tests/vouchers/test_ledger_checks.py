@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from eldercare.scheduler import JobFailed
 from eldercare.timeutil import now_utc
 from tests.vouchers.helpers import give_voucher
-from vouchers import ledger_checks
 from vouchers.models import JournalLine, LedgerCheckRun, Voucher
+from vouchers.pool import ledger_checks
 
 
 def _pool(client, language="en") -> str:

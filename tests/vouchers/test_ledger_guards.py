@@ -6,8 +6,8 @@ import sqlalchemy as sa
 
 from eldercare.db import db
 from tests.conftest import ON_POSTGRES
-from vouchers import ledger
 from vouchers.models import JournalEntry, JournalLine, LedgerAccount
+from vouchers.pool import ledger
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eldercare.db import db
-from vouchers import ledger
 from vouchers.errors import InsufficientFunds
 from vouchers.models import LedgerAccount, LedgerBalance
+from vouchers.pool import ledger
 
 DISTRICT = "district:210102:available"
 HOT = ("vouchers:outstanding", "vouchers:held", "redeemed:unsettled")

@@ -23,8 +23,11 @@ from eldercare.db import db
 from eldercare.errors import DomainError
 from eldercare.timeutil import now_utc
 from marketplace import catalogue
-from vouchers import issuance, ledger, pool, redemption
+from vouchers.issuance import monthly as issuance
 from vouchers.models import JournalEntry, JournalLine, LedgerAccount, Redemption, Voucher
+from vouchers.pool import funding as pool
+from vouchers.pool import ledger
+from vouchers.redemption import steps as redemption
 
 DISTRICT = "district:210102:available"
 

@@ -12,8 +12,10 @@ import sqlalchemy as sa
 from eldercare.db import db
 from eldercare.timeutil import now_utc
 from tests.vouchers.helpers import give_voucher
-from vouchers import issuance, ledger, redemption
+from vouchers.issuance import monthly as issuance
 from vouchers.models import LedgerCheckRun, Redemption, Voucher
+from vouchers.pool import ledger
+from vouchers.redemption import steps as redemption
 
 
 def _buy(shop, voucher, digest, then="cash"):

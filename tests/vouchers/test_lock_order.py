@@ -1,4 +1,4 @@
-"""One global lock order for money transactions (see ``vouchers.ledger``): pairs of money
+"""One global lock order for money transactions (see ``vouchers.pool.ledger``): pairs of money
 transactions that touch the same rows, run at the same moment on PostgreSQL, never deadlock
 and leave the books and every sub-ledger balanced.
 
@@ -16,9 +16,12 @@ from eldercare.timeutil import local_today
 from marketplace import catalogue
 from marketplace.providers import provider_of
 from tests.vouchers.interleave import Interleaving, Pause, set_deadlock_timeout
-from vouchers import issuance, ledger, payments, redemption
 from vouchers.errors import VoucherNotUsable
+from vouchers.issuance import monthly as issuance
 from vouchers.models import LedgerAccount, Redemption, Voucher
+from vouchers.pool import ledger
+from vouchers.redemption import payments
+from vouchers.redemption import steps as redemption
 
 pytestmark = pytest.mark.postgres
 
@@ -368,7 +371,7 @@ def test_a_feed_run_revoking_two_elders_and_a_release_do_not_deadlock(city):
     vouchers:outstanding, which the first revocation moved."""
     from assessment.eligibility import record_death
     from eldercare.residents import Resident
-    from vouchers.eligibility_feed import process_eligibility_events
+    from vouchers.issuance.eligibility_feed import process_eligibility_events
 
     app, (wang_voucher, other_voucher) = city
     with app.app_context():

@@ -20,11 +20,13 @@ from eldercare.db import db
 from eldercare.timeutil import now_utc
 from tests.vouchers.conftest import GATEWAY_WEBHOOK_SECRET
 from tests.vouchers.localstripe_server import TEST_SECRET_KEY
-from vouchers import ledger, payments, redemption
 from vouchers.errors import CardDeclined, GatewayError, GatewayUnavailable
-from vouchers.gateway import gateway, outcome
 from vouchers.models import JournalEntry, PaymentAttempt, Redemption, Voucher
-from vouchers.webhooks import sign
+from vouchers.pool import ledger
+from vouchers.redemption import payments
+from vouchers.redemption import steps as redemption
+from vouchers.redemption.gateway import gateway, outcome
+from vouchers.redemption.webhooks import sign
 
 VISA = payments.Card("4242424242424242", 12, 2030, "123")
 DECLINED = payments.Card("4000000000000341", 12, 2030, "123")

@@ -37,10 +37,11 @@ from tests.vouchers.test_payments import (
     pointed_at,
     priced,
 )
-from vouchers import payments, redemption
 from vouchers.errors import CardDeclined, GatewayUnavailable
-from vouchers.gateway import Gateway, amount_refunded, gateway
 from vouchers.models import JournalEntry, PaymentAttempt, Redemption
+from vouchers.redemption import payments
+from vouchers.redemption import steps as redemption
+from vouchers.redemption.gateway import Gateway, amount_refunded, gateway
 
 LATER = timedelta(minutes=16)
 LOCKS_HELD = sa.text(
@@ -270,7 +271,7 @@ def test_resolving_a_stuck_payment_asks_the_gateway_before_it_audits(
 
 
 def test_the_client_pins_the_gateways_api_version(app_ctx, stoppable_localstripe):
-    from vouchers.gateway import STRIPE_VERSION
+    from vouchers.redemption.gateway import STRIPE_VERSION
 
     gw = Gateway(stoppable_localstripe.url, "sk_test_eldercare_localstripe")
     gw.create_payment_intent(900, idempotency_key="pin-version", description="d")

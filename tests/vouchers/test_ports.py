@@ -6,8 +6,8 @@ from assessment.conflicts import last_served
 from marketplace.credit import fraud_flags
 from marketplace.voucher_scope import accepts_vouchers
 from tests.vouchers.helpers import give_voucher
-from vouchers import redemption
-from vouchers.policy import add_version, policy_on
+from vouchers.pool.policy import add_version, policy_on
+from vouchers.redemption import steps as redemption
 
 
 def test_the_voucher_scope_is_the_policies_in_force(scheme, db_session):
@@ -63,7 +63,7 @@ def test_a_redemption_is_service_history_for_the_conflict_rule(shop):
 
 
 def test_give_voucher_helper_reserves_from_the_district(scheme):
-    from vouchers import ledger
+    from vouchers.pool import ledger
 
     before = ledger.balances()["district:210102:available"]
     give_voucher(scheme.elder, scheme.today)

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from eldercare.errors import InvalidInput
-from vouchers.pricing import MAX_PRICE_FEN, MAX_QUANTITY, split, split_units
+from vouchers.redemption.pricing import MAX_PRICE_FEN, MAX_QUANTITY, split, split_units
 
 # price, insurance, ratio, remaining -> subsidy, co-payment
 TABLE = [

@@ -11,9 +11,9 @@ from PIL import Image
 
 from eldercare.errors import InvalidInput
 from tests.vouchers.helpers import give_voucher
-from vouchers import cards, qr_images
-from vouchers.qr_decode import decode_qr, is_card_reference, token_from_text
-from vouchers.qr_tokens import make_token, qr_url
+from vouchers.redemption import cards, qr_images
+from vouchers.redemption.qr_decode import decode_qr, is_card_reference, token_from_text
+from vouchers.redemption.qr_tokens import make_token, qr_url
 
 BASE = "https://vouchers.example.cn"
 _MODULE = re.compile(r"M(\d+),(\d+)")

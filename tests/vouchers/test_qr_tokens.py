@@ -14,7 +14,6 @@ from eldercare.demo import build_demo
 from eldercare.errors import InvalidInput
 from eldercare.timeutil import local_today, now_utc
 from tests.vouchers.helpers import give_voucher
-from vouchers import ledger, pool, qr_tokens
 from vouchers.errors import (
     TokenExpired,
     TokenForged,
@@ -23,7 +22,10 @@ from vouchers.errors import (
     VoucherRevoked,
 )
 from vouchers.models import TokenUse, Voucher
-from vouchers.qr_tokens import consume_token, make_token, qr_url, read_token
+from vouchers.pool import funding as pool
+from vouchers.pool import ledger
+from vouchers.redemption import qr_tokens
+from vouchers.redemption.qr_tokens import consume_token, make_token, qr_url, read_token
 
 # 12:00:30 UTC: in the middle of a window, so +/- 29 seconds stays in it.
 NOON = datetime(2025, 6, 10, 12, 0, 30, tzinfo=UTC)

@@ -26,8 +26,9 @@ from tests.api.test_vouchers_api import Api, qr_token
 from tests.conftest import ON_POSTGRES
 from tests.vouchers import conftest as voucher_fixtures
 from tests.vouchers.helpers import give_voucher
-from vouchers import qr_tokens, redemption
 from vouchers.models import Redemption
+from vouchers.redemption import qr_tokens
+from vouchers.redemption import steps as redemption
 
 market = voucher_fixtures.market
 world = voucher_fixtures.world

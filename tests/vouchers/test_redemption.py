@@ -13,7 +13,6 @@ from eldercare.timeutil import now_utc
 from marketplace import providers
 from marketplace.errors import ProviderNotCertified
 from tests.marketplace.conftest import ELDER_HOME
-from vouchers import issuance, ledger, redemption
 from vouchers.errors import (
     ElderNotEligible,
     InsufficientBalance,
@@ -24,7 +23,10 @@ from vouchers.errors import (
     TooFarAway,
     VoucherNotUsable,
 )
+from vouchers.issuance import monthly as issuance
 from vouchers.models import Redemption, Voucher
+from vouchers.pool import ledger
+from vouchers.redemption import steps as redemption
 
 NEAR_HOME = (ELDER_HOME[0] + 0.001, ELDER_HOME[1])  # about 110 m north of the elder's door
 FAR = (ELDER_HOME[0] + 0.01, ELDER_HOME[1])  # about 1.1 km
@@ -287,7 +289,7 @@ def test_pricing_after_another_phone_spent_the_voucher_says_it_is_used_up(shop, 
 
 
 def test_a_payment_in_flight_when_the_elder_dies_sends_its_money_to_the_district(shop, db_session):
-    from vouchers.issuance import revoke_for
+    from vouchers.issuance.monthly import revoke_for
 
     r = scan(shop)
     redemption.set_price(r, price_fen=1500, staff_user=shop.caregiver)

@@ -13,9 +13,11 @@ from marketplace import catalogue
 from marketplace.providers import provider_of
 from tests.vouchers.helpers import give_voucher
 from tests.vouchers.interleave import Interleaving, Pause
-from vouchers import ledger, pool, redemption
 from vouchers.errors import InsufficientBalance, RedemptionStateError, VoucherNotUsable
 from vouchers.models import Redemption, Voucher
+from vouchers.pool import funding as pool
+from vouchers.pool import ledger
+from vouchers.redemption import steps as redemption
 
 pytestmark = pytest.mark.postgres
 

@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from eldercare.db import db
 from eldercare.forms import FormErrors
 from tests.vouchers.helpers import give_voucher
-from vouchers import ledger
 from vouchers.models import JournalEntry, Shortfall, VoucherCard, VoucherPolicy
+from vouchers.pool import ledger
 from vouchers.views_bureau import parse_amount
 
 
@@ -247,7 +247,7 @@ def test_the_redemption_list_filters(scheme, client, login):
 
 
 def test_the_bureau_list_links_each_redemption_and_bad_filters_are_ignored(shop, client, login):
-    from vouchers import redemption
+    from vouchers.redemption import steps as redemption
 
     r = redemption.check_in(
         shop.voucher,

@@ -12,8 +12,8 @@ from eldercare.audit import AuditLog
 from eldercare.db import db
 from eldercare.timeutil import now_utc
 from tests.vouchers.helpers import give_voucher
-from vouchers import qr_tokens
 from vouchers.models import KindChoice, VoucherCard
+from vouchers.redemption import qr_tokens
 
 zxingcpp = pytest.importorskip("zxingcpp")
 Image = pytest.importorskip("PIL.Image")

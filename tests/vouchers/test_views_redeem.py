@@ -10,9 +10,10 @@ import sqlalchemy as sa
 
 from eldercare.timeutil import now_utc
 from tests.marketplace.conftest import ELDER_HOME
-from vouchers import ledger, qr_tokens
 from vouchers.models import JournalEntry, Redemption, TokenUse
-from vouchers.qr_tokens import make_token
+from vouchers.pool import ledger
+from vouchers.redemption import qr_tokens
+from vouchers.redemption.qr_tokens import make_token
 
 NEAR_HOME = (ELDER_HOME[0] + 0.001, ELDER_HOME[1])  # about 110 m from the elder's door
 FAR = (ELDER_HOME[0] + 0.01, ELDER_HOME[1])  # about 1.1 km
@@ -295,7 +296,7 @@ def test_not_signed_in_goes_to_the_login_and_back(shop, en, db_session):
 
 
 def test_typed_code_with_dashes_and_lowercase_works(shop, en, login):
-    pytest.importorskip("vouchers.qr_decode")
+    pytest.importorskip("vouchers.redemption.qr_decode")
     sign_in_caregiver(shop, login)
     token = make_token(shop.voucher.id)
     typed = qr_tokens.group(token).replace(" ", "-").lower()
@@ -308,8 +309,8 @@ def test_typed_code_with_dashes_and_lowercase_works(shop, en, login):
 
 
 def test_photo_upload_is_decoded_on_the_server(shop, en, login):
-    qr_images = pytest.importorskip("vouchers.qr_images")
-    pytest.importorskip("vouchers.qr_decode")
+    qr_images = pytest.importorskip("vouchers.redemption.qr_images")
+    pytest.importorskip("vouchers.redemption.qr_decode")
     sign_in_caregiver(shop, login)
     token = make_token(shop.voucher.id)
     with en.application.test_request_context():
@@ -343,8 +344,8 @@ def _blank_png() -> bytes:
 
 
 def test_camera_frames_answer_json(shop, en, login):
-    qr_images = pytest.importorskip("vouchers.qr_images")
-    pytest.importorskip("vouchers.qr_decode")
+    qr_images = pytest.importorskip("vouchers.redemption.qr_images")
+    pytest.importorskip("vouchers.redemption.qr_decode")
     from io import BytesIO
 
     sign_in_caregiver(shop, login)
@@ -460,7 +461,7 @@ def test_reversal_from_the_page_refunds_the_card(shop, en, login, db_session, ga
 
 
 def test_printed_card_asks_for_the_pin_then_opens_the_voucher(shop, en, login, db_session):
-    from vouchers import cards
+    from vouchers.redemption import cards
 
     card = cards.issue_card(shop.elder.id, "583920", actor=shop.son)
     sign_in_caregiver(shop, login)
@@ -477,7 +478,7 @@ def test_printed_card_asks_for_the_pin_then_opens_the_voucher(shop, en, login, d
 
 
 def test_five_wrong_pins_lock_the_card(shop, en, login, db_session):
-    from vouchers import cards
+    from vouchers.redemption import cards
 
     card = cards.issue_card(shop.elder.id, "583920", actor=shop.son)
     sign_in_caregiver(shop, login)
@@ -545,7 +546,7 @@ def test_a_double_tap_and_the_status_page_during_an_in_flight_charge_release_not
     waiting page refreshes. Neither may give the hold back nor start a second attempt: the
     intent still reads "requires a payment method" only because the first confirm has not
     landed yet."""
-    from vouchers.gateway import Gateway
+    from vouchers.redemption.gateway import Gateway
 
     sign_in_caregiver(shop, login)
     where = priced(en, shop)
@@ -659,9 +660,9 @@ def test_resolving_a_payment_the_card_did_pay_redeems_it_and_other_districts_see
     """The charge went through but nothing recorded it (the desk's phone died): the
     bureau's resolve asks the gateway first and completes the redemption instead of giving
     the hold back. An officer of another district, or the elder, cannot reach it."""
-    from vouchers import payments
-    from vouchers import redemption as redemptions
-    from vouchers.gateway import gateway
+    from vouchers.redemption import payments
+    from vouchers.redemption import steps as redemptions
+    from vouchers.redemption.gateway import gateway
 
     r = redemptions.check_in(
         shop.voucher,

@@ -8,7 +8,7 @@ from eldercare import audit
 from eldercare.accounts import User
 from eldercare.errors import InvalidInput
 from eldercare.residents import District
-from vouchers import ledger
+from vouchers.pool import ledger
 
 FUNDING_SOURCES = {"central": "funding:central", "local": "funding:local"}
 MAX_MOVEMENT_FEN = 10_000_000_000  # 100 million yuan: more than a whole pilot's funds

@@ -35,12 +35,12 @@ from marketplace import bookings, catalogue
 from marketplace.models import Service
 from marketplace.providers import provider_of, staff_record
 from marketplace.staff import staff_may_deliver
-from vouchers import cards, payments, qr_tokens
-from vouchers import redemption as redemptions
 from vouchers.api import blp, month_text, shape_redemption, shape_service
 from vouchers.errors import GatewayError, GatewayUnavailable, TokenForged
 from vouchers.models import Redemption, TokenUse, Voucher
-from vouchers.policy import shown_rules
+from vouchers.pool.policy import shown_rules
+from vouchers.redemption import cards, payments, qr_tokens
+from vouchers.redemption import steps as redemptions
 from vouchers.schemas import (
     VouchersCardRequestSchema,
     VouchersCardResultSchema,

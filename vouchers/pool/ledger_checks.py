@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from eldercare.db import db
 from eldercare.scheduler import JobFailed
 from eldercare.timeutil import now_utc
-from vouchers.ledger import verify_ledger
 from vouchers.models import JournalLine, LedgerCheckRun
+from vouchers.pool.ledger import verify_ledger
 
 EVERY = timedelta(hours=1)  # the scheduled check
 # Older than this, the page says the scheduled check is not running.

@@ -19,7 +19,7 @@ The flow, one page per step, every step through the service modules:
 
 A refusal from a service rolls the unit of work back and shows the same page again with the
 service's message (4xx), so nothing changes. The card payment steps are the exception:
-``vouchers.payments`` commits between its gateway calls, and a declined card or an
+``vouchers.redemption.payments`` commits between its gateway calls, and a declined card or an
 unreachable gateway has already left the redemption in the state the page then shows.
 """
 
@@ -59,12 +59,12 @@ from eldercare.residents import Resident
 from eldercare.timeutil import format_local, local_today, now_utc
 from marketplace import bookings, catalogue
 from marketplace.providers import staff_record
-from vouchers import cards, payments, qr_tokens
-from vouchers import redemption as redemptions
 from vouchers.errors import CardDeclined, CardLocked, GatewayUnavailable, WrongPin
-from vouchers.gateway import card_payments_enabled
 from vouchers.models import Redemption, TokenUse, Voucher
-from vouchers.policy import shown_rules
+from vouchers.pool.policy import shown_rules
+from vouchers.redemption import cards, payments, qr_tokens
+from vouchers.redemption import steps as redemptions
+from vouchers.redemption.gateway import card_payments_enabled
 from vouchers.views import bp, short_bp
 
 STAFF_ROLES = ("provider_admin", "provider_staff")
@@ -194,7 +194,7 @@ def _card_pin(code: str):
 
 
 def _decoder():
-    from vouchers import qr_decode  # the zxing-cpp part, loaded when a picture arrives
+    from vouchers.redemption import qr_decode
 
     return qr_decode
 

@@ -28,11 +28,11 @@ never gets more than one cap in a month.
 
 The face value is the cap of the policy version in force on the day of issue (the month's
 first day when issued ahead); it never changes afterwards. The ratio and scope of each
-service are the version in force on the day of the service (vouchers.policy.rules_for).
+service are the version in force on the day of the service (vouchers.pool.policy.rules_for).
 
 Issuing, expiring and revoking transactions also take one PostgreSQL advisory lock before
 they touch any row (``serialize_issuance``), so they queue instead of deadlocking on each
-other's rows. Against payments, the row lock order of ``vouchers.ledger`` holds: expiry and
+other's rows. Against payments, the row lock order of ``vouchers.pool.ledger`` holds: expiry and
 revocation lock all the vouchers of a transaction, in id order, before they move any money.
 
 Priority when a district's money cannot cover everyone (documented for the bureau): complete,
@@ -64,9 +64,7 @@ from eldercare.db import UTCDateTime, db
 from eldercare.errors import InvalidInput, NotFound
 from eldercare.residents import District, Resident
 from eldercare.timeutil import local_today, now_utc
-from vouchers import ledger
 from vouchers.errors import InsufficientFunds
-from vouchers.kinds import DEFAULT_KIND, kind_for, kind_of_month
 from vouchers.models import (
     LIVE_FIRST,
     VOUCHER_KINDS,
@@ -77,7 +75,9 @@ from vouchers.models import (
     Voucher,
     VoucherPolicy,
 )
-from vouchers.policy import policy_on
+from vouchers.pool import ledger
+from vouchers.pool.kinds import DEFAULT_KIND, kind_for, kind_of_month
+from vouchers.pool.policy import policy_on
 
 LEVEL_PRIORITY = {"complete": 0, "severe": 1, "moderate": 2, "mild": 3, "intact": 4}
 ISSUE_REASONS = ("monthly", "eligibility", "manual")
@@ -915,12 +915,10 @@ def _close(voucher: Voucher, *, status: str, entry_kind: str, memo: str, actor_i
     return returned
 
 
-
-
 def lock_vouchers(voucher_ids) -> list[Voucher]:
     """The vouchers, locked (PostgreSQL: FOR UPDATE) in id order in one statement and read
     as they stand. A redemption moves balance_fen too; the lock makes expiry or revocation
-    see its final amount instead of racing it. Step 3 of the lock order (vouchers.ledger):
+    see its final amount instead of racing it. Step 3 of the lock order (vouchers.pool.ledger):
     all of a transaction's vouchers before any account."""
     return list(
         db.session.scalars(
@@ -1010,7 +1008,7 @@ def expire_month(
     for district_id, district_code in districts:
         after_id = 0
         while True:
-            # The lock order (vouchers.ledger): the issuance lock, then every voucher row of
+            # The lock order (vouchers.pool.ledger): the issuance lock, then every voucher row of
             # the batch (in id order, one statement) before the ledger's rows.
             serialize_issuance()
             rows = db.session.execute(
@@ -1082,7 +1080,7 @@ def revoke_for(
         )
     )
     result = {"revoked": [], "held": [], "returned_fen": 0}
-    # All of them locked before any money moves (the lock order of vouchers.ledger).
+    # All of them locked before any money moves (the lock order of vouchers.pool.ledger).
     for voucher in sorted(lock_vouchers(ids), key=lambda v: v.month):
         if voucher.status != "active":
             continue

@@ -30,7 +30,7 @@ that leaves any entry's lines not summing to zero. ``verify_ledger`` proves the 
 balance equals its lines, and the accounts that mirror rows elsewhere (vouchers, holds,
 redemptions) equal the sum of those rows. It is not run on page loads: the hourly job
 ``vouchers-verify-ledger``, ``flask vouchers verify-ledger`` and the pool page's button store
-a result (``vouchers.ledger_checks``), which the pool page and the API show with its age.
+a result (``vouchers.pool.ledger_checks``), which the pool page and the API show with its age.
 
 Lock order. Every transaction that moves money takes its row locks in this one order, so
 two of them can wait for each other but never deadlock. There is no lock that every money
@@ -85,7 +85,7 @@ from vouchers.models import (
 # The accounts every redemption moves, and their shard counts (migration 0015 sets them).
 # 32 rows: 8 or 16 concurrent redemptions find a free one at once; summing 32 rows is free.
 SHARDED_ACCOUNTS = {"vouchers:outstanding": 32, "vouchers:held": 32, "redeemed:unsettled": 32}
-_SESSION_SHARDS = "vouchers.ledger.shards"  # session.info: (transaction, {account id: shard})
+_SESSION_SHARDS = "vouchers.pool.ledger.shards"  # session.info: (transaction, {account id: shard})
 
 
 def district_account_code(district_code: str) -> str:

@@ -12,8 +12,8 @@ from flask_babel import lazy_gettext as _l
 from PIL import Image
 
 from eldercare.errors import InvalidInput
-from vouchers.cards import CARD_CODE_LENGTH, CARD_PREFIX
-from vouchers.qr_tokens import is_token, normalise_code
+from vouchers.redemption.cards import CARD_CODE_LENGTH, CARD_PREFIX
+from vouchers.redemption.qr_tokens import is_token, normalise_code
 
 MAX_PHOTO_BYTES = 10 * 1024 * 1024
 # A 48-megapixel phone camera: anything bigger is not a photo of a code (or is a

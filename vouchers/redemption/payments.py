@@ -14,7 +14,7 @@ charge cannot pay the redemption and its refund is decided, not yet made) or ``r
 
 The gateway and the locks. No path here holds a lock across a call to the gateway. Each
 path asks the gateway first, with no lock; then locks the redemption's row (then its
-attempts', in the one lock order written in ``vouchers.ledger``), reads the attempt and the
+attempts', in the one lock order written in ``vouchers.pool.ledger``), reads the attempt and the
 redemption again, and records what still applies. A refund is decided under the lock and
 recorded (``refunding``, with the amount, audited, committed with the release it goes with),
 then asked for after the commit under a key naming the intent and the amount, and its id
@@ -61,7 +61,6 @@ from eldercare.db import db
 from eldercare.errors import DomainError, InvalidInput
 from eldercare.scheduler import ScheduledJob
 from eldercare.timeutil import now_utc
-from vouchers import redemption as redemptions
 from vouchers.errors import (
     CardDeclined,
     GatewayError,
@@ -70,7 +69,9 @@ from vouchers.errors import (
     PaymentNotCreated,
     RedemptionStateError,
 )
-from vouchers.gateway import (
+from vouchers.models import GatewayEvent, PaymentAttempt, Redemption
+from vouchers.redemption import steps as redemptions
+from vouchers.redemption.gateway import (
     amount_received,
     amount_refunded,
     gateway,
@@ -78,8 +79,7 @@ from vouchers.gateway import (
     outcome,
     payment_error_code,
 )
-from vouchers.models import GatewayEvent, PaymentAttempt, Redemption
-from vouchers.webhooks import verify_signature
+from vouchers.redemption.webhooks import verify_signature
 
 log = logging.getLogger(__name__)
 SETTLING_EVENTS = (
@@ -180,7 +180,7 @@ def _lock(redemption: Redemption) -> None:
     """A locked read of the redemption (PostgreSQL: FOR UPDATE), so that two paths settling
     the same charge decide one after the other, each seeing what the other recorded. The
     row is locked before anything pending in the session is written (its attempts come
-    after it in the lock order of ``vouchers.ledger``), then read again."""
+    after it in the lock order of ``vouchers.pool.ledger``), then read again."""
     redemptions.lock_row(redemption)
     db.session.execute(
         sa.select(Redemption)
@@ -952,7 +952,7 @@ def _adopt(intent: dict) -> PaymentAttempt | None:
 
 
 def _settle_stale_job() -> dict:
-    from vouchers.gateway import card_payments_enabled
+    from vouchers.redemption.gateway import card_payments_enabled
 
     if not card_payments_enabled(current_app):
         return {"skipped": "card payments are off"}

@@ -23,8 +23,8 @@ from eldercare.navigation import Destination
 from eldercare.register import resident_id_error
 from eldercare.residents import Resident
 from marketplace.providers import provider_of
-from vouchers import kinds
 from vouchers.models import VOUCHER_KINDS
+from vouchers.pool import kinds
 from vouchers.views import bp
 from vouchers.views_elder import KIND_LABELS
 

@@ -42,7 +42,7 @@ from eldercare.residents import Resident
 from eldercare.timeutil import local_today, now_utc
 from vouchers.errors import CardLocked, CardNotValid, NoVoucherThisMonth, WrongPin
 from vouchers.models import LIVE_FIRST, TokenUse, Voucher, VoucherCard
-from vouchers.qr_tokens import (
+from vouchers.redemption.qr_tokens import (
     b32_encode,
     check_voucher_usable,
     normalise_code,

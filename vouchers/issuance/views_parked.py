@@ -24,7 +24,7 @@ from eldercare.forms import problem_from
 from eldercare.navigation import Destination
 from eldercare.residents import Resident
 from eldercare.timeutil import format_local
-from vouchers.eligibility_feed import dismiss_parked, parked_in_scope, retry_parked
+from vouchers.issuance.eligibility_feed import dismiss_parked, parked_in_scope, retry_parked
 from vouchers.models import ParkedEvent
 from vouchers.views import bp
 

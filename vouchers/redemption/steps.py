@@ -15,7 +15,7 @@ The steps, each its own unit of work:
    polling or the reconciling job gets there first does it, and the others do nothing.
 
 Cash (or nothing to pay) holds and captures in one transaction (``pay_cash``); card payments
-go through ``vouchers.payments``, which commits between the gateway calls.
+go through ``vouchers.redemption.payments``, which commits between the gateway calls.
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ from marketplace.geo import haversine_m
 from marketplace.models import Provider, Service
 from marketplace.providers import provider_of, require_certified, staff_record
 from marketplace.staff import staff_may_deliver
-from vouchers import ledger, pricing
 from vouchers.errors import (
     ElderNotEligible,
     InsufficientBalance,
@@ -56,7 +55,9 @@ from vouchers.errors import (
     VoucherNotUsable,
 )
 from vouchers.models import Redemption, Voucher, VoucherPolicy
-from vouchers.policy import rules_for
+from vouchers.pool import ledger
+from vouchers.pool.policy import rules_for
+from vouchers.redemption import pricing
 
 # Services delivered in the elder's home: what a home-service company does, and anything a
 # station or institution sells by the visit or the hour (上门助浴, 上门护理). Meals, day care
@@ -93,7 +94,7 @@ def require_alive(resident_id: int, today: date) -> None:
     """The elder's part of the check at redemption. POLICY: a loss of eligibility (a move,
     a new exclusion, a re-assessment below the programme's levels) stops vouchers from the
     next month, so this month's voucher stays usable; only a death voids it at once.
-    Eligibility decides issuance (vouchers.issuance), never a single purchase. The death is
+    Eligibility decides issuance (vouchers.issuance.monthly), never a single purchase. The death is
     read from the register itself, so a scan between the death and the feed's revocation
     (which runs every minute) is refused too."""
     resident = _keep(db.session.get(Resident, resident_id))
@@ -135,7 +136,7 @@ def _audit(action: str, redemption: Redemption, before: str | None, **after) -> 
 
 def lock_row(redemption: Redemption) -> None:
     """The redemption's row, locked first in every money step on it (PostgreSQL: FOR
-    UPDATE, to the end of the transaction): the lock order of ``vouchers.ledger`` puts it
+    UPDATE, to the end of the transaction): the lock order of ``vouchers.pool.ledger`` puts it
     before its payment attempts, its voucher and the ledger accounts. Pending changes to
     other rows are written after it, never before (no autoflush). On SQLite writers take
     turns anyway."""
@@ -201,7 +202,7 @@ def check_in(
     # Every check above only reads. Only now the voucher as it stands, share-locked
     # (PostgreSQL) to the end of the check-in: a revocation or expiry in progress is waited
     # for and then seen, and cannot start until the check-in commits; checked again. The
-    # check-in locks nothing else it did not create (the lock order is in vouchers.ledger).
+    # check-in locks nothing else it did not create (the lock order is in vouchers.pool.ledger).
     db.session.refresh(voucher, with_for_update={"read": True, "of": Voucher})
     problem = usable_problem(voucher, today)
     if problem:
@@ -476,7 +477,7 @@ def hold(redemption: Redemption, *, method: str, now: datetime | None = None) ->
     now = now or now_utc()
     voucher = _check_payable(redemption, now)
     # The checks only read; the locks are taken from here on, right before the writes.
-    lock_row(redemption)  # before the voucher row and the accounts (see vouchers.ledger)
+    lock_row(redemption)  # before the voucher row and the accounts (see vouchers.pool.ledger)
     if not _move_status(
         redemption, "checked_in", "pending_payment", held_at=now, payment_method=method
     ):
@@ -502,7 +503,7 @@ def hold(redemption: Redemption, *, method: str, now: datetime | None = None) ->
 
 def capture(redemption: Redemption, *, now: datetime | None = None) -> bool:
     """The co-payment succeeded: the held subsidy is redeemed. False if already settled."""
-    lock_row(redemption)  # before the voucher row and the accounts (see vouchers.ledger)
+    lock_row(redemption)  # before the voucher row and the accounts (see vouchers.pool.ledger)
     now = now or now_utc()
     if not _move_status(redemption, "pending_payment", "redeemed", redeemed_at=now):
         return False
@@ -532,7 +533,7 @@ def release(
     """The co-payment failed or timed out: the held subsidy goes back. With ``retry`` the
     redemption returns to the priced step (a declined card; try another or cash), otherwise
     it ends as failed. False if already settled."""
-    lock_row(redemption)  # before the voucher row and the accounts (see vouchers.ledger)
+    lock_row(redemption)  # before the voucher row and the accounts (see vouchers.pool.ledger)
     target = "checked_in" if retry else "failed"
     if not _move_status(
         redemption, "pending_payment", target, failure_reason=reason[:200], held_at=None
@@ -667,8 +668,8 @@ def reverse(
     now: datetime | None = None,
 ) -> None:
     """Undo a redemption within the policy window. The card co-payment's refund is the
-    caller's (``vouchers.payments.reverse``), made before this and passed in."""
-    lock_row(redemption)  # before the voucher row and the accounts (see vouchers.ledger)
+    caller's (``vouchers.redemption.payments.reverse``), made before this and passed in."""
+    lock_row(redemption)  # before the voucher row and the accounts (see vouchers.pool.ledger)
     now = now or now_utc()
     reason = check_reversal(redemption, actor=actor, reason=reason, now=now)
     if not _move_status(

@@ -3,7 +3,7 @@ bearer token, so it lives under /api/ (no CSRF) with its own blueprint."""
 
 from flask import Blueprint, jsonify, request
 
-from vouchers import payments
+from vouchers.redemption import payments
 
 bp = Blueprint("vouchers_gateway", __name__, url_prefix="/api/v1/payments")
 

@@ -43,7 +43,7 @@ from eldercare.db import db
 from eldercare.errors import Conflict, DomainError, InvalidInput, NotFound
 from eldercare.residents import Resident
 from eldercare.timeutil import local_today, now_utc
-from vouchers.issuance import (
+from vouchers.issuance.monthly import (
     lock_vouchers,
     month_of,
     next_month,
@@ -265,7 +265,7 @@ def _issue_due_starts(today: date, result: dict) -> None:
 def _lock_vouchers_of(resident_ids: set[int]) -> None:
     """The live vouchers of every elder the run's events are about, locked in id order
     before any event moves money: one run may revoke several elders' vouchers, and the lock
-    order (vouchers.ledger) wants all of them before the first account. New vouchers the run
+    order (vouchers.pool.ledger) wants all of them before the first account. New vouchers the run
     issues are its own rows, which nobody else can wait on."""
     if not resident_ids:
         return

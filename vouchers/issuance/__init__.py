@@ -1,0 +1,1 @@
+"""Monthly issuance and expiry, and the eligibility feed that starts and stops vouchers."""

@@ -1,0 +1,1 @@
+"""The subsidy pool: the programme policy, voucher kinds, the ledger and its checks, funding."""

@@ -1,0 +1,1 @@
+"""Redeeming a voucher: QR tokens and printed cards, the redemption steps, card payments."""
