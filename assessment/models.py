@@ -278,6 +278,11 @@ class FeeRefund(Base):
     owed_on: Mapped[date] = mapped_column(sa.Date)  # the approval day, Shanghai
     status: Mapped[str] = mapped_column(sa.String(8), default="owed")
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The account the refund is paid to, as the elder or the family gave it; a refund
+    # without one waits (settlement pays it in the bank run once it is given).
+    payee_account_name: Mapped[str | None] = mapped_column(sa.String(120))
+    payee_bank_name: Mapped[str | None] = mapped_column(sa.String(120))
+    payee_account_number: Mapped[str | None] = mapped_column(sa.String(40))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
 
     assessment: Mapped[Assessment] = relationship()

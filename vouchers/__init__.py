@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from vouchers import (  # noqa: F401  (imported for what importing them does)
     models,  # the tables, on the metadata
+    settlement,
     views_bureau,  # the HTML pages, each module adding its routes to views.bp
     views_elder,
 )
 from vouchers.api import blp as api_blueprint
 from vouchers.cli import cli
 from vouchers.demo import build_demo
+from vouchers.integrity import models as integrity_models  # noqa: F401  (the tables)
 from vouchers.issuance import views_parked
 from vouchers.jobs import JOBS
 from vouchers.pool import views_kinds
@@ -20,6 +22,7 @@ from vouchers.ports import register_ports
 from vouchers.redemption import views_redeem
 from vouchers.redemption.gateway_views import bp as gateway_bp
 from vouchers.redemption.payments import JOBS as PAYMENT_JOBS
+from vouchers.settlement import models as settlement_models  # noqa: F401  (the tables)
 from vouchers.views import bp, short_bp
 
 
@@ -43,3 +46,4 @@ def register(app) -> None:
     app.extensions.setdefault("scheduled_jobs", []).extend([*JOBS, *PAYMENT_JOBS])
     app.extensions.setdefault("demo_steps", []).append(build_demo)
     register_ports(app)
+    settlement.register(app)

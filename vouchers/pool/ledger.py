@@ -84,7 +84,14 @@ from vouchers.models import (
 
 # The accounts every redemption moves, and their shard counts (migration 0015 sets them).
 # 32 rows: 8 or 16 concurrent redemptions find a free one at once; summing 32 rows is free.
-SHARDED_ACCOUNTS = {"vouchers:outstanding": 32, "vouchers:held": 32, "redeemed:unsettled": 32}
+SHARDED_ACCOUNTS = {
+    "vouchers:outstanding": 32,
+    "vouchers:held": 32,
+    "redeemed:unsettled": 32,
+    # Every card redemption moves these two as well (migration 0017).
+    "gateway:clearing": 32,
+    "copay:card": 32,
+}
 _SESSION_SHARDS = "vouchers.pool.ledger.shards"  # session.info: (transaction, {account id: shard})
 
 

@@ -1,0 +1,53 @@
+"""Settlement: statements per provider and month, maker-checker approval, the books of what
+providers are owed and paid, bank transfer batches and their results, reconciliation.
+
+Imports run one way: settlement uses the pool, issuance, redemption and integrity; none of
+them imports settlement (redemption asks it about settled redemptions through the hook it
+offers, ``vouchers.redemption.steps.settlement_guard``).
+
+- ``periods``: which months may be settled (cut-off), and the month lock;
+- ``run``: a settlement run, set-based: statements and their lines;
+- ``approval``: maker-checker, freezing, the hash of the lines (``hashing``);
+- ``books``: the ledger entries settlement posts (approval, payment, clawback, netting);
+- ``payees``: provider bank-account changes, approved by the bureau;
+- ``bank_files`` / ``bank_results``: the transfer batch and the bank's result file;
+- ``documents``: PDF and XLSX statements;
+- ``reconcile``: the pool identity, the gateway, the bank and the statements' hashes;
+- ``exceptions``: the queue of what did not match, each with a resolution.
+"""
+
+from __future__ import annotations
+
+
+def register(app) -> None:
+    from eldercare.api import api
+    from eldercare.navigation import register_destinations
+    from vouchers.settlement import (
+        api_bank,
+        api_reconcile,
+        api_statements,
+        cli,
+        jobs,
+        reconcile_cli,
+        views,
+        views_bank,
+        views_documents,
+        views_payees,
+        views_reconcile,
+        views_statements,
+    )
+
+    app.register_blueprint(views.bp)
+    api.register_blueprint(api_statements.blp)
+    _ = (api_bank, api_reconcile)  # their endpoints are on api_statements.blp
+    register_destinations(
+        app,
+        *views_statements.DESTINATIONS,
+        *views_bank.DESTINATIONS,
+        *views_payees.DESTINATIONS,
+        *views_reconcile.DESTINATIONS,
+        *views_documents.DESTINATIONS,
+    )
+    app.cli.add_command(cli.cli)
+    app.cli.add_command(reconcile_cli.reconcile_command)
+    app.extensions.setdefault("scheduled_jobs", []).extend(jobs.JOBS)

@@ -1,0 +1,3 @@
+"""Periodic jobs of settlement (see eldercare.scheduler.ScheduledJob)."""
+
+JOBS: list = []

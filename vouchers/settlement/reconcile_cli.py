@@ -1,0 +1,8 @@
+"""`flask reconcile` (being written)."""
+
+import click
+
+
+@click.command("reconcile")
+def reconcile_command():
+    """(being written)"""
