@@ -98,9 +98,7 @@ def _styles() -> dict[str, ParagraphStyle]:
     base = ParagraphStyle("base", fontName=FONT, fontSize=10, leading=13, wordWrap="CJK")
     return {
         "base": base,
-        "title": ParagraphStyle(
-            "title", parent=base, fontSize=20, leading=26, alignment=TA_CENTER
-        ),
+        "title": ParagraphStyle("title", parent=base, fontSize=20, leading=26, alignment=TA_CENTER),
         "subtitle": ParagraphStyle(
             "subtitle", parent=base, fontSize=12, leading=16, alignment=TA_CENTER
         ),
@@ -131,9 +129,7 @@ def _numbered_canvas(number: str):
                 self.__dict__.update(state)
                 self.setFont(FONT, 8)
                 self.setFillColor(colors.grey)
-                self.drawString(
-                    MARGIN, MARGIN - 2 * mm, f"结算单号 Statement no. {number}"
-                )
+                self.drawString(MARGIN, MARGIN - 2 * mm, f"结算单号 Statement no. {number}")
                 self.drawRightString(
                     PAGE[0] - MARGIN,
                     MARGIN - 2 * mm,
@@ -194,7 +190,10 @@ def _cover(statement: Statement, head: dict, styles) -> list:
         (("服务商", "Provider"), esc(head["provider_name"])),
         (("统一社会信用代码", "Credit code"), head["credit_code"]),
         (("结算月份", "Month"), head["month"]),
-        (("结算单号", "Statement no."), f"{head['number']}（第 {head['seq']} 份 seq {head['seq']}）"),
+        (
+            ("结算单号", "Statement no."),
+            f"{head['number']}（第 {head['seq']} 份 seq {head['seq']}）",
+        ),
         (("状态", "Status"), f"{status[0]} {status[1]}"),
         (("收款户名", "Payee"), esc(head["payee_account_name"])),
         (("开户银行", "Bank"), esc(head["payee_bank_name"])),
@@ -339,10 +338,10 @@ def _lines_pages(statement: Statement, styles) -> list:
         data = [header, *chunk]
         style = list(_LINE_STYLE)
         if last:
-            data.append(
-                ["合计 Total", "", "", "", "", "", "", *map(facts.yuan_text, totals), ""]
+            data.append(["合计 Total", "", "", "", "", "", "", *map(facts.yuan_text, totals), ""])
+            style.append(
+                ("BACKGROUND", (0, len(data) - 1), (-1, len(data) - 1), colors.HexColor("#eef1f4"))
             )
-            style.append(("BACKGROUND", (0, len(data) - 1), (-1, len(data) - 1), colors.HexColor("#eef1f4")))
         story.append(PageBreak())
         story.append(Paragraph("结算明细 Lines", styles["heading"]))
         table = LongTable(

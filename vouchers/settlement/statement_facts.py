@@ -118,10 +118,14 @@ def _name(user_id: int | None) -> str:
 
 def approval_trail(statement: Statement) -> list[TrailStep]:
     """Who did what to the statement, in order."""
-    steps = [TrailStep(("编制", "Prepared"), _name(statement.prepared_by_user_id), statement.prepared_at)]
+    steps = [
+        TrailStep(("编制", "Prepared"), _name(statement.prepared_by_user_id), statement.prepared_at)
+    ]
     if statement.approved_by_user_id is not None:
         steps.append(
-            TrailStep(("审批", "Approved"), _name(statement.approved_by_user_id), statement.approved_at)
+            TrailStep(
+                ("审批", "Approved"), _name(statement.approved_by_user_id), statement.approved_at
+            )
         )
     if statement.second_approved_by_user_id is not None:
         steps.append(

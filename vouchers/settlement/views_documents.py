@@ -50,7 +50,9 @@ DESTINATIONS = [
         "settlement.my_statements",
         _l("Settlement statements"),
         roles=("provider_admin",),
-        description=_l("What the subsidy pool owes you each month, and what it paid; PDF and XLSX."),
+        description=_l(
+            "What the subsidy pool owes you each month, and what it paid; PDF and XLSX."
+        ),
     ),
 ]
 

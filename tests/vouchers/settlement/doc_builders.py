@@ -29,7 +29,7 @@ def make_statement(
     preparer=None,
     approver=None,
     second=None,
-    seq: int = 1,
+    seq: int | None = None,
     card: bool = False,
     paid: bool = False,
 ) -> Statement:
@@ -47,10 +47,20 @@ def make_statement(
     ).all()
     months = {month for _r, month, _d in rows}
     assert len(months) == 1, "a statement is of one voucher month"
+    month = months.pop()
+    if seq is None:  # the next of the provider's month, as supplementary statements are
+        seq = 1 + (
+            db.session.scalar(
+                sa.select(sa.func.max(Statement.seq)).where(
+                    Statement.provider_id == provider.id, Statement.month == month
+                )
+            )
+            or 0
+        )
     now = now_utc()
     statement = Statement(
         provider_id=provider.id,
-        month=months.pop(),
+        month=month,
         seq=seq,
         status="prepared",
         payee_account_name=provider.bank_account_name,
@@ -99,10 +109,20 @@ def _finish(statement, lines, status, approver, second, paid, now) -> Statement:
     return statement
 
 
-def bulk_redemptions(shop, count: int, *, subsidy_fen: int = 500, copay_fen: int = 1000):
-    """``count`` redeemed redemptions of the shop's voucher at its station, inserted in one
-    statement (the documents do not care that the voucher's balance did not pay them)."""
-    voucher, provider = shop.voucher, shop.market.station
+def bulk_redemptions(
+    shop,
+    count: int,
+    *,
+    provider=None,
+    service=None,
+    subsidy_fen: int = 500,
+    copay_fen: int = 1000,
+):
+    """``count`` redeemed redemptions of the shop's voucher at ``provider`` (the station),
+    inserted in one statement (the documents do not care that the voucher's balance did not
+    pay them)."""
+    voucher, provider = shop.voucher, provider or shop.market.station
+    prefix = f"bulk-{voucher.id}-{provider.id}-"
     start = now_utc() - timedelta(days=1)
     rows = [
         {
@@ -110,8 +130,8 @@ def bulk_redemptions(shop, count: int, *, subsidy_fen: int = 500, copay_fen: int
             "resident_id": voucher.resident_id,
             "provider_id": provider.id,
             "staff_user_id": shop.caregiver.id,
-            "service_id": shop.market.meals.id,
-            "scan_digest": f"bulk-{voucher.id}-{i}",
+            "service_id": (service or shop.market.meals).id,
+            "scan_digest": f"{prefix}{i}",
             "status": "redeemed",
             "checked_in_at": start + timedelta(seconds=i),
             "checked_out_at": start + timedelta(seconds=i, minutes=30),
@@ -129,6 +149,6 @@ def bulk_redemptions(shop, count: int, *, subsidy_fen: int = 500, copay_fen: int
     db.session.execute(sa.insert(Redemption), rows)
     return db.session.scalars(
         sa.select(Redemption)
-        .where(Redemption.scan_digest.like(f"bulk-{voucher.id}-%"))
+        .where(Redemption.scan_digest.like(f"{prefix}%"))
         .order_by(Redemption.id)
     ).all()

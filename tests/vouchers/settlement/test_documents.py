@@ -58,7 +58,9 @@ def _fonts(pdf: bytes) -> list[dict]:
             found.append(
                 {
                     "base": str(font["/BaseFont"]),
-                    "files": [k for k in ("/FontFile", "/FontFile2", "/FontFile3") if k in descriptor],
+                    "files": [
+                        k for k in ("/FontFile", "/FontFile2", "/FontFile3") if k in descriptor
+                    ],
                     "bytes": len(descriptor["/FontFile2"].get_object().get_data())
                     if "/FontFile2" in descriptor
                     else 0,
@@ -152,3 +154,49 @@ def test_a_large_statement_builds(shop, bureau, public_url):
     rows = list(book.active.iter_rows(values_only=True))
     ids = [r[0] for r in rows if r and isinstance(r[0], int)]
     assert ids == [r.id for r in redemptions]
+
+
+def test_xlsx_has_the_totals_at_the_top_a_header_and_money_as_numbers(shop, bureau, public_url):
+    redemptions = [spend(shop, 1500), spend(shop, 1250)]
+    statement = make_statement(
+        shop.market.station,
+        redemptions,
+        preparer=bureau.officer,
+        approver=bureau.approver,
+        card=True,
+    )
+    book = load_workbook(io.BytesIO(b"".join(statement_xlsx(statement))))
+    sheet = book.active
+    assert sheet.title == f"{statement.month:%Y-%m}"
+    rows = [[c for c in row] for row in sheet.iter_rows()]
+    facts = {row[0].value: row[1] for row in rows if len(row) > 1 and row[0].value}
+    assert facts["服务商 Provider"].value == "南湖社区养老服务站"
+    assert facts["结算月份 Month"].value == f"{statement.month:%Y-%m}"
+    assert facts["银行账号 Account"].value == "************2222"
+    paid = facts["应支付金额 To be paid"]
+    assert paid.value == pytest.approx(statement.payable_fen / 100)
+    assert paid.number_format == "#,##0.00"
+    # Card co-payments collected for the provider are added to what it is paid.
+    assert statement.card_copay_fen == sum(r.copay_fen for r in redemptions) > 0
+    assert statement.payable_fen == statement.subsidy_fen + statement.card_copay_fen
+    assert facts["明细哈希 Hash of the lines"].value == statement.lines_hash
+
+    header_at = next(
+        i for i, row in enumerate(rows) if row and row[0].value == "兑付编号 Redemption"
+    )
+    assert header_at > 10  # the facts and totals come first
+    lines = rows[header_at + 1 :]
+    assert [row[0].value for row in lines] == [r.id for r in redemptions]
+    first = lines[0]
+    assert Decimal(str(first[7].value)) == Decimal("15.00")  # price in yuan, a number
+    assert Decimal(str(first[9].value)) == Decimal(redemptions[0].subsidy_fen) / 100
+    assert first[9].number_format == "#,##0.00"
+    assert first[2].value == shop.elder.name[0] + "*" * (len(shop.elder.name) - 1)
+    assert first[11].value == "银行卡 card"
+
+
+def test_the_printed_qr_decodes_to_the_verification_link(statement):
+    [url] = _decode(documents.verification_qr_png(statement))
+    assert url == statement_facts.verify_url(statement)
+    token = url.rsplit("/", 1)[1]
+    assert statement_facts.statement_id_from_token(token) == statement.id
