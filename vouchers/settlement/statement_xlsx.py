@@ -23,7 +23,6 @@ from vouchers.settlement import statement_facts as facts
 from vouchers.settlement.documents import printed_hash
 from vouchers.settlement.models import Statement
 
-XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 MONEY_FORMAT = "#,##0.00"
 CHUNK = 64 * 1024
 # Column widths (characters), in the order of statement_facts.LINE_HEADERS.

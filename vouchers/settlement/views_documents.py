@@ -29,13 +29,13 @@ from eldercare.forms import yuan
 from eldercare.navigation import Destination
 from eldercare.timeutil import format_local
 from marketplace.providers import provider_of, staff_record
+from vouchers.exports import XLSX_TYPE
 from vouchers.settlement import statement_facts as facts
 from vouchers.settlement.hashing import statement_hash
 from vouchers.settlement.models import Statement
 from vouchers.settlement.views import bp
 
 PDF_TYPE = "application/pdf"
-XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 STATUS_TEXT = {
     "prepared": _l("Prepared, awaiting approval"),

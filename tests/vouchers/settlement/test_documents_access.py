@@ -206,3 +206,27 @@ def test_a_statement_without_a_stored_hash_says_it_is_not_approved(two, bureau, 
     )
     assert 'data-match="none"' in html
     assert "Not approved yet" in html
+
+
+def test_a_rejected_statement_says_so_and_its_documents_still_build(two, bureau, client, login):
+    statement = make_statement(
+        two.market.station, [spend(two, 500)], status="prepared", preparer=bureau.officer
+    )
+    approver_id = bureau.approver.id
+    # Rejection deletes the lines (they go back to be settled again); totals and reason stay.
+    db.session.execute(sa.delete(StatementLine).where(StatementLine.statement_id == statement.id))
+    statement.status = "rejected"
+    statement.rejected_by_user_id = approver_id
+    statement.rejection_reason = "价格与合同不符"
+    db.session.flush()
+    html = client.get(_verify_path(statement), headers={"Accept-Language": "en"}).get_data(
+        as_text=True
+    )
+    assert 'data-match="rejected"' in html and "will not be paid" in html
+    login(two.station_admin)
+    pdf = client.get(f"/settlement/statements/{statement.id}/pdf")
+    assert pdf.status_code == 200
+    from pypdf import PdfReader
+
+    text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.data)).pages)
+    assert "已驳回" in text and "价格与合同不符" in text
