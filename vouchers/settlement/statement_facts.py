@@ -281,4 +281,6 @@ def statement_id_from_token(token: str) -> int | None:
 
 def verify_url(statement: Statement) -> str:
     """The absolute link the document's QR encodes: PUBLIC_BASE_URL, else the request's host."""
-    return f"{public_base_url()}/settlement/verify/{verify_token(statement.id)}"
+    from vouchers.settlement.views import bp  # the route is views_documents.verify
+
+    return f"{public_base_url()}{bp.url_prefix}/verify/{verify_token(statement.id)}"
