@@ -13,12 +13,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Each is imported where it is used: spreadsheets (imports), images and QR codes (cards, the
-# scan page), the card gateway's HTTP client, Alembic (`flask db` and the migration tests),
-# APScheduler (`flask scheduler`), the browser driver (tests only), the catalog compiler
-# (`make install`).
+# Each is imported where it is used: spreadsheets (imports), PDF (settlement statements),
+# images and QR codes (cards, the scan page), the card gateway's HTTP client, Alembic (`flask
+# db` and the migration tests), APScheduler (`flask scheduler`), the browser driver (tests
+# only), the catalog compiler (`make install`).
 HEAVY_MODULES = (
     "openpyxl",
+    "reportlab",
     "PIL",
     "qrcode",
     "zxingcpp",
