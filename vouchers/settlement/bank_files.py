@@ -98,10 +98,9 @@ def waiting_refunds() -> sa.Select:
 
 def waiting_totals() -> dict:
     """What the next batch would hold (before the pool's cover of new refunds)."""
+    statements = waiting_statements().with_only_columns(_payable().label("fen")).subquery()
     s_count, s_fen = db.session.execute(
-        sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(_payable()), 0)).select_from(
-            waiting_statements().subquery()
-        )
+        sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(statements.c.fen), 0))
     ).one()
     refunds = waiting_refunds().subquery()
     r_count, r_fen = db.session.execute(
