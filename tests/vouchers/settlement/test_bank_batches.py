@@ -19,7 +19,6 @@ from tests.vouchers.settlement.conftest import spend
 from vouchers.pool import funding as pool
 from vouchers.pool import ledger
 from vouchers.settlement import bank_files
-from vouchers.settlement.models import BankTransfer
 
 
 @pytest.fixture
