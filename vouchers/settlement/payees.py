@@ -203,7 +203,7 @@ def pending_changes() -> list[tuple[PayeeChange, Provider]]:
             .join(Provider, Provider.id == PayeeChange.provider_id)
             .where(PayeeChange.status == "pending")
             .order_by(PayeeChange.requested_at, PayeeChange.id)
-        ).tuples()
+        ).all()
     )
 
 
