@@ -218,3 +218,20 @@ def test_the_api_lists_and_decides_payee_changes(client, shop, bureau, token, db
     assert done.status_code == 200 and done.get_json()["status"] == "rejected"
     db_session.refresh(shop.market.station)
     assert shop.market.station.bank_account_number == "6222000011112222"
+
+
+def test_a_refused_result_file_is_explained_in_chinese(client, login, bureau, approved, db_session):
+    from vouchers.settlement import bank_files
+
+    batch = bank_files.create_batch(actor=bureau.officer)
+    login(bureau.officer)
+    page = client.get(f"/settlement/bank/batches/{batch.id}").get_data(as_text=True)
+    assert "导入银行结果文件" in page
+    refused = client.post(
+        f"/settlement/bank/batches/{batch.id}/results",
+        data={"file": (io.BytesIO(b"a,b,c\r\nT,0,0.00\r\n"), "wrong.csv")},
+        content_type="multipart/form-data",
+    )
+    assert refused.status_code == 422
+    assert "这不是银行结果文件" in refused.get_data(as_text=True)
+    assert db_session.get(BankBatch, batch.id).transfers[0].status == "sent"
