@@ -16,7 +16,10 @@ from eldercare.db import db
 from eldercare.errors import Conflict
 from marketplace import providers
 from tests.conftest import Factory
-from vouchers.settlement import bank_files
+from tests.vouchers.settlement.builders import result_csv
+from vouchers.models import JournalEntry
+from vouchers.pool import ledger
+from vouchers.settlement import bank_files, bank_results
 from vouchers.settlement.models import BankBatch, BankTransfer, Statement
 
 pytestmark = pytest.mark.postgres
@@ -119,3 +122,78 @@ def test_without_the_lock_the_index_still_refuses_a_second_payment(private_app, 
     assert results.count(("conflict", 0)) == 1  # refused by an index, or found nothing left
     counts, batches = _live_per_statement(private_app)
     assert batches == 1 and len(counts) == STATEMENTS and set(counts.values()) == {1}
+
+
+def _sent_batch(app) -> tuple[int, int, list]:
+    """The world's statements approved in the books and sent in one batch."""
+    officer_ids = _world(app)
+    with app.app_context():
+        officer = db.session.get(User, officer_ids[0])
+        for statement in db.session.scalars(sa.select(Statement)):
+            code = f"provider:{statement.provider_id}:payable"
+            ledger.account(code, create_name="payable")
+            ledger.post(
+                "settle",
+                "test approval",
+                [("redeemed:unsettled", -statement.subsidy_fen), (code, statement.subsidy_fen)],
+                cause=("statements", statement.id),
+            )
+        batch = bank_files.create_batch(actor=officer)
+        lines = [(t.reference, t.payee_account_number, t.amount_fen) for t in batch.transfers]
+        batch_id = batch.id
+        db.session.commit()
+        db.session.remove()
+        return batch_id, officer_ids, lines
+
+
+def _import(app, batch_id, officer_id, data, name, barrier):
+    with app.app_context():
+        try:
+            officer = db.session.get(User, officer_id)
+            batch = db.session.get(BankBatch, batch_id)
+            barrier.wait()
+            outcome = bank_results.import_result(batch, data, name, actor=officer)
+            db.session.commit()
+            return ("imported", len(outcome.paid), len(outcome.already))
+        except Conflict:
+            db.session.rollback()
+            return ("conflict", 0, 0)
+        finally:
+            db.session.remove()
+
+
+def _pay_entries(app) -> dict:
+    with app.app_context():
+        counts = dict(
+            db.session.execute(
+                sa.select(JournalEntry.cause_id, sa.func.count())
+                .where(JournalEntry.kind == "pay")
+                .group_by(JournalEntry.cause_id)
+            ).all()
+        )
+        paid = db.session.scalar(sa.select(sa.func.count()).where(Statement.status == "paid"))
+        db.session.remove()
+        return counts, paid
+
+
+@pytest.mark.parametrize("same_file", [True, False])
+def test_two_imports_at_once_pay_each_line_once(private_app, same_file):
+    batch_id, officer_ids, lines = _sent_batch(private_app)
+    rows = [(ref, number, fen, "成功", "") for ref, number, fen in lines]
+    first = result_csv(rows)
+    # Another file with the same lines (a copy re-exported by the bank: other bytes).
+    second = first if same_file else result_csv(list(reversed(rows)))
+    barrier = threading.Barrier(2)
+    with ThreadPoolExecutor(max_workers=2) as threads:
+        results = list(
+            threads.map(
+                lambda job: _import(private_app, batch_id, job[0], job[1], job[2], barrier),
+                [(officer_ids[0], first, "a.csv"), (officer_ids[1], second, "b.csv")],
+            )
+        )
+    counts, paid = _pay_entries(private_app)
+    assert paid == STATEMENTS and len(counts) == STATEMENTS and set(counts.values()) == {1}
+    if same_file:
+        assert sorted(results) == [("conflict", 0, 0), ("imported", STATEMENTS, 0)]
+    else:
+        assert sorted(results) == [("imported", 0, STATEMENTS), ("imported", STATEMENTS, 0)]
