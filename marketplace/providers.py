@@ -211,14 +211,13 @@ def update_profile(
     (audited with the old and new account, since settlements are paid there). A certified
     provider's account is refused here: it changes only with the bureau's approval."""
     bank_given = bank_account_number is not None
-    if bank_given:
-        errors = _contact_problems(
-            contact_name, contact_phone, bank_account_name, bank_name, bank_account_number
-        )
-    else:
-        errors = _contact_problems(
-            contact_name, contact_phone, "-", "-", provider.bank_account_number
-        )
+    errors = _contact_problems(
+        contact_name,
+        contact_phone,
+        bank_account_name if bank_given else "-",
+        bank_name if bank_given else "-",
+        bank_account_number if bank_given else provider.bank_account_number,
+    )
     hours_json = None
     try:
         hours_json = validate_opening_hours(opening_hours)
@@ -235,11 +234,7 @@ def update_profile(
             "bank_name": (bank_name or "").strip(),
             "bank_account_number": bank_account_number.replace(" ", ""),
         }
-        bank_changes = any(
-            getattr(provider, k) != new[k]
-            for k in ("bank_account_name", "bank_name", "bank_account_number")
-        )
-        if bank_changes and provider.status != "applied":
+        if provider.status != "applied" and any(getattr(provider, k) != new[k] for k in BANK):
             errors["bank_account_number"] = CERTIFIED_BANK_MESSAGE
     if errors:
         raise InvalidInput(details=errors)
@@ -257,6 +252,7 @@ def update_profile(
     )
 
 
+BANK = ("bank_account_name", "bank_name", "bank_account_number")
 CERTIFIED_BANK_MESSAGE = _l(
     "A certified provider's bank account changes only on the payment account page, and takes "
     "effect when the bureau approves it."
