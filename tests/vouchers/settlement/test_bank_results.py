@@ -228,3 +228,13 @@ def test_an_unreadable_status_or_amount_names_the_row(sent, bureau, db_session):
     with pytest.raises(InvalidInput) as refused:
         _import(sent, result_csv([row(sent.l1, status="OK")]), bureau)
     assert "2" in str(refused.value.message)
+
+
+def test_a_result_for_another_account_is_queued_not_paid(sent, bureau, db_session):
+    outcome = _import(sent, result_csv([row(sent.l1, number="6222000000009999")]), bureau)
+    assert outcome.paid == [] and [e["kind"] for e in outcome.exceptions] == [
+        "bank.account_mismatch"
+    ]
+    (queued,) = _queued(db_session, "bank.account_mismatch")
+    assert queued.evidence["sent_account_number"] == sent.l1.payee_account_number
+    assert db_session.get(Statement, sent.first.id).status == "approved"
