@@ -85,6 +85,15 @@ def load_config(instance_path: str) -> dict:
         # A standby scheduler asks this often whether the active one has gone; the active one
         # checks its lock's connection as often (eldercare/scheduler_leader.py).
         "SCHEDULER_STANDBY_POLL_SECONDS": _float("SCHEDULER_STANDBY_POLL_SECONDS", 15.0),
+        # The bureau's account settlements are paid from: the header of every bank transfer
+        # batch file (vouchers/settlement/bank_files.py). The defaults are the demo's.
+        "SETTLEMENT_PAYER_ACCOUNT_NAME": os.environ.get(
+            "SETTLEMENT_PAYER_ACCOUNT_NAME", "沈阳市民政局养老服务补贴资金专户"
+        ),
+        "SETTLEMENT_PAYER_ACCOUNT_NUMBER": os.environ.get(
+            "SETTLEMENT_PAYER_ACCOUNT_NUMBER", "2101000000000000001"
+        ),
+        "SETTLEMENT_PAYER_BANK": os.environ.get("SETTLEMENT_PAYER_BANK", "盛京银行沈阳分行"),
         "API_TITLE": "Eldercare vouchers API",
         "API_VERSION": "v1",
         "OPENAPI_VERSION": "3.0.3",

@@ -8,8 +8,12 @@
 A certification lasts a year from approval or renewal (``certified_until``); after that the
 provider is no longer listed and can accept nothing, without any job having to run.
 
-A certified provider's administrators keep its contact, opening hours and bank account up to
-date (``update_profile``); its name and credit code are the bureau's record and stay as applied.
+A certified provider's administrators keep its contact and opening hours up to date
+(``update_profile``); its name and credit code are the bureau's record and stay as applied.
+The bank account settlements are paid to is given with the application and may be corrected
+until certification; after that it changes only through a request the bureau approves
+(``vouchers.settlement.payees``: a changed account just before a payment run is the classic
+diversion fraud).
 """
 
 from __future__ import annotations
@@ -198,30 +202,42 @@ def update_profile(
     *,
     contact_name: str,
     contact_phone: str,
-    bank_account_name: str,
-    bank_name: str,
-    bank_account_number: str,
     opening_hours: dict | None,
+    bank_account_name: str | None = None,
+    bank_name: str | None = None,
+    bank_account_number: str | None = None,
 ) -> None:
-    """The provider's contact, bank account and opening hours; a bank change is audited
-    with the old and new account, since settlements are paid there."""
+    """The provider's contact and opening hours; before certification also its bank account
+    (audited with the old and new account, since settlements are paid there). A certified
+    provider's account is refused here: it changes only with the bureau's approval."""
+    bank_given = bank_account_number is not None
     errors = _contact_problems(
-        contact_name, contact_phone, bank_account_name, bank_name, bank_account_number
+        contact_name,
+        contact_phone,
+        bank_account_name if bank_given else "-",
+        bank_name if bank_given else "-",
+        bank_account_number if bank_given else provider.bank_account_number,
     )
+    hours_json = None
     try:
         hours_json = validate_opening_hours(opening_hours)
     except InvalidInput as error:
         errors.update(error.details)
-    if errors:
-        raise InvalidInput(details=errors)
     new = {
-        "contact_name": contact_name.strip(),
-        "contact_phone": contact_phone.strip(),
-        "bank_account_name": bank_account_name.strip(),
-        "bank_name": bank_name.strip(),
-        "bank_account_number": bank_account_number.replace(" ", ""),
+        "contact_name": (contact_name or "").strip(),
+        "contact_phone": (contact_phone or "").strip(),
         "opening_hours_json": hours_json,
     }
+    if bank_given:
+        new |= {
+            "bank_account_name": (bank_account_name or "").strip(),
+            "bank_name": (bank_name or "").strip(),
+            "bank_account_number": bank_account_number.replace(" ", ""),
+        }
+        if provider.status != "applied" and any(getattr(provider, k) != new[k] for k in BANK):
+            errors["bank_account_number"] = CERTIFIED_BANK_MESSAGE
+    if errors:
+        raise InvalidInput(details=errors)
     before = {k: getattr(provider, k) for k in new if getattr(provider, k) != new[k]}
     if not before:
         return
@@ -234,6 +250,13 @@ def update_profile(
     audit.record(
         "provider.profile", provider, district_id=provider.district_id, before=before, after=after
     )
+
+
+BANK = ("bank_account_name", "bank_name", "bank_account_number")
+CERTIFIED_BANK_MESSAGE = _l(
+    "A certified provider's bank account changes only on the payment account page, and takes "
+    "effect when the bureau approves it."
+)
 
 
 def _masked(number: str) -> str:

@@ -22,6 +22,7 @@ from flask import (
 )
 from flask_babel import gettext as _
 from flask_login import current_user
+from werkzeug.routing import BuildError
 
 from eldercare.accounts import MIN_PASSWORD_LENGTH, User
 from eldercare.auth import ensure_in_district, roles_required
@@ -79,6 +80,7 @@ PROFILE_FIELDS = (
     "opening_hours",
     *(f"hours_{day}" for day in WEEKDAYS),
 )
+BANK_FIELDS = ("bank_account_name", "bank_name", "bank_account_number")
 # The opening-hours rows report under hours_<day>; the summary's link goes to the day's first input.
 HOURS_ANCHORS = {f"hours_{day}": f"hours_{day}_from" for day in WEEKDAYS}
 STAFF_FIELDS = (
@@ -208,8 +210,18 @@ def _render_dashboard(status=200, problem=None, target=None, values=None):
         target=target,
         values=values if values is not None else _profile_values(provider),
         max_megabytes=f"{documents.max_bytes() / 2**20:g}",
+        payee_page=_payee_page(),
         kinds=[(k, DOCUMENT_KIND_LABELS[k]) for k in DOCUMENT_KIND_LABELS],
     ), status
+
+
+def _payee_page() -> str | None:
+    """The payment account page, where a certified provider asks to change its account
+    (settlement's; marketplace does not import it, so found by endpoint name)."""
+    try:
+        return url_for("settlement.payee_account")
+    except BuildError:
+        return None
 
 
 def _profile_values(provider: Provider) -> dict:
@@ -249,14 +261,18 @@ def provider_profile():
             provider,
             contact_name=form.get("contact_name", ""),
             contact_phone=form.get("contact_phone", ""),
-            bank_account_name=form.get("bank_account_name", ""),
-            bank_name=form.get("bank_name", ""),
-            bank_account_number=form.get("bank_account_number", ""),
             opening_hours=hours,
+            # The form has the bank fields only before certification; after it the account
+            # changes on the payment account page, with the bureau's approval.
+            **{key: form.get(key, "") for key in BANK_FIELDS if key in form},
         )
     except DomainError as error:
         db.session.rollback()
-        return _render_dashboard(422, problem_from(error, PROFILE_FIELDS), "profile", form)
+        # A certified provider's form has no bank fields: their message goes above the form.
+        fields = PROFILE_FIELDS
+        if provider.status != "applied":
+            fields = tuple(f for f in PROFILE_FIELDS if f not in BANK_FIELDS)
+        return _render_dashboard(422, problem_from(error, fields), "profile", form)
     flash(_("Your details have been saved."), "success")
     return redirect(url_for(".dashboard") + "#profile")
 

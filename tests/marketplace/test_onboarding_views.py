@@ -197,9 +197,6 @@ def test_profile_changes_are_saved_and_audited(client, login, market, db_session
     data = {
         "contact_name": "新联系人",
         "contact_phone": "024-23456789",
-        "bank_account_name": "盛京居家养老服务有限公司",
-        "bank_name": "中国银行沈阳分行",
-        "bank_account_number": "6013 8200 0000 1234",
         "hours_mon_from": "07:30",
         "hours_mon_to": "19:00",
         "name": "改名",
@@ -209,12 +206,13 @@ def test_profile_changes_are_saved_and_audited(client, login, market, db_session
     assert response.status_code == 302
     db_session.refresh(market.home)
     assert market.home.contact_phone == "024-23456789"
-    assert market.home.bank_account_number == "6013820000001234"
+    # The bank account is not on a certified provider's profile form (payment account page).
+    assert market.home.bank_account_number == "6222000011112222"
     assert market.home.opening_hours == {"mon": [["07:30", "19:00"]]}
     assert market.home.name == "盛京居家养老服务有限公司"  # not editable here
     row = db_session.scalar(sa.select(AuditLog).where(AuditLog.action == "provider.profile"))
-    assert row.before["bank_account_number"] == "6222********2222"
-    assert row.after["bank_account_number"] == "6013********1234"
+    assert row.before["contact_phone"] == "13800001111"
+    assert row.after["contact_phone"] == "024-23456789"
 
 
 def test_a_bad_profile_change_saves_nothing(client, login, market, db_session):
