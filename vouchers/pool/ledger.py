@@ -41,7 +41,12 @@ shard of an account is held by others):
 1. the issuance lock (``issuance.serialize_issuance``), only in issuing, expiry,
    revocation and the eligibility feed;
 2. a redemption's row (``redemption.lock_row``, first thing in every money step on it),
-   then its payment attempts' rows;
+   then the settlement month row of its voucher's month (``settlement_months``: FOR SHARE
+   by a reversal, FOR UPDATE by a settlement run of that month, which locks no redemption
+   row: it reads them under the month lock, so a reversal holding the share lock finishes
+   first and one starting later waits for the run and then sees its line), then the
+   statement row (a reversal taking its line out, an approval, a run re-totalling), then
+   the redemption's payment attempts' rows;
 3. voucher rows, in id order when there are several. A transaction that locks several
    vouchers (an expiry batch, a revocation, a run of the eligibility feed) locks all of
    them before it moves any money: once it holds a ledger row of (4) it may not wait for a
@@ -324,11 +329,26 @@ def _subledgers() -> dict[str, sa.ScalarSelect]:
         .where(Voucher.status == "active")
         .scalar_subquery(),
         "vouchers:held": sa.select(total(sa.func.sum(Voucher.held_fen), 0)).scalar_subquery(),
-        # Settlement will move money on from here; its redemptions will leave this sum then.
+        # Settlement moves a redemption on from here when its statement is approved.
         "redeemed:unsettled": sa.select(total(sa.func.sum(Redemption.subsidy_fen), 0))
-        .where(Redemption.status == "redeemed")
+        .where(Redemption.status == "redeemed", ~_in_settled_statement())
         .scalar_subquery(),
     }
+
+
+def _in_settled_statement() -> sa.Exists:
+    """The redemption is a line of an approved or paid statement (by table name: the pool
+    does not import settlement)."""
+    lines = sa.table("statement_lines", sa.column("redemption_id"), sa.column("statement_id"))
+    statements = sa.table("statements", sa.column("id"), sa.column("status"))
+    return (
+        sa.exists()
+        .where(
+            lines.c.redemption_id == Redemption.id,
+            statements.c.id == lines.c.statement_id,
+            statements.c.status.in_(("approved", "paid")),
+        )
+    )
 
 
 def _ledger_balance(code: str) -> sa.ScalarSelect:
