@@ -154,16 +154,21 @@ def _audit(action: str, redemption: Redemption, before: str | None, **after) -> 
 
 
 def lock_row(redemption: Redemption) -> None:
-    """The redemption's row, locked first in every money step on it (PostgreSQL: FOR
-    UPDATE, to the end of the transaction): the lock order of ``vouchers.pool.ledger`` puts it
-    before its payment attempts, its voucher and the ledger accounts. Pending changes to
-    other rows are written after it, never before (no autoflush). On SQLite writers take
-    turns anyway."""
+    """The redemption's row, locked first in every money step on it (PostgreSQL: FOR NO
+    KEY UPDATE, to the end of the transaction): the lock order of ``vouchers.pool.ledger``
+    puts it before the settlement month row, its payment attempts, its voucher and the
+    ledger accounts. NO KEY UPDATE excludes every other money step on the row as FOR UPDATE
+    did, but not the key-share lock a foreign key takes: a settlement run adding the
+    redemption's statement line (under the month lock a reversal waits for) never waits for
+    it, so the two cannot deadlock. Pending changes to other rows are written after it,
+    never before (no autoflush). On SQLite writers take turns anyway."""
     if db.session.get_bind().dialect.name != "postgresql":
         return
     with db.session.no_autoflush:
         db.session.execute(
-            sa.select(Redemption.id).where(Redemption.id == redemption.id).with_for_update()
+            sa.select(Redemption.id)
+            .where(Redemption.id == redemption.id)
+            .with_for_update(key_share=True)
         )
 
 
