@@ -82,12 +82,9 @@ def _refuse(statement: Statement, user) -> None:
     why = what_applies(statement, user)
     if why is None:
         return
-    if not may_approve(user) or user.id in (
-        statement.prepared_by_user_id,
-        statement.approved_by_user_id,
-    ):
-        raise PermissionDenied(why)
-    raise Conflict(why)
+    if may_approve(user) and statement.status not in ("prepared", "awaiting_second"):
+        raise Conflict(why)  # the statement's state, whoever asks
+    raise PermissionDenied(why)
 
 
 def approve(statement: Statement, *, actor, now: datetime | None = None) -> Statement:
