@@ -341,13 +341,10 @@ def _in_settled_statement() -> sa.Exists:
     does not import settlement)."""
     lines = sa.table("statement_lines", sa.column("redemption_id"), sa.column("statement_id"))
     statements = sa.table("statements", sa.column("id"), sa.column("status"))
-    return (
-        sa.exists()
-        .where(
-            lines.c.redemption_id == Redemption.id,
-            statements.c.id == lines.c.statement_id,
-            statements.c.status.in_(("approved", "paid")),
-        )
+    return sa.exists().where(
+        lines.c.redemption_id == Redemption.id,
+        statements.c.id == lines.c.statement_id,
+        statements.c.status.in_(("approved", "paid")),
     )
 
 

@@ -62,7 +62,9 @@ class SettlementGuard:
         """Called by ``steps.reverse`` after the redemption's row is locked and the checks:
         "settled" (clawback), "open" (its line was taken out of an unapproved statement) or
         None (in no statement)."""
-        month = db.session.scalar(sa.select(Voucher.month).where(Voucher.id == redemption.voucher_id))
+        month = db.session.scalar(
+            sa.select(Voucher.month).where(Voucher.id == redemption.voucher_id)
+        )
         periods.lock_month(month, share=True)
         line = _line(redemption.id)
         if line is None:

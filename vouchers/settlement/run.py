@@ -45,10 +45,11 @@ def refusal(month: date, today: date) -> str | None:
     """Why ``month`` may not be settled on ``today``, or None."""
     day = periods.settles_from(month)
     if today < day:
+        label = month.strftime("%Y-%m")
         return _l(
             "%(month)s cannot be settled before %(day)s: providers may still reverse its "
             "redemptions until the reversal window after the month's end has closed.",
-            month=f"{month:%Y-%m}",
+            month=label,
             day=day.isoformat(),
         )
     return None
@@ -279,4 +280,3 @@ def settle_due(today: date | None = None, *, actor=None, commit: bool = False) -
             db.session.rollback()
             failed[f"{month:%Y-%m}"] = str(error)
     return {"settled": done, "failed": failed}
-

@@ -263,9 +263,11 @@ def approve_post(statement_id: int):
     return _decide(
         statement_id,
         decide,
-        lambda s: _("Statement approved.")
-        if s.status == "approved"
-        else _("First approval recorded: a second approver must approve it too."),
+        lambda s: (
+            _("Statement approved.")
+            if s.status == "approved"
+            else _("First approval recorded: a second approver must approve it too.")
+        ),
     )
 
 

@@ -29,7 +29,9 @@ def prepared(shop, bureau, *prices, actor=None):
 
 def low_threshold(fen=100):
     db.session.add(
-        SettlementRules(effective_from=local_today() - timedelta(days=1), second_approval_above_fen=fen)
+        SettlementRules(
+            effective_from=local_today() - timedelta(days=1), second_approval_above_fen=fen
+        )
     )
     db.session.flush()
 
@@ -38,7 +40,7 @@ def test_the_preparer_may_not_approve_nor_reject(app_ctx, shop, bureau):
     statement = prepared(shop, bureau, actor=bureau.approver)  # an approver prepared it
     with pytest.raises(PermissionDenied) as refused:
         approval.approve(statement, actor=bureau.approver)
-    assert "prepared" in str(refused.value)
+    assert "由您制作" in str(refused.value)  # "you prepared this statement"
     with pytest.raises(PermissionDenied):
         approval.reject(statement, actor=bureau.approver, reason="no")
     assert statement.status == "prepared" and statement.approved_by_user_id is None
@@ -85,7 +87,7 @@ def test_above_the_threshold_a_second_different_approver_is_needed(app_ctx, shop
     assert statement.status == "awaiting_second" and statement.lines_hash is None
     with pytest.raises(PermissionDenied) as twice:
         approval.approve(statement, actor=bureau.approver)
-    assert "second" in str(twice.value)
+    assert "第二次" in str(twice.value)  # "a second, different approver"
     with pytest.raises(PermissionDenied):
         approval.approve(statement, actor=bureau.officer)  # not an approver (and the maker)
     approval.approve(statement, actor=bureau.second)
@@ -128,12 +130,16 @@ def test_a_rejection_needs_a_reason_and_its_lines_are_settled_again(app_ctx, sho
 @pytest.mark.parametrize(
     "change",
     [
-        lambda sid: sa.update(StatementLine)
-        .where(StatementLine.statement_id == sid)
-        .values(subsidy_fen=StatementLine.subsidy_fen + 1),
-        lambda sid: sa.update(Statement)
-        .where(Statement.id == sid)
-        .values(subsidy_fen=Statement.subsidy_fen + 1),
+        lambda sid: (
+            sa.update(StatementLine)
+            .where(StatementLine.statement_id == sid)
+            .values(subsidy_fen=StatementLine.subsidy_fen + 1)
+        ),
+        lambda sid: (
+            sa.update(Statement)
+            .where(Statement.id == sid)
+            .values(subsidy_fen=Statement.subsidy_fen + 1)
+        ),
         lambda sid: sa.delete(StatementLine).where(StatementLine.statement_id == sid),
         lambda sid: sa.delete(Statement).where(Statement.id == sid),
         lambda sid: sa.update(Statement).where(Statement.id == sid).values(status="prepared"),

@@ -25,9 +25,7 @@ def statement(shop, bureau):
     return db.session.scalar(sa.select(Statement))
 
 
-def test_anonymous_providers_and_district_staff_are_kept_out(
-    shop, bureau, client, login, factory
-):
+def test_anonymous_providers_and_district_staff_are_kept_out(shop, bureau, client, login, factory):
     assert client.get("/settlement/").status_code == 302  # to the sign-in page
     login(shop.station_admin)
     assert client.get("/settlement/").status_code == 403
@@ -48,22 +46,24 @@ def test_the_months_page_shows_the_cut_off_and_refuses_settling_too_early(
     assert settle_day(shop.voucher.month).isoformat() in html
     assert f'id="settle-{month}"' not in html  # not settleable yet: no button
     response = client.post(
-        "/settlement/runs", data={"month": month, "confirm": "yes"}, headers=EN,
+        "/settlement/runs",
+        data={"month": month, "confirm": "yes"},
+        headers=EN,
         follow_redirects=True,
     )
     assert "cannot be settled before" in response.get_data(as_text=True)
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Statement)) == 0
 
 
-def test_an_officer_sees_a_statement_but_may_not_approve_it(
-    shop, bureau, client, login, statement
-):
+def test_an_officer_sees_a_statement_but_may_not_approve_it(shop, bureau, client, login, statement):
     login(bureau.officer)
     html = client.get(f"/settlement/statements/{statement.id}", headers=EN).get_data(as_text=True)
     assert 'id="statement-lines"' in html and html.count("data-redemption=") == 2
     assert mask_name(shop.elder.name) in html and shop.elder.name not in html
     assert 'id="approve-form"' not in html
-    response = client.post(f"/settlement/statements/{statement.id}/approve", data={"confirm": "yes"})
+    response = client.post(
+        f"/settlement/statements/{statement.id}/approve", data={"confirm": "yes"}
+    )
     assert response.status_code == 403
     db.session.refresh(statement)
     assert statement.status == "prepared"
@@ -123,5 +123,7 @@ def test_the_api_for_the_bureau_only(shop, bureau, client, statement):
     assert _api(client, "POST", f"/statements/{statement.id}/approve", officer).status_code == 403
     approved = _api(client, "POST", f"/statements/{statement.id}/approve", approver)
     assert approved.status_code == 200 and approved.json["status"] == "approved"
-    again = _api(client, "POST", f"/statements/{statement.id}/reject", approver, json={"reason": "x"})
+    again = _api(
+        client, "POST", f"/statements/{statement.id}/reject", approver, json={"reason": "x"}
+    )
     assert again.status_code == 409

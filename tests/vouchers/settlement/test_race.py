@@ -27,9 +27,7 @@ REDEMPTIONS = 8
 
 def _redeem(app, n):
     voucher_id, staff_id, meal_id = _world(app)
-    results = [
-        _attempt(app, voucher_id, staff_id, meal_id, f"race-{i}", 100) for i in range(n)
-    ]
+    results = [_attempt(app, voucher_id, staff_id, meal_id, f"race-{i}", 100) for i in range(n)]
     assert results == ["redeemed"] * n
     with app.app_context():
         month = db.session.get(Voucher, voucher_id).month
@@ -56,11 +54,15 @@ def _settle(app, month, barrier):
 def _consistent(app):
     """Every statement's totals equal its lines; one open statement per provider-month."""
     with app.app_context():
-        totals = sa.select(
-            StatementLine.statement_id.label("sid"),
-            sa.func.count().label("n"),
-            sa.func.sum(StatementLine.subsidy_fen).label("s"),
-        ).group_by(StatementLine.statement_id).subquery()
+        totals = (
+            sa.select(
+                StatementLine.statement_id.label("sid"),
+                sa.func.count().label("n"),
+                sa.func.sum(StatementLine.subsidy_fen).label("s"),
+            )
+            .group_by(StatementLine.statement_id)
+            .subquery()
+        )
         wrong = db.session.scalars(
             sa.select(Statement.id)
             .outerjoin(totals, totals.c.sid == Statement.id)
@@ -85,9 +87,7 @@ def test_two_runs_at_once_settle_each_redemption_once(private_app):
         lines = db.session.scalars(
             sa.select(StatementLine.redemption_id).where(StatementLine.redemption_id.in_(ids))
         ).all()
-        settled = db.session.scalar(
-            sa.select(sa.func.count()).select_from(StatementLine)
-        )
+        settled = db.session.scalar(sa.select(sa.func.count()).select_from(StatementLine))
         open_per_provider = db.session.execute(
             sa.select(Statement.provider_id, sa.func.count())
             .where(Statement.status == "prepared")

@@ -79,7 +79,10 @@ def test_a_rerun_adds_only_what_is_new_to_the_open_statement(app_ctx, shop, bure
 def test_a_pending_hold_and_an_open_flag_stay_out_then_come_in(app_ctx, shop, bureau):
     month = shop.voucher.month
     r = redemption.check_in(
-        shop.voucher, scan_digest="held-1", staff_user=shop.caregiver, service_id=shop.market.meals.id
+        shop.voucher,
+        scan_digest="held-1",
+        staff_user=shop.caregiver,
+        service_id=shop.market.meals.id,
     )
     redemption.set_price(r, price_fen=1500, staff_user=shop.caregiver)
     redemption.hold(r, method="cash")  # the co-payment still running
