@@ -333,6 +333,50 @@ def _subledgers() -> dict[str, sa.ScalarSelect]:
         "redeemed:unsettled": sa.select(total(sa.func.sum(Redemption.subsidy_fen), 0))
         .where(Redemption.status == "redeemed", ~_in_settled_statement())
         .scalar_subquery(),
+        **_provider_subledgers(),
+    }
+
+
+def _provider_subledgers() -> dict[str, sa.ScalarSelect]:
+    """All providers' accounts together (a code with "%" sums every account it matches):
+    what approved statements owe and are not yet paid (subsidy less clawbacks netted; card
+    co-payments), and the clawbacks of settled redemptions not yet netted. By table name:
+    the pool does not import settlement."""
+    total = sa.func.coalesce
+    statements = sa.table(
+        "statements",
+        sa.column("id"),
+        sa.column("status"),
+        sa.column("subsidy_fen"),
+        sa.column("card_copay_fen"),
+        sa.column("clawback_fen"),
+    )
+    lines = sa.table(
+        "statement_lines",
+        sa.column("redemption_id"),
+        sa.column("statement_id"),
+        sa.column("subsidy_fen"),
+    )
+    approved = statements.c.status == "approved"
+    settled = statements.c.status.in_(("approved", "paid"))
+    clawed = (
+        sa.select(total(sa.func.sum(lines.c.subsidy_fen), 0))
+        .join(statements, statements.c.id == lines.c.statement_id)
+        .join(Redemption, Redemption.id == lines.c.redemption_id)
+        .where(settled, Redemption.status == "reversed")
+        .scalar_subquery()
+    )
+    netted = sa.select(total(sa.func.sum(statements.c.clawback_fen), 0)).where(settled)
+    return {
+        "provider:%:payable": sa.select(
+            total(sa.func.sum(statements.c.subsidy_fen - statements.c.clawback_fen), 0)
+        )
+        .where(approved)
+        .scalar_subquery(),
+        "provider:%:copay": sa.select(total(sa.func.sum(statements.c.card_copay_fen), 0))
+        .where(approved)
+        .scalar_subquery(),
+        "provider:%:receivable": (clawed - netted.scalar_subquery()),
     }
 
 
@@ -352,7 +396,7 @@ def _ledger_balance(code: str) -> sa.ScalarSelect:
     return (
         sa.select(sa.func.coalesce(sa.func.sum(LedgerBalance.balance_fen), 0))
         .join(LedgerAccount, LedgerAccount.id == LedgerBalance.account_id)
-        .where(LedgerAccount.code == code)
+        .where(LedgerAccount.code.like(code) if "%" in code else LedgerAccount.code == code)
         .scalar_subquery()
     )
 

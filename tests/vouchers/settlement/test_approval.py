@@ -155,3 +155,15 @@ def test_a_frozen_statement_cannot_change_in_sql(app_ctx, shop, bureau, change):
     db.session.expire_all()
     statement = db.session.get(Statement, sid)
     assert statement.status == "approved" and hashing.statement_hash(statement) == approved_hash
+
+
+def test_the_ledger_check_follows_what_providers_are_owed(app_ctx, shop, bureau):
+    statement = prepared(shop, bureau)
+    approval.approve(statement, actor=bureau.approver)
+    assert ledger.verify_ledger().ok
+    payable = books.payable_code(statement.provider_id)
+    # One fen moved out of the provider's payable with no statement behind it.
+    ledger.post("settle", "nudge", [(payable, -1), ("pool:available", 1)])
+    check = ledger.verify_ledger()
+    assert not check.ok
+    assert {m["account"] for m in check.subledger_mismatches} == {"provider:%:payable"}
