@@ -17,6 +17,7 @@ from tests.vouchers.test_redemption_race import _attempt, _world
 from vouchers.models import Redemption, Voucher
 from vouchers.pool import ledger
 from vouchers.redemption import steps as redemption
+from vouchers.settlement import approval
 from vouchers.settlement.models import Statement, StatementLine
 from vouchers.settlement.run import run_settlement
 
@@ -136,4 +137,60 @@ def test_reversals_racing_a_run_are_in_a_line_or_reversed_never_both(private_app
             assert (status, statement_id) == ("reversed", None)
         else:
             assert status == "redeemed" and statement_id is not None
+    assert _consistent(private_app) == ([], True)
+
+
+def _approve(app, statement_id, username, barrier):
+    from eldercare.errors import Conflict
+
+    with app.app_context():
+        try:
+            user = db.session.scalar(sa.select(User).where(User.username == username))
+            statement = db.session.get(Statement, statement_id)
+            barrier.wait()
+            approval.approve(statement, actor=user)
+            db.session.commit()
+            return "approved"
+        except Conflict:
+            db.session.rollback()
+            return "refused"
+        finally:
+            db.session.remove()
+
+
+def test_two_approvers_at_once_approve_once(private_app):
+    from eldercare.accounts import UserRole
+    from vouchers.models import JournalEntry
+
+    month, _ = _redeem(private_app, 2)
+    with private_app.app_context():
+        officer = db.session.scalar(sa.select(User).where(User.username == "bureau.officer"))
+        run_settlement(month, actor=officer, today=settle_day(month))
+        second = User(username="race.approver", display_name="第二审批人")
+        second.set_password("race-approver-pass-1")
+        second.role_rows = [UserRole(role="bureau_approver")]
+        db.session.add(second)
+        db.session.commit()
+        statement_id = db.session.scalar(
+            sa.select(Statement.id).where(Statement.status == "prepared").limit(1)
+        )
+        db.session.remove()
+    barrier = threading.Barrier(2)
+    with ThreadPoolExecutor(2) as pool:
+        results = list(
+            pool.map(
+                lambda name: _approve(private_app, statement_id, name, barrier),
+                ["bureau.approver", "race.approver"],
+            )
+        )
+    assert sorted(results) == ["approved", "refused"]
+    with private_app.app_context():
+        entries = db.session.scalar(
+            sa.select(sa.func.count())
+            .select_from(JournalEntry)
+            .where(JournalEntry.kind == "settle", JournalEntry.cause_id == str(statement_id))
+        )
+        assert db.session.get(Statement, statement_id).status == "approved"
+        db.session.remove()
+    assert entries == 1
     assert _consistent(private_app) == ([], True)
