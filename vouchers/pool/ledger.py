@@ -45,8 +45,9 @@ shard of an account is held by others):
    by a reversal, FOR UPDATE by a settlement run of that month, which locks no redemption
    row: it reads them under the month lock, so a reversal holding the share lock finishes
    first and one starting later waits for the run and then sees its line), then the
-   statement row (a reversal taking its line out, an approval, a run re-totalling), then
-   the redemption's payment attempts' rows;
+   statement rows (a reversal taking its line out; an approval, which takes no month row;
+   a run, which locks its month's prepared statements in id order before adding lines, so
+   it waits for an approval in progress), then the redemption's payment attempts' rows;
 3. voucher rows, in id order when there are several. A transaction that locks several
    vouchers (an expiry batch, a revocation, a run of the eligibility feed) locks all of
    them before it moves any money: once it holds a ledger row of (4) it may not wait for a

@@ -212,6 +212,16 @@ def run_settlement(month: date, *, actor=None, today: date | None = None) -> dic
         raise InvalidInput(why, details={"month": why})
     now = now_utc()
     row = periods.lock_month(month, share=False)  # a reversal of this month waits, or we do
+    # The month's prepared statements, locked (in id order) before any line is added: an
+    # approval in progress holds its statement's row, and a line added under it would land
+    # in an approved statement, outside its totals and hash. We wait for it; PostgreSQL then
+    # finds that statement no longer 'prepared', and its provider gets a new one (seq + 1).
+    db.session.execute(
+        sa.select(Statement.id)
+        .where(Statement.month == month, Statement.status == "prepared")
+        .order_by(Statement.id)
+        .with_for_update()
+    ).all()
     actor_id = actor.id if actor is not None else None
     before = _open_statements(month)
     _create_statements(month, actor_id, now)  # counted below: one may end up emptied

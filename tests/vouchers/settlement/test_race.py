@@ -26,15 +26,15 @@ pytestmark = pytest.mark.postgres
 REDEMPTIONS = 8
 
 
-def _redeem(app, n):
+def _redeem(app, n, prefix="race"):
     voucher_id, staff_id, meal_id = _world(app)
-    results = [_attempt(app, voucher_id, staff_id, meal_id, f"race-{i}", 100) for i in range(n)]
+    results = [_attempt(app, voucher_id, staff_id, meal_id, f"{prefix}-{i}", 100) for i in range(n)]
     assert results == ["redeemed"] * n
     with app.app_context():
         month = db.session.get(Voucher, voucher_id).month
         ids = list(
             db.session.scalars(
-                sa.select(Redemption.id).where(Redemption.scan_digest.like("race-%"))
+                sa.select(Redemption.id).where(Redemption.scan_digest.like(f"{prefix}-%"))
             )
         )
         db.session.remove()
@@ -193,4 +193,43 @@ def test_two_approvers_at_once_approve_once(private_app):
         assert db.session.get(Statement, statement_id).status == "approved"
         db.session.remove()
     assert entries == 1
+    assert _consistent(private_app) == ([], True)
+
+
+def test_a_run_waits_for_an_approval_in_progress_and_adds_to_a_new_statement(private_app):
+    """The approval has locked the statement and is hashing it; the run of the month must
+    not add a line to it meanwhile (the line would be in an approved statement, outside its
+    totals and its hash): it waits, then puts the new redemption in statement 2."""
+    from tests.vouchers.interleave import Interleaving, Pause
+    from vouchers.settlement import hashing
+
+    month, first = _redeem(private_app, 1, "before")
+    with private_app.app_context():
+        officer = db.session.scalar(sa.select(User).where(User.username == "bureau.officer"))
+        run_settlement(month, actor=officer, today=settle_day(month))
+        db.session.commit()
+        statement_id = db.session.scalar(
+            sa.select(StatementLine.statement_id).where(StatementLine.redemption_id == first[0])
+        )
+        db.session.remove()
+    _, late = _redeem(private_app, 1, "late")
+
+    def approve():
+        user = db.session.scalar(sa.select(User).where(User.username == "bureau.approver"))
+        approval.approve(db.session.get(Statement, statement_id), actor=user)
+
+    locked = Pause("after", "SELECT statements", contains="FOR UPDATE")
+    results = Interleaving(private_app, {"approve": locked}).run(
+        approve=approve, run=lambda: run_settlement(month, today=settle_day(month))
+    )
+    errors = {name: repr(r) for name, r in results.items() if isinstance(r, Exception)}
+    assert errors == {}, errors
+    with private_app.app_context():
+        approved = db.session.get(Statement, statement_id)
+        assert approved.status == "approved"
+        assert approved.lines_hash == hashing.statement_hash(approved)
+        line = db.session.get(StatementLine, late[0])
+        assert line is not None and line.statement_id != statement_id
+        assert db.session.get(Statement, line.statement_id).seq == approved.seq + 1
+        db.session.remove()
     assert _consistent(private_app) == ([], True)
