@@ -89,6 +89,8 @@ def settleable_months(today: date) -> list[date]:
 def ensure_month(month: date) -> None:
     """The month's row, created once whatever runs at once (a conflict is ignored)."""
     month = first_of(month)
+    if db.session.scalar(sa.select(SettlementMonth.month).where(SettlementMonth.month == month)):
+        return  # the usual case: no write (every reversal asks)
     values = {"month": month, "settles_from": settles_from(month), "last_run_lines": 0}
     dialect = db.session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
