@@ -123,3 +123,29 @@ def test_the_catch_up_settles_every_due_month(app_ctx, shop, bureau):
     report = settle_due(settle_day(month))
     assert list(report["settled"]) == [f"{month:%Y-%m}"]
     assert report["settled"][f"{month:%Y-%m}"]["lines_added"] == 1
+
+
+def test_a_statement_awaiting_its_second_approver_is_not_changed_by_a_run(app_ctx, shop, bureau):
+    from eldercare.timeutil import local_today
+    from vouchers.settlement.models import SettlementRules
+
+    db.session.add(
+        SettlementRules(
+            effective_from=local_today() - timedelta(days=1), second_approval_above_fen=100
+        )
+    )
+    month = shop.voucher.month
+    first = spend(shop)
+    run_settlement(month, actor=bureau.officer, today=settle_day(month))
+    [statement] = statements()
+    approval.approve(statement, actor=bureau.approver)
+    assert statement.status == "awaiting_second"
+    late = spend(shop)
+    report = run_settlement(month, actor=bureau.officer, today=settle_day(month))
+    assert report["lines_added"] == 0 and report["awaiting_second_statements"] == 1
+    assert lines_of(statement.id) == {first.id}
+    approval.approve(statement, actor=bureau.second)
+    report = run_settlement(month, actor=bureau.officer, today=settle_day(month))
+    assert report["lines_added"] == 1
+    one, two = statements()
+    assert two.seq == 2 and lines_of(two.id) == {late.id}
