@@ -399,6 +399,14 @@ class Redemption(Base):
         sa.CheckConstraint(
             f"quantity IS NULL OR (quantity >= 1 AND quantity <= {MAX_QUANTITY})", name="quantity"
         ),
+        # Settlement reads the redeemed ones of a month's vouchers (migration 0018).
+        sa.Index(
+            "ix_redemptions_redeemed_voucher",
+            "voucher_id",
+            "id",
+            sqlite_where=sa.text("status = 'redeemed'"),
+            postgresql_where=sa.text("status = 'redeemed'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

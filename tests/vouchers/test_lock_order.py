@@ -256,7 +256,7 @@ def test_a_reversal_racing_a_death_revocation_sends_the_money_to_the_district(ci
 
     # The reversal has read the voucher (active) and stops before its first lock; the
     # revocation runs and commits meanwhile; then the reversal writes.
-    before_locking = Pause("before", "SELECT redemptions.id", contains="FOR UPDATE")
+    before_locking = Pause("before", "SELECT redemptions.id", contains="KEY UPDATE")
     results = Interleaving(app, {"reverse": before_locking}).run(
         reverse=reverse,
         revoke=lambda: issuance.revoke_for(resident_id, from_month=month, reason="death"),

@@ -258,7 +258,8 @@ def test_reversal_after_the_window_is_refused_and_later_months_go_to_the_distric
     _refused(
         db_session,
         ReversalWindowClosed,
-        lambda: redemption.reverse(r, actor=shop.approver, reason="x", now=late),
+        # The provider: only the bureau may reverse after the window (issue 12).
+        lambda: redemption.reverse(r, actor=shop.caregiver, reason="x", now=late),
     )
     # The month has ended in the meantime: expiry closed the voucher (its balance went back).
     issuance._close(

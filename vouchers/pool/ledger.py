@@ -41,7 +41,13 @@ shard of an account is held by others):
 1. the issuance lock (``issuance.serialize_issuance``), only in issuing, expiry,
    revocation and the eligibility feed;
 2. a redemption's row (``redemption.lock_row``, first thing in every money step on it),
-   then its payment attempts' rows;
+   then the settlement month row of its voucher's month (``settlement_months``: FOR SHARE
+   by a reversal, FOR UPDATE by a settlement run of that month, which locks no redemption
+   row: it reads them under the month lock, so a reversal holding the share lock finishes
+   first and one starting later waits for the run and then sees its line), then the
+   statement rows (a reversal taking its line out; an approval, which takes no month row;
+   a run, which locks its month's prepared statements in id order before adding lines, so
+   it waits for an approval in progress), then the redemption's payment attempts' rows;
 3. voucher rows, in id order when there are several. A transaction that locks several
    vouchers (an expiry batch, a revocation, a run of the eligibility feed) locks all of
    them before it moves any money: once it holds a ledger row of (4) it may not wait for a
@@ -324,18 +330,74 @@ def _subledgers() -> dict[str, sa.ScalarSelect]:
         .where(Voucher.status == "active")
         .scalar_subquery(),
         "vouchers:held": sa.select(total(sa.func.sum(Voucher.held_fen), 0)).scalar_subquery(),
-        # Settlement will move money on from here; its redemptions will leave this sum then.
+        # Settlement moves a redemption on from here when its statement is approved.
         "redeemed:unsettled": sa.select(total(sa.func.sum(Redemption.subsidy_fen), 0))
-        .where(Redemption.status == "redeemed")
+        .where(Redemption.status == "redeemed", ~_in_settled_statement())
         .scalar_subquery(),
+        **_provider_subledgers(),
     }
+
+
+def _provider_subledgers() -> dict[str, sa.ScalarSelect]:
+    """All providers' accounts together (a code with "%" sums every account it matches):
+    what approved statements owe and are not yet paid (subsidy less clawbacks netted; card
+    co-payments), and the clawbacks of settled redemptions not yet netted. By table name:
+    the pool does not import settlement."""
+    total = sa.func.coalesce
+    statements = sa.table(
+        "statements",
+        sa.column("id"),
+        sa.column("status"),
+        sa.column("subsidy_fen"),
+        sa.column("card_copay_fen"),
+        sa.column("clawback_fen"),
+    )
+    lines = sa.table(
+        "statement_lines",
+        sa.column("redemption_id"),
+        sa.column("statement_id"),
+        sa.column("subsidy_fen"),
+    )
+    approved = statements.c.status == "approved"
+    settled = statements.c.status.in_(("approved", "paid"))
+    clawed = (
+        sa.select(total(sa.func.sum(lines.c.subsidy_fen), 0))
+        .join(statements, statements.c.id == lines.c.statement_id)
+        .join(Redemption, Redemption.id == lines.c.redemption_id)
+        .where(settled, Redemption.status == "reversed")
+        .scalar_subquery()
+    )
+    netted = sa.select(total(sa.func.sum(statements.c.clawback_fen), 0)).where(settled)
+    return {
+        "provider:%:payable": sa.select(
+            total(sa.func.sum(statements.c.subsidy_fen - statements.c.clawback_fen), 0)
+        )
+        .where(approved)
+        .scalar_subquery(),
+        "provider:%:copay": sa.select(total(sa.func.sum(statements.c.card_copay_fen), 0))
+        .where(approved)
+        .scalar_subquery(),
+        "provider:%:receivable": (clawed - netted.scalar_subquery()),
+    }
+
+
+def _in_settled_statement() -> sa.Exists:
+    """The redemption is a line of an approved or paid statement (by table name: the pool
+    does not import settlement)."""
+    lines = sa.table("statement_lines", sa.column("redemption_id"), sa.column("statement_id"))
+    statements = sa.table("statements", sa.column("id"), sa.column("status"))
+    return sa.exists().where(
+        lines.c.redemption_id == Redemption.id,
+        statements.c.id == lines.c.statement_id,
+        statements.c.status.in_(("approved", "paid")),
+    )
 
 
 def _ledger_balance(code: str) -> sa.ScalarSelect:
     return (
         sa.select(sa.func.coalesce(sa.func.sum(LedgerBalance.balance_fen), 0))
         .join(LedgerAccount, LedgerAccount.id == LedgerBalance.account_id)
-        .where(LedgerAccount.code == code)
+        .where(LedgerAccount.code.like(code) if "%" in code else LedgerAccount.code == code)
         .scalar_subquery()
     )
 

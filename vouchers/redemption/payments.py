@@ -866,7 +866,11 @@ def reverse(redemption: Redemption, *, actor: User, reason: str, now: datetime |
     now = now or now_utc()
     redemptions.check_reversal(redemption, actor=actor, reason=reason, now=now)
     refund_id = None
-    if redemption.payment_method == "card" and redemption.copay_fen:
+    # A settled redemption's co-payment was paid to the provider, who refunds the elder
+    # directly: the reversal is a clawback of the subsidy only.
+    guard = redemptions.settlement_guard
+    settled = guard is not None and guard.is_settled(redemption)
+    if redemption.payment_method == "card" and redemption.copay_fen and not settled:
         refund = gateway().create_refund(
             redemption.payment_intent_id,
             redemption.copay_fen,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, timedelta
+from typing import Protocol
 
 import sqlalchemy as sa
 from flask import g, has_app_context, has_request_context
@@ -67,6 +68,24 @@ HOLD_TIMEOUT = timedelta(minutes=15)
 # The one conflict check_in expects when it saves: the same scan saved a moment earlier.
 SCAN_DIGEST_CONSTRAINT = "uq_redemptions_scan_digest"
 CHECK_IN_ATTEMPTS = 3
+
+
+class SettlementGuardProtocol(Protocol):
+    """What a reversal asks settlement (``vouchers.settlement.guard`` sets the hook when
+    settlement is registered; redemption never imports settlement)."""
+
+    def is_settled(self, redemption: Redemption) -> bool:
+        """Is it a line of an approved or paid statement? (Reads only.)"""
+
+    def before_reversal(self, redemption: Redemption) -> str | None:
+        """Called with the redemption's row locked: "settled" (reverse as a clawback),
+        "open" (its line left an unapproved statement) or None (in no statement)."""
+
+    def clawback(self, redemption: Redemption, actor: User, reason: str) -> None:
+        """The books and the audit of a settled redemption's reversal."""
+
+
+settlement_guard: SettlementGuardProtocol | None = None
 
 
 def month_of(day: date) -> date:
@@ -135,16 +154,21 @@ def _audit(action: str, redemption: Redemption, before: str | None, **after) -> 
 
 
 def lock_row(redemption: Redemption) -> None:
-    """The redemption's row, locked first in every money step on it (PostgreSQL: FOR
-    UPDATE, to the end of the transaction): the lock order of ``vouchers.pool.ledger`` puts it
-    before its payment attempts, its voucher and the ledger accounts. Pending changes to
-    other rows are written after it, never before (no autoflush). On SQLite writers take
-    turns anyway."""
+    """The redemption's row, locked first in every money step on it (PostgreSQL: FOR NO
+    KEY UPDATE, to the end of the transaction): the lock order of ``vouchers.pool.ledger``
+    puts it before the settlement month row, its payment attempts, its voucher and the
+    ledger accounts. NO KEY UPDATE excludes every other money step on the row as FOR UPDATE
+    did, but not the key-share lock a foreign key takes: a settlement run adding the
+    redemption's statement line (under the month lock a reversal waits for) never waits for
+    it, so the two cannot deadlock. Pending changes to other rows are written after it,
+    never before (no autoflush). On SQLite writers take turns anyway."""
     if db.session.get_bind().dialect.name != "postgresql":
         return
     with db.session.no_autoflush:
         db.session.execute(
-            sa.select(Redemption.id).where(Redemption.id == redemption.id).with_for_update()
+            sa.select(Redemption.id)
+            .where(Redemption.id == redemption.id)
+            .with_for_update(key_share=True)
         )
 
 
@@ -644,6 +668,10 @@ def may_reverse(user: User, redemption: Redemption) -> bool:
     return staff is not None and staff.provider_id == redemption.provider_id
 
 
+def is_bureau(user: User) -> bool:
+    return user.has_role("bureau_officer", "bureau_approver")
+
+
 def check_reversal(redemption: Redemption, *, actor: User, reason: str, now: datetime) -> str:
     """Refuse a reversal that may not happen (before any refund is asked for); the cleaned
     reason otherwise."""
@@ -654,7 +682,9 @@ def check_reversal(redemption: Redemption, *, actor: User, reason: str, now: dat
         raise InvalidInput(details={"reason": _l("Say why the redemption is reversed.")})
     if redemption.status != "redeemed":
         raise RedemptionStateError(_l("Only a completed redemption can be reversed."))
-    if local_today(now) > reversal_deadline(redemption):
+    # After the window only the bureau may reverse (a settled redemption then becomes a
+    # clawback from the provider); providers only within it.
+    if local_today(now) > reversal_deadline(redemption) and not is_bureau(actor):
         raise ReversalWindowClosed()
     return reason
 
@@ -667,11 +697,17 @@ def reverse(
     refund_id: str | None = None,
     now: datetime | None = None,
 ) -> None:
-    """Undo a redemption within the policy window. The card co-payment's refund is the
-    caller's (``vouchers.redemption.payments.reverse``), made before this and passed in."""
+    """Undo a redemption within the policy window (the bureau: after it too). The card
+    co-payment's refund is the caller's (``vouchers.redemption.payments.reverse``), made
+    before this and passed in. A redemption whose statement is already approved is clawed
+    back from the provider instead (``settlement_guard``): nothing goes back onto the
+    voucher."""
     lock_row(redemption)  # before the voucher row and the accounts (see vouchers.pool.ledger)
     now = now or now_utc()
     reason = check_reversal(redemption, actor=actor, reason=reason, now=now)
+    settled = settlement_guard is not None and (
+        settlement_guard.before_reversal(redemption) == "settled"
+    )
     if not _move_status(
         redemption,
         "redeemed",
@@ -682,12 +718,20 @@ def reverse(
         refund_id=refund_id,
     ):
         raise RedemptionStateError(_l("Only a completed redemption can be reversed."))
+    if settled:
+        settlement_guard.clawback(redemption, actor, reason)
+        return
     amount = redemption.subsidy_fen
     back_to = _give_back(redemption.voucher_id, amount, now)
+    lines = [("redeemed:unsettled", -amount), (back_to, amount)]
+    refunded = redemption.copay_fen or 0
+    if refund_id and redemption.payment_method == "card" and refunded:
+        # The co-payment went back to the elder's card out of the gateway's clearing.
+        lines += [("gateway:clearing", -refunded), ("copay:card", refunded)]
     ledger.post(
         "reverse",
         f"reverse redemption {redemption.id}",
-        [("redeemed:unsettled", -amount), (back_to, amount)],
+        lines,
         cause=("redemptions", redemption.id),
         actor_id=actor.id,
     )

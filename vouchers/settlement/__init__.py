@@ -27,6 +27,7 @@ def register(app) -> None:
         api_reconcile,
         api_statements,
         cli,
+        guard,
         jobs,
         reconcile_cli,
         views,
@@ -37,6 +38,7 @@ def register(app) -> None:
         views_statements,
     )
 
+    guard.install()  # the reversal's hook (vouchers.redemption.steps.settlement_guard)
     app.register_blueprint(views.bp)
     api.register_blueprint(api_statements.blp)
     _ = (api_bank, api_reconcile)  # their endpoints are on api_statements.blp
