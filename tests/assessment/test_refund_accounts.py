@@ -246,3 +246,20 @@ def test_the_account_is_fixed_while_in_a_bank_batch_and_once_paid(owed, client, 
     assert 'id="account-form"' not in _text(
         client.get(f"/assessment/fee-refunds/{owed.refund.id}/account", headers=EN)
     )
+
+
+def test_the_api_says_whether_the_account_was_given(owed, client, db_session):
+    from eldercare.tokens import issue_token
+
+    _token, secret = issue_token(owed.officer, "City data exchange", ["read"])
+    db_session.commit()
+    headers = {"Authorization": f"Bearer {secret}"}
+
+    def item():
+        [listed] = client.get("/api/v1/assessment-fee-refunds", headers=headers).get_json()["items"]
+        return listed["payee_account_given"], listed["payee_account_last4"]
+
+    assert item() == (False, None)
+    refund_accounts.set_account(owed.refund, actor=owed.elder_user, **GOOD)
+    db_session.commit()
+    assert item() == (True, "7890")
