@@ -24,7 +24,10 @@ OLD = {
     "account_number": "6222021234567890",
 }
 NEW = OLD | {"account_number": "6217000011112222"}
+# One session holds the refund's row; the other stops just before asking for it, so it
+# asks only once the first holds it (and then waits for it).
 LOCKED = Pause("after", "SELECT assessment_fee_refunds", contains="FOR UPDATE")
+ABOUT_TO_LOCK = Pause("before", "SELECT assessment_fee_refunds", contains="FOR UPDATE")
 
 
 @pytest.fixture
@@ -96,7 +99,7 @@ def _paid_to(app, rid):
 
 
 def test_a_change_waiting_for_a_batch_is_refused(private_app, refund_id):
-    results = Interleaving(private_app, {"batch": LOCKED}).run(
+    results = Interleaving(private_app, {"batch": LOCKED, "change": ABOUT_TO_LOCK}).run(
         batch=_batch(refund_id), change=_change(refund_id)
     )
     assert results["batch"] == "batched"
@@ -105,7 +108,7 @@ def test_a_change_waiting_for_a_batch_is_refused(private_app, refund_id):
 
 
 def test_a_batch_waiting_for_a_change_pays_the_new_account(private_app, refund_id):
-    results = Interleaving(private_app, {"change": LOCKED}).run(
+    results = Interleaving(private_app, {"change": LOCKED, "batch": ABOUT_TO_LOCK}).run(
         change=_change(refund_id), batch=_batch(refund_id)
     )
     assert results == {"change": "changed", "batch": "batched"}

@@ -18,6 +18,8 @@ pytestmark = pytest.mark.postgres
 
 # The first decider holds the flag's row (its conditional UPDATE done, not yet committed).
 AFTER_DECIDING = Pause("after", "UPDATE redemption_flags")
+# The second stops just before its own, so it decides only once the first holds the row.
+ABOUT_TO_DECIDE = Pause("before", "UPDATE redemption_flags")
 
 
 def _user(name: str) -> User:
@@ -66,7 +68,7 @@ def _state(app, flag_id, redemption_id):
 
 def test_a_clear_and_a_reject_at_once_take_the_first_only(flagged):
     app, (flag_id, lunch_id) = flagged
-    results = Interleaving(app, {"clear": AFTER_DECIDING}).run(
+    results = Interleaving(app, {"clear": AFTER_DECIDING, "reject": ABOUT_TO_DECIDE}).run(
         clear=_decide(flags.clear, flag_id, "bureau.officer", "核实无误"),
         reject=_decide(flags.reject, flag_id, "bureau.approver", "未提供服务"),
     )
@@ -78,7 +80,7 @@ def test_a_clear_and_a_reject_at_once_take_the_first_only(flagged):
 
 def test_two_rejections_at_once_reverse_once(flagged):
     app, (flag_id, lunch_id) = flagged
-    results = Interleaving(app, {"first": AFTER_DECIDING}).run(
+    results = Interleaving(app, {"first": AFTER_DECIDING, "second": ABOUT_TO_DECIDE}).run(
         first=_decide(flags.reject, flag_id, "bureau.officer", "未提供服务"),
         second=_decide(flags.reject, flag_id, "bureau.approver", "重复"),
     )
