@@ -16,6 +16,7 @@ from assessment import (  # noqa: F401  (imported for what importing them does)
     views_elder,
     views_programme,
     views_record,
+    views_refund_accounts,
     views_residents,
 )
 from assessment.api import blp as api_blueprint

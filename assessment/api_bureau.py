@@ -185,6 +185,8 @@ def add_policy(body):
                 "amount_fen": 8050,
                 "owed_on": "2025-07-03",
                 "status": "owed",
+                "payee_account_given": True,
+                "payee_account_last4": "7890",
             }
         ],
         "total": 1,
@@ -224,6 +226,8 @@ def list_fee_refunds(query):
                 "amount_fen": refund.amount_fen,
                 "owed_on": refund.owed_on,
                 "status": refund.status,
+                "payee_account_given": refund.payee_account_number is not None,
+                "payee_account_last4": (refund.payee_account_number or "")[-4:] or None,
             }
             for refund, resident, district_row, case in rows
         ],

@@ -267,6 +267,13 @@ class AssessmentFeeRefundSchema(ma.Schema):
     amount_fen = fields.Integer(required=True, metadata={"description": "owed back"})
     owed_on = fields.Date(required=True, metadata={"description": "the approval day"})
     status = fields.String(required=True, validate=validate.OneOf(("owed", "paid")))
+    payee_account_given = fields.Boolean(
+        required=True,
+        metadata={"description": "the elder, the family or the bureau gave the account"},
+    )
+    payee_account_last4 = fields.String(
+        allow_none=True, metadata={"description": "the account number's last four digits"}
+    )
 
 
 class AssessmentFeeRefundPageSchema(ma.Schema):

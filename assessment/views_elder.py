@@ -13,7 +13,7 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 
-from assessment import lifecycle
+from assessment import lifecycle, refund_accounts
 from assessment.models import Assessment
 from assessment.policy import policy_on
 from assessment.views import bp, disputed_assessment, eligibility_and_basis, problem_from
@@ -59,23 +59,28 @@ def _elder_summary(resident: Resident, via: str) -> dict:
         "valid": current is not None and current.valid_until >= today,
         "due_on": due_on,
         "open_case": open_case,
+        # Assessment fees owed back, each with the account it is paid to (or its form).
+        "refunds": refund_accounts.refunds_of(resident.id),
     }
 
 
-def _render_my(status=200, problem=None, problem_resident=None):
+def render_my(status=200, problem=None, problem_resident=None, *, refund_id=None, values=None):
+    """The page; ``refund_id``: the refund whose account form the problem is about."""
     summaries = [_elder_summary(resident, via) for resident, via in _my_elders()]
     return render_template(
         "assessment/my.html",
         summaries=summaries,
         problem=problem,
         problem_resident=problem_resident,
+        problem_refund=refund_id,
+        values=values or {},
     ), status
 
 
 @bp.get("/my")
 @roles_required(*ELDER_ROLES)
 def my():
-    return _render_my()
+    return render_my()
 
 
 @bp.post("/my/<int:resident_id>/apply")
@@ -93,7 +98,7 @@ def my_apply(resident_id: int):
         lifecycle.apply(person, type=kind, applied_by=current_user, via=via, disputed=disputed)
     except DomainError as error:
         db.session.rollback()
-        return _render_my(422, problem_from(error), person.id)
+        return render_my(422, problem_from(error), person.id)
     flash(
         _(
             "Your application has been received. An assessment agency will contact you "

@@ -11,7 +11,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
-from assessment import fee_refunds, policy
+from assessment import fee_refunds, policy, refund_accounts
 from assessment.views import bp, level_label, problem_from
 from eldercare.accounts import BUREAU_ROLES
 from eldercare.auth import roles_required, scope_to_district
@@ -159,4 +159,5 @@ def fee_refund_list():
         problem=problem,
         values=args,
         districts=db.session.scalars(districts).all(),
+        masked=refund_accounts.masked,
     ), 422 if problem else 200

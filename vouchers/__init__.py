@@ -15,6 +15,7 @@ from vouchers.api import blp as api_blueprint
 from vouchers.cli import cli
 from vouchers.demo import build_demo
 from vouchers.integrity import models as integrity_models  # noqa: F401  (the tables)
+from vouchers.integrity import views as integrity_views  # the flags pages, on views.bp
 from vouchers.issuance import views_parked
 from vouchers.jobs import JOBS
 from vouchers.pool import views_kinds
@@ -40,6 +41,7 @@ def register(app) -> None:
         *views_bureau.DESTINATIONS,
         *views_parked.DESTINATIONS,
         *views_kinds.DESTINATIONS,
+        *integrity_views.DESTINATIONS,
     )
     app.register_blueprint(gateway_bp)
     app.cli.add_command(cli)

@@ -44,6 +44,7 @@ from eldercare.residents import District, Resident, mask_name
 from eldercare.timeutil import SHANGHAI, format_local, local_today, now_utc
 from marketplace.models import Provider, Service, ServiceCategory
 from vouchers.errors import GatewayUnavailable
+from vouchers.integrity import flags
 from vouchers.models import (
     REDEMPTION_STATUSES,
     VOUCHER_KINDS,
@@ -663,6 +664,7 @@ def bureau_redemptions():
         )
         .order_by(Provider.name)
     ).all()
+    held = flags.open_flagged([r.id for r, *_ in rows[:REDEMPTION_PAGE]])
     items = [
         {
             "id": r.id,
@@ -675,6 +677,9 @@ def bureau_redemptions():
             "copay": r.copay_fen,
             "status": REDEMPTION_LABELS.get(r.status, r.status),
             "link": url_for("vouchers.redemption_page", redemption_id=r.id),
+            # "Hold out of settlement" (vouchers.integrity.views) for a completed one.
+            "held": r.id in held,
+            "flaggable": r.status in flags.FLAGGABLE_STATUSES and r.id not in held,
         }
         for r, _voucher, elder, provider, title in rows[:REDEMPTION_PAGE]
     ]

@@ -334,6 +334,7 @@ def _subledgers() -> dict[str, sa.ScalarSelect]:
         "redeemed:unsettled": sa.select(total(sa.func.sum(Redemption.subsidy_fen), 0))
         .where(Redemption.status == "redeemed", ~_in_settled_statement())
         .scalar_subquery(),
+        "gateway:clearing": _gateway_clearing(),
         **_provider_subledgers(),
     }
 
@@ -390,6 +391,39 @@ def _in_settled_statement() -> sa.Exists:
         lines.c.redemption_id == Redemption.id,
         statements.c.id == lines.c.statement_id,
         statements.c.status.in_(("approved", "paid")),
+    )
+
+
+# Settlement's tables, named here rather than imported: imports run one way (settlement uses
+# the pool, never the reverse).
+_statements = sa.table("statements", sa.column("id"), sa.column("status"))
+_statement_lines = sa.table(
+    "statement_lines",
+    sa.column("redemption_id"),
+    sa.column("statement_id"),
+    sa.column("card_copay_fen"),
+)
+
+
+def _gateway_clearing() -> sa.ScalarSelect:
+    """What the gateway holds for the platform: the card co-payments of redeemed
+    redemptions (captured, not refunded) less those an approved or paid statement has moved
+    on to the provider. Only lines of redemptions still 'redeemed' count: one reversed after
+    its statement was approved (a clawback) left the account at approval and, its co-payment
+    not refunded, never comes back to it."""
+    settled = sa.case(
+        (_statements.c.status.in_(("approved", "paid")), _statement_lines.c.card_copay_fen),
+        else_=0,
+    )
+    return (
+        sa.select(
+            sa.func.coalesce(sa.func.sum(Redemption.copay_fen - sa.func.coalesce(settled, 0)), 0)
+        )
+        .select_from(Redemption)
+        .outerjoin(_statement_lines, _statement_lines.c.redemption_id == Redemption.id)
+        .outerjoin(_statements, _statements.c.id == _statement_lines.c.statement_id)
+        .where(Redemption.status == "redeemed", Redemption.payment_method == "card")
+        .scalar_subquery()
     )
 
 

@@ -534,10 +534,16 @@ def capture(redemption: Redemption, *, now: datetime | None = None) -> bool:
     amount = redemption.subsidy_fen
     _take_held(redemption.voucher_id, amount)
     _audit("redemption.capture", redemption, "pending_payment", subsidy_fen=amount)
+    lines = [("vouchers:held", -amount), ("redeemed:unsettled", amount)]
+    copay = redemption.copay_fen or 0
+    if redemption.payment_method == "card" and copay > 0:
+        # The elder's card co-payment is now money the gateway holds for the platform, owed
+        # on to the provider at settlement (both accounts sharded: no wait on the ledger).
+        lines += [("copay:card", -copay), ("gateway:clearing", copay)]
     _post(
         "capture",
         f"redemption {redemption.id}",
-        [("vouchers:held", -amount), ("redeemed:unsettled", amount)],
+        lines,
         cause=("redemptions", redemption.id),
         actor_id=redemption.staff_user_id,
         keep=_loaded(redemption),

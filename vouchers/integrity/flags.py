@@ -1,0 +1,224 @@
+"""Flags on redemptions: raised, cleared, rejected. An open flag holds its redemption out of
+settlement (a settlement run skips redemptions with one); a bureau officer decides it:
+
+- ``raise_flag``: a rule, or a bureau officer by hand (rule ``"bureau"``, the officer's reason
+  in the evidence), holds a completed redemption out of settlement;
+- ``clear``: nothing wrong: the redemption is settled with the next run;
+- ``reject``: the service was not delivered as claimed: the redemption is reversed through the
+  normal path (``vouchers.redemption.payments.reverse``: a card co-payment is refunded, and a
+  redemption already settled is clawed back once settlement's guard is in place).
+
+Every step is audited, with the officer's reason. A decision is taken once: the flag moves out
+of 'open' with a conditional UPDATE, so of two officers deciding at the same moment one wins
+and the other is told someone else decided (``Conflict``), and nothing of theirs is kept.
+
+Who: bureau officers and approvers; a district's officers only for its elders (others' flags
+look missing, as everywhere). Providers never see or decide flags.
+
+Lock order (adds to the one in ``vouchers.pool.ledger``): raising locks the redemption's row
+first (as every money step on it does) and then inserts the flag; a decision locks the flag's
+row (its conditional UPDATE) and then, to reject, the redemption's row through the reversal.
+Nothing locks a flag after its redemption's row, so the two cannot wait for each other. A
+reject holds the flag's row while the gateway refunds a card co-payment: only another
+decision on the same flag waits for that.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from flask_babel import lazy_gettext as _l
+
+from eldercare import audit
+from eldercare.accounts import BUREAU_ROLES, User
+from eldercare.auth import ensure_in_district
+from eldercare.db import db
+from eldercare.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from eldercare.timeutil import now_utc
+from vouchers.integrity.models import RedemptionFlag
+from vouchers.models import Redemption, Voucher
+from vouchers.redemption import payments
+from vouchers.redemption import steps as redemptions
+
+RULE_BUREAU = "bureau"
+# What each rule means, in the reader's language (anomaly rules add theirs).
+RULE_LABELS = {RULE_BUREAU: _l("Held by a bureau officer")}
+REASON_MAX = 2000
+# Only a completed redemption is settled, so only one can be held out of settlement.
+FLAGGABLE_STATUSES = ("redeemed",)
+
+NOT_BUREAU = _l("Only bureau officers can hold a redemption out of settlement or decide a flag.")
+REASON_NEEDED = _l("Give the reason; it is kept in the audit trail.")
+REASON_TOO_LONG = _l("Keep the reason under 2000 characters.")
+ALREADY_HELD = _l("This redemption is already held out of settlement.")
+NOT_FLAGGABLE = _l("Only a completed redemption can be held out of settlement.")
+ALREADY_DECIDED = _l(
+    "Another officer decided this flag a moment ago; nothing was changed. Reload to see it."
+)
+
+
+def _district_of(redemption: Redemption) -> int:
+    return db.session.scalar(
+        sa.select(Voucher.district_id).where(Voucher.id == redemption.voucher_id)
+    )
+
+
+def _require_officer(actor: User | None, redemption: Redemption) -> None:
+    """A bureau officer who covers the redemption's district. A district officer asking about
+    another district's redemption finds nothing (``NotFound``), as on every bureau page."""
+    if actor is None or not actor.has_role(*BUREAU_ROLES):
+        raise PermissionDenied(NOT_BUREAU)
+    ensure_in_district(_district_of(redemption), user=actor)
+
+
+def clean_reason(reason: Any) -> str:
+    text = reason.strip() if isinstance(reason, str) else ""
+    if not text:
+        raise InvalidInput(details={"reason": REASON_NEEDED})
+    if len(text) > REASON_MAX:
+        raise InvalidInput(details={"reason": REASON_TOO_LONG})
+    return text
+
+
+def open_flag_of(redemption_id: int) -> RedemptionFlag | None:
+    return db.session.scalar(
+        sa.select(RedemptionFlag)
+        .where(RedemptionFlag.redemption_id == redemption_id, RedemptionFlag.status == "open")
+        .order_by(RedemptionFlag.id)
+        .limit(1)
+    )
+
+
+def flag_in_scope(flag_id: int, user: User) -> RedemptionFlag:
+    """The flag, if the user may see it (bureau, in their district); otherwise NotFound."""
+    flag = db.session.get(RedemptionFlag, flag_id)
+    if flag is None:
+        raise NotFound()
+    _require_officer(user, db.session.get(Redemption, flag.redemption_id))
+    return flag
+
+
+def raise_flag(
+    redemption: Redemption, *, rule: str, evidence: dict | None, actor: User | None
+) -> RedemptionFlag:
+    """Hold a completed redemption out of settlement. By hand (rule ``"bureau"``) the actor
+    must be a bureau officer covering its district and give a reason (``evidence["reason"]``);
+    an automatic rule (no actor) brings its evidence as data. One open flag per redemption:
+    the redemption's row is locked first, so two officers at once make one flag."""
+    evidence = dict(evidence or {})
+    if rule == RULE_BUREAU or actor is not None:
+        _require_officer(actor, redemption)
+    if rule == RULE_BUREAU:
+        evidence["reason"] = clean_reason(evidence.get("reason"))
+    redemptions.lock_row(redemption)
+    db.session.refresh(redemption)  # as it stands now, under the lock
+    if redemption.status not in FLAGGABLE_STATUSES:
+        raise Conflict(NOT_FLAGGABLE)
+    if open_flag_of(redemption.id) is not None:
+        raise Conflict(ALREADY_HELD)
+    flag = RedemptionFlag(
+        redemption_id=redemption.id,
+        rule=rule[:40],
+        evidence=evidence,
+        status="open",
+        raised_by_user_id=actor.id if actor is not None else None,
+        raised_at=now_utc(),
+    )
+    db.session.add(flag)
+    db.session.flush()
+    audit.record(
+        "redemption_flag.raise",
+        flag,
+        district_id=_district_of(redemption),
+        actor=actor,
+        after={"redemption": redemption.id, "rule": flag.rule, "evidence": evidence},
+    )
+    return flag
+
+
+def _decide(flag: RedemptionFlag, status: str, reason: str, actor: User) -> None:
+    """The once-only gate: only one transaction moves a flag out of 'open'. On PostgreSQL a
+    second decider waits here for the first to commit, then finds it decided."""
+    moved = db.session.execute(
+        sa.update(RedemptionFlag)
+        .where(RedemptionFlag.id == flag.id, RedemptionFlag.status == "open")
+        .values(status=status, decided_by_user_id=actor.id, decided_at=now_utc(), reason=reason)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if moved != 1:
+        raise Conflict(ALREADY_DECIDED)
+    db.session.refresh(flag)
+
+
+def clear(flag: RedemptionFlag, *, reason: str, actor: User) -> None:
+    """Nothing wrong: the redemption goes into the next settlement run."""
+    redemption = db.session.get(Redemption, flag.redemption_id)
+    _require_officer(actor, redemption)
+    reason = clean_reason(reason)
+    _decide(flag, "cleared", reason, actor)
+    audit.record(
+        "redemption_flag.clear",
+        flag,
+        district_id=_district_of(redemption),
+        actor=actor,
+        before={"status": "open"},
+        after={"status": "cleared", "redemption": redemption.id, "reason": reason},
+    )
+
+
+def reject(flag: RedemptionFlag, *, reason: str, actor: User) -> None:
+    """The service was not delivered as claimed: the flag is rejected and the redemption
+    reversed through the normal path (card co-payment refunded; subsidy back to the voucher
+    or the district; a settled one clawed back once settlement's guard exists). A refusal of
+    the reversal (e.g. its window closed) refuses the whole decision: the flag stays open.
+    A redemption the provider reversed meanwhile is not reversed twice."""
+    redemption = db.session.get(Redemption, flag.redemption_id)
+    _require_officer(actor, redemption)
+    reason = clean_reason(reason)
+    _decide(flag, "rejected", reason, actor)
+    db.session.refresh(redemption)
+    reversed_now = redemption.status != "reversed"
+    if reversed_now:
+        payments.reverse(redemption, actor=actor, reason=reason)
+    audit.record(
+        "redemption_flag.reject",
+        flag,
+        district_id=_district_of(redemption),
+        actor=actor,
+        before={"status": "open"},
+        after={
+            "status": "rejected",
+            "redemption": redemption.id,
+            "reason": reason,
+            "reversed": reversed_now,
+        },
+    )
+
+
+def open_flags(user: User, *, limit: int = 200) -> list[tuple[RedemptionFlag, Redemption]]:
+    """The open flags the user may see, oldest first (a district's officers: theirs)."""
+    statement = (
+        sa.select(RedemptionFlag, Redemption)
+        .join(Redemption, Redemption.id == RedemptionFlag.redemption_id)
+        .join(Voucher, Voucher.id == Redemption.voucher_id)
+        .where(RedemptionFlag.status == "open")
+        .order_by(RedemptionFlag.raised_at, RedemptionFlag.id)
+        .limit(limit)
+    )
+    if user.district_id is not None:
+        statement = statement.where(Voucher.district_id == user.district_id)
+    return [(flag, redemption) for flag, redemption in db.session.execute(statement)]
+
+
+def open_flagged(redemption_ids: list[int]) -> set[int]:
+    """Which of these redemptions are held out of settlement (one query, for a list page)."""
+    if not redemption_ids:
+        return set()
+    return set(
+        db.session.scalars(
+            sa.select(RedemptionFlag.redemption_id).where(
+                RedemptionFlag.redemption_id.in_(redemption_ids), RedemptionFlag.status == "open"
+            )
+        )
+    )
