@@ -23,6 +23,7 @@ from flask_babel import lazy_gettext as _l
 
 from eldercare.accounts import User
 from eldercare.db import db
+from eldercare.scheduler import JobFailed, ScheduledJob
 from eldercare.timeutil import local_today, now_utc
 from vouchers.settlement import recon_bank, recon_gateway, recon_pool
 from vouchers.settlement.exceptions import KIND_LABELS, raise_exception
@@ -183,10 +184,28 @@ def previous_month(today: date | None = None) -> date:
 
 def reconcile_job() -> dict:
     """The daily job: last month and this month (a missed day is made up by the next; each
-    run stands alone)."""
+    run stands alone). Anything red fails the run too, so ``flask scheduler list`` shows it;
+    the runs and the queue rows are kept."""
     this = local_today().replace(day=1)
     result = {}
     for month in (previous_month(), this):
         run = reconcile_month(month)
-        result[f"{month:%Y-%m}"] = {"ok": run.ok, "run": run.id}
+        result[f"{month:%Y-%m}"] = {
+            "ok": run.ok,
+            "run": run.id,
+            "open_exceptions": open_exceptions(month),
+        }
+    if not all(r["ok"] and not r["open_exceptions"] for r in result.values()):
+        db.session.commit()
+        raise JobFailed("reconciliation found mismatches; see the reconciliation page", result)
     return result
+
+
+RECONCILE_JOB = ScheduledJob(
+    id="settlement-reconcile",
+    func=reconcile_job,
+    trigger="interval",
+    trigger_args={"hours": 24},
+    description="Reconcile last month and this month (pool identity, gateway, bank, statements)",
+    run_at_start=True,
+)

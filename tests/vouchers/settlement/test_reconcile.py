@@ -131,3 +131,154 @@ def test_a_missing_journal_entry_is_caught(world):
     kinds = {m["kind"] for m in run.findings["mismatches"]}
     assert {"ledger.drift", "statement.entries"} <= kinds
     assert len(_queue("statement.entries")) == 1
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _cli(app, *args):
+    return app.test_cli_runner().invoke(args=["reconcile", *args])
+
+
+def test_the_command_exits_zero_when_green_and_non_zero_while_a_finding_is_open(app, world):
+    month = f"{world.month:%Y-%m}"
+    green = _cli(app, "--month", month)
+    assert green.exit_code == 0, green.output
+    assert "RECONCILED" in green.output and "difference                           0" in green.output
+    as_json = json.loads(_cli(app, "--month", month, "--json").output)
+    assert as_json["ok"] is True and as_json["identity"]["difference"] == 0
+    bypass_freeze(
+        "UPDATE ledger_balances SET balance_fen = balance_fen - 1 WHERE shard = 0 AND "
+        "account_id = (SELECT id FROM ledger_accounts WHERE code = 'pool:available')",
+        {},
+    )
+    red = _cli(app, "--month", month)
+    assert red.exit_code == 1 and "NOT RECONCILED" in red.output
+    assert "identity.total" in red.output
+    # Put right, the finding is still open until someone resolves it in writing.
+    bypass_freeze(
+        "UPDATE ledger_balances SET balance_fen = balance_fen + 1 WHERE shard = 0 AND "
+        "account_id = (SELECT id FROM ledger_accounts WHERE code = 'pool:available')",
+        {},
+    )
+    still = _cli(app, "--month", month, "--json")
+    assert still.exit_code == 1
+    assert json.loads(still.output)["ok"] is True
+    assert json.loads(still.output)["open_exceptions"] >= 1
+    assert _cli(app, "--month", "2026-13").exit_code == 2
+
+
+def test_the_daily_job_reconciles_last_month_and_this_month(world, app):
+    from eldercare.scheduler import JobFailed
+    from vouchers.settlement.jobs import JOBS
+
+    [job] = [j for j in JOBS if j.id == "settlement-reconcile"]
+    result = job.func()
+    assert len(result) == 2 and all(r["ok"] for r in result.values())
+    bypass_freeze(
+        "UPDATE ledger_balances SET balance_fen = balance_fen + 1 WHERE shard = 0 AND "
+        "account_id = (SELECT id FROM ledger_accounts WHERE code = 'settled')",
+        {},
+    )
+    with pytest.raises(JobFailed):
+        job.func()
+    assert len(_queue("identity.total")) == 1
+
+
+# --------------------------------------------------------------------------- the pages
+
+
+def _page(client, month, language="en"):
+    return client.get(
+        f"/settlement/reconcile?month={month:%Y-%m}", headers={"Accept-Language": language}
+    ).get_data(as_text=True)
+
+
+def _state(html: str) -> str:
+    import re
+
+    return re.search(r'id="reconcile-state"[^>]*data-state="(\w+)"', html).group(1)
+
+
+def test_the_page_is_green_then_red_until_the_finding_is_resolved_in_writing(
+    world, client, login, bureau, db_session
+):
+    from eldercare.audit import AuditLog
+
+    login(bureau.officer)
+    assert _state(_page(client, world.month)) == "never"
+    client.post("/settlement/reconcile", data={"month": f"{world.month:%Y-%m}"})
+    html = _page(client, world.month)
+    assert _state(html) == "green" and 'data-term="settled"' in html
+    bypass_freeze(
+        "UPDATE statement_lines SET price_fen = price_fen + 1 WHERE redemption_id = :r",
+        {"r": _line(world)},
+    )
+    # Clicked again within the minute: the last run is shown, nothing is rerun.
+    client.post("/settlement/reconcile", data={"month": f"{world.month:%Y-%m}"})
+    assert _state(_page(client, world.month)) == "green"
+    run = reconcile.reconcile_month(world.month)
+    db.session.commit()
+    assert not run.ok
+    html = _page(client, world.month)
+    assert _state(html) == "red" and 'id="check-statement" data-status="red"' in html
+    assert "不" in _page(client, world.month, "zh-CN") or "未" in _page(client, world.month, "zh-CN")
+    [finding] = _queue("statement.hash")
+    queue_html = client.get("/settlement/exceptions").get_data(as_text=True)
+    assert f'id="exception-{finding.id}"' in queue_html and "stored" in queue_html
+    # A resolution needs words: refused, nothing changed.
+    refused = client.post(f"/settlement/exceptions/{finding.id}/resolve", data={"resolution": " "})
+    assert refused.status_code == 422
+    db.session.refresh(finding)
+    assert finding.status == "open"
+    done = client.post(
+        f"/settlement/exceptions/{finding.id}/resolve",
+        data={"resolution": "Line restored from the approved PDF; DBA access revoked."},
+    )
+    assert done.status_code == 302
+    db.session.refresh(finding)
+    assert finding.status == "resolved" and finding.resolved_by_user_id == bureau.officer.id
+    audited = db_session.scalar(
+        sa.select(sa.func.count())
+        .select_from(AuditLog)
+        .where(AuditLog.action == "settlement.exception_resolve")
+    )
+    assert audited == 1
+    # Still edited: found again, it opens a new row (the resolved one stays resolved).
+    reconcile.reconcile_month(world.month)
+    db.session.commit()
+    rows = _queue("statement.hash")
+    assert [r.status for r in rows] == ["resolved", "open"]
+
+
+def test_a_district_officer_sees_only_their_district(world, client, login, factory):
+    other = factory.district("210103")
+    heping_officer = factory.user("recon.heping", roles=["bureau_officer"], district=world.heping)
+    other_officer = factory.user("recon.other", roles=["bureau_officer"], district=other)
+    bypass_freeze(
+        "UPDATE statement_lines SET subsidy_fen = subsidy_fen + 1 WHERE redemption_id = :r",
+        {"r": _line(world)},
+    )
+    reconcile.reconcile_month(world.month)
+    db.session.commit()
+    [district_finding] = _queue("identity.district")
+    assert district_finding.district_id == world.heping.id
+    login(heping_officer)
+    html = _page(client, world.month)
+    assert f'data-district="{world.heping.code}"' in html and 'id="identity"' not in html
+    assert f'id="exception-{district_finding.id}"' in client.get("/settlement/exceptions").get_data(
+        as_text=True
+    )
+    # Reading only: no reconciling, no resolving.
+    assert client.post("/settlement/reconcile", data={}).status_code == 403
+    client.post("/logout")
+    login(other_officer)
+    html = _page(client, world.month)
+    assert f'data-district="{world.heping.code}"' not in html
+    queue_html = client.get("/settlement/exceptions?status=all").get_data(as_text=True)
+    assert f'id="exception-{district_finding.id}"' not in queue_html
+    resolve = client.post(
+        f"/settlement/exceptions/{district_finding.id}/resolve",
+        data={"resolution": "not mine to resolve at all"},
+    )
+    assert resolve.status_code == 403
