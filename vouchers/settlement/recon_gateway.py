@@ -46,27 +46,41 @@ def _month_window(month: date) -> tuple[datetime, datetime]:
     return start, datetime.combine(following, time(0), tzinfo=SHANGHAI)
 
 
+# Gateways seen refusing the date filter (localstripe answers 400 or 500): listed whole.
+_UNFILTERED: set[str] = set()
+
+
 def _list_all(gw: Gateway, path: str, created: dict | None) -> list[dict]:
     """Every object of a list endpoint, page by page. ``created`` narrows it when the
-    gateway supports the filter; refused, the whole list is read."""
+    gateway supports the filter; a gateway that fails the filtered request once (asked
+    without retries) is listed whole from then on."""
     query: dict = {"limit": PAGE}
-    if created:
-        query["created"] = created
+    if created and gw.base_url not in _UNFILTERED:
+        retries, gw.retries = gw.retries, 0
+        try:
+            first = gw._request("GET", path, query=query | {"created": created})  # noqa: SLF001
+        except GatewayError:
+            _UNFILTERED.add(gw.base_url)
+        else:
+            query["created"] = created
+            return _pages(gw, path, query, first)
+        finally:
+            gw.retries = retries
+    return _pages(gw, path, query, None)
+
+
+def _pages(gw: Gateway, path: str, query: dict, page: dict | None) -> list[dict]:
     found: list[dict] = []
     while True:
-        try:
+        if page is None:
             # The client's one transport (retries, API version, errors); listing is a GET.
             page = gw._request("GET", path, query=query)  # noqa: SLF001
-        except GatewayRefused:
-            if "created" not in query or found:
-                raise
-            query.pop("created")  # this gateway does not filter by date: read it all
-            continue
         data = page.get("data") or []
         found.extend(data)
         if not page.get("has_more") or not data:
             return found
-        query["starting_after"] = data[-1]["id"]
+        query = query | {"starting_after": data[-1]["id"]}
+        page = None
 
 
 def _finding(kind: str, key, evidence: dict, district_id=None) -> dict:
