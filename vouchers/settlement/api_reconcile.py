@@ -47,7 +47,9 @@ class ReconcileMonthQuerySchema(ma.Schema):
 
 
 class ReconcileExceptionQuerySchema(ma.Schema):
-    status = fields.String(validate=validate.OneOf(("open", "resolved", "all")), load_default="open")
+    status = fields.String(
+        validate=validate.OneOf(("open", "resolved", "all")), load_default="open"
+    )
     month = fields.String(metadata={"example": "2026-11"})
 
 

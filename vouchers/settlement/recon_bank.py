@@ -194,7 +194,11 @@ def statement_findings(month: date) -> list[dict]:
         evidence = {
             "statement": sid,
             "totals": {"lines": count, "subsidy_fen": subsidy, "card_copay_fen": copay},
-            "lines": {"lines": n, "subsidy_fen": int(lines_subsidy), "card_copay_fen": int(lines_copay)},
+            "lines": {
+                "lines": n,
+                "subsidy_fen": int(lines_subsidy),
+                "card_copay_fen": int(lines_copay),
+            },
         }
         findings.append(_finding("statement.totals", sid, evidence))
     findings += _entry_findings(month)

@@ -259,7 +259,8 @@ def _gateway_side(start: datetime, end: datetime, intents: dict, refunds: dict) 
     recent = [
         r
         for r in refunds.values()
-        if (created := _created(r)) is not None and start <= created < end
+        if (created := _created(r)) is not None
+        and start <= created < end
         and created < settled_before
     ]
     ids = [r["id"] for r in recent]

@@ -57,8 +57,14 @@ import sqlalchemy as sa
 from assessment.models import FeeRefund
 from eldercare.db import db
 from eldercare.residents import District
-from vouchers.models import JournalEntry, JournalLine, LedgerAccount, LedgerBalance, Redemption
-from vouchers.models import Voucher
+from vouchers.models import (
+    JournalEntry,
+    JournalLine,
+    LedgerAccount,
+    LedgerBalance,
+    Redemption,
+    Voucher,
+)
 from vouchers.pool import ledger
 from vouchers.settlement.models import FROZEN_STATUSES, BankTransfer, Statement, StatementLine
 
@@ -177,9 +183,9 @@ def district_identity() -> list[dict]:
     vouchers = (
         sa.select(
             Voucher.district_id,
-            sa.func.sum(
-                sa.case((Voucher.status == "active", Voucher.balance_fen), else_=0)
-            ).label("outstanding"),
+            sa.func.sum(sa.case((Voucher.status == "active", Voucher.balance_fen), else_=0)).label(
+                "outstanding"
+            ),
             sa.func.sum(Voucher.held_fen).label("held"),
         )
         .group_by(Voucher.district_id)

@@ -101,7 +101,9 @@ def reconcile_month(month: date, *, actor: User | None = None) -> Reconciliation
     if not total["ok"]:
         evidence = {k: total[k] for k in ("funded", "right", "difference", "terms")}
         evidence |= {k: total[k] for k in ("clawback_pair", "copay_group", "other_accounts")}
-        books.append({"kind": "identity.total", "fingerprint": "identity.total", "evidence": evidence})
+        books.append(
+            {"kind": "identity.total", "fingerprint": "identity.total", "evidence": evidence}
+        )
     for row in districts:
         if not row["ok"]:
             books.append(
@@ -115,7 +117,11 @@ def reconcile_month(month: date, *, actor: User | None = None) -> Reconciliation
     books += _ledger_findings(ledger_check)
     for m in subledgers:
         books.append(
-            {"kind": "ledger.subledger", "fingerprint": f"ledger.subledger:{m['account']}", "evidence": m}
+            {
+                "kind": "ledger.subledger",
+                "fingerprint": f"ledger.subledger:{m['account']}",
+                "evidence": m,
+            }
         )
     monthly = gateway_findings + bank + statements
 
@@ -129,7 +135,9 @@ def reconcile_month(month: date, *, actor: User | None = None) -> Reconciliation
             month=of_month,
             district_id=finding.get("district_id"),
         )
-        mismatches.append(finding | {"exception_id": row.id, "check": finding["kind"].split(".")[0]})
+        mismatches.append(
+            finding | {"exception_id": row.id, "check": finding["kind"].split(".")[0]}
+        )
 
     ok = not mismatches and gateway["status"] in ("ok", "not_checked")
     run = ReconciliationRun(

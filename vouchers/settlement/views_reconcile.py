@@ -113,11 +113,15 @@ def _checks(run) -> list[dict]:
     mismatches = [m for m in run.findings["mismatches"] if _mine(m)]
     shown = []
     for key, label in CHECKS.items():
-        found = [m | {"label": queue.kind_label(m["kind"])} for m in mismatches if m["check"] == key]
+        found = [
+            m | {"label": queue.kind_label(m["kind"])} for m in mismatches if m["check"] == key
+        ]
         status = "ok" if not found else "red"
         if key == "gateway":
             gw = run.findings["gateway"]["status"]
-            status = "red" if found or gw == "unavailable" else ("grey" if gw == "not_checked" else "ok")
+            status = (
+                "red" if found or gw == "unavailable" else ("grey" if gw == "not_checked" else "ok")
+            )
         shown.append({"key": key, "label": label, "status": status, "found": found})
     return shown
 
@@ -132,10 +136,17 @@ def reconcile_page():
     districts = []
     names = {d.id: d.display_name(_locale()) for d in db.session.scalars(sa.select(District))}
     if run is not None:
-        districts = [d | {"name": names.get(d["district_id"], d["code"])} for d in run.findings["districts"] if _mine(d)]
-    green = run is not None and open_count == 0 and all(
-        c["status"] != "red" for c in _checks(run)
-    ) and all(d["ok"] for d in districts)
+        districts = [
+            d | {"name": names.get(d["district_id"], d["code"])}
+            for d in run.findings["districts"]
+            if _mine(d)
+        ]
+    green = (
+        run is not None
+        and open_count == 0
+        and all(c["status"] != "red" for c in _checks(run))
+        and all(d["ok"] for d in districts)
+    )
     if scope is None and run is not None:
         green = green and run.ok
     return render_template(
@@ -194,7 +205,9 @@ def evidence_text(evidence: dict) -> list[tuple[str, str]]:
 
 
 def _queue_rows(status: str, month: date | None, kind: str | None):
-    query = sa.select(SettlementException).order_by(SettlementException.found_at.desc(), SettlementException.id.desc())
+    query = sa.select(SettlementException).order_by(
+        SettlementException.found_at.desc(), SettlementException.id.desc()
+    )
     if status in ("open", "resolved"):
         query = query.where(SettlementException.status == status)
     if month is not None:

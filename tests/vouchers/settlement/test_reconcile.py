@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from eldercare.db import db
 from tests.vouchers.settlement.conftest import spend
 from tests.vouchers.settlement.recon_builders import approve_statement, pay_statement
-from vouchers.models import JournalEntry, JournalLine, LedgerAccount, LedgerBalance
+from vouchers.models import JournalEntry
 from vouchers.settlement import reconcile
 from vouchers.settlement.models import SettlementException, StatementLine
 
@@ -222,7 +222,9 @@ def test_the_page_is_green_then_red_until_the_finding_is_resolved_in_writing(
     assert not run.ok
     html = _page(client, world.month)
     assert _state(html) == "red" and 'id="check-statement" data-status="red"' in html
-    assert "不" in _page(client, world.month, "zh-CN") or "未" in _page(client, world.month, "zh-CN")
+    assert "不" in _page(client, world.month, "zh-CN") or "未" in _page(
+        client, world.month, "zh-CN"
+    )
     [finding] = _queue("statement.hash")
     queue_html = client.get("/settlement/exceptions").get_data(as_text=True)
     assert f'id="exception-{finding.id}"' in queue_html and "stored" in queue_html
