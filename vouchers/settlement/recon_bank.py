@@ -3,7 +3,8 @@
 (c) The bank, for the month's statements (and every fee refund transfer):
 - every transfer marked paid came from an imported result file (``result_import_id``);
 - every statement marked paid has exactly one paid transfer, of its payable amount
-  (subsidy - clawback netted + card co-payments); none is paid twice;
+  (subsidy - clawback netted + card co-payments), or none when that is 0 (clawbacks took
+  it all); none is paid twice;
 - no statement still 'approved' has a paid transfer (the payment never reached the books);
 - a fee refund paid by a transfer is marked paid.
 (d) The statements, approved or paid, of the month:
@@ -72,7 +73,11 @@ def bank_findings(month: date) -> list[dict]:
             s.month == month,
             s.status.in_(FROZEN_STATUSES),
             sa.or_(
-                sa.and_(s.status == "paid", sa.func.coalesce(paid_transfers.c.n, 0) != 1),
+                # A statement whose clawbacks ate all it owed is paid without a transfer.
+                sa.and_(
+                    s.status == "paid",
+                    sa.func.coalesce(paid_transfers.c.n, 0) != sa.case((payable > 0, 1), else_=0),
+                ),
                 sa.and_(s.status == "paid", paid_transfers.c.low != payable),
                 sa.and_(s.status == "paid", paid_transfers.c.high != payable),
                 sa.and_(s.status == "approved", paid_transfers.c.n > 0),
@@ -93,7 +98,7 @@ def bank_findings(month: date) -> list[dict]:
         }
         if status == "approved":
             findings.append(_finding("bank.paid_not_booked", sid, evidence))
-        elif n == 0:
+        elif n == 0:  # owed something, paid by no transfer
             findings.append(_finding("bank.paid_without_transfer", sid, evidence))
         elif n > 1:
             findings.append(_finding("bank.paid_twice", sid, evidence))

@@ -163,3 +163,21 @@ def pay_statement(statement: Statement, *, actor) -> BankTransfer:
         cause=("statements", statement.id),
     )
     return transfer
+
+
+def claw_back(redemption: Redemption, *, actor) -> None:
+    """A redemption reversed after its statement was approved (books §6): it becomes
+    'reversed', nothing goes back onto its voucher, and its provider owes the subsidy."""
+    amount, provider_id = redemption.subsidy_fen, redemption.provider_id
+    db.session.execute(
+        sa.update(Redemption)
+        .where(Redemption.id == redemption.id)
+        .values(status="reversed", reversed_at=now_utc(), reversed_by_user_id=actor.id)
+    )
+    _provider_accounts(provider_id)
+    ledger.post(
+        "reverse",
+        f"clawback of redemption {redemption.id}",
+        [(f"provider:{provider_id}:receivable", amount), ("returns:clawback", -amount)],
+        cause=("redemptions", redemption.id),
+    )

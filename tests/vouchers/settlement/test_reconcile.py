@@ -331,3 +331,89 @@ def test_the_api_reconciles_lists_and_resolves(world, client, bureau, factory):
     assert all(x["district_id"] == world.heping.id for x in seen["exceptions"])
     assert [x["kind"] for x in seen["exceptions"]] == ["identity.district"]
     assert not any(x["kind"] == "statement.hash" for x in seen["exceptions"])
+
+
+def test_a_clawback_netted_against_the_next_statement_still_reconciles(world, bureau):
+    """The paid statement's redemption is reversed (the provider owes it back), then netted
+    against the next statement: receivable, returns and the pool all agree with the rows."""
+    from tests.vouchers.settlement.recon_builders import claw_back
+
+    clawed = db.session.get(type(world.unsettled), _paid_line(world))
+    claw_back(clawed, actor=bureau.approver)
+    db.session.commit()
+    run = _run(world.month)
+    assert run.ok, run.findings["mismatches"]
+    owed = clawed.subsidy_fen
+    assert ledger_balance(f"provider:{world.unsettled.provider_id}:receivable") == owed
+    netted = owed  # the next statement (subsidy 480 + 600 fen) covers it all
+    later = approve_statement(
+        [world.unsettled, spend(world, 1500)],
+        prepared_by=bureau.officer,
+        approved_by=bureau.approver,
+        clawback_fen=netted,
+    )
+    pay_statement(later, actor=bureau.officer)
+    db.session.commit()
+    run = _run(world.month)
+    assert run.ok, run.findings["mismatches"]
+    assert run.findings["identity"]["clawback_pair"] == 0
+    assert ledger_balance(f"provider:{world.unsettled.provider_id}:receivable") == owed - netted
+    # The netted money is back in the city's pool, not in the district: the district's
+    # identity keeps the clawed-back line in its paid statement.
+    [district] = [d for d in run.findings["districts"] if d["code"] == world.heping.code]
+    assert district["ok"] and district["terms"]["unsettled"] == 0
+    assert later.subsidy_fen - later.clawback_fen == 480
+
+
+def _paid_line(world) -> int:
+    return db.session.scalar(
+        sa.select(StatementLine.redemption_id).where(StatementLine.statement_id == world.paid.id)
+    )
+
+
+def ledger_balance(code: str) -> int:
+    from vouchers.pool import ledger
+
+    return ledger.balances([code])[code]
+
+
+def _edit_line(world):
+    bypass_freeze(
+        "UPDATE statement_lines SET subsidy_fen = subsidy_fen - 1 WHERE redemption_id = :r",
+        {"r": _line(world)},
+    )
+    return "statement.hash"
+
+
+def _nudge(world):
+    bypass_freeze(
+        "UPDATE ledger_balances SET balance_fen = balance_fen + 1 WHERE shard = 0 AND "
+        "account_id = (SELECT id FROM ledger_accounts WHERE code = 'pool:available')",
+        {},
+    )
+    return "identity.total"
+
+
+def _drop_entry(world):
+    entry = db.session.scalar(
+        sa.select(JournalEntry.id).where(
+            JournalEntry.kind == "settle", JournalEntry.cause_id == str(world.approved.id)
+        )
+    )
+    bypass_freeze("DELETE FROM journal_lines WHERE entry_id = :e", {"e": entry})
+    bypass_freeze("DELETE FROM journal_entries WHERE id = :e", {"e": entry})
+    return "statement.entries"
+
+
+@pytest.mark.parametrize("fault", [_edit_line, _nudge, _drop_entry])
+def test_each_fault_turns_the_page_red_fails_the_command_and_is_queued_once(
+    fault, world, app, client, login, bureau
+):
+    month = f"{world.month:%Y-%m}"
+    assert _cli(app, "--month", month).exit_code == 0
+    kind = fault(world)
+    assert _cli(app, "--month", month).exit_code == 1
+    login(bureau.officer)
+    assert _state(_page(client, world.month)) == "red"
+    assert _cli(app, "--month", month).exit_code == 1  # found again
+    assert len(_queue(kind)) == 1

@@ -100,3 +100,20 @@ def test_a_payment_the_gateway_does_not_have_is_caught(shop, own_gateway):
 def test_with_card_payments_off_the_gateway_is_not_checked(shop):
     run = reconcile.reconcile_month(shop.voucher.month)
     assert run.findings["gateway"] == {"status": "not_checked"} and run.ok
+
+
+def test_an_unknown_intent_fails_the_command_and_turns_the_page_red(
+    shop, own_gateway, app, client, login, bureau
+):
+    _card_redemption(shop, "recon-card-5")
+    db.session.commit()
+    month = f"{shop.voucher.month:%Y-%m}"
+    assert app.test_cli_runner().invoke(args=["reconcile", "--month", month]).exit_code == 0
+    gateway().create_payment_intent(
+        700, idempotency_key="stray-2", description="stray", metadata={"attempt": "x"}
+    )
+    red = app.test_cli_runner().invoke(args=["reconcile", "--month", month])
+    assert red.exit_code == 1 and "gateway.unknown_intent" in red.output
+    login(bureau.officer)
+    html = client.get(f"/settlement/reconcile?month={month}").get_data(as_text=True)
+    assert 'data-state="red"' in html and 'id="check-gateway" data-status="red"' in html
