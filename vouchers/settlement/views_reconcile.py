@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import date, timedelta
 
@@ -190,18 +189,67 @@ def reconcile_now():
     return redirect(url_for(".reconcile_page", month=f"{month:%Y-%m}"))
 
 
+# Evidence keys as the reader calls them; a key not listed is shown as it is.
+EVIDENCE_LABELS = {
+    "statement": _l("Statement"),
+    "provider": _l("Provider"),
+    "status": _l("Status"),
+    "stored": _l("Hash stored at approval"),
+    "now": _l("Hash now"),
+    "totals": _l("Statement totals"),
+    "lines": _l("Sum of its lines"),
+    "account": _l("Account"),
+    "ledger": _l("In the books"),
+    "rows": _l("In the rows behind it"),
+    "entry": _l("Journal entry"),
+    "voucher": _l("Voucher"),
+    "redemption": _l("Redemption"),
+    "intent": _l("Payment intent"),
+    "refund": _l("Refund"),
+    "amount": _l("Amount"),
+    "gateway_status": _l("Status at the gateway"),
+    "gateway_amount": _l("Amount at the gateway"),
+    "platform_amount": _l("Amount recorded here"),
+    "platform_state": _l("State recorded here"),
+    "created": _l("Created"),
+    "transfer": _l("Bank transfer"),
+    "reference": _l("Reference"),
+    "payable": _l("Payable"),
+    "paid_transfers": _l("Paid transfers"),
+    "paid_amount": _l("Amount paid"),
+    "code": _l("District"),
+    "allocated": _l("Allocated"),
+    "difference": _l("Difference"),
+    "funded": _l("Funds received (central and local)"),
+    "settle_entries": _l("Approval entries"),
+    "pay_entries": _l("Payment entries"),
+}
+# Amounts in fen whose key does not end in "_fen" (the identities' terms).
+MONEY_KEYS = {"allocated", "returned", "right", "difference", "funded", "clawback_pair"}
+MONEY_KEYS |= {"copay_group", *BALANCE_TERMS, *DISTRICT_TERMS}
+HIDDEN_KEYS = {"district_id", "ok", "terms_ok"}
+
+
+def _value(key: str, value) -> str:
+    money = key.endswith("_fen") or key in MONEY_KEYS
+    if isinstance(value, int) and not isinstance(value, bool) and money:
+        return yuan(value)
+    if isinstance(value, dict):
+        return "; ".join(f"{_label(k)} {_value(k, v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "—"
+    return "—" if value is None else str(value)
+
+
+def _label(key: str) -> str:
+    bare = key.removesuffix("_fen")
+    return str(EVIDENCE_LABELS.get(bare, TERM_LABELS.get(bare, DISTRICT_LABELS.get(bare, bare))))
+
+
 def evidence_text(evidence: dict) -> list[tuple[str, str]]:
-    """Evidence as label/value pairs: amounts in yuan, nested values as compact JSON."""
-    pairs = []
-    for key, value in evidence.items():
-        if isinstance(value, int) and not isinstance(value, bool) and key.endswith("_fen"):
-            text = yuan(value)
-        elif isinstance(value, dict | list):
-            text = json.dumps(value, ensure_ascii=False, sort_keys=True)
-        else:
-            text = "—" if value is None else str(value)
-        pairs.append((key.removesuffix("_fen"), text))
-    return pairs
+    """Evidence as label/value pairs in the reader's language: amounts in yuan, nested
+    values (an identity's terms, a statement's totals) spelled out."""
+    return [(_label(k), _value(k, v)) for k, v in evidence.items() if k not in HIDDEN_KEYS]
 
 
 def _queue_rows(status: str, month: date | None, kind: str | None):

@@ -225,7 +225,8 @@ def test_the_page_is_green_then_red_until_the_finding_is_resolved_in_writing(
     assert "对账未通过" in _page(client, world.month, "zh-CN")
     [finding] = _queue("statement.hash")
     queue_html = client.get("/settlement/exceptions").get_data(as_text=True)
-    assert f'id="exception-{finding.id}"' in queue_html and "stored" in queue_html
+    assert f'id="exception-{finding.id}"' in queue_html
+    assert finding.evidence["stored"] in queue_html and finding.evidence["now"] in queue_html
     # A resolution needs words: refused, nothing changed.
     refused = client.post(f"/settlement/exceptions/{finding.id}/resolve", data={"resolution": " "})
     assert refused.status_code == 422
