@@ -418,3 +418,22 @@ def test_each_fault_turns_the_page_red_fails_the_command_and_is_queued_once(
     assert _state(_page(client, world.month)) == "red"
     assert _cli(app, "--month", month).exit_code == 1  # found again
     assert len(_queue(kind)) == 1
+
+
+def test_the_bank_checks_catch_a_transfer_without_a_result_and_a_wrong_amount(world):
+    """A transfer marked paid without a bank result file; a paid amount that is not what the
+    statement owes; a statement the bank paid while the books still have it unpaid."""
+    transfer = world.paid.id
+    bypass_freeze(
+        "UPDATE bank_transfers SET result_import_id = NULL, amount_fen = amount_fen + 1 "
+        "WHERE statement_id = :s",
+        {"s": transfer},
+    )
+    run = _run(world.month)
+    kinds = {m["kind"] for m in run.findings["mismatches"]}
+    assert {"bank.paid_without_import", "bank.amount"} <= kinds
+    [amount] = [m for m in run.findings["mismatches"] if m["kind"] == "bank.amount"]
+    assert amount["evidence"]["paid_amount_fen"] == amount["evidence"]["payable_fen"] + 1
+    bypass_freeze("UPDATE statements SET status = 'approved' WHERE id = :s", {"s": world.paid.id})
+    run = _run(world.month)
+    assert "bank.paid_not_booked" in {m["kind"] for m in run.findings["mismatches"]}
