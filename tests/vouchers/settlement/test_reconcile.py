@@ -264,6 +264,10 @@ def test_a_district_officer_sees_only_their_district(world, client, login, facto
     db.session.commit()
     [district_finding] = _queue("identity.district")
     assert district_finding.district_id == world.heping.id
+    login(world.station_admin)  # a provider's admin: not the bureau's page
+    assert client.get("/settlement/reconcile").status_code == 403
+    assert client.get("/settlement/exceptions").status_code == 403
+    client.post("/logout")
     login(heping_officer)
     html = _page(client, world.month)
     assert f'data-district="{world.heping.code}"' in html and 'id="identity"' not in html
