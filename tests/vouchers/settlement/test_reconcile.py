@@ -441,3 +441,34 @@ def test_the_bank_checks_catch_a_transfer_without_a_result_and_a_wrong_amount(wo
     bypass_freeze("UPDATE statements SET status = 'approved' WHERE id = :s", {"s": world.paid.id})
     run = _run(world.month)
     assert "bank.paid_not_booked" in {m["kind"] for m in run.findings["mismatches"]}
+
+
+def _statements_run(month) -> int:
+    engine = db.session.get_bind()
+    seen = []
+
+    def count(conn, cursor, statement, *args):
+        if not statement.startswith(("SAVEPOINT", "RELEASE SAVEPOINT")):  # the test's session
+            seen.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        reconcile.reconcile_month(month)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    db.session.rollback()
+    return seen
+
+
+def test_reconciliation_is_set_based(world, bureau):
+    """The SQL a reconciliation runs does not grow with the redemptions or the lines: more
+    redemptions, and more lines in the statements, run the same statements."""
+    before = _statements_run(world.month)
+    more = [spend(world, 1000) for _ in range(4)]
+    approve_statement(more[:3], prepared_by=bureau.officer, approved_by=bureau.approver)
+    db.session.commit()
+    after = _statements_run(world.month)
+    # One more frozen statement: its hash reads its lines once (one more statement); all
+    # else is the same aggregate queries.
+    extra = [s for s in after if s not in before]
+    assert len(after) == len(before) + 1, extra
