@@ -8,7 +8,8 @@
 - no statement still 'approved' has a paid transfer (the payment never reached the books);
 - a fee refund paid by a transfer is marked paid.
 (d) The statements, approved or paid, of the month:
-- each still hashes (``hashing.statement_hash``) to the ``lines_hash`` stored at approval;
+- each still hashes (as ``hashing.statement_hash`` does, all of the month's in one pass) to
+  the ``lines_hash`` stored at approval;
 - its totals equal the sum of its lines;
 - the books hold its entries: one "settle" entry (approval) and, once paid, one "pay"
   entry, both with the statement as their cause.
@@ -19,6 +20,7 @@ queries are aggregates over the month's statements (a month has about one per pr
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date
 
 import sqlalchemy as sa
@@ -26,7 +28,7 @@ import sqlalchemy as sa
 from assessment.models import FeeRefund
 from eldercare.db import db
 from vouchers.models import JournalEntry
-from vouchers.settlement.hashing import statement_hash
+from vouchers.settlement import hashing
 from vouchers.settlement.models import FROZEN_STATUSES, BankTransfer, Statement, StatementLine
 
 LIST_LIMIT = 200  # findings of one kind per run: enough to act on, bounded for the page
@@ -148,20 +150,7 @@ def bank_findings(month: date) -> list[dict]:
 def statement_findings(month: date) -> list[dict]:
     s = Statement
     findings = []
-    # Hashes: one streamed pass over each frozen statement's lines.
-    frozen = db.session.scalars(
-        sa.select(s).where(s.month == month, s.status.in_(FROZEN_STATUSES)).order_by(s.id)
-    ).all()
-    for statement in frozen:
-        now = statement_hash(statement)
-        if now != statement.lines_hash:
-            evidence = {
-                "statement": statement.id,
-                "provider": statement.provider_id,
-                "stored": statement.lines_hash,
-                "now": now,
-            }
-            findings.append(_finding("statement.hash", statement.id, evidence))
+    findings += _hash_findings(month)
     # Totals against the lines.
     sums = (
         sa.select(
@@ -208,6 +197,41 @@ def statement_findings(month: date) -> list[dict]:
         findings.append(_finding("statement.totals", sid, evidence))
     findings += _entry_findings(month)
     return findings
+
+
+def _hash_findings(month: date) -> list[dict]:
+    """Every frozen statement of the month hashed again in one streamed pass over their
+    lines (ordered by statement, then redemption: each statement's digest is built exactly
+    as ``hashing.statement_hash`` builds it, from its head and its lines)."""
+    s = Statement
+    frozen = {
+        st.id: st
+        for st in db.session.scalars(
+            sa.select(s).where(s.month == month, s.status.in_(FROZEN_STATUSES))
+        )
+    }
+    digests = {sid: hashlib.sha256(hashing.head(st).encode()) for sid, st in frozen.items()}
+    rows = db.session.execute(
+        sa.select(StatementLine.statement_id, *hashing.LINE_COLUMNS)
+        .join(s, s.id == StatementLine.statement_id)
+        .where(s.month == month, s.status.in_(FROZEN_STATUSES))
+        .order_by(StatementLine.statement_id, StatementLine.redemption_id)
+        .execution_options(yield_per=hashing.STREAM_ROWS)
+    )
+    for statement_id, *line in rows:
+        digests[statement_id].update(hashing.line_text(line).encode())
+    findings = []
+    for sid, digest in sorted(digests.items()):
+        now, statement = digest.hexdigest(), frozen[sid]
+        if now != statement.lines_hash:
+            evidence = {
+                "statement": sid,
+                "provider": statement.provider_id,
+                "stored": statement.lines_hash,
+                "now": now,
+            }
+            findings.append(_finding("statement.hash", sid, evidence))
+    return findings[:LIST_LIMIT]
 
 
 def _entry_count(kind: str) -> sa.Subquery:
