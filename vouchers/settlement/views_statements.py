@@ -266,7 +266,7 @@ def approve_post(statement_id: int):
             statement,
             actor=current_user,
             expected_payable_fen=int(shown),
-            expected_fingerprint=request.form.get("expected_fingerprint", ""),
+            expected_fingerprint=request.form.get("expected_fingerprint") or None,
         )
 
     return _decide(
