@@ -878,14 +878,20 @@ def reverse(redemption: Redemption, *, actor: User, reason: str, now: datetime |
     both refunded and owed to the provider. A refund call that does not get through leaves
     the attempt ``refunding``: the every-minute job asks again, under the same key."""
     now = now or now_utc()
+    decided = []
+
+    def decide_refund():
+        attempt = _attempt_of_intent(redemption.payment_intent_id)
+        if attempt is not None:
+            move_attempt(attempt, "refunding", "reversed")
+            attempt.refund_fen = redemption.copay_fen
+            db.session.flush()  # its row now, before the voucher's and the ledger's
+        decided.append(attempt)
+
     refunding = redemptions.reverse(
-        redemption, actor=actor, reason=reason, refund_card=True, now=now
+        redemption, actor=actor, reason=reason, refund_card=decide_refund, now=now
     )
-    attempt = _attempt_of_intent(redemption.payment_intent_id) if refunding else None
-    if attempt is not None:
-        # The attempt's row is locked only under its redemption's, which we hold.
-        move_attempt(attempt, "refunding", "reversed")
-        attempt.refund_fen = redemption.copay_fen
+    attempt = decided[0] if decided else None
     db.session.commit()
     if attempt is not None:
         try:

@@ -21,6 +21,7 @@ go through ``vouchers.redemption.payments``, which commits between the gateway c
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Protocol
 
@@ -706,18 +707,19 @@ def reverse(
     *,
     actor: User,
     reason: str,
-    refund_card: bool = False,
+    refund_card: Callable[[], None] | None = None,
     now: datetime | None = None,
 ) -> bool:
     """Undo a redemption within the policy window (the bureau: after it too). A redemption
     whose statement is already approved is clawed back from the provider instead
     (``settlement_guard``): nothing goes back onto the voucher and its card co-payment is
-    not refunded (the provider was paid it). Otherwise, with ``refund_card`` (the caller,
-    ``vouchers.redemption.payments.reverse``, refunds it at the gateway after the commit),
-    the card co-payment's refund is booked here. Both are decided under the same locks as
-    settlement's (the redemption's row, the month, the statement), so an approval either
-    comes first (settled: no refund) or sees the line gone (never both). Returns whether the
-    card co-payment is to be refunded."""
+    not refunded (the provider was paid it). Otherwise, given ``refund_card`` (the caller,
+    ``vouchers.redemption.payments.reverse``, records its decision in it, at its place in
+    the lock order: the payment attempts come before the voucher and the ledger, and
+    refunds at the gateway after the commit), the card co-payment's refund is booked here.
+    Both are decided under the same locks as settlement's (the redemption's row, the month,
+    the statement), so an approval either comes first (settled: no refund) or sees the line
+    gone (never both). Returns whether the card co-payment is to be refunded."""
     lock_row(redemption)  # before the voucher row and the accounts (see vouchers.pool.ledger)
     now = now or now_utc()
     reason = check_reversal(redemption, actor=actor, reason=reason, now=now)
@@ -736,11 +738,13 @@ def reverse(
     if settled:
         settlement_guard.clawback(redemption, actor, reason)
         return False
+    refunded = redemption.copay_fen or 0
+    refunding = bool(refund_card and redemption.payment_method == "card" and refunded)
+    if refunding:
+        refund_card()
     amount = redemption.subsidy_fen
     back_to = _give_back(redemption.voucher_id, amount, now)
     lines = [("redeemed:unsettled", -amount), (back_to, amount)]
-    refunded = redemption.copay_fen or 0
-    refunding = bool(refund_card and redemption.payment_method == "card" and refunded)
     if refunding:
         # The co-payment goes back to the elder's card out of the gateway's clearing.
         lines += [("gateway:clearing", -refunded), ("copay:card", refunded)]

@@ -5,11 +5,14 @@ of the statement (``preparers``: its ``prepared_by``, the latest person to run i
 actor of every 'statement.prepare' audit row of it; the CHECK constraints back the
 ``prepared_by`` part). A statement only the scheduled job prepared has the job as its maker:
 any approver may check it. The approver confirms what they were shown (the payable amount and
-the statement's ``fingerprint``): a statement that changed since is refused. A statement paying more than the threshold of
-the ``SettlementRules`` in force on the approval day needs two different approvers: the
-first approval moves it to 'awaiting_second'. Nobody acts twice on one statement. The
-statement's row is locked (FOR UPDATE) first, so two approvers at once take turns and the
-second sees what the first did.
+the statement's ``fingerprint``): a statement that changed since is refused. A statement
+paying more than the threshold of the ``SettlementRules`` in force on the approval day needs
+two different approvers: the first approval moves it to 'awaiting_second' (a line leaving
+it then sends it back to 'prepared', its first approval cleared: ``guard.take_out``).
+Nobody acts twice on one statement. The statement's row is locked (FOR UPDATE) first, so two
+approvers at once take turns and the second sees what the first did. A statement holding a
+line with an open flag is refused (flags take their line out as they are raised; this is the
+backstop).
 
 The final approval re-snapshots the payee from the provider, nets the provider's clawbacks
 (``books``), freezes the statement (status 'approved'; the triggers refuse any later change

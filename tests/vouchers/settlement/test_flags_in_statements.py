@@ -94,9 +94,7 @@ def test_a_flag_on_an_approved_statement_is_raised_and_says_it_is_settled(app_ct
     assert db.session.get(StatementLine, flagged.id).statement_id == statement.id
 
 
-def test_the_flag_page_says_a_flagged_redemption_is_already_settled(
-    shop, bureau, client, login
-):
+def test_the_flag_page_says_a_flagged_redemption_is_already_settled(shop, bureau, client, login):
     (flagged,), statement = _settled_run(shop, bureau, 1500)
     approval.approve(statement, actor=bureau.approver)
     db.session.commit()

@@ -28,9 +28,7 @@ def _run(shop, actor, *prices):
     return statement
 
 
-def test_an_approver_who_reran_the_statement_may_not_approve_nor_reject_it(
-    app_ctx, shop, bureau
-):
+def test_an_approver_who_reran_the_statement_may_not_approve_nor_reject_it(app_ctx, shop, bureau):
     _run(shop, bureau.officer, 1500)
     statement = _run(shop, bureau.approver, 1200)  # the approver adds a line
     assert statement.line_count == 2
@@ -173,6 +171,9 @@ def test_the_api_needs_the_expected_amount(shop, bureau, client, statement):
     right = client.post(
         url + "/approve",
         headers=headers,
-        json={"expected_payable_fen": read["payable_fen"], "expected_fingerprint": read["fingerprint"]},
+        json={
+            "expected_payable_fen": read["payable_fen"],
+            "expected_fingerprint": read["fingerprint"],
+        },
     )
     assert right.status_code == 200 and right.json["status"] == "approved"
