@@ -129,7 +129,22 @@ def _next_reference(today: date) -> str:
     return f"{prefix}{int(taken) + 1:03d}"
 
 
-def _refunds_to_reserve() -> list[tuple[int, int]]:
+def _lock_waiting_refunds() -> list[int]:
+    """The waiting refunds' rows, locked in id order before their accounts are copied: an
+    account change (``assessment.refund_accounts.set_account`` locks the row, then looks for
+    a live transfer) either finishes first and the batch copies the new account, or waits
+    for the batch and is then refused. Only these refunds go into the batch."""
+    return list(
+        db.session.scalars(
+            waiting_refunds()
+            .with_only_columns(FeeRefund.id)
+            .order_by(FeeRefund.id)
+            .with_for_update(of=FeeRefund)
+        )
+    )
+
+
+def _refunds_to_reserve(locked: list[int]) -> list[tuple[int, int]]:
     """(refund id, fen) of waiting refunds that were never in a batch, which the pool's
     money covers, oldest first; the pool's row is locked to the end of the transaction."""
     never_sent = (
@@ -138,7 +153,7 @@ def _refunds_to_reserve() -> list[tuple[int, int]]:
     rows = db.session.execute(
         waiting_refunds()
         .with_only_columns(FeeRefund.id, FeeRefund.amount_fen)
-        .where(never_sent)
+        .where(never_sent, FeeRefund.id.in_(locked))
         .order_by(FeeRefund.owed_on, FeeRefund.id)
     ).all()
     if not rows:
@@ -161,16 +176,18 @@ def create_batch(
     require_city_bureau(actor)
     _serialize()
     today = today or local_today()
-    reserved = _refunds_to_reserve()
+    locked = _lock_waiting_refunds()
+    reserved = _refunds_to_reserve(locked)
     reserved_ids = {refund_id for refund_id, _ in reserved}
     previously_reserved = list(
         db.session.scalars(
             waiting_refunds()
             .with_only_columns(FeeRefund.id)
             .where(
+                FeeRefund.id.in_(locked),
                 sa.select(BankTransfer.id)
                 .where(BankTransfer.fee_refund_id == FeeRefund.id)
-                .exists()
+                .exists(),
             )
         )
     )

@@ -26,6 +26,10 @@ KIND_LABELS = {
     "bank.amount_mismatch": _l("Bank result: the amount differs from the line sent"),
     "bank.account_mismatch": _l("Bank result: the payee account differs from the line sent"),
     "bank.conflicting_result": _l("Bank result: a line an earlier file decided the other way"),
+    "bank.paid_after_failure": _l(
+        "Bank result: paid after it had failed and was sent again — possibly paid twice"
+    ),
+    "bank.transfer_payee": _l("A bank transfer's payee or amount differs from what was approved"),
 }
 
 
