@@ -2,6 +2,8 @@
 and reconciliation catches a transfer edited around them; the statements' freeze covers
 who prepared, rejected and paid, and when."""
 
+# ruff: noqa: F811, S608 (the fixtures are imported; the SQL is the test's own text)
+
 from __future__ import annotations
 
 from datetime import timedelta

@@ -2,9 +2,12 @@
 refund (PostgreSQL, two real transactions): the transfer always carries the account the
 refund row has when the batch commits."""
 
+# ruff: noqa: F811 (the fixture is imported)
+
 import pytest
 import sqlalchemy as sa
 
+from assessment.models import FeeRefund
 from eldercare.db import db
 from eldercare.errors import Conflict
 from tests.assessment.test_refund_account_race import (  # noqa: F401 (fixture)
@@ -15,7 +18,6 @@ from tests.assessment.test_refund_account_race import (  # noqa: F401 (fixture)
     refund_id,
 )
 from tests.vouchers.interleave import Interleaving, Pause
-from assessment.models import FeeRefund
 from vouchers.settlement import bank_files
 from vouchers.settlement.models import BankTransfer
 
