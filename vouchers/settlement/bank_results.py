@@ -91,6 +91,9 @@ def import_result(
 ) -> ImportOutcome:
     """Apply the bank's result file to ``batch`` (flushed, not committed)."""
     require_city_bureau(actor)
+    if "\x00" in (file_name or ""):  # the database refuses NUL in text
+        message = _l("The file's name holds a NUL character; rename the file and try again.")
+        raise InvalidInput(message, details={"file": message})
     digest = hashlib.sha256(file_bytes or b"").hexdigest()
     earlier = db.session.scalar(
         sa.select(BankResultImport).where(BankResultImport.file_sha256 == digest)
