@@ -380,11 +380,19 @@ def xlsx_chunks(batch: BankBatch, chunk: int = 64 * 1024) -> Iterator[bytes]:
     digits, amounts their two decimals). openpyxl's write-only mode keeps memory flat; the
     workbook is assembled in a temporary file and sent in chunks."""
     from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+
+    def text(value: str) -> WriteOnlyCell:
+        # A string cell whatever the text starts with: a payee named "=HYPERLINK(…)" would
+        # otherwise be stored as a formula, which Excel evaluates (formula injection).
+        cell = WriteOnlyCell(sheet, value=value)
+        cell.data_type = "s"
+        return cell
 
     workbook = Workbook(write_only=True)
     sheet = workbook.create_sheet(batch.reference)
     for row in file_rows(batch):
-        sheet.append(row)
+        sheet.append([text(value) for value in row])
     with tempfile.TemporaryFile() as spool:
         workbook.save(spool)
         spool.seek(0)
