@@ -45,6 +45,7 @@ from eldercare.db import db
 from eldercare.errors import Conflict, PermissionDenied
 from eldercare.timeutil import local_today, now_utc, to_local
 from vouchers.pool import ledger
+from vouchers.settlement.exceptions import held
 from vouchers.settlement.models import BankBatch, BankTransfer, Statement
 
 _BATCH_LOCK_KEY = 4_215_120_012  # names the advisory lock only batch creation takes
@@ -77,7 +78,10 @@ def waiting_statements() -> sa.Select:
         BankTransfer.statement_id == Statement.id, BankTransfer.status != "failed"
     )
     return sa.select(Statement).where(
-        Statement.status == "approved", _payable() > 0, ~live.exists()
+        Statement.status == "approved",
+        _payable() > 0,
+        ~live.exists(),
+        ~held("statement", Statement.id),  # a late "paid" is being checked (bank_results)
     )
 
 
@@ -93,6 +97,7 @@ def waiting_refunds() -> sa.Select:
         FeeRefund.payee_account_name.is_not(None),
         FeeRefund.payee_bank_name.is_not(None),
         ~live.exists(),
+        ~held("fee_refund", FeeRefund.id),
     )
 
 

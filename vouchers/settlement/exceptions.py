@@ -110,3 +110,27 @@ def open_count() -> int:
     return int(
         db.session.scalar(sa.select(sa.func.count()).where(SettlementException.status == "open"))
     )
+
+
+# ------------------------------------------------------------------ holds on a payment
+# A late "paid" for a transfer that had failed (bank_results) holds its statement or fee
+# refund while the finding is open: no new batch takes it and no "paid" result for a newer
+# transfer of it is booked. The open finding IS the hold; resolving it lifts the hold.
+
+
+def hold_fingerprint(kind: str, object_id: int) -> str:
+    """The open finding that holds a statement ('statement') or fee refund ('fee_refund')."""
+    return f"bank:paid_after_failure:{kind}:{object_id}"
+
+
+def held(kind: str, id_column) -> sa.ColumnElement:
+    """SQL: the row of ``id_column`` (a statement's or refund's id) is held."""
+    fingerprint = sa.literal(f"bank:paid_after_failure:{kind}:") + sa.cast(id_column, sa.String)
+    return (
+        sa.select(SettlementException.id)
+        .where(
+            SettlementException.status == "open",
+            SettlementException.fingerprint == fingerprint,
+        )
+        .exists()
+    )
