@@ -120,7 +120,7 @@ def test_a_result_file_name_with_nul_is_refused(sent, client, login, bureau):
         bank_results.import_result(
             sent.batch, result_csv([row(sent.l1)]), "r\x00.csv", actor=bureau.officer
         )
-    assert NUL in str(refused.value.details["file"])
+    assert "NUL" in str(refused.value.details["file"])  # either language
     db.session.commit()
     login(bureau.officer)
     response = client.post(
