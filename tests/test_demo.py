@@ -50,7 +50,7 @@ def test_scheduler_lists_registered_jobs(app):
     assert result.output.strip().startswith("[")
 
 
-def test_demo_has_a_month_settled_paid_and_reconciled_and_the_next_ready(app, db_session):
+def test_demo_has_a_month_settled_paid_and_reconciled_and_the_next_ready(app, db_session, client):
     from datetime import date
 
     from eldercare.timeutil import local_today
@@ -85,6 +85,17 @@ def test_demo_has_a_month_settled_paid_and_reconciled_and_the_next_ready(app, db
     with app.app_context():
         assert reconcile_month(settled).ok
     assert db_session.scalar(sa.select(Statement.id).where(Statement.month == ready)) is None
+
+    # What bureau.officer sees: the ready month with its button, the settled one green.
+    signed_in = client.post(
+        "/login", data={"username": "bureau.officer", "password": DEMO_PASSWORD}
+    )
+    assert signed_in.status_code == 302
+    months = client.get("/settlement/").get_data(as_text=True)
+    assert f'id="settle-{ready:%Y-%m}"' in months and f'id="settle-{settled:%Y-%m}"' not in months
+    recon = client.get(f"/settlement/reconcile?month={settled:%Y-%m}").get_data(as_text=True)
+    assert 'data-state="green"' in recon
+    client.get("/logout")
 
     # A rerun changes nothing: no new redemption, statement, batch or reconciliation.
     counts = [_count(db_session, m) for m in (Statement, BankTransfer, ReconciliationRun, AuditLog)]
