@@ -77,6 +77,9 @@ def test_demo_has_a_month_settled_paid_and_reconciled_and_the_next_ready(app, db
     )
     assert {s.prepared_by_user_id for s in statements} == {officer}
     assert {s.approved_by_user_id for s in statements} == {approver}
+    # A second city-wide approver for statements above the threshold (a third person).
+    second = db_session.scalar(sa.select(User).where(User.username == "bureau.approver2"))
+    assert second.roles == {"bureau_approver"} and second.district_id is None
     transfers = list(db_session.scalars(sa.select(BankTransfer)))
     assert transfers and {t.status for t in transfers} == {"paid"}
     assert db_session.scalar(
