@@ -115,7 +115,8 @@ def _spend_month(month: date, residents: list[int], counters, approver: User) ->
             continue
         for turn, day in enumerate(DAYS):
             staff_user, provider = counters[(index + turn) % len(counters)]
-            digest = f"demo-settle-{month:%Y-%m}-{resident_id}-{day}"
+            # Not "demo-…": tests find the vouchers step's lunch by that prefix.
+            digest = f"settlement-demo-{month:%Y-%m}-{resident_id}-{day}"
             if db.session.scalar(sa.select(Redemption.id).where(Redemption.scan_digest == digest)):
                 continue
             lunch = datetime.combine(month.replace(day=day), time(11, 30), tzinfo=SHANGHAI)
