@@ -24,6 +24,7 @@ def register(app) -> None:
     from eldercare.navigation import register_destinations
     from vouchers.settlement import (
         api_bank,
+        api_documents,
         api_reconcile,
         api_statements,
         cli,
@@ -41,7 +42,7 @@ def register(app) -> None:
     guard.install()  # the reversal's hook (vouchers.redemption.steps.settlement_guard)
     app.register_blueprint(views.bp)
     api.register_blueprint(api_statements.blp)
-    _ = (api_bank, api_reconcile)  # their endpoints are on api_statements.blp
+    _ = (api_bank, api_documents, api_reconcile)  # their endpoints are on api_statements.blp
     register_destinations(
         app,
         *views_statements.DESTINATIONS,

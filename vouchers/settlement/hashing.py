@@ -33,7 +33,7 @@ LINE_COLUMNS = (
 STREAM_ROWS = 5_000  # lines read per round trip: a statement of any size hashes in flat memory
 
 
-def _head(statement: Statement) -> str:
+def head(statement: Statement) -> str:
     fields = (
         "statement",
         statement.id,
@@ -53,7 +53,7 @@ def _head(statement: Statement) -> str:
 
 def statement_hash(statement: Statement) -> str:
     """The statement's hash as its rows stand now (hex)."""
-    digest = hashlib.sha256(_head(statement).encode())
+    digest = hashlib.sha256(head(statement).encode())
     rows = db.session.execute(
         sa.select(*LINE_COLUMNS)
         .where(StatementLine.statement_id == statement.id)
@@ -61,5 +61,13 @@ def statement_hash(statement: Statement) -> str:
         .execution_options(yield_per=STREAM_ROWS)
     )
     for row in rows:
-        digest.update(("line|" + "|".join(str(v) for v in row) + "\n").encode())
+        digest.update(line_text(row).encode())
     return digest.hexdigest()
+
+
+def line_text(row) -> str:
+    """One line's record (the values of ``LINE_COLUMNS``, in order)."""
+    return "line|" + "|".join(str(v) for v in row) + "\n"
+
+
+_head = head  # the name it had first

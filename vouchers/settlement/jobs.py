@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from eldercare.scheduler import JobFailed, ScheduledJob
+from vouchers.settlement.reconcile import RECONCILE_JOB
 
 SETTLE_EVERY_MINUTES = 60
 
@@ -31,3 +32,4 @@ JOBS: list = [
         run_at_start=True,
     ),
 ]
+JOBS.append(RECONCILE_JOB)  # settlement-reconcile: daily, last month and this month

@@ -184,8 +184,3 @@ def verify(token: str):
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Robots-Tag"] = "noindex"
     return response
-
-
-# The API's downloads live on api_statements.blp; importing them here registers them (this
-# module is imported before that blueprint is registered).
-from vouchers.settlement import api_documents  # noqa: E402, F401
