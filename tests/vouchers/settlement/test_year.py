@@ -1,7 +1,7 @@
 """A year of the programme, month by month, through the real services: issue, redeem (cash
 and card), reverse, expire, settle, approve, pay through the bank (one failed line, paid in
-the next batch), one clawback; at the end the books balance to the fen and every
-redemption and statement is accounted for exactly once.
+the next batch), one clawback; at the end the books balance to the fen, every redemption
+and statement is accounted for exactly once and every settled month reconciles.
 
 Time moves with the ``clock`` fixture: every module's ``now_utc`` (and so ``local_today``)
 reads the simulated moment, so each month's services run as they would on that day."""
@@ -22,7 +22,7 @@ from vouchers.issuance import monthly as issuance
 from vouchers.models import JournalEntry, Redemption, Voucher
 from vouchers.pool import ledger
 from vouchers.redemption import steps as redemption
-from vouchers.settlement import approval, bank_files, bank_results, periods, run
+from vouchers.settlement import approval, bank_files, bank_results, periods, reconcile, run
 from vouchers.settlement.models import BankTransfer, Statement, StatementLine
 
 MONTHS = 12
@@ -251,6 +251,14 @@ def test_a_year_month_by_month_ends_balanced_and_accounted_for(shop, bureau, clo
             assert (status, lines) == ("redeemed", 1), rid
         else:
             assert month == months[MONTHS - 1] and lines == 0, rid
+    # The reconciliation of every settled month is green (the gateway is not configured
+    # here: card purchases went through the redemption steps, not a payment intent).
+    for month in settled_months:
+        result = reconcile.reconcile_month(month, actor=bureau.officer)
+        assert result.ok, (f"{month:%Y-%m}", result.findings["mismatches"])
+        findings = result.findings
+        assert findings["identity"]["ok"] and findings["bank"]["ok"]
+        assert findings["statements"]["ok"] and findings["gateway"]["status"] == "not_checked"
     # Every month but the last (still current) expired.
     assert not db_session.scalar(
         sa.select(sa.func.count()).where(
