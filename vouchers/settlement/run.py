@@ -31,10 +31,15 @@ from vouchers.settlement.models import SettlementMonth, Statement, StatementLine
 OPEN = ("prepared", "awaiting_second")
 
 
+MONTH_YEARS = range(2000, 3000)  # the programme's; 9999-12 has no month after it
+
+
 def parse_month(text: str) -> date:
-    """'YYYY-MM' -> the month's first day, or a clear refusal."""
+    """'YYYY-MM' (years 2000-2999) -> the month's first day, or a clear refusal."""
     try:
         year, month = (int(part) for part in (text or "").strip().split("-"))
+        if year not in MONTH_YEARS:
+            raise ValueError(year)
         return date(year, month, 1)
     except (ValueError, TypeError):
         raise InvalidInput(
