@@ -174,6 +174,9 @@ def create_app(config: dict | None = None) -> Flask:
     init_migrate(app, MIGRATIONS_DIR)  # Flask-Migrate (and Alembic) load when first used
     csrf.init_app(app)
     app.before_request(_csrf_for_browsers_only)
+    from eldercare.forms import refuse_nul_characters
+
+    app.before_request(refuse_nul_characters)  # PostgreSQL refuses NUL in text: say so first
 
     from eldercare import cli, errors, i18n
     from eldercare.account_link_api import blp as account_link_api

@@ -66,6 +66,8 @@ DEMO_ACCOUNTS = [
     ("bureau.officer", "市民政局 刘科员", ["bureau_officer"], None, None),
     ("heping.officer", "和平区民政局 陈科员", ["bureau_officer"], "210102", None),
     ("bureau.approver", "市民政局 赵科长", ["bureau_approver"], None, None),
+    # A second city-wide approver: settlement statements above the threshold need two.
+    ("bureau.approver2", "市民政局 钱副局长", ["bureau_approver"], None, None),
     ("auditor", "审计 孙审计员", ["auditor"], None, None),
     ("agency.admin", "评估机构 管理员", ["agency_admin"], None, None),
     ("provider.admin", "服务机构 管理员", ["provider_admin"], None, None),

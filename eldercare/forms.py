@@ -154,3 +154,47 @@ def input_problem(errors: FormErrors) -> dict:
         "fields": dict(errors),
         "other": [],
     }
+
+
+# --------------------------------------------------------------------------- NUL characters
+
+NUL_REFUSED = _l("Text may not contain NUL characters (code 0); remove them and try again.")
+
+
+def _nul_fields(value, name: str, found: dict) -> None:
+    if isinstance(value, str):
+        if "\x00" in value:
+            found.setdefault(name.replace("\x00", "") or "text", NUL_REFUSED)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _nul_fields(str(key), name, found)
+            _nul_fields(item, str(key), found)
+    elif isinstance(value, list):
+        for item in value:
+            _nul_fields(item, name, found)
+
+
+def refuse_nul_characters() -> None:
+    """A ``before_request`` hook: every text a request carries (query string, form fields,
+    uploaded file names, a JSON body) is refused whole when it holds a NUL character.
+    PostgreSQL cannot store NUL in text, so such input would otherwise fail deep inside a
+    service with a 500 after some work; here it is one clear 422 and nothing changes. A
+    file's content is the reader's business (``result_files`` refuses NUL in a row)."""
+    from flask import request
+
+    from eldercare.errors import InvalidInput
+
+    found: dict = {}
+    for key, value in request.args.items(multi=True):
+        _nul_fields(key, key, found)
+        _nul_fields(value, key, found)
+    if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+        for key, value in request.form.items(multi=True):
+            _nul_fields(key, key, found)
+            _nul_fields(value, key, found)
+        for key, upload in request.files.items(multi=True):
+            _nul_fields(upload.filename or "", key, found)
+        if request.is_json:
+            _nul_fields(request.get_json(silent=True), "body", found)
+    if found:
+        raise InvalidInput(NUL_REFUSED, details=found)

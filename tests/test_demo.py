@@ -48,3 +48,67 @@ def test_scheduler_lists_registered_jobs(app):
     result = app.test_cli_runner().invoke(args=["scheduler", "list", "--json"])
     assert result.exit_code == 0
     assert result.output.strip().startswith("[")
+
+
+def test_demo_has_a_month_settled_paid_and_reconciled_and_the_next_ready(app, db_session, client):
+    from datetime import date
+
+    from eldercare.timeutil import local_today
+    from vouchers.settlement import periods, run
+    from vouchers.settlement.demo import demo_months
+    from vouchers.settlement.models import BankTransfer, ReconciliationRun, Statement
+    from vouchers.settlement.reconcile import reconcile_month
+
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["demo"]).exit_code == 0
+    today = local_today()
+    settled, ready = demo_months(today)
+    assert (
+        periods.settles_from(ready)
+        <= today
+        < periods.settles_from(date(ready.year + ready.month // 12, ready.month % 12 + 1, 1))
+    )
+    statements = list(db_session.scalars(sa.select(Statement).where(Statement.month == settled)))
+    assert len(statements) >= 2  # at more than one provider
+    assert {s.status for s in statements} == {"paid"}
+    officer, approver = (
+        db_session.scalar(sa.select(User.id).where(User.username == name))
+        for name in ("bureau.officer", "bureau.approver")
+    )
+    assert {s.prepared_by_user_id for s in statements} == {officer}
+    assert {s.approved_by_user_id for s in statements} == {approver}
+    # A second city-wide approver for statements above the threshold (a third person).
+    second = db_session.scalar(sa.select(User).where(User.username == "bureau.approver2"))
+    assert second.roles == {"bureau_approver"} and second.district_id is None
+    transfers = list(db_session.scalars(sa.select(BankTransfer)))
+    assert transfers and {t.status for t in transfers} == {"paid"}
+    assert db_session.scalar(
+        sa.select(ReconciliationRun.ok).where(ReconciliationRun.month == settled)
+    )
+    with app.app_context():
+        assert reconcile_month(settled).ok
+    assert db_session.scalar(sa.select(Statement.id).where(Statement.month == ready)) is None
+
+    # What bureau.officer sees: the ready month with its button, the settled one green.
+    signed_in = client.post(
+        "/login", data={"username": "bureau.officer", "password": DEMO_PASSWORD}
+    )
+    assert signed_in.status_code == 302
+    months = client.get("/settlement/").get_data(as_text=True)
+    assert f'id="settle-{ready:%Y-%m}"' in months and f'id="settle-{settled:%Y-%m}"' not in months
+    recon = client.get(f"/settlement/reconcile?month={settled:%Y-%m}").get_data(as_text=True)
+    assert 'data-state="green"' in recon
+    client.get("/logout")
+
+    # A rerun changes nothing: no new redemption, statement, batch or reconciliation.
+    counts = [_count(db_session, m) for m in (Statement, BankTransfer, ReconciliationRun, AuditLog)]
+    assert runner.invoke(args=["demo"]).exit_code == 0
+    assert [
+        _count(db_session, m) for m in (Statement, BankTransfer, ReconciliationRun, AuditLog)
+    ] == counts
+
+    # The ready month settles today, with lines at more than one provider.
+    with app.app_context():
+        outcome = run.run_settlement(ready, today=today)
+    made = list(db_session.scalars(sa.select(Statement).where(Statement.month == ready)))
+    assert len(made) >= 2 and all(s.line_count > 0 for s in made), outcome

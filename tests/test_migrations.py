@@ -165,3 +165,24 @@ def test_migration_0014_seals_the_old_chain_as_it_is_and_gives_it_back_on_downgr
         report = audit.verify_chain()
         assert report.ok and report.rows_checked == 6
         db.engine.dispose()
+
+
+def test_0019_downgrade_restores_0017s_statement_freeze(tmp_path):
+    """0019 freezes bank transfers and extends the statements' freeze; going back to 0018
+    drops the one and puts 0017's statements trigger back as it was."""
+    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/m.db"})
+    triggers = sa.text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")
+    with app.app_context():
+        upgrade(revision="0018")
+        with db.engine.connect() as conn:
+            at_0018 = dict(conn.execute(triggers).all())
+        upgrade()
+        with db.engine.connect() as conn:
+            at_head = dict(conn.execute(triggers).all())
+        assert {"bank_transfers_fixed_update", "bank_transfers_fixed_delete"} <= set(at_head)
+        assert "prepared_at" in at_head["statements_frozen_update"]
+        assert "prepared_at" not in at_0018["statements_frozen_update"]
+        downgrade(revision="0018")
+        with db.engine.connect() as conn:
+            assert dict(conn.execute(triggers).all()) == at_0018
+        db.engine.dispose()

@@ -360,17 +360,27 @@ def _freeze_postgresql():
           FOR EACH ROW EXECUTE FUNCTION statement_frozen();
         CREATE FUNCTION statement_line_frozen() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-          IF (TG_OP <> 'INSERT' AND EXISTS (SELECT 1 FROM statements
-                WHERE id = OLD.statement_id AND status IN {FROZEN}))
-             OR (TG_OP <> 'DELETE' AND EXISTS (SELECT 1 FROM statements
-                WHERE id = NEW.statement_id AND status IN {FROZEN})) THEN
+          -- Statement-level, over the rows the statement changed (a transition table): a
+          -- settlement run inserts a month's lines in one INSERT, and a row-level check cost
+          -- more than the insert itself.
+          IF TG_OP = 'TRUNCATE' OR EXISTS (SELECT 1 FROM changed_rows c
+                JOIN statements s ON s.id = c.statement_id WHERE s.status IN {FROZEN}) THEN
             RAISE EXCEPTION 'the statement is approved: its lines cannot change';
           END IF;
-          IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
-          RETURN NEW;
+          RETURN NULL;
         END $$;
-        CREATE TRIGGER statement_lines_frozen BEFORE INSERT OR UPDATE OR DELETE
-          ON statement_lines FOR EACH ROW EXECUTE FUNCTION statement_line_frozen();
+        CREATE TRIGGER statement_lines_frozen_insert AFTER INSERT ON statement_lines
+          REFERENCING NEW TABLE AS changed_rows
+          FOR EACH STATEMENT EXECUTE FUNCTION statement_line_frozen();
+        CREATE TRIGGER statement_lines_frozen_update_old AFTER UPDATE ON statement_lines
+          REFERENCING OLD TABLE AS changed_rows
+          FOR EACH STATEMENT EXECUTE FUNCTION statement_line_frozen();
+        CREATE TRIGGER statement_lines_frozen_update_new AFTER UPDATE ON statement_lines
+          REFERENCING NEW TABLE AS changed_rows
+          FOR EACH STATEMENT EXECUTE FUNCTION statement_line_frozen();
+        CREATE TRIGGER statement_lines_frozen_delete AFTER DELETE ON statement_lines
+          REFERENCING OLD TABLE AS changed_rows
+          FOR EACH STATEMENT EXECUTE FUNCTION statement_line_frozen();
         CREATE TRIGGER statement_lines_no_truncate BEFORE TRUNCATE ON statement_lines
           FOR EACH STATEMENT EXECUTE FUNCTION statement_line_frozen();
     """)
@@ -406,7 +416,8 @@ def _freeze_sqlite():
 def downgrade():
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP TRIGGER IF EXISTS statement_lines_no_truncate ON statement_lines")
-        op.execute("DROP TRIGGER IF EXISTS statement_lines_frozen ON statement_lines")
+        for name in ("insert", "update_old", "update_new", "delete"):
+            op.execute(f"DROP TRIGGER IF EXISTS statement_lines_frozen_{name} ON statement_lines")
         op.execute("DROP TRIGGER IF EXISTS statements_frozen ON statements")
         op.execute("DROP FUNCTION IF EXISTS statement_line_frozen()")
         op.execute("DROP FUNCTION IF EXISTS statement_frozen()")

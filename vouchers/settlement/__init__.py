@@ -28,6 +28,7 @@ def register(app) -> None:
         api_reconcile,
         api_statements,
         cli,
+        demo,
         guard,
         jobs,
         reconcile_cli,
@@ -54,3 +55,5 @@ def register(app) -> None:
     app.cli.add_command(cli.cli)
     app.cli.add_command(reconcile_cli.reconcile_command)
     app.extensions.setdefault("scheduled_jobs", []).extend(jobs.JOBS)
+    # After the vouchers step (vouchers.register appends it before calling this).
+    app.extensions.setdefault("demo_steps", []).append(demo.build_demo)

@@ -31,6 +31,7 @@ from vouchers.settlement import exceptions as queue
 from vouchers.settlement import reconcile
 from vouchers.settlement.api_statements import blp
 from vouchers.settlement.models import ReconciliationRun, SettlementException
+from vouchers.settlement.run import parse_month
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 MONTH_MESSAGE = _l("Give the month as YYYY-MM, for example 2026-11.")
@@ -90,10 +91,10 @@ class ReconcileExceptionsSchema(ma.Schema):
 
 
 def _month(text: str | None) -> date:
-    found = _MONTH.match((text or "").strip())
-    if not found or not 1 <= int(found.group(2)) <= 12:
+    """YYYY-MM of the programme's years (2000-2999: ``run.parse_month``), or refused."""
+    if not _MONTH.match((text or "").strip()):
         raise InvalidInput(details={"month": MONTH_MESSAGE})
-    return date(int(found.group(1)), int(found.group(2)), 1)
+    return parse_month(text)
 
 
 def _bureau(view):

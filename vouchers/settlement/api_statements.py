@@ -177,7 +177,8 @@ def list_statements(query):
 def get_statement(query, statement_id):
     """One statement with a page of its lines (100 a page, by redemption)."""
     statement = _statement(statement_id)
-    page = query["page"]
+    pages = max(1, -(-statement.line_count // LINES_PAGE))
+    page = min(query["page"], pages)  # past the end: the last page (a huge one overflows)
     lines = db.session.scalars(
         sa.select(StatementLine)
         .where(StatementLine.statement_id == statement.id)
@@ -185,8 +186,12 @@ def get_statement(query, statement_id):
         .limit(LINES_PAGE)
         .offset((page - 1) * LINES_PAGE)
     ).all()
+<<<<<<< HEAD
     pages = max(1, -(-statement.line_count // LINES_PAGE))
     return _WithLines(statement, page, pages, lines, approval.fingerprint(statement))
+=======
+    return _WithLines(statement, page, pages, lines)
+>>>>>>> main
 
 
 class _WithLines:

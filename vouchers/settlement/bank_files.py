@@ -45,6 +45,7 @@ from eldercare.db import db
 from eldercare.errors import Conflict, PermissionDenied
 from eldercare.timeutil import local_today, now_utc, to_local
 from vouchers.pool import ledger
+from vouchers.settlement.exceptions import held
 from vouchers.settlement.models import BankBatch, BankTransfer, Statement
 
 _BATCH_LOCK_KEY = 4_215_120_012  # names the advisory lock only batch creation takes
@@ -77,7 +78,10 @@ def waiting_statements() -> sa.Select:
         BankTransfer.statement_id == Statement.id, BankTransfer.status != "failed"
     )
     return sa.select(Statement).where(
-        Statement.status == "approved", _payable() > 0, ~live.exists()
+        Statement.status == "approved",
+        _payable() > 0,
+        ~live.exists(),
+        ~held("statement", Statement.id),  # a late "paid" is being checked (bank_results)
     )
 
 
@@ -93,6 +97,7 @@ def waiting_refunds() -> sa.Select:
         FeeRefund.payee_account_name.is_not(None),
         FeeRefund.payee_bank_name.is_not(None),
         ~live.exists(),
+        ~held("fee_refund", FeeRefund.id),
     )
 
 
@@ -129,7 +134,22 @@ def _next_reference(today: date) -> str:
     return f"{prefix}{int(taken) + 1:03d}"
 
 
-def _refunds_to_reserve() -> list[tuple[int, int]]:
+def _lock_waiting_refunds() -> list[int]:
+    """The waiting refunds' rows, locked in id order before their accounts are copied: an
+    account change (``assessment.refund_accounts.set_account`` locks the row, then looks for
+    a live transfer) either finishes first and the batch copies the new account, or waits
+    for the batch and is then refused. Only these refunds go into the batch."""
+    return list(
+        db.session.scalars(
+            waiting_refunds()
+            .with_only_columns(FeeRefund.id)
+            .order_by(FeeRefund.id)
+            .with_for_update(of=FeeRefund)
+        )
+    )
+
+
+def _refunds_to_reserve(locked: list[int]) -> list[tuple[int, int]]:
     """(refund id, fen) of waiting refunds that were never in a batch, which the pool's
     money covers, oldest first; the pool's row is locked to the end of the transaction."""
     never_sent = (
@@ -138,7 +158,7 @@ def _refunds_to_reserve() -> list[tuple[int, int]]:
     rows = db.session.execute(
         waiting_refunds()
         .with_only_columns(FeeRefund.id, FeeRefund.amount_fen)
-        .where(never_sent)
+        .where(never_sent, FeeRefund.id.in_(locked))
         .order_by(FeeRefund.owed_on, FeeRefund.id)
     ).all()
     if not rows:
@@ -161,16 +181,18 @@ def create_batch(
     require_city_bureau(actor)
     _serialize()
     today = today or local_today()
-    reserved = _refunds_to_reserve()
+    locked = _lock_waiting_refunds()
+    reserved = _refunds_to_reserve(locked)
     reserved_ids = {refund_id for refund_id, _ in reserved}
     previously_reserved = list(
         db.session.scalars(
             waiting_refunds()
             .with_only_columns(FeeRefund.id)
             .where(
+                FeeRefund.id.in_(locked),
                 sa.select(BankTransfer.id)
                 .where(BankTransfer.fee_refund_id == FeeRefund.id)
-                .exists()
+                .exists(),
             )
         )
     )
@@ -363,11 +385,19 @@ def xlsx_chunks(batch: BankBatch, chunk: int = 64 * 1024) -> Iterator[bytes]:
     digits, amounts their two decimals). openpyxl's write-only mode keeps memory flat; the
     workbook is assembled in a temporary file and sent in chunks."""
     from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+
+    def text(value: str) -> WriteOnlyCell:
+        # A string cell whatever the text starts with: a payee named "=HYPERLINK(…)" would
+        # otherwise be stored as a formula, which Excel evaluates (formula injection).
+        cell = WriteOnlyCell(sheet, value=value)
+        cell.data_type = "s"
+        return cell
 
     workbook = Workbook(write_only=True)
     sheet = workbook.create_sheet(batch.reference)
     for row in file_rows(batch):
-        sheet.append(row)
+        sheet.append([text(value) for value in row])
     with tempfile.TemporaryFile() as spool:
         workbook.save(spool)
         spool.seek(0)

@@ -13,6 +13,15 @@ same file (its SHA-256) was imported before. Otherwise each line is applied on i
 - an unknown reference, a reference twice in the file (none of its rows is applied), an
   amount or account that differs from the line, or a line an earlier file decided the
   other way: the exception queue, with the evidence; the other lines still apply.
+- "paid" for a transfer an earlier file marked failed (a late or corrected result): the
+  statement or refund was by then put into a later batch, so the bank may pay it twice.
+  Queued as ``bank.paid_after_failure`` naming every newer transfer of the same statement
+  or refund (reference, batch, status), and the statement or refund is HELD while that
+  finding is open: it goes into no new batch (``bank_files.waiting_*``), and a "paid"
+  result for its newer transfer still 'sent' is queued (same kind) instead of being paid
+  in the books. A "failed" result for it applies (nothing moves). The bureau asks the bank
+  which transfer paid, recovers any second payment from the payee, and resolves the
+  finding (audited); the hold then lifts and later results apply as usual.
 
 Idempotent and safe when two imports run at once: a transfer changes only by a conditional
 UPDATE from 'sent' (``… WHERE status = 'sent' RETURNING id``), and only the transaction
@@ -39,8 +48,14 @@ from eldercare.timeutil import format_local, now_utc
 from vouchers.pool import ledger
 from vouchers.settlement import result_files
 from vouchers.settlement.bank_files import require_city_bureau
-from vouchers.settlement.exceptions import raise_exception
-from vouchers.settlement.models import BankBatch, BankResultImport, BankTransfer, Statement
+from vouchers.settlement.exceptions import hold_fingerprint, raise_exception
+from vouchers.settlement.models import (
+    BankBatch,
+    BankResultImport,
+    BankTransfer,
+    SettlementException,
+    Statement,
+)
 
 _LINE_REF = re.compile(r"^(EC\d{11})-\d+$")
 
@@ -91,6 +106,9 @@ def import_result(
 ) -> ImportOutcome:
     """Apply the bank's result file to ``batch`` (flushed, not committed)."""
     require_city_bureau(actor)
+    if "\x00" in (file_name or ""):  # the database refuses NUL in text
+        message = _l("The file's name holds a NUL character; rename the file and try again.")
+        raise InvalidInput(message, details={"file": message})
     digest = hashlib.sha256(file_bytes or b"").hexdigest()
     earlier = db.session.scalar(
         sa.select(BankResultImport).where(BankResultImport.file_sha256 == digest)
@@ -179,8 +197,24 @@ def _queue(outcome, batch, record, kind, line, extra: dict | None = None) -> Non
     outcome.exceptions.append({"kind": kind, "reference": line.reference, "id": found.id})
 
 
+def _held(transfers) -> dict[int, int]:
+    """transfer id -> the open hold finding's id, for transfers whose statement or refund
+    is held."""
+    keys = {hold_fingerprint(t.kind, t.statement_id or t.fee_refund_id): t.id for t in transfers}
+    if not keys:
+        return {}
+    found = db.session.execute(
+        sa.select(SettlementException.fingerprint, SettlementException.id).where(
+            SettlementException.fingerprint.in_(list(keys)),
+            SettlementException.status == "open",
+        )
+    ).all()
+    return {keys[fingerprint]: exc_id for fingerprint, exc_id in found}
+
+
 def _apply(batch, record, lines, outcome: ImportOutcome, now, actor) -> None:
     transfers = _transfers(batch)
+    held = _held(transfers.values())
     seen = Counter(line.reference for line in lines)
     queued_twice = set()
     to_pay, to_fail = {}, {}  # transfer id -> line
@@ -200,7 +234,13 @@ def _apply(batch, record, lines, outcome: ImportOutcome, now, actor) -> None:
             _queue(outcome, batch, record, "bank.account_mismatch", line,
                    {"sent_account_number": sent.payee_account_number})  # fmt: skip
         elif sent.status != "sent":
-            _already_decided(outcome, batch, record, line, sent.status, sent.bank_reason)
+            _already_decided(outcome, batch, record, line, sent, sent.status, sent.bank_reason)
+        elif line.paid and sent.id in held:
+            _queue(outcome, batch, record, "bank.paid_after_failure", line,
+                   {"held_by_exception": held[sent.id], "transfer": sent.id,
+                    "statement": sent.statement_id, "fee_refund": sent.fee_refund_id,
+                    "note": "held: an earlier transfer of the same payment was reported "
+                            "paid after it had failed"})  # fmt: skip
         else:
             (to_pay if line.paid else to_fail)[sent.id] = line
     paid_ids = _mark(to_pay, "paid", record, now)
@@ -217,7 +257,8 @@ def _apply(batch, record, lines, outcome: ImportOutcome, now, actor) -> None:
         )
         for tid in lost:
             line = to_pay.get(tid) or to_fail[tid]
-            _already_decided(outcome, batch, record, line, now_status[tid], None)
+            sent = next(t for t in transfers.values() if t.id == tid)
+            _already_decided(outcome, batch, record, line, sent, now_status[tid], None)
     by_id = {row.id: row for row in transfers.values()}
     _settle_paid([by_id[tid] for tid in paid_ids], now, actor)
     outcome.paid = [by_id[tid].reference for tid in sorted(paid_ids)]
@@ -245,12 +286,61 @@ def _apply(batch, record, lines, outcome: ImportOutcome, now, actor) -> None:
     )
 
 
-def _already_decided(outcome, batch, record, line, status: str, reason) -> None:
+def _already_decided(outcome, batch, record, line, sent, status: str, reason) -> None:
     if status == ("paid" if line.paid else "failed"):
         outcome.already.append(line.reference)
+    elif line.paid and status == "failed":
+        _paid_after_failure(outcome, batch, record, line, sent, reason)
     else:
         _queue(outcome, batch, record, "bank.conflicting_result", line,
                {"decided_status": status, "decided_reason": reason})  # fmt: skip
+
+
+def _paid_after_failure(outcome, batch, record, line, sent, reason) -> None:
+    """The bank now says paid a transfer it said failed: find the newer transfers of the same
+    statement or refund, and hold it (see the module's note)."""
+    of_same = (
+        BankTransfer.statement_id == sent.statement_id
+        if sent.kind == "statement"
+        else BankTransfer.fee_refund_id == sent.fee_refund_id
+    )
+    newer = [
+        {"transfer": tid, "reference": ref, "batch": batch_ref, "status": status}
+        for tid, ref, batch_ref, status in db.session.execute(
+            sa.select(
+                BankTransfer.id, BankTransfer.reference, BankBatch.reference, BankTransfer.status
+            )  # fmt: skip
+            .join(BankBatch, BankBatch.id == BankTransfer.batch_id)
+            .where(of_same, BankTransfer.id > sent.id)
+            .order_by(BankTransfer.id)
+        )
+    ]
+    object_id = sent.statement_id or sent.fee_refund_id
+    evidence = {
+        "batch": batch.reference,
+        "file_name": record.file_name,
+        "file_sha256": record.file_sha256,
+        "row": line.row,
+        "reference": line.reference,
+        "amount_fen": line.amount_fen,
+        "status": "paid",
+        "decided_status": "failed",
+        "decided_reason": reason,
+        "kind": sent.kind,
+        "statement": sent.statement_id,
+        "fee_refund": sent.fee_refund_id,
+        "newer_transfers": newer,
+        "held": True,
+    }
+    found = raise_exception(
+        source="bank_import",
+        kind="bank.paid_after_failure",
+        fingerprint=hold_fingerprint(sent.kind, object_id),
+        evidence=evidence,
+    )
+    outcome.exceptions.append(
+        {"kind": "bank.paid_after_failure", "reference": line.reference, "id": found.id}
+    )
 
 
 def _mark(chosen: dict, status: str, record, now) -> set[int]:

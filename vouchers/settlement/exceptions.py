@@ -26,6 +26,10 @@ KIND_LABELS = {
     "bank.amount_mismatch": _l("Bank result: the amount differs from the line sent"),
     "bank.account_mismatch": _l("Bank result: the payee account differs from the line sent"),
     "bank.conflicting_result": _l("Bank result: a line an earlier file decided the other way"),
+    "bank.paid_after_failure": _l(
+        "Bank result: paid after it had failed and was sent again — possibly paid twice"
+    ),
+    "bank.transfer_payee": _l("A bank transfer's payee or amount differs from what was approved"),
 }
 
 
@@ -105,4 +109,28 @@ def resolve(exception: SettlementException, *, resolution: str, actor: User) -> 
 def open_count() -> int:
     return int(
         db.session.scalar(sa.select(sa.func.count()).where(SettlementException.status == "open"))
+    )
+
+
+# ------------------------------------------------------------------ holds on a payment
+# A late "paid" for a transfer that had failed (bank_results) holds its statement or fee
+# refund while the finding is open: no new batch takes it and no "paid" result for a newer
+# transfer of it is booked. The open finding IS the hold; resolving it lifts the hold.
+
+
+def hold_fingerprint(kind: str, object_id: int) -> str:
+    """The open finding that holds a statement ('statement') or fee refund ('fee_refund')."""
+    return f"bank:paid_after_failure:{kind}:{object_id}"
+
+
+def held(kind: str, id_column) -> sa.ColumnElement:
+    """SQL: the row of ``id_column`` (a statement's or refund's id) is held."""
+    fingerprint = sa.literal(f"bank:paid_after_failure:{kind}:") + sa.cast(id_column, sa.String)
+    return (
+        sa.select(SettlementException.id)
+        .where(
+            SettlementException.status == "open",
+            SettlementException.fingerprint == fingerprint,
+        )
+        .exists()
     )

@@ -44,12 +44,14 @@ def settles_from(month: date) -> date:
     return month_after(month) + timedelta(days=DEFAULT_WINDOW_DAYS if window is None else window)
 
 
-def settleable_lines(month: date) -> sa.Select:
+def settleable_lines(month: date, *, unlined: bool = True) -> sa.Select:
     """The redemptions of ``month`` a run would take: redeemed, not in a statement, no open
-    flag. (Joined with the voucher for its month and district.)"""
+    flag. (Joined with the voucher for its month and district.) ``unlined=False`` leaves out
+    the "not in a statement" test, for the INSERT of lines, which skips those by the key
+    instead (see ``run._add_lines``)."""
     from vouchers.integrity.models import RedemptionFlag
 
-    return (
+    query = (
         sa.select(
             Redemption.id,
             Redemption.provider_id,
@@ -64,12 +66,14 @@ def settleable_lines(month: date) -> sa.Select:
         .where(
             Voucher.month == first_of(month),
             Redemption.status == "redeemed",
-            ~sa.exists().where(StatementLine.redemption_id == Redemption.id),
             ~sa.exists().where(
                 RedemptionFlag.redemption_id == Redemption.id, RedemptionFlag.status == "open"
             ),
         )
     )
+    if unlined:
+        query = query.where(~sa.exists().where(StatementLine.redemption_id == Redemption.id))
+    return query
 
 
 def has_settleable(month: date) -> bool:

@@ -6,7 +6,12 @@
   (subsidy - clawback netted + card co-payments), or none when that is 0 (clawbacks took
   it all); none is paid twice;
 - no statement still 'approved' has a paid transfer (the payment never reached the books);
-- a fee refund paid by a transfer is marked paid.
+- a fee refund paid by a transfer is marked paid;
+- every transfer pays what was approved: a statement's transfer carries the statement's
+  payee snapshot and payable amount, a fee refund's live (sent or paid) transfer the
+  refund's account and amount (a failed one may differ: the account may be corrected after
+  a failure). The bank file is built from the transfers, so an edited transfer would divert
+  the payment; migration 0019's triggers refuse the edit, this check catches a bypass.
 (d) The statements, approved or paid, of the month:
 - each still hashes (as ``hashing.statement_hash`` does, all of the month's in one pass) to
   the ``lines_hash`` stored at approval;
@@ -144,6 +149,80 @@ def bank_findings(month: date) -> list[dict]:
         findings.append(
             _finding("bank.refund_not_marked_paid", refund_id, evidence, district_id=district_id)
         )
+    return findings + _payee_findings(month)
+
+
+def _payee_findings(month: date) -> list[dict]:
+    """Transfers whose payee or amount is not what their statement (or fee refund) says."""
+    s, t, r = Statement, BankTransfer, FeeRefund
+    payable = s.subsidy_fen - s.clawback_fen + s.card_copay_fen
+
+    def differs(name, bank, number, amount):
+        return sa.or_(
+            t.payee_account_name != name,
+            t.payee_bank_name != bank,
+            t.payee_account_number != number,
+            t.amount_fen != amount,
+        )
+
+    columns = (t.id, t.reference, t.kind, t.status, t.payee_account_name,
+               t.payee_bank_name, t.payee_account_number, t.amount_fen)  # fmt: skip
+    statements = db.session.execute(
+        sa.select(
+            *columns, s.id, s.payee_account_name, s.payee_bank_name, s.payee_account_number, payable
+        )  # fmt: skip
+        .join(s, s.id == t.statement_id)
+        .where(
+            s.month == month,
+            differs(s.payee_account_name, s.payee_bank_name, s.payee_account_number, payable),
+        )
+        .order_by(t.id)
+        .limit(LIST_LIMIT)
+    ).all()
+    refunds = db.session.execute(
+        sa.select(
+            *columns,
+            r.id,
+            r.payee_account_name,
+            r.payee_bank_name,
+            r.payee_account_number,
+            r.amount_fen,
+        )  # fmt: skip
+        .join(r, r.id == t.fee_refund_id)
+        .where(
+            t.status != "failed",
+            differs(
+                r.payee_account_name, r.payee_bank_name, r.payee_account_number, r.amount_fen
+            ),  # fmt: skip
+        )
+        .order_by(t.id)
+        .limit(LIST_LIMIT)
+    ).all()
+    findings = []
+    for tid, ref, kind, status, name, bank, number, fen, oid, o_name, o_bank, o_number, o_fen in (
+        *statements,
+        *refunds,
+    ):
+        evidence = {
+            "transfer": tid,
+            "reference": ref,
+            "kind": kind,
+            "status": status,
+            "statement" if kind == "statement" else "fee_refund": oid,
+            "transfer_payee": {
+                "account_name": name,
+                "bank_name": bank,
+                "account_number": number,
+                "amount_fen": int(fen),
+            },  # fmt: skip
+            "approved_payee": {
+                "account_name": o_name,
+                "bank_name": o_bank,
+                "account_number": o_number,
+                "amount_fen": int(o_fen) if o_fen is not None else None,
+            },  # fmt: skip
+        }
+        findings.append(_finding("bank.transfer_payee", ref, evidence))
     return findings
 
 

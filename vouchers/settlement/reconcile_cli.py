@@ -13,6 +13,7 @@ import click
 from eldercare.db import unit_of_work
 from vouchers.settlement import reconcile
 from vouchers.settlement.recon_pool import BALANCE_TERMS, DISTRICT_TERMS
+from vouchers.settlement.run import MONTH_YEARS
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
@@ -21,7 +22,7 @@ def _month(text: str | None) -> date:
     if text is None:
         return reconcile.previous_month()
     found = _MONTH.match(text.strip())
-    if not found or not 1 <= int(found.group(2)) <= 12:
+    if not found or not 1 <= int(found.group(2)) <= 12 or int(found.group(1)) not in MONTH_YEARS:
         raise click.BadParameter("a month as YYYY-MM, e.g. 2026-11", param_hint="--month")
     return date(int(found.group(1)), int(found.group(2)), 1)
 

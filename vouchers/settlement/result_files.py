@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -31,6 +32,8 @@ TITLES = {
 PAID = {"成功", "success", "paid"}
 FAILED = {"失败", "failed", "failure"}
 TITLE_TEXT = "业务参考号,收款账号,金额(元),状态,失败原因"
+COUNT = re.compile(r"[0-9]{1,9}")  # ASCII digits only ("²".isdigit() is true), and few
+UNREADABLE = _l("The file could not be read: save it as CSV (UTF-8) or XLSX.")
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,11 @@ def _csv_rows(data: bytes) -> list[list[str]]:
         except UnicodeDecodeError:
             continue
     else:
-        raise _refuse(_l("The file could not be read: save it as CSV (UTF-8) or XLSX."))
-    return [[c.strip() for c in row] for row in csv.reader(io.StringIO(text))]
+        raise _refuse(UNREADABLE)
+    try:
+        return [[c.strip() for c in row] for row in csv.reader(io.StringIO(text))]
+    except csv.Error:  # a field over csv's size limit, a stray quote in strict dialects…
+        raise _refuse(UNREADABLE) from None
 
 
 def _xlsx_rows(data: bytes) -> list[list[str]]:
@@ -74,10 +80,13 @@ def _xlsx_rows(data: bytes) -> list[list[str]]:
     try:
         workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except Exception:  # noqa: BLE001 (any unreadable workbook is the same answer)
-        raise _refuse(_l("The file could not be read: save it as CSV (UTF-8) or XLSX.")) from None
+        raise _refuse(UNREADABLE) from None
     try:
+        # read-only sheets parse their XML while iterated: a broken sheet fails here.
         sheet = workbook.worksheets[0]
         return [[_cell(v) for v in row] for row in sheet.iter_rows(values_only=True)]
+    except Exception:  # noqa: BLE001
+        raise _refuse(UNREADABLE) from None
     finally:
         workbook.close()
 
@@ -91,7 +100,11 @@ def read_rows(data: bytes) -> list[list[str]]:
         raise _refuse(_l("The file is too large to be a result file of one batch."))
     rows = _xlsx_rows(data) if data[:2] == b"PK" else _csv_rows(data)
     clean = []
-    for row in rows:
+    for number, row in enumerate(rows, 1):
+        if any("\x00" in cell for cell in row):  # the database refuses NUL in text
+            raise _refuse(
+                _l("Row %(row)s holds a NUL character: this is not a result file.", row=number)
+            )
         while row and row[-1] == "":
             row = row[:-1]
         clean.append(row)
@@ -118,7 +131,7 @@ def parse(rows: list[list[str]]) -> tuple[list[ResultLine], int, int]:
         raise _refuse(_l("The file has no trailer: its last row must be T,<count>,<total yuan>."))
     count_text = trailer[1] if len(trailer) > 1 else ""
     total_fen = fen_from_yuan(trailer[2]) if len(trailer) > 2 else None
-    if not count_text.isdigit() or total_fen is None or len(trailer) > 3:
+    if not COUNT.fullmatch(count_text) or total_fen is None or len(trailer) > 3:
         raise _refuse(_l("Row %(row)s: the trailer must be T,<count>,<total yuan>.", row=last_row))
     lines = []
     for row_no, row in numbered[1:-1]:

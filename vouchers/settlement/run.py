@@ -18,6 +18,7 @@ from datetime import date, datetime
 
 import sqlalchemy as sa
 from flask_babel import lazy_gettext as _l
+from sqlalchemy.dialects import postgresql, sqlite
 
 from eldercare import audit
 from eldercare.db import db
@@ -30,10 +31,15 @@ from vouchers.settlement.models import SettlementMonth, Statement, StatementLine
 OPEN = ("prepared", "awaiting_second")
 
 
+MONTH_YEARS = range(2000, 3000)  # the programme's; 9999-12 has no month after it
+
+
 def parse_month(text: str) -> date:
-    """'YYYY-MM' -> the month's first day, or a clear refusal."""
+    """'YYYY-MM' (years 2000-2999) -> the month's first day, or a clear refusal."""
     try:
         year, month = (int(part) for part in (text or "").strip().split("-"))
+        if year not in MONTH_YEARS:
+            raise ValueError(year)
         return date(year, month, 1)
     except (ValueError, TypeError):
         raise InvalidInput(
@@ -128,26 +134,36 @@ def _create_statements(month: date, actor_id: int | None, now: datetime) -> int:
 def _add_lines(month: date) -> int:
     """One INSERT … SELECT: every settleable redemption into its provider's statement that
     is still 'prepared' (one awaiting its second approver is not changed under it: its
-    redemptions wait for the next run)."""
-    s = periods.settleable_lines(month).subquery()
+    redemptions wait for the next run).
+
+    A redemption already a line is skipped by the key (ON CONFLICT DO NOTHING), not by a
+    NOT EXISTS on ``statement_lines``: the planner, judging that table by statistics from
+    before the INSERT, scanned it once per redemption while the INSERT grew it, quadratic
+    (100,000 redemptions took two minutes; bench/settlement.py)."""
+    s = periods.settleable_lines(month, unlined=False).subquery()
     card = sa.case((s.c.payment_method == "card", s.c.copay_fen), else_=0)
-    select = sa.select(
-        s.c.id,
-        Statement.id,
-        s.c.district_id,
-        s.c.price_fen,
-        sa.func.coalesce(s.c.insurance_fen, 0),
-        s.c.subsidy_fen,
-        sa.func.coalesce(s.c.copay_fen, 0),
-        sa.func.coalesce(s.c.payment_method, "none"),
-        sa.func.coalesce(card, 0),
-    ).join(
-        Statement,
-        sa.and_(
-            Statement.provider_id == s.c.provider_id,
-            Statement.month == month,
-            Statement.status == "prepared",
-        ),
+    select = (
+        sa.select(
+            s.c.id,
+            Statement.id,
+            s.c.district_id,
+            s.c.price_fen,
+            sa.func.coalesce(s.c.insurance_fen, 0),
+            s.c.subsidy_fen,
+            sa.func.coalesce(s.c.copay_fen, 0),
+            sa.func.coalesce(s.c.payment_method, "none"),
+            sa.func.coalesce(card, 0),
+        )
+        .join(
+            Statement,
+            sa.and_(
+                Statement.provider_id == s.c.provider_id,
+                Statement.month == month,
+                Statement.status == "prepared",
+            ),
+        )
+        # SQLite reads "ON CONFLICT" after a join's ON as part of the join without a WHERE.
+        .where(sa.true())
     )
     columns = [
         "redemption_id",
@@ -161,9 +177,11 @@ def _add_lines(month: date) -> int:
         "card_copay_fen",
     ]
     table = StatementLine.__table__
+    dialect = postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
     result = db.session.execute(
-        table.insert()
+        dialect.insert(table)
         .from_select([table.c[c] for c in columns], select)
+        .on_conflict_do_nothing(index_elements=[table.c.redemption_id])
         .execution_options(preserve_rowcount=True)
     )
     return result.rowcount

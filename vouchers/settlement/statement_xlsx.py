@@ -29,6 +29,18 @@ CHUNK = 64 * 1024
 WIDTHS = (14, 12, 10, 32, 9, 9, 12, 12, 12, 12, 12, 16)
 
 
+def _text(sheet, value) -> WriteOnlyCell:
+    """Text as a string cell, whatever it starts with: openpyxl would store a name like
+    "=HYPERLINK(…)" as a formula, which Excel evaluates (formula injection)."""
+    cell = WriteOnlyCell(sheet, value=value)
+    cell.data_type = "s"
+    return cell
+
+
+def _safe(sheet, row: list) -> list:
+    return [_text(sheet, value) if isinstance(value, str) else value for value in row]
+
+
 def _money(sheet, fen: int) -> WriteOnlyCell:
     cell = WriteOnlyCell(sheet, value=facts.yuan_number(fen))
     cell.number_format = MONEY_FORMAT
@@ -36,7 +48,7 @@ def _money(sheet, fen: int) -> WriteOnlyCell:
 
 
 def _bold(sheet, value) -> WriteOnlyCell:
-    cell = WriteOnlyCell(sheet, value=value)
+    cell = _text(sheet, value) if isinstance(value, str) else WriteOnlyCell(sheet, value=value)
     cell.font = Font(bold=True)
     return cell
 
@@ -114,11 +126,11 @@ def statement_xlsx(statement: Statement):
     for index, width in enumerate(WIDTHS, 1):
         sheet.column_dimensions[get_column_letter(index)].width = width
     for row in _head_rows(sheet, statement):
-        sheet.append(row)
+        sheet.append(_safe(sheet, row))
     sheet.append([])
     sheet.append([_bold(sheet, facts.bilingual(pair)) for pair in facts.LINE_HEADERS])
     for line in facts.line_rows(statement):
-        sheet.append(_line(sheet, line))
+        sheet.append(_safe(sheet, _line(sheet, line)))
     with tempfile.TemporaryFile() as file:
         workbook.save(file)
         file.seek(0)

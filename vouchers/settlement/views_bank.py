@@ -30,7 +30,13 @@ from eldercare.timeutil import format_local
 from marketplace.models import Provider
 from vouchers.settlement import bank_files, bank_results
 from vouchers.settlement.exceptions import kind_label
-from vouchers.settlement.models import BankBatch, BankResultImport, BankTransfer, Statement
+from vouchers.settlement.models import (
+    BankBatch,
+    BankResultImport,
+    BankTransfer,
+    SettlementException,
+    Statement,
+)
 from vouchers.settlement.views import bp
 
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -85,8 +91,20 @@ def _render_bank(status=200, problem=None):
         .order_by(BankBatch.created_at.desc(), BankBatch.id.desc())
         .limit(BATCH_LIST)
     ).all()
+    # Late "paid" results for transfers that had failed: possibly paid twice, shown first.
+    paid_after_failure = db.session.scalars(
+        sa.select(SettlementException)
+        .where(
+            SettlementException.kind == "bank.paid_after_failure",
+            SettlementException.status == "open",
+            SettlementException.fingerprint.like("bank:paid_after_failure:%"),
+        )
+        .order_by(SettlementException.found_at, SettlementException.id)
+    ).all()
     return render_template(
         "settlement/bank.html",
+        paid_after_failure=paid_after_failure,
+        labels=TRANSFER_LABELS,
         statements=statements,
         refunds=refunds,
         waiting=bank_files.waiting_totals(),

@@ -26,7 +26,7 @@ from flask_login import current_user
 from eldercare.accounts import BUREAU_ROLES
 from eldercare.auth import roles_required
 from eldercare.db import db
-from eldercare.errors import DomainError, PermissionDenied
+from eldercare.errors import DomainError, InvalidInput, PermissionDenied
 from eldercare.forms import problem_from, yuan
 from eldercare.navigation import Destination
 from eldercare.residents import District
@@ -35,6 +35,7 @@ from vouchers.settlement import exceptions as queue
 from vouchers.settlement import reconcile
 from vouchers.settlement.models import SettlementException
 from vouchers.settlement.recon_pool import BALANCE_TERMS, DISTRICT_TERMS
+from vouchers.settlement.run import parse_month
 from vouchers.settlement.views import bp
 
 BUTTON_INTERVAL = timedelta(minutes=1)
@@ -90,10 +91,14 @@ DESTINATIONS = [
 
 
 def _month_arg(text: str | None, default: date) -> date:
-    found = _MONTH.match((text or "").strip())
-    if not found or not 1 <= int(found.group(2)) <= 12:
+    """The month asked for; none given: ``default``; one given but not a month of the
+    programme (YYYY-MM, years 2000-2999): refused with the reason, nothing done."""
+    if not (text or "").strip():
         return default
-    return date(int(found.group(1)), int(found.group(2)), 1)
+    found = _MONTH.match(text.strip())
+    if not found:
+        raise InvalidInput(details={"month": _l("Give the month as YYYY-MM, for example 2026-11.")})
+    return parse_month(text)
 
 
 def _city_staff() -> None:

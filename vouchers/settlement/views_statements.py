@@ -206,6 +206,7 @@ def render_statement(statement: Statement, problem=None, values=None, status=200
         page = 1
     provider = db.session.get(Provider, statement.provider_id)
     pages = max(1, -(-statement.line_count // LINES_PAGE))
+    page = min(page, pages)  # past the end: the last page (a huge one overflows the OFFSET)
     return (
         render_template(
             "settlement/statements_detail.html",

@@ -88,7 +88,13 @@ def test_two_runs_at_once_settle_each_redemption_once(private_app):
         lines = db.session.scalars(
             sa.select(StatementLine.redemption_id).where(StatementLine.redemption_id.in_(ids))
         ).all()
-        settled = db.session.scalar(sa.select(sa.func.count()).select_from(StatementLine))
+        # This run's lines only: the demo city of ``private_app`` has a settled month too.
+        settled = db.session.scalar(
+            sa.select(sa.func.count())
+            .select_from(StatementLine)
+            .join(Statement, Statement.id == StatementLine.statement_id)
+            .where(Statement.month == month)
+        )
         open_per_provider = db.session.execute(
             sa.select(Statement.provider_id, sa.func.count())
             .where(Statement.status == "prepared")
