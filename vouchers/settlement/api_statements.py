@@ -186,12 +186,7 @@ def get_statement(query, statement_id):
         .limit(LINES_PAGE)
         .offset((page - 1) * LINES_PAGE)
     ).all()
-<<<<<<< HEAD
-    pages = max(1, -(-statement.line_count // LINES_PAGE))
     return _WithLines(statement, page, pages, lines, approval.fingerprint(statement))
-=======
-    return _WithLines(statement, page, pages, lines)
->>>>>>> main
 
 
 class _WithLines:
