@@ -261,19 +261,15 @@ def test_any_sequence_of_money_movements_balances(machine_world):
             done = self.redemptions("redeemed")
             if done:
                 r = done[pick % len(done)]
-                # As ``payments.reverse`` does: an unsettled card co-payment is refunded
-                # through the gateway first (here: its refund's id, no gateway), a settled
-                # one is not (the provider refunds the elder; the reversal is a clawback).
-                refund_id = None
-                if r.payment_method == "card" and r.copay_fen:
-                    if not redemption.settlement_guard.is_settled(r):
-                        refund_id = f"re_machine_{r.id}"
+                # As ``payments.reverse`` does: the reversal decides under settlement's locks
+                # whether an unsettled card co-payment is refunded (here: no gateway, its
+                # decision recorded nowhere else); a settled one is not (a clawback).
                 self.attempt(
                     lambda: redemption.reverse(
                         r,
                         actor=world.approver,
                         reason="核查",
-                        refund_id=refund_id,
+                        refund_card=lambda: None,
                         now=now_utc() + timedelta(days=days),
                     )
                 )

@@ -2,7 +2,10 @@
 settlement (a settlement run skips redemptions with one); a bureau officer decides it:
 
 - ``raise_flag``: a rule, or a bureau officer by hand (rule ``"bureau"``, the officer's reason
-  in the evidence), holds a completed redemption out of settlement;
+  in the evidence), holds a completed redemption out of settlement: its line leaves a
+  statement not yet approved (settlement's guard, ``steps.settlement_guard.hold_out``); in
+  an approved statement it is already settled (``flag.settled``): rejecting the flag then
+  claws the subsidy back from the provider;
 - ``clear``: nothing wrong: the redemption is settled with the next run;
 - ``reject``: the service was not delivered as claimed: the redemption is reversed through the
   normal path (``vouchers.redemption.payments.reverse``: a card co-payment is refunded, and a
@@ -16,7 +19,8 @@ Who: bureau officers and approvers; a district's officers only for its elders (o
 look missing, as everywhere). Providers never see or decide flags.
 
 Lock order (adds to the one in ``vouchers.pool.ledger``): raising locks the redemption's row
-first (as every money step on it does) and then inserts the flag; a decision locks the flag's
+first (as every money step on it does), then (settlement's guard) the month row FOR SHARE and
+the statement row, and then inserts the flag; a decision locks the flag's
 row (its conditional UPDATE) and then, to reject, the redemption's row through the reversal.
 Nothing locks a flag after its redemption's row, so the two cannot wait for each other. A
 reject holds the flag's row while the gateway refunds a card co-payment: only another
@@ -117,6 +121,11 @@ def raise_flag(
         raise Conflict(NOT_FLAGGABLE)
     if open_flag_of(redemption.id) is not None:
         raise Conflict(ALREADY_HELD)
+    # Out of its statement if that is not yet approved (settlement's guard, under the month
+    # and statement locks a settlement run and an approval take): a flagged redemption is
+    # never approved while its flag is open. In an approved statement it stays: settled.
+    guard = redemptions.settlement_guard
+    held = guard.hold_out(redemption, actor) if guard is not None else None
     flag = RedemptionFlag(
         redemption_id=redemption.id,
         rule=rule[:40],
@@ -132,8 +141,14 @@ def raise_flag(
         flag,
         district_id=_district_of(redemption),
         actor=actor,
-        after={"redemption": redemption.id, "rule": flag.rule, "evidence": evidence},
+        after={
+            "redemption": redemption.id,
+            "rule": flag.rule,
+            "evidence": evidence,
+            "statement": held,
+        },
     )
+    flag.settled = held == "settled"  # for the page: say it was paid already
     return flag
 
 
@@ -179,8 +194,8 @@ def reject(flag: RedemptionFlag, *, reason: str, actor: User) -> None:
     _decide(flag, "rejected", reason, actor)
     db.session.refresh(redemption)
     reversed_now = redemption.status != "reversed"
-    if reversed_now:
-        payments.reverse(redemption, actor=actor, reason=reason)
+    # Audited first: the reversal commits (before it asks the gateway for a refund), and
+    # the decision, its audit row and the reversal commit together.
     audit.record(
         "redemption_flag.reject",
         flag,
@@ -194,6 +209,8 @@ def reject(flag: RedemptionFlag, *, reason: str, actor: User) -> None:
             "reversed": reversed_now,
         },
     )
+    if reversed_now:
+        payments.reverse(redemption, actor=actor, reason=reason)
 
 
 def open_flags(user: User, *, limit: int = 200) -> list[tuple[RedemptionFlag, Redemption]]:

@@ -42,3 +42,6 @@ class RedemptionFlag(Base):
     decided_by_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     reason: Mapped[str | None] = mapped_column(sa.Text)
+    # Not stored: set by ``flags.raise_flag`` when the redemption was already in an approved
+    # statement (settled), so the page can say so.
+    settled = False

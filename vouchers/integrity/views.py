@@ -154,7 +154,7 @@ def bureau_flag_raise(redemption_id: int):
 def bureau_flag_raise_post(redemption_id: int):
     r = _redemption_in_scope(redemption_id)
     try:
-        flags.raise_flag(
+        flag = flags.raise_flag(
             r,
             rule=flags.RULE_BUREAU,
             evidence={"reason": request.form.get("reason", "")},
@@ -166,5 +166,14 @@ def bureau_flag_raise_post(redemption_id: int):
         return _render_raise(
             _redemption_in_scope(redemption_id), error.status, problem, request.form
         )
-    flash(_("The redemption is held out of settlement until the flag is decided."), "success")
+    if flag.settled:
+        flash(
+            _(
+                "Flag raised, but this redemption is in an approved statement: it is settled "
+                "already. Rejecting the flag claws the subsidy back from the provider."
+            ),
+            "info",
+        )
+    else:
+        flash(_("The redemption is held out of settlement until the flag is decided."), "success")
     return redirect(url_for(".bureau_flags"))

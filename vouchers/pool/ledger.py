@@ -42,12 +42,14 @@ shard of an account is held by others):
    revocation and the eligibility feed;
 2. a redemption's row (``redemption.lock_row``, first thing in every money step on it),
    then the settlement month row of its voucher's month (``settlement_months``: FOR SHARE
-   by a reversal, FOR UPDATE by a settlement run of that month, which locks no redemption
-   row: it reads them under the month lock, so a reversal holding the share lock finishes
-   first and one starting later waits for the run and then sees its line), then the
-   statement rows (a reversal taking its line out; an approval, which takes no month row;
-   a run, which locks its month's prepared statements in id order before adding lines, so
-   it waits for an approval in progress), then the redemption's payment attempts' rows;
+   by a reversal or a flag being raised, FOR UPDATE by a settlement run of that month,
+   which locks no redemption row: it reads them under the month lock, so a reversal
+   holding the share lock finishes first and one starting later waits for the run and
+   then sees its line), then the statement rows (a reversal or a flag taking its line out;
+   an approval, which takes no month row; a run, which locks its month's prepared
+   statements in id order before adding lines, so it waits for an approval in progress),
+   then the redemption's payment attempts' rows (a reversal's refund decided there, asked
+   of the gateway only after the commit);
 3. voucher rows, in id order when there are several. A transaction that locks several
    vouchers (an expiry batch, a revocation, a run of the eligibility feed) locks all of
    them before it moves any money: once it holds a ledger row of (4) it may not wait for a

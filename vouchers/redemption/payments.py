@@ -129,7 +129,7 @@ def _key(redemption: Redemption, step: str) -> str:
 ATTEMPT_MOVES = {
     "current": frozenset({"superseded", "succeeded", "refunding", "refunded"}),
     "superseded": frozenset({"refunding", "refunded"}),
-    "succeeded": frozenset({"refunded"}),  # reversed, its card refunded
+    "succeeded": frozenset({"refunding", "refunded"}),  # reversed, its card refunded
     "refunding": frozenset({"refunded"}),  # the refund decided; the gateway asked after
     "refunded": frozenset(),
 }
@@ -573,6 +573,12 @@ def _send_refund(attempt: PaymentAttempt) -> bool:
         return False
     move_attempt(attempt, "refunded")
     attempt.refund_id = refund_id
+    if (
+        redemption.status == "reversed"
+        and redemption.payment_intent_id == intent_id
+        and redemption.refund_id is None
+    ):
+        redemption.refund_id = refund_id  # a reversal's refund
     audit.record(
         "redemption.refund_sent",
         redemption,
@@ -860,28 +866,49 @@ _NOTHING_TO_RESOLVE = _l("This redemption has no payment waiting, so there is no
 
 
 def reverse(redemption: Redemption, *, actor: User, reason: str, now: datetime | None = None):
-    """Reverse within the window: refund the card co-payment first, then give the subsidy
-    back. A refund is idempotent by its key, so a reversal interrupted after the refund is
-    finished by asking again, without refunding twice."""
+    """Reverse a redemption; commits. Everything is decided and recorded first, under the
+    locks settlement decides with (``steps.reverse``: the redemption's row, the month FOR
+    SHARE, the statement row): settled (its statement approved: a clawback of the subsidy,
+    and the provider, who was paid the card co-payment, refunds the elder directly) or not
+    (its line leaves an unapproved statement, the subsidy goes back, and the card
+    co-payment's refund is decided: the attempt ``refunding``, booked). That is committed,
+    and only then is the gateway asked for the refund (``_send_refund``, no lock held, under
+    a key naming the intent and the amount). So an approval of the statement either
+    committed first (settled: no refund) or finds the line gone: the co-payment is never
+    both refunded and owed to the provider. A refund call that does not get through leaves
+    the attempt ``refunding``: the every-minute job asks again, under the same key."""
     now = now or now_utc()
-    redemptions.check_reversal(redemption, actor=actor, reason=reason, now=now)
-    refund_id = None
-    # A settled redemption's co-payment was paid to the provider, who refunds the elder
-    # directly: the reversal is a clawback of the subsidy only.
-    guard = redemptions.settlement_guard
-    settled = guard is not None and guard.is_settled(redemption)
-    if redemption.payment_method == "card" and redemption.copay_fen and not settled:
+    decided = []
+
+    def decide_refund():
+        attempt = _attempt_of_intent(redemption.payment_intent_id)
+        if attempt is not None:
+            move_attempt(attempt, "refunding", "reversed")
+            attempt.refund_fen = redemption.copay_fen
+            db.session.flush()  # its row now, before the voucher's and the ledger's
+        decided.append(attempt)
+
+    refunding = redemptions.reverse(
+        redemption, actor=actor, reason=reason, refund_card=decide_refund, now=now
+    )
+    attempt = decided[0] if decided else None
+    db.session.commit()
+    if attempt is not None:
+        try:
+            _send_refund(attempt)
+        except GatewayError:
+            db.session.rollback()
+            log.warning("refund of reversed redemption %s left for the job", redemption.id)
+    elif refunding:
+        # A card payment recorded with no attempt (none is made today): refunded directly.
         refund = gateway().create_refund(
             redemption.payment_intent_id,
             redemption.copay_fen,
             idempotency_key=_key(redemption, "refund"),
         )
-        refund_id = refund["id"]
-        attempt = _attempt_of_intent(redemption.payment_intent_id)
-        if attempt is not None:
-            move_attempt(attempt, "refunded", "reversed")
-            attempt.refund_id = refund_id
-    redemptions.reverse(redemption, actor=actor, reason=reason, refund_id=refund_id, now=now)
+        _lock(redemption)
+        redemption.refund_id = refund["id"]
+        db.session.commit()
 
 
 def handle_webhook(payload: bytes, signature_header: str | None) -> str:

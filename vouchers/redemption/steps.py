@@ -21,6 +21,7 @@ go through ``vouchers.redemption.payments``, which commits between the gateway c
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Protocol
 
@@ -75,11 +76,17 @@ class SettlementGuardProtocol(Protocol):
     settlement is registered; redemption never imports settlement)."""
 
     def is_settled(self, redemption: Redemption) -> bool:
-        """Is it a line of an approved or paid statement? (Reads only.)"""
+        """Is it a line of an approved or paid statement? (Reads only, no lock: for pages;
+        a decision asks ``before_reversal`` or ``hold_out`` under the locks.)"""
 
-    def before_reversal(self, redemption: Redemption) -> str | None:
+    def before_reversal(self, redemption: Redemption, actor: User | None = None) -> str | None:
         """Called with the redemption's row locked: "settled" (reverse as a clawback),
         "open" (its line left an unapproved statement) or None (in no statement)."""
+
+    def hold_out(self, redemption: Redemption, actor: User | None = None) -> str | None:
+        """Called with the redemption's row locked, as a flag is raised on it: "settled"
+        (in an approved statement: it stays there), "open" (its line left an unapproved
+        statement) or None (in no statement)."""
 
     def clawback(self, redemption: Redemption, actor: User, reason: str) -> None:
         """The books and the audit of a settled redemption's reversal."""
@@ -700,19 +707,24 @@ def reverse(
     *,
     actor: User,
     reason: str,
-    refund_id: str | None = None,
+    refund_card: Callable[[], None] | None = None,
     now: datetime | None = None,
-) -> None:
-    """Undo a redemption within the policy window (the bureau: after it too). The card
-    co-payment's refund is the caller's (``vouchers.redemption.payments.reverse``), made
-    before this and passed in. A redemption whose statement is already approved is clawed
-    back from the provider instead (``settlement_guard``): nothing goes back onto the
-    voucher."""
+) -> bool:
+    """Undo a redemption within the policy window (the bureau: after it too). A redemption
+    whose statement is already approved is clawed back from the provider instead
+    (``settlement_guard``): nothing goes back onto the voucher and its card co-payment is
+    not refunded (the provider was paid it). Otherwise, given ``refund_card`` (the caller,
+    ``vouchers.redemption.payments.reverse``, records its decision in it, at its place in
+    the lock order: the payment attempts come before the voucher and the ledger, and
+    refunds at the gateway after the commit), the card co-payment's refund is booked here.
+    Both are decided under the same locks as settlement's (the redemption's row, the month,
+    the statement), so an approval either comes first (settled: no refund) or sees the line
+    gone (never both). Returns whether the card co-payment is to be refunded."""
     lock_row(redemption)  # before the voucher row and the accounts (see vouchers.pool.ledger)
     now = now or now_utc()
     reason = check_reversal(redemption, actor=actor, reason=reason, now=now)
     settled = settlement_guard is not None and (
-        settlement_guard.before_reversal(redemption) == "settled"
+        settlement_guard.before_reversal(redemption, actor) == "settled"
     )
     if not _move_status(
         redemption,
@@ -721,18 +733,20 @@ def reverse(
         reversed_at=now,
         reversed_by_user_id=actor.id,
         reversal_reason=reason[:2000],
-        refund_id=refund_id,
     ):
         raise RedemptionStateError(_l("Only a completed redemption can be reversed."))
     if settled:
         settlement_guard.clawback(redemption, actor, reason)
-        return
+        return False
+    refunded = redemption.copay_fen or 0
+    refunding = bool(refund_card and redemption.payment_method == "card" and refunded)
+    if refunding:
+        refund_card()
     amount = redemption.subsidy_fen
     back_to = _give_back(redemption.voucher_id, amount, now)
     lines = [("redeemed:unsettled", -amount), (back_to, amount)]
-    refunded = redemption.copay_fen or 0
-    if refund_id and redemption.payment_method == "card" and refunded:
-        # The co-payment went back to the elder's card out of the gateway's clearing.
+    if refunding:
+        # The co-payment goes back to the elder's card out of the gateway's clearing.
         lines += [("gateway:clearing", -refunded), ("copay:card", refunded)]
     ledger.post(
         "reverse",
@@ -743,6 +757,7 @@ def reverse(
     )
     _audit("redemption.reverse", redemption, "redeemed", reason=reason, to=back_to)
     _tell_family_of_reversal(redemption, back_on_voucher=back_to == "vouchers:outstanding")
+    return refunding
 
 
 # --------------------------------------------------------------------------- telling

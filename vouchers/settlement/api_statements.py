@@ -4,7 +4,8 @@ The other api_* modules add their endpoints to ``blp``. Statements and runs here
 - POST /runs {month}: settle a month (refused before its cut-off, 422);
 - GET /statements?month=YYYY-MM&status=: the statements;
 - GET /statements/{id}?page=: one statement with a page of its lines (100 a page);
-- POST /statements/{id}/approve, POST /statements/{id}/reject {reason}.
+- POST /statements/{id}/approve {expected_payable_fen[, expected_fingerprint]}: refused
+  (409) if the statement changed since it was read; POST /statements/{id}/reject {reason}.
 A city-wide bureau account's token only: "read" or "vouchers:read" to read, "bureau:write"
 to run, approve or reject (approving and rejecting: a bureau approver's token).
 """
@@ -100,6 +101,9 @@ class LineOut(Schema):
 
 
 class StatementDetailOut(StatementOut):
+    fingerprint = fields.String(
+        metadata={"description": "What the lines and totals are now; send it back to approve."}
+    )
     page = fields.Integer()
     pages = fields.Integer()
     lines = fields.List(fields.Nested(LineOut))
@@ -107,6 +111,21 @@ class StatementDetailOut(StatementOut):
 
 class PageQuery(Schema):
     page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+
+
+class ApproveIn(Schema):
+    """What the approver was shown: approval is refused (409) if the statement changed."""
+
+    expected_payable_fen = fields.Integer(
+        required=True,
+        strict=True,
+        validate=validate.Range(min=0),
+        metadata={"description": "The payable_fen the approver checked (GET the statement)."},
+    )
+    expected_fingerprint = fields.String(
+        validate=validate.Length(max=64),
+        metadata={"description": "Optional: the fingerprint of the statement as read."},
+    )
 
 
 class RejectIn(Schema):
@@ -167,14 +186,15 @@ def get_statement(query, statement_id):
         .limit(LINES_PAGE)
         .offset((page - 1) * LINES_PAGE)
     ).all()
-    return _WithLines(statement, page, pages, lines)
+    return _WithLines(statement, page, pages, lines, approval.fingerprint(statement))
 
 
 class _WithLines:
     """A statement as the detail schema reads it: its own attributes plus a page of lines."""
 
-    def __init__(self, statement, page, pages, lines):
+    def __init__(self, statement, page, pages, lines, fingerprint):
         self._statement, self.page, self.pages, self.lines = statement, page, pages, lines
+        self.fingerprint = fingerprint
 
     def __getattr__(self, name):
         return getattr(self._statement, name)
@@ -184,12 +204,21 @@ class _WithLines:
 @token_required("bureau:write")
 @city_bureau
 @blp.doc(security=BEARER)
+@blp.arguments(ApproveIn)
 @blp.response(200, StatementOut)
-@error_responses(blp, 401, 403, 404, 409)
-def approve_statement(statement_id):
+@error_responses(blp, 401, 403, 404, 409, 422)
+def approve_statement(body, statement_id):
     """Approve (maker-checker; above the threshold the first approval waits for a second,
-    different approver). The answer's status says which."""
-    return approval.approve(_statement(statement_id), actor=g.api_user)
+    different approver). The answer's status says which. ``expected_payable_fen`` (and
+    optionally ``expected_fingerprint``) is what the approver checked: if the statement
+    changed since (a rerun added lines, a reversal or a flag took one out), nothing is
+    approved (409: review it again)."""
+    return approval.approve(
+        _statement(statement_id),
+        actor=g.api_user,
+        expected_payable_fen=body["expected_payable_fen"],
+        expected_fingerprint=body.get("expected_fingerprint"),
+    )
 
 
 @blp.post("/statements/<int:statement_id>/reject")

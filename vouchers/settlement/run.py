@@ -249,6 +249,15 @@ def run_settlement(month: date, *, actor=None, today: date | None = None) -> dic
     extended = [sid for sid, totals in before.items() if after.get(sid, totals)[0] != totals[0]]
     new = [sid for sid in after if sid not in before]
     touched = extended + new
+    if extended and actor_id is not None:
+        # A person who adds lines is the statement's latest maker (their audit rows below
+        # keep every earlier one: ``approval.preparers``); the job leaves the maker as is.
+        db.session.execute(
+            sa.update(Statement)
+            .where(Statement.id.in_(extended))
+            .values(prepared_by_user_id=actor_id, prepared_at=now)
+            .execution_options(synchronize_session=False)
+        )
 
     def delta(i: int) -> int:
         return sum(after[sid][i] - before.get(sid, (0, 0, 0))[i] for sid in touched)

@@ -21,7 +21,7 @@ from flask_login import current_user
 from eldercare.accounts import BUREAU_ROLES, User
 from eldercare.auth import roles_required
 from eldercare.db import db
-from eldercare.errors import DomainError, InvalidInput, NotFound, PermissionDenied
+from eldercare.errors import Conflict, DomainError, InvalidInput, NotFound, PermissionDenied
 from eldercare.forms import problem_from, yuan
 from eldercare.navigation import Destination
 from eldercare.residents import Resident, mask_name
@@ -222,6 +222,7 @@ def render_statement(statement: Statement, problem=None, values=None, status=200
             format_local=format_local,
             yuan=yuan,
             refusal=approval.what_applies(statement, current_user),
+            fingerprint=approval.fingerprint(statement),
             problem=problem,
             values=values or {},
         ),
@@ -259,7 +260,15 @@ def approve_post(statement_id: int):
             raise InvalidInput(
                 details={"confirm": _l("Tick the box to confirm the amount you approve.")}
             )
-        approval.approve(statement, actor=current_user)
+        shown = request.form.get("expected_payable_fen", "")
+        if not shown.isdigit() or len(shown) > 18:
+            raise Conflict(approval.CHANGED)  # a form from before: review the statement again
+        approval.approve(
+            statement,
+            actor=current_user,
+            expected_payable_fen=int(shown),
+            expected_fingerprint=request.form.get("expected_fingerprint") or None,
+        )
 
     return _decide(
         statement_id,

@@ -12,7 +12,6 @@ books record neither the refund nor anything the provider owes back for it."""
 
 from __future__ import annotations
 
-import pytest
 import sqlalchemy as sa
 
 from tests.vouchers.settlement.conftest import settle_day
@@ -26,11 +25,6 @@ from vouchers.settlement.models import Statement
 from vouchers.settlement.run import run_settlement
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: a statement approved while the co-payment refund is at the gateway "
-    "leaves the co-payment refunded to the elder and still owed to the provider",
-)
 def test_an_approval_during_the_refund_does_not_pay_the_co_payment_twice(
     shop, bureau, db_session, gateway_app_config, monkeypatch
 ):

@@ -53,8 +53,12 @@ def _settle_with_the_button(client, month_text: str) -> str:
 def _approve_on_the_statement_page(client, url: str) -> None:
     page = _html(client.get(url, headers=EN))
     assert 'id="approve-form"' in page
+    shown = {  # what the page showed goes back with the approval
+        name: re.search(rf'name="{name}" value="([^"]*)"', page).group(1)
+        for name in ("expected_payable_fen", "expected_fingerprint")
+    }
     approved = client.post(
-        url + "/approve", data={"confirm": "yes"}, follow_redirects=True, headers=EN
+        url + "/approve", data={"confirm": "yes", **shown}, follow_redirects=True, headers=EN
     )
     assert "Statement approved." in _html(approved)
 

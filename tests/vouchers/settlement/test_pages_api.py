@@ -81,7 +81,8 @@ def test_an_approver_confirms_the_amount_then_approves(shop, bureau, client, log
     assert "Tick the box" in unconfirmed.get_data(as_text=True)
     db.session.refresh(statement)
     assert statement.status == "prepared"
-    assert client.post(url + "/approve", data={"confirm": "yes"}).status_code == 303
+    shown = {"expected_payable_fen": str(statement.payable_fen)}
+    assert client.post(url + "/approve", data={"confirm": "yes", **shown}).status_code == 303
     db.session.refresh(statement)
     assert statement.status == "approved" and statement.approved_by_user_id == bureau.approver.id
 
@@ -120,8 +121,10 @@ def test_the_api_for_the_bureau_only(shop, bureau, client, statement):
     assert early.status_code == 422 and "cannot be settled before" in early.get_data(as_text=True)
     assert _api(client, "POST", "/runs", officer, json={"month": "2026-13"}).status_code == 422
 
-    assert _api(client, "POST", f"/statements/{statement.id}/approve", officer).status_code == 403
-    approved = _api(client, "POST", f"/statements/{statement.id}/approve", approver)
+    shown = {"expected_payable_fen": detail["payable_fen"]}
+    url = f"/statements/{statement.id}/approve"
+    assert _api(client, "POST", url, officer, json=shown).status_code == 403
+    approved = _api(client, "POST", url, approver, json=shown)
     assert approved.status_code == 200 and approved.json["status"] == "approved"
     again = _api(
         client, "POST", f"/statements/{statement.id}/reject", approver, json={"reason": "x"}
