@@ -23,6 +23,8 @@ redeem         REDEEM_N full cash redemptions (rotating QR token made and consum
                price, hold and capture with their ledger entries and audit rows), one commit
                each as a request would, vs. a plain Redemption insert + commit per row (baseline);
                bench/redeem_http.py measures whole redemptions through gunicorn beside pgbench
+settlement.*   a month's settlement run, approvals and reconciliation beside a bare GROUP BY
+               over the same redemptions: bench/settlement.py (PostgreSQL)
 """
 
 from __future__ import annotations
@@ -510,6 +512,7 @@ def main() -> None:
     from bench import ledger as ledger_bench
     from bench import redeem_http as redeem_http_bench
     from bench import search as search_bench
+    from bench import settlement as settlement_bench
 
     with tempfile.TemporaryDirectory() as tmp:
         databases = Databases(tmp)
@@ -532,6 +535,7 @@ def main() -> None:
     if os.environ.get("TEST_DATABASE_URL"):  # COPY and pgbench baselines: PostgreSQL only
         issuance_bench.main()
         redeem_http_bench.main()
+        settlement_bench.main()
 
 
 if __name__ == "__main__":
