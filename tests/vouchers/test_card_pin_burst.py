@@ -108,3 +108,57 @@ def test_a_burst_of_guesses_has_at_most_five_judged_and_the_right_pin_not_behind
             assert len(judged) <= cards.MAX_WRONG_PINS, (burst, judged)
             assert told_wrong <= cards.MAX_WRONG_PINS - 1, outcomes
             assert outcomes[PIN] == "card_locked"
+
+
+def test_a_burst_at_the_scan_api_is_judged_five_at_most(private_app, monkeypatch):
+    """The same through ``POST /api/v1/scans`` (where the probe found it): 20 wrong PINs
+    and the right one at once, three times."""
+    from eldercare.tokens import issue_token
+
+    code, card_id, staff_id, wang_id = _card(private_app)
+    with private_app.app_context():
+        _token, secret = issue_token(db.session.get(User, staff_id), "burst", ["providers:write"])
+        db.session.commit()
+        db.session.remove()
+    judged = []
+    judged_lock = threading.Lock()
+    real_check = cards.check_password_hash
+
+    def counting_check(pin_hash, pin):
+        with judged_lock:
+            judged.append(pin)
+        return real_check(pin_hash, pin)
+
+    monkeypatch.setattr(cards, "check_password_hash", counting_check)
+    for burst in range(3):
+        with private_app.app_context():
+            wang = db.session.get(User, wang_id)
+            cards.set_pin(wang.resident_id, PIN, actor=wang)
+            db.session.commit()
+            db.session.remove()
+        judged.clear()
+        pins = [f"{200000 + 104729 * (burst * WRONG + i) % 700000:06d}" for i in range(WRONG)]
+        pins = [p if p != PIN else "999990" for p in pins]
+        pins.insert(WRONG // 3, PIN)
+        barrier = threading.Barrier(len(pins))
+
+        def scan(pin, barrier=barrier):
+            client = private_app.test_client()
+            barrier.wait(timeout=60)
+            response = client.post(
+                "/api/v1/scans",
+                json={"code": code, "pin": pin},
+                headers={"Authorization": f"Bearer {secret}", "Accept-Language": "en"},
+            )
+            return "in" if response.status_code < 300 else response.get_json()["error"]["code"]
+
+        with ThreadPoolExecutor(max_workers=len(pins)) as threads:
+            outcomes = dict(zip(pins, threads.map(scan, pins), strict=True))
+        assert set(outcomes.values()) <= {"in", "wrong_pin", "card_locked"}, outcomes
+        if outcomes[PIN] == "in":
+            assert len([p for p in judged if p != PIN]) <= 2 * cards.MAX_WRONG_PINS - 1
+        else:
+            assert len(judged) <= cards.MAX_WRONG_PINS, (burst, judged)
+        with private_app.app_context():
+            assert db.session.get(VoucherCard, card_id).failed_pin_count <= cards.MAX_WRONG_PINS
+            db.session.remove()
