@@ -5,17 +5,22 @@ reissued card gets a new one, so a lost card stops working). Using it needs the 
 6-digit PIN, typed on the provider's phone. Five wrong PINs lock the card until the end of
 the day (Asia/Shanghai); the family or the bureau can reset the PIN, which also unlocks it.
 
-Wrong PINs must be counted even though the request that typed one ends in an error, and
-every error path rolls the unit of work back (eldercare/errors.py). Counting on a connection
-of its own would survive the rollback, but it waits for the request's own transaction on
-SQLite (whose readers block a writer's commit) and cannot see a card that is not committed
-yet (the test suite's transactions). So the count is written in the request's transaction
-*and* remembered on the session; if a rollback undoes it, a session hook writes it again
-straight after the rollback, in the transaction that the request then commits (the request
-wrapper commits after an error page too). A savepoint rolled back around a wrong PIN
-leaves it to be written again at the next commit or card use. A caller that catches
-WrongPin and carries on simply commits the first write. A CLI command or job that rolls back
-and stops without committing loses the count; none of them takes PINs.
+On PostgreSQL, where the card's row is committed (always, in production), every guess
+first takes one of the day's five attempts on a connection of its own, committed before the
+PIN is compared (card_attempts.py): guesses sent at once are judged five at most, whatever
+the concurrency, and a right PIN arriving behind them is refused as locked.
+
+Elsewhere, wrong PINs must still be counted even though the request that typed one ends in
+an error, and every error path rolls the unit of work back (eldercare/errors.py). Counting
+on a connection of its own would survive the rollback, but it waits for the request's own
+transaction on SQLite (whose readers block a writer's commit) and cannot see a card that
+is not committed yet (the test suite's transactions). So the count is written in the
+request's transaction *and* remembered on the session; if a rollback undoes it, a session
+hook writes it again straight after the rollback, in the transaction that the request then
+commits (the request wrapper commits after an error page too). A savepoint rolled back
+around a wrong PIN leaves it to be written again at the next commit or card use. A caller
+that catches WrongPin and carries on simply commits the first write. A CLI command or job
+that rolls back and stops without committing loses the count; none of them takes PINs.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from eldercare.residents import Resident
 from eldercare.timeutil import local_today, now_utc
 from vouchers.errors import CardLocked, CardNotValid, NoVoucherThisMonth, WrongPin
 from vouchers.models import LIVE_FIRST, TokenUse, Voucher, VoucherCard
+from vouchers.redemption import card_attempts
 from vouchers.redemption.qr_tokens import (
     b32_encode,
     check_voucher_usable,
@@ -343,6 +349,7 @@ def use_card(
     user: User,
     today: date | None = None,
     now: datetime | None = None,
+    _again: bool = False,
 ) -> tuple[Voucher, str]:
     """Check the card and its PIN; return this month's voucher and a digest for this use
     (unique per use: a card is used many times a month, unlike a rotating token)."""
@@ -364,6 +371,13 @@ def use_card(
     if not isinstance(pin, str) or not re.fullmatch(r"[0-9]{6}", pin.strip()):
         # Not a PIN at all (empty, a letter, five digits): a slip, not a guess; not counted.
         raise InvalidInput(details={"pin": TYPE_PIN_MESSAGE})
+    # The attempt is taken, and committed on its own, before the PIN is compared: guesses
+    # sent at once cannot all pass the lock check (card_attempts.py).
+    attempt = card_attempts.reserve(card.id, card.pin_hash, today, MAX_WRONG_PINS)
+    if attempt == card_attempts.STALE and not _again:
+        return use_card(card_code, pin, user=user, today=today, now=now, _again=True)
+    if attempt is not None:
+        return _judge_reserved(card, code, pin.strip(), attempt, user=user, today=today, now=now)
     if not check_password_hash(card.pin_hash, pin.strip()):
         failure = _WrongPin(
             card_id=card.id,
@@ -389,6 +403,30 @@ def use_card(
     if card.failed_pin_count:
         card.failed_pin_count = 0
         card.failed_pin_day = None
+    return _record_use(card, code, user=user, today=today, now=now)
+
+
+def _judge_reserved(
+    card: VoucherCard, code: str, pin: str, attempt: int, *, user: User, today: date, now
+) -> tuple[Voucher, str]:
+    """Compare the PIN of an attempt already counted (``card_attempts.reserve``)."""
+    if attempt in (card_attempts.LOCKED, card_attempts.STALE):
+        raise CardLocked()
+    pin_hash = card.pin_hash
+    if not check_password_hash(pin_hash, pin):
+        db.session.expire(card)  # counted on another connection
+        if attempt >= MAX_WRONG_PINS:
+            card_attempts.record_lock(card.id, attempt, today, user.id, user.username)
+            raise CardLocked()
+        raise WrongPin(attempts_left=MAX_WRONG_PINS - attempt)
+    card_attempts.reset(card.id, pin_hash, today)
+    db.session.expire(card)
+    return _record_use(card, code, user=user, today=today, now=now)
+
+
+def _record_use(
+    card: VoucherCard, code: str, *, user: User, today: date, now
+) -> tuple[Voucher, str]:
     voucher = _voucher_this_month(card.resident_id, today)
     digest = hashlib.sha256(f"card:{code}:{uuid.uuid4().hex}".encode("ascii")).hexdigest()
     db.session.add(
