@@ -25,6 +25,9 @@ redeem         REDEEM_N full cash redemptions (rotating QR token made and consum
                bench/redeem_http.py measures whole redemptions through gunicorn beside pgbench
 settlement.*   a month's settlement run, approvals and reconciliation beside a bare GROUP BY
                over the same redemptions: bench/settlement.py (PostgreSQL)
+soak.*         mixed traffic (search, the elder's pages, scan and redeem, settlement reads)
+               through gunicorn for BENCH_SOAK_MINUTES, then the books and the reconciliation:
+               bench/soak.py (PostgreSQL)
 """
 
 from __future__ import annotations
@@ -513,6 +516,7 @@ def main() -> None:
     from bench import redeem_http as redeem_http_bench
     from bench import search as search_bench
     from bench import settlement as settlement_bench
+    from bench import soak as soak_bench
 
     with tempfile.TemporaryDirectory() as tmp:
         databases = Databases(tmp)
@@ -536,6 +540,7 @@ def main() -> None:
         issuance_bench.main()
         redeem_http_bench.main()
         settlement_bench.main()
+        soak_bench.main()
 
 
 if __name__ == "__main__":
