@@ -64,7 +64,7 @@ def _must_not_be_stored() -> bool:
 
 def add_security_headers(response: Response) -> Response:
     headers = response.headers
-    headers["Content-Security-Policy"] = current_app.extensions["content_security_policy"]
+    headers["Content-Security-Policy"] = content_security_policy(current_app.config)
     headers["X-Content-Type-Options"] = "nosniff"
     headers["X-Frame-Options"] = "DENY"  # frame-ancestors for browsers without CSP 2
     headers["Referrer-Policy"] = REFERRER_POLICY
@@ -79,5 +79,4 @@ def add_security_headers(response: Response) -> Response:
 
 
 def register(app: Flask) -> None:
-    app.extensions["content_security_policy"] = content_security_policy(app.config)
     app.after_request(add_security_headers)
