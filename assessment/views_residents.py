@@ -26,6 +26,11 @@ from eldercare.residents import Resident
 from eldercare.timeutil import local_today
 
 NO_SUCH_RESIDENT = _l("No resident with this ID number is in the register you can see.")
+# Lookups by a full ID number are POSTed: an address lands in access logs and histories.
+ID_NUMBER_NOT_IN_LINKS = _l(
+    "ID numbers are not looked up from a link or address, to keep them out of logs and "
+    "browser history. Type the number into the form below."
+)
 
 
 def _resident_in_district(resident_id: int | None) -> Resident:
@@ -51,8 +56,22 @@ def _resident_by_id_number(id_number: str | None) -> Resident | None:
 
 @bp.get("/residents/find")
 @roles_required(*BUREAU_ROLES)
+def find_resident_from_link():
+    """An old link or bookmark carrying ?id_number=: refused, never looked up, so that no
+    lookup by a full ID number works from an address (access logs, browser history)."""
+    if "id_number" not in request.args:
+        return redirect(url_for(".index"))
+    return render_template(
+        "assessment/index.html", lookup_error=str(ID_NUMBER_NOT_IN_LINKS), id_number=""
+    ), 400
+
+
+@bp.post("/residents/find")
+@roles_required(*BUREAU_ROLES)
 def find_resident():
-    id_number = request.args.get("id_number", "")
+    """The ID number comes in the form's body; the answer redirects to the resident's page
+    by the register's own row id, so the number appears in no address."""
+    id_number = request.form.get("id_number", "")
     resident = _resident_by_id_number(id_number)
     if resident is None:
         return render_template(
@@ -88,18 +107,26 @@ def _apply_page(resident, *, status=200, problem=None, values=None, lookup_error
 @bp.get("/apply")
 @roles_required("bureau_officer")
 def apply_for_elder():
+    if "id_number" in request.args:  # see find_resident_from_link
+        return _apply_page(None, status=400, lookup_error=str(ID_NUMBER_NOT_IN_LINKS))
     resident_id = request.args.get("resident_id", type=int)
     if resident_id:
         return _apply_page(_resident_in_district(resident_id))
-    id_number = request.args.get("id_number")
-    if id_number is None:
-        return _apply_page(None)
+    return _apply_page(None)
+
+
+@bp.post("/apply/find")
+@roles_required("bureau_officer")
+def apply_find():
+    """The apply page's look-up by ID number (in the body); found, the page continues at
+    ?resident_id=<row id>, never at the number."""
+    id_number = request.form.get("id_number", "")
     resident = _resident_by_id_number(id_number)
     if resident is None:
         return _apply_page(
             None, status=404, lookup_error=str(NO_SUCH_RESIDENT), values={"id_number": id_number}
         )
-    return _apply_page(resident)
+    return redirect(url_for(".apply_for_elder", resident_id=resident.id))
 
 
 @bp.post("/apply")

@@ -178,7 +178,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     app.before_request(refuse_nul_characters)  # PostgreSQL refuses NUL in text: say so first
 
-    from eldercare import cli, errors, i18n
+    from eldercare import cli, errors, i18n, security_headers
     from eldercare.account_link_api import blp as account_link_api
     from eldercare.account_link_views import bp as account_link_bp
     from eldercare.api import api, init_api
@@ -217,6 +217,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     # After flask-smorest, which installs a JSON-only handler for HTTP errors.
     errors.register(app)
+    security_headers.register(app)
     app.context_processor(_template_context)
     app.jinja_env.filters["local_dt"] = format_local
     return app

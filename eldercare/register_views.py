@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import sqlalchemy as sa
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
@@ -39,20 +41,53 @@ def _district_choices():
     return list(db.session.scalars(statement))
 
 
-@bp.get("/")
-@roles_required(*BUREAU_ROLES)
-def index():
-    query = (request.args.get("q") or "").strip()
+# More of an ID number than its last six characters, in an address (?q=...): refused.
+LONG_ID_PART = re.compile(r"[0-9Xx]{7,}")
+ID_NUMBER_NOT_IN_LINKS = _l(
+    "ID numbers are not looked up from a link or address, to keep them out of logs and "
+    "browser history. Type the number into the form below."
+)
+
+
+def _search_page(query: str, page: int, lookup_error: str | None = None, status: int = 200):
     statement = scope_to_district(sa.select(Resident), Resident.district_id)
     if query:
         statement = statement.where(
             sa.or_(Resident.name.contains(query), Resident.id_number.endswith(query.upper()))
         )
+    residents = []
+    if lookup_error is None:
+        residents = db.session.scalars(
+            statement.order_by(Resident.id).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
+        ).all()
+    return render_template(
+        "bureau/residents.html",
+        residents=residents,
+        q="" if lookup_error else query,
+        page=page,
+        lookup_error=lookup_error,
+    ), status
+
+
+@bp.get("/")
+@roles_required(*BUREAU_ROLES)
+def index():
+    """The register, or a search by name or the last digits of an ID number from a link."""
+    query = (request.args.get("q") or "").strip()
     page = max(request.args.get("page", 1, type=int), 1)
-    residents = db.session.scalars(
-        statement.order_by(Resident.id).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
-    ).all()
-    return render_template("bureau/residents.html", residents=residents, q=query, page=page)
+    if LONG_ID_PART.search(query):
+        return _search_page("", 1, lookup_error=str(ID_NUMBER_NOT_IN_LINKS), status=400)
+    return _search_page(query, page)
+
+
+@bp.post("/")
+@roles_required(*BUREAU_ROLES)
+def search():
+    """The search form and its pager: the words typed (a whole ID number, perhaps) travel
+    in the body, never in the address."""
+    query = (request.form.get("q") or "").strip()
+    page = max(request.form.get("page", 1, type=int), 1)
+    return _search_page(query, page)
 
 
 @bp.route("/new", methods=["GET", "POST"])

@@ -427,9 +427,15 @@ def test_only_approvers_review(client, login, world, take_through):
 
 def test_an_officer_applies_on_an_elders_behalf(client, login, world, db_session):
     login(world.officer)
-    found = client.get(f"/assessment/apply?id_number={world.elder.id_number}", headers=EN)
-    assert found.status_code == 200 and world.elder.name in _text(found)
-    missing = client.get("/assessment/apply?id_number=110101190001011234", headers=EN)
+    found = client.post(
+        "/assessment/apply/find", data={"id_number": world.elder.id_number}, headers=EN
+    )
+    assert found.headers["Location"] == f"/assessment/apply?resident_id={world.elder.id}"
+    page = client.get(found.headers["Location"], headers=EN)
+    assert page.status_code == 200 and world.elder.name in _text(page)
+    missing = client.post(
+        "/assessment/apply/find", data={"id_number": "110101190001011234"}, headers=EN
+    )
     assert missing.status_code == 404
     response = client.post(
         "/assessment/apply",
@@ -583,10 +589,11 @@ def test_an_approver_reads_the_eligibility_page_but_cannot_change_it(client, log
 
 def test_find_a_resident_by_id_number(client, login, world):
     login(world.officer)
-    found = client.get(f"/assessment/residents/find?id_number={world.elder.id_number.lower()}")
+    number = world.elder.id_number.lower()
+    found = client.post("/assessment/residents/find", data={"id_number": number})
     assert found.status_code == 302
     assert found.headers["Location"] == f"/assessment/residents/{world.elder.id}"
-    assert client.get("/assessment/residents/find?id_number=123").status_code == 404
+    assert client.post("/assessment/residents/find", data={"id_number": "123"}).status_code == 404
 
 
 # --------------------------------------------------------------------------- elders, families

@@ -24,6 +24,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from eldercare import create_app
 from eldercare.db import db, unit_of_work
 from eldercare.demo import build_demo
+from tests.e2e.helpers import watch_csp
 
 E2E_DIR = Path(__file__).parent
 CHROMIUM = "/usr/bin/chromium"
@@ -120,7 +121,15 @@ def browser(playwright, chromium_executable) -> Iterator[Browser]:
 
 
 @pytest.fixture
-def new_page(browser, live_server) -> Iterator[Callable[..., Page]]:
+def csp_violations() -> list[str]:
+    """The CSP violations seen by every page this test opened: any fails the test at its
+    end, so every browser test also checks that the policy leaves its pages' scripts and
+    styles alone."""
+    return []
+
+
+@pytest.fixture
+def new_page(browser, live_server, csp_violations) -> Iterator[Callable[..., Page]]:
     """Open a page in a fresh context (own cookies): ``new_page(locale="en")``."""
     contexts: list[BrowserContext] = []
 
@@ -129,12 +138,14 @@ def new_page(browser, live_server) -> Iterator[Callable[..., Page]]:
             base_url=live_server, locale=locale, viewport=viewport or PHONE
         )
         context.set_default_timeout(10_000)
+        watch_csp(context, csp_violations)
         contexts.append(context)
         return context.new_page()
 
     yield _new_page
     for context in contexts:
         context.close()
+    assert csp_violations == [], "the Content-Security-Policy refused parts of a page"
 
 
 @pytest.fixture

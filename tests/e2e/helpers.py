@@ -6,9 +6,33 @@ so it sees the page as a phone shows it, not as the templates intend it.
 
 from __future__ import annotations
 
-from playwright.sync_api import Page
+from playwright.sync_api import BrowserContext, Page
 
 from eldercare.demo import DEMO_PASSWORD
+
+# What a page's Content-Security-Policy refused (an inline script or style, a foreign source),
+# said on the console: a page whose script the policy blocks can look right and not work.
+_REPORT_CSP_VIOLATIONS = """
+document.addEventListener('securitypolicyviolation', (e) => {
+  console.error(`CSP violation: ${e.effectiveDirective} blocked ${e.blockedURI || 'inline'}`
+                + ` at ${e.sourceFile || e.documentURI}:${e.lineNumber}`);
+});
+"""
+
+
+def is_csp_violation(text: str) -> bool:
+    return text.startswith("CSP violation:") or "Content Security Policy" in text
+
+
+def watch_csp(context: BrowserContext, violations: list[str]) -> None:
+    """Append to ``violations`` every CSP violation any page of ``context`` reports."""
+    context.add_init_script(_REPORT_CSP_VIOLATIONS)
+
+    def collect(message) -> None:
+        if is_csp_violation(message.text):
+            violations.append(f"{message.page.url if message.page else '?'}: {message.text}")
+
+    context.on("console", collect)
 
 
 def path_of(page: Page) -> str:

@@ -26,7 +26,7 @@ from playwright.sync_api import Page, expect
 
 from eldercare.db import db
 from tests.e2e.conftest import CHROMIUM_ARGS, PHONE
-from tests.e2e.helpers import path_of, sign_in
+from tests.e2e.helpers import path_of, sign_in, watch_csp
 from tests.vouchers.conftest import GATEWAY_WEBHOOK_SECRET
 from tests.vouchers.localstripe_server import TEST_SECRET_KEY, LocalStripe
 from vouchers.models import TokenUse
@@ -109,7 +109,14 @@ def _camera_video(qr_png: Path, video: Path) -> None:
 
 
 def test_qr_on_one_phone_scanned_by_another_paid_by_card(
-    new_page, live_server, live_server_app, card_gateway, playwright, chromium_executable, tmp_path
+    new_page,
+    live_server,
+    live_server_app,
+    card_gateway,
+    playwright,
+    chromium_executable,
+    tmp_path,
+    csp_violations,
 ):
     # -- the elder's phone: her voucher, the QR large, the amount in big type
     elder = new_page()
@@ -149,6 +156,7 @@ def test_qr_on_one_phone_scanned_by_another_paid_by_card(
             geolocation=STATION,
         )
         context.set_default_timeout(15_000)
+        watch_csp(context, csp_violations)  # the camera page too (checked by new_page)
         staff = context.new_page()
         sign_in(staff, "provider.staff")
         staff.goto("/vouchers/scan")
