@@ -44,10 +44,12 @@ def _district_choices():
 def index():
     query = (request.args.get("q") or "").strip()
     statement = scope_to_district(sa.select(Resident), Resident.district_id)
-    if query:
+    if len(query) == 4:  # the last four of the ID number (encrypted: matched by a hash)
         statement = statement.where(
-            sa.or_(Resident.name.contains(query), Resident.id_number.endswith(query.upper()))
+            sa.or_(Resident.name.contains(query), Resident.id_number_ends_with(query))
         )
+    elif query:
+        statement = statement.where(Resident.name.contains(query))
     page = max(request.args.get("page", 1, type=int), 1)
     residents = db.session.scalars(
         statement.order_by(Resident.id).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
