@@ -28,7 +28,7 @@ from eldercare.accounts import RELATIONSHIPS, FamilyLink, User
 from eldercare.db import Base, UTCDateTime, db
 from eldercare.errors import Conflict, InvalidInput, NotFound, PermissionDenied, TooManyRequests
 from eldercare.notifications import enqueue
-from eldercare.pii import EncryptedString, hash_default, keep_lookup_hash, lookup_hash
+from eldercare.pii import EncryptedString, keep_lookup_hash, lookup_hash, lookup_hash_column
 from eldercare.register import RESIDENT_ID_MESSAGES
 from eldercare.residents import (
     InvalidResidentId,
@@ -79,9 +79,7 @@ class AccountLinkRequest(Base):
     # to anyone but bureau staff.
     # Encrypted at rest (eldercare/pii.py); compared through its hash.
     id_number: Mapped[str] = mapped_column(EncryptedString("account_link_requests.id_number"))
-    id_number_hash: Mapped[str] = mapped_column(
-        sa.String(64), default=hash_default("id_number", "id_number")
-    )
+    id_number_hash: Mapped[str] = lookup_hash_column("id_number", "id_number")
     name: Mapped[str] = mapped_column(sa.String(50))
     relationship: Mapped[str] = mapped_column(sa.String(32))
     # The registered resident with this ID number at the time of asking; NULL: none. Only

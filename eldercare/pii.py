@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import current_app, has_app_context
+from sqlalchemy.orm import mapped_column
 
 # DEMO ONLY, public in the source: refused when ELDERCARE_ENV=production.
 DEMO_PII_KEYS = "demo1:" + base64.b64encode(b"DEMO-ONLY eldercare pii key 0001").decode()
@@ -172,14 +173,16 @@ class EncryptedString(sa.types.TypeDecorator):
         return None if value is None else keyring().decrypt(value, self.context)
 
 
-def hash_default(source: str, kind: str):
-    """A column default computing the lookup hash of column ``source`` as inserted: covers
-    the ORM and plain ``insert(Model)`` bulk statements alike."""
+def lookup_hash_column(source: str, kind: str, **kwargs):
+    """A column holding the lookup hash of column ``source``. Its default computes the hash
+    of the value inserted (the ORM and plain ``insert(Model)`` bulk statements alike; ORM
+    updates go through ``keep_lookup_hash``); ``info`` tells rotation to recompute it."""
 
     def _default(context):
         return lookup_hash(kind, context.get_current_parameters().get(source))
 
-    return _default
+    info = {"hash_of": source, "hash_kind": kind}
+    return mapped_column(sa.String(64), default=_default, info=info, **kwargs)
 
 
 def keep_lookup_hash(attribute, hash_name: str, kind: str) -> None:
@@ -190,16 +193,15 @@ def keep_lookup_hash(attribute, hash_name: str, kind: str) -> None:
         setattr(target, hash_name, lookup_hash(kind, value))
 
 
-# Every encrypted column, for rotation: (table, primary key, column, context, hash column
-# and kind or None). Kept here beside the type so a new encrypted column is added once.
-ENCRYPTED_COLUMNS = (
-    ("residents", "id", "id_number", "residents.id_number", ("id_number_hash", "id_number")),
-    ("residents", "id", "phone", "residents.phone", None),
-    (
-        "account_link_requests",
-        "id",
-        "id_number",
-        "account_link_requests.id_number",
-        ("id_number_hash", "id_number"),
-    ),
-)
+def encrypted_columns(metadata: sa.MetaData):
+    """(table, column, its EncryptedString, {hash column: kind}) for every encrypted column
+    of the models: what rotation rewrites."""
+    for table in metadata.sorted_tables:
+        for column in table.columns:
+            if isinstance(column.type, EncryptedString):
+                hashes = {
+                    c.name: c.info["hash_kind"]
+                    for c in table.columns
+                    if c.info.get("hash_of") == column.name
+                }
+                yield table, column, column.type, hashes

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from flask.cli import AppGroup
 
 from eldercare.db import db
-from eldercare.pii import ENCRYPTED_COLUMNS, keyring
+from eldercare.pii import encrypted_columns, keyring
 
 cli = AppGroup("pii", help="Encryption at rest of resident ID numbers and phones.")
 
@@ -24,13 +24,13 @@ cli = AppGroup("pii", help="Encryption at rest of resident ID numbers and phones
 def key_ids_in_use(connection) -> Counter:
     """How many stored values each key id encrypts (all encrypted columns together)."""
     counts: Counter = Counter()
-    for table, _pk, column, _context, _hash in ENCRYPTED_COLUMNS:
-        col = sa.column(column)
+    for table, column, _type, _hashes in encrypted_columns(db.metadata):
+        col = sa.column(column.name)
         kid = sa.func.substr(col, 1, sa.func.instr(col, ":") - 1)
         if connection.dialect.name == "postgresql":
             kid = sa.func.split_part(col, ":", 1)
         rows = connection.execute(
-            sa.select(kid, sa.func.count()).select_from(sa.table(table, col))
+            sa.select(kid, sa.func.count()).select_from(sa.table(table.name, col))
             .where(col.is_not(None)).group_by(kid)
         )  # fmt: skip
         counts.update(dict(rows.all()))
@@ -42,21 +42,19 @@ def rotate(connection, *, batch: int = 1000, rehash: bool = False) -> Iterator[i
     the number of values rewritten after each batch, when the caller may commit."""
     keys = keyring()
     prefix = keys.current + ":"
-    for table, pk, column, context, hashed in ENCRYPTED_COLUMNS:
-        t = sa.table(table, sa.column(pk), sa.column(column))
-        if hashed:
-            t.append_column(sa.column(hashed[0]))
-        pk_col, col = t.c[pk], t.c[column]
+    for table, column, encrypted, hashes in encrypted_columns(db.metadata):
+        # Plain columns: the raw stored text, not the type's decryption.
+        (pk,) = (c.name for c in table.primary_key.columns)
+        t = sa.table(table.name, *map(sa.column, (pk, column.name, *hashes)))
+        pk_col, col, context = t.c[pk], t.c[column.name], encrypted.context
         stale = col.is_not(None)
         if not rehash:
             stale &= sa.not_(col.startswith(prefix, autoescape=True))
         update = (
             t.update()
             .where(pk_col == sa.bindparam("b_pk"), col == sa.bindparam("b_old"))
-            .values({column: sa.bindparam("b_new")})
+            .values({col.name: sa.bindparam("b_new")} | {h: sa.bindparam(f"b_{h}") for h in hashes})
         )
-        if hashed:
-            update = update.values({hashed[0]: sa.bindparam("b_hash")})
         last = None
         while True:
             page = sa.select(pk_col, col).where(stale).order_by(pk_col).limit(batch)
@@ -69,8 +67,8 @@ def rotate(connection, *, batch: int = 1000, rehash: bool = False) -> Iterator[i
             for row_pk, stored in rows:
                 plain = keys.decrypt(stored, context)  # a tampered value stops the run here
                 item = {"b_pk": row_pk, "b_old": stored, "b_new": keys.encrypt(plain, context)}
-                if hashed:
-                    item["b_hash"] = keys.lookup_hash(hashed[1], plain)
+                for h, kind in hashes.items():
+                    item[f"b_{h}"] = keys.lookup_hash(kind, plain)
                 params.append(item)
             connection.execute(update, params)
             yield len(params)

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from eldercare.db import Base, UTCDateTime
-from eldercare.pii import EncryptedString, hash_default, keep_lookup_hash, lookup_hash
+from eldercare.pii import EncryptedString, keep_lookup_hash, lookup_hash, lookup_hash_column
 from eldercare.timeutil import local_today, now_utc
 
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -130,13 +130,9 @@ class Resident(Base):
     # every role that does not need it. Look it up (and keep it unique) by its hash:
     # ``Resident.id_number_is(number)``.
     id_number: Mapped[str] = mapped_column(EncryptedString("residents.id_number"))
-    id_number_hash: Mapped[str] = mapped_column(
-        sa.String(64), unique=True, default=hash_default("id_number", "id_number")
-    )
+    id_number_hash: Mapped[str] = lookup_hash_column("id_number", "id_number", unique=True)
     # The register's search "by the last four characters" (those the masked form shows).
-    id_number_tail_hash: Mapped[str] = mapped_column(
-        sa.String(64), index=True, default=hash_default("id_number", "id_number_tail")
-    )
+    id_number_tail_hash: Mapped[str] = lookup_hash_column("id_number", "id_number_tail", index=True)
     name: Mapped[str] = mapped_column(sa.String(50))
     # Decoded from id_number at registration, kept as a column so age queries can use it.
     birth_date: Mapped[date] = mapped_column(sa.Date)

@@ -199,6 +199,7 @@ def test_rotation_re_encrypts_under_the_new_key_and_the_old_one_can_go(tmp_path)
     with both.app_context(), db.engine.connect() as conn:
         assert key_ids_in_use(conn) == {"new": 7}
         db.engine.dispose()
+    assert both.test_cli_runner().invoke(args=["pii", "status"]).output.strip() == "new: 7"
 
     new_only = _app_with_keys(url, NEW)
     _read_all(new_only, numbers)
@@ -228,6 +229,10 @@ def test_rotation_with_a_new_hmac_key_rehashes(tmp_path):
     result = rekeyed.test_cli_runner().invoke(args=["pii", "rotate", "--rehash"])
     assert result.exit_code == 0, result.output
     _read_all(rekeyed, numbers)
+    with rekeyed.app_context():  # the register's search by the last four too
+        by_tail = sa.select(Resident.id_number).where(Resident.id_number_ends_with(numbers[1]))
+        assert db.session.scalars(by_tail).all() == [numbers[1]]
+        db.session.remove()
     with rekeyed.app_context():
         db.engine.dispose()
 
