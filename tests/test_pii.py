@@ -181,25 +181,38 @@ def _read_all(app, numbers):
 
 
 def test_rotation_re_encrypts_under_the_new_key_and_the_old_one_can_go(tmp_path):
-    url = f"sqlite:///{tmp_path}/rotate.db"
+    _rotate_and_drop_the_old_key(f"sqlite:///{tmp_path}/rotate.db")
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="PostgreSQL-only; set TEST_DATABASE_URL (CI does)")
+def test_rotation_on_postgres():
+    with fresh_postgres_database("pii_rotate") as url:
+        _rotate_and_drop_the_old_key(url)
+
+
+def _rotate_and_drop_the_old_key(url: str):
     old_only = _app_with_keys(url, OLD)
     with old_only.app_context():
         upgrade()
         numbers = _seed(5)
     both = _app_with_keys(url, f"{NEW},{OLD}")
     _read_all(both, numbers)  # written under the old key, readable with it listed second
-    with both.app_context(), db.engine.connect() as conn:
-        assert key_ids_in_use(conn) == {"old": 7}  # 5 ID numbers and 2 phones
+    with both.app_context():
+        with db.engine.connect() as conn:
+            assert key_ids_in_use(conn) == {"old": 7}  # 5 ID numbers and 2 phones
         db.engine.dispose()
 
     result = both.test_cli_runner().invoke(args=["pii", "rotate", "--batch", "2"])
     assert result.exit_code == 0, result.output
     assert "re-encrypted 7 values under key 'new'" in result.output
     assert "old keys can be removed" in result.output
-    with both.app_context(), db.engine.connect() as conn:
-        assert key_ids_in_use(conn) == {"new": 7}
+    with both.app_context():
+        with db.engine.connect() as conn:
+            assert key_ids_in_use(conn) == {"new": 7}
         db.engine.dispose()
     assert both.test_cli_runner().invoke(args=["pii", "status"]).output.strip() == "new: 7"
+    with both.app_context():
+        db.engine.dispose()
 
     new_only = _app_with_keys(url, NEW)
     _read_all(new_only, numbers)
@@ -233,7 +246,6 @@ def test_rotation_with_a_new_hmac_key_rehashes(tmp_path):
         by_tail = sa.select(Resident.id_number).where(Resident.id_number_ends_with(numbers[1]))
         assert db.session.scalars(by_tail).all() == [numbers[1]]
         db.session.remove()
-    with rekeyed.app_context():
         db.engine.dispose()
 
 
