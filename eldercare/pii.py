@@ -72,9 +72,6 @@ class KeyRing:
         except (InvalidTag, binascii.Error, ValueError):
             raise PiiDecryptError(f"{context}: stored value fails authentication") from None
 
-    def key_id(self, stored: str) -> str:
-        return stored.partition(":")[0]
-
     def lookup_hash(self, kind: str, value: str) -> str:
         value = normalise(value)
         if kind.endswith("_tail"):
