@@ -133,7 +133,11 @@ def _summary(case: Assessment) -> dict:
             "district": resident.district.code,
             "street": resident.street,
             "address": resident.address,
-            "phone": resident.phone,
+            # The agency needs the phone to arrange the visit while the case is open; after
+            # that it keeps only what tells the elder apart.
+            "phone": (
+                resident.phone if case.status in lifecycle.OPEN_STATUSES else resident.masked_phone
+            ),
         },
     }
 
@@ -332,7 +336,7 @@ def check_eligibility(query):
     if problem:
         raise InvalidInput(details={"id_number": problem})
     number = id_number.strip().upper()
-    resident = db.session.scalar(sa.select(Resident).where(Resident.id_number == number))
+    resident = db.session.scalar(sa.select(Resident).where(Resident.id_number_is(number)))
     if user.district_id is not None:
         if resident is None:
             raise NotFound()

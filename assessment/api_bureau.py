@@ -55,9 +55,7 @@ def _resident_by_number(id_number: str, user) -> Resident:
     problem = resident_id_error(id_number)
     if problem:
         raise InvalidInput(details={"id_number": problem})
-    resident = db.session.scalar(
-        sa.select(Resident).where(Resident.id_number == id_number.strip().upper())
-    )
+    resident = db.session.scalar(sa.select(Resident).where(Resident.id_number_is(id_number)))
     if resident is None:
         raise NotFound()
     ensure_in_district(resident.district_id, user=user)

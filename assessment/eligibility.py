@@ -75,9 +75,7 @@ def _resolve(resident_or_id) -> Resident | None:
         return resident_or_id
     if isinstance(resident_or_id, int):
         return db.session.get(Resident, resident_or_id)
-    return db.session.scalar(
-        sa.select(Resident).where(Resident.id_number == str(resident_or_id).strip().upper())
-    )
+    return db.session.scalar(sa.select(Resident).where(Resident.id_number_is(str(resident_or_id))))
 
 
 def _active_exclusions(resident_id: int, on: date) -> list[Exclusion]:

@@ -63,7 +63,7 @@ def _read_cells(v: dict[str, str], readers: Readers, problems: dict[str, str]) -
 
 
 def _registered(id_number: str) -> Resident | None:
-    return db.session.scalar(sa.select(Resident).where(Resident.id_number == id_number))
+    return db.session.scalar(sa.select(Resident).where(Resident.id_number_is(id_number)))
 
 
 # --- residents --------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def _resident_by_id_number(id_number: str | None) -> Resident | None:
     if not number:
         return None
     statement = scope_to_district(
-        sa.select(Resident).where(Resident.id_number == number), Resident.district_id
+        sa.select(Resident).where(Resident.id_number_is(number)), Resident.district_id
     )
     return db.session.scalar(statement)
 

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sqlalchemy as sa  # noqa: E402
 from flask_migrate import upgrade  # noqa: E402
 
+from bench import sealed_ids  # noqa: E402
 from eldercare import create_app  # noqa: E402
 from eldercare.db import db  # noqa: E402
 from eldercare.timeutil import local_today, now_utc  # noqa: E402
@@ -71,14 +72,15 @@ def _seed(n: int) -> None:
     )
     db.session.execute(
         sa.text(
-            "INSERT INTO residents (id_number, name, birth_date, district_id, street, address,"
-            " created_at) "
-            "SELECT '21' || lpad(g::text, 16, '0'), '长者' || g,"
-            " DATE '1935-01-01' + (g % 7000), :first + (g % :districts), '南湖街道',"
+            "INSERT INTO residents (id_number, id_number_hash, id_number_tail_hash, name,"
+            " birth_date, district_id, street, address, created_at) "
+            "SELECT u.sealed, u.hash, u.tail, '长者' || g,"
+            " DATE '1935-01-01' + (g % 7000)::int, :first + (g % :districts), '南湖街道',"
             " '三好街 ' || g || ' 号', now() AT TIME ZONE 'UTC' "
-            "FROM generate_series(1, :n) AS g"
+            "FROM unnest(CAST(:sealed AS text[]), CAST(:hashes AS text[]),"
+            " CAST(:tails AS text[])) WITH ORDINALITY AS u(sealed, hash, tail, g)"
         ),
-        {"n": n, "first": first_district, "districts": DISTRICTS},
+        {"first": first_district, "districts": DISTRICTS} | sealed_ids.sealed_ids(n),
     )
     db.session.execute(
         sa.text(

@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sqlalchemy as sa  # noqa: E402
 from flask_migrate import upgrade  # noqa: E402
 
+from bench import sealed_ids  # noqa: E402
 from eldercare import create_app  # noqa: E402
 from eldercare.db import db  # noqa: E402
 from eldercare.timeutil import local_today  # noqa: E402
@@ -78,13 +79,16 @@ def _seed(month: date) -> None:
         sa.text("SELECT min(id) FROM districts WHERE code = ANY(:codes)"), {"codes": codes}
     )
     _run(
-        "INSERT INTO residents (id_number, name, birth_date, district_id, street, address,"
-        " created_at) SELECT '21' || lpad(g::text, 16, '0'), '长者' || g,"
-        " DATE '1935-01-01' + (g % 7000), :first + (g % :d), '南湖街道', '三好街 ' || g,"
-        " now() AT TIME ZONE 'UTC' FROM generate_series(1, :n) AS g",
-        n=elders,
+        "INSERT INTO residents (id_number, id_number_hash, id_number_tail_hash, name,"
+        " birth_date, district_id, street, address, created_at)"
+        " SELECT u.sealed, u.hash, u.tail, '长者' || g,"
+        " DATE '1935-01-01' + (g % 7000)::int, :first + (g % :d), '南湖街道', '三好街 ' || g,"
+        " now() AT TIME ZONE 'UTC' FROM unnest(CAST(:sealed AS text[]),"
+        " CAST(:hashes AS text[]), CAST(:tails AS text[]))"
+        " WITH ORDINALITY AS u(sealed, hash, tail, g)",
         first=first_district,
         d=DISTRICTS,
+        **sealed_ids.sealed_ids(elders),
     )
     _run(
         "INSERT INTO users (username, password_hash, display_name, active, created_at) "

@@ -28,6 +28,7 @@ from eldercare.accounts import RELATIONSHIPS, FamilyLink, User
 from eldercare.db import Base, UTCDateTime, db
 from eldercare.errors import Conflict, InvalidInput, NotFound, PermissionDenied, TooManyRequests
 from eldercare.notifications import enqueue
+from eldercare.pii import EncryptedString, keep_lookup_hash, lookup_hash, lookup_hash_column
 from eldercare.register import RESIDENT_ID_MESSAGES
 from eldercare.residents import (
     InvalidResidentId,
@@ -65,7 +66,7 @@ class AccountLinkRequest(Base):
         sa.Index(
             "uq_account_link_requests_pending",
             "user_id",
-            "id_number",
+            "id_number_hash",
             unique=True,
             sqlite_where=sa.text("status = 'pending'"),
             postgresql_where=sa.text("status = 'pending'"),
@@ -76,7 +77,9 @@ class AccountLinkRequest(Base):
     user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), index=True)
     # As typed (normalised): the bureau compares it with the register; never shown in full
     # to anyone but bureau staff.
-    id_number: Mapped[str] = mapped_column(sa.String(18))
+    # Encrypted at rest (eldercare/pii.py); compared through its hash.
+    id_number: Mapped[str] = mapped_column(EncryptedString("account_link_requests.id_number"))
+    id_number_hash: Mapped[str] = lookup_hash_column("id_number", "id_number")
     name: Mapped[str] = mapped_column(sa.String(50))
     relationship: Mapped[str] = mapped_column(sa.String(32))
     # The registered resident with this ID number at the time of asking; NULL: none. Only
@@ -97,6 +100,9 @@ class AccountLinkRequest(Base):
     @property
     def masked_id_number(self) -> str:
         return mask_resident_id(self.id_number)
+
+
+keep_lookup_hash(AccountLinkRequest.id_number, "id_number_hash", "id_number")
 
 
 # --- asking --------------------------------------------------------------------------------
@@ -153,13 +159,13 @@ def request_link(user: User, *, id_number: str, name: str, relationship: str):
     duplicate = db.session.scalar(
         sa.select(AccountLinkRequest.id).where(
             AccountLinkRequest.user_id == user.id,
-            AccountLinkRequest.id_number == number,
+            AccountLinkRequest.id_number_hash == lookup_hash("id_number", number),
             AccountLinkRequest.status == "pending",
         )
     )
     if duplicate is not None:
         raise Conflict(_l("You have already asked for this link; the bureau will answer it."))
-    resident = db.session.scalar(sa.select(Resident).where(Resident.id_number == number))
+    resident = db.session.scalar(sa.select(Resident).where(Resident.id_number_is(number)))
     # The asker already acts for this resident, so saying so tells them nothing new.
     if resident is not None and relationship != SELF and _acts_for(user, resident):
         raise Conflict(_l("This account already acts for this resident."))

@@ -14,6 +14,7 @@ from eldercare import account_service, audit
 from eldercare.accounts import ROLES
 from eldercare.db import db, unit_of_work
 from eldercare.errors import DomainError
+from eldercare.pii_rotation import cli as pii_cli
 from eldercare.residents import District
 
 audit_cli = AppGroup("audit", help="Inspect the audit trail.")
@@ -121,4 +122,5 @@ def demo(as_json: bool):
 def register(app) -> None:
     app.cli.add_command(audit_cli)
     app.cli.add_command(accounts_cli)
+    app.cli.add_command(pii_cli)
     app.cli.add_command(demo)

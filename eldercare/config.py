@@ -5,6 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from eldercare.pii import (
+    DEMO_PII_HMAC_KEY,
+    DEMO_PII_KEYS,
+    PiiKeyError,
+    keys_from_env,
+    parse_keys,
+)
+
 DEFAULT_SECRET_KEY = "dev-only-not-secret"  # noqa: S105 - refused in production below
 
 
@@ -29,11 +37,17 @@ def load_config(instance_path: str) -> dict:
     """
     env = os.environ.get("ELDERCARE_ENV", "development")
     default_db = "sqlite:///" + str(Path(instance_path) / "eldercare.db")
+    pii_keys, pii_hmac_key = keys_from_env()
     return {
         "ENV_NAME": env,
         "SECRET_KEY": os.environ.get("SECRET_KEY", DEFAULT_SECRET_KEY),
         "SQLALCHEMY_DATABASE_URI": os.environ.get("DATABASE_URL", default_db),
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # Resident ID numbers and phones are encrypted with these (eldercare/pii.py):
+        # "kid:<base64 32 bytes>,..." (the first writes, all read) and the look-up hash key.
+        # Unset outside production: the demo's fixed keys, which production refuses.
+        "PII_KEYS": pii_keys,
+        "PII_HMAC_KEY": pii_hmac_key,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": env == "production",
@@ -105,6 +119,7 @@ def load_config(instance_path: str) -> dict:
 def check_config(config: dict) -> None:
     """Refuse to start a production app with settings that would leak or lose data."""
     if config.get("ENV_NAME") != "production":
+        _check_pii_keys(config, production=False)
         return
     key = config.get("SECRET_KEY") or ""
     if key == DEFAULT_SECRET_KEY or len(key) < 32:
@@ -129,3 +144,16 @@ def check_config(config: dict) -> None:
         raise ConfigError("PUBLIC_BASE_URL must be the site's https:// address in production")
     if config.get("MAIL_PASSWORD") and not config.get("MAIL_USE_TLS"):
         raise ConfigError("MAIL_PASSWORD is set without MAIL_USE_TLS: it would cross in clear")
+    _check_pii_keys(config, production=True)
+
+
+def _check_pii_keys(config: dict, *, production: bool) -> None:
+    """Malformed keys stop any app at start, not at the first resident read; production
+    refuses the demo's published keys (eldercare/pii.py)."""
+    try:
+        keys = parse_keys(config.get("PII_KEYS") or "", config.get("PII_HMAC_KEY") or "")
+    except PiiKeyError as exc:
+        raise ConfigError(f"{exc}: set PII_KEYS and PII_HMAC_KEY (README, at rest)") from None
+    demo = parse_keys(DEMO_PII_KEYS, DEMO_PII_HMAC_KEY)
+    if production and (keys.hmac_key == demo.hmac_key or keys.fingerprints & demo.fingerprints):
+        raise ConfigError("PII_KEYS and PII_HMAC_KEY must be real keys in production, not the demo")

@@ -99,7 +99,7 @@ def ensure_resident(
     phone: str | None = None,
 ) -> Resident:
     """The demo resident with this ID number, created on first use."""
-    resident = db.session.scalar(sa.select(Resident).where(Resident.id_number == number))
+    resident = db.session.scalar(sa.select(Resident).where(Resident.id_number_is(number)))
     if resident is None:
         resident = Resident(
             id_number=number,

@@ -70,7 +70,7 @@ def register_resident(
     if errors:
         raise InvalidInput(details=errors)
 
-    exists = db.session.scalar(sa.select(Resident.id).where(Resident.id_number == info.number))
+    exists = db.session.scalar(sa.select(Resident.id).where(Resident.id_number_is(info.number)))
     if exists is not None:
         raise Conflict(
             _l("A resident with this ID number is already registered."),

@@ -41,8 +41,9 @@ def _district_choices():
     return list(db.session.scalars(statement))
 
 
-# More of an ID number than its last six characters, in an address (?q=...): refused.
-LONG_ID_PART = re.compile(r"[0-9Xx]{7,}")
+# More of an ID number than its last four characters (all the search matches), in an
+# address (?q=...): refused.
+LONG_ID_PART = re.compile(r"\d{4,}[0-9Xx]")
 ID_NUMBER_NOT_IN_LINKS = _l(
     "ID numbers are not looked up from a link or address, to keep them out of logs and "
     "browser history. Type the number into the form below."
@@ -51,10 +52,14 @@ ID_NUMBER_NOT_IN_LINKS = _l(
 
 def _search_page(query: str, page: int, lookup_error: str | None = None, status: int = 200):
     statement = scope_to_district(sa.select(Resident), Resident.district_id)
-    if query:
+    if len(query) == 4:  # the last four of the ID number (encrypted: matched by a hash)
         statement = statement.where(
-            sa.or_(Resident.name.contains(query), Resident.id_number.endswith(query.upper()))
+            sa.or_(Resident.name.contains(query), Resident.id_number_ends_with(query))
         )
+    elif len(query) == 18:  # a whole ID number, typed into the form (POSTed)
+        statement = statement.where(Resident.id_number_is(query))
+    elif query:
+        statement = statement.where(Resident.name.contains(query))
     residents = []
     if lookup_error is None:
         residents = db.session.scalars(

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from eldercare.db import Base, UTCDateTime
+from eldercare.pii import EncryptedString, keep_lookup_hash, lookup_hash, lookup_hash_column
 from eldercare.timeutil import local_today, now_utc
 
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -125,12 +126,17 @@ class Resident(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    # Full 18-character resident ID; shown masked to every role that does not need it.
-    id_number: Mapped[str] = mapped_column(sa.String(18), unique=True)
+    # Full 18-character resident ID, encrypted at rest (eldercare/pii.py); shown masked to
+    # every role that does not need it. Look it up (and keep it unique) by its hash:
+    # ``Resident.id_number_is(number)``.
+    id_number: Mapped[str] = mapped_column(EncryptedString("residents.id_number"))
+    id_number_hash: Mapped[str] = lookup_hash_column("id_number", "id_number", unique=True)
+    # The register's search "by the last four characters" (those the masked form shows).
+    id_number_tail_hash: Mapped[str] = lookup_hash_column("id_number", "id_number_tail", index=True)
     name: Mapped[str] = mapped_column(sa.String(50))
     # Decoded from id_number at registration, kept as a column so age queries can use it.
     birth_date: Mapped[date] = mapped_column(sa.Date)
-    phone: Mapped[str | None] = mapped_column(sa.String(20))
+    phone: Mapped[str | None] = mapped_column(EncryptedString("residents.phone"))
     # Residence (not household registration) decides eligibility, so this is where they live.
     district_id: Mapped[int] = mapped_column(sa.ForeignKey("districts.id"), index=True)
     street: Mapped[str] = mapped_column(sa.String(100))
@@ -145,9 +151,23 @@ class Resident(Base):
 
     district: Mapped[District] = relationship(lazy="joined")
 
+    @classmethod
+    def id_number_is(cls, number: str):
+        """The WHERE clause finding a resident by full ID number (through the hash index)."""
+        return cls.id_number_hash == lookup_hash("id_number", number)
+
+    @classmethod
+    def id_number_ends_with(cls, last4: str):
+        """The WHERE clause finding residents by the last four characters of the ID."""
+        return cls.id_number_tail_hash == lookup_hash("id_number_tail", last4)
+
     @property
     def sex(self) -> str:
         return "male" if int(self.id_number[16]) % 2 == 1 else "female"
+
+    @property
+    def masked_phone(self) -> str:
+        return mask_phone(self.phone)
 
     @property
     def masked_id_number(self) -> str:
@@ -162,6 +182,10 @@ class Resident(Base):
         if (on.month, on.day) < (self.birth_date.month, self.birth_date.day):
             years -= 1
         return years
+
+
+keep_lookup_hash(Resident.id_number, "id_number_hash", "id_number")
+keep_lookup_hash(Resident.id_number, "id_number_tail_hash", "id_number_tail")
 
 
 def compose_resident_id(region_code: str, birth: date, sequence: int) -> str:

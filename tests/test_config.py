@@ -1,9 +1,13 @@
+import base64
+
 import pytest
 
 from eldercare import create_app
 from eldercare.config import DEFAULT_SECRET_KEY, ConfigError
 
 PG_URL = "postgresql+psycopg://app@db.invalid/eldercare"  # never connected to at start-up
+REAL_PII_KEYS = "k1:" + base64.b64encode(b"r" * 32).decode()  # not the demo's
+REAL_PII_HMAC_KEY = base64.b64encode(b"s" * 32).decode()
 
 
 def test_development_defaults_to_sqlite_in_instance_folder(monkeypatch):
@@ -48,6 +52,8 @@ def _production(monkeypatch):
     monkeypatch.setenv("SECRET_KEY", "k" * 48)
     monkeypatch.setenv("DATABASE_URL", PG_URL)
     monkeypatch.setenv("PUBLIC_BASE_URL", "https://yanglao.shenyang.example.gov.cn")
+    monkeypatch.setenv("PII_KEYS", REAL_PII_KEYS)
+    monkeypatch.setenv("PII_HMAC_KEY", REAL_PII_HMAC_KEY)
 
 
 def test_production_starts_with_real_settings_and_secure_cookies(monkeypatch):

@@ -57,9 +57,7 @@ def _resident_by_number(id_number: str) -> Resident:
     problem = resident_id_error(id_number)
     if problem:
         raise InvalidInput(details={"id_number": problem})
-    resident = db.session.scalar(
-        sa.select(Resident).where(Resident.id_number == id_number.strip().upper())
-    )
+    resident = db.session.scalar(sa.select(Resident).where(Resident.id_number_is(id_number)))
     if resident is None:
         raise NotFound()
     return resident

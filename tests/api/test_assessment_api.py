@@ -251,6 +251,26 @@ def test_a_case_of_the_agency_in_full_and_no_full_id_number(api, world, agency_t
     assert body["items"] is None and body["recorder_certificate"] is None
 
 
+def test_the_elders_full_phone_only_while_the_case_is_open(api, world, take_through, agency_token):
+    """The agency calls to arrange the visit; once the case is closed it keeps a masked
+    phone only (issue 13 item 6)."""
+    phone = "13812345678"
+    open_elder = _another_elder(world)
+    closed_elder = world.factory.resident(world.heping, birth=date(1941, 6, 1), phone=phone)
+    open_elder.phone = phone
+    open_case = _scheduled(world, open_elder)
+    closed_case = take_through(closed_elder)  # approved
+    secret = agency_token()
+    got = api.get(f"/api/v1/assessments/{open_case.id}", secret).get_json()
+    assert got["resident"]["phone"] == phone
+    closed = api.get(f"/api/v1/assessments/{closed_case.id}", secret)
+    assert closed.get_json()["resident"]["phone"] == "138****5678"
+    assert phone not in closed.get_data(as_text=True)
+    listed = api.get("/api/v1/assessments?per_page=100", secret).get_json()["items"]
+    phones = {item["id"]: item["resident"]["phone"] for item in listed}
+    assert phones[open_case.id] == phone and phones[closed_case.id] == "138****5678"
+
+
 def test_another_agencys_case_looks_missing(api, world, agency_token):
     theirs = _assigned(world, agency=world.other)
     secret = agency_token()

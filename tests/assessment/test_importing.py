@@ -148,7 +148,7 @@ def test_residents_csv_imports_and_importing_it_again_changes_nothing(
     summary = db_session.scalar(sa.select(AuditLog).order_by(AuditLog.id.desc()).limit(1))
     assert summary.action == "import.residents"
     assert summary.after["created"] == 3 and summary.after["file"] == "residents.csv"
-    li = db_session.scalar(sa.select(Resident).where(Resident.id_number == person(132)))
+    li = db_session.scalar(sa.select(Resident).where(Resident.id_number_is(person(132))))
     assert li.district.code == "210103" and li.latitude == pytest.approx(41.7741)
 
     again = run(path, "residents")
@@ -166,7 +166,7 @@ def test_same_id_number_with_other_details_is_an_error_not_an_overwrite(
     report = run(moved, "residents")
     assert not report.imported
     assert report.errors == [(2, "id_number", "Already registered with different details.")]
-    resident = db_session.scalar(sa.select(Resident).where(Resident.id_number == person(121)))
+    resident = db_session.scalar(sa.select(Resident).where(Resident.id_number_is(person(121))))
     assert resident.address == "三好街 12 号"
 
 
@@ -208,7 +208,7 @@ def test_valid_rows_only_imports_the_valid_rows_once(english, tmp_path, db_sessi
     assert {p.row for p in report.errors} == {3, 4, 5, 6}
     after = counts(db_session, Resident)
     assert after == (before[0] + 1, before[1] + 2)
-    assert db_session.scalar(sa.select(Resident.id).where(Resident.id_number == person(154)))
+    assert db_session.scalar(sa.select(Resident.id).where(Resident.id_number_is(person(154))))
 
     again = run(path, "residents", valid_rows_only=True)
     assert (again.created, again.unchanged, again.error_rows) == (0, 1, 4)
@@ -226,7 +226,7 @@ def test_chinese_headers_in_gb18030_or_utf8_with_bom(encoding, english, tmp_path
     report = run(path, "residents")
     assert report.created == 1 and report.errors == []
     assert [(w.row, w.column) for w in report.warnings] == [(1, "备注")]  # ignored, not fatal
-    resident = db_session.scalar(sa.select(Resident).where(Resident.id_number == person(187)))
+    resident = db_session.scalar(sa.select(Resident).where(Resident.id_number_is(person(187))))
     assert resident.name == "孙桂兰" and resident.district.name_zh == "和平区"
 
 
@@ -238,7 +238,7 @@ def test_duplicate_id_in_one_file_is_reported(english, tmp_path, db_session):
     )
     report = run(path, "residents")
     assert report.errors == [(3, "id_number", "The same ID number is in row 2.")]
-    assert not db_session.scalar(sa.select(Resident.id).where(Resident.id_number == person(121)))
+    assert not db_session.scalar(sa.select(Resident.id).where(Resident.id_number_is(person(121))))
 
 
 def test_district_officer_imports_only_their_district(english, tmp_path, world, db_session):
@@ -283,7 +283,7 @@ def test_missing_required_columns_stop_before_any_row(english, tmp_path, db_sess
         (1, "address"),
     }
     assert all(p.reason == "This required column is missing." for p in report.errors)
-    assert not db_session.scalar(sa.select(Resident.id).where(Resident.id_number == person(121)))
+    assert not db_session.scalar(sa.select(Resident.id).where(Resident.id_number_is(person(121))))
 
 
 def test_row_and_size_limits(english, app, tmp_path, monkeypatch):
@@ -473,7 +473,7 @@ def test_cli_exits_non_zero_on_errors_and_prints_json(app, world, tmp_path, db_s
     )
     assert result.exit_code == 0
     assert "1 created" in result.stdout
-    assert db_session.scalar(sa.select(Resident.id).where(Resident.id_number == person(154)))
+    assert db_session.scalar(sa.select(Resident.id).where(Resident.id_number_is(person(154))))
     row = db_session.scalar(sa.select(AuditLog).where(AuditLog.action == "import.residents"))
     assert row.actor_label == "cli"
 
@@ -509,7 +509,7 @@ def test_bureau_officer_uploads_and_sees_the_report(world, client, login, tmp_pa
     response = _post(client, _file_with_bad_rows(tmp_path), "residents", valid_rows_only="1")
     html = response.get_data(as_text=True)
     assert response.status_code == 200 and '<dd id="rows-created">1</dd>' in html
-    resident = db_session.scalar(sa.select(Resident).where(Resident.id_number == person(154)))
+    resident = db_session.scalar(sa.select(Resident).where(Resident.id_number_is(person(154))))
     row = db_session.scalar(sa.select(AuditLog).where(AuditLog.action == "resident.create"))
     assert resident is not None and row.actor_user_id == world.officer.id
 
@@ -525,7 +525,7 @@ def test_an_upload_over_the_limit_is_refused_before_it_is_read(
     rows = [resident_row(person(100 + i % 900)) for i in range(2000)]  # about 150 KB
     response = _post(client, write_csv(tmp_path / "big.csv", RESIDENT_HEADER, rows), "residents")
     assert response.status_code == 413
-    assert not db_session.scalar(sa.select(Resident.id).where(Resident.id_number == person(100)))
+    assert not db_session.scalar(sa.select(Resident.id).where(Resident.id_number_is(person(100))))
 
 
 def test_an_elder_may_not_import(world, client, login, factory, tmp_path):

@@ -16,6 +16,7 @@ import requests
 from flask_babel import force_locale
 
 from eldercare.config import ConfigError, check_config
+from tests.test_config import REAL_PII_HMAC_KEY, REAL_PII_KEYS
 from tests.vouchers.conftest import GATEWAY_WEBHOOK_SECRET
 from tests.vouchers.localstripe_server import TEST_SECRET_KEY
 from vouchers.errors import BadSignature, CardDeclined, GatewayError, GatewayUnavailable
@@ -64,6 +65,8 @@ PRODUCTION = {
     "SECRET_KEY": "x" * 40,
     "SQLALCHEMY_DATABASE_URI": "postgresql+psycopg://db/eldercare",
     "PUBLIC_BASE_URL": "https://yanglao.example.gov.cn",
+    "PII_KEYS": REAL_PII_KEYS,
+    "PII_HMAC_KEY": REAL_PII_HMAC_KEY,
 }
 
 

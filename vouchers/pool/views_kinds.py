@@ -43,9 +43,7 @@ def _resident(id_number: str) -> Resident:
     problem = resident_id_error(id_number)
     if problem:
         raise InvalidInput(details={"id_number": problem})
-    resident = db.session.scalar(
-        sa.select(Resident).where(Resident.id_number == id_number.strip().upper())
-    )
+    resident = db.session.scalar(sa.select(Resident).where(Resident.id_number_is(id_number)))
     if resident is None:
         raise NotFound(_l("No elder with that resident ID is registered in your reach."))
     return resident
