@@ -14,6 +14,10 @@ from eldercare.pii import (
 )
 
 DEFAULT_SECRET_KEY = "dev-only-not-secret"  # noqa: S105 - refused in production below
+# The demo's webhook signing secret (the Makefile's ``make run``): public, so refused in
+# production below, as is any secret short enough to guess.
+DEMO_WEBHOOK_SECRET = "whsec_demo_only"  # noqa: S105
+MIN_WEBHOOK_SECRET_LENGTH = 32
 
 
 class ConfigError(RuntimeError):
@@ -138,6 +142,16 @@ def check_config(config: dict) -> None:
         if not config.get("PAYMENT_WEBHOOK_SECRET"):
             # Without it every webhook is refused, and payments settle only by polling.
             raise ConfigError("PAYMENT_GATEWAY_URL is set but PAYMENT_WEBHOOK_SECRET is empty")
+    webhook_secret = str(config.get("PAYMENT_WEBHOOK_SECRET") or "")
+    if webhook_secret and (
+        webhook_secret == DEMO_WEBHOOK_SECRET
+        or len(webhook_secret.strip()) < MIN_WEBHOOK_SECRET_LENGTH
+    ):
+        # Whoever knows it can sign events the platform acts on.
+        raise ConfigError(
+            "PAYMENT_WEBHOOK_SECRET must be the gateway's signing secret (at least "
+            f"{MIN_WEBHOOK_SECRET_LENGTH} characters), not the demo's, in production"
+        )
     # QR codes and printed cards carry this address for months; a request's Host header
     # (which a client chooses) must not end up on a card.
     if not str(config.get("PUBLIC_BASE_URL") or "").startswith("https://"):

@@ -3,7 +3,7 @@ import base64
 import pytest
 
 from eldercare import create_app
-from eldercare.config import DEFAULT_SECRET_KEY, ConfigError
+from eldercare.config import DEFAULT_SECRET_KEY, DEMO_WEBHOOK_SECRET, ConfigError
 
 PG_URL = "postgresql+psycopg://app@db.invalid/eldercare"  # never connected to at start-up
 REAL_PII_KEYS = "k1:" + base64.b64encode(b"r" * 32).decode()  # not the demo's
@@ -97,10 +97,37 @@ def test_production_starts_with_card_payments_and_mail_configured_safely(monkeyp
     for key, value in {
         "PAYMENT_GATEWAY_URL": "https://api.stripe.com",
         "PAYMENT_GATEWAY_SECRET_KEY": "sk_live_x",
-        "PAYMENT_WEBHOOK_SECRET": "whsec_x",
+        "PAYMENT_WEBHOOK_SECRET": "whsec_" + "w" * 32,
         "MAIL_SERVER": "smtp.example",
         "MAIL_PASSWORD": "pw",
         "MAIL_USE_TLS": "true",
     }.items():
         monkeypatch.setenv(key, value)
     assert create_app().config["PUBLIC_BASE_URL"] == "https://yanglao.shenyang.example.gov.cn"
+
+
+@pytest.mark.parametrize("secret", [DEMO_WEBHOOK_SECRET, "whsec_x", "w" * 31, " " * 40])
+@pytest.mark.parametrize("gateway_url", ["https://api.stripe.com", ""])
+def test_production_refuses_the_demo_or_a_short_webhook_secret(monkeypatch, secret, gateway_url):
+    """Anyone who knows the webhook secret can sign events; the demo's is in the Makefile."""
+    _production(monkeypatch)
+    monkeypatch.setenv("PAYMENT_GATEWAY_URL", gateway_url)
+    monkeypatch.setenv("PAYMENT_GATEWAY_SECRET_KEY", "sk_live_x")
+    monkeypatch.setenv("PAYMENT_WEBHOOK_SECRET", secret)
+    with pytest.raises(ConfigError, match="PAYMENT_WEBHOOK_SECRET"):
+        create_app()
+
+
+def test_production_takes_a_webhook_secret_of_32_characters(monkeypatch):
+    _production(monkeypatch)
+    monkeypatch.setenv("PAYMENT_GATEWAY_URL", "https://api.stripe.com")
+    monkeypatch.setenv("PAYMENT_GATEWAY_SECRET_KEY", "sk_live_x")
+    monkeypatch.setenv("PAYMENT_WEBHOOK_SECRET", "s" * 32)
+    assert create_app().config["PAYMENT_WEBHOOK_SECRET"] == "s" * 32
+
+
+def test_the_demo_webhook_secret_is_the_one_the_makefile_uses():
+    from pathlib import Path
+
+    makefile = (Path(__file__).parents[1] / "Makefile").read_text()
+    assert f"PAYMENT_WEBHOOK_SECRET={DEMO_WEBHOOK_SECRET}" in makefile

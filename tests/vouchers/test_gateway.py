@@ -77,7 +77,7 @@ def test_production_refuses_card_payments_without_a_key_or_over_plain_http():
         | {
             "PAYMENT_GATEWAY_URL": "https://api.stripe.com",
             "PAYMENT_GATEWAY_SECRET_KEY": "sk_1",
-            "PAYMENT_WEBHOOK_SECRET": "whsec_1",
+            "PAYMENT_WEBHOOK_SECRET": "whsec_" + "1" * 32,
         }
     )
     with pytest.raises(ConfigError, match="SECRET_KEY"):

@@ -25,7 +25,8 @@ Who settles a payment:
 - the request that confirms the card, with the gateway's answer (most payments);
 - the 3-D Secure return (its own endpoint), by retrieving the intent; it gives a hold back
   once per confirm that sent the payer there (``settle_return``);
-- the gateway's webhook (signature verified), by retrieving the intent;
+- the gateway's webhook (signature verified), by retrieving the intent, and only for an
+  intent whose id one of the platform's attempts recorded (never linked by metadata);
 - the status page and the scanner API's poll, by retrieving the intent;
 - ``settle_stale_holds``, every minute: refunds left ``refunding``; holds older than 15
   minutes (a succeeded intent is captured, any other is cancelled at the gateway first and
@@ -914,72 +915,86 @@ def reverse(redemption: Redemption, *, actor: User, reason: str, now: datetime |
 def handle_webhook(payload: bytes, signature_header: str | None) -> str:
     """A gateway event: verified, recorded once, then settled from the intent's current state
     (retrieved, not read from the event, so events arriving out of order cannot undo a later
-    attempt). Returns what was done."""
+    attempt). Returns what was done.
+
+    The event only names an intent. Nothing else in it (status, amount, metadata) is read:
+    a signature proves the gateway sent the event, not that the platform made the intent,
+    and anyone holding the gateway account's key can create an intent with any metadata.
+    An intent none of the platform's payment attempts recorded is acknowledged ("not_ours"),
+    audited and left alone."""
     event = verify_signature(
         payload, signature_header or "", current_app.config.get("PAYMENT_WEBHOOK_SECRET") or ""
     )
     event_id, event_type = str(event.get("id") or ""), str(event.get("type") or "")
     obj = (event.get("data") or {}).get("object") or {}
+    obj_id = obj.get("id") if isinstance(obj, dict) and isinstance(obj.get("id"), str) else None
     if not event_id:
         raise InvalidInput(details={"id": "missing"})
     if db.session.scalar(sa.select(GatewayEvent.id).where(GatewayEvent.event_id == event_id)):
         return "duplicate"
     result = "ignored"
-    if event_type in SETTLING_EVENTS and obj.get("id"):
+    foreign = None
+    if event_type in SETTLING_EVENTS and obj_id:
         # Settling is idempotent, so a resent event does no harm; it is recorded only after
         # settling, so an event that failed half-way (gateway down) is handled when resent.
-        result = _settle_event_intent(str(obj["id"]))
+        result, foreign = _settle_event_intent(obj_id)
     try:
         with db.session.begin_nested():
             db.session.add(
-                GatewayEvent(event_id=event_id[:80], type=event_type[:60], object_id=obj.get("id"))
+                GatewayEvent(event_id=event_id[:80], type=event_type[:60], object_id=obj_id)
             )
+            if foreign is not None:
+                _audit_foreign_intent(event_id, event_type, foreign)
     except sa.exc.IntegrityError:
         return "duplicate"
     db.session.commit()
     return result
 
 
-def _settle_event_intent(intent_id: str) -> str:
-    """Settle the redemption an event's intent belongs to, from the intent retrieved now.
-    Any intent ever created for a redemption is in its attempts, dropped ones too, so a late
-    event for one of those reaches redeem-or-refund and is never attached again."""
+def _settle_event_intent(intent_id: str) -> tuple[str, dict | None]:
+    """Settle the redemption an event's intent belongs to, from the intent retrieved now;
+    (what was done, the intent when it is not the platform's).
+
+    The intent belongs to a redemption only through a payment attempt that recorded its id
+    when the platform created it (dropped attempts too, so a late event for one of those
+    reaches redeem-or-refund and is never attached again). An intent whose id the platform
+    never recorded (a crash between the gateway's answer and our commit) is found again by
+    the every-minute job, which repeats the create under the attempt's idempotency key;
+    never by the metadata, which whoever creates an intent chooses."""
+    attempt = _attempt_of_intent(intent_id)
     try:
         intent = gateway().retrieve_payment_intent(intent_id)
     except GatewayRefused:
-        return "unknown"  # not an intent of this account: nothing of ours to settle
-    attempt = _attempt_of_intent(intent["id"]) or _adopt(intent)
-    if attempt is None:
-        log.error("webhook for intent %s, which no payment attempt made", intent["id"])
-        return "unknown"
+        # Unknown to the gateway: nothing to settle, and nothing of ours if no attempt.
+        return "unknown", None if attempt is not None else {"id": intent_id}
+    if attempt is None or intent.get("id") != intent_id:
+        log.warning("webhook for intent %s, which no payment attempt made", intent_id)
+        return "not_ours", intent
     redemption = db.session.get(Redemption, attempt.redemption_id)
-    return apply_intent(redemption, intent, release_on_failure=False)
+    return apply_intent(redemption, intent, release_on_failure=False), None
 
 
-def _adopt(intent: dict) -> PaymentAttempt | None:
-    """An intent created but whose id was never recorded here (a crash between the gateway's
-    answer and our commit): its metadata names the redemption and the attempt's key, and it
-    belongs to that attempt only if the key and the amount match one still without an intent.
-    The redemption points at it only while that attempt is still its live one."""
-    metadata = intent.get("metadata") or {}
-    named, key = str(metadata.get("redemption") or ""), str(metadata.get("attempt") or "")
-    if not (named.isdigit() and len(named) < 10 and key):
-        return None
-    attempt = db.session.scalar(
-        sa.select(PaymentAttempt).where(
-            PaymentAttempt.redemption_id == int(named),
-            PaymentAttempt.idempotency_key == key,
-            PaymentAttempt.intent_id.is_(None),
-        )
+def _audit_foreign_intent(event_id: str, event_type: str, intent: dict) -> None:
+    """A signed event about an intent the platform did not create: worth a look (a key
+    leaked, or someone charging through the account), so it is on the audit trail with what
+    the gateway says of the intent."""
+    metadata = intent.get("metadata")
+    metadata = metadata if isinstance(metadata, dict) else {}
+    # Chosen by whoever made the intent: kept short.
+    metadata = {str(k)[:40]: str(v)[:100] for k, v in list(metadata.items())[:10]}
+    audit.record(
+        "payment.webhook_foreign_intent",
+        object_type="gateway_event",
+        object_id=event_id[:80],
+        after={
+            "event": event_id[:80],
+            "type": event_type[:60],
+            "intent": str(intent.get("id") or "")[:80],
+            "status": intent.get("status"),
+            "amount_fen": intent.get("amount"),
+            "metadata": metadata,
+        },
     )
-    if attempt is None or attempt.amount_fen != intent.get("amount"):
-        return None
-    attempt.intent_id = intent["id"]
-    redemption = db.session.get(Redemption, attempt.redemption_id)
-    if attempt.state == "current" and redemption.payment_intent_id is None:
-        redemption.payment_intent_id = intent["id"]
-    db.session.commit()
-    return attempt
 
 
 def _settle_stale_job() -> dict:
