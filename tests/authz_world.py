@@ -204,15 +204,17 @@ def _find_ids() -> tuple[dict, dict]:
 def _add_what_the_demo_lacks() -> None:
     """Objects the demo city has none of, so that their routes point at real rows of the
     first provider and of Heping: a complaint, a link request, a hand-raised flag on a
-    redemption, a pending payee change, an exclusion."""
+    redemption, a pending payee change, an exclusion, a document, a scanned QR code."""
     from datetime import date
 
     from assessment.eligibility import add_exclusion
     from eldercare.account_links import request_link
     from marketplace.complaints import file_complaint
+    from marketplace.documents import store_document
     from marketplace.models import Provider, ProviderStaff
     from vouchers.integrity.flags import raise_flag
     from vouchers.models import Redemption, Voucher
+    from vouchers.redemption.qr_tokens import consume_token, make_token
     from vouchers.settlement.payees import request_change
 
     def user(name):
@@ -252,6 +254,19 @@ def _add_what_the_demo_lacks() -> None:
         actor=user("provider.admin"),
     )
     add_exclusion(wang.resident, "basic_upgrade_project", date(2020, 1, 1), source="matrix")
+    store_document(
+        provider,
+        kind="other",
+        filename="licence.pdf",
+        data=b"%PDF-1.4\n% matrix\n",
+        actor=user("provider.admin"),
+    )
+    voucher = _first(
+        sa.select(Voucher)
+        .where(Voucher.resident_id == wang.resident_id, Voucher.status == "active")
+        .order_by(Voucher.id.desc())
+    )
+    consume_token(make_token(voucher.id), user=user("provider.staff"))
 
 
 # Arguments that are not row ids, by (endpoint, argument) or by argument.
@@ -323,7 +338,15 @@ def seeded_world(tmp_path_factory):
             url = stack.enter_context(fresh_postgres_database("eldercare_authz"))
         else:
             url = "sqlite:///" + str(tmp_path_factory.mktemp("authz") / "authz.db")
-        app = create_app(TEST_CONFIG | {"SQLALCHEMY_DATABASE_URI": url, "WTF_CSRF_ENABLED": False})
+        documents = tmp_path_factory.mktemp("authz_documents")
+        app = create_app(
+            TEST_CONFIG
+            | {
+                "SQLALCHEMY_DATABASE_URI": url,
+                "WTF_CSRF_ENABLED": False,
+                "DOCUMENT_STORE": str(documents),
+            }
+        )
         app.test_client_class = FreshGlobalsClient
         with app.app_context():
             upgrade()
