@@ -131,3 +131,18 @@ def test_a_write_scope_passes_the_gate(client, token_for, app):
         code = body.get("error", {}).get("code")
         assert code != "write_scope_required", (method, rule)
         assert response.status_code < 500, (method, rule, response.status_code)
+
+
+def test_every_api_read_operation_declares_the_scopes_it_needs(app):
+    """Reads are scoped too: every token-protected GET names the scopes that may read it,
+    except ``/me``, which tells any valid token what it is."""
+    undeclared = []
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/") or "GET" not in rule.methods:
+            continue
+        scopes = getattr(app.view_functions[rule.endpoint], "token_scopes", None)
+        if scopes is None:
+            undeclared.append(rule.rule)  # not token-protected at all
+        elif not scopes:
+            undeclared.append(rule.rule)
+    assert sorted(undeclared) == ["/api/v1/me", "/api/v1/openapi.json"]
