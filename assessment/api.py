@@ -317,7 +317,7 @@ def record_result(body, assessment_id):
 
 
 @blp.post("/eligibility-checks")
-@token_required("read")
+@token_required("read", lookup=True)
 @blp.doc(security=BEARER)
 @blp.arguments(AssessmentEligibilityCheckSchema)
 @blp.response(200, AssessmentEligibilityAnswerSchema)

@@ -21,7 +21,7 @@ from eldercare.api_fields import page_limit, page_offset
 from eldercare.db import db
 from eldercare.errors import NotFound, PermissionDenied
 from eldercare.residents import Resident
-from eldercare.tokens import token_required
+from eldercare.tokens import ELDERS_WRITE, token_required
 
 blp = Blueprint(
     "account-links",
@@ -159,7 +159,7 @@ _BUREAU_EXAMPLE = _OWN_EXAMPLE | {
 
 
 @blp.post("/account-links")
-@token_required("read")
+@token_required(ELDERS_WRITE)
 @blp.doc(security=BEARER)
 @blp.arguments(
     LinkRequestNewSchema,

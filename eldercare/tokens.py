@@ -33,7 +33,16 @@ SCOPES = {
     "vouchers:redeem": _l("Scan and redeem vouchers"),
     "vouchers:read": _l("Read vouchers and balances"),
     "bureau:write": _l("Act for the bureau: record moves, decide assessments, change policy"),
+    "elders:write": _l(
+        "Act for an elder: book, cancel and rate services, file complaints, show voucher codes"
+    ),
 }
+# The scopes that only let a token read. Every other scope lets it write something, and an
+# operation that is not a GET, HEAD or OPTIONS needs one of those (see token_required).
+READ_SCOPES = frozenset({"read", "vouchers:read"})
+WRITE_SCOPES = frozenset(SCOPES) - READ_SCOPES
+# What the mini-program's token needs to act for an elder (a read-only one only looks).
+ELDERS_WRITE = "elders:write"
 _LAST_USED_RESOLUTION = timedelta(minutes=1)  # avoid a write on every API call
 
 
@@ -134,14 +143,41 @@ def authenticate_bearer(header: str | None) -> ApiToken:
     return token
 
 
-def token_required(*scopes: str, any_of: bool = False):
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _check_write_scope(token: ApiToken, declared: frozenset[str]) -> None:
+    """The one rule for writing: an operation that is not a GET, HEAD or OPTIONS needs one of
+    the write scopes its route declares. A route that declares none (an oversight) refuses
+    every token, rather than letting a read-only one write."""
+    needed = declared & WRITE_SCOPES
+    if needed & token.scope_set:
+        return
+    missing = sorted(needed)
+    raise PermissionDenied(
+        _l("This API token may only read; this operation needs a write scope."),
+        code="write_scope_required",
+        details={"missing": missing} if len(missing) == 1 else {"missing_one_of": missing},
+    )
+
+
+def token_required(*scopes: str, any_of: bool = False, lookup: bool = False):
     """Decorator for API views: a valid bearer token holding every listed scope (or, with
-    ``any_of``, at least one of them)."""
+    ``any_of``, at least one of them).
+
+    Whatever the list says, a request with a method other than GET, HEAD or OPTIONS must
+    also hold one of the listed write scopes (``_check_write_scope``), so that a read-only
+    token never writes. ``lookup`` marks the rare POST that only reads (to keep an ID number
+    out of URLs); tests/api/test_write_scopes.py keeps the list of those short and reviewed.
+    """
+    declared = frozenset(scopes)
 
     def decorator(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
             token = authenticate_bearer(request.headers.get("Authorization"))
+            if request.method not in SAFE_METHODS and not lookup:
+                _check_write_scope(token, declared)
             missing = sorted(set(scopes) - token.scope_set)
             if any_of and scopes and len(missing) == len(set(scopes)):
                 raise PermissionDenied(
@@ -156,6 +192,9 @@ def token_required(*scopes: str, any_of: bool = False):
             g.api_user = token.user
             return view(*args, **kwargs)
 
+        # What the route declares, for the tests that walk the route table.
+        wrapper.token_scopes = declared
+        wrapper.token_lookup = lookup
         return wrapper
 
     return decorator

@@ -21,7 +21,7 @@ from eldercare.db import db
 from eldercare.errors import NotFound, PermissionDenied
 from eldercare.residents import Resident
 from eldercare.timeutil import now_utc
-from eldercare.tokens import token_required
+from eldercare.tokens import ELDERS_WRITE, token_required
 from marketplace import bookings, complaints, reviews
 from marketplace.api import blp, shape_booking, shape_review
 from marketplace.models import Booking, Complaint, Provider, Review, Service
@@ -135,7 +135,7 @@ def list_bookings(query):
 
 
 @blp.post("/bookings")
-@token_required("read")
+@token_required(ELDERS_WRITE)
 @_for_elders
 @blp.doc(security=BEARER)
 @blp.arguments(MarketplaceBookingRequestSchema)
@@ -175,7 +175,7 @@ def get_booking(booking_id):
 
 
 @blp.post("/bookings/<int:booking_id>/cancel")
-@token_required("read")
+@token_required(ELDERS_WRITE)
 @_for_elders
 @blp.doc(security=BEARER)
 @blp.arguments(MarketplaceReasonSchema)
@@ -189,7 +189,7 @@ def cancel_booking(body, booking_id):
 
 
 @blp.post("/bookings/<int:booking_id>/review")
-@token_required("read")
+@token_required(ELDERS_WRITE)
 @_for_elders
 @blp.doc(security=BEARER)
 @blp.arguments(MarketplaceReviewRequestSchema)
@@ -219,7 +219,7 @@ def list_complaints():
 
 
 @blp.post("/complaints")
-@token_required("read")
+@token_required(ELDERS_WRITE)
 @_for_elders
 @blp.doc(security=BEARER)
 @blp.arguments(MarketplaceComplaintRequestSchema)

@@ -43,7 +43,7 @@ def _settle() -> dict:
     return {}
 
 
-def _token(user, scopes=("read",)):
+def _token(user, scopes=("read", "elders:write")):
     secret = issue_token(user, "phone", list(scopes))[1]
     _settle()
     return {"Authorization": f"Bearer {secret}"}
@@ -351,7 +351,8 @@ def test_parallel_requests_of_one_account_stop_at_the_limit(private_app, monkeyp
         db.session.flush()
         # A token per thread: each request stamps its token's last use, and one shared token
         # would line the requests up on that row instead of on the account's.
-        secrets = [issue_token(user, f"phone {i}", ["read"])[1] for i in range(threads_count)]
+        scopes = ["read", "elders:write"]
+        secrets = [issue_token(user, f"phone {i}", scopes)[1] for i in range(threads_count)]
         db.session.commit()
         limit = private_app.config["LINK_REQUESTS_PER_DAY"]
 

@@ -549,3 +549,19 @@ def test_any_interleaving_of_appends_commits_and_seals_gives_one_whole_chain(pri
         assert committed <= ids and not rolled_back & ids
         _assert_every_row_sealed_once()
         db.session.remove()
+
+
+def test_the_audit_trail_pages_through_more_than_a_page(db_session, client, factory, login):
+    """The pager's links once replaced gettext (``_``) in the template: a trail longer than a
+    page was a 500 for the auditor (found by the authorisation matrix)."""
+    login(factory.user("auditor.pages", roles=("auditor",)))
+    for n in range(120):
+        audit.record("paged", object_type="t", object_id=n)
+    db_session.commit()
+    first = client.get("/audit/?page=1", headers={"Accept-Language": "en"})
+    assert first.status_code == 200
+    assert "page=2" in first.get_data(as_text=True) and "Next" in first.get_data(as_text=True)
+    middle = client.get("/audit/?page=2", headers={"Accept-Language": "en"})
+    assert middle.status_code == 200
+    text = middle.get_data(as_text=True)
+    assert "page=1" in text and "page=3" in text and "Previous" in text

@@ -20,7 +20,7 @@ from eldercare.api import BEARER, error_responses, local_time
 from eldercare.db import db
 from eldercare.errors import NotFound, PermissionDenied
 from eldercare.timeutil import local_today, now_utc
-from eldercare.tokens import token_required
+from eldercare.tokens import ELDERS_WRITE, token_required
 from marketplace import catalogue
 from vouchers.api import blp, shape_redemption, shape_voucher
 from vouchers.models import Redemption, TokenUse, Voucher
@@ -123,7 +123,7 @@ def list_voucher_redemptions(voucher_id):
 
 
 @blp.post("/vouchers/<int:voucher_id>/qr-token")
-@token_required(*_READ, any_of=True)
+@token_required(ELDERS_WRITE)
 @_for_elders
 @blp.doc(security=BEARER)
 @blp.response(200, VouchersQrTokenSchema)

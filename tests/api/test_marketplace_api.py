@@ -76,7 +76,7 @@ def settle(db_session):
 def token(market, db_session):
     """A token acting as ``user``, with ``scopes``."""
 
-    def _issue(user, scopes=("read",)):
+    def _issue(user, scopes=("read", "elders:write")):  # the mini-program's token
         _token, secret = issue_token(user, "Test client", list(scopes))
         settle(db_session)
         return secret

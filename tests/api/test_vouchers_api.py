@@ -67,7 +67,7 @@ def token(shop, db_session):
     """A token acting as ``user`` with ``scopes``; what the test built so far is committed
     (an error answer rolls back everything uncommitted)."""
 
-    def _issue(user, scopes=("read",)):
+    def _issue(user, scopes=("read", "elders:write")):  # the mini-program's token
         _token, secret = issue_token(user, "Test client", list(scopes))
         db_session.commit()
         return secret

@@ -90,7 +90,7 @@ def test_the_statements_of_one_cash_redemption_are_few_and_fixed(
         for i in range(earlier):
             voucher = shop.voucher if i % 2 == 0 else others[i % 3]
             _redeem_in_process(voucher, shop.caregiver, minutes_ago=1 + i // 8, seq=i % 8)
-        elder_secret = issue_token(shop.elder_user, "phone", ["read"])[1]
+        elder_secret = issue_token(shop.elder_user, "phone", ["read", "elders:write"])[1]
         scanner = issue_token(shop.caregiver, "scanner", ["providers:write"])[1]
         db_session.commit()
         engine = db.engine
