@@ -118,18 +118,26 @@ class FamilyLink(Base):
 
 
 class LoginThrottle(Base):
-    """Failed logins per username, whether or not such an account exists.
+    """Failed sign-ins in the current window, per typed name and client, per client (name
+    left empty) and per name (client left empty); see ``eldercare.login_throttle``.
 
     Keying on the typed name (not the user row) is what keeps the lock-out from
     telling an attacker which usernames are real.
     """
 
     __tablename__ = "login_throttles"
+    __table_args__ = (
+        sa.CheckConstraint("username_key <> '' OR client_key <> ''", name="names_something"),
+    )
 
+    # The typed name, lower-case; '' on a client's row across every name.
     username_key: Mapped[str] = mapped_column(sa.String(80), primary_key=True)
+    # The client's address (an IPv6 client's /64); '' on a name's row across every client.
+    client_key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    # Guesses taken in the window (each before its password was judged), less right ones.
     failures: Mapped[int] = mapped_column(default=0)
+    window_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 def elders_acted_for(user) -> list[Resident]:

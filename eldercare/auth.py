@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import functools
-from datetime import timedelta
 
 import sqlalchemy as sa
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    has_request_context,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import LoginManager, current_user, login_user, logout_user
@@ -15,8 +23,8 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
-from eldercare import audit
-from eldercare.accounts import LoginThrottle, User
+from eldercare import audit, login_throttle
+from eldercare.accounts import User
 from eldercare.db import db
 from eldercare.errors import AuthenticationRequired, NotFound, PermissionDenied, wants_json
 from eldercare.navigation import safe_next
@@ -62,11 +70,16 @@ def _dummy_hash() -> str:
 
 
 def authenticate(username: str, password: str) -> User:
-    """Return the user for a right name and password; count and lock failures per name."""
+    """Return the user for a right name and password. Each attempt takes one of the allowed
+    guesses before the password is judged (eldercare/login_throttle.py); once they are used
+    up, the client (or the name) is refused without judging."""
     key = username.strip().lower()[:80]
+    if not key:
+        raise LoginFailed(_l("The username or password is not correct."))
+    client = login_throttle.client_key(request.remote_addr if has_request_context() else None)
     now = now_utc()
-    throttle = db.session.get(LoginThrottle, key, with_for_update=True)
-    if throttle is not None and throttle.locked_until is not None and throttle.locked_until > now:
+    attempt = login_throttle.take_guess(key, client, now)
+    if attempt is None:
         raise LoginFailed(_l("Too many failed attempts. Please try again later."))
 
     user = db.session.scalar(sa.select(User).where(User.username == key))
@@ -76,25 +89,16 @@ def authenticate(username: str, password: str) -> User:
     else:
         ok = user.check_password(password)
     if ok and user is not None and user.active:
-        if throttle is not None:
-            db.session.delete(throttle)
+        login_throttle.give_back(attempt)
         user.last_login_at = now
         return user
 
-    if throttle is None:
-        throttle = LoginThrottle(username_key=key, failures=0)
-        db.session.add(throttle)
-    if throttle.locked_until is not None:  # an old lock has run out: start counting again
-        throttle.failures, throttle.locked_until = 0, None
-    throttle.failures += 1
-    throttle.last_failure_at = now
-    if throttle.failures >= current_app.config["LOGIN_MAX_FAILURES"]:
-        throttle.locked_until = now + timedelta(minutes=current_app.config["LOGIN_LOCK_MINUTES"])
+    if attempt.locked:  # this wrong guess was the last one allowed
         audit.record(
             "login.locked",
             object_type="login_throttles",
             object_id=key,
-            after={"failures": throttle.failures},
+            after={"client": client, "locked": list(attempt.locked)},
         )
         raise LoginFailed(_l("Too many failed attempts. Please try again later."))
     raise LoginFailed(_l("The username or password is not correct."))
