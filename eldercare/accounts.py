@@ -70,6 +70,16 @@ class User(UserMixin, Base):
     district: Mapped[District | None] = relationship()
     role_rows: Mapped[list[UserRole]] = relationship(cascade="all, delete-orphan", lazy="selectin")
 
+    # The sign-in session this object came through (eldercare/user_sessions.py); not stored.
+    session_token = None
+
+    def get_id(self) -> str:
+        """What Flask-Login keeps in the session cookie: the sign-in session's token, never
+        the account id, so that ending the session (sign-out) ends every copy of the cookie."""
+        if self.session_token is None:
+            raise RuntimeError("no sign-in session: user_sessions.start(user) before login_user")
+        return self.session_token
+
     @property
     def is_active(self) -> bool:  # Flask-Login refuses inactive accounts
         return self.active

@@ -17,16 +17,22 @@ from flask import (
 )
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from flask_login import LoginManager, current_user, login_user, logout_user
+from flask_login import LoginManager, current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import PasswordField, StringField
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired, EqualTo, Length
 
-from eldercare import audit, login_throttle
+from eldercare import account_service, audit, login_throttle, user_sessions
 from eldercare.accounts import User
 from eldercare.db import db
-from eldercare.errors import AuthenticationRequired, NotFound, PermissionDenied, wants_json
+from eldercare.errors import (
+    AuthenticationRequired,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    wants_json,
+)
 from eldercare.navigation import safe_next
 from eldercare.timeutil import now_utc
 
@@ -48,9 +54,10 @@ class LoginFailed(Exception):
 
 
 @login_manager.user_loader
-def _load_user(user_id: str) -> User | None:
-    user = db.session.get(User, int(user_id))
-    return user if user is not None and user.active else None
+def _load_user(session_token: str) -> User | None:
+    # The cookie names a sign-in session, not an account: a session ended by signing out or
+    # by a password change loads nobody, whoever kept a copy of the cookie.
+    return user_sessions.load(session_token)
 
 
 @login_manager.unauthorized_handler
@@ -119,6 +126,7 @@ def login():
         except LoginFailed as failure:
             error = failure.message
         else:
+            user_sessions.start(user)
             login_user(user)
             audit.record("login.success", user, actor=user)
             return redirect(safe_next(request.args.get("next")))
@@ -128,9 +136,53 @@ def login():
 
 @bp.post("/logout")
 def logout():
+    if current_user.is_authenticated:
+        user_sessions.end(current_user.get_id())
+        user = current_user._get_current_object()
+        audit.record("logout", user, actor=user)
     logout_user()
     flash(_("You have signed out."), "info")
     return redirect(url_for("home.index"))
+
+
+class PasswordForm(FlaskForm):
+    current_password = PasswordField(
+        _l("Current password"), validators=[DataRequired(), Length(max=200)]
+    )
+    new_password = PasswordField(_l("New password"), validators=[DataRequired(), Length(max=200)])
+    new_password_again = PasswordField(
+        _l("The new password again"),
+        validators=[
+            DataRequired(),
+            EqualTo("new_password", message=_l("The two new passwords are not the same.")),
+        ],
+    )
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+@login_required
+def change_password():
+    """The signed-in person changes their password; every other session of theirs ends."""
+    form = PasswordForm()
+    if form.validate_on_submit():
+        user = current_user._get_current_object()
+        try:
+            # Typing the current password is a sign-in attempt: the throttle counts it.
+            authenticate(user.username, form.current_password.data)
+        except LoginFailed as failure:
+            form.current_password.errors.append(failure.message)
+        else:
+            try:
+                account_service.change_password(
+                    user, form.new_password.data, keep_session=user.get_id()
+                )
+            except InvalidInput as error:  # raised before anything changed
+                form.new_password.errors.extend(error.details.values())
+            else:
+                flash(_("Your password is changed. Every other session is signed out."), "info")
+                return redirect(url_for("home.index"))
+    status = 422 if form.is_submitted() else 200
+    return render_template("auth/password.html", form=form), status
 
 
 def roles_required(*roles: str):
