@@ -85,7 +85,8 @@ def authenticate(username: str, password: str) -> User:
         raise LoginFailed(_l("The username or password is not correct."))
     client = login_throttle.client_key(request.remote_addr if has_request_context() else None)
     now = now_utc()
-    attempt = login_throttle.take_guess(key, client, now)
+    per_name = not login_throttle.known_device(key)
+    attempt = login_throttle.take_guess(key, client, now, per_name=per_name)
     if attempt is None:
         raise LoginFailed(_l("Too many failed attempts. Please try again later."))
 
@@ -129,7 +130,9 @@ def login():
             user_sessions.start(user)
             login_user(user)
             audit.record("login.success", user, actor=user)
-            return redirect(safe_next(request.args.get("next")))
+            response = redirect(safe_next(request.args.get("next")))
+            login_throttle.mark_device(response, user.username)
+            return response
     status = 401 if error else 200
     return render_template("auth/login.html", form=form, error=error), status
 

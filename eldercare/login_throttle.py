@@ -13,7 +13,10 @@ Failures are counted three ways, each with its own allowance per window:
   never reach it.
 
 A right password gives back the guess it took from the last two (only real failures count
-there), so an office behind one address is not locked by its own sign-ins.
+there), so an office behind one address is not locked by its own sign-ins. A browser that
+has signed in as a name before carries a signed cookie saying so (``mark_device``); for that
+name it is not counted per name, so a name-wide lock does not keep its owner out of their
+usual browser (OWASP's "device cookies"); the other two counters still hold it.
 
 The guess is taken BEFORE the password is judged, atomically: the three rows are created if
 missing (``INSERT … ON CONFLICT DO NOTHING``), locked in key order (``SELECT … FOR UPDATE``:
@@ -30,6 +33,7 @@ IPv6 client is its /64 network, since one host usually holds a whole /64.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 from contextlib import nullcontext
@@ -37,7 +41,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from flask import current_app
+from flask import current_app, has_request_context, request
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy.dialects import postgresql, sqlite
 
 from eldercare import own_connection
@@ -47,6 +52,8 @@ from eldercare.db import db
 log = logging.getLogger(__name__)
 
 ANY = ""  # a key column left empty: the row counts across every name (or every client)
+DEVICE_COOKIE = "signin_device"
+DEVICE_DAYS = 180
 _table = LoginThrottle.__table__
 _c = _table.c
 
@@ -73,18 +80,54 @@ def client_key(remote_addr: str | None) -> str:
     return str(address)
 
 
-def _allowances(name: str, client: str) -> dict[tuple[str, str], tuple[str, int, timedelta]]:
+def _device_serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="sign-in device")
+
+
+def _device_mark(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()[:32]  # the cookie does not show the name
+
+
+def mark_device(response, name: str) -> None:
+    """After a right password: this browser is one its owner signs in from."""
+    response.set_cookie(
+        DEVICE_COOKIE,
+        _device_serializer().dumps(_device_mark(name)),
+        max_age=DEVICE_DAYS * 86400,
+        httponly=True,
+        secure=current_app.config.get("SESSION_COOKIE_SECURE", False),
+        samesite="Lax",
+    )
+
+
+def known_device(name: str) -> bool:
+    """Whether this request comes from a browser that signed in as ``name`` before."""
+    raw = request.cookies.get(DEVICE_COOKIE) if has_request_context() else None
+    if not raw:
+        return False
+    try:
+        mark = _device_serializer().loads(raw, max_age=DEVICE_DAYS * 86400)
+    except BadSignature:
+        return False
+    return mark == _device_mark(name)
+
+
+def _allowances(
+    name: str, client: str, per_name: bool
+) -> dict[tuple[str, str], tuple[str, int, timedelta]]:
     config = current_app.config
     lock = timedelta(minutes=config["LOGIN_LOCK_MINUTES"])
-    return {
+    allowances = {
         (name, client): ("name_client", config["LOGIN_MAX_FAILURES"], lock),
         (ANY, client): ("client", config["LOGIN_CLIENT_MAX_FAILURES"], lock),
-        (name, ANY): (
+    }
+    if per_name:
+        allowances[(name, ANY)] = (
             "name",
             config["LOGIN_NAME_MAX_FAILURES"],
             timedelta(minutes=config["LOGIN_NAME_LOCK_MINUTES"]),
-        ),
-    }
+        )
+    return allowances
 
 
 def _counting_connection():
@@ -101,12 +144,12 @@ def _where(key: tuple[str, str]):
     return sa.and_(_c.username_key == key[0], _c.client_key == key[1])
 
 
-def take_guess(name: str, client: str, now: datetime) -> Attempt | None:
-    """Count one failure on each of the three rows before the password is judged: the
-    attempt, or None when any of them is locked (then nothing is counted and the password
-    must not be judged). A failure to get the rows' locks in time also answers None: the
-    throttle fails closed."""
-    allowances = _allowances(name, client)
+def take_guess(name: str, client: str, now: datetime, *, per_name: bool = True) -> Attempt | None:
+    """Count one failure on each of the rows before the password is judged: the attempt, or
+    None when any of them is locked (then nothing is counted and the password must not be
+    judged). A failure to get the rows' locks in time also answers None: the throttle fails
+    closed. ``per_name`` False (the owner's usual browser): the name's row is left out."""
+    allowances = _allowances(name, client, per_name)
     keys = sorted(allowances)
     try:
         with _counting_connection() as conn:
@@ -158,7 +201,7 @@ def give_back(attempt: Attempt) -> None:
     try:
         with _counting_connection() as conn:
             conn.execute(sa.delete(_table).where(_where((attempt.name, attempt.client))))
-            for key in ((ANY, attempt.client), (attempt.name, ANY)):
+            for key in attempt.windows.keys() - {(attempt.name, attempt.client)}:
                 conn.execute(
                     sa.update(_table)
                     .where(

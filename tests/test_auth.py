@@ -105,15 +105,33 @@ def test_a_client_guessing_across_names_is_locked_for_every_name(client, factory
         app.config["LOGIN_CLIENT_MAX_FAILURES"] = 30
 
 
-def test_guessing_one_name_from_many_clients_locks_the_name(client, factory, app):
+def test_guessing_one_name_from_many_clients_locks_the_name_but_not_the_owners_browser(
+    client, factory, app
+):
     factory.user("clerk")
+    owners_browser = app.test_client()
+    assert _attempt(owners_browser, "clerk", PASSWORD, "10.9.9.8").status_code == 302
+    owners_browser.post("/logout")
     app.config["LOGIN_NAME_MAX_FAILURES"] = 4
     try:
         for i in range(3):
             assert WRONG in _attempt(client, "clerk", "guess", f"10.0.0.{i}").get_data(as_text=True)
         assert LOCKED in _attempt(client, "clerk", "guess", "10.0.0.3").get_data(as_text=True)
-        # The price of bounding distributed guessing: the name is locked for everyone.
+        # The price of bounding distributed guessing: the name is locked for every browser
+        # that has not signed in as it before...
         assert LOCKED in _attempt(client, "clerk", PASSWORD, "10.9.9.9").get_data(as_text=True)
+        # ...but the owner's usual browser, wherever it is now, carries the mark of an
+        # earlier right password and still gets in.
+        assert _attempt(owners_browser, "clerk", PASSWORD, "10.9.9.9").status_code == 302
+        # A mark for another name, or a forged one, does not help.
+        stranger = app.test_client()
+        factory.user("other")
+        assert _attempt(stranger, "other", PASSWORD, "10.9.9.7").status_code == 302
+        refused = _attempt(stranger, "clerk", PASSWORD, "10.9.9.7")
+        assert LOCKED in refused.get_data(as_text=True)
+        stranger.set_cookie("signin_device", "forged.value")
+        refused = _attempt(stranger, "clerk", PASSWORD, "10.9.9.7")
+        assert LOCKED in refused.get_data(as_text=True)
     finally:
         app.config["LOGIN_NAME_MAX_FAILURES"] = 50
 
