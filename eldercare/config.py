@@ -56,6 +56,9 @@ def load_config(instance_path: str) -> dict:
         # default): the app faces clients directly and the header, which anyone can send, is
         # ignored. Set exactly the number of proxies you run, never more.
         "PROXY_HOPS": _int("PROXY_HOPS", 0),
+        # A sign-in session unused this long is over (eldercare/user_sessions.py); sign-out
+        # and a password change end sessions at once. Default: 12 hours, a long desk shift.
+        "SESSION_IDLE_MINUTES": _int("SESSION_IDLE_MINUTES", 12 * 60),
         # Requests to be linked to a resident, per account in 24 hours (eldercare/account_links.py).
         "LINK_REQUESTS_PER_DAY": _int("LINK_REQUESTS_PER_DAY", 5),
         # werkzeug's default (scrypt); tests lower the cost to keep the suite fast.

@@ -16,7 +16,7 @@ import secrets
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from flask import has_request_context, request
+from flask import current_app, has_request_context, request
 from sqlalchemy.orm import Mapped, contains_eager, mapped_column, relationship
 
 from eldercare.accounts import User
@@ -59,18 +59,25 @@ def start(user: User) -> str:
 
 
 def load(token: str) -> User | None:
-    """The active account whose live session ``token`` names, or None."""
+    """The active account whose live session ``token`` names, or None. A session unused for
+    ``SESSION_IDLE_MINUTES`` is over too: a cookie left behind on a shared computer, or
+    copied, does not work forever."""
     if not token:
         return None
+    now = now_utc()
+    idle = timedelta(minutes=current_app.config["SESSION_IDLE_MINUTES"])
     row = db.session.execute(
         sa.select(UserSession)
         .join(UserSession.user)
         .options(contains_eager(UserSession.user))
-        .where(UserSession.token_sha256 == _digest(token), UserSession.revoked_at.is_(None))
+        .where(
+            UserSession.token_sha256 == _digest(token),
+            UserSession.revoked_at.is_(None),
+            UserSession.last_seen_at > now - idle,
+        )
     ).scalar_one_or_none()
     if row is None or not row.user.active:
         return None
-    now = now_utc()
     if now - row.last_seen_at > _LAST_SEEN_RESOLUTION:
         row.last_seen_at = now
     row.user.session_token = token

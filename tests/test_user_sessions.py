@@ -1,8 +1,11 @@
 """Sign-in sessions end server-side (issue 13, item 3): a copied session cookie stops working
 once its owner signs out, and a password change ends every other session of the account."""
 
+from datetime import timedelta
+
 import sqlalchemy as sa
 
+from eldercare import user_sessions
 from eldercare.audit import AuditLog
 from eldercare.tokens import issue_token
 from eldercare.user_sessions import UserSession
@@ -56,6 +59,19 @@ def test_a_cookie_naming_the_account_instead_of_a_session_signs_nobody_in(client
         session["_user_id"] = str(auditor.id)
         session["_fresh"] = True
     assert client.get("/audit/").status_code == 302
+
+
+def test_a_session_left_unused_ends(app, client, factory, monkeypatch):
+    auditor = factory.user("auditor1", roles=["auditor"])
+    assert _sign_in(client, auditor)
+    idle = timedelta(minutes=app.config["SESSION_IDLE_MINUTES"])
+    start = user_sessions.now_utc()
+    monkeypatch.setattr(user_sessions, "now_utc", lambda: start + idle - timedelta(minutes=6))
+    assert client.get("/audit/").status_code == 200  # in use: it goes on (last seen now)
+    monkeypatch.setattr(user_sessions, "now_utc", lambda: start + 2 * idle - timedelta(minutes=7))
+    assert client.get("/audit/").status_code == 200
+    monkeypatch.setattr(user_sessions, "now_utc", lambda: start + 3 * idle)
+    assert client.get("/audit/").status_code == 302  # unused for longer than allowed
 
 
 def test_signing_out_ends_only_that_session(app, client, factory):
