@@ -34,6 +34,7 @@ IPv6 client is its /64 network, since one host usually holds a whole /64.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import ipaddress
 import logging
 from contextlib import nullcontext
@@ -85,7 +86,9 @@ def _device_serializer() -> URLSafeTimedSerializer:
 
 
 def _device_mark(name: str) -> str:
-    return hashlib.sha256(name.encode()).hexdigest()[:32]  # the cookie does not show the name
+    # Keyed, so that the cookie shows nobody which name it is for.
+    key = current_app.config["SECRET_KEY"].encode()
+    return hmac.new(key, b"sign-in device:" + name.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def mark_device(response, name: str) -> None:
