@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from flask import Flask, current_app, request, session
 from flask_babel import Babel
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
 from eldercare.config import check_config, load_config
@@ -163,6 +164,11 @@ def create_app(config: dict | None = None) -> Flask:
     if config:
         app.config.update(config)
     check_config(app.config)
+    if app.config.get("PROXY_HOPS"):
+        # The client's address and scheme as the proxies saw them (the sign-in throttle
+        # counts per address); only as many X-Forwarded-* entries as there are proxies.
+        hops = app.config["PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     os.makedirs(app.instance_path, exist_ok=True)
     logging.basicConfig(level=logging.INFO)
 

@@ -1,4 +1,5 @@
-"""Creating accounts: the one place that checks usernames and passwords and audits it."""
+"""Creating accounts and changing passwords: the one place that checks usernames and
+passwords and audits it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import re
 import sqlalchemy as sa
 from flask_babel import lazy_gettext as _l
 
-from eldercare import audit
+from eldercare import audit, user_sessions
 from eldercare.accounts import MIN_PASSWORD_LENGTH, ROLES, User, UserRole
 from eldercare.db import db
 from eldercare.errors import Conflict, InvalidInput
@@ -31,9 +32,7 @@ def create_user(
             "3 to 80 characters: lower-case letters, digits, dot, dash or underscore."
         )
     if len(password or "") < MIN_PASSWORD_LENGTH:
-        errors["password"] = _l(
-            "The password needs at least %(n)s characters.", n=MIN_PASSWORD_LENGTH
-        )
+        errors["password"] = _too_short()
     if not (display_name or "").strip():
         errors["display_name"] = _l("Enter the name shown on pages.")
     unknown = sorted(set(roles) - set(ROLES))
@@ -49,3 +48,19 @@ def create_user(
     db.session.add(user)
     audit.record("user.create", user, after={"username": key, "roles": sorted(set(roles))})
     return user
+
+
+def _too_short():
+    return _l("The password needs at least %(n)s characters.", n=MIN_PASSWORD_LENGTH)
+
+
+def change_password(user: User, new_password: str, *, keep_session: str | None = None) -> int:
+    """Set a new password and end every sign-in session of the account but ``keep_session``
+    (the one changing it): whoever knew the old password, or copied a session cookie, is
+    out. API tokens are credentials of their own and stay. Returns how many sessions ended."""
+    if len(new_password or "") < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(details={"new_password": _too_short()})
+    user.set_password(new_password)
+    ended = user_sessions.end_all(user, except_token=keep_session)
+    audit.record("user.password_change", user, after={"sessions_ended": ended}, actor=user)
+    return ended

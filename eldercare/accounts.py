@@ -70,6 +70,16 @@ class User(UserMixin, Base):
     district: Mapped[District | None] = relationship()
     role_rows: Mapped[list[UserRole]] = relationship(cascade="all, delete-orphan", lazy="selectin")
 
+    # The sign-in session this object came through (eldercare/user_sessions.py); not stored.
+    session_token = None
+
+    def get_id(self) -> str:
+        """What Flask-Login keeps in the session cookie: the sign-in session's token, never
+        the account id, so that ending the session (sign-out) ends every copy of the cookie."""
+        if self.session_token is None:
+            raise RuntimeError("no sign-in session: user_sessions.start(user) before login_user")
+        return self.session_token
+
     @property
     def is_active(self) -> bool:  # Flask-Login refuses inactive accounts
         return self.active
@@ -118,18 +128,26 @@ class FamilyLink(Base):
 
 
 class LoginThrottle(Base):
-    """Failed logins per username, whether or not such an account exists.
+    """Failed sign-ins in the current window, per typed name and client, per client (name
+    left empty) and per name (client left empty); see ``eldercare.login_throttle``.
 
     Keying on the typed name (not the user row) is what keeps the lock-out from
     telling an attacker which usernames are real.
     """
 
     __tablename__ = "login_throttles"
+    __table_args__ = (
+        sa.CheckConstraint("username_key <> '' OR client_key <> ''", name="names_something"),
+    )
 
+    # The typed name, lower-case; '' on a client's row across every name.
     username_key: Mapped[str] = mapped_column(sa.String(80), primary_key=True)
+    # The client's address (an IPv6 client's /64); '' on a name's row across every client.
+    client_key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    # Guesses taken in the window (each before its password was judged), less right ones.
     failures: Mapped[int] = mapped_column(default=0)
+    window_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 def elders_acted_for(user) -> list[Resident]:

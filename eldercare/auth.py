@@ -3,22 +3,36 @@
 from __future__ import annotations
 
 import functools
-from datetime import timedelta
 
 import sqlalchemy as sa
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    has_request_context,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from flask_login import LoginManager, current_user, login_user, logout_user
+from flask_login import LoginManager, current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import PasswordField, StringField
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired, EqualTo, Length
 
-from eldercare import audit
-from eldercare.accounts import LoginThrottle, User
+from eldercare import account_service, audit, login_throttle, user_sessions
+from eldercare.accounts import User
 from eldercare.db import db
-from eldercare.errors import AuthenticationRequired, NotFound, PermissionDenied, wants_json
+from eldercare.errors import (
+    AuthenticationRequired,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    wants_json,
+)
 from eldercare.navigation import safe_next
 from eldercare.timeutil import now_utc
 
@@ -40,9 +54,10 @@ class LoginFailed(Exception):
 
 
 @login_manager.user_loader
-def _load_user(user_id: str) -> User | None:
-    user = db.session.get(User, int(user_id))
-    return user if user is not None and user.active else None
+def _load_user(session_token: str) -> User | None:
+    # The cookie names a sign-in session, not an account: a session ended by signing out or
+    # by a password change loads nobody, whoever kept a copy of the cookie.
+    return user_sessions.load(session_token)
 
 
 @login_manager.unauthorized_handler
@@ -62,11 +77,17 @@ def _dummy_hash() -> str:
 
 
 def authenticate(username: str, password: str) -> User:
-    """Return the user for a right name and password; count and lock failures per name."""
+    """Return the user for a right name and password. Each attempt takes one of the allowed
+    guesses before the password is judged (eldercare/login_throttle.py); once they are used
+    up, the client (or the name) is refused without judging."""
     key = username.strip().lower()[:80]
+    if not key:
+        raise LoginFailed(_l("The username or password is not correct."))
+    client = login_throttle.client_key(request.remote_addr if has_request_context() else None)
     now = now_utc()
-    throttle = db.session.get(LoginThrottle, key, with_for_update=True)
-    if throttle is not None and throttle.locked_until is not None and throttle.locked_until > now:
+    per_name = not login_throttle.known_device(key)
+    attempt = login_throttle.take_guess(key, client, now, per_name=per_name)
+    if attempt is None:
         raise LoginFailed(_l("Too many failed attempts. Please try again later."))
 
     user = db.session.scalar(sa.select(User).where(User.username == key))
@@ -76,25 +97,16 @@ def authenticate(username: str, password: str) -> User:
     else:
         ok = user.check_password(password)
     if ok and user is not None and user.active:
-        if throttle is not None:
-            db.session.delete(throttle)
+        login_throttle.give_back(attempt)
         user.last_login_at = now
         return user
 
-    if throttle is None:
-        throttle = LoginThrottle(username_key=key, failures=0)
-        db.session.add(throttle)
-    if throttle.locked_until is not None:  # an old lock has run out: start counting again
-        throttle.failures, throttle.locked_until = 0, None
-    throttle.failures += 1
-    throttle.last_failure_at = now
-    if throttle.failures >= current_app.config["LOGIN_MAX_FAILURES"]:
-        throttle.locked_until = now + timedelta(minutes=current_app.config["LOGIN_LOCK_MINUTES"])
+    if attempt.locked:  # this wrong guess was the last one allowed
         audit.record(
             "login.locked",
             object_type="login_throttles",
             object_id=key,
-            after={"failures": throttle.failures},
+            after={"client": client, "locked": list(attempt.locked)},
         )
         raise LoginFailed(_l("Too many failed attempts. Please try again later."))
     raise LoginFailed(_l("The username or password is not correct."))
@@ -115,18 +127,65 @@ def login():
         except LoginFailed as failure:
             error = failure.message
         else:
+            user_sessions.start(user)
             login_user(user)
             audit.record("login.success", user, actor=user)
-            return redirect(safe_next(request.args.get("next")))
+            response = redirect(safe_next(request.args.get("next")))
+            login_throttle.mark_device(response, user.username)
+            return response
     status = 401 if error else 200
     return render_template("auth/login.html", form=form, error=error), status
 
 
 @bp.post("/logout")
 def logout():
+    if current_user.is_authenticated:
+        user_sessions.end(current_user.get_id())
+        user = current_user._get_current_object()
+        audit.record("logout", user, actor=user)
     logout_user()
     flash(_("You have signed out."), "info")
     return redirect(url_for("home.index"))
+
+
+class PasswordForm(FlaskForm):
+    current_password = PasswordField(
+        _l("Current password"), validators=[DataRequired(), Length(max=200)]
+    )
+    new_password = PasswordField(_l("New password"), validators=[DataRequired(), Length(max=200)])
+    new_password_again = PasswordField(
+        _l("The new password again"),
+        validators=[
+            DataRequired(),
+            EqualTo("new_password", message=_l("The two new passwords are not the same.")),
+        ],
+    )
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+@login_required
+def change_password():
+    """The signed-in person changes their password; every other session of theirs ends."""
+    form = PasswordForm()
+    if form.validate_on_submit():
+        user = current_user._get_current_object()
+        try:
+            # Typing the current password is a sign-in attempt: the throttle counts it.
+            authenticate(user.username, form.current_password.data)
+        except LoginFailed as failure:
+            form.current_password.errors.append(failure.message)
+        else:
+            try:
+                account_service.change_password(
+                    user, form.new_password.data, keep_session=user.get_id()
+                )
+            except InvalidInput as error:  # raised before anything changed
+                form.new_password.errors.extend(error.details.values())
+            else:
+                flash(_("Your password is changed. Every other session is signed out."), "info")
+                return redirect(url_for("home.index"))
+    status = 422 if form.is_submitted() else 200
+    return render_template("auth/password.html", form=form), status
 
 
 def roles_required(*roles: str):

@@ -60,8 +60,23 @@ def load_config(instance_path: str) -> dict:
         "BABEL_DEFAULT_LOCALE": "zh_CN",
         "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",
         "SUPPORTED_LOCALES": ["zh_CN", "en"],
+        # The sign-in throttle (eldercare/login_throttle.py): wrong passwords allowed for one
+        # name from one client, then that client is locked out of that name (not its owner
+        # elsewhere) for LOGIN_LOCK_MINUTES; from one client across all names, in the same
+        # time; and for one name from all clients together, in LOGIN_NAME_LOCK_MINUTES.
         "LOGIN_MAX_FAILURES": _int("LOGIN_MAX_FAILURES", 5),
         "LOGIN_LOCK_MINUTES": _int("LOGIN_LOCK_MINUTES", 15),
+        "LOGIN_CLIENT_MAX_FAILURES": _int("LOGIN_CLIENT_MAX_FAILURES", 30),
+        "LOGIN_NAME_MAX_FAILURES": _int("LOGIN_NAME_MAX_FAILURES", 50),
+        "LOGIN_NAME_LOCK_MINUTES": _int("LOGIN_NAME_LOCK_MINUTES", 60),
+        # How many reverse proxies in front of the app set X-Forwarded-For (and -Proto): the
+        # client address the throttle counts is the one the outermost of them saw. 0 (the
+        # default): the app faces clients directly and the header, which anyone can send, is
+        # ignored. Set exactly the number of proxies you run, never more.
+        "PROXY_HOPS": _int("PROXY_HOPS", 0),
+        # A sign-in session unused this long is over (eldercare/user_sessions.py); sign-out
+        # and a password change end sessions at once. Default: 12 hours, a long desk shift.
+        "SESSION_IDLE_MINUTES": _int("SESSION_IDLE_MINUTES", 12 * 60),
         # Requests to be linked to a resident, per account in 24 hours (eldercare/account_links.py).
         "LINK_REQUESTS_PER_DAY": _int("LINK_REQUESTS_PER_DAY", 5),
         # werkzeug's default (scrypt); tests lower the cost to keep the suite fast.

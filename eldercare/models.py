@@ -7,6 +7,7 @@ from eldercare.job_runs import JobRun
 from eldercare.notifications import Notification
 from eldercare.residents import District, Resident
 from eldercare.tokens import ApiToken
+from eldercare.user_sessions import UserSession
 
 __all__ = [
     "AccountLinkRequest",
@@ -20,4 +21,5 @@ __all__ = [
     "Resident",
     "User",
     "UserRole",
+    "UserSession",
 ]

@@ -22,7 +22,7 @@ from hypothesis import settings
 from sqlalchemy.orm import scoped_session, sessionmaker
 
 from eldercare import create_app
-from eldercare.accounts import User, UserRole
+from eldercare.accounts import LoginThrottle, User, UserRole
 from eldercare.db import db
 from eldercare.residents import District, Resident, compose_resident_id
 
@@ -180,6 +180,12 @@ def db_session(app):
         db.session.registry().close()
         db.session = original
         outer.rollback()
+        if ON_POSTGRES:
+            # The sign-in throttle commits its counts on a connection of its own (as it must:
+            # a failed sign-in rolls back), so they outlive the test's transaction: clear them,
+            # or one test's guesses would lock the next test's accounts.
+            with connection.begin():
+                connection.execute(sa.delete(LoginThrottle.__table__))
         connection.close()
 
 

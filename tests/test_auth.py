@@ -4,18 +4,33 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from eldercare import auth
 from eldercare.accounts import LoginThrottle
 from eldercare.audit import AuditLog
 from eldercare.timeutil import now_utc
-from tests.conftest import PASSWORD
+from tests.conftest import ON_POSTGRES, PASSWORD
 
 EN = {"Accept-Language": "en"}
 WRONG = "The username or password is not correct."
 LOCKED = "Too many failed attempts. Please try again later."
 
 
-def _attempt(client, username, password):
-    return client.post("/login", data={"username": username, "password": password}, headers=EN)
+def _attempt(client, username, password, address="127.0.0.1"):
+    return client.post(
+        "/login",
+        data={"username": username, "password": password},
+        headers=EN,
+        environ_base={"REMOTE_ADDR": address},
+    )
+
+
+def _failures(db_session, name, client):
+    """A throttle row's count as stored now (on PostgreSQL committed apart), or None."""
+    return db_session.scalar(
+        sa.select(LoginThrottle.failures).where(
+            LoginThrottle.username_key == name, LoginThrottle.client_key == client
+        )
+    )
 
 
 def test_right_password_signs_in_and_logs_it(client, factory, db_session):
@@ -51,15 +66,127 @@ def test_locked_after_five_failures_whether_or_not_the_account_exists(client, fa
     assert LOCKED in locked.get_data(as_text=True)
 
 
-def test_lock_runs_out_and_success_clears_the_count(client, factory, db_session):
+def test_lock_runs_out_and_success_clears_the_count(client, factory, db_session, monkeypatch):
     factory.user("clerk")
     for _ in range(5):
         _attempt(client, "clerk", "bad-password")
-    throttle = db_session.get(LoginThrottle, "clerk")
-    throttle.locked_until = now_utc() - timedelta(seconds=1)
-    db_session.flush()
+    assert LOCKED in _attempt(client, "clerk", PASSWORD).get_data(as_text=True)
+    assert _failures(db_session, "clerk", "127.0.0.1") == 5
+    later = now_utc() + timedelta(minutes=16)
+    monkeypatch.setattr(auth, "now_utc", lambda: later)
     assert _attempt(client, "clerk", PASSWORD).status_code == 302
-    assert db_session.get(LoginThrottle, "clerk") is None
+    assert _failures(db_session, "clerk", "127.0.0.1") is None
+
+
+def test_the_owner_elsewhere_gets_in_while_the_guessing_client_is_locked(client, factory):
+    factory.user("clerk")
+    factory.user("typist")
+    for _ in range(5):
+        _attempt(client, "clerk", "bad-password", address="198.51.100.9")
+    assert LOCKED in _attempt(client, "clerk", PASSWORD, "198.51.100.9").get_data(as_text=True)
+    # The lock is on that client for that name: the owner elsewhere still gets in, and the
+    # guessing client may still sign in to other names.
+    assert _attempt(client, "clerk", PASSWORD, address="203.0.113.4").status_code == 302
+    assert _attempt(client, "typist", PASSWORD, address="198.51.100.9").status_code == 302
+    assert LOCKED in _attempt(client, "clerk", PASSWORD, "198.51.100.9").get_data(as_text=True)
+
+
+def test_a_client_guessing_across_names_is_locked_for_every_name(client, factory, app):
+    factory.user("clerk")
+    app.config["LOGIN_CLIENT_MAX_FAILURES"] = 4
+    try:
+        for name in ("ann", "bob", "cai"):
+            assert WRONG in _attempt(client, name, "guess", "198.51.100.9").get_data(as_text=True)
+        assert LOCKED in _attempt(client, "dan", "guess", "198.51.100.9").get_data(as_text=True)
+        refused = _attempt(client, "clerk", PASSWORD, "198.51.100.9")
+        assert LOCKED in refused.get_data(as_text=True)
+        assert _attempt(client, "clerk", PASSWORD, "198.51.100.10").status_code == 302
+    finally:
+        app.config["LOGIN_CLIENT_MAX_FAILURES"] = 30
+
+
+def test_guessing_one_name_from_many_clients_locks_the_name_but_not_the_owners_browser(
+    client, factory, app
+):
+    factory.user("clerk")
+    owners_browser = app.test_client()
+    assert _attempt(owners_browser, "clerk", PASSWORD, "10.9.9.8").status_code == 302
+    owners_browser.post("/logout")
+    app.config["LOGIN_NAME_MAX_FAILURES"] = 4
+    try:
+        for i in range(3):
+            assert WRONG in _attempt(client, "clerk", "guess", f"10.0.0.{i}").get_data(as_text=True)
+        assert LOCKED in _attempt(client, "clerk", "guess", "10.0.0.3").get_data(as_text=True)
+        # The price of bounding distributed guessing: the name is locked for every browser
+        # that has not signed in as it before...
+        assert LOCKED in _attempt(client, "clerk", PASSWORD, "10.9.9.9").get_data(as_text=True)
+        # ...but the owner's usual browser, wherever it is now, carries the mark of an
+        # earlier right password and still gets in.
+        assert _attempt(owners_browser, "clerk", PASSWORD, "10.9.9.9").status_code == 302
+        # A mark for another name, or a forged one, does not help.
+        stranger = app.test_client()
+        factory.user("other")
+        assert _attempt(stranger, "other", PASSWORD, "10.9.9.7").status_code == 302
+        refused = _attempt(stranger, "clerk", PASSWORD, "10.9.9.7")
+        assert LOCKED in refused.get_data(as_text=True)
+        stranger.set_cookie("signin_device", "forged.value")
+        refused = _attempt(stranger, "clerk", PASSWORD, "10.9.9.7")
+        assert LOCKED in refused.get_data(as_text=True)
+    finally:
+        app.config["LOGIN_NAME_MAX_FAILURES"] = 50
+
+
+def test_a_right_password_gives_back_its_guess_but_not_the_failures(client, factory, db_session):
+    factory.user("clerk")
+    for _ in range(2):
+        _attempt(client, "clerk", "bad-password")
+    assert _failures(db_session, "clerk", "127.0.0.1") == 2
+    for _ in range(3):  # an office signing in again and again is never locked by it
+        assert _attempt(client, "clerk", PASSWORD).status_code == 302
+    assert _failures(db_session, "clerk", "127.0.0.1") is None  # the guesser's count: cleared
+    assert _failures(db_session, "", "127.0.0.1") == 2  # the client's failures stay
+    assert _failures(db_session, "clerk", "") == 2  # and the name's
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="SQLite counts in the request's transaction")
+def test_a_failure_is_counted_even_when_the_request_rolls_back(app, factory, db_session):
+    from eldercare.db import db
+
+    factory.user("clerk")
+    with app.test_request_context(environ_base={"REMOTE_ADDR": "198.51.100.9"}):
+        with pytest.raises(auth.LoginFailed):
+            auth.authenticate("clerk", "bad-password")
+        db.session.rollback()
+    assert _failures(db_session, "clerk", "198.51.100.9") == 1
+
+
+@pytest.mark.parametrize(
+    "address, key",
+    [
+        ("198.51.100.9", "198.51.100.9"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),  # one host holds a whole /64
+        ("::ffff:198.51.100.9", "198.51.100.9"),
+        (None, "unknown"),
+    ],
+)
+def test_the_client_key(address, key):
+    from eldercare.login_throttle import client_key
+
+    assert client_key(address) == key
+
+
+@pytest.mark.parametrize("hops, seen", [(0, "127.0.0.1"), (1, "203.0.113.7")])
+def test_proxy_hops_says_whose_x_forwarded_for_to_believe(tmp_path, hops, seen):
+    from flask import request
+
+    from eldercare import create_app
+
+    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/p.db", "PROXY_HOPS": hops})
+    app.add_url_rule("/test/addr", "addr", lambda: request.remote_addr or "")
+    response = app.test_client().get(
+        "/test/addr", headers={"X-Forwarded-For": "198.51.100.66, 203.0.113.7"}
+    )
+    assert response.get_data(as_text=True) == seen
 
 
 def test_inactive_account_cannot_sign_in(client, factory):
@@ -74,7 +201,7 @@ def test_login_form_without_csrf_token_is_rejected(csrf_client, factory, db_sess
     )
     assert response.status_code == 400
     assert "did not come from this site" in response.get_data(as_text=True)
-    assert db_session.get(LoginThrottle, "clerk") is None  # nothing was counted
+    assert db_session.scalar(sa.select(sa.func.count()).select_from(LoginThrottle)) == 0
 
 
 def test_login_form_with_csrf_token_is_accepted(csrf_client, factory):

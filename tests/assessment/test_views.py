@@ -152,7 +152,14 @@ def test_a_wrong_cosigner_password_saves_nothing_and_counts_as_a_failed_sign_in(
     assert "not-the-password" not in _text(wrong)  # a password is never sent back
     db_session.refresh(case)
     assert case.status == "scheduled" and case.total is None
-    assert db_session.get(LoginThrottle, "assessor1").failures == 1
+    assert (
+        db_session.scalar(
+            sa.select(LoginThrottle.failures).where(
+                LoginThrottle.username_key == "assessor1", LoginThrottle.client_key == "127.0.0.1"
+            )
+        )
+        == 1
+    )
 
     # An unknown name gets exactly the same answer: nothing tells which names exist.
     unknown = client.post(

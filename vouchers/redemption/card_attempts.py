@@ -1,4 +1,5 @@
-"""A printed card's PIN attempts, counted on a connection of their own (PostgreSQL).
+"""A printed card's PIN attempts, counted on a connection of their own (PostgreSQL; the
+connection comes from ``eldercare.own_connection``).
 
 A guess takes one of the day's attempts BEFORE its PIN is compared: a conditional UPDATE
 (``… WHERE the day's count is under the limit RETURNING the new count``) committed at once
@@ -21,8 +22,8 @@ from datetime import date
 
 import sqlalchemy as sa
 
+from eldercare import own_connection
 from eldercare.audit import AuditLog, canonical_json
-from eldercare.db import db
 from eldercare.timeutil import now_utc
 from vouchers.models import VoucherCard
 
@@ -30,14 +31,10 @@ LOCKED = -1  # ``reserve``'s answer when the day's attempts are used up
 STALE = -2  # the card's PIN was set again since the request read it: read it again
 
 
-def _own_connection_usable() -> bool:
-    return db.session.get_bind().dialect.name == "postgresql"
-
-
 def reserve(card_id: int, pin_hash: str, today: date, limit: int) -> int | None:
     """Take one of today's attempts: its number (1…limit), LOCKED, or None where this
     cannot be counted on a connection of its own (see the module's docstring)."""
-    if not _own_connection_usable():
+    if not own_connection.available():
         return None
     for _ in range(3):
         try:
@@ -59,9 +56,8 @@ def reserve(card_id: int, pin_hash: str, today: date, limit: int) -> int | None:
 def _try_reserve(card_id: int, pin_hash: str, today: date, limit: int):
     table = VoucherCard.__table__
     c = table.c
-    with db.engine.connect() as conn, conn.begin():
-        # Never wait long for a lock the request itself might hold: count in-session.
-        conn.execute(sa.text("SET LOCAL lock_timeout = '5s'"))
+    # A lock held too long (maybe by the request itself) raises: ``reserve`` counts in-session.
+    with own_connection.transaction() as conn:
         number = conn.execute(
             sa.update(table)
             .where(
@@ -92,7 +88,7 @@ def _try_reserve(card_id: int, pin_hash: str, today: date, limit: int):
 def reset(card_id: int, pin_hash: str, today: date) -> None:
     """The right PIN: today's count starts again (the rule), committed on its own."""
     c = VoucherCard.__table__.c
-    with db.engine.begin() as conn:
+    with own_connection.transaction() as conn:
         conn.execute(
             sa.update(VoucherCard.__table__)
             .where(c.id == card_id, c.pin_hash == pin_hash, c.failed_pin_day == today)
@@ -103,7 +99,7 @@ def reset(card_id: int, pin_hash: str, today: date) -> None:
 def record_lock(card_id: int, count: int, today: date, actor_id: int, actor_label: str) -> None:
     """The audit row for the wrong PIN that locked the card, committed with nothing else
     (the request that typed it rolls back). Appended unsealed, as ``audit.record`` does."""
-    with db.engine.begin() as conn:
+    with own_connection.transaction() as conn:
         conn.execute(
             AuditLog.__table__.insert().values(
                 occurred_at=now_utc(),
