@@ -51,6 +51,8 @@ CALLERS = (
 MATRIX = {
     "GET /":                                                                          "A A A A A A A A A A A A A A A",
     "GET /account/link":                                                              "L A A D D D D D D D D D D D D",
+    "GET /account/password":                                                          "L A A A A A A A A A A A A A A",
+    "POST /account/password":                                                         "L I I I I I I I I I I I I I I",
     "POST /account/link":                                                             "L I I D D D D D D D D D D D D",
     "GET /admin/tokens/":                                                             "L D D D D D D D D D D D D D A",
     "POST /admin/tokens/":                                                            "L D D D D D D D D D D D D D I",
