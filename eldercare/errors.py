@@ -103,18 +103,21 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def error_response(status: int, code: str, message: Any, details: dict | None = None):
+def error_response(
+    status: int, code: str, message: Any, details: dict | None = None, headers=None
+):
     db.session.rollback()
     message = str(message)
     details = _plain(details or {})
     if wants_json():
         body = {"error": {"code": code, "message": message, "details": details}}
-        return jsonify(body), status
+        return jsonify(body), status, headers or {}
     return (
         render_template(
             "errors/error.html", status=status, code=code, message=message, details=details
         ),
         status,
+        headers or {},
     )
 
 
@@ -137,7 +140,10 @@ def _handle_http_exception(error: HTTPException):
     data = getattr(error, "data", None)  # flask-smorest puts schema errors here
     if isinstance(data, dict) and "messages" in data:
         details = data["messages"]
-    return error_response(status, code, message, details)
+    # Keep the headers the exception carries (Allow on a 405, WWW-Authenticate on a 401,
+    # Retry-After on a 429...): only the body and its Content-Type are ours.
+    headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
+    return error_response(status, code, message, details, headers)
 
 
 def _handle_unexpected(error: Exception):
