@@ -16,6 +16,7 @@ from flask import g, request
 from flask_babel import lazy_gettext as _l
 
 from eldercare.api import BEARER, error_responses, local_time
+from eldercare.api_fields import said
 from eldercare.db import db
 from eldercare.errors import InvalidInput
 from eldercare.tokens import token_required
@@ -95,7 +96,7 @@ class PayeeChangeSchema(ma.Schema):
 
 
 class RejectSchema(ma.Schema):
-    reason = ma.fields.String(required=True)
+    reason = ma.fields.String(required=True, validate=said())
 
 
 @blp.post("/batches")
