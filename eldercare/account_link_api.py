@@ -14,7 +14,7 @@ from flask_smorest import Blueprint
 from marshmallow import fields, validate
 
 from eldercare import account_links
-from eldercare.account_links import AccountLinkRequest
+from eldercare.account_links import MAX_REASON_LENGTH, AccountLinkRequest
 from eldercare.accounts import BUREAU_ROLES
 from eldercare.api import BEARER, error_responses, local_time, page_of
 from eldercare.api_fields import page_limit, page_offset, resident_id_number, said
@@ -89,7 +89,7 @@ class BureauLinkPageSchema(ma.Schema):
 
 
 class LinkRefusalSchema(Strict):
-    reason = fields.String(required=True, validate=said())
+    reason = fields.String(required=True, validate=said(MAX_REASON_LENGTH))
 
 
 class LinkedAccountNewSchema(Strict):

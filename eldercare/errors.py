@@ -97,7 +97,9 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        items = [_plain(v) for v in value]
+        # Two validators of one field may say the same thing (empty, and blank): once is enough.
+        return list(dict.fromkeys(items)) if all(isinstance(i, str) for i in items) else items
     if value is None or isinstance(value, bool | int | float):
         return value
     return str(value)

@@ -74,3 +74,19 @@ def test_the_return_url_pattern_is_what_the_card_endpoint_accepts(client):
     assert regex.search("http://127.0.0.1:5000/")
     for wrong in ["pay", "ftp://a.cn/", "https://a b/", "https://例子.cn/"]:
         assert not regex.search(wrong), wrong
+
+
+def test_every_path_answers_an_undocumented_method_with_405_and_allow(client):
+    # RFC 9110: a 405 names the methods the resource has; the document lists the same ones.
+    spec = client.get("/api/v1/openapi.json").get_json()
+    checked = 0
+    for path, operations in spec["paths"].items():
+        documented = {m.upper() for m in operations if m != "parameters"}
+        method = next(m for m in ("DELETE", "PATCH", "PUT", "POST") if m not in documented)
+        url = re.sub(r"\{[^}]+\}", "1", path)
+        response = client.open(url, method=method)
+        assert response.status_code == 405, (method, url)
+        allowed = {m.strip() for m in response.headers.get("Allow", "").split(",")}
+        assert documented <= allowed and method not in allowed, (url, allowed)
+        checked += len(documented)
+    assert checked >= 80

@@ -9,20 +9,29 @@ answer must:
 - match the response schema the document gives for its status (and the status must be one
   the document lists);
 - not refuse the valid request as invalid: 400, 405, 406, 413, 415 and 422 count as
-  "refused". 401, 403, 404 and 409 do not: whether a role may act, whether a record with a
-  generated id exists and whether a state allows the move depend on the data, not on the
-  request's shape, and the document lists them for each operation where they can happen.
+  "refused". 401, 403, 404, 409 (and 402 declined card, 429 throttled) do not: whether a
+  role may act, whether a record with a generated id or code exists and whether its state
+  allows the move depend on the data, not on the request's shape, and the document lists
+  them for each operation where they can happen. The only 422s allowed are the few rules a
+  JSON Schema cannot state (the clock, one field against another), listed below in
+  BEYOND_JSON_SCHEMA, each described in its operation's text.
+
+Generated text never holds a NUL character: the API refuses NUL in any text (one hook,
+eldercare.errors; item 9 of issue 13), which no field's schema repeats.
 
 The demo city is loaded first (in the test's rolled-back transaction), so that the ids
 drawn for path parameters often name real rows (ids 1..40, of every kind), and every role
-has a demo account to act as. Hypothesis runs derandomized: a CI run generates the same
-cases every time.
+has a demo account to act as, with a token of every scope. Each operation has its own fixed
+Hypothesis seed and no example database: a CI run generates the same cases every time.
+EXAMPLES_PER_OPERATION x 80 operations = 1,200 cases a run (about a minute on SQLite,
+three on PostgreSQL, on the 2-core machine shared with other work).
 """
 
 from __future__ import annotations
 
 import json
 import zlib
+from collections import Counter
 from datetime import date
 
 import pytest
@@ -36,7 +45,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from eldercare.accounts import ROLES, User
+from eldercare.accounts import ROLES, User, UserRole
 from eldercare.db import db
 from eldercare.residents import compose_resident_id
 from eldercare.tokens import SCOPES, issue_token
@@ -118,8 +127,6 @@ def tokens(app, db_session):
     """A token with every scope for a demo account of each role: {role: secret}."""
     result = app.test_cli_runner().invoke(args=["demo"])
     assert result.exit_code == 0, result.output
-    from eldercare.accounts import UserRole
-
     secrets = {}
     with app.app_context():
         for role in ROLES:
@@ -161,7 +168,15 @@ def _beyond_json_schema(label: str, response) -> bool:
     return bool(details) and set(details) <= BEYOND_JSON_SCHEMA[label]
 
 
-def _exercise(operation, tokens: dict[str, str], failures: dict, counter: list[int]) -> None:
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    response_schema_conformance,
+    positive_data_acceptance,
+]
+
+
+def _exercise(operation, tokens: dict[str, str], failures: dict, counter: Counter) -> None:
     """Send EXAMPLES_PER_OPERATION generated requests to ``operation``, each as a role drawn in
     turn; what the checks find goes into ``failures`` (all are reported, none stops the run)."""
     ids = _path_ids(operation)
@@ -182,22 +197,14 @@ def _exercise(operation, tokens: dict[str, str], failures: dict, counter: list[i
         case = data.draw(operation.as_strategy(path_parameters=fixed or None))
         body = case.body if isinstance(case.body, dict | list) else None
         assume(_within_int32(case.query or {}) and _within_int32(body))
-        counter[0] += 1
+        counter[role] += 1
         headers = {"Authorization": f"Bearer {tokens[role]}"}
         response = case.call(headers=headers)
+        checks = CHECKS
         if _beyond_json_schema(operation.label, response):
-            return
+            checks = [c for c in CHECKS if c is not positive_data_acceptance]
         try:
-            case.validate_response(
-                response,
-                checks=[
-                    not_a_server_error,
-                    status_code_conformance,
-                    response_schema_conformance,
-                    positive_data_acceptance,
-                ],
-                headers=headers,
-            )
+            case.validate_response(response, checks=checks, headers=headers)
         except (Exception, BaseExceptionGroup) as error:  # collected, reported together below
             found = getattr(error, "exceptions", [error])
             titles = ", ".join(sorted({getattr(f, "title", type(f).__name__) for f in found}))
@@ -214,13 +221,18 @@ def test_every_operation_as_every_role_keeps_to_the_document(app, db_session, to
     schema = schemathesis.openapi.from_wsgi(OPENAPI, app, config=_config())
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 80
+    by_label = {operation.label: operation for operation in operations}
+    for label in BEYOND_JSON_SCHEMA:  # the rules the document only describes: it lists the 422
+        assert "422" in by_label[label].definition.raw["responses"], label
     failures: dict[str, list[str]] = {}
-    counter = [0]
+    counter: Counter = Counter()
     for operation in operations:
         _exercise(operation, tokens, failures, counter)
     report = "\n".join(
         f"{label}: {len(msgs)}x\n  " + "\n  ".join(sorted(set(msgs))[:3])
         for label, msgs in failures.items()
     )
-    print(f"schemathesis: {counter[0]} cases over {len(operations)} operations")
+    total = sum(counter.values())
+    print(f"schemathesis: {total} cases over {len(operations)} operations; by role {counter}")
     assert not failures, report
+    assert total >= 1_000 and set(counter) == set(ROLES)
