@@ -15,7 +15,8 @@ from marshmallow import fields, validate
 
 from eldercare import account_links
 from eldercare.account_links import MAX_REASON_LENGTH, AccountLinkRequest
-from eldercare.accounts import BUREAU_ROLES
+from eldercare.account_service import USERNAME_PATTERN
+from eldercare.accounts import BUREAU_ROLES, MIN_PASSWORD_LENGTH
 from eldercare.api import BEARER, error_responses, local_time, page_of
 from eldercare.api_fields import page_limit, page_offset, resident_id_number, said
 from eldercare.db import db
@@ -93,9 +94,23 @@ class LinkRefusalSchema(Strict):
 
 
 class LinkedAccountNewSchema(Strict):
-    username = fields.String(required=True)
-    display_name = fields.String(required=True)
-    password = fields.String(required=True, load_only=True)
+    # Upper case is accepted and lowered by the service; the document states the stored form.
+    username = fields.String(
+        required=True,
+        validate=validate.Regexp(
+            USERNAME_PATTERN,
+            error=_l("3 to 80 characters: lower-case letters, digits, dot, dash or underscore."),
+        ),
+    )
+    display_name = fields.String(required=True, validate=said())
+    password = fields.String(
+        required=True,
+        load_only=True,
+        validate=validate.Length(
+            min=MIN_PASSWORD_LENGTH,
+            error=_l("The password needs at least %(n)s characters.", n=MIN_PASSWORD_LENGTH),
+        ),
+    )
     relationship = fields.String(required=True, metadata={"enum": _RELATIONSHIPS})
 
 

@@ -23,9 +23,16 @@ from eldercare.api_fields import (
     district_code,
     page_limit,
     page_offset,
+    said,
 )
-from marketplace.catalogue import MAX_BEDS
-from marketplace.models import BOOKING_STATUSES, COMPLAINT_STATUSES, PROVIDER_TYPES, UNITS
+from marketplace.catalogue import MAX_BEDS, MAX_CAPACITY
+from marketplace.models import (
+    BOOKING_STATUSES,
+    COMPLAINT_STATUSES,
+    MAX_PRICE_FEN,
+    PROVIDER_TYPES,
+    UNITS,
+)
 from marketplace.search import MAX_RADIUS_M, SORTS
 
 _OFF_THE_MAP = _l(
@@ -361,25 +368,50 @@ class MarketplaceOwnServiceSchema(MarketplaceServiceSchema):
     )
 
 
+_PRICE_RANGE = validate.Range(
+    1, MAX_PRICE_FEN, error=_l("The price must be more than 0 and at most 50,000 yuan.")
+)
+
+
 class MarketplaceNewServiceSchema(ma.Schema):
-    category = fields.String(required=True, metadata={"description": "category code"})
-    title = fields.String(required=True)
+    category = fields.String(
+        required=True,
+        metadata={
+            "description": "category code (GET /service-categories), one your kind of "
+            "provider may offer: 422 naming category_code otherwise"
+        },
+    )
+    title = fields.String(required=True, validate=said(120))
     description = fields.String(load_default="")
-    unit = fields.String(required=True, metadata={"description": ", ".join(UNITS)})
-    price_fen = StrictInteger(required=True, metadata={"description": "per unit, in fen"})
+    unit = fields.String(
+        required=True, validate=validate.OneOf(UNITS, error=_l("Choose the unit the price is for."))
+    )
+    price_fen = StrictInteger(
+        required=True, validate=_PRICE_RANGE, metadata={"description": "per unit, in fen"}
+    )
     capacity_per_slot = StrictInteger(
-        load_default=1, metadata={"description": "bookings one time slot can take"}
+        load_default=1,
+        validate=validate.Range(
+            1, MAX_CAPACITY, error=_l("Capacity is 1 to 500 bookings per time slot.")
+        ),
+        metadata={"description": "bookings one time slot can take"},
     )
     districts = fields.List(
-        fields.String(),
+        district_code(),
         required=True,
-        metadata={"description": "codes of districts your provider serves"},
+        validate=validate.Length(min=1),
+        metadata={
+            "description": "codes of districts your provider serves: 422 naming districts "
+            "for any other"
+        },
     )
 
 
 class MarketplacePriceChangeSchema(ma.Schema):
     price_fen = StrictInteger(
-        required=True, metadata={"description": "the new price, in fen; holds from now"}
+        required=True,
+        validate=_PRICE_RANGE,
+        metadata={"description": "the new price, in fen; holds from now"},
     )
 
 
