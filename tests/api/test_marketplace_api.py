@@ -778,8 +778,9 @@ def test_a_provider_adds_and_withdraws_a_service(api, market, token, db_session)
     [
         ({"category": "long_term_stay"}, ("category",)),  # catalogue: not for a station
         ({"districts": ["999999"]}, ("districts",)),
-        ({"districts": []}, ("districts",)),
-        ({"unit": "week"}, ("unit",)),
+        # the document states these (issue 13 item 10): refused by the schema
+        ({"districts": []}, ("json", "districts")),
+        ({"unit": "week"}, ("json", "unit")),
         ({"capacity_per_slot": "10"}, ("json", "capacity_per_slot")),
         ({"price_fen": 18.5}, ("json", "price_fen")),
     ],
