@@ -24,7 +24,8 @@ drawn for path parameters often name real rows (ids 1..40, of every kind), and e
 has a demo account to act as, with a token of every scope. Each operation has its own fixed
 Hypothesis seed and no example database: a CI run generates the same cases every time.
 Each operation gets one case as each of the 10 roles, then EXAMPLES_AS_ADMITTED more as the
-roles that were not refused with 403: about 1,400 cases a run.
+roles that were not refused with 403: 1,440 cases a run, printed with their answers by status
+(measured on the 2-core machine under other load: about 35 s on SQLite, 140 s on PostgreSQL).
 """
 
 from __future__ import annotations
