@@ -90,3 +90,8 @@ def test_every_path_answers_an_undocumented_method_with_405_and_allow(client):
         assert documented <= allowed and method not in allowed, (url, allowed)
         checked += len(documented)
     assert checked >= 80
+
+
+def test_the_rules_of_every_operation_are_stated_once(client):
+    info = client.get("/api/v1/openapi.json").get_json()["info"]
+    assert "NUL" in info["description"] and "Allow" in info["description"]
