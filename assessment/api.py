@@ -274,7 +274,8 @@ def get_assessment(assessment_id):
 @blp.response(200, AssessmentCaseSchema)
 @error_responses(blp, 401, 403, 404, 409, 422)
 def schedule_assessment(body, assessment_id):
-    """Set (or move) the date and time of the home visit."""
+    """Set (or move) the date and time of the home visit: today or later (a 422 naming
+    ``scheduled_for`` otherwise)."""
     case = _own_case(_caller_agency(), assessment_id, for_update=True)
     lifecycle.schedule(case, body["scheduled_for"], actor=g.api_user)
     return _case(case)
@@ -287,7 +288,8 @@ def schedule_assessment(body, assessment_id):
 @blp.response(200, AssessmentCaseSchema)
 @error_responses(blp, 401, 403, 404, 409, 422)
 def record_result(body, assessment_id):
-    """Record the result, signed by two assessors of the agency (named by certificate).
+    """Record the result, signed by two assessors of the agency (named by certificate; a
+    certificate no assessor of the agency holds is a 422 naming it).
 
     The agency's system attests both signatures. Sending the same result again answers as
     the first time and changes nothing; a different result for a recorded case is a 409.

@@ -41,7 +41,7 @@ from eldercare.timeutil import local_today
 from eldercare.tokens import token_required
 
 WRITE = "bureau:write"
-_EXAMPLE_ID = "210102194403120021"
+_EXAMPLE_ID = "210102194403121225"
 
 
 def _require_role(*roles: str):
@@ -193,13 +193,17 @@ def add_policy(body):
         "offset": 0,
     },
 )
-@error_responses(blp, 401, 403, 422)
+@error_responses(blp, 401, 403, 404, 422)
 def list_fee_refunds(query):
     """Assessment fees owed back to elders (moderate or worse, up to the policy's cap), by
-    the month they became owed and district; paged, oldest first."""
+    the month they became owed and district; paged, oldest first. A district code no
+    district has: 404, as for a district outside the officer's own."""
     user = _require_role(*BUREAU_ROLES, "admin")
     month = fee_refunds.parse_month(query.get("month"))
-    district = fee_refunds.district_by_code(query.get("district"))
+    try:
+        district = fee_refunds.district_by_code(query.get("district"))
+    except InvalidInput as error:  # the form's message; for the API a code is a resource
+        raise NotFound(_l("No district has this code."), details=error.details) from None
     if district is not None and user.district_id not in (None, district.id):
         raise NotFound()
     filters = {"month": month, "district_id": district.id if district else None}

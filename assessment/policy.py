@@ -53,7 +53,7 @@ def rules_for_assessment(day: date) -> EligibilityPolicy:
 
 
 POLICY_LEVELS = ("mild", "moderate", "severe", "complete")  # "intact" never qualifies
-_LIMITS = {  # field -> (lowest, highest, message): a rule outside these is a typo
+LIMITS = {  # field -> (lowest, highest, message): a rule outside these is a typo
     "min_age": (50, 100, _l("The minimum age must be 50 to 100.")),
     "assessment_validity_months": (
         1,
@@ -105,7 +105,7 @@ def add_version(
     if not isinstance(effective_from, date) or effective_from <= today:
         errors["effective_from"] = _l("A new rule starts tomorrow at the earliest.")
     for name, value in values.items():
-        low, high, message = _LIMITS[name]
+        low, high, message = LIMITS[name]
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             errors[name] = message
     levels = set(eligible_levels or ())

@@ -3,18 +3,34 @@
 Component names come from the class names, so every class here starts with ``Assessment``
 to stay clear of the other domains' schemas in the same document.
 
-Input schemas check shapes only. The rules (score ranges, ICD-10 codes, fee limits, who may
-sign) belong to the service functions, which name the offending field themselves; a score
-in particular reaches ``assessment.scoring`` exactly as the client sent it.
+Input schemas state every rule a JSON Schema can (ranges, patterns, choices), so that the
+published document admits nothing the code refuses and generated clients are right; the
+service functions check them again for their other callers. Rules a JSON Schema cannot state
+(score ranges per item, ICD-10 codes, who may sign, a reason needed only to return) belong
+to the service functions, which name the offending field themselves; a score in particular
+reaches ``assessment.scoring`` exactly as the client sent it.
 """
 
 from __future__ import annotations
 
 import marshmallow as ma
+from flask_babel import lazy_gettext as _l
 from marshmallow import fields, validate
 
 from assessment.models import ASSESSMENT_STATUSES, ASSESSMENT_TYPES, LEVEL_CODES
-from eldercare.api_fields import StrictBoolean, StrictInteger, page_limit, page_offset
+from assessment.policy import LIMITS as POLICY_LIMITS
+from assessment.policy import POLICY_LEVELS
+from assessment.review import DECISIONS, MAX_CASES_PER_DECISION
+from eldercare.api_fields import (
+    StrictBoolean,
+    StrictInteger,
+    district_code,
+    page_limit,
+    page_offset,
+    resident_id_number,
+    said,
+)
+from eldercare.api_fields import month as month_field
 
 
 class ItemScores(fields.Dict):
@@ -180,7 +196,7 @@ class AssessmentResultSchema(ma.Schema):
 
 class AssessmentEligibilityCheckSchema(ma.Schema):
     # In the body, not the URL: a resident ID number must not end up in access logs.
-    id_number = fields.String(required=True, metadata={"description": "18-character ID"})
+    id_number = resident_id_number(required=True)
     on = fields.Date(metadata={"description": "the day asked about (default: today, Shanghai)"})
 
 
@@ -205,7 +221,7 @@ class AssessmentEligibilityAnswerSchema(ma.Schema):
 
 class AssessmentMoveOutSchema(ma.Schema):
     # The ID number in the body, never in the URL (access logs).
-    id_number = fields.String(required=True, metadata={"description": "18-character ID"})
+    id_number = resident_id_number(required=True)
     moved_out_on = fields.Date(
         required=True,
         metadata={"description": "first day no longer living in the city (a future day too)"},
@@ -234,24 +250,34 @@ class AssessmentPolicyVersionSchema(ma.Schema):
     note = fields.String(allow_none=True)
 
 
+def _limit(name: str) -> validate.Range:
+    low, high, message = POLICY_LIMITS[name]
+    return validate.Range(min=low, max=high, error=message)
+
+
 class AssessmentPolicyNewSchema(ma.Schema):
     effective_from = fields.Date(
         required=True, metadata={"description": "tomorrow at the earliest (Asia/Shanghai)"}
     )
-    min_age = StrictInteger(required=True)
+    min_age = StrictInteger(required=True, validate=_limit("min_age"))
     eligible_levels = fields.List(
-        fields.String(validate=validate.Length(max=16)),
+        fields.String(validate=validate.OneOf(POLICY_LEVELS)),
         required=True,
-        validate=validate.Length(max=5),
-        metadata={"description": "of mild, moderate, severe, complete"},
+        validate=validate.Length(
+            min=1, max=len(POLICY_LEVELS), error=_l("Choose the assessed levels that qualify.")
+        ),
     )
-    assessment_validity_months = StrictInteger(required=True)
-    fee_refund_cap_fen = StrictInteger(required=True)
-    conflict_lookback_months = StrictInteger(required=True)
-    expiry_reminder_days = StrictInteger(required=True)
+    assessment_validity_months = StrictInteger(
+        required=True, validate=_limit("assessment_validity_months")
+    )
+    fee_refund_cap_fen = StrictInteger(required=True, validate=_limit("fee_refund_cap_fen"))
+    conflict_lookback_months = StrictInteger(
+        required=True, validate=_limit("conflict_lookback_months")
+    )
+    expiry_reminder_days = StrictInteger(required=True, validate=_limit("expiry_reminder_days"))
     note = fields.String(
         required=True,
-        validate=validate.Length(max=500),
+        validate=said(500),
         metadata={"description": "the document that sets this rule"},
     )
 
@@ -285,8 +311,8 @@ class AssessmentFeeRefundPageSchema(ma.Schema):
 
 
 class AssessmentFeeRefundQuerySchema(ma.Schema):
-    month = fields.String(metadata={"description": "YYYY-MM: refunds owed in that month"})
-    district = fields.String(metadata={"description": "district code"})
+    month = month_field(metadata={"description": "YYYY-MM: refunds owed in that month"})
+    district = district_code()
     limit = page_limit()
     offset = page_offset()
 
@@ -322,9 +348,18 @@ class AssessmentReviewQuerySchema(ma.Schema):
 
 class AssessmentDecisionSchema(ma.Schema):
     assessment_ids = fields.List(
-        StrictInteger(), required=True, metadata={"description": "1 to 200 recorded cases"}
+        StrictInteger(validate=validate.Range(min=1)),
+        required=True,
+        validate=validate.Length(
+            min=1,
+            max=MAX_CASES_PER_DECISION,
+            error=_l("Select between 1 and %(most)s cases.", most=MAX_CASES_PER_DECISION),
+        ),
+        metadata={"description": f"1 to {MAX_CASES_PER_DECISION} recorded cases"},
     )
-    decision = fields.String(required=True, metadata={"description": "approve or return"})
+    decision = fields.String(
+        required=True, validate=validate.OneOf(DECISIONS, error=_l("Choose approve or return."))
+    )
     reason = fields.String(
         load_default=None,
         validate=validate.Length(max=2000),

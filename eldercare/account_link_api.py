@@ -14,10 +14,11 @@ from flask_smorest import Blueprint
 from marshmallow import fields, validate
 
 from eldercare import account_links
-from eldercare.account_links import AccountLinkRequest
-from eldercare.accounts import BUREAU_ROLES
+from eldercare.account_links import MAX_REASON_LENGTH, AccountLinkRequest
+from eldercare.account_service import USERNAME_PATTERN
+from eldercare.accounts import BUREAU_ROLES, MIN_PASSWORD_LENGTH
 from eldercare.api import BEARER, error_responses, local_time, page_of
-from eldercare.api_fields import page_limit, page_offset
+from eldercare.api_fields import page_limit, page_offset, resident_id_number, said
 from eldercare.db import db
 from eldercare.errors import NotFound, PermissionDenied
 from eldercare.residents import Resident
@@ -39,10 +40,10 @@ class Strict(ma.Schema):
 
 
 class LinkRequestNewSchema(Strict):
-    id_number = fields.String(
-        required=True, metadata={"description": "the resident's 18-character ID number"}
+    id_number = resident_id_number(required=True)
+    name = fields.String(
+        required=True, validate=said(50), metadata={"description": "as on the ID card"}
     )
-    name = fields.String(required=True, metadata={"description": "as on the ID card"})
     # Checked by the service (a message in the reader's language), documented here.
     relationship = fields.String(
         required=True,
@@ -89,13 +90,27 @@ class BureauLinkPageSchema(ma.Schema):
 
 
 class LinkRefusalSchema(Strict):
-    reason = fields.String(required=True)
+    reason = fields.String(required=True, validate=said(MAX_REASON_LENGTH))
 
 
 class LinkedAccountNewSchema(Strict):
-    username = fields.String(required=True)
-    display_name = fields.String(required=True)
-    password = fields.String(required=True, load_only=True)
+    # Upper case is accepted and lowered by the service; the document states the stored form.
+    username = fields.String(
+        required=True,
+        validate=validate.Regexp(
+            USERNAME_PATTERN,
+            error=_l("3 to 80 characters: lower-case letters, digits, dot, dash or underscore."),
+        ),
+    )
+    display_name = fields.String(required=True, validate=said())
+    password = fields.String(
+        required=True,
+        load_only=True,
+        validate=validate.Length(
+            min=MIN_PASSWORD_LENGTH,
+            error=_l("The password needs at least %(n)s characters.", n=MIN_PASSWORD_LENGTH),
+        ),
+    )
     relationship = fields.String(required=True, metadata={"enum": _RELATIONSHIPS})
 
 
@@ -163,7 +178,7 @@ _BUREAU_EXAMPLE = _OWN_EXAMPLE | {
 @blp.doc(security=BEARER)
 @blp.arguments(
     LinkRequestNewSchema,
-    example={"id_number": "210102194403120021", "name": "王秀英", "relationship": "child"},
+    example={"id_number": "210102194403121225", "name": "王秀英", "relationship": "child"},
 )
 @blp.response(202, LinkRequestSchema, example=_OWN_EXAMPLE)
 @error_responses(blp, 401, 403, 409, 422, 429)

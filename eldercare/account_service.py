@@ -14,7 +14,8 @@ from eldercare.db import db
 from eldercare.errors import Conflict, InvalidInput
 from eldercare.residents import District
 
-_USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{2,79}$")
+USERNAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{2,79}$"  # also stated in the API's document
+_USERNAME = re.compile(USERNAME_PATTERN)
 
 
 def create_user(

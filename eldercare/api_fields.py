@@ -7,6 +7,7 @@ rules (ranges, limits) stay with their service functions; these fields check sha
 
 from __future__ import annotations
 
+from flask_babel import lazy_gettext as _l
 from marshmallow import fields, validate
 
 MAX_PAGE_SIZE = 100
@@ -48,3 +49,72 @@ def page_limit() -> fields.Integer:
 def page_offset() -> fields.Integer:
     """The ``offset`` of a list query: how many rows come before the page."""
     return fields.Integer(load_default=0, validate=validate.Range(min=0))
+
+
+# --- shapes the document states, so that generated clients send what the code accepts ----
+
+# GB 11643: six digits of region (not starting with 0), the birth date, a sequence of three
+# digits and the check character. The pattern states all a JSON Schema can; the check
+# character (ISO 7064 MOD 11-2) and a birth date that exists and is not in the future are
+# checked in code (eldercare.residents.parse_resident_id) and named in the description.
+RESIDENT_ID_PATTERN = (
+    r"^[1-9]\d{5}(18|19|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])\d{3}[\dXx]$"
+)
+# Months of the programme: years 2000-2999 (vouchers.settlement.run.MONTH_YEARS).
+MONTH_PATTERN = r"^2\d{3}-(0[1-9]|1[0-2])$"
+DISTRICT_PATTERN = r"^[1-9]\d{5}$"  # GB/T 2260 administrative code
+
+
+def resident_id_number(**kwargs) -> fields.String:
+    """A resident ID number in a request body (never a URL: access logs keep URLs)."""
+    metadata = {
+        "description": "the 18-character resident ID number (GB 11643); its last character "
+        "must be the check character of the first 17 and the birth date a real past day",
+        # A name for the shape, so that clients and test generators can supply valid numbers.
+        "format": "resident-id",
+        **kwargs.pop("metadata", {}),
+    }
+    wrong = _l("A resident ID number has 18 characters: 17 digits, then a digit or X.")
+    return fields.String(
+        validate=validate.Regexp(RESIDENT_ID_PATTERN, error=wrong), metadata=metadata, **kwargs
+    )
+
+
+def month(**kwargs) -> fields.String:
+    """A month of the programme, YYYY-MM (years 2000-2999, Asia/Shanghai)."""
+    metadata = {"description": "YYYY-MM (years 2000-2999, Asia/Shanghai)"}
+    metadata.update(kwargs.pop("metadata", {}))
+    wrong = _l("Give the month as YYYY-MM, for example 2026-11.")
+    return fields.String(
+        validate=validate.Regexp(MONTH_PATTERN, error=wrong), metadata=metadata, **kwargs
+    )
+
+
+def district_code(**kwargs) -> fields.String:
+    """A district's administrative code; a code no district has is answered with 404."""
+    metadata = {"description": "district code (GB/T 2260); 404 when no district has it"}
+    metadata.update(kwargs.pop("metadata", {}))
+    wrong = _l("No district has this code.")
+    return fields.String(
+        validate=validate.Regexp(DISTRICT_PATTERN, error=wrong), metadata=metadata, **kwargs
+    )
+
+
+# Text that must say something: at least one character that is not white space. Both Python
+# (``str.strip``, which the services use) and JSON Schema's regular expressions must read it
+# alike: Python also strips U+001C-U+001F and U+0085, which ECMAScript's \s leaves out. The
+# leading [\s\S]*? lets Python's anchored match find the character anywhere, as a JSON Schema
+# pattern (a search) does.
+NOT_BLANK_PATTERN = r"^[\s\S]*?[^\s\u001c-\u001f\u0085]"
+
+
+def said(max_length: int | None = None) -> list:
+    """Validators of a text that must not be empty or only white space."""
+    message = _l("This cannot be left empty.")
+    validators = [
+        validate.Length(min=1, error=message),
+        validate.Regexp(NOT_BLANK_PATTERN, error=message),
+    ]
+    if max_length is not None:
+        validators.append(validate.Length(max=max_length))
+    return validators

@@ -132,6 +132,19 @@ def load_config(instance_path: str) -> dict:
         "OPENAPI_VERSION": "3.0.3",
         "OPENAPI_URL_PREFIX": "/api/v1",
         "OPENAPI_JSON_PATH": "openapi.json",
+        # What holds for every operation, stated once rather than on every field.
+        "API_SPEC_OPTIONS": {
+            "info": {
+                "description": (
+                    "Errors answer {\"error\": {\"code\", \"message\", \"details\"}}; "
+                    "a 422 of the document's own rules names each field under its "
+                    "location (json, query, files). Text anywhere must not contain a NUL "
+                    "character (422). 404: no record with that id or code, or not yours "
+                    "to see; 409: the record's state does not allow it; 405 answers "
+                    "carry Allow."
+                )
+            }
+        },
     }
 
 

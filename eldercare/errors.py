@@ -97,24 +97,29 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        items = [_plain(v) for v in value]
+        # Two validators of one field may say the same thing (empty, and blank): once is enough.
+        return list(dict.fromkeys(items)) if all(isinstance(i, str) for i in items) else items
     if value is None or isinstance(value, bool | int | float):
         return value
     return str(value)
 
 
-def error_response(status: int, code: str, message: Any, details: dict | None = None):
+def error_response(
+    status: int, code: str, message: Any, details: dict | None = None, headers=None
+):
     db.session.rollback()
     message = str(message)
     details = _plain(details or {})
     if wants_json():
         body = {"error": {"code": code, "message": message, "details": details}}
-        return jsonify(body), status
+        return jsonify(body), status, headers or {}
     return (
         render_template(
             "errors/error.html", status=status, code=code, message=message, details=details
         ),
         status,
+        headers or {},
     )
 
 
@@ -137,7 +142,10 @@ def _handle_http_exception(error: HTTPException):
     data = getattr(error, "data", None)  # flask-smorest puts schema errors here
     if isinstance(data, dict) and "messages" in data:
         details = data["messages"]
-    return error_response(status, code, message, details)
+    # Keep the headers the exception carries (Allow on a 405, WWW-Authenticate on a 401,
+    # Retry-After on a 429...): only the body and its Content-Type are ours.
+    headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
+    return error_response(status, code, message, details, headers)
 
 
 def _handle_unexpected(error: Exception):

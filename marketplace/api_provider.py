@@ -13,7 +13,7 @@ from flask_babel import lazy_gettext as _l
 
 from eldercare.api import BEARER, error_responses, local_time, page_of, rename_details
 from eldercare.db import db
-from eldercare.errors import InvalidInput, NotFound
+from eldercare.errors import Conflict, InvalidInput, NotFound
 from eldercare.residents import District
 from eldercare.timeutil import local_today
 from eldercare.tokens import token_required
@@ -227,9 +227,15 @@ def set_own_service_active(body, service_id):
 @blp.doc(security=BEARER)
 @blp.arguments(MarketplaceBedsSchema)
 @blp.response(200, MarketplaceBedsSchema)
-@error_responses(blp, 401, 403, 422)
+@error_responses(blp, 401, 403, 409, 422)
 def set_own_beds(body):
-    """A care institution's beds, in total and free now."""
+    """A care institution's beds, in total and free now (``beds_free`` at most
+    ``beds_total``: 422 otherwise). Only a care institution has beds: for any other kind of
+    provider the request conflicts with what the provider is (409)."""
     provider = provider_of(g.api_user, admin=True)
+    if provider.type != "care_institution":
+        raise Conflict(
+            _l("Only care institutions have beds."), details={"provider_type": provider.type}
+        )
     catalogue.set_beds(provider, total=body["beds_total"], free=body["beds_free"])
     return {"beds_total": provider.beds_total, "beds_free": provider.beds_free}

@@ -14,7 +14,7 @@ from flask_babel import lazy_gettext as _l
 
 from eldercare.api import BEARER, error_responses, rename_details
 from eldercare.db import db
-from eldercare.errors import InvalidInput
+from eldercare.errors import InvalidInput, NotFound
 from eldercare.residents import District
 from eldercare.timeutil import local_today, now_utc
 from eldercare.tokens import token_required
@@ -97,17 +97,24 @@ def list_categories():
 @blp.doc(security=BEARER)
 @blp.arguments(MarketplaceSearchQuerySchema, location="query")
 @blp.response(200, MarketplaceSearchPageSchema)
-@error_responses(blp, 401, 403, 422)
+@error_responses(blp, 401, 403, 404, 422)
 def search(query):
     """Services of certified providers within ``radius_m`` of a point, nearest first (or
-    ``sort=price`` cheapest, ``sort=rating`` best rated first)."""
+    ``sort=price`` cheapest, ``sort=rating`` best rated first). A ``district`` or
+    ``category`` code that names none: 404."""
+    if "category" in query and db.session.get(ServiceCategory, query["category"]) is None:
+        raise NotFound(
+            _l("Choose a kind of service from the list."),
+            details={"category": query["category"]},
+        )
     district_id = None
     if "district" in query:
         district_id = db.session.scalar(
             sa.select(District.id).where(District.code == query["district"])
         )
         if district_id is None:
-            raise InvalidInput(details={"district": _l("No district has this code.")})
+            code = query["district"]
+            raise NotFound(_l("No district has this code."), details={"district": code})
     try:
         found = search_services(
             lat=query["lat"],

@@ -23,6 +23,7 @@ from marketplace.models import (
 )
 
 MAX_CAPACITY = 500
+MAX_BEDS = 10_000  # a typo guard: no institution of the city has more
 
 
 def _price_problem(price_fen) -> str | None:
@@ -183,7 +184,7 @@ def set_beds(provider: Provider, *, total: int, free: int) -> None:
     if provider.type != "care_institution":
         raise InvalidInput(details={"beds_total": _l("Only care institutions have beds.")})
     ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (total, free))
-    if not ints or not (1 <= total <= 10_000 and 0 <= free <= total):
+    if not ints or not (1 <= total <= MAX_BEDS and 0 <= free <= total):
         raise InvalidInput(
             details={"beds_free": _l("Free beds must be between 0 and the number of beds.")}
         )

@@ -3,20 +3,41 @@
 Component names come from the class names, so every class here starts with ``Marketplace``
 to stay clear of the other domains' schemas in the same document.
 
-Input schemas check shapes only: a number is a JSON number (never ``"5"`` or ``true``), a
-time carries its offset, a list is a list. The rules (ranges, who may book what and when,
-which districts a provider serves) belong to the service modules, which name the offending
-field themselves. Money is integer fen throughout, never a float.
+Input schemas check shapes: a number is a JSON number (never ``"5"`` or ``true``), a time
+carries its offset, a list is a list; and they state every rule a JSON Schema can (ranges,
+patterns, choices), so that the published document admits nothing the code refuses. The
+rules that depend on stored data or on the clock (who may book what and when, which
+districts a provider serves) belong to the service modules, which name the offending field
+themselves. Money is integer fen throughout, never a float.
 """
 
 from __future__ import annotations
 
 import marshmallow as ma
+from flask_babel import lazy_gettext as _l
 from marshmallow import fields, validate
 
-from eldercare.api_fields import StrictBoolean, StrictInteger, page_limit, page_offset
-from marketplace.models import BOOKING_STATUSES, COMPLAINT_STATUSES, PROVIDER_TYPES, UNITS
-from marketplace.search import SORTS
+from eldercare.api_fields import (
+    StrictBoolean,
+    StrictInteger,
+    district_code,
+    page_limit,
+    page_offset,
+    said,
+)
+from marketplace.catalogue import MAX_BEDS, MAX_CAPACITY
+from marketplace.models import (
+    BOOKING_STATUSES,
+    COMPLAINT_STATUSES,
+    MAX_PRICE_FEN,
+    PROVIDER_TYPES,
+    UNITS,
+)
+from marketplace.search import MAX_RADIUS_M, SORTS
+
+_OFF_THE_MAP = _l(
+    "The place to search from is not on the map (latitude -90 to 90, longitude -180 to 180)."
+)
 
 _DISTRICT = {"description": "district code (GB/T 2260)"}
 _LOCAL_TIME = {"description": "ISO 8601, in Asia/Shanghai (+08:00)"}
@@ -122,19 +143,41 @@ class MarketplaceProviderSchema(MarketplaceProviderSummarySchema):
 
 
 class MarketplaceSearchQuerySchema(ma.Schema):
-    lat = fields.Float(required=True, metadata={"description": "WGS-84 latitude to search from"})
-    lng = fields.Float(required=True, metadata={"description": "WGS-84 longitude"})
-    radius_m = fields.Float(
-        metadata={"description": "metres, up to 50,000 (default: the 15-minute walk, 1,000)"}
+    lat = fields.Float(
+        required=True,
+        validate=validate.Range(-90, 90, error=_OFF_THE_MAP),
+        metadata={"description": "WGS-84 latitude to search from"},
     )
-    category = fields.String(metadata={"description": "category code"})
-    district = fields.String(
-        metadata={"description": "district code: only services offered to its elders"}
+    lng = fields.Float(
+        required=True,
+        validate=validate.Range(-180, 180, error=_OFF_THE_MAP),
+        metadata={"description": "WGS-84 longitude"},
+    )
+    radius_m = fields.Float(
+        validate=validate.Range(
+            1,  # the service takes any positive distance; the document says a metre
+            MAX_RADIUS_M,
+            error=_l("Choose a distance between 1 metre and 50 km."),
+        ),
+        metadata={"description": "metres, up to 50,000 (default: the 15-minute walk, 1,000)"},
+    )
+    category = fields.String(metadata={"description": "category code; 404 when none has it"})
+    district = district_code(
+        metadata={
+            "description": "district code (GB/T 2260): only services offered to its elders; "
+            "404 when no district has it"
+        }
     )
     provider_type = fields.String(validate=validate.OneOf(PROVIDER_TYPES))
     max_price_fen = fields.Integer(validate=validate.Range(min=1))
-    min_rating = fields.Float(metadata={"description": "1-5"})
-    min_stars = fields.Integer(metadata={"description": "1-5"})
+    min_rating = fields.Float(
+        validate=validate.Range(1, 5, error=_l("Choose a rating from 1 to 5.")),
+        metadata={"description": "1-5"},
+    )
+    min_stars = fields.Integer(
+        validate=validate.Range(1, 5, error=_l("Choose 1 to 5 stars.")),
+        metadata={"description": "1-5"},
+    )
     accepts_vouchers = fields.Boolean(
         metadata={"description": "true: only services a voucher can pay part of; false: others"}
     )
@@ -248,7 +291,11 @@ class MarketplaceReasonSchema(ma.Schema):
 
 
 class MarketplaceReviewRequestSchema(ma.Schema):
-    rating = StrictInteger(required=True, metadata={"description": "whole stars, 1 to 5"})
+    rating = StrictInteger(
+        required=True,
+        validate=validate.Range(1, 5, error=_l("Choose 1 to 5 stars.")),
+        metadata={"description": "whole stars, 1 to 5"},
+    )
     text = fields.String(load_default=None, allow_none=True)
 
 
@@ -321,25 +368,50 @@ class MarketplaceOwnServiceSchema(MarketplaceServiceSchema):
     )
 
 
+_PRICE_RANGE = validate.Range(
+    1, MAX_PRICE_FEN, error=_l("The price must be more than 0 and at most 50,000 yuan.")
+)
+
+
 class MarketplaceNewServiceSchema(ma.Schema):
-    category = fields.String(required=True, metadata={"description": "category code"})
-    title = fields.String(required=True)
+    category = fields.String(
+        required=True,
+        metadata={
+            "description": "category code (GET /service-categories), one your kind of "
+            "provider may offer: 422 naming category_code otherwise"
+        },
+    )
+    title = fields.String(required=True, validate=said(120))
     description = fields.String(load_default="")
-    unit = fields.String(required=True, metadata={"description": ", ".join(UNITS)})
-    price_fen = StrictInteger(required=True, metadata={"description": "per unit, in fen"})
+    unit = fields.String(
+        required=True, validate=validate.OneOf(UNITS, error=_l("Choose the unit the price is for."))
+    )
+    price_fen = StrictInteger(
+        required=True, validate=_PRICE_RANGE, metadata={"description": "per unit, in fen"}
+    )
     capacity_per_slot = StrictInteger(
-        load_default=1, metadata={"description": "bookings one time slot can take"}
+        load_default=1,
+        validate=validate.Range(
+            1, MAX_CAPACITY, error=_l("Capacity is 1 to 500 bookings per time slot.")
+        ),
+        metadata={"description": "bookings one time slot can take"},
     )
     districts = fields.List(
-        fields.String(),
+        district_code(),
         required=True,
-        metadata={"description": "codes of districts your provider serves"},
+        validate=validate.Length(min=1),
+        metadata={
+            "description": "codes of districts your provider serves: 422 naming districts "
+            "for any other"
+        },
     )
 
 
 class MarketplacePriceChangeSchema(ma.Schema):
     price_fen = StrictInteger(
-        required=True, metadata={"description": "the new price, in fen; holds from now"}
+        required=True,
+        validate=_PRICE_RANGE,
+        metadata={"description": "the new price, in fen; holds from now"},
     )
 
 
@@ -348,5 +420,9 @@ class MarketplaceServiceActiveSchema(ma.Schema):
 
 
 class MarketplaceBedsSchema(ma.Schema):
-    beds_total = StrictInteger(required=True)
-    beds_free = StrictInteger(required=True)
+    beds_total = StrictInteger(required=True, validate=validate.Range(1, MAX_BEDS))
+    beds_free = StrictInteger(
+        required=True,
+        validate=validate.Range(0, MAX_BEDS),
+        metadata={"description": "at most beds_total"},
+    )

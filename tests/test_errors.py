@@ -44,6 +44,22 @@ def test_method_not_allowed_is_mapped(client):
     assert response.get_json()["error"]["code"] == "method_not_allowed"
 
 
+@pytest.mark.parametrize(
+    ("path", "accept", "mimetype"),
+    [
+        ("/api/v1/districts", "application/json", "application/json"),
+        ("/login", "text/html", "text/html"),
+    ],
+)
+def test_every_405_names_the_methods_allowed(client, path, accept, mimetype):
+    # RFC 9110 §15.5.6: a 405 must carry Allow; generated clients and Schemathesis rely on it.
+    response = client.delete(path, headers={"Accept": accept})
+    assert response.status_code == 405
+    assert response.mimetype == mimetype
+    allowed = {m.strip() for m in response.headers.get("Allow", "").split(",")}
+    assert "GET" in allowed and "DELETE" not in allowed
+
+
 def test_unexpected_error_rolls_back_and_shows_a_calm_page(
     app, client, factory, login, db_session, monkeypatch
 ):

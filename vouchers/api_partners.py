@@ -68,7 +68,7 @@ def _resident_by_number(id_number: str) -> Resident:
 @blp.doc(security=BEARER)
 @blp.arguments(
     VouchersKindRequestSchema,
-    example={"id_number": "210102194403120021", "in_institution": True, "kind": None},
+    example={"id_number": "210102194403121225", "in_institution": True, "kind": None},
 )
 @blp.response(
     200,

@@ -12,9 +12,18 @@ in Asia/Shanghai.
 from __future__ import annotations
 
 import marshmallow as ma
+from flask_babel import lazy_gettext as _l
 from marshmallow import fields, validate
 
-from eldercare.api_fields import StrictInteger, page_limit, page_offset
+from eldercare.api_fields import (
+    StrictInteger,
+    district_code,
+    page_limit,
+    page_offset,
+    resident_id_number,
+    said,
+)
+from eldercare.api_fields import month as month_field
 from eldercare.db import ROW_ID_MAX
 from vouchers.models import PAYMENT_METHODS, REDEMPTION_STATUSES, VOUCHER_KINDS, VOUCHER_STATUSES
 from vouchers.redemption.pricing import MAX_QUANTITY
@@ -256,19 +265,29 @@ class VouchersPriceRequestSchema(ma.Schema):
     )
 
 
+# http(s), a host name or address of ASCII letters, digits, dots and hyphens, an optional
+# port, then any printable ASCII without spaces.
+RETURN_URL_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$"
+
+
 class VouchersCardRequestSchema(ma.Schema):
     payment_method_id = fields.String(
         required=True,
         validate=validate.Regexp(r"^[A-Za-z0-9_]{1,80}$"),
         metadata={"description": "the gateway's id of the card the terminal tokenized (pm_...)"},
     )
-    return_url = fields.Url(
+    # A pattern rather than fields.Url: the document states exactly what is accepted (Url's
+    # own rules, a top-level domain for one, cannot be read from the document).
+    return_url = fields.String(
         load_default=None,
         allow_none=True,
-        schemes={"https", "http"},
+        validate=validate.Regexp(
+            RETURN_URL_PATTERN, error=_l("Give an http or https address, e.g. https://a.cn/x.")
+        ),
         metadata={
-            "description": "where the bank's 3-D Secure page sends the payer back to; "
-            "default: the platform's home page"
+            "description": "an http(s) URL: where the bank's 3-D Secure page sends the payer "
+            "back to; default: the platform's home page",
+            "example": "https://pay.example.cn/back",
         },
     )
 
@@ -287,7 +306,9 @@ class VouchersCardResultSchema(ma.Schema):
 
 
 class VouchersReverseRequestSchema(ma.Schema):
-    reason = fields.String(required=True, metadata={"description": "why; the family is told"})
+    reason = fields.String(
+        required=True, validate=said(), metadata={"description": "why; the family is told"}
+    )
 
 
 class VouchersRedemptionQuerySchema(ma.Schema):
@@ -392,14 +413,14 @@ class VouchersPoolSchema(ma.Schema):
     )
 
 
+_MONTH = {"description": "YYYY-MM (Asia/Shanghai)"}
+
 # --- issue 10: the elder's kind set by the bureau or an institution; the bureau's data -----
 
-_MONTH = {"description": "YYYY-MM (Asia/Shanghai)"}
-_MONTH_PATTERN = validate.Regexp(r"^\d{4}-(0[1-9]|1[0-2])$", error="Use YYYY-MM, e.g. 2026-03.")
 
 
 class VouchersKindRequestSchema(ma.Schema):
-    id_number = fields.String(required=True, metadata={"description": "the elder's resident ID"})
+    id_number = resident_id_number(required=True)
     in_institution = fields.Boolean(
         required=True,
         truthy={True},
@@ -409,6 +430,7 @@ class VouchersKindRequestSchema(ma.Schema):
     kind = fields.String(
         load_default=None,
         allow_none=True,
+        validate=validate.OneOf(VOUCHER_KINDS),
         metadata={
             "description": "home_community or institutional; institutional when left out "
             "and in_institution is true"
@@ -433,10 +455,8 @@ class VouchersKindAnswerSchema(ma.Schema):
 
 
 class _BureauFilterSchema(ma.Schema):
-    month = fields.String(validate=_MONTH_PATTERN, metadata=_MONTH)
-    district = fields.String(
-        validate=validate.Regexp(r"^\d{6}$"), metadata={"description": "district code (GB/T 2260)"}
-    )
+    month = month_field()
+    district = district_code()
 
 
 class VouchersBureauVoucherQuerySchema(_BureauFilterSchema):
@@ -462,7 +482,7 @@ class VouchersBureauVoucherExportSchema(VouchersBureauVoucherQuerySchema):
     class Meta:
         exclude = ("limit", "offset")
 
-    month = fields.String(required=True, validate=_MONTH_PATTERN, metadata=_MONTH)
+    month = month_field(required=True)
     format = _FORMAT
 
 
@@ -470,7 +490,7 @@ class VouchersBureauRedemptionExportSchema(VouchersBureauRedemptionQuerySchema):
     class Meta:
         exclude = ("limit", "offset")
 
-    month = fields.String(required=True, validate=_MONTH_PATTERN, metadata=_MONTH)
+    month = month_field(required=True)
     format = _FORMAT
 
 

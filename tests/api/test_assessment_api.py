@@ -604,7 +604,8 @@ def test_a_malformed_id_number_is_a_422_with_the_reason(api, world, bureau_token
     }
     short = _eligibility(api, bureau_token(), "12345")
     assert short.status_code == 422
-    assert "18 characters" in short.get_json()["error"]["details"]["id_number"]
+    # The shape is the document's (a pattern): the schema refuses it, naming the field.
+    assert "18 characters" in short.get_json()["error"]["details"]["json"]["id_number"][0]
 
 
 def test_a_malformed_date_is_a_422(api, world, bureau_token):
@@ -897,7 +898,9 @@ def test_fee_refunds_are_listed_paged_filtered_and_district_scoped(
     )
     bad = api.get("/api/v1/assessment-fee-refunds?month=July", city, lang="zh-CN")
     assert bad.status_code == 422
-    assert bad.get_json()["error"]["details"]["month"] == "请按“年-月”填写月份，例如 2025-07。"
+    assert bad.get_json()["error"]["details"]["query"]["month"] == [
+        "请按 YYYY-MM 格式填写月份，例如 2026-11。"
+    ]
 
 
 def test_bulk_review_through_the_api_lists_checks_and_decides_each_case(

@@ -166,7 +166,7 @@ def test_the_bureau_and_the_institution_set_the_kind_through_the_api(
     assert error(
         api.post("/voucher-kinds", officer, json={"id_number": "123", "in_institution": True}),
         422,
-    )["details"].keys() == {"id_number"}
+    )["details"]["json"].keys() == {"id_number"}
     assert _audits(db_session, "voucher_kind.set") == 0
     # District staff of another district cannot reach the elder.
     shenhe = factory.user("officer.sh", roles=["bureau_officer"], district=shop.market.shenhe)

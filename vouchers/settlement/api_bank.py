@@ -12,12 +12,13 @@ import functools
 
 import marshmallow as ma
 import sqlalchemy as sa
-from flask import g, request
+from flask import g
 from flask_babel import lazy_gettext as _l
+from flask_smorest.fields import Upload
 
 from eldercare.api import BEARER, error_responses, local_time
+from eldercare.api_fields import said
 from eldercare.db import db
-from eldercare.errors import InvalidInput
 from eldercare.tokens import token_required
 from marketplace.models import Provider
 from vouchers.settlement import bank_files, bank_results, payees
@@ -94,8 +95,17 @@ class PayeeChangeSchema(ma.Schema):
     requested_at = ma.fields.DateTime()
 
 
+class ResultFileSchema(ma.Schema):
+    # In the document as a multipart body, so that a client knows to send the file.
+    file = Upload(
+        required=True,
+        error_messages={"required": _l("Choose the bank's result file to import.")},
+        metadata={"description": "the bank's result file, CSV or XLSX"},
+    )
+
+
 class RejectSchema(ma.Schema):
-    reason = ma.fields.String(required=True)
+    reason = ma.fields.String(required=True, validate=said())
 
 
 @blp.post("/batches")
@@ -158,16 +168,15 @@ def batch_file(query, batch_id: int):
 @token_required("bureau:write")
 @_city_bureau
 @blp.doc(security=BEARER)
+@blp.arguments(ResultFileSchema, location="files")
 @blp.response(200, ImportOutcomeSchema)
 @error_responses(blp, 401, 403, 404, 409, 422)
-def import_results(batch_id: int):
+def import_results(files, batch_id: int):
     """Import the bank's result file (multipart field ``file``, CSV or XLSX). 422 with the
-    reason when the file is refused whole; 409 when the same file was imported before."""
+    reason, naming ``file``, when its content is refused whole; 409 when the same file was
+    imported before."""
     batch = bank_files.batch_by_id(batch_id)
-    upload = request.files.get("file")
-    if upload is None:
-        message = _l("Choose the bank's result file to import.")
-        raise InvalidInput(message, details={"file": message})
+    upload = files["file"]
     outcome = bank_results.import_result(batch, upload.read(), upload.filename, actor=g.api_user)
     return {
         "import_id": outcome.record.id,

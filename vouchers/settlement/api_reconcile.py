@@ -23,6 +23,8 @@ from marshmallow import fields, validate
 
 from eldercare.accounts import BUREAU_ROLES
 from eldercare.api import BEARER, error_responses
+from eldercare.api_fields import month as month_field
+from eldercare.api_fields import said
 from eldercare.db import db
 from eldercare.errors import InvalidInput, NotFound, PermissionDenied
 from eldercare.timeutil import SHANGHAI
@@ -40,22 +42,22 @@ QUEUE_SHOWN = 200
 
 
 class ReconcileMonthSchema(ma.Schema):
-    month = fields.String(required=True, metadata={"example": "2026-11"})
+    month = month_field(required=True, metadata={"example": "2026-11"})
 
 
 class ReconcileMonthQuerySchema(ma.Schema):
-    month = fields.String(metadata={"example": "2026-11"})
+    month = month_field(metadata={"example": "2026-11"})
 
 
 class ReconcileExceptionQuerySchema(ma.Schema):
     status = fields.String(
         validate=validate.OneOf(("open", "resolved", "all")), load_default="open"
     )
-    month = fields.String(metadata={"example": "2026-11"})
+    month = month_field(metadata={"example": "2026-11"})
 
 
 class ReconcileResolutionSchema(ma.Schema):
-    resolution = fields.String(required=True)
+    resolution = fields.String(required=True, validate=said())
 
 
 class ReconcileRunSchema(ma.Schema):

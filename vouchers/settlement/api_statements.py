@@ -21,6 +21,8 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from eldercare.api import BEARER, error_responses
+from eldercare.api_fields import month as month_field
+from eldercare.api_fields import said
 from eldercare.db import db
 from eldercare.errors import NotFound, PermissionDenied
 from eldercare.tokens import token_required
@@ -44,7 +46,7 @@ def city_bureau(view):
 
 
 class RunIn(Schema):
-    month = fields.String(required=True, metadata={"example": "2026-11"})
+    month = month_field(required=True, metadata={"example": "2026-11"})
 
 
 class RunOut(Schema):
@@ -59,7 +61,7 @@ class RunOut(Schema):
 
 
 class StatementsQuery(Schema):
-    month = fields.String(required=True)
+    month = month_field(required=True)
     status = fields.String(validate=validate.OneOf(STATEMENT_STATUSES))
 
 
@@ -129,7 +131,7 @@ class ApproveIn(Schema):
 
 
 class RejectIn(Schema):
-    reason = fields.String(required=True)
+    reason = fields.String(required=True, validate=said())
 
 
 def _statement(statement_id: int) -> Statement:
