@@ -89,7 +89,7 @@ MATRIX = {
     "GET /api/v1/openapi.json":                                                       "A A A A A A A A A A A A A A A",
     "POST /api/v1/payments/webhook":                                                  "I I I I I I I I I I I I I I I",
     "GET /api/v1/pool":                                                               "L D D D D D D D D A A A A D D",
-    "PUT /api/v1/provider/beds":                                                      "L D D I D I D D D D D D D D D",
+    "PUT /api/v1/provider/beds":                                                      "L D D A D A D D D D D D D D D",
     "GET /api/v1/provider/bookings":                                                  "L D D A A A A D D D D D D D D",
     "POST /api/v1/provider/bookings/<int:booking_id>/accept":                         "L D D A A H H D D D D D D D D",
     "POST /api/v1/provider/bookings/<int:booking_id>/cancel":                         "L D D A A H H D D D D D D D D",
