@@ -63,11 +63,13 @@ def _run(sql: str, **params) -> None:
     db.session.execute(sa.text(sql), params)
 
 
-def _seed(month: date) -> None:
+def _seed(month: date, n: int = N, providers: int = PROVIDERS) -> None:
+    """The month's ``n`` redemptions over ``providers`` providers (also the crash tests'
+    seed: tests/vouchers/settlement/test_settlement_killed.py)."""
     from vouchers.pool import ledger
     from vouchers.pool.policy import policy_on
 
-    elders = -(-N // PER_VOUCHER)
+    elders = -(-n // PER_VOUCHER)
     codes = [f"2199{i:02d}" for i in range(DISTRICTS)]
     _run(
         "INSERT INTO districts (code, name_zh, name_en) "
@@ -90,7 +92,7 @@ def _seed(month: date) -> None:
         "INSERT INTO users (username, password_hash, display_name, active, created_at) "
         "SELECT 'bench.staff.' || g, '!', '护理员' || g, true, now() AT TIME ZONE 'UTC' "
         "FROM generate_series(1, :p) AS g",
-        p=PROVIDERS,
+        p=providers,
     )
     _run(
         "INSERT INTO providers (name, credit_code, type, status, district_id, address,"
@@ -100,7 +102,7 @@ def _seed(month: date) -> None:
         " 'active', :first + (g % :d), '地址 ' || g, 41.77, 123.43, '联系人', '13800000000',"
         " '服务商' || g, '中国银行沈阳分行', '6217' || lpad(g::text, 15, '0'),"
         " now() AT TIME ZONE 'UTC' FROM generate_series(1, :p) AS g",
-        p=PROVIDERS,
+        p=providers,
         first=first_district,
         d=DISTRICTS,
     )
@@ -133,13 +135,13 @@ def _seed(month: date) -> None:
         "WHERE v.month = :month AND (v.id - 1) * :per + k <= :n + :offset",
         fp=first_provider,
         fu=first_user,
-        p=PROVIDERS,
+        p=providers,
         at=month + timedelta(days=10, hours=2),
         price=PRICE,
         subsidy=SUBSIDY,
         per=PER_VOUCHER,
         month=month,
-        n=N,
+        n=n,
         offset=(db.session.scalar(sa.text("SELECT min(id) FROM vouchers")) - 1) * PER_VOUCHER,
     )
     redeemed = db.session.scalar(sa.text("SELECT count(*) FROM redemptions"))
