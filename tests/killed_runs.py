@@ -190,8 +190,8 @@ STATE_QUERIES = {
     "statement_lines": "SELECT l.redemption_id, s.provider_id, s.seq, l.subsidy_fen,"
     " l.card_copay_fen FROM statement_lines l JOIN statements s ON s.id = l.statement_id"
     " ORDER BY l.redemption_id",
-    "settlement_months": "SELECT month, settles_from, last_run_lines FROM settlement_months"
-    " ORDER BY month",
+    # (not last_run_lines: what the latest run added, 0 for a rerun that found all done)
+    "settlement_months": "SELECT month, settles_from FROM settlement_months ORDER BY month",
 }
 
 

@@ -3,13 +3,15 @@ settlement run, each run as the real ``flask`` command in a process of its own, 
 way at a delay drawn from a seeded random generator, rerun to completion; the database must
 then equal a twin's on which the command ran once, uninterrupted (tests/killed_runs.py).
 
-Also two expiry commands started at once: each voucher expires, and its balance returns to
-its district, once."""
+And each job started twice at once, as two processes: its work is done once (the same twin).
+"""
 
 from __future__ import annotations
 
 import json
 import random
+from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import date
 
 import pytest
@@ -126,6 +128,7 @@ JOBS = {
         _seed_elders,
         lambda: ("vouchers", "issue", "--month", _month(month_of(local_today())), "--json"),
         _issuance_checks,
+        lambda report: report["issued"],
     ),
     "expiry": (
         _seed_last_months_vouchers,
@@ -137,60 +140,86 @@ JOBS = {
             "--json",
         ),
         _expiry_checks,
+        lambda report: report["expired"],
     ),
     "settlement": (
         _seed_a_settleable_month,
         lambda: ("settlement", "run", "--json"),  # the catch-up, as the scheduler runs it
         _settlement_checks,
+        lambda report: sum(month["lines_added"] for month in report["settled"].values()),
     ),
 }
 
 
+@dataclass
+class Uninterrupted:
+    """A job's seeded template and what one uninterrupted run of it left on a twin."""
+
+    template: str
+    args: tuple[str, ...]
+    before: dict
+    expected: dict
+    done: int  # the work its report counts (vouchers issued or expired, lines added)
+    span: float  # seconds of work, from its first transaction (the kill delays' range)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted():
+    runs: dict[str, Uninterrupted] = {}
+    with ExitStack() as stack:
+
+        def of(job: str) -> Uninterrupted:
+            if job not in runs:
+                seed, command, checks, done = JOBS[job]
+                template = stack.enter_context(seeded_template(f"eldercare_killed_{job}", seed))
+                with clone(template) as twin:
+                    outcome, span = timed_run(twin, command())
+                    assert outcome.returncode == 0, outcome.err
+                    checks(twin)
+                    runs[job] = Uninterrupted(
+                        template,
+                        command(),
+                        state(template),
+                        state(twin),
+                        done(json.loads(outcome.out)),
+                        span,
+                    )
+                assert runs[job].expected != runs[job].before  # the job had work to do
+            return runs[job]
+
+        yield of
+
+
 @pytest.mark.parametrize("job", list(JOBS))
-def test_a_job_killed_at_random_points_and_rerun_ends_as_an_uninterrupted_run(job):
-    seed, command, checks = JOBS[job]
-    args = command()
-    with seeded_template(f"eldercare_killed_{job}", seed) as template:
-        with clone(template) as twin:
-            outcome, span = timed_run(twin, args)
-            assert outcome.returncode == 0, outcome.err
-            checks(twin)
-            expected = state(twin)
-        before = state(template)
-        assert expected != before  # the job had work to do
-        partial = []  # what each kill left: a state neither the template's nor the end's
-        for number in SEEDS:
-            with clone(template) as url:
-                killed = kill_part_way(url, args, random.Random(number), span)
-                if killed.killed:
-                    assert killed.returncode == -9
-                    left = state(url)
-                    partial.append(left not in (expected, before))
-                rerun = flask_command(url, *args)
-                assert rerun.returncode == 0, rerun.err
-                json.loads(rerun.out)
-                assert state(url) == expected, f"seed {number}"
-                checks(url)
-        # Not asserted (it depends on the machine's speed): how many kills left a partial state.
-        print(f"{job}: kills left a partial state: {partial}")
-
-
-def test_two_expiry_commands_at_once_expire_each_voucher_and_return_its_money_once():
-    seed, command, checks = JOBS["expiry"]
-    args = command()
-    with seeded_template("eldercare_expiry_twice", seed) as template:
-        with clone(template) as twin:
-            alone = flask_command(twin, *args)
-            assert alone.returncode == 0, alone.err
-            expected, report = state(twin), json.loads(alone.out)
-        with clone(template) as url:
-            processes = [flask_command(url, *args, start_only=True) for _ in range(2)]
-            reports = []
-            for process in processes:
-                out, err = process.communicate(timeout=600)
-                assert process.returncode == 0, err
-                reports.append(json.loads(out))
-            assert sum(r["expired"] for r in reports) == ELDERS
-            assert sum(r["returned_fen"] for r in reports) == report["returned_fen"]
-            assert state(url) == expected
+def test_a_job_killed_at_random_points_and_rerun_ends_as_an_uninterrupted_run(job, uninterrupted):
+    run, checks = uninterrupted(job), JOBS[job][2]
+    partial = []  # what each kill left: a state neither the template's nor the end's
+    for number in SEEDS:
+        with clone(run.template) as url:
+            killed = kill_part_way(url, run.args, random.Random(number), run.span)
+            if killed.killed:
+                assert killed.returncode == -9
+                left = state(url)
+                partial.append(left not in (run.expected, run.before))
+            rerun = flask_command(url, *run.args)
+            assert rerun.returncode == 0, rerun.err
+            assert state(url) == run.expected, f"seed {number}"
             checks(url)
+    # Not asserted (it depends on the machine's speed): how many kills left a partial state.
+    print(f"{job}: kills left a partial state: {partial}")
+
+
+@pytest.mark.parametrize("job", list(JOBS))
+def test_two_commands_of_a_job_at_once_do_its_work_once(job, uninterrupted):
+    """What two schedulers (or an operator and the scheduler) starting the job at once do."""
+    run, checks, done = uninterrupted(job), JOBS[job][2], JOBS[job][3]
+    with clone(run.template) as url:
+        processes = [flask_command(url, *run.args, start_only=True) for _ in range(2)]
+        reports = []
+        for process in processes:
+            out, err = process.communicate(timeout=600)
+            assert process.returncode == 0, err
+            reports.append(json.loads(out))
+        assert sum(done(report) for report in reports) == run.done
+        assert state(url) == run.expected
+        checks(url)
