@@ -64,11 +64,13 @@ def _run(sql: str, **params) -> None:
 
 
 def _seed(month: date, n: int = N, providers: int = PROVIDERS) -> None:
-    """The month's ``n`` redemptions over ``providers`` providers (also the crash tests'
-    seed: tests/vouchers/settlement/test_settlement_killed.py)."""
-    from vouchers.pool import ledger
-    from vouchers.pool.policy import policy_on
+    _seed_parties(n, providers)
+    _seed_month(month, n, providers)
 
+
+def _seed_parties(n: int, providers: int) -> None:
+    """The districts, the elders for ``n`` redemptions a month, the providers and their staff
+    (also the crash tests' seed: tests/vouchers/test_killed_runs.py)."""
     elders = -(-n // PER_VOUCHER)
     codes = [f"2199{i:02d}" for i in range(DISTRICTS)]
     _run(
@@ -106,6 +108,18 @@ def _seed(month: date, n: int = N, providers: int = PROVIDERS) -> None:
         first=first_district,
         d=DISTRICTS,
     )
+    db.session.commit()
+
+
+def _seed_month(month: date, n: int, providers: int) -> None:
+    """One month of the parties' vouchers (expired), ``n`` redemptions and their books."""
+    from vouchers.pool import ledger
+    from vouchers.pool.policy import policy_on
+
+    codes = [f"2199{i:02d}" for i in range(DISTRICTS)]
+    first_district = db.session.scalar(
+        sa.text("SELECT min(id) FROM districts WHERE code = ANY(:codes)"), {"codes": codes}
+    )
     policy = policy_on("home_community", month)
     face = policy.monthly_cap_fen
     _run(
@@ -142,10 +156,25 @@ def _seed(month: date, n: int = N, providers: int = PROVIDERS) -> None:
         per=PER_VOUCHER,
         month=month,
         n=n,
-        offset=(db.session.scalar(sa.text("SELECT min(id) FROM vouchers")) - 1) * PER_VOUCHER,
+        offset=(
+            db.session.scalar(
+                sa.text("SELECT min(id) FROM vouchers WHERE month = :month"), {"month": month}
+            )
+            - 1
+        )
+        * PER_VOUCHER,
     )
-    redeemed = db.session.scalar(sa.text("SELECT count(*) FROM redemptions"))
-    vouchers = db.session.scalar(sa.text("SELECT count(*) FROM vouchers"))
+    of_month = {"month": month}
+    redeemed = db.session.scalar(
+        sa.text(
+            "SELECT count(*) FROM redemptions r JOIN vouchers v ON v.id = r.voucher_id"
+            " WHERE v.month = :month"
+        ),
+        of_month,
+    )
+    vouchers = db.session.scalar(
+        sa.text("SELECT count(*) FROM vouchers WHERE month = :month"), of_month
+    )
     issued, spent = vouchers * face, redeemed * SUBSIDY
     # The books as the real flow leaves them: money in, allocated, issued, held, one capture
     # entry per redemption, the rest expired back to the districts.
@@ -154,8 +183,9 @@ def _seed(month: date, n: int = N, providers: int = PROVIDERS) -> None:
     per_district = db.session.execute(
         sa.text(
             "SELECT d.code, count(v.id) FROM districts d JOIN vouchers v ON v.district_id = d.id"
-            " GROUP BY d.code"
-        )
+            " WHERE v.month = :month GROUP BY d.code"
+        ),
+        of_month,
     ).all()
     for code, count in per_district:
         account = ledger.district_account_code(code)
@@ -173,9 +203,9 @@ def _seed(month: date, n: int = N, providers: int = PROVIDERS) -> None:
                 sa.text(
                     "SELECT coalesce(sum(r.subsidy_fen), 0) FROM redemptions r JOIN vouchers v"
                     " ON v.id = r.voucher_id JOIN districts d ON d.id = v.district_id"
-                    " WHERE d.code = :code"
+                    " WHERE d.code = :code AND v.month = :month"
                 ),
-                {"code": code},
+                {"code": code, "month": month},
             )
         )
         ledger.post(
@@ -186,16 +216,19 @@ def _seed(month: date, n: int = N, providers: int = PROVIDERS) -> None:
     _run(
         "INSERT INTO journal_entries (kind, occurred_at, memo, cause_type, cause_id) "
         "SELECT 'capture', r.redeemed_at, 'redemption ' || r.id, 'redemptions', r.id::text "
-        "FROM redemptions r"
+        "FROM redemptions r JOIN vouchers v ON v.id = r.voucher_id WHERE v.month = :month",
+        month=month,
     )
     for code, sign in (("vouchers:held", -1), ("redeemed:unsettled", 1)):
         _run(
             "INSERT INTO journal_lines (entry_id, account_id, amount_fen) "
             "SELECT e.id, a.id, :sign * r.subsidy_fen FROM journal_entries e "
             "JOIN redemptions r ON e.cause_type = 'redemptions' AND e.cause_id = r.id::text "
+            "JOIN vouchers v ON v.id = r.voucher_id AND v.month = :month "
             "CROSS JOIN ledger_accounts a WHERE a.code = :code AND e.kind = 'capture'",
             sign=sign,
             code=code,
+            month=month,
         )
         _run(
             "UPDATE ledger_balances SET balance_fen = balance_fen + :amount WHERE shard = 0 AND"

@@ -91,14 +91,22 @@ def tagged(url: str) -> str:
     )
 
 
-def kill_part_way(url: str, args: tuple[str, ...], rng: random.Random, span: float) -> Outcome:
+def kill_points(seeds: tuple[int, ...], span: float) -> list[float]:
+    """One kill delay per seed over ``span`` seconds of work, stratified: the i-th of n seeds
+    draws (from ``random.Random(seed)``) a point in the i-th n-th of the span, so that a few
+    seeds cover the start, the middle and the end of the work rather than clustering."""
+    n = len(seeds)
+    return [span * (i + random.Random(seed).random()) / n for i, seed in enumerate(seeds)]
+
+
+def kill_part_way(url: str, args: tuple[str, ...], delay: float) -> Outcome:
     """Start the command, wait until it is inside its first transaction (the app is loaded and
-    working), then SIGKILL it after a delay drawn from ``rng`` in [0, ``span``) seconds:
-    anywhere in its work, or after it ended (then it simply finished)."""
+    working), then SIGKILL it ``delay`` seconds later: somewhere in its work, or after it
+    ended (then it simply finished)."""
     process = flask_command(tagged(url), *args, start_only=True)
     while process.poll() is None and not _in_transaction(url):
         time.sleep(0.01)
-    time.sleep(rng.uniform(0, span))
+    time.sleep(delay)
     killed = process.poll() is None
     if killed:
         process.send_signal(signal.SIGKILL)
@@ -107,14 +115,19 @@ def kill_part_way(url: str, args: tuple[str, ...], rng: random.Random, span: flo
 
 
 def timed_run(url: str, args: tuple[str, ...]) -> tuple[Outcome, float]:
-    """The command run once to its end, and how long its work took from its first
-    transaction (what the random kill points are drawn over; not asserted)."""
+    """The command run once to its end, and how long it worked in the database: from its
+    first transaction to the end of its last (what the kill points are drawn over; the
+    interpreter's exit after the work is not part of it). Not asserted."""
     process = flask_command(tagged(url), *args, start_only=True)
     while process.poll() is None and not _in_transaction(url):
         time.sleep(0.01)
-    started = time.monotonic()
+    started = last_seen = time.monotonic()
+    while process.poll() is None:
+        if _in_transaction(url):
+            last_seen = time.monotonic()
+        time.sleep(0.01)
     out, err = process.communicate(timeout=600)
-    return Outcome(process.returncode, out, err), time.monotonic() - started
+    return Outcome(process.returncode, out, err), last_seen - started
 
 
 def _admin():
