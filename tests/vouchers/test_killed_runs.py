@@ -1,7 +1,8 @@
-"""The monthly jobs killed with SIGKILL at random points (PostgreSQL): issuance, expiry and the
-settlement run, each run as the real ``flask`` command in a process of its own, killed part
-way at a delay drawn from a seeded random generator, rerun to completion; the database must
-then equal a twin's on which the command ran once, uninterrupted (tests/killed_runs.py).
+"""The monthly jobs killed with SIGKILL at random points (PostgreSQL): issuance, expiry, the
+settlement catch-up and the scheduler's monthly catch-up, each run as the real ``flask``
+command in a process of its own, killed part way at a delay drawn from seeded random
+generators, rerun to completion; the database must then equal a twin's on which the command
+ran once, uninterrupted (tests/killed_runs.py).
 
 And each job started twice at once, as two processes: its work is done once (the same twin).
 """
@@ -41,7 +42,9 @@ pytestmark = [
 ]
 
 SEEDS = (1, 2, 3)  # each job is killed once per seed (tests/killed_runs.py: kill_points)
-ELDERS = 2000  # issuance and expiry: ten commits of 200 (vouchers.jobs.BATCH_SIZE) each
+# Issuance and expiry: 2,000 elders in two districts; each district's batch is committed on
+# its own (the monthly catch-up: four commits, expiry's two then issuance's two).
+ELDERS = 2000
 # Settlement: two months (each its own transaction in the catch-up), each 1,000 vouchers with
 # 4,000 redemptions at 40 providers.
 REDEMPTIONS = 4000
