@@ -64,11 +64,15 @@ def _run(sql: str, **params) -> None:
     db.session.execute(sa.text(sql), params)
 
 
-def _seed(month: date) -> None:
-    from vouchers.pool import ledger
-    from vouchers.pool.policy import policy_on
+def _seed(month: date, n: int = N, providers: int = PROVIDERS) -> None:
+    _seed_parties(n, providers)
+    _seed_month(month, n, providers)
 
-    elders = -(-N // PER_VOUCHER)
+
+def _seed_parties(n: int, providers: int) -> None:
+    """The districts, the elders for ``n`` redemptions a month, the providers and their staff
+    (also the crash tests' seed: tests/vouchers/test_killed_runs.py)."""
+    elders = -(-n // PER_VOUCHER)
     codes = [f"2199{i:02d}" for i in range(DISTRICTS)]
     _run(
         "INSERT INTO districts (code, name_zh, name_en) "
@@ -94,7 +98,7 @@ def _seed(month: date) -> None:
         "INSERT INTO users (username, password_hash, display_name, active, created_at) "
         "SELECT 'bench.staff.' || g, '!', '护理员' || g, true, now() AT TIME ZONE 'UTC' "
         "FROM generate_series(1, :p) AS g",
-        p=PROVIDERS,
+        p=providers,
     )
     _run(
         "INSERT INTO providers (name, credit_code, type, status, district_id, address,"
@@ -104,9 +108,21 @@ def _seed(month: date) -> None:
         " 'active', :first + (g % :d), '地址 ' || g, 41.77, 123.43, '联系人', '13800000000',"
         " '服务商' || g, '中国银行沈阳分行', '6217' || lpad(g::text, 15, '0'),"
         " now() AT TIME ZONE 'UTC' FROM generate_series(1, :p) AS g",
-        p=PROVIDERS,
+        p=providers,
         first=first_district,
         d=DISTRICTS,
+    )
+    db.session.commit()
+
+
+def _seed_month(month: date, n: int, providers: int) -> None:
+    """One month of the parties' vouchers (expired), ``n`` redemptions and their books."""
+    from vouchers.pool import ledger
+    from vouchers.pool.policy import policy_on
+
+    codes = [f"2199{i:02d}" for i in range(DISTRICTS)]
+    first_district = db.session.scalar(
+        sa.text("SELECT min(id) FROM districts WHERE code = ANY(:codes)"), {"codes": codes}
     )
     policy = policy_on("home_community", month)
     face = policy.monthly_cap_fen
@@ -137,17 +153,32 @@ def _seed(month: date) -> None:
         "WHERE v.month = :month AND (v.id - 1) * :per + k <= :n + :offset",
         fp=first_provider,
         fu=first_user,
-        p=PROVIDERS,
+        p=providers,
         at=month + timedelta(days=10, hours=2),
         price=PRICE,
         subsidy=SUBSIDY,
         per=PER_VOUCHER,
         month=month,
-        n=N,
-        offset=(db.session.scalar(sa.text("SELECT min(id) FROM vouchers")) - 1) * PER_VOUCHER,
+        n=n,
+        offset=(
+            db.session.scalar(
+                sa.text("SELECT min(id) FROM vouchers WHERE month = :month"), {"month": month}
+            )
+            - 1
+        )
+        * PER_VOUCHER,
     )
-    redeemed = db.session.scalar(sa.text("SELECT count(*) FROM redemptions"))
-    vouchers = db.session.scalar(sa.text("SELECT count(*) FROM vouchers"))
+    of_month = {"month": month}
+    redeemed = db.session.scalar(
+        sa.text(
+            "SELECT count(*) FROM redemptions r JOIN vouchers v ON v.id = r.voucher_id"
+            " WHERE v.month = :month"
+        ),
+        of_month,
+    )
+    vouchers = db.session.scalar(
+        sa.text("SELECT count(*) FROM vouchers WHERE month = :month"), of_month
+    )
     issued, spent = vouchers * face, redeemed * SUBSIDY
     # The books as the real flow leaves them: money in, allocated, issued, held, one capture
     # entry per redemption, the rest expired back to the districts.
@@ -156,8 +187,9 @@ def _seed(month: date) -> None:
     per_district = db.session.execute(
         sa.text(
             "SELECT d.code, count(v.id) FROM districts d JOIN vouchers v ON v.district_id = d.id"
-            " GROUP BY d.code"
-        )
+            " WHERE v.month = :month GROUP BY d.code"
+        ),
+        of_month,
     ).all()
     for code, count in per_district:
         account = ledger.district_account_code(code)
@@ -175,9 +207,9 @@ def _seed(month: date) -> None:
                 sa.text(
                     "SELECT coalesce(sum(r.subsidy_fen), 0) FROM redemptions r JOIN vouchers v"
                     " ON v.id = r.voucher_id JOIN districts d ON d.id = v.district_id"
-                    " WHERE d.code = :code"
+                    " WHERE d.code = :code AND v.month = :month"
                 ),
-                {"code": code},
+                {"code": code, "month": month},
             )
         )
         ledger.post(
@@ -188,16 +220,19 @@ def _seed(month: date) -> None:
     _run(
         "INSERT INTO journal_entries (kind, occurred_at, memo, cause_type, cause_id) "
         "SELECT 'capture', r.redeemed_at, 'redemption ' || r.id, 'redemptions', r.id::text "
-        "FROM redemptions r"
+        "FROM redemptions r JOIN vouchers v ON v.id = r.voucher_id WHERE v.month = :month",
+        month=month,
     )
     for code, sign in (("vouchers:held", -1), ("redeemed:unsettled", 1)):
         _run(
             "INSERT INTO journal_lines (entry_id, account_id, amount_fen) "
             "SELECT e.id, a.id, :sign * r.subsidy_fen FROM journal_entries e "
             "JOIN redemptions r ON e.cause_type = 'redemptions' AND e.cause_id = r.id::text "
+            "JOIN vouchers v ON v.id = r.voucher_id AND v.month = :month "
             "CROSS JOIN ledger_accounts a WHERE a.code = :code AND e.kind = 'capture'",
             sign=sign,
             code=code,
+            month=month,
         )
         _run(
             "UPDATE ledger_balances SET balance_fen = balance_fen + :amount WHERE shard = 0 AND"

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify, render_template, request
+import sqlalchemy as sa
+from flask import Flask, current_app, jsonify, render_template, request
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
@@ -148,9 +149,30 @@ def _handle_http_exception(error: HTTPException):
     return error_response(status, code, message, details, headers)
 
 
+def connection_lost(error: BaseException | None) -> bool:
+    """Whether ``error`` is the database connection dropping (a restart, a failover, the
+    server process killed): SQLAlchemy has then invalidated the connection, the server rolled
+    the transaction back, and the next request gets a fresh connection (pool_pre_ping)."""
+    return isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated
+
+
+def _database_unavailable():
+    response, status = error_response(
+        503,
+        "database_unavailable",
+        _("The database could not be reached, so nothing was saved. Please try again in a moment."),
+    )
+    response = current_app.make_response((response, status))
+    response.headers["Retry-After"] = "5"
+    return response
+
+
 def _handle_unexpected(error: Exception):
     if isinstance(error, HTTPException):
         return _handle_http_exception(error)
+    if connection_lost(error):
+        log.warning("database connection lost on %s %s: %s", request.method, request.path, error)
+        return _database_unavailable()
     log.exception("unhandled error on %s %s", request.method, request.path)
     return error_response(
         500,
@@ -161,7 +183,14 @@ def _handle_unexpected(error: Exception):
 
 def _commit_unit_of_work(response):
     """A request that returned normally commits; every error path has rolled back already."""
-    db.session.commit()
+    try:
+        db.session.commit()
+    except sa.exc.DBAPIError as error:
+        if not connection_lost(error):
+            raise
+        # Raised here, after the view, it would bypass the error handlers (a bare 500).
+        log.warning("database connection lost committing %s %s", request.method, request.path)
+        return _database_unavailable()
     return response
 
 

@@ -2,9 +2,6 @@
 and (PostgreSQL) two runs at once."""
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -24,12 +21,12 @@ from eldercare.db import db
 from eldercare.residents import District, Resident, compose_resident_id
 from eldercare.timeutil import local_today
 from tests.conftest import ON_POSTGRES, TEST_CONFIG, fresh_postgres_database
+from tests.killed_runs import flask_command
 from tests.vouchers.helpers import approved_moderate
 from vouchers.issuance.monthly import issue_monthly, month_of, try_issue
 from vouchers.models import JournalEntry, JournalLine, LedgerAccount, Voucher
 from vouchers.pool import ledger
 
-ROOT = Path(__file__).resolve().parents[2]
 CAP = 50_000
 DISTRICTS = ("210102", "210103")
 
@@ -98,31 +95,13 @@ def seed_elders(app, n: int) -> list[int]:
 
 
 def flask_issue(url: str, month: date, *, crash_after: int | None = None):
-    env = os.environ | {"DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
-    env.pop("VOUCHERS_ISSUE_CRASH_AFTER", None)
-    if crash_after is not None:
-        env["VOUCHERS_ISSUE_CRASH_AFTER"] = str(crash_after)
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-        [
-            sys.executable,
-            "-m",
-            "flask",
-            "--app",
-            "wsgi",
-            "vouchers",
-            "issue",
-            "--month",
-            month.strftime("%Y-%m"),
-            "--json",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    # The process exits abruptly after ``crash_after`` elders (vouchers/cli.py's test hook):
+    # a deterministic point; tests/vouchers/test_killed_runs.py kills at random ones.
+    env = {"VOUCHERS_ISSUE_CRASH_AFTER": str(crash_after or "")}
+    outcome = flask_command(
+        url, "vouchers", "issue", "--month", f"{month:%Y-%m}", "--json", env=env
     )
-    out, err = process.communicate(timeout=600)
-    return process.returncode, out, err
+    return outcome.returncode, outcome.out, outcome.err
 
 
 def check_books(app, expected_count: int | None = None) -> int:
