@@ -157,14 +157,17 @@ def connection_lost(error: BaseException | None) -> bool:
 
 
 def _database_unavailable():
-    response, status = error_response(
-        503,
-        "database_unavailable",
-        _("The database could not be reached, so nothing was saved. Please try again in a moment."),
+    return current_app.make_response(
+        error_response(
+            503,
+            "database_unavailable",
+            _(
+                "The database could not be reached, so nothing was saved. "
+                "Please try again in a moment."
+            ),
+            headers={"Retry-After": "5"},
+        )
     )
-    response = current_app.make_response((response, status))
-    response.headers["Retry-After"] = "5"
-    return response
 
 
 def _handle_unexpected(error: Exception):
