@@ -14,7 +14,15 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from assessment.models import ASSESSMENT_STATUSES, ASSESSMENT_TYPES, LEVEL_CODES
-from eldercare.api_fields import StrictBoolean, StrictInteger, page_limit, page_offset
+from eldercare.api_fields import (
+    AwareDateTime,
+    Date,
+    StrictBoolean,
+    StrictInteger,
+    page_limit,
+    page_offset,
+    row_id,
+)
 
 
 class ItemScores(fields.Dict):
@@ -132,14 +140,14 @@ class AssessmentListQuerySchema(ma.Schema):
 
 
 class AssessmentScheduleSchema(ma.Schema):
-    scheduled_for = fields.AwareDateTime(
+    scheduled_for = AwareDateTime(
         required=True,
         metadata={"description": "ISO 8601 with an offset, e.g. 2026-12-01T09:30:00+08:00"},
     )
 
 
 class AssessmentResultSchema(ma.Schema):
-    assessed_on = fields.Date(
+    assessed_on = Date(
         required=True, metadata={"description": "the visit, a date in Asia/Shanghai"}
     )
     items = ItemScores(
@@ -181,7 +189,7 @@ class AssessmentResultSchema(ma.Schema):
 class AssessmentEligibilityCheckSchema(ma.Schema):
     # In the body, not the URL: a resident ID number must not end up in access logs.
     id_number = fields.String(required=True, metadata={"description": "18-character ID"})
-    on = fields.Date(metadata={"description": "the day asked about (default: today, Shanghai)"})
+    on = Date(metadata={"description": "the day asked about (default: today, Shanghai)"})
 
 
 class AssessmentEligibilityReasonSchema(ma.Schema):
@@ -206,7 +214,7 @@ class AssessmentEligibilityAnswerSchema(ma.Schema):
 class AssessmentMoveOutSchema(ma.Schema):
     # The ID number in the body, never in the URL (access logs).
     id_number = fields.String(required=True, metadata={"description": "18-character ID"})
-    moved_out_on = fields.Date(
+    moved_out_on = Date(
         required=True,
         metadata={"description": "first day no longer living in the city (a future day too)"},
     )
@@ -235,7 +243,7 @@ class AssessmentPolicyVersionSchema(ma.Schema):
 
 
 class AssessmentPolicyNewSchema(ma.Schema):
-    effective_from = fields.Date(
+    effective_from = Date(
         required=True, metadata={"description": "tomorrow at the earliest (Asia/Shanghai)"}
     )
     min_age = StrictInteger(required=True)
@@ -322,7 +330,7 @@ class AssessmentReviewQuerySchema(ma.Schema):
 
 class AssessmentDecisionSchema(ma.Schema):
     assessment_ids = fields.List(
-        StrictInteger(), required=True, metadata={"description": "1 to 200 recorded cases"}
+        row_id(), required=True, metadata={"description": "1 to 200 recorded cases"}
     )
     decision = fields.String(required=True, metadata={"description": "approve or return"})
     reason = fields.String(

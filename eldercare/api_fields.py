@@ -2,15 +2,29 @@
 
 A number in a request must be a JSON number and a flag a JSON boolean: ``"5"``, ``5.0``
 or ``true`` never pass for 5, and ``1`` or ``"yes"`` never pass for true. The domains'
-rules (ranges, limits) stay with their service functions; these fields check shapes only.
+rules (ranges, limits) stay with their service functions; these fields check shapes, and
+the bounds past which a value cannot even be stored or computed with: a row id past the
+database's INTEGER, an offset past its BIGINT, a date whose next day or month Python cannot
+compute. Such input is a 422 naming the field, never an overflow (a 500) deep in a service.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from flask_babel import lazy_gettext as _l
 from marshmallow import fields, validate
+
+from eldercare.db import ROW_ID_MAX
+from eldercare.forms import DATE_OUT_OF_RANGE
+from eldercare.timeutil import in_date_range
 
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 50
+# No list holds more rows than there are row ids; a larger offset only overflows OFFSET.
+MAX_OFFSET = ROW_ID_MAX
+ROW_ID_OUT_OF_RANGE = _l("Give an id from 1 to 2147483647.")
+OFFSET_OUT_OF_RANGE = _l("Give an offset from 0 to 2147483647.")
 
 
 class StrictInteger(fields.Integer):
@@ -38,6 +52,42 @@ class StrictBoolean(fields.Boolean):
         return value
 
 
+def row_id(*, strict: bool = True, **kwargs) -> fields.Integer:
+    """The id of a row, from 1 to the largest INTEGER key: a larger one names no row, and
+    PostgreSQL would refuse to compare it with an INTEGER column. ``strict=False`` for a
+    query string, where every value is text."""
+    field = StrictInteger if strict else fields.Integer
+    in_range = validate.Range(min=1, max=ROW_ID_MAX, error=ROW_ID_OUT_OF_RANGE)
+    return field(validate=in_range, **kwargs)
+
+
+class _InRange:
+    """Refuses a date (or time) outside 1900..2100 (eldercare.timeutil.in_date_range)."""
+
+    def _in_range(self, value):
+        if not in_date_range(value.date() if isinstance(value, datetime) else value):
+            raise self.make_error("out_of_range")
+        return value
+
+
+class Date(_InRange, fields.Date):
+    """A calendar day between 1900-01-01 and 2100-12-31."""
+
+    default_error_messages = {"out_of_range": DATE_OUT_OF_RANGE}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return self._in_range(super()._deserialize(value, attr, data, **kwargs))
+
+
+class AwareDateTime(_InRange, fields.AwareDateTime):
+    """A time with its zone, on a day between 1900-01-01 and 2100-12-31."""
+
+    default_error_messages = {"out_of_range": DATE_OUT_OF_RANGE}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return self._in_range(super()._deserialize(value, attr, data, **kwargs))
+
+
 def page_limit() -> fields.Integer:
     """The ``limit`` of a list query: how many rows a page holds."""
     return fields.Integer(
@@ -47,4 +97,5 @@ def page_limit() -> fields.Integer:
 
 def page_offset() -> fields.Integer:
     """The ``offset`` of a list query: how many rows come before the page."""
-    return fields.Integer(load_default=0, validate=validate.Range(min=0))
+    in_range = validate.Range(min=0, max=MAX_OFFSET, error=OFFSET_OUT_OF_RANGE)
+    return fields.Integer(load_default=0, validate=in_range)

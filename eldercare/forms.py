@@ -18,8 +18,10 @@ from flask_babel import lazy_gettext as _l
 from flask_babel.speaklater import LazyString
 
 from eldercare.errors import DomainError
+from eldercare.timeutil import in_date_range
 
 _YUAN = re.compile(r"^\d{1,7}(\.\d{1,2})?$")
+DATE_OUT_OF_RANGE = _l("Give a date between 1900-01-01 and 2100-12-31.")
 
 
 class FormErrors(dict):
@@ -37,10 +39,14 @@ def parse_date(value: str | None, field: str, errors: FormErrors, *, required=Tr
             errors.add(field, _l("Enter a date."))
         return None
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         errors.add(field, _l("Enter a date as year-month-day, for example 2025-07-01."))
         return None
+    if not in_date_range(day):
+        errors.add(field, DATE_OUT_OF_RANGE)
+        return None
+    return day
 
 
 def whole_number(value: str | None, *, digits: int = 9) -> int | None:
@@ -175,8 +181,8 @@ def _nul_fields(value, name: str, found: dict) -> None:
 
 
 def refuse_nul_characters() -> None:
-    """A ``before_request`` hook: every text a request carries (query string, form fields,
-    uploaded file names, a JSON body) is refused whole when it holds a NUL character.
+    """A ``before_request`` hook: every text a request carries (headers, query string, form
+    fields, uploaded file names, a JSON body) is refused whole when it holds a NUL character.
     PostgreSQL cannot store NUL in text, so such input would otherwise fail deep inside a
     service with a 500 after some work; here it is one clear 422 and nothing changes. A
     file's content is the reader's business (``result_files`` refuses NUL in a row)."""
@@ -185,6 +191,8 @@ def refuse_nul_characters() -> None:
     from eldercare.errors import InvalidInput
 
     found: dict = {}
+    for key, value in request.headers.items():  # the token's prefix is looked up, for one
+        _nul_fields(value, key, found)
     for key, value in request.args.items(multi=True):
         _nul_fields(key, key, found)
         _nul_fields(value, key, found)

@@ -16,6 +16,7 @@ from eldercare.auth import ensure_in_district, roles_required, scope_to_district
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
 from eldercare.i18n import current_locale
+from eldercare.paging import page_number
 from eldercare.register import register_resident
 from eldercare.residents import District, Resident
 
@@ -48,7 +49,7 @@ def index():
         statement = statement.where(
             sa.or_(Resident.name.contains(query), Resident.id_number.endswith(query.upper()))
         )
-    page = max(request.args.get("page", 1, type=int), 1)
+    page = page_number(request.args.get("page"))
     residents = db.session.scalars(
         statement.order_by(Resident.id).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
     ).all()

@@ -14,7 +14,14 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from eldercare.api_fields import StrictBoolean, StrictInteger, page_limit, page_offset
+from eldercare.api_fields import (
+    AwareDateTime,
+    StrictBoolean,
+    StrictInteger,
+    page_limit,
+    page_offset,
+    row_id,
+)
 from marketplace.models import BOOKING_STATUSES, COMPLAINT_STATUSES, PROVIDER_TYPES, UNITS
 from marketplace.search import SORTS
 
@@ -219,21 +226,21 @@ class MarketplaceBookingPageSchema(ma.Schema):
 
 class MarketplaceBookingListQuerySchema(ma.Schema):
     status = fields.String(validate=validate.OneOf(BOOKING_STATUSES))
-    resident_id = fields.Integer(metadata={"description": "only this elder's bookings"})
+    resident_id = row_id(strict=False, metadata={"description": "only this elder's bookings"})
     limit = page_limit()
     offset = page_offset()
 
 
 class MarketplaceBookingRequestSchema(ma.Schema):
-    service_id = StrictInteger(required=True)
-    resident_id = StrictInteger(
+    service_id = row_id(required=True)
+    resident_id = row_id(
         required=True, metadata={"description": "the elder: the caller, or one they act for"}
     )
-    slot_start = fields.AwareDateTime(
+    slot_start = AwareDateTime(
         required=True,
         metadata={"description": "ISO 8601 with an offset, e.g. 2026-12-01T09:30:00+08:00"},
     )
-    slot_end = fields.AwareDateTime(
+    slot_end = AwareDateTime(
         load_default=None,
         metadata={
             "description": "only for services priced per hour booked for several whole hours; "
@@ -261,8 +268,8 @@ class MarketplaceReviewCreatedSchema(MarketplaceReviewSchema):
 
 
 class MarketplaceComplaintRequestSchema(ma.Schema):
-    provider_id = StrictInteger(required=True)
-    booking_id = StrictInteger(
+    provider_id = row_id(required=True)
+    booking_id = row_id(
         load_default=None, allow_none=True, metadata={"description": "one of the elder's bookings"}
     )
     text = fields.String(required=True)
