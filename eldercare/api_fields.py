@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask_babel import lazy_gettext as _l
-from marshmallow import fields, validate
+from marshmallow import ValidationError, fields, validate
 
 from eldercare.db import ROW_ID_MAX
 from eldercare.forms import DATE_OUT_OF_RANGE
@@ -61,31 +61,26 @@ def row_id(*, strict: bool = True, **kwargs) -> fields.Integer:
     return field(validate=in_range, **kwargs)
 
 
-class _InRange:
-    """Refuses a date (or time) outside 1900..2100 (eldercare.timeutil.in_date_range)."""
+def _within_range(value):
+    """``value`` when its day falls in 1900..2100 (eldercare.timeutil.in_date_range)."""
+    if not in_date_range(value.date() if isinstance(value, datetime) else value):
+        # str(): marshmallow lists a message only when it is a str, not a lazy one
+        raise ValidationError(str(DATE_OUT_OF_RANGE))
+    return value
 
-    def _in_range(self, value):
-        if not in_date_range(value.date() if isinstance(value, datetime) else value):
-            raise self.make_error("out_of_range")
-        return value
 
-
-class Date(_InRange, fields.Date):
+class Date(fields.Date):
     """A calendar day between 1900-01-01 and 2100-12-31."""
 
-    default_error_messages = {"out_of_range": DATE_OUT_OF_RANGE}
-
     def _deserialize(self, value, attr, data, **kwargs):
-        return self._in_range(super()._deserialize(value, attr, data, **kwargs))
+        return _within_range(super()._deserialize(value, attr, data, **kwargs))
 
 
-class AwareDateTime(_InRange, fields.AwareDateTime):
+class AwareDateTime(fields.AwareDateTime):
     """A time with its zone, on a day between 1900-01-01 and 2100-12-31."""
 
-    default_error_messages = {"out_of_range": DATE_OUT_OF_RANGE}
-
     def _deserialize(self, value, attr, data, **kwargs):
-        return self._in_range(super()._deserialize(value, attr, data, **kwargs))
+        return _within_range(super()._deserialize(value, attr, data, **kwargs))
 
 
 def page_limit() -> fields.Integer:

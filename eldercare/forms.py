@@ -17,6 +17,7 @@ from decimal import Decimal
 from flask_babel import lazy_gettext as _l
 from flask_babel.speaklater import LazyString
 
+from eldercare.db import ROW_ID_MAX
 from eldercare.errors import DomainError
 from eldercare.timeutil import in_date_range
 
@@ -53,6 +54,17 @@ def whole_number(value: str | None, *, digits: int = 9) -> int | None:
     """The integer the text is (an optional minus sign and up to ``digits`` digits), else None."""
     text = (value or "").strip()
     return int(text) if re.fullmatch(rf"-?\d{{1,{digits}}}", text) else None
+
+
+def row_id(text: str | None) -> int:
+    """For ``request.form.get(name, type=row_id)``: the id of a row. Anything that cannot
+    be one (not a number, below 1, past the largest INTEGER key) raises ValueError, so the
+    ``get`` answers its default as for any other text: a number past INTEGER would reach
+    PostgreSQL, which refuses to compare it with an id column (a 500)."""
+    number = whole_number(text, digits=10)
+    if number is None or not 1 <= number <= ROW_ID_MAX:
+        raise ValueError("not a row id")
+    return number
 
 
 def whole_number_or_raw(value: str | None, *, digits: int = 6):

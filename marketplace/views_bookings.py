@@ -29,7 +29,14 @@ from eldercare.accounts import ELDER_ROLES, elders_acted_for
 from eldercare.auth import roles_required
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
-from eldercare.forms import FormErrors, input_problem, problem_from, whole_number_or_raw, yuan
+from eldercare.forms import (
+    FormErrors,
+    input_problem,
+    problem_from,
+    row_id,
+    whole_number_or_raw,
+    yuan,
+)
 from eldercare.residents import Resident, mask_name
 from eldercare.timeutil import SHANGHAI, local_today, now_utc
 from marketplace import bookings, reviews
@@ -113,7 +120,10 @@ def _chosen_elder(value: str | None, errors: FormErrors) -> Resident | None:
             return elders[0]
         errors.add("resident_id", _("Choose the elder this booking is for."))
         return None
-    resident = db.session.get(Resident, int(text)) if text.isdigit() else None
+    try:
+        resident = db.session.get(Resident, row_id(text))
+    except ValueError:  # not an id at all
+        resident = None
     if resident is None:
         errors.add("resident_id", _("Choose the elder this booking is for."))
     return resident

@@ -24,7 +24,8 @@ OUT_OF_RANGE_IDS = [str(2**31), str(2**63), str(-(2**31) - 1), "9" * 30]
 HUGE_NUMBERS = [2**31, 2**63, -(2**63) - 1, 10**30]
 BAD_DATES = ["9999-12-31", "0001-01-01"]
 DEEP_JSON = "[" * 100_000 + "]" * 100_000
-BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+DATE_RANGE_EN = "Give a date between 1900-01-01 and 2100-12-31."
+DATE_RANGE_ZH = "请填写 1900-01-01 至 2100-12-31 之间的日期。"
 
 
 @pytest.fixture
@@ -34,7 +35,7 @@ def everyone(app_ctx, factory, db_session):
     district = factory.district("210102", "和平区")
     user = factory.user("everyone", roles=sorted(ROLES), district=None)
     _token, secret = issue_token(user, "probe", sorted(SCOPES))
-    db_session.flush()
+    db_session.commit()  # a savepoint: the first refused request rolls back only its own work
     return {"user": user, "secret": secret, "district": district}
 
 
@@ -160,6 +161,7 @@ def test_every_api_field_refuses_huge_numbers_nul_and_far_dates(client, everyone
             else:
                 response = _open(client, everyone, method, url, json={**body, name: value})
             sent += 1
+            assert response.status_code != 401, (url, response.get_json())  # still signed in
             if response.status_code >= 500:
                 server_errors.append((method, url, where, name, value, response.status_code))
     assert sent > 100
@@ -286,35 +288,87 @@ def test_no_list_page_fails_on_its_page_number(page, signed_in, everyone, app):
             assert answers[url].status_code == 200, url
 
 
-@pytest.mark.parametrize("value", [*BAD_DATES, "99999-01-01", "0000-01-01"])
-def test_html_forms_refuse_dates_outside_1900_to_2100(value, signed_in, everyone, app):
-    """Every HTML form and filter that reads a date, fed a date in year 9999 or 1."""
+# Every date, id or number a form or filter of the HTML pages reads (the names of their
+# fields): each is sent, all at once, with the same bad value.
+FORM_FIELDS = (
+    "date", "day", "date_from", "date_to", "date_of_death", "start_date", "end_date",
+    "moved_out_on", "effective_from", "certified_until", "valid_until", "assessed_on", "on",
+    "month", "user_id", "resident_id", "agency_id", "district_id", "disputed_assessment_id",
+    "provider_id", "booking_id", "service_id", "star_level", "page", "quantity", "amount",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "value",
+    [*BAD_DATES, "99999-01-01", "0000-01-01", str(2**31), str(2**63), str(-(2**63) - 1)],
+)
+def test_html_forms_and_filters_refuse_far_dates_and_huge_ids(value, signed_in, everyone, app):
+    """Every HTML route, its fields fed a date in year 9999 or 1, or a number past INTEGER."""
     answers = {}
     for rule in app.url_map.iter_rules():
-        if rule.rule.startswith("/api/") or "static" in rule.endpoint:
+        if rule.rule.startswith("/api/") or "static" in rule.endpoint or rule.rule == "/logout":
             continue
         url = re.sub(r"<int:\w+>", "1", rule.rule)
         url = re.sub(r"<(?:any\(([a-z]+)[^)]*\)|\w+):\w+>|<\w+>", lambda m: m[1] or "png", url)
-        fields = dict.fromkeys(DATE_FIELDS, value)
+        fields = dict.fromkeys(FORM_FIELDS, value)
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             if method == "GET":
                 response = _open(signed_in, everyone, method, url, query_string=fields)
             else:
                 response = _open(signed_in, everyone, method, url, data=fields)
             answers[method, url] = response.status_code
+            assert "/login" not in response.headers.get("Location", ""), url  # still signed in
+    assert len(answers) > 100
     assert {k: v for k, v in answers.items() if v >= 500} == {}
 
 
-# Every date a form or filter of the HTML pages reads (the names of their fields).
-DATE_FIELDS = (
-    "date", "day", "date_from", "date_to", "date_of_death", "start_date", "end_date",
-    "moved_out_on", "effective_from", "certified_until", "valid_until", "assessed_on", "on",
-    "month",
-)  # fmt: skip
-
-
-def test_a_date_in_year_9999_gets_a_form_error(signed_in, everyone):
-    response = _open(
-        signed_in, everyone, "GET", "/audit/", query_string={"date_from": "9999-12-31"}
+@pytest.mark.parametrize("day", BAD_DATES)
+@pytest.mark.parametrize(("headers", "message"), [(EN, DATE_RANGE_EN), (ZH, DATE_RANGE_ZH)])
+def test_a_far_date_gets_a_form_error_and_changes_nothing(
+    day, headers, message, signed_in, everyone, factory, db_session
+):
+    resident = factory.resident(everyone["district"])
+    db_session.commit()
+    audit_before = _audit_rows(db_session)
+    response = signed_in.post(
+        f"/assessment/residents/{resident.id}/move-out",
+        data={"moved_out_on": day},
+        headers=headers,
     )
-    assert response.status_code < 500
+    assert response.status_code == 422
+    assert message in response.get_data(as_text=True)
+    db_session.refresh(resident)
+    assert resident.moved_out_on is None
+    assert _audit_rows(db_session) == audit_before
+
+
+@pytest.mark.parametrize("day", BAD_DATES)
+@pytest.mark.parametrize(("headers", "message"), [(EN, DATE_RANGE_EN), (ZH, DATE_RANGE_ZH)])
+def test_a_far_date_in_the_api_is_a_422_naming_the_field(
+    day, headers, message, client, everyone, factory, db_session
+):
+    resident = factory.resident(everyone["district"])
+    db_session.commit()
+    response = _open(
+        client, everyone, "POST", "/api/v1/residents/move-out", headers=headers,
+        json={"id_number": resident.id_number, "moved_out_on": day},
+    )  # fmt: skip
+    assert response.status_code == 422
+    assert response.get_json()["error"]["details"]["json"]["moved_out_on"] == [message]
+    response = _open(
+        client, everyone, "POST", "/api/v1/bookings", headers=headers,
+        json={"service_id": 1, "resident_id": resident.id, "slot_start": f"{day}T09:00:00+08:00"},
+    )  # fmt: skip
+    assert response.status_code == 422
+    assert response.get_json()["error"]["details"]["json"]["slot_start"] == [message]
+
+
+@pytest.mark.parametrize("value", [2**31, 2**63])
+def test_an_id_past_integer_in_the_api_is_a_422_naming_the_field(value, client, everyone):
+    response = _open(
+        client, everyone, "POST", "/api/v1/complaints", headers=ZH,
+        json={"provider_id": value, "text": "服务态度差"},
+    )  # fmt: skip
+    assert response.status_code == 422
+    details = response.get_json()["error"]["details"]["json"]
+    assert details["provider_id"] == ["编号应为 1 至 2147483647 之间的整数。"]
