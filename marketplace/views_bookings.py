@@ -30,6 +30,7 @@ from eldercare.auth import roles_required
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
 from eldercare.forms import (
+    DATE_OUT_OF_RANGE,
     FormErrors,
     input_problem,
     problem_from,
@@ -38,7 +39,7 @@ from eldercare.forms import (
     yuan,
 )
 from eldercare.residents import Resident, mask_name
-from eldercare.timeutil import SHANGHAI, local_today, now_utc
+from eldercare.timeutil import SHANGHAI, in_date_range, local_today, now_utc
 from marketplace import bookings, reviews
 from marketplace.forms import UNIT_LABELS, WEEKDAY_LABELS
 from marketplace.models import Booking, Provider, Review, Service
@@ -97,6 +98,9 @@ def parse_slot(day_text: str | None, time_text: str | None, errors: FormErrors) 
             day = date.fromisoformat(day_text)
         except ValueError:
             day = None
+    if day is not None and not in_date_range(day):  # year 9999: no slot, and no next day
+        errors.add("slot_date", DATE_OUT_OF_RANGE)
+        day = None
     if day is None:
         errors.add("slot_date", _("Enter the date as year-month-day, for example 2025-07-01."))
     if _TIME.match(time_text):

@@ -372,3 +372,27 @@ def test_an_id_past_integer_in_the_api_is_a_422_naming_the_field(value, client, 
     assert response.status_code == 422
     details = response.get_json()["error"]["details"]["json"]
     assert details["provider_id"] == ["编号应为 1 至 2147483647 之间的整数。"]
+
+
+@pytest.mark.parametrize("day", BAD_DATES)
+def test_the_booking_form_refuses_a_slot_in_year_9999_or_1(day, app):
+    from eldercare.forms import FormErrors
+    from marketplace.views_bookings import parse_slot
+
+    errors = FormErrors()
+    with app.test_request_context(headers=EN):
+        assert parse_slot(day, "09:00", errors) is None
+        assert errors == {"slot_date": DATE_RANGE_EN}
+
+
+@pytest.mark.parametrize("day", BAD_DATES)
+def test_the_voucher_policy_form_refuses_a_start_in_year_9999_or_1(
+    day, signed_in, everyone, db_session
+):
+    audit_before = _audit_rows(db_session)
+    response = _open(
+        signed_in, everyone, "POST", "/vouchers/bureau/policies", data={"effective_from": day}
+    )
+    assert response.status_code == 422
+    assert DATE_RANGE_EN in response.get_data(as_text=True)
+    assert _audit_rows(db_session) == audit_before

@@ -30,6 +30,7 @@ from eldercare.auth import ensure_in_district, roles_required, scope_to_district
 from eldercare.db import db
 from eldercare.errors import DomainError, InvalidInput, NotFound, PermissionDenied
 from eldercare.forms import (
+    DATE_OUT_OF_RANGE,
     FormErrors,
     fen_from_yuan,
     input_problem,
@@ -41,7 +42,7 @@ from eldercare.forms import (
 from eldercare.job_runs import health_of
 from eldercare.navigation import Destination
 from eldercare.residents import District, Resident, mask_name
-from eldercare.timeutil import SHANGHAI, format_local, local_today, now_utc
+from eldercare.timeutil import SHANGHAI, format_local, in_date_range, local_today, now_utc
 from marketplace.models import Provider, Service, ServiceCategory
 from vouchers.errors import GatewayUnavailable
 from vouchers.integrity import flags
@@ -551,6 +552,9 @@ def policy_add():
         effective_from = date.fromisoformat((form.get("effective_from") or "").strip())
     except ValueError:
         errors.add("effective_from", _l("Enter a date as year-month-day, for example 2026-01-01."))
+    if effective_from is not None and not in_date_range(effective_from):
+        errors.add("effective_from", DATE_OUT_OF_RANGE)
+        effective_from = None
     cap = parse_amount(form.get("cap"), "cap", errors)
     ratio_bp = _percent_bp(form.get("ratio"), errors)
     distance = _whole(
