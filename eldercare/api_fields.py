@@ -69,14 +69,25 @@ def _within_range(value):
     return value
 
 
-class Date(fields.Date):
+# The range as the OpenAPI document states it, so that generated clients and test generators
+# know it: the value starts with a year from 1900 to 2100.
+YEAR_PATTERN = r"^(19[0-9]{2}|20[0-9]{2}|2100)-"
+
+
+class _InRange:
+    def __init__(self, **kwargs):
+        kwargs["metadata"] = {"pattern": YEAR_PATTERN, **kwargs.get("metadata", {})}
+        super().__init__(**kwargs)
+
+
+class Date(_InRange, fields.Date):
     """A calendar day between 1900-01-01 and 2100-12-31."""
 
     def _deserialize(self, value, attr, data, **kwargs):
         return _within_range(super()._deserialize(value, attr, data, **kwargs))
 
 
-class AwareDateTime(fields.AwareDateTime):
+class AwareDateTime(_InRange, fields.AwareDateTime):
     """A time with its zone, on a day between 1900-01-01 and 2100-12-31."""
 
     def _deserialize(self, value, attr, data, **kwargs):

@@ -396,3 +396,23 @@ def test_the_voucher_policy_form_refuses_a_start_in_year_9999_or_1(
     assert response.status_code == 422
     assert DATE_RANGE_EN in response.get_data(as_text=True)
     assert _audit_rows(db_session) == audit_before
+
+
+def test_the_document_states_the_date_range_and_the_id_range(client):
+    """Generated clients (and Schemathesis) learn the bounds from the document, so a
+    request the document allows is not refused by them."""
+    spec = _spec(client)
+    dates = ids = 0
+    for _method, _url, operation in _operations(spec):
+        body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+        if "schema" not in body:
+            continue
+        for name, schema in _resolve(spec, body["schema"]).get("properties", {}).items():
+            schema = _resolve(spec, schema)
+            if schema.get("format") in ("date", "date-time"):
+                assert schema.get("pattern") == "^(19[0-9]{2}|20[0-9]{2}|2100)-", name
+                dates += 1
+            if name.endswith("_id") and schema.get("type") == "integer":
+                assert (schema.get("minimum"), schema.get("maximum")) == (1, 2**31 - 1), name
+                ids += 1
+    assert dates >= 6 and ids >= 4
