@@ -269,6 +269,17 @@ def _html_get_rules(app):
             yield rule.rule
 
 
+# The lists that read ?page= through eldercare.paging.page_number.
+PAGED = (
+    "/audit/",
+    "/messages",
+    "/bureau/residents/",
+    "/assessment/fee-refunds",
+    "/vouchers/bureau/pool",
+    "/vouchers/bureau/redemptions",
+)
+
+
 @pytest.mark.parametrize("page", [str(2**63), "9" * 30, str(10**7), "-5", "abc"])
 def test_no_list_page_fails_on_its_page_number(page, signed_in, everyone, app):
     answers = {}
@@ -280,11 +291,11 @@ def test_no_list_page_fails_on_its_page_number(page, signed_in, everyone, app):
     assert failing == {}
     if page.lstrip("-").isdigit() and int(page) > 0:
         # A page number no list can reach is a clear 404 where the page reads one.
-        for url in ("/audit/", "/messages", "/bureau/residents/", "/assessment/fee-refunds"):
+        for url in PAGED:
             assert answers[url].status_code == 404, url
             assert "This page of results does not exist" in answers[url].get_data(as_text=True)
     else:
-        for url in ("/audit/", "/messages", "/bureau/residents/", "/assessment/fee-refunds"):
+        for url in PAGED:
             assert answers[url].status_code == 200, url
 
 

@@ -41,6 +41,7 @@ from eldercare.forms import (
 )
 from eldercare.job_runs import health_of
 from eldercare.navigation import Destination
+from eldercare.paging import page_number
 from eldercare.residents import District, Resident, mask_name
 from eldercare.timeutil import SHANGHAI, format_local, in_date_range, local_today, now_utc
 from marketplace.models import Provider, Service, ServiceCategory
@@ -354,7 +355,7 @@ def ledger_check_shown() -> dict | None:
 def _render_pool(status=200, problem=None, problem_form=None, values=None):
     month = local_today().replace(day=1)
     scoped = current_user.district_id is not None
-    page = max(1, whole_number(request.args.get("page"), digits=6) or 1)
+    page = page_number(request.args.get("page"))
     journal, more = ([], False) if scoped else journal_page(page)
     return render_template(
         "vouchers/bureau_pool.html",
@@ -648,7 +649,7 @@ def bureau_redemptions():
     month = _month_filter(args.get("month"))
     if month is not None:
         statement = statement.where(Voucher.month == month)
-    page = max(1, whole_number(args.get("page"), digits=6) or 1)
+    page = page_number(args.get("page"))
     rows = db.session.execute(
         statement.order_by(Redemption.checked_in_at.desc(), Redemption.id.desc())
         .offset((page - 1) * REDEMPTION_PAGE)
