@@ -427,3 +427,16 @@ def test_the_document_states_the_date_range_and_the_id_range(client):
                 assert (schema.get("minimum"), schema.get("maximum")) == (1, 2**31 - 1), name
                 ids += 1
     assert dates >= 6 and ids >= 4
+
+
+@pytest.mark.parametrize("month", ["9999-12", "0001-01"])
+def test_a_fee_refund_month_outside_1900_to_2100_is_refused(month, signed_in, everyone, client):
+    response = _open(
+        signed_in, everyone, "GET", "/assessment/fee-refunds", query_string={"month": month}
+    )
+    assert response.status_code == 422
+    assert "Enter the month as year-month" in response.get_data(as_text=True)
+    response = _open(
+        client, everyone, "GET", "/api/v1/assessment-fee-refunds", query_string={"month": month}
+    )
+    assert response.status_code == 422, response.get_json()
