@@ -440,3 +440,21 @@ def test_a_fee_refund_month_outside_1900_to_2100_is_refused(month, signed_in, ev
         client, everyone, "GET", "/api/v1/assessment-fee-refunds", query_string={"month": month}
     )
     assert response.status_code == 422, response.get_json()
+
+
+def test_the_audit_trail_pages_through_more_than_one_page(signed_in, everyone, db_session):
+    """Its Previous/Next links once hid gettext behind a ``set _``: a 500 on every trail
+    longer than a page."""
+    from eldercare import audit
+
+    audit.record_many(
+        {"action": "probe.row", "object_type": "probe", "object_id": str(n), "actor": None}
+        for n in range(120)
+    )
+    db_session.commit()
+    for page, links in ((1, ["Next"]), (2, ["Previous", "Next"])):
+        response = _open(signed_in, everyone, "GET", "/audit/", query_string={"page": page})
+        assert response.status_code == 200
+        text = response.get_data(as_text=True)
+        assert all(f">{link}</a>" in text for link in links), page
+        assert f"page={page + 1}" in text
