@@ -14,6 +14,7 @@ from assessment.models import Assessment, FeeRefund
 from eldercare.db import db
 from eldercare.errors import InvalidInput
 from eldercare.residents import District, Resident
+from eldercare.timeutil import in_date_range
 
 
 def owe_for(case: Assessment, *, on: date) -> FeeRefund | None:
@@ -80,7 +81,10 @@ def parse_month(text: str | None) -> date | None:
         year, month = value.split("-")
         if len(year) != 4 or len(month) != 2:
             raise ValueError
-        return date(int(year), int(month), 1)
+        first = date(int(year), int(month), 1)
+        if not in_date_range(first):  # 9999-12 has no month after it to end the filter
+            raise ValueError
+        return first
     except ValueError:
         raise InvalidInput(
             details={"month": _l("Enter the month as year-month, for example 2025-07.")}

@@ -22,12 +22,15 @@ from assessment.policy import LIMITS as POLICY_LIMITS
 from assessment.policy import POLICY_LEVELS
 from assessment.review import DECISIONS, MAX_CASES_PER_DECISION
 from eldercare.api_fields import (
+    AwareDateTime,
+    Date,
     StrictBoolean,
     StrictInteger,
     district_code,
     page_limit,
     page_offset,
     resident_id_number,
+    row_id,
     said,
 )
 from eldercare.api_fields import month as month_field
@@ -148,14 +151,14 @@ class AssessmentListQuerySchema(ma.Schema):
 
 
 class AssessmentScheduleSchema(ma.Schema):
-    scheduled_for = fields.AwareDateTime(
+    scheduled_for = AwareDateTime(
         required=True,
         metadata={"description": "ISO 8601 with an offset, e.g. 2026-12-01T09:30:00+08:00"},
     )
 
 
 class AssessmentResultSchema(ma.Schema):
-    assessed_on = fields.Date(
+    assessed_on = Date(
         required=True, metadata={"description": "the visit, a date in Asia/Shanghai"}
     )
     items = ItemScores(
@@ -197,7 +200,7 @@ class AssessmentResultSchema(ma.Schema):
 class AssessmentEligibilityCheckSchema(ma.Schema):
     # In the body, not the URL: a resident ID number must not end up in access logs.
     id_number = resident_id_number(required=True)
-    on = fields.Date(metadata={"description": "the day asked about (default: today, Shanghai)"})
+    on = Date(metadata={"description": "the day asked about (default: today, Shanghai)"})
 
 
 class AssessmentEligibilityReasonSchema(ma.Schema):
@@ -222,7 +225,7 @@ class AssessmentEligibilityAnswerSchema(ma.Schema):
 class AssessmentMoveOutSchema(ma.Schema):
     # The ID number in the body, never in the URL (access logs).
     id_number = resident_id_number(required=True)
-    moved_out_on = fields.Date(
+    moved_out_on = Date(
         required=True,
         metadata={"description": "first day no longer living in the city (a future day too)"},
     )
@@ -256,7 +259,7 @@ def _limit(name: str) -> validate.Range:
 
 
 class AssessmentPolicyNewSchema(ma.Schema):
-    effective_from = fields.Date(
+    effective_from = Date(
         required=True, metadata={"description": "tomorrow at the earliest (Asia/Shanghai)"}
     )
     min_age = StrictInteger(required=True, validate=_limit("min_age"))
@@ -348,7 +351,7 @@ class AssessmentReviewQuerySchema(ma.Schema):
 
 class AssessmentDecisionSchema(ma.Schema):
     assessment_ids = fields.List(
-        StrictInteger(validate=validate.Range(min=1)),
+        row_id(),
         required=True,
         validate=validate.Length(
             min=1,

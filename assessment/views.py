@@ -35,7 +35,7 @@ from eldercare.accounts import ROLES
 from eldercare.auth import roles_required
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
-from eldercare.forms import yuan
+from eldercare.forms import row_id, yuan
 from eldercare.i18n import current_locale
 from eldercare.residents import Resident
 from eldercare.timeutil import local_today
@@ -114,7 +114,7 @@ def get_case(case_id: int) -> Assessment:
 
 def disputed_assessment(form) -> Assessment | None:
     """The assessment an application disputes, as the form names it (the service judges it)."""
-    disputed_id = form.get("disputed_assessment_id", type=int)
+    disputed_id = form.get("disputed_assessment_id", type=row_id)
     return db.session.get(Assessment, disputed_id) if disputed_id else None
 
 

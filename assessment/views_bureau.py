@@ -21,7 +21,7 @@ from eldercare.accounts import BUREAU_ROLES
 from eldercare.auth import ensure_in_district, roles_required, scope_to_district
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
-from eldercare.forms import whole_number
+from eldercare.forms import row_id, whole_number
 from eldercare.residents import District, Resident
 from eldercare.timeutil import local_today
 
@@ -76,7 +76,7 @@ def assign_queue():
 @roles_required("bureau_officer")
 def assign(case_id: int):
     case = _case_in_district(case_id)
-    agency = db.session.get(Agency, request.form.get("agency_id", type=int) or 0)
+    agency = db.session.get(Agency, request.form.get("agency_id", type=row_id) or 0)
     if agency is None:
         problem = {
             "message": _("Choose an agency."),

@@ -19,7 +19,7 @@ from assessment.views_bureau import render_agencies
 from eldercare.auth import roles_required
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound, PermissionDenied
-from eldercare.forms import FormErrors, input_problem, parse_date
+from eldercare.forms import FormErrors, input_problem, parse_date, row_id
 
 AGENCY_FIELDS = ("name", "licence_number", "credit_code", "certified_until", "district_id")
 ASSESSOR_FIELDS = ("username", "display_name", "password", "certificate_number", "valid_until")
@@ -39,7 +39,7 @@ def certify_agency():
             licence_number=form.get("licence_number", ""),
             credit_code=form.get("credit_code"),
             certified_until=until,
-            district_id=form.get("district_id", type=int) or None,
+            district_id=form.get("district_id", type=row_id) or None,
         )
     except DomainError as error:
         db.session.rollback()

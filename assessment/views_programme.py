@@ -18,6 +18,7 @@ from eldercare.auth import roles_required, scope_to_district
 from eldercare.db import db
 from eldercare.errors import DomainError, PermissionDenied
 from eldercare.forms import FormErrors, input_problem, parse_date, parse_yuan, whole_number
+from eldercare.paging import page_number
 from eldercare.residents import District
 from eldercare.timeutil import local_today
 
@@ -130,7 +131,7 @@ def policy_add():
 def fee_refund_list():
     args = request.args
     problem, rows, total, total_fen = None, [], 0, 0
-    page = max(whole_number(args.get("page"), digits=6) or 1, 1)
+    page = page_number(args.get("page"))
     try:
         month = fee_refunds.parse_month(args.get("month"))
         district = fee_refunds.district_by_code(args.get("district"))

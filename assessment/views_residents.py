@@ -21,7 +21,7 @@ from eldercare.accounts import BUREAU_ROLES
 from eldercare.auth import ensure_in_district, roles_required, scope_to_district
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
-from eldercare.forms import FormErrors, input_problem, parse_date
+from eldercare.forms import FormErrors, input_problem, parse_date, row_id
 from eldercare.residents import Resident
 from eldercare.timeutil import local_today
 
@@ -109,7 +109,7 @@ def _apply_page(resident, *, status=200, problem=None, values=None, lookup_error
 def apply_for_elder():
     if "id_number" in request.args:  # see find_resident_from_link
         return _apply_page(None, status=400, lookup_error=str(ID_NUMBER_NOT_IN_LINKS))
-    resident_id = request.args.get("resident_id", type=int)
+    resident_id = request.args.get("resident_id", type=row_id)
     if resident_id:
         return _apply_page(_resident_in_district(resident_id))
     return _apply_page(None)
@@ -132,7 +132,7 @@ def apply_find():
 @bp.post("/apply")
 @roles_required("bureau_officer")
 def submit_application():
-    resident = _resident_in_district(request.form.get("resident_id", type=int))
+    resident = _resident_in_district(request.form.get("resident_id", type=row_id))
     try:
         case = lifecycle.apply(
             resident,

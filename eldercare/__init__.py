@@ -181,7 +181,9 @@ def create_app(config: dict | None = None) -> Flask:
     csrf.init_app(app)
     app.before_request(_csrf_for_browsers_only)
     from eldercare.forms import refuse_nul_characters
+    from eldercare.request_guards import refuse_deep_json
 
+    app.before_request(refuse_deep_json)  # before anything parses the body
     app.before_request(refuse_nul_characters)  # PostgreSQL refuses NUL in text: say so first
 
     from eldercare import cli, errors, i18n, security_headers

@@ -2,16 +2,29 @@
 
 A number in a request must be a JSON number and a flag a JSON boolean: ``"5"``, ``5.0``
 or ``true`` never pass for 5, and ``1`` or ``"yes"`` never pass for true. The domains'
-rules (ranges, limits) stay with their service functions; these fields check shapes only.
+rules (ranges, limits) stay with their service functions; these fields check shapes, and
+the bounds past which a value cannot even be stored or computed with: a row id past the
+database's INTEGER, an offset past its BIGINT, a date whose next day or month Python cannot
+compute. Such input is a 422 naming the field, never an overflow (a 500) deep in a service.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from flask_babel import lazy_gettext as _l
-from marshmallow import fields, validate
+from marshmallow import ValidationError, fields, validate
+
+from eldercare.db import ROW_ID_MAX
+from eldercare.forms import DATE_OUT_OF_RANGE
+from eldercare.timeutil import in_date_range
 
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 50
+# No list holds more rows than there are row ids; a larger offset only overflows OFFSET.
+MAX_OFFSET = ROW_ID_MAX
+ROW_ID_OUT_OF_RANGE = _l("Give an id from 1 to 2147483647.")
+OFFSET_OUT_OF_RANGE = _l("Give an offset from 0 to 2147483647.")
 
 
 class StrictInteger(fields.Integer):
@@ -39,6 +52,48 @@ class StrictBoolean(fields.Boolean):
         return value
 
 
+def row_id(*, strict: bool = True, **kwargs) -> fields.Integer:
+    """The id of a row, from 1 to the largest INTEGER key: a larger one names no row, and
+    PostgreSQL would refuse to compare it with an INTEGER column. ``strict=False`` for a
+    query string, where every value is text."""
+    field = StrictInteger if strict else fields.Integer
+    in_range = validate.Range(min=1, max=ROW_ID_MAX, error=ROW_ID_OUT_OF_RANGE)
+    return field(validate=in_range, **kwargs)
+
+
+def _within_range(value):
+    """``value`` when its day falls in 1900..2100 (eldercare.timeutil.in_date_range)."""
+    if not in_date_range(value.date() if isinstance(value, datetime) else value):
+        # str(): marshmallow lists a message only when it is a str, not a lazy one
+        raise ValidationError(str(DATE_OUT_OF_RANGE))
+    return value
+
+
+# The range as the OpenAPI document states it, so that generated clients and test generators
+# know it: the value starts with a year from 1900 to 2100.
+YEAR_PATTERN = r"^(19[0-9]{2}|20[0-9]{2}|2100)-"
+
+
+class _InRange:
+    def __init__(self, **kwargs):
+        kwargs["metadata"] = {"pattern": YEAR_PATTERN, **kwargs.get("metadata", {})}
+        super().__init__(**kwargs)
+
+
+class Date(_InRange, fields.Date):
+    """A calendar day between 1900-01-01 and 2100-12-31."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return _within_range(super()._deserialize(value, attr, data, **kwargs))
+
+
+class AwareDateTime(_InRange, fields.AwareDateTime):
+    """A time with its zone, on a day between 1900-01-01 and 2100-12-31."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return _within_range(super()._deserialize(value, attr, data, **kwargs))
+
+
 def page_limit() -> fields.Integer:
     """The ``limit`` of a list query: how many rows a page holds."""
     return fields.Integer(
@@ -48,7 +103,8 @@ def page_limit() -> fields.Integer:
 
 def page_offset() -> fields.Integer:
     """The ``offset`` of a list query: how many rows come before the page."""
-    return fields.Integer(load_default=0, validate=validate.Range(min=0))
+    in_range = validate.Range(min=0, max=MAX_OFFSET, error=OFFSET_OUT_OF_RANGE)
+    return fields.Integer(load_default=0, validate=in_range)
 
 
 # --- shapes the document states, so that generated clients send what the code accepts ----

@@ -10,7 +10,8 @@ from flask import Blueprint, render_template, request
 from eldercare.audit import AuditLog, verify_chain
 from eldercare.auth import roles_required, scope_to_district
 from eldercare.db import db
-from eldercare.timeutil import SHANGHAI
+from eldercare.paging import page_number
+from eldercare.timeutil import SHANGHAI, in_date_range
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
 PAGE_SIZE = 50
@@ -23,6 +24,8 @@ def _local_day_start(text: str | None):
     try:
         day = datetime.strptime(text, "%Y-%m-%d").date()
     except ValueError:
+        return None
+    if not in_date_range(day):  # year 9999's next day overflows
         return None
     return datetime.combine(day, time.min, tzinfo=SHANGHAI)
 
@@ -46,7 +49,7 @@ def index():
     end = _local_day_start(args.get("date_to"))
     if end is not None:
         statement = statement.where(AuditLog.occurred_at < end + timedelta(days=1))
-    page = max(args.get("page", 1, type=int), 1)
+    page = page_number(args.get("page"))
     rows = db.session.scalars(
         statement.order_by(AuditLog.id.desc()).limit(PAGE_SIZE + 1).offset((page - 1) * PAGE_SIZE)
     ).all()

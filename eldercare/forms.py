@@ -17,9 +17,12 @@ from decimal import Decimal
 from flask_babel import lazy_gettext as _l
 from flask_babel.speaklater import LazyString
 
+from eldercare.db import ROW_ID_MAX
 from eldercare.errors import DomainError
+from eldercare.timeutil import in_date_range
 
 _YUAN = re.compile(r"^\d{1,7}(\.\d{1,2})?$")
+DATE_OUT_OF_RANGE = _l("Give a date between 1900-01-01 and 2100-12-31.")
 
 
 class FormErrors(dict):
@@ -37,16 +40,31 @@ def parse_date(value: str | None, field: str, errors: FormErrors, *, required=Tr
             errors.add(field, _l("Enter a date."))
         return None
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         errors.add(field, _l("Enter a date as year-month-day, for example 2025-07-01."))
         return None
+    if not in_date_range(day):
+        errors.add(field, DATE_OUT_OF_RANGE)
+        return None
+    return day
 
 
 def whole_number(value: str | None, *, digits: int = 9) -> int | None:
     """The integer the text is (an optional minus sign and up to ``digits`` digits), else None."""
     text = (value or "").strip()
     return int(text) if re.fullmatch(rf"-?\d{{1,{digits}}}", text) else None
+
+
+def row_id(text: str | None) -> int:
+    """For ``request.form.get(name, type=row_id)``: the id of a row. Anything that cannot
+    be one (not a number, below 1, past the largest INTEGER key) raises ValueError, so the
+    ``get`` answers its default as for any other text: a number past INTEGER would reach
+    PostgreSQL, which refuses to compare it with an id column (a 500)."""
+    number = whole_number(text, digits=10)
+    if number is None or not 1 <= number <= ROW_ID_MAX:
+        raise ValueError("not a row id")
+    return number
 
 
 def whole_number_or_raw(value: str | None, *, digits: int = 6):
@@ -175,8 +193,8 @@ def _nul_fields(value, name: str, found: dict) -> None:
 
 
 def refuse_nul_characters() -> None:
-    """A ``before_request`` hook: every text a request carries (query string, form fields,
-    uploaded file names, a JSON body) is refused whole when it holds a NUL character.
+    """A ``before_request`` hook: every text a request carries (headers, query string, form
+    fields, uploaded file names, a JSON body) is refused whole when it holds a NUL character.
     PostgreSQL cannot store NUL in text, so such input would otherwise fail deep inside a
     service with a 500 after some work; here it is one clear 422 and nothing changes. A
     file's content is the reader's business (``result_files`` refuses NUL in a row)."""
@@ -185,6 +203,8 @@ def refuse_nul_characters() -> None:
     from eldercare.errors import InvalidInput
 
     found: dict = {}
+    for key, value in request.headers.items():  # the token's prefix is looked up, for one
+        _nul_fields(value, key, found)
     for key, value in request.args.items(multi=True):
         _nul_fields(key, key, found)
         _nul_fields(value, key, found)

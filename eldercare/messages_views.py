@@ -19,6 +19,7 @@ from eldercare.errors import InvalidInput
 from eldercare.forms import problem_from
 from eldercare.mail import set_email
 from eldercare.notifications import Notification
+from eldercare.paging import page_number
 
 bp = Blueprint("messages", __name__, url_prefix="/messages")
 PAGE_SIZE = 50
@@ -38,7 +39,7 @@ def delivery_text(message: Notification):
 
 
 def _page(problem=None, values=None, status=200):
-    page = max(request.args.get("page", 1, type=int), 1)
+    page = page_number(request.args.get("page"))
     mine = sa.select(Notification).where(Notification.recipient_user_id == current_user.id)
     total = db.session.scalar(sa.select(sa.func.count()).select_from(mine.subquery()))
     messages = db.session.scalars(

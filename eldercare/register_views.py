@@ -18,6 +18,7 @@ from eldercare.auth import ensure_in_district, roles_required, scope_to_district
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
 from eldercare.i18n import current_locale
+from eldercare.paging import page_number
 from eldercare.register import register_resident
 from eldercare.residents import District, Resident
 
@@ -79,7 +80,7 @@ def _search_page(query: str, page: int, lookup_error: str | None = None, status:
 def index():
     """The register, or a search by name or the last digits of an ID number from a link."""
     query = (request.args.get("q") or "").strip()
-    page = max(request.args.get("page", 1, type=int), 1)
+    page = page_number(request.args.get("page"))
     if LONG_ID_PART.search(query):
         return _search_page("", 1, lookup_error=str(ID_NUMBER_NOT_IN_LINKS), status=400)
     return _search_page(query, page)
@@ -91,7 +92,7 @@ def search():
     """The search form and its pager: the words typed (a whole ID number, perhaps) travel
     in the body, never in the address."""
     query = (request.form.get("q") or "").strip()
-    page = max(request.form.get("page", 1, type=int), 1)
+    page = page_number(request.form.get("page"))
     return _search_page(query, page)
 
 

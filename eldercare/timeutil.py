@@ -25,3 +25,15 @@ def format_local(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
     if value is None:
         return ""
     return to_local(value).strftime(fmt)
+
+
+# The days a date typed into the programme can fall on: births from 1900, validity and policy
+# dates until 2100. Year 9999 (or 1) is a typing error, and the arithmetic done on dates
+# (the next day, the next month, a time zone) overflows on it: refused where dates are read
+# (eldercare.forms.parse_date for the pages, eldercare.api_fields for the API).
+FIRST_DAY = date(1900, 1, 1)
+LAST_DAY = date(2100, 12, 31)
+
+
+def in_date_range(day: date) -> bool:
+    return FIRST_DAY <= day <= LAST_DAY

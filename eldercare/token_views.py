@@ -10,6 +10,7 @@ from eldercare.accounts import User
 from eldercare.auth import roles_required
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
+from eldercare.forms import row_id
 from eldercare.tokens import SCOPES, ApiToken, issue_token, revoke_token
 
 bp = Blueprint("tokens", __name__, url_prefix="/admin/tokens")
@@ -32,7 +33,7 @@ def index():
 @bp.post("/")
 @roles_required("admin")
 def create():
-    user = db.session.get(User, request.form.get("user_id", type=int) or 0)
+    user = db.session.get(User, request.form.get("user_id", type=row_id) or 0)
     try:
         if user is None:
             raise NotFound(_("Choose the account the token acts for."))

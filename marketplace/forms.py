@@ -13,7 +13,7 @@ import re
 from flask_babel import lazy_gettext as _l
 
 from eldercare.db import db
-from eldercare.forms import FormErrors, whole_number
+from eldercare.forms import FormErrors, row_id, whole_number
 from eldercare.residents import District
 from marketplace.providers import WEEKDAYS
 
@@ -110,8 +110,8 @@ def opening_hours_values(hours: dict[str, list[list[str]]]) -> dict[str, str]:
 
 def district_by_id(value) -> District | None:
     try:
-        district_id = int(value)
-    except (TypeError, ValueError):
+        district_id = row_id(value)
+    except ValueError:
         return None
     return db.session.get(District, district_id)
 

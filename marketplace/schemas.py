@@ -18,11 +18,13 @@ from flask_babel import lazy_gettext as _l
 from marshmallow import fields, validate
 
 from eldercare.api_fields import (
+    AwareDateTime,
     StrictBoolean,
     StrictInteger,
     district_code,
     page_limit,
     page_offset,
+    row_id,
     said,
 )
 from marketplace.catalogue import MAX_BEDS, MAX_CAPACITY
@@ -262,21 +264,21 @@ class MarketplaceBookingPageSchema(ma.Schema):
 
 class MarketplaceBookingListQuerySchema(ma.Schema):
     status = fields.String(validate=validate.OneOf(BOOKING_STATUSES))
-    resident_id = fields.Integer(metadata={"description": "only this elder's bookings"})
+    resident_id = row_id(strict=False, metadata={"description": "only this elder's bookings"})
     limit = page_limit()
     offset = page_offset()
 
 
 class MarketplaceBookingRequestSchema(ma.Schema):
-    service_id = StrictInteger(required=True)
-    resident_id = StrictInteger(
+    service_id = row_id(required=True)
+    resident_id = row_id(
         required=True, metadata={"description": "the elder: the caller, or one they act for"}
     )
-    slot_start = fields.AwareDateTime(
+    slot_start = AwareDateTime(
         required=True,
         metadata={"description": "ISO 8601 with an offset, e.g. 2026-12-01T09:30:00+08:00"},
     )
-    slot_end = fields.AwareDateTime(
+    slot_end = AwareDateTime(
         load_default=None,
         metadata={
             "description": "only for services priced per hour booked for several whole hours; "
@@ -308,8 +310,8 @@ class MarketplaceReviewCreatedSchema(MarketplaceReviewSchema):
 
 
 class MarketplaceComplaintRequestSchema(ma.Schema):
-    provider_id = StrictInteger(required=True)
-    booking_id = StrictInteger(
+    provider_id = row_id(required=True)
+    booking_id = row_id(
         load_default=None, allow_none=True, metadata={"description": "one of the elder's bookings"}
     )
     text = fields.String(required=True)

@@ -29,9 +29,17 @@ from eldercare.accounts import ELDER_ROLES, elders_acted_for
 from eldercare.auth import roles_required
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
-from eldercare.forms import FormErrors, input_problem, problem_from, whole_number_or_raw, yuan
+from eldercare.forms import (
+    DATE_OUT_OF_RANGE,
+    FormErrors,
+    input_problem,
+    problem_from,
+    row_id,
+    whole_number_or_raw,
+    yuan,
+)
 from eldercare.residents import Resident, mask_name
-from eldercare.timeutil import SHANGHAI, local_today, now_utc
+from eldercare.timeutil import SHANGHAI, in_date_range, local_today, now_utc
 from marketplace import bookings, reviews
 from marketplace.forms import UNIT_LABELS, WEEKDAY_LABELS
 from marketplace.models import Booking, Provider, Review, Service
@@ -90,6 +98,9 @@ def parse_slot(day_text: str | None, time_text: str | None, errors: FormErrors) 
             day = date.fromisoformat(day_text)
         except ValueError:
             day = None
+    if day is not None and not in_date_range(day):  # year 9999: no slot, and no next day
+        errors.add("slot_date", DATE_OUT_OF_RANGE)
+        day = None
     if day is None:
         errors.add("slot_date", _("Enter the date as year-month-day, for example 2025-07-01."))
     if _TIME.match(time_text):
@@ -113,7 +124,10 @@ def _chosen_elder(value: str | None, errors: FormErrors) -> Resident | None:
             return elders[0]
         errors.add("resident_id", _("Choose the elder this booking is for."))
         return None
-    resident = db.session.get(Resident, int(text)) if text.isdigit() else None
+    try:
+        resident = db.session.get(Resident, row_id(text))
+    except ValueError:  # not an id at all
+        resident = None
     if resident is None:
         errors.add("resident_id", _("Choose the elder this booking is for."))
     return resident

@@ -26,7 +26,7 @@ from eldercare.accounts import BUREAU_ROLES, ELDER_ROLES, User, elders_acted_for
 from eldercare.auth import ensure_in_district, roles_required, scope_to_district
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
-from eldercare.forms import problem_from
+from eldercare.forms import problem_from, row_id
 from eldercare.timeutil import format_local, local_today, now_utc
 from marketplace import complaints, credit
 from marketplace.models import Booking, Complaint, Provider
@@ -95,11 +95,11 @@ def _render_new(provider: Provider, status=200, problem=None, values=None):
 @roles_required(*ELDER_ROLES)
 def complaint_new():
     source = request.form if request.method == "POST" else request.args
-    provider = _provider(source.get("provider_id", type=int))
+    provider = _provider(source.get("provider_id", type=row_id))
     if request.method == "GET":
         return _render_new(provider, values={"booking_id": source.get("booking_id", "")})
     booking = None
-    booking_id = request.form.get("booking_id", type=int)
+    booking_id = request.form.get("booking_id", type=row_id)
     if booking_id:
         booking = db.session.get(Booking, booking_id)
         if booking is None:

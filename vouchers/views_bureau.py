@@ -30,6 +30,7 @@ from eldercare.auth import ensure_in_district, roles_required, scope_to_district
 from eldercare.db import db
 from eldercare.errors import DomainError, InvalidInput, NotFound, PermissionDenied
 from eldercare.forms import (
+    DATE_OUT_OF_RANGE,
     FormErrors,
     fen_from_yuan,
     input_problem,
@@ -40,8 +41,9 @@ from eldercare.forms import (
 )
 from eldercare.job_runs import health_of
 from eldercare.navigation import Destination
+from eldercare.paging import page_number
 from eldercare.residents import District, Resident, mask_name
-from eldercare.timeutil import SHANGHAI, format_local, local_today, now_utc
+from eldercare.timeutil import SHANGHAI, format_local, in_date_range, local_today, now_utc
 from marketplace.models import Provider, Service, ServiceCategory
 from vouchers.errors import GatewayUnavailable
 from vouchers.integrity import flags
@@ -353,7 +355,7 @@ def ledger_check_shown() -> dict | None:
 def _render_pool(status=200, problem=None, problem_form=None, values=None):
     month = local_today().replace(day=1)
     scoped = current_user.district_id is not None
-    page = max(1, whole_number(request.args.get("page"), digits=6) or 1)
+    page = page_number(request.args.get("page"))
     journal, more = ([], False) if scoped else journal_page(page)
     return render_template(
         "vouchers/bureau_pool.html",
@@ -551,6 +553,9 @@ def policy_add():
         effective_from = date.fromisoformat((form.get("effective_from") or "").strip())
     except ValueError:
         errors.add("effective_from", _l("Enter a date as year-month-day, for example 2026-01-01."))
+    if effective_from is not None and not in_date_range(effective_from):
+        errors.add("effective_from", DATE_OUT_OF_RANGE)
+        effective_from = None
     cap = parse_amount(form.get("cap"), "cap", errors)
     ratio_bp = _percent_bp(form.get("ratio"), errors)
     distance = _whole(
@@ -644,7 +649,7 @@ def bureau_redemptions():
     month = _month_filter(args.get("month"))
     if month is not None:
         statement = statement.where(Voucher.month == month)
-    page = max(1, whole_number(args.get("page"), digits=6) or 1)
+    page = page_number(args.get("page"))
     rows = db.session.execute(
         statement.order_by(Redemption.checked_in_at.desc(), Redemption.id.desc())
         .offset((page - 1) * REDEMPTION_PAGE)

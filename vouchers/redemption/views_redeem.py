@@ -55,6 +55,7 @@ from eldercare.forms import (
     yuan_input,
 )
 from eldercare.navigation import Destination
+from eldercare.paging import page_number
 from eldercare.residents import Resident
 from eldercare.timeutil import format_local, local_today, now_utc
 from marketplace import bookings, catalogue
@@ -648,7 +649,7 @@ def redemptions_list():
     staff = staff_record(current_user)
     if staff is None:
         raise NotFound()
-    page = max(1, _form_id(request.args.get("page")) or 1)
+    page = page_number(request.args.get("page"))
     rows = db.session.scalars(
         sa.select(Redemption)
         .where(Redemption.provider_id == staff.provider_id)
