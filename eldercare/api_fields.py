@@ -116,8 +116,8 @@ def page_offset() -> fields.Integer:
 RESIDENT_ID_PATTERN = (
     r"^[1-9]\d{5}(18|19|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])\d{3}[\dXx]$"
 )
-# Months of the programme: years 2000-2999 (vouchers.settlement.run.MONTH_YEARS).
-MONTH_PATTERN = r"^2\d{3}-(0[1-9]|1[0-2])$"
+# Months of the programme: years 2000-2099 (vouchers.settlement.run.MONTH_YEARS).
+MONTH_PATTERN = r"^20\d{2}-(0[1-9]|1[0-2])$"
 DISTRICT_PATTERN = r"^[1-9]\d{5}$"  # GB/T 2260 administrative code
 
 
@@ -137,8 +137,8 @@ def resident_id_number(**kwargs) -> fields.String:
 
 
 def month(**kwargs) -> fields.String:
-    """A month of the programme, YYYY-MM (years 2000-2999, Asia/Shanghai)."""
-    metadata = {"description": "YYYY-MM (years 2000-2999, Asia/Shanghai)"}
+    """A month of the programme, YYYY-MM (years 2000-2099, Asia/Shanghai)."""
+    metadata = {"description": "YYYY-MM (years 2000-2099, Asia/Shanghai)"}
     metadata.update(kwargs.pop("metadata", {}))
     wrong = _l("Give the month as YYYY-MM, for example 2026-11.")
     return fields.String(

@@ -93,7 +93,7 @@ class ReconcileExceptionsSchema(ma.Schema):
 
 
 def _month(text: str | None) -> date:
-    """YYYY-MM of the programme's years (2000-2999: ``run.parse_month``), or refused."""
+    """YYYY-MM of the programme's years (2000-2099: ``run.parse_month``), or refused."""
     if not _MONTH.match((text or "").strip()):
         raise InvalidInput(details={"month": MONTH_MESSAGE})
     return parse_month(text)

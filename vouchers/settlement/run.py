@@ -31,11 +31,11 @@ from vouchers.settlement.models import SettlementMonth, Statement, StatementLine
 OPEN = ("prepared", "awaiting_second")
 
 
-MONTH_YEARS = range(2000, 3000)  # the programme's; 9999-12 has no month after it
+MONTH_YEARS = range(2000, 2100)  # the programme's, inside the dates every field accepts (to 2100)
 
 
 def parse_month(text: str) -> date:
-    """'YYYY-MM' (years 2000-2999) -> the month's first day, or a clear refusal."""
+    """'YYYY-MM' (years 2000-2099) -> the month's first day, or a clear refusal."""
     try:
         year, month = (int(part) for part in (text or "").strip().split("-"))
         if year not in MONTH_YEARS:

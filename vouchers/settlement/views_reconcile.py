@@ -92,7 +92,7 @@ DESTINATIONS = [
 
 def _month_arg(text: str | None, default: date) -> date:
     """The month asked for; none given: ``default``; one given but not a month of the
-    programme (YYYY-MM, years 2000-2999): refused with the reason, nothing done."""
+    programme (YYYY-MM, years 2000-2099): refused with the reason, nothing done."""
     if not (text or "").strip():
         return default
     found = _MONTH.match(text.strip())
