@@ -42,7 +42,7 @@ def _query_parameter(client, path, name):
         ("AssessmentEligibilityCheck", "id_number", {"format": "resident-id"}),
         ("AssessmentMoveOut", "id_number", {"format": "resident-id"}),
         ("LinkRequestNew", "id_number", {"format": "resident-id"}),
-        ("RunIn", "month", {"pattern": r"^2\d{3}-(0[1-9]|1[0-2])$"}),
+        ("RunIn", "month", {"pattern": r"^20\d{2}-(0[1-9]|1[0-2])$"}),
     ],
 )
 def test_the_document_states_the_rule(client, component, field, stated):
