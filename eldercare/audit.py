@@ -73,6 +73,9 @@ APPEND_COLUMNS = (
 )
 
 
+OBJECT_ID_LENGTH = 64  # audit_logs.object_id
+
+
 class AuditLog(Base):
     __tablename__ = "audit_logs"
 
@@ -83,7 +86,7 @@ class AuditLog(Base):
     actor_label: Mapped[str] = mapped_column(sa.String(100))
     action: Mapped[str] = mapped_column(sa.String(64), index=True)  # e.g. "resident.create"
     object_type: Mapped[str] = mapped_column(sa.String(64))
-    object_id: Mapped[str] = mapped_column(sa.String(64))
+    object_id: Mapped[str] = mapped_column(sa.String(OBJECT_ID_LENGTH))
     # The district the object belongs to, so district staff and filters can scope the trail.
     district_id: Mapped[int | None] = mapped_column(sa.ForeignKey("districts.id"))
     # Canonical JSON summaries of the object before and after; never full personal data.
@@ -206,7 +209,7 @@ def record(
         actor_label=actor_label,
         action=action,
         object_type=object_type,
-        object_id=str(object_id),
+        object_id=_object_id(object_id),
         district_id=district_id,
         before_json=canonical_json(before),
         after_json=canonical_json(after),
@@ -214,6 +217,17 @@ def record(
     session.add(row)
     session.flush()
     return row
+
+
+def _object_id(value: Any) -> str:
+    """The object's id as the column holds it (64 characters). A longer one (a typed sign-in
+    name, a gateway's event id) keeps its start and a digest of the whole, so the row is
+    written, still names its object and is found again by the same value."""
+    text = str(value)
+    if len(text) <= OBJECT_ID_LENGTH:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return f"{text[: OBJECT_ID_LENGTH - 17]}~{digest}"
 
 
 def record_many(rows: Iterable[Mapping[str, Any]]) -> int:
@@ -238,7 +252,7 @@ def record_many(rows: Iterable[Mapping[str, Any]]) -> int:
                 "actor_label": actor_label,
                 "action": row["action"],
                 "object_type": row["object_type"],
-                "object_id": str(row["object_id"]),
+                "object_id": _object_id(row["object_id"]),
                 "district_id": row.get("district_id"),
                 "before_json": canonical_json(row.get("before")),
                 "after_json": canonical_json(row.get("after")),

@@ -85,12 +85,12 @@ def authenticate(username: str, password: str) -> User:
         raise LoginFailed(_l("The username or password is not correct."))
     client = login_throttle.client_key(request.remote_addr if has_request_context() else None)
     now = now_utc()
-    per_name = not login_throttle.known_device(key)
-    attempt = login_throttle.take_guess(key, client, now, per_name=per_name)
+    user = db.session.scalar(sa.select(User).where(User.username == key))
+    known = login_throttle.known_device(key, user.password_hash if user is not None else None)
+    attempt = login_throttle.take_guess(key, client, now, known=known)
     if attempt is None:
         raise LoginFailed(_l("Too many failed attempts. Please try again later."))
 
-    user = db.session.scalar(sa.select(User).where(User.username == key))
     if user is None:
         check_password_hash(_dummy_hash(), password)
         ok = False
@@ -127,11 +127,13 @@ def login():
         except LoginFailed as failure:
             error = failure.message
         else:
+            if current_user.is_authenticated:  # signing in over a live session ends it
+                user_sessions.end(current_user.get_id())
             user_sessions.start(user)
             login_user(user)
             audit.record("login.success", user, actor=user)
             response = redirect(safe_next(request.args.get("next")))
-            login_throttle.mark_device(response, user.username)
+            login_throttle.mark_device(response, user.username, user.password_hash)
             return response
     status = 401 if error else 200
     return render_template("auth/login.html", form=form, error=error), status

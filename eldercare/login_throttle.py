@@ -14,9 +14,13 @@ Failures are counted three ways, each with its own allowance per window:
 
 A right password gives back the guess it took from the last two (only real failures count
 there), so an office behind one address is not locked by its own sign-ins. A browser that
-has signed in as a name before carries a signed cookie saying so (``mark_device``); for that
-name it is not counted per name, so a name-wide lock does not keep its owner out of their
-usual browser (OWASP's "device cookies"); the other two counters still hold it.
+has signed in as a name before carries a signed cookie saying so (``mark_device``), bound to
+the account's current password hash, so that a password change ends every such mark (someone
+who once knew the password and kept the cookie loses it). For that name such a browser is
+counted per name and client only: neither a name-wide lock (distributed guessing) nor a lock
+on its address (others guessing behind the same office or carrier NAT) keeps the owner out of
+their usual browser (OWASP's "device cookies"), and its own guesses are still held to
+``LOGIN_MAX_FAILURES``.
 
 The guess is taken BEFORE the password is judged, atomically: the three rows are created if
 missing (``INSERT … ON CONFLICT DO NOTHING``), locked in key order (``SELECT … FOR UPDATE``:
@@ -85,17 +89,19 @@ def _device_serializer() -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="sign-in device")
 
 
-def _device_mark(name: str) -> str:
-    # Keyed, so that the cookie shows nobody which name it is for.
+def _device_mark(name: str, password_hash: str) -> str:
+    # Keyed, so that the cookie shows nobody which name it is for; the password hash makes a
+    # password change end every mark given before it.
     key = current_app.config["SECRET_KEY"].encode()
-    return hmac.new(key, b"sign-in device:" + name.encode(), hashlib.sha256).hexdigest()[:32]
+    said = b"sign-in device:" + name.encode() + b"\0" + password_hash.encode()
+    return hmac.new(key, said, hashlib.sha256).hexdigest()[:32]
 
 
-def mark_device(response, name: str) -> None:
+def mark_device(response, name: str, password_hash: str) -> None:
     """After a right password: this browser is one its owner signs in from."""
     response.set_cookie(
         DEVICE_COOKIE,
-        _device_serializer().dumps(_device_mark(name)),
+        _device_serializer().dumps(_device_mark(name, password_hash)),
         max_age=DEVICE_DAYS * 86400,
         httponly=True,
         secure=current_app.config.get("SESSION_COOKIE_SECURE", False),
@@ -103,28 +109,27 @@ def mark_device(response, name: str) -> None:
     )
 
 
-def known_device(name: str) -> bool:
-    """Whether this request comes from a browser that signed in as ``name`` before."""
+def known_device(name: str, password_hash: str | None) -> bool:
+    """Whether this request comes from a browser that signed in as ``name`` before, with the
+    password it has now (``password_hash`` None: no such account, so no such browser)."""
     raw = request.cookies.get(DEVICE_COOKIE) if has_request_context() else None
-    if not raw:
+    if not raw or password_hash is None:
         return False
     try:
         mark = _device_serializer().loads(raw, max_age=DEVICE_DAYS * 86400)
     except BadSignature:
         return False
-    return mark == _device_mark(name)
+    return hmac.compare_digest(str(mark), _device_mark(name, password_hash))
 
 
 def _allowances(
-    name: str, client: str, per_name: bool
+    name: str, client: str, known: bool
 ) -> dict[tuple[str, str], tuple[str, int, timedelta]]:
     config = current_app.config
     lock = timedelta(minutes=config["LOGIN_LOCK_MINUTES"])
-    allowances = {
-        (name, client): ("name_client", config["LOGIN_MAX_FAILURES"], lock),
-        (ANY, client): ("client", config["LOGIN_CLIENT_MAX_FAILURES"], lock),
-    }
-    if per_name:
+    allowances = {(name, client): ("name_client", config["LOGIN_MAX_FAILURES"], lock)}
+    if not known:
+        allowances[(ANY, client)] = ("client", config["LOGIN_CLIENT_MAX_FAILURES"], lock)
         allowances[(name, ANY)] = (
             "name",
             config["LOGIN_NAME_MAX_FAILURES"],
@@ -147,12 +152,13 @@ def _where(key: tuple[str, str]):
     return sa.and_(_c.username_key == key[0], _c.client_key == key[1])
 
 
-def take_guess(name: str, client: str, now: datetime, *, per_name: bool = True) -> Attempt | None:
+def take_guess(name: str, client: str, now: datetime, *, known: bool = False) -> Attempt | None:
     """Count one failure on each of the rows before the password is judged: the attempt, or
     None when any of them is locked (then nothing is counted and the password must not be
     judged). A failure to get the rows' locks in time also answers None: the throttle fails
-    closed. ``per_name`` False (the owner's usual browser): the name's row is left out."""
-    allowances = _allowances(name, client, per_name)
+    closed. ``known`` (the owner's usual browser, ``known_device``): only the name-and-client
+    row counts."""
+    allowances = _allowances(name, client, known)
     keys = sorted(allowances)
     try:
         with _counting_connection() as conn:

@@ -251,3 +251,61 @@ def test_sign_out(client, factory, login):
     assert client.get("/audit/").status_code == 200
     client.post("/logout")
     assert client.get("/audit/").status_code == 302
+
+
+def test_a_password_change_ends_the_browsers_mark_for_the_name(client, factory, app):
+    """The mark that lets the owner's browser past the name's lock is bound to the password:
+    someone who once knew it and kept the cookie loses the mark when the owner changes it."""
+    factory.user("clerk")
+    former, owner = app.test_client(), app.test_client()
+    assert _attempt(former, "clerk", PASSWORD, "10.9.9.8").status_code == 302
+    assert _attempt(owner, "clerk", PASSWORD, "10.9.9.9").status_code == 302
+    changed = owner.post(
+        "/account/password",
+        data={
+            "current_password": PASSWORD,
+            "new_password": "a-new-password-2026",
+            "new_password_again": "a-new-password-2026",
+        },
+    )
+    assert changed.status_code == 302
+    app.config["LOGIN_NAME_MAX_FAILURES"] = 4
+    try:
+        answers = [
+            _attempt(former, "clerk", "guess", f"10.0.1.{i}").get_data(as_text=True)
+            for i in range(8)
+        ]
+        # The name's limit holds for the old browser too: the fourth guess locks the name.
+        assert [WRONG in a for a in answers] == [True] * 3 + [False] * 5
+        assert all(LOCKED in a for a in answers[3:])
+    finally:
+        app.config["LOGIN_NAME_MAX_FAILURES"] = 50
+
+
+def test_the_owners_browser_is_not_held_by_a_lock_others_put_on_its_address(
+    client, factory, app
+):
+    """30 wrong guesses from a shared address (an office, a carrier's NAT) lock that address,
+    but not the browser that signed in as its own name there before."""
+    factory.user("clerk")
+    owners_browser = app.test_client()
+    assert _attempt(owners_browser, "clerk", PASSWORD, "100.64.0.7").status_code == 302
+    owners_browser.post("/logout")
+    app.config["LOGIN_CLIENT_MAX_FAILURES"] = 4
+    try:
+        for i in range(4):
+            _attempt(client, f"nobody{i}", "guess", "100.64.0.7")
+        assert LOCKED in _attempt(client, "clerk", PASSWORD, "100.64.0.7").get_data(as_text=True)
+        assert _attempt(owners_browser, "clerk", PASSWORD, "100.64.0.7").status_code == 302
+    finally:
+        app.config["LOGIN_CLIENT_MAX_FAILURES"] = 30
+
+
+def test_a_lock_on_a_long_name_is_audited_and_answers_401(client, db_session):
+    """The audit row of a lock names the typed name, which may be longer than an audit row's
+    object id holds (80 characters against 64): shortened, not a 500 and a lost row."""
+    name = "z" * 80
+    statuses = [_attempt(client, name, "guess", "192.0.2.80").status_code for _ in range(5)]
+    assert statuses == [401] * 5
+    row = db_session.scalars(sa.select(AuditLog).where(AuditLog.action == "login.locked")).one()
+    assert len(row.object_id) <= 64 and row.object_id.startswith("zzzz")
