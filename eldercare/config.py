@@ -77,6 +77,9 @@ def load_config(instance_path: str) -> dict:
         # A sign-in session unused this long is over (eldercare/user_sessions.py); sign-out
         # and a password change end sessions at once. Default: 12 hours, a long desk shift.
         "SESSION_IDLE_MINUTES": _int("SESSION_IDLE_MINUTES", 12 * 60),
+        # However much it is used (an elder's QR page refreshes itself), a session ends this
+        # long after its sign-in: a copied cookie kept alive by use does not live for ever.
+        "SESSION_MAX_DAYS": _int("SESSION_MAX_DAYS", 30),
         # Requests to be linked to a resident, per account in 24 hours (eldercare/account_links.py).
         "LINK_REQUESTS_PER_DAY": _int("LINK_REQUESTS_PER_DAY", 5),
         # werkzeug's default (scrypt); tests lower the cost to keep the suite fast.

@@ -60,12 +60,13 @@ def start(user: User) -> str:
 
 def load(token: str) -> User | None:
     """The active account whose live session ``token`` names, or None. A session unused for
-    ``SESSION_IDLE_MINUTES`` is over too: a cookie left behind on a shared computer, or
-    copied, does not work forever."""
+    ``SESSION_IDLE_MINUTES`` is over too, and any session ``SESSION_MAX_DAYS`` after its
+    sign-in: a cookie left behind on a shared computer, or copied, does not work forever."""
     if not token:
         return None
     now = now_utc()
     idle = timedelta(minutes=current_app.config["SESSION_IDLE_MINUTES"])
+    lifetime = timedelta(days=current_app.config["SESSION_MAX_DAYS"])
     row = db.session.execute(
         sa.select(UserSession)
         .join(UserSession.user)
@@ -74,6 +75,7 @@ def load(token: str) -> User | None:
             UserSession.token_sha256 == _digest(token),
             UserSession.revoked_at.is_(None),
             UserSession.last_seen_at > now - idle,
+            UserSession.created_at > now - lifetime,
         )
     ).scalar_one_or_none()
     if row is None or not row.user.active:

@@ -155,3 +155,31 @@ def test_api_tokens_do_not_depend_on_browser_sessions(app, app_ctx, client, fact
     )
     # A device's token is its own credential, revoked on the tokens page, not by a password.
     assert client.get("/api/v1/me", headers=bearer).status_code == 200
+
+
+def test_signing_in_over_a_live_session_ends_it(app, client, factory):
+    """On a shared computer B signs in over A's session: A's session ends there and then,
+    so a copy of A's cookie does not outlive it."""
+    a = factory.user("officer1", roles=["bureau_officer"])
+    b = factory.user("auditor1", roles=["auditor"])
+    assert _sign_in(client, a)
+    copy = app.test_client()
+    _copy_cookie(client, copy)
+    assert copy.get("/account/password").status_code == 200
+    assert _sign_in(client, b)
+    assert copy.get("/account/password").status_code == 302
+
+
+def test_a_session_in_constant_use_still_ends_after_its_lifetime(app, client, factory, monkeypatch):
+    auditor = factory.user("auditor1", roles=["auditor"])
+    assert _sign_in(client, auditor)
+    start = user_sessions.now_utc()
+    lifetime = timedelta(days=app.config["SESSION_MAX_DAYS"])
+    step = timedelta(minutes=app.config["SESSION_IDLE_MINUTES"] - 10)
+    at = start
+    while at + step < start + lifetime:  # used every few hours, never idle for long
+        at += step
+        monkeypatch.setattr(user_sessions, "now_utc", lambda at=at: at)
+        assert client.get("/audit/").status_code == 200
+    monkeypatch.setattr(user_sessions, "now_utc", lambda: start + lifetime + timedelta(minutes=1))
+    assert client.get("/audit/").status_code == 302
