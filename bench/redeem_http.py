@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,8 +158,11 @@ class Client(threading.Thread):
                         continue
                     used.add((voucher_id, window, seq))
                     fresh = True
+                    # The token of the window marked used, even if the minute has just
+                    # turned (a token made for the new minute would be used twice).
+                    minute = datetime.fromtimestamp(window * qr_tokens.WINDOW_SECONDS, tz=UTC)
                     with self.app.app_context():
-                        yield qr_tokens.make_token(voucher_id, seq=seq)
+                        yield qr_tokens.make_token(voucher_id, seq=seq, now=minute)
                     break
             if not fresh:
                 time.sleep(0.5)  # every code of this minute used: wait for the next

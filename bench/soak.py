@@ -51,7 +51,8 @@ from eldercare.db import db  # noqa: E402
 
 MINUTES = float(os.environ.get("BENCH_SOAK_MINUTES", "2"))
 SCANNERS = int(os.environ.get("BENCH_SOAK_SCANNERS", "4"))
-PER_SCANNER = int(os.environ.get("BENCH_SOAK_VOUCHERS", "60"))
+# Enough vouchers that none runs out in the run (a used-up voucher refuses the price: 409).
+PER_SCANNER = int(os.environ.get("BENCH_SOAK_VOUCHERS", "250"))
 # Shenyang's centre; searches fall within about 10 km of it.
 CENTRE = (41.7968, 123.4290)
 
@@ -197,6 +198,14 @@ def _books_and_reconciliation(app) -> tuple[bool, dict]:
         }
 
 
+def _failure_kind(error: str) -> str:
+    """"path: status {json}" of a scanner's failed call -> "path status code"."""
+    path = re.sub(r"/\d+", "/<id>", error.split(":")[0])
+    status = re.search(r": (\d{3}) ", error)
+    code = re.search(r'"code": ?"([a-z_]+)"', error)
+    return f"{path} {status.group(1) if status else '?'} {code.group(1) if code else ''}".strip()
+
+
 def main() -> None:
     server_url = os.environ.get("TEST_DATABASE_URL", "")
     if not server_url.startswith("postgresql"):
@@ -261,6 +270,8 @@ def main() -> None:
                 statuses={str(k): v for k, v in sorted(statuses.items())},
                 not_2xx=dict(sum((r.refused for r in readers), Counter())),
                 scanner_failures=len(scanner_errors),
+                scanner_failure_kinds=dict(Counter(_failure_kind(e) for e in scanner_errors)),
+                first_scanner_failure=scanner_errors[0][:300] if scanner_errors else None,
                 server_errors=len(server_errors),
                 first_server_error=server_errors[0] if server_errors else None,
             )
