@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -13,7 +14,7 @@ import sqlalchemy as sa
 
 from eldercare import accounts_purge, login_throttle
 from eldercare.accounts import LoginThrottle
-from eldercare.db import db
+from eldercare.db import db, unit_of_work
 from eldercare.scheduler import all_jobs, execute
 from eldercare.timeutil import now_utc
 from eldercare.user_sessions import UserSession
@@ -164,3 +165,54 @@ def test_a_guess_whose_spent_row_is_purged_under_it_still_counts(app, app_ctx, d
             if (row.username_key, row.client_key) in keys
         }
     assert counted == dict.fromkeys(keys, 1)  # each counter counted the guess, once
+
+
+@pytest.mark.postgres
+def test_a_burst_of_guesses_during_purges_judges_no_more_than_allowed(private_app):
+    """Thirty guesses at one name from one client, all at once, while purges run beside
+    them, on rows left spent by an old spray: exactly the allowance is judged, the counters
+    end locked, and no purge nor guess fails."""
+    app, now = private_app, now_utc()
+    name, client = "burst-victim", "10.7.7.7"
+    allowed = app.config["LOGIN_MAX_FAILURES"]
+    with app.app_context():
+        for key in [(name, client), (name, ""), ("", client)] + [
+            (f"spray-{n}", "") for n in range(50)
+        ]:
+            db.session.add(
+                LoginThrottle(
+                    username_key=key[0],
+                    client_key=key[1],
+                    failures=allowed - 1,
+                    window_started_at=now - timedelta(hours=2),
+                )
+            )
+        db.session.commit()
+        db.session.remove()
+    guesses, purges = 30, 5
+    barrier = threading.Barrier(guesses + 1)
+
+    def guess(_):
+        with app.app_context():
+            barrier.wait(timeout=60)
+            return login_throttle.take_guess(name, client, now)
+
+    def purge_again_and_again():
+        done = []
+        with app.app_context():
+            barrier.wait(timeout=60)
+            for _ in range(purges):
+                with unit_of_work():
+                    done.append(accounts_purge.purge(now)["login_throttles"])
+        return done
+
+    with ThreadPoolExecutor(max_workers=guesses + 1) as threads:
+        purged = threads.submit(purge_again_and_again)
+        attempts = list(threads.map(guess, range(guesses)))
+        purged = purged.result()
+    assert sum(attempt is not None for attempt in attempts) == allowed
+    assert sum(purged) >= 50  # the spray's rows went
+    with app.app_context():
+        row = db.session.get(LoginThrottle, (name, client))
+        assert (row.failures, row.window_started_at) == (allowed, now)
+        assert row.locked_until is not None and row.locked_until > now
