@@ -148,6 +148,21 @@ def _register_audit_sealing(app: Flask) -> None:
     )
 
 
+def _register_accounts_purge(app: Flask) -> None:
+    from eldercare import accounts_purge
+    from eldercare.scheduler import ScheduledJob
+
+    app.extensions.setdefault("scheduled_jobs", []).append(
+        ScheduledJob(
+            id="accounts-purge",
+            func=accounts_purge.purge,
+            trigger="cron",
+            trigger_args={"hour": 3, "minute": 40},  # a quiet hour
+            description="Delete spent sign-in throttle rows and sessions over 30 days old",
+        )
+    )
+
+
 class RowIdConverter(IntegerConverter):
     """``<int:id>`` in a URL: a row id, so at most the largest INTEGER key. A longer number
     matches no route (404) instead of overflowing in the database driver (500)."""
@@ -222,6 +237,7 @@ def create_app(config: dict | None = None) -> Flask:
     _register_shell_destinations(app)
     _register_notifications(app)
     _register_audit_sealing(app)
+    _register_accounts_purge(app)
 
     # After flask-smorest, which installs a JSON-only handler for HTTP errors.
     errors.register(app)

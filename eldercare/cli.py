@@ -1,4 +1,4 @@
-"""The shell's commands: demo data, audit verification, account creation."""
+"""The shell's commands: demo data, audit verification, account creation and purge."""
 
 from __future__ import annotations
 
@@ -98,6 +98,25 @@ def create_user_command(username, roles, display_name, district_code, password):
             raise click.ClickException(f"{error.message} {problems}".strip()) from None
         key = user.username
     click.echo(f"created {key} with roles {', '.join(sorted(set(roles)))}")
+
+
+@accounts_cli.command("purge")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+def purge_command(as_json: bool):
+    """Delete spent sign-in throttle rows and sessions over 30 days old (the accounts-purge
+    job does it daily)."""
+    from eldercare.accounts_purge import SESSION_KEEP_DAYS, purge
+
+    with unit_of_work():
+        result = purge()
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(
+            f"deleted {result['login_throttles']} sign-in throttle rows (window and lock over) "
+            f"and {result['user_sessions']} sessions (unused and ended more than "
+            f"{SESSION_KEEP_DAYS} days ago)"
+        )
 
 
 @click.command("demo")

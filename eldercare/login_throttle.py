@@ -152,6 +152,21 @@ def _where(key: tuple[str, str]):
     return sa.and_(_c.username_key == key[0], _c.client_key == key[1])
 
 
+def _locked_rows(conn, keys: list[tuple[str, str]]) -> list:
+    """The rows of ``keys``, created if missing, locked in key order (one global order)."""
+    conn.execute(
+        _insert(conn)
+        .values([{"username_key": n, "client_key": c, "failures": 0} for n, c in keys])
+        .on_conflict_do_nothing()
+    )
+    return conn.execute(
+        sa.select(_table)
+        .where(sa.or_(*(_where(key) for key in keys)))
+        .order_by(_c.username_key, _c.client_key)
+        .with_for_update()
+    ).all()
+
+
 def take_guess(name: str, client: str, now: datetime, *, known: bool = False) -> Attempt | None:
     """Count one failure on each of the rows before the password is judged: the attempt, or
     None when any of them is locked (then nothing is counted and the password must not be
@@ -162,17 +177,14 @@ def take_guess(name: str, client: str, now: datetime, *, known: bool = False) ->
     keys = sorted(allowances)
     try:
         with _counting_connection() as conn:
-            conn.execute(
-                _insert(conn)
-                .values([{"username_key": n, "client_key": c, "failures": 0} for n, c in keys])
-                .on_conflict_do_nothing()
-            )
-            rows = conn.execute(
-                sa.select(_table)
-                .where(sa.or_(*(_where(key) for key in keys)))
-                .order_by(_c.username_key, _c.client_key)
-                .with_for_update()
-            ).all()
+            rows = _locked_rows(conn, keys)
+            if len(rows) < len(keys):
+                # The daily purge (``accounts_purge``) deleted a spent row between the INSERT
+                # and the SELECT, and has committed (the SELECT saw the delete or waited for
+                # it): inserted again, the row counts this guess from a new window.
+                rows = _locked_rows(conn, keys)
+            if len(rows) < len(keys):
+                return None  # fail closed: a guess is never judged uncounted
             changes, locked = {}, []
             for row in rows:
                 key = (row.username_key, row.client_key)

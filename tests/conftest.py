@@ -7,6 +7,7 @@ PostgreSQL in a fresh database created for this run and dropped afterwards.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import uuid
 from collections.abc import Iterator
@@ -187,6 +188,30 @@ def db_session(app):
             with connection.begin():
                 connection.execute(sa.delete(LoginThrottle.__table__))
         connection.close()
+
+
+class _OwnContextClient(FreshGlobalsClient):
+    """A client whose every request runs as under a WSGI server: in a context of its own
+    (no app context of the test's around it, so the request pushes and ends its own, which
+    removes its session), its body read to the end there, after the request has ended."""
+
+    def open(self, *args, **kwargs):
+        def whole():
+            response = super(_OwnContextClient, self).open(*args, **kwargs)
+            response.get_data()
+            return response
+
+        return contextvars.Context().run(whole)
+
+
+@pytest.fixture
+def production_client(app, db_session, monkeypatch):
+    """A client whose requests end their session as production does: closed and discarded
+    (``_TestSession`` only expires it, and a test's app context keeps it alive, which hides
+    what a closed session breaks, e.g. a streamed body that reads a row the view loaded).
+    Commit what the request must see first; each request detaches what the test loaded."""
+    monkeypatch.setattr(db_session, "remove", lambda: scoped_session.remove(db_session))
+    return _OwnContextClient(app, app.response_class, use_cookies=True)
 
 
 @pytest.fixture

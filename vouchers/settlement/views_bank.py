@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import Response, flash, redirect, render_template, request, stream_with_context, url_for
+from flask import Response, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -26,6 +26,7 @@ from eldercare.errors import DomainError, InvalidInput, NotFound
 from eldercare.forms import problem_from, whole_number, yuan
 from eldercare.navigation import Destination
 from eldercare.residents import Resident, mask_name
+from eldercare.streaming import row_body
 from eldercare.timeutil import format_local
 from marketplace.models import Provider
 from vouchers.settlement import bank_files, bank_results
@@ -195,10 +196,11 @@ def bank_batch(batch_id: int):
 def download(batch: BankBatch, fmt: str) -> Response:
     """The batch file, streamed (CSV or XLSX); the pages and the API both answer this."""
     if fmt == "xlsx":
-        chunks, mimetype = bank_files.xlsx_chunks(batch), XLSX_TYPE
+        chunks, mimetype = bank_files.xlsx_chunks, XLSX_TYPE
     else:
-        chunks, mimetype = bank_files.csv_chunks(batch), "text/csv; charset=utf-8"
-    response = Response(stream_with_context(chunks), mimetype=mimetype)
+        chunks, mimetype = bank_files.csv_chunks, "text/csv; charset=utf-8"
+    # The body loads the batch again in its own session (``eldercare.streaming``).
+    response = Response(row_body(chunks, BankBatch, batch.id), mimetype=mimetype)
     response.headers["Content-Disposition"] = f'attachment; filename="{batch.reference}.{fmt}"'
     response.headers["Cache-Control"] = "no-store"
     return response

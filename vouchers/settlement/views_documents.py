@@ -18,7 +18,7 @@ The same downloads for API tokens are in ``api_documents`` (on ``api_statements.
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import Response, render_template, stream_with_context
+from flask import Response, render_template
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
 
@@ -27,6 +27,7 @@ from eldercare.db import db
 from eldercare.errors import NotFound, PermissionDenied
 from eldercare.forms import yuan
 from eldercare.navigation import Destination
+from eldercare.streaming import row_body
 from eldercare.timeutil import format_local
 from marketplace.providers import provider_of, staff_record
 from vouchers.exports import XLSX_TYPE
@@ -97,7 +98,8 @@ def pdf_response(statement: Statement) -> Response:
 def xlsx_response(statement: Statement) -> Response:
     from vouchers.settlement.statement_xlsx import statement_xlsx
 
-    response = Response(stream_with_context(statement_xlsx(statement)), mimetype=XLSX_TYPE)
+    # The body loads the statement again in its own session (``eldercare.streaming``).
+    response = Response(row_body(statement_xlsx, Statement, statement.id), mimetype=XLSX_TYPE)
     response.headers["Content-Disposition"] = (
         f'attachment; filename="{_file_name(statement, "xlsx")}"'
     )
