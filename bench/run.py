@@ -25,6 +25,9 @@ redeem         REDEEM_N full cash redemptions (rotating QR token made and consum
                bench/redeem_http.py measures whole redemptions through gunicorn beside pgbench
 settlement.*   a month's settlement run, approvals and reconciliation beside a bare GROUP BY
                over the same redemptions: bench/settlement.py (PostgreSQL)
+pii.*          personal data at rest at BENCH_PII_N residents: `flask pii rotate`'s work beside
+               an UPDATE of the same two columns, look-up by ID number (keyed hash) beside
+               look-up by primary key, migration 0020 beside a COPY: bench/pii.py (PostgreSQL)
 soak.*         mixed traffic (search, the elder's pages, scan and redeem, settlement reads)
                through gunicorn for BENCH_SOAK_MINUTES, then the books and the reconciliation:
                bench/soak.py (PostgreSQL)
@@ -513,6 +516,7 @@ def main() -> None:
     from bench import audit as audit_bench
     from bench import issuance as issuance_bench
     from bench import ledger as ledger_bench
+    from bench import pii as pii_bench
     from bench import redeem_http as redeem_http_bench
     from bench import search as search_bench
     from bench import settlement as settlement_bench
@@ -540,6 +544,7 @@ def main() -> None:
         issuance_bench.main()
         redeem_http_bench.main()
         settlement_bench.main()
+        pii_bench.main()
         soak_bench.main()
 
 

@@ -15,7 +15,7 @@ from eldercare.account_links import AccountLinkRequest, request_link
 from eldercare.config import ConfigError
 from eldercare.db import db
 from eldercare.pii import DEMO_PII_HMAC_KEY, DEMO_PII_KEYS, PiiDecryptError, lookup_hash
-from eldercare.pii_rotation import key_ids_in_use
+from eldercare.pii_rotation import key_ids_in_use, rotate
 from eldercare.residents import District, Resident, compose_resident_id
 from tests.conftest import ON_POSTGRES, fresh_postgres_database
 
@@ -247,6 +247,67 @@ def test_rotation_with_a_new_hmac_key_rehashes(tmp_path):
         assert db.session.scalars(by_tail).all() == [numbers[1]]
         db.session.remove()
         db.engine.dispose()
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="PostgreSQL-only; set TEST_DATABASE_URL (CI does)")
+def test_rotation_leaves_a_row_changed_meanwhile_as_the_application_wrote_it():
+    # PostgreSQL writes each batch with one UPDATE … FROM unnest(arrays): the same guard on
+    # the ciphertext read as the executemany it replaced. (On SQLite the rotation's open
+    # transaction locks the file, so nothing can change meanwhile.)
+    with fresh_postgres_database("pii_meanwhile") as url:
+        _rotation_with_a_change_meanwhile(url)
+
+
+def _rotation_with_a_change_meanwhile(url: str):
+    old_only = _app_with_keys(url, OLD)
+    with old_only.app_context():
+        upgrade()
+        numbers = _seed(5)  # phones on the 2nd and 4th
+        db.engine.dispose()
+    both = _app_with_keys(url, f"{NEW},{OLD}")
+    replacement = compose_resident_id("210102", date(1946, 2, 2), 777)
+    with both.app_context():
+        target = db.session.scalar(sa.select(Resident.id).where(Resident.id_number_is(numbers[1])))
+        db.session.remove()
+        changed = []
+
+        def the_application_meanwhile(conn, cursor, statement, params, context, executemany):
+            # Between the batch's read and its write, the application corrects one ID
+            # number and one phone (under the current key, hashes beside it) and commits.
+            if statement.startswith("UPDATE residents") and not changed:
+                changed.append(statement)
+                resident = db.session.get(Resident, target)
+                resident.id_number, resident.phone = replacement, "13900000000"
+                db.session.commit()
+                db.session.remove()
+
+        with db.engine.connect() as connection:
+            sa.event.listen(connection, "before_cursor_execute", the_application_meanwhile)
+            rewritten = sum(done for done in _committing(connection, rotate(connection, batch=3)))
+            sa.event.remove(connection, "before_cursor_execute", the_application_meanwhile)
+            assert key_ids_in_use(connection) == {"new": 7}
+        # Offered: 5 ID numbers; then the 2 phones less the one already under the new key.
+        assert changed and rewritten == 5 + 1
+        found = db.session.get(Resident, target)
+        assert (found.id_number, found.phone) == (replacement, "13900000000")
+        assert db.session.scalar(
+            sa.select(Resident.id).where(Resident.id_number_is(replacement))
+        ) == target  # fmt: skip
+        assert (
+            db.session.scalar(sa.select(Resident).where(Resident.id_number_is(numbers[1]))) is None
+        )
+        db.session.remove()
+        db.engine.dispose()
+    new_only = _app_with_keys(url, NEW)  # every other row reads with the new key alone
+    _read_all(new_only, [n for i, n in enumerate(numbers) if i != 1])
+    with new_only.app_context():
+        db.engine.dispose()
+
+
+def _committing(connection, batches):
+    for done in batches:
+        connection.commit()
+        yield done
 
 
 @pytest.mark.parametrize(
