@@ -344,10 +344,14 @@ def _render_voucher(resident: Resident, status=200, problem=None, problem_form=N
         missing = missing_reasons(resident.id, today)
     chosen = kinds.kind_for(resident.id)
     is_agent = current_user.has_role("family_agent")
+    # "You paid" only to the elder's own account; a family agent reads the elder's name.
+    own = current_user.resident if current_user.has_role("elder") else None
+    own_account = own is not None and own.id == resident.id
     response = render_template(
         "vouchers/elder_voucher.html",
         resident=resident,
         several=len(elders_acted_for(current_user)) > 1,
+        own_account=own_account,
         voucher=voucher,
         state=state,
         qr=qr,

@@ -727,3 +727,35 @@ def test_unreadable_quantities_are_refused_and_change_nothing(shop, en, login, d
     assert response.status_code == 422
     assert "Enter how many units, a whole number from 1 to 100." in response.get_data(as_text=True)
     assert db_session.scalar(sa.select(Redemption.price_fen)) is None
+
+
+def test_a_receipt_without_check_out_says_check_out_is_optional_and_the_family_reads_who_paid(
+    shop, client, login, db_session
+):
+    """Issue 14 item 10: paid without checking out, the page said only "Checked out: not
+    yet", as if a step were missing; and the family read "You paid" for the elder's part."""
+    sign_in_caregiver(shop, login)
+    where = checked_in(client, shop)
+    assert client.post(f"{where}/price", data={"price": "15", "insurance": ""}).status_code == 302
+    assert client.post(f"{where}/cash").status_code == 302
+    r = db_session.scalar(sa.select(Redemption))
+    db_session.refresh(r)
+    assert (r.status, r.checked_out_at) == ("redeemed", None)
+
+    receipt = client.get(where, headers={"Accept-Language": "en"}).get_data(as_text=True)
+    assert 'id="receipt"' in receipt
+    assert "Check-out is optional" in receipt and ">Not yet<" not in receipt
+    zh = client.get(where, headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
+    assert "签退不是必需的" in zh
+
+    elder_page = f"/vouchers/elder/{shop.elder.id}"
+    client.post("/logout")
+    login(shop.son)  # a family agent: the elder paid, not the reader
+    family = client.get(elder_page, headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
+    assert "您自付" not in family and f"{shop.elder.name}自付" in family
+    family_en = client.get(elder_page, headers={"Accept-Language": "en"}).get_data(as_text=True)
+    assert "You paid" not in family_en and f"{shop.elder.name} paid" in family_en
+    client.post("/logout")
+    login(shop.elder_user)  # the elder's own account still reads "you"
+    own = client.get(elder_page, headers={"Accept-Language": "en"}).get_data(as_text=True)
+    assert "You paid" in own
