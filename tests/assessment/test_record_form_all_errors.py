@@ -106,9 +106,7 @@ def test_a_form_refused_for_other_reasons_spends_no_cosigner_guess(
     assert _failures(db_session, "assessor1") == 1
 
 
-def test_the_services_date_and_fee_checks_come_in_the_same_answer(
-    client, login, world, db_session
-):
+def test_the_services_date_and_fee_checks_come_in_the_same_answer(client, login, world, db_session):
     case = _scheduled(world)
     login(world.li.user)
     data = _form(
