@@ -207,6 +207,26 @@ def signed_content_digest(assessment: Assessment) -> str:
     ).hexdigest()
 
 
+def visit_problems(
+    assessment: Assessment, *, assessed_on: date | None, fee_fen, today: date | None = None
+) -> dict[str, str]:
+    """The visit date and fee problems record() refuses, as field -> message, checked without
+    either assessor: the tablet form lists them with every other error before it spends a
+    co-signer sign-in guess. record() still checks them itself and has the last word."""
+    today = today or local_today()
+    problems: dict[str, str] = {}
+    if assessed_on is not None:
+        if assessed_on > today:
+            problems["assessed_on"] = str(_l("The assessment date cannot be in the future."))
+        elif assessed_on < to_local(assessment.created_at).date():
+            problems["assessed_on"] = str(_l("The assessment date is before the application."))
+    if fee_fen is not None and (
+        isinstance(fee_fen, bool) or not isinstance(fee_fen, int) or not 0 <= fee_fen <= MAX_FEE_FEN
+    ):
+        problems["fee_fen"] = str(_l("The fee must be between 0 and 1,000 yuan."))
+    return problems
+
+
 def record(
     assessment: Assessment,
     *,

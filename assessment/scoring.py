@@ -88,6 +88,33 @@ def normalize_diagnoses(diagnoses: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(set(codes)))
 
 
+def input_problems(
+    items: Mapping[str, object], *, diagnoses: Iterable[str] = (), care_risk_events_30d=0
+) -> dict[str, str]:
+    """Every problem score_assessment would refuse, all at once (field -> message), so a form
+    can list the unscored items beside a bad diagnosis code instead of one round at a time."""
+    problems: dict[str, str] = {}
+    checks = (
+        lambda: validate_items(items),
+        lambda: normalize_diagnoses(diagnoses),
+        lambda: score_assessment(
+            {code: item.min for code, item in instrument().items.items()},
+            care_risk_events_30d=care_risk_events_30d,
+        ),
+    )
+    for check in checks:
+        try:
+            check()
+        except InvalidScores as refusal:
+            details = refusal.details or {}
+            for field, detail in details.items():
+                # items carry a sentence per item; the others carry the raw value and
+                # the sentence is the refusal's message
+                sentence = detail if field in instrument().items or field == "items" else None
+                problems.setdefault(field, str(sentence or refusal.message))
+    return problems
+
+
 def score_assessment(
     items: Mapping[str, object],
     *,

@@ -18,7 +18,7 @@ from assessment.forms import ADJUSTMENT_LABELS, split_codes
 from assessment.instrument import instrument
 from assessment.models import Assessment, Assessor
 from assessment.score_meanings import meanings_for
-from assessment.scoring import CARE_RISK_THRESHOLD
+from assessment.scoring import CARE_RISK_THRESHOLD, input_problems
 from assessment.views import bp, label_of, level_label, other_label_of, problem_from
 from assessment.views_agency import RECORDABLE, agency_case
 from eldercare.auth import LoginFailed, authenticate, roles_required
@@ -69,6 +69,8 @@ def _posted_values(form) -> dict:
         "care_risk_events_30d": form.get("care_risk_events_30d", ""),
         "coma": bool(form.get("coma")),
         "cosigner_username": form.get("cosigner_username", ""),
+        # the password itself is never sent back; the page says it must be typed again
+        "password_not_kept": bool(form.get("cosigner_password")),
         "scores": {code: form.get(f"score-{code}", "") for code in instrument().items},
     }
 
@@ -146,18 +148,23 @@ def _render_record(case, recorder, *, status=200, values=None, problem=None):
     ), status
 
 
-def _cosigner(form, errors: FormErrors) -> tuple[Assessor | None, bool]:
-    """The second assessor, and whether their sign-in failed.
-
-    They sign on the same tablet with their own name and password. It counts as a sign-in
-    attempt: wrong passwords lock the name out, and the message never says whether the name
-    exists.
-    """
+def _cosigner_typed(form, errors: FormErrors) -> tuple[str, str]:
+    """The second assessor's name and password as typed; both are needed."""
     username = form.get("cosigner_username", "").strip()
     password = form.get("cosigner_password", "")
     if not username or not password:
         errors.add("cosigner", _l("The second assessor enters their username and password."))
-        return None, False
+    return username, password
+
+
+def _cosigner(username: str, password: str, errors: FormErrors) -> tuple[Assessor | None, bool]:
+    """The second assessor, and whether their sign-in failed.
+
+    They sign on the same tablet with their own name and password. It counts as a sign-in
+    attempt: wrong passwords lock the name out, and the message never says whether the name
+    exists. So it is asked last, only for a form that is otherwise valid: a form refused for
+    a missing score must not cost the co-signer one of their guesses.
+    """
     try:
         cosigning_user = authenticate(username, password)
     except LoginFailed as failure:
@@ -192,7 +199,21 @@ def record(case_id: int):
     fee_fen = parse_yuan(form.get("fee"), "fee_fen", errors)
     care_events = whole_number_or_raw(form.get("care_risk_events_30d"))
     diagnoses = split_codes(form.get("diagnoses"))
-    cosigner, sign_in_failed = _cosigner(form, errors)
+    # Every problem of the input at once: the unscored items beside the other fields' errors.
+    for field, message in lifecycle.visit_problems(
+        case, assessed_on=assessed_on, fee_fen=fee_fen
+    ).items():
+        errors.add(field, message)
+    for field, message in input_problems(
+        items,
+        diagnoses=diagnoses,
+        care_risk_events_30d=0 if care_events is None else care_events,
+    ).items():
+        errors.add(field, message)
+    username, password = _cosigner_typed(form, errors)
+    cosigner, sign_in_failed = None, False
+    if not errors:  # the password is judged last, so a refused form spends no guess
+        cosigner, sign_in_failed = _cosigner(username, password, errors)
 
     values = _posted_values(form)
     if errors:
