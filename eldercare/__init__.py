@@ -58,6 +58,7 @@ def _template_context():
     from flask_login import current_user
 
     from eldercare.accounts import ROLES
+    from eldercare.auth import may_open
     from eldercare.i18n import current_locale
     from eldercare.navigation import destinations_for, invitations
 
@@ -68,6 +69,8 @@ def _template_context():
         "current_locale": current_locale(),
         "large_text": bool(session.get("large_text")),
         "current_user": current_user,
+        # Pages' own menus (cards) ask the same rule as the header menu does.
+        "may_open": lambda endpoint: may_open(current_user, endpoint),
     }
 
 

@@ -43,12 +43,16 @@ def register_destinations(app, *destinations: Destination) -> None:
 
 
 def destinations_for(user) -> list[Destination]:
+    """The destinations ``user`` may open: the view's own roles_required decides (so a menu
+    never offers a page that answers 403), and the entry's ``roles`` may narrow it further."""
+    from eldercare.auth import may_open  # auth imports this module
+
     if not getattr(user, "is_authenticated", False):
         return []
     return [
         d
         for d in current_app.extensions.get("destinations", [])
-        if not d.roles or user.has_role(*d.roles)
+        if (not d.roles or user.has_role(*d.roles)) and may_open(user, d.endpoint)
     ]
 
 

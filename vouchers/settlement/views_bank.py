@@ -127,7 +127,7 @@ def _status_counts(batch_ids: list[int]) -> dict:
 
 
 @bp.get("/bank")
-@roles_required(*BUREAU_ROLES)
+@roles_required(*BUREAU_ROLES, also=bank_files.require_city_bureau)
 def bank():
     return _render_bank()
 

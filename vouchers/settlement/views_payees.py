@@ -102,7 +102,7 @@ def _render_changes(status=200, problem=None, target=None, values=None):
 
 
 @bp.get("/payee-changes")
-@roles_required(*BUREAU_ROLES)
+@roles_required(*BUREAU_ROLES, also=require_city_bureau)
 def payee_changes():
     return _render_changes()
 
