@@ -20,7 +20,7 @@ from eldercare.db import db
 from eldercare.errors import DomainError
 from eldercare.forms import problem_from
 from eldercare.navigation import Destination
-from marketplace.providers import provider_of
+from marketplace.providers import administers_a_provider, provider_of
 from vouchers.settlement import payees
 from vouchers.settlement.bank_files import require_city_bureau
 from vouchers.settlement.views import bp
@@ -58,7 +58,7 @@ def _render_account(provider, status=200, problem=None, values=None):
 
 
 @bp.get("/payment-account")
-@roles_required("provider_admin")
+@roles_required("provider_admin", also=administers_a_provider)
 def payee_account():
     return _render_account(provider_of(current_user, admin=True))
 
