@@ -33,7 +33,9 @@ class Destination:
 
     endpoint: str
     label: Any
-    roles: tuple[str, ...] = ()  # empty: anyone signed in
+    # Who is offered it is decided by the view's own roles_required (eldercare.auth.may_open);
+    # roles here only narrow that further (a menu entry for some of those the page admits).
+    roles: tuple[str, ...] = ()
     description: Any = None  # the home-page card's text; None: menu only
     invitation: Any = None  # a home-page button for every visitor, signed in or not
 

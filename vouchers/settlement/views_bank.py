@@ -49,7 +49,6 @@ DESTINATIONS = [
     Destination(
         "settlement.bank",
         _l("Bank payments"),
-        roles=BUREAU_ROLES,
         description=_l("Pay approved statements and fee refunds: batch files and bank results."),
     )
 ]

@@ -36,10 +36,9 @@ DESTINATIONS = [
     Destination(
         "settlement.payee_account",
         _l("Payment account"),
-        roles=("provider_admin",),
         description=_l("The bank account your settlements are paid to, and changing it."),
     ),
-    Destination("settlement.payee_changes", _l("Bank account changes"), roles=BUREAU_ROLES),
+    Destination("settlement.payee_changes", _l("Bank account changes")),
 ]
 
 

@@ -46,7 +46,6 @@ DESTINATIONS = [
     Destination(
         "settlement.months",
         _l("Settlement"),
-        roles=BUREAU_ROLES,
         description=_l("Settle each voucher month with the providers: statements and approval."),
     )
 ]
