@@ -44,14 +44,12 @@ def register(app) -> None:
         Destination(
             "assessment.my",
             _l("My assessment"),
-            ("elder", "family_agent"),
-            _l("Level, how long it is valid, and applying for a new one"),
+            description=_l("Level, how long it is valid, and applying for a new one"),
         ),
         Destination(
             "assessment.worklist",
             _l("Assessment worklist"),
-            ("assessor", "agency_admin"),
-            _l("Cases of your agency: arrange visits, record results"),
+            description=_l("Cases of your agency: arrange visits, record results"),
         ),
         Destination(
             "assessment.index",
@@ -62,7 +60,6 @@ def register(app) -> None:
         Destination(
             "assessment_import.upload",
             _l("Import a spreadsheet"),
-            ("bureau_officer", "agency_admin"),
-            _l("Residents or assessments from CSV or Excel"),
+            description=_l("Residents or assessments from CSV or Excel"),
         ),
     )

@@ -58,6 +58,7 @@ def _template_context():
     from flask_login import current_user
 
     from eldercare.accounts import ROLES
+    from eldercare.auth import may_open
     from eldercare.i18n import current_locale
     from eldercare.navigation import destinations_for, invitations
 
@@ -68,6 +69,8 @@ def _template_context():
         "current_locale": current_locale(),
         "large_text": bool(session.get("large_text")),
         "current_user": current_user,
+        # Pages' own menus (cards) ask the same rule as the header menu does.
+        "may_open": lambda endpoint: may_open(current_user, endpoint),
     }
 
 
@@ -81,29 +84,25 @@ def _register_shell_destinations(app: Flask) -> None:
         Destination(
             "register.index",
             _l("Resident register"),
-            ("bureau_officer", "bureau_approver"),
-            _l("Find and register residents"),
+            description=_l("Find and register residents"),
         ),
         Destination(
             "links.queue",
             _l("Account link requests"),
-            ("bureau_officer", "bureau_approver"),
-            _l("Confirm or refuse requests to link accounts to residents"),
+            description=_l("Confirm or refuse requests to link accounts to residents"),
         ),
         Destination(
             "links.ask",
             _l("Link my account"),
-            ("elder", "family_agent"),
-            _l("Link this account to your (or your elder's) record in the register"),
+            description=_l("Link this account to your (or your elder's) record in the register"),
         ),
         Destination(
-            "audit.index", _l("Audit trail"), ("auditor",), _l("Every change, who made it and when")
+            "audit.index", _l("Audit trail"), description=_l("Every change, who made it and when")
         ),
         Destination(
             "tokens.index",
             _l("API tokens"),
-            ("admin",),
-            _l("Tokens for devices and partner systems"),
+            description=_l("Tokens for devices and partner systems"),
         ),
         Destination(
             "messages.index",

@@ -190,21 +190,47 @@ def change_password():
     return render_template("auth/password.html", form=form), status
 
 
-def roles_required(*roles: str):
-    """Only signed-in users holding one of ``roles`` reach the view; others get 403."""
+def roles_required(*roles: str, also=None):
+    """Only signed-in users holding one of ``roles`` (no roles: anyone signed in) reach the
+    view; others get 403.
+
+    ``also(user)``, when given, is a further condition that raises PermissionDenied (with
+    its own message) for a user the roles alone would let in, e.g. district staff on a
+    city-wide page. Both are recorded on the view as ``access`` so that menus offer a page
+    by the very rule the page enforces (``may_open``), not by a copy of its role list."""
 
     def decorator(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
             if not current_user.is_authenticated:
                 return login_manager.unauthorized()
-            if not current_user.has_role(*roles):
+            if roles and not current_user.has_role(*roles):
                 raise PermissionDenied()
+            if also is not None:
+                also(current_user)
             return view(*args, **kwargs)
 
+        wrapper.access = (roles, also)
         return wrapper
 
     return decorator
+
+
+def may_open(user, endpoint: str) -> bool:
+    """Would ``user`` get past the roles_required of ``endpoint``'s view? A view without one
+    is open to anyone signed in as far as this rule goes."""
+    view = current_app.view_functions.get(endpoint)
+    if view is None:
+        return False
+    roles, also = getattr(view, "access", ((), None))
+    if roles and not user.has_role(*roles):
+        return False
+    if also is not None:
+        try:
+            also(user)
+        except PermissionDenied:
+            return False
+    return True
 
 
 def scope_to_district(statement, district_column, user=None):

@@ -33,7 +33,9 @@ class Destination:
 
     endpoint: str
     label: Any
-    roles: tuple[str, ...] = ()  # empty: anyone signed in
+    # Who is offered it is decided by the view's own roles_required (eldercare.auth.may_open);
+    # roles here only narrow that further (a menu entry for some of those the page admits).
+    roles: tuple[str, ...] = ()
     description: Any = None  # the home-page card's text; None: menu only
     invitation: Any = None  # a home-page button for every visitor, signed in or not
 
@@ -43,12 +45,16 @@ def register_destinations(app, *destinations: Destination) -> None:
 
 
 def destinations_for(user) -> list[Destination]:
+    """The destinations ``user`` may open: the view's own roles_required decides (so a menu
+    never offers a page that answers 403), and the entry's ``roles`` may narrow it further."""
+    from eldercare.auth import may_open  # auth imports this module
+
     if not getattr(user, "is_authenticated", False):
         return []
     return [
         d
         for d in current_app.extensions.get("destinations", [])
-        if not d.roles or user.has_role(*d.roles)
+        if (not d.roles or user.has_role(*d.roles)) and may_open(user, d.endpoint)
     ]
 
 

@@ -49,28 +49,22 @@ def register(app) -> None:
         Destination(
             "marketplace.my_bookings",
             _l("My bookings"),
-            ("elder", "family_agent"),
-            _l("Book services, cancel, rate and complain"),
+            description=_l("Book services, cancel, rate and complain"),
         ),
         Destination(
             "marketplace.dashboard",
             _l("Your provider"),
-            ("provider_admin", "provider_staff"),
-            _l("Certification, documents, staff, services and bookings"),
+            description=_l("Certification, documents, staff, services and bookings"),
         ),
-        Destination(
-            "marketplace.provider_bookings", _l("Bookings"), ("provider_admin", "provider_staff")
-        ),
+        Destination("marketplace.provider_bookings", _l("Bookings")),
         Destination(
             "marketplace.certification_queue",
             _l("Provider certification"),
-            ("bureau_officer", "bureau_approver"),
-            _l("Applications, suspensions, renewals and star levels"),
+            description=_l("Applications, suspensions, renewals and star levels"),
         ),
         Destination(
             "marketplace.bureau_complaints",
             _l("Complaints"),
-            ("bureau_officer", "bureau_approver"),
-            _l("Complaints about providers, and credit scores"),
+            description=_l("Complaints about providers, and credit scores"),
         ),
     )

@@ -408,6 +408,12 @@ def provider_of(user: User, *, admin: bool = False) -> Provider:
     return db.session.get(Provider, staff.provider_id)
 
 
+def administers_a_provider(user: User) -> None:
+    """403 unless the user administers a provider: a view's extra condition
+    (``roles_required(also=...)``), which the menus ask too."""
+    provider_of(user, admin=True)
+
+
 def require_certified(provider: Provider, *, today: date | None = None) -> None:
     from marketplace.errors import ProviderNotCertified
 

@@ -13,6 +13,7 @@ from flask import flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
+from eldercare.auth import roles_required
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
 from eldercare.forms import fen_from_yuan, problem_from, whole_number, yuan
@@ -20,7 +21,7 @@ from eldercare.timeutil import local_today
 from marketplace import catalogue
 from marketplace.forms import UNIT_LABELS, districts_by_ids
 from marketplace.models import UNITS, Provider, Service, ServiceCategory
-from marketplace.providers import provider_of
+from marketplace.providers import administers_a_provider, provider_of
 from marketplace.views import bp
 from marketplace.views_public import category_name, district_name, page_words
 
@@ -77,7 +78,7 @@ def _render(provider: Provider, status: int = 200, problem=None, target=None, fo
 
 
 @bp.route("/provider/services", methods=["GET", "POST"])
-@login_required
+@roles_required(also=administers_a_provider)  # so menus offer it to administrators only
 def provider_services():
     provider = provider_of(current_user, admin=True)
     if request.method == "GET":

@@ -29,3 +29,19 @@ def test_visitors_get_the_invitation_but_no_menu(client):
     page = client.get("/", headers=EN).get_data(as_text=True)
     assert "Find eldercare services near you" in page
     assert '<nav class="main"' not in page
+
+
+# Pages every signed-in person may open: they need no rule of their own.
+OPEN_TO_ALL = {"marketplace.search", "messages.index"}
+
+
+def test_every_destination_is_offered_by_the_rule_its_view_enforces(app):
+    """The menus ask the view's recorded roles_required (eldercare.auth.may_open); a page
+    that checked its callers only inside its body would be offered to people it refuses."""
+    undeclared = [
+        d.endpoint
+        for d in app.extensions["destinations"]
+        if d.endpoint not in OPEN_TO_ALL
+        and not hasattr(app.view_functions[d.endpoint], "access")
+    ]
+    assert undeclared == []

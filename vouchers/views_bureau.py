@@ -115,13 +115,12 @@ DESTINATIONS = [
     Destination(
         "vouchers.pool",
         _l("Subsidy pool"),
-        roles=BUREAU_ROLES,
         description=_l(
             "Money received, allocated to districts, held by vouchers and redeemed; top-ups, "
             "allocations and elders left out."
         ),
     ),
-    Destination("vouchers.policies", _l("Voucher policy"), roles=BUREAU_ROLES),
+    Destination("vouchers.policies", _l("Voucher policy")),
 ]
 
 

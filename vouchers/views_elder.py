@@ -88,7 +88,6 @@ DESTINATIONS = [
     Destination(
         "vouchers.elder_home",
         _l("My voucher"),
-        roles=ELDER_ROLES,
         description=_l(
             "This month's subsidy left, the code to show the provider, and what was paid."
         ),

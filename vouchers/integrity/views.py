@@ -34,7 +34,6 @@ DESTINATIONS = [
     Destination(
         "vouchers.bureau_flags",
         _l("Redemptions held out of settlement"),
-        roles=BUREAU_ROLES,
         description=_l(
             "Redemptions flagged for a closer look: clear them for settlement, or reject "
             "them (the redemption is reversed)."

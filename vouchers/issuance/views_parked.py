@@ -42,7 +42,6 @@ DESTINATIONS = [
     Destination(
         "vouchers.parked_events",
         _l("Parked eligibility events"),
-        roles=BUREAU_ROLES,
         description=_l(
             "Eligibility events the voucher feed could not handle: retry or dismiss them."
         ),

@@ -33,7 +33,6 @@ DESTINATIONS = [
     Destination(
         "vouchers.kind_page",
         _l("Voucher kind and institution"),
-        roles=SETTERS,
         description=_l("Say that an elder lives in a care institution, or set the voucher kind."),
     )
 ]

@@ -97,12 +97,11 @@ DESTINATIONS = [
     Destination(
         "vouchers.scan",
         _l("Scan a voucher"),
-        roles=STAFF_ROLES,
         description=_l(
             "Scan the elder's voucher code, check in, and take the payment for a service."
         ),
     ),
-    Destination("vouchers.redemptions", _l("Redemptions"), roles=STAFF_ROLES),
+    Destination("vouchers.redemptions", _l("Redemptions")),
 ]
 
 

@@ -49,7 +49,6 @@ DESTINATIONS = [
     Destination(
         "settlement.bank",
         _l("Bank payments"),
-        roles=BUREAU_ROLES,
         description=_l("Pay approved statements and fee refunds: batch files and bank results."),
     )
 ]
@@ -127,7 +126,7 @@ def _status_counts(batch_ids: list[int]) -> dict:
 
 
 @bp.get("/bank")
-@roles_required(*BUREAU_ROLES)
+@roles_required(*BUREAU_ROLES, also=bank_files.require_city_bureau)
 def bank():
     return _render_bank()
 

@@ -23,13 +23,14 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
 
 from eldercare.accounts import BUREAU_ROLES
+from eldercare.auth import roles_required
 from eldercare.db import db
 from eldercare.errors import NotFound, PermissionDenied
 from eldercare.forms import yuan
 from eldercare.navigation import Destination
 from eldercare.streaming import row_body
 from eldercare.timeutil import format_local
-from marketplace.providers import provider_of, staff_record
+from marketplace.providers import administers_a_provider, provider_of, staff_record
 from vouchers.exports import XLSX_TYPE
 from vouchers.settlement import statement_facts as facts
 from vouchers.settlement.hashing import statement_hash
@@ -126,7 +127,7 @@ def statement_xlsx_download(statement_id: int):
 
 
 @bp.get("/my-statements", endpoint="my_statements")
-@login_required
+@roles_required(also=administers_a_provider)  # the rule the menu asks too
 def my_statements():
     provider = provider_of(current_user, admin=True)  # 403 with a message for anyone else
     statements = db.session.scalars(

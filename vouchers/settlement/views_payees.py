@@ -20,7 +20,7 @@ from eldercare.db import db
 from eldercare.errors import DomainError
 from eldercare.forms import problem_from
 from eldercare.navigation import Destination
-from marketplace.providers import provider_of
+from marketplace.providers import administers_a_provider, provider_of
 from vouchers.settlement import payees
 from vouchers.settlement.bank_files import require_city_bureau
 from vouchers.settlement.views import bp
@@ -36,10 +36,9 @@ DESTINATIONS = [
     Destination(
         "settlement.payee_account",
         _l("Payment account"),
-        roles=("provider_admin",),
         description=_l("The bank account your settlements are paid to, and changing it."),
     ),
-    Destination("settlement.payee_changes", _l("Bank account changes"), roles=BUREAU_ROLES),
+    Destination("settlement.payee_changes", _l("Bank account changes")),
 ]
 
 
@@ -58,7 +57,7 @@ def _render_account(provider, status=200, problem=None, values=None):
 
 
 @bp.get("/payment-account")
-@roles_required("provider_admin")
+@roles_required("provider_admin", also=administers_a_provider)
 def payee_account():
     return _render_account(provider_of(current_user, admin=True))
 
@@ -102,7 +101,7 @@ def _render_changes(status=200, problem=None, target=None, values=None):
 
 
 @bp.get("/payee-changes")
-@roles_required(*BUREAU_ROLES)
+@roles_required(*BUREAU_ROLES, also=require_city_bureau)
 def payee_changes():
     return _render_changes()
 

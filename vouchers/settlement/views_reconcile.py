@@ -80,13 +80,12 @@ DESTINATIONS = [
     Destination(
         "settlement.reconcile_page",
         _l("Reconciliation"),
-        roles=BUREAU_ROLES,
         description=_l(
             "Every fen of the pool accounted for, the card gateway, the bank and the approved "
             "statements, with the findings still open."
         ),
     ),
-    Destination("settlement.exceptions_page", _l("Settlement exceptions"), roles=BUREAU_ROLES),
+    Destination("settlement.exceptions_page", _l("Settlement exceptions")),
 ]
 
 

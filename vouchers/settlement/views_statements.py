@@ -46,15 +46,14 @@ DESTINATIONS = [
     Destination(
         "settlement.months",
         _l("Settlement"),
-        roles=BUREAU_ROLES,
         description=_l("Settle each voucher month with the providers: statements and approval."),
     )
 ]
 
 
-def city_bureau() -> None:
+def city_bureau(user=None) -> None:
     """Settlement is the city bureau's: district staff and everyone else are refused."""
-    if not approval.may_prepare(current_user):
+    if not approval.may_prepare(user or current_user):
         raise PermissionDenied(_l("Settlement is done by the city-wide bureau staff."))
 
 
@@ -95,9 +94,8 @@ def month_rows(today) -> list[dict]:
 
 
 @bp.get("/")
-@roles_required(*BUREAU_ROLES)
+@roles_required(*BUREAU_ROLES, also=city_bureau)
 def months():
-    city_bureau()
     return render_template(
         "settlement/statements_months.html",
         rows=month_rows(local_today()),
