@@ -54,7 +54,7 @@ from vouchers.models import (
 )
 from vouchers.pool import kinds
 from vouchers.pool.policy import policy_on
-from vouchers.redemption import cards, qr_tokens
+from vouchers.redemption import cards, payments, qr_tokens
 from vouchers.views import bp, no_store
 
 KIND_LABELS = {
@@ -75,7 +75,12 @@ REDEMPTION_LABELS = {
     "failed": _l("Payment failed, nothing taken"),
     "cancelled": _l("Cancelled, nothing taken"),
     "reversed": _l("Reversed, money returned"),
+    # Back at check-in after a refused payment (see history_state), never paid or cancelled.
+    "declined": _l("Card declined, nothing charged"),
+    "unpaid": _l("Payment did not go through, nothing charged"),
 }
+# Shown states in which no money moved: the amounts read ¥0.00, not an empty "—".
+NOTHING_TAKEN = ("declined", "unpaid", "failed", "cancelled")
 VOUCHER_STATUS_LABELS = {
     "active": _l("In use"),
     "expired": _l("Ended; the rest went back to the fund"),
@@ -237,6 +242,21 @@ def card_facts(card: VoucherCard | None) -> dict | None:
 # --------------------------------------------------------------------------- history
 
 
+def history_state(r: Redemption) -> str:
+    """How the elder's history reads a redemption. A refused card payment puts it back at
+    check-in (the provider may try another card or cash) with the reason recorded; left there,
+    it is what the elder saw at the counter, a declined card, not a service still starting."""
+    if r.status == "checked_in" and r.failure_reason:
+        return "declined" if r.failure_reason.startswith(payments.DECLINED_REASON) else "unpaid"
+    return r.status
+
+
+def _paid(r: Redemption, state: str, amount: int | None) -> int | None:
+    if r.status in ("redeemed", "reversed"):
+        return amount
+    return 0 if state in NOTHING_TAKEN else None
+
+
 def history_of(resident_id: int) -> dict:
     """The elder's redemptions (newest first) and earlier months' vouchers with what each
     paid and what went back to the fund."""
@@ -251,17 +271,18 @@ def history_of(resident_id: int) -> dict:
     redemptions = [
         {
             "id": r.id,
+            "status": state,
             "when": format_local(r.redeemed_at or r.checked_in_at, "%Y-%m-%d %H:%M"),
             "month": r.voucher.month,
             "provider": provider_name,
             "service": title or "—",
-            "voucher_paid": r.subsidy_fen if r.status in ("redeemed", "reversed") else None,
-            "elder_paid": r.copay_fen if r.status in ("redeemed", "reversed") else None,
-            "status": r.status,
-            "status_label": REDEMPTION_LABELS.get(r.status, r.status),
+            "voucher_paid": _paid(r, state, r.subsidy_fen),
+            "elder_paid": _paid(r, state, r.copay_fen),
+            "status_label": REDEMPTION_LABELS.get(state, state),
             "reason": r.reversal_reason if r.status == "reversed" else None,
         }
         for r, provider_name, title in rows
+        for state in (history_state(r),)
     ]
     used = dict(
         db.session.execute(

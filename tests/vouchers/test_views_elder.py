@@ -234,3 +234,39 @@ def test_history_lists_earlier_vouchers(elder_page, client, login):
     login(s.elder_user)
     html = client.get(page_of(s)).get_data(as_text=True)
     assert 'id="earlier-vouchers"' in html and earlier_month.strftime("%Y-%m") in html
+
+
+# --------------------------------------------------------------------------- a declined card
+
+
+def _history_row(html: str, status: str) -> str:
+    row = re.search(rf'<li data-status="{status}">(.*?)</li>', html, re.S)
+    assert row, f"no {status} row in the history"
+    return row.group(1)
+
+
+# localstripe declines 4000000000000341 when charged; 4000000000000002 only when attached to
+# a customer, which this payment path never does, so that card pays (see test_gateway).
+@pytest.mark.parametrize("number", ["4000000000000341"])
+def test_a_declined_card_shows_in_the_history_as_declined_with_nothing_charged(
+    shop, client, login, db_session, gateway_app_config, number
+):
+    """The provider's real payment path with localstripe's declined card, then the visit is
+    left there (the elder went home): the elder's history says what happened, not a bare
+    "service started" with empty amounts."""
+    from tests.vouchers.test_views_redeem import card_form, priced, sign_in_caregiver
+
+    sign_in_caregiver(shop, login)
+    where = priced(client, shop)
+    assert client.post(f"{where}/card", data=card_form(number)).status_code == 402
+    client.post("/logout")
+    login(shop.elder_user)
+    html = client.get(page_of(shop)).get_data(as_text=True)
+    row = _history_row(html, "declined")
+    assert "服务已开始" not in row  # "Service started"
+    assert "银行卡被拒，没有扣钱" in row  # "Card declined, nothing charged"
+    # Nothing left the voucher nor the elder's card: ¥0.00 each, not an empty "—".
+    assert row.count("¥0.00") == 2 and "<dd>—</dd>" not in row
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
+    english = _history_row(client.get(page_of(shop)).get_data(as_text=True), "declined")
+    assert "Card declined, nothing charged" in english and "Service started" not in english
