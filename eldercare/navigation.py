@@ -60,3 +60,18 @@ def destinations_for(user) -> list[Destination]:
 
 def invitations() -> list[Destination]:
     return [d for d in current_app.extensions.get("destinations", []) if d.invitation]
+
+
+def register_home_panel(app, render) -> None:
+    """``render(user)`` gives the top of ``user``'s home page (HTML, with its own ``<h1>``) or
+    None. A domain shows what a person comes for (the elder's voucher and its code) there,
+    without the shell knowing the domain's pages. A panel is personal and may carry a live
+    code, so a home page with one is never cached."""
+    app.extensions.setdefault("home_panels", []).append(render)
+
+
+def home_panels(user) -> list:
+    if not getattr(user, "is_authenticated", False):
+        return []
+    shown = (render(user) for render in current_app.extensions.get("home_panels", []))
+    return [panel for panel in shown if panel is not None]

@@ -29,7 +29,7 @@ from vouchers.views import bp, short_bp
 
 def register(app) -> None:
     from eldercare.api import api
-    from eldercare.navigation import register_destinations
+    from eldercare.navigation import register_destinations, register_home_panel
 
     app.register_blueprint(bp)
     app.register_blueprint(short_bp)
@@ -43,6 +43,7 @@ def register(app) -> None:
         *views_kinds.DESTINATIONS,
         *integrity_views.DESTINATIONS,
     )
+    register_home_panel(app, views_elder.home_panel)
     app.register_blueprint(gateway_bp)
     app.cli.add_command(cli)
     app.extensions.setdefault("scheduled_jobs", []).extend([*JOBS, *PAYMENT_JOBS])

@@ -32,6 +32,7 @@ from flask import (
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
+from markupsafe import Markup
 
 from assessment.eligibility import eligibility_on
 from eldercare.accounts import ELDER_ROLES, elders_acted_for
@@ -54,7 +55,7 @@ from vouchers.models import (
 )
 from vouchers.pool import kinds
 from vouchers.pool.policy import policy_on
-from vouchers.redemption import cards, qr_tokens
+from vouchers.redemption import cards, payments, qr_tokens
 from vouchers.views import bp, no_store
 
 KIND_LABELS = {
@@ -75,7 +76,12 @@ REDEMPTION_LABELS = {
     "failed": _l("Payment failed, nothing taken"),
     "cancelled": _l("Cancelled, nothing taken"),
     "reversed": _l("Reversed, money returned"),
+    # Back at check-in after a refused payment (see history_state), never paid or cancelled.
+    "declined": _l("Card declined, nothing charged"),
+    "unpaid": _l("Payment did not go through, nothing charged"),
 }
+# Shown states in which no money moved: the amounts read ¥0.00, not an empty "—".
+NOTHING_TAKEN = ("declined", "unpaid", "failed", "cancelled")
 VOUCHER_STATUS_LABELS = {
     "active": _l("In use"),
     "expired": _l("Ended; the rest went back to the fund"),
@@ -150,7 +156,8 @@ def qr_state(voucher: Voucher, resident_id: int, token: str | None = None) -> di
         "token": token,
         "url": qr_tokens.qr_url(token),
         "code": qr_tokens.group(token),
-        "image": url_for(".elder_qr_svg", resident_id=resident_id, token=token),
+        # Absolute endpoint: the home page (another blueprint) shows the code too.
+        "image": url_for("vouchers.elder_qr_svg", resident_id=resident_id, token=token),
         "seconds_left": seconds_left(),
     }
 
@@ -237,6 +244,21 @@ def card_facts(card: VoucherCard | None) -> dict | None:
 # --------------------------------------------------------------------------- history
 
 
+def history_state(r: Redemption) -> str:
+    """How the elder's history reads a redemption. A refused card payment puts it back at
+    check-in (the provider may try another card or cash) with the reason recorded; left there,
+    it is what the elder saw at the counter, a declined card, not a service still starting."""
+    if r.status == "checked_in" and r.failure_reason:
+        return "declined" if r.failure_reason.startswith(payments.DECLINED_REASON) else "unpaid"
+    return r.status
+
+
+def _paid(r: Redemption, state: str, amount: int | None) -> int | None:
+    if r.status in ("redeemed", "reversed"):
+        return amount
+    return 0 if state in NOTHING_TAKEN else None
+
+
 def history_of(resident_id: int) -> dict:
     """The elder's redemptions (newest first) and earlier months' vouchers with what each
     paid and what went back to the fund."""
@@ -251,17 +273,18 @@ def history_of(resident_id: int) -> dict:
     redemptions = [
         {
             "id": r.id,
+            "status": state,
             "when": format_local(r.redeemed_at or r.checked_in_at, "%Y-%m-%d %H:%M"),
             "month": r.voucher.month,
             "provider": provider_name,
             "service": title or "—",
-            "voucher_paid": r.subsidy_fen if r.status in ("redeemed", "reversed") else None,
-            "elder_paid": r.copay_fen if r.status in ("redeemed", "reversed") else None,
-            "status": r.status,
-            "status_label": REDEMPTION_LABELS.get(r.status, r.status),
+            "voucher_paid": _paid(r, state, r.subsidy_fen),
+            "elder_paid": _paid(r, state, r.copay_fen),
+            "status_label": REDEMPTION_LABELS.get(state, state),
             "reason": r.reversal_reason if r.status == "reversed" else None,
         }
         for r, provider_name, title in rows
+        for state in (history_state(r),)
     ]
     used = dict(
         db.session.execute(
@@ -325,7 +348,10 @@ def elder_home():
     return render_template("vouchers/elder_list.html", elders=elders)
 
 
-def _render_voucher(resident: Resident, status=200, problem=None, problem_form=None):
+def voucher_now(resident: Resident) -> dict:
+    """This month's voucher as _voucher_now.html shows it: its state ("active" with a fresh
+    QR, "used_up", "revoked"/"expired", or "none" with the reasons), for the elder's page and
+    the home page alike."""
     today = local_today()
     month = month_of(today)
     voucher = voucher_in(resident.id, month)
@@ -341,21 +367,48 @@ def _render_voucher(resident: Resident, status=200, problem=None, problem_form=N
             qr = qr_state(voucher, resident.id)
     else:
         missing = missing_reasons(resident.id, today)
+    return {
+        "resident": resident,
+        "voucher": voucher,
+        "state": state,
+        "qr": qr,
+        "missing": missing,
+        "valid_until": last_day(month),
+        "yuan": yuan,
+    }
+
+
+def own_account_of(user, resident: Resident) -> bool:
+    """True on the elder's own account ("You paid"); a family agent reads the elder's name."""
+    own = user.resident if user.has_role("elder") else None
+    return own is not None and own.id == resident.id
+
+
+def home_panel(user) -> Markup | None:
+    """The top of an elder's or a family agent's home page: this month's voucher and its
+    code, no tap away (issue 14 item 10). Several elders: each with what is left, one tap to
+    its code (the page's script keeps one code fresh)."""
+    if not user.has_role(*ELDER_ROLES):
+        return None
+    elders = elders_acted_for(user)
+    if len(elders) == 1:
+        context = {"own_account": own_account_of(user, elders[0]), **voucher_now(elders[0])}
+    else:
+        context = {"elders": [voucher_now(elder) for elder in elders], "yuan": yuan}
+    # The template autoescapes what it shows; its output is HTML for the home page.
+    return Markup(render_template("vouchers/home_voucher.html", **context))  # noqa: S704
+
+
+def _render_voucher(resident: Resident, status=200, problem=None, problem_form=None):
+    month = month_of(local_today())
+    now = voucher_now(resident)
     chosen = kinds.kind_for(resident.id)
     is_agent = current_user.has_role("family_agent")
-    # "You paid" only to the elder's own account; a family agent reads the elder's name.
-    own = current_user.resident if current_user.has_role("elder") else None
-    own_account = own is not None and own.id == resident.id
     response = render_template(
         "vouchers/elder_voucher.html",
-        resident=resident,
         several=len(elders_acted_for(current_user)) > 1,
-        own_account=own_account,
-        voucher=voucher,
-        state=state,
-        qr=qr,
-        missing=missing,
-        valid_until=last_day(month),
+        own_account=own_account_of(current_user, resident),
+        **now,
         history=history_of(resident.id),
         kinds=kind_options(next_month(month)),
         chosen_kind=chosen,
@@ -367,7 +420,6 @@ def _render_voucher(resident: Resident, status=200, problem=None, problem_form=N
         card_download=lambda fmt: url_for(".elder_card_image", resident_id=resident.id, fmt=fmt),
         problem=problem,
         problem_form=problem_form,
-        yuan=yuan,
     )
     return no_store(Response(response, status=status))
 

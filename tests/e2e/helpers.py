@@ -6,6 +6,10 @@ so it sees the page as a phone shows it, not as the templates intend it.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import zxingcpp
+from PIL import Image
 from playwright.sync_api import BrowserContext, Page
 
 from eldercare.demo import DEMO_PASSWORD
@@ -54,6 +58,15 @@ def sign_in(page: Page, username: str, password: str = DEMO_PASSWORD) -> None:
 def sign_out(page: Page) -> None:
     with page.expect_navigation():
         page.click(".site-header form button[type=submit]")
+
+
+def screenshot_qr(page: Page, path: Path, selector: str = "#qr-image") -> str:
+    """The code the phone's screen shows, read from a screenshot as a camera would."""
+    page.wait_for_function(f"document.querySelector({selector!r}).naturalWidth > 0")
+    page.locator(selector).screenshot(path=str(path))
+    seen = zxingcpp.read_barcodes(Image.open(path))
+    assert seen and "/r/" in seen[0].text, "the QR on the elder's screen does not read"
+    return seen[0].text.rsplit("/r/", 1)[1]
 
 
 def overflow(page: Page) -> tuple[int, int]:

@@ -296,3 +296,39 @@ def test_wrong_password_shows_error_and_stays_on_login(page, tmp_path):
     # The same name with the right password still gets in: one failure locks nothing.
     sign_in(page, "bureau.approver")
     expect(page.locator(".site-header")).to_contain_text("赵科长")
+
+
+DESK = {"width": 1280, "height": 900}
+# The bureau's desk pages whose tables hold links (a month, a statement, an elder, a record):
+# each link is a target a finger (or an unsteady hand on a mouse) must hit, on a desk screen
+# as on a phone.
+DESK_TABLE_PAGES = [
+    ("bureau.approver", "/settlement/"),
+    ("bureau.approver", "/vouchers/bureau/pool"),
+    ("bureau.approver", "/vouchers/bureau/redemptions"),
+    ("bureau.approver", "/settlement/bank"),
+    ("bureau.officer", "/bureau/residents/"),
+    ("auditor", "/audit/"),
+]
+
+
+def test_links_in_desk_tables_are_at_least_44px(new_page):
+    measured, too_small = {}, {}
+    signed_in = None
+    page = new_page(viewport=DESK)
+    for username, path in DESK_TABLE_PAGES:
+        if username != signed_in:
+            if signed_in:
+                sign_out(page)
+            sign_in(page, username)
+            signed_in = username
+        page.goto(path)
+        checked, bad = small_targets(page, "main table a")
+        measured[path] = checked
+        if bad:
+            too_small[path] = bad
+    assert not too_small, f"table links under 44x44 px: {too_small}"
+    # The demo city fills these tables with links (the others may have none today): an empty
+    # table would measure nothing.
+    filled = ("/settlement/", "/vouchers/bureau/redemptions", "/bureau/residents/")
+    assert all(measured[p] for p in filled), measured

@@ -20,13 +20,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-import zxingcpp
-from PIL import Image
 from playwright.sync_api import Page, expect
 
 from eldercare.db import db
 from tests.e2e.conftest import CHROMIUM_ARGS, PHONE
-from tests.e2e.helpers import path_of, sign_in, watch_csp
+from tests.e2e.helpers import path_of, screenshot_qr, sign_in, watch_csp
 from tests.vouchers.conftest import GATEWAY_WEBHOOK_SECRET
 from tests.vouchers.localstripe_server import TEST_SECRET_KEY, LocalStripe
 from vouchers.models import TokenUse
@@ -57,15 +55,6 @@ def _amount(page: Page, selector: str) -> int:
     text = page.locator(selector).first.inner_text().strip().lstrip("¥").replace(",", "")
     yuan, fen = text.split(".")
     return int(yuan) * 100 + int(fen[:2])
-
-
-def _screenshot_qr(page: Page, path: Path) -> str:
-    """The code the phone's screen shows, read from a screenshot as a camera would."""
-    page.wait_for_function("document.querySelector('#qr-image').naturalWidth > 0")
-    page.locator("#qr-image").screenshot(path=str(path))
-    seen = zxingcpp.read_barcodes(Image.open(path))
-    assert seen and "/r/" in seen[0].text, "the QR on the elder's screen does not read"
-    return seen[0].text.rsplit("/r/", 1)[1]
 
 
 def _used(app, token: str) -> bool:
@@ -125,13 +114,13 @@ def test_qr_on_one_phone_scanned_by_another_paid_by_card(
     expect(elder.locator("#qr-image")).to_be_visible()
     left_before = _amount(elder, "#amount-left")
     shot = tmp_path / "qr-on-screen.png"
-    token = _screenshot_qr(elder, shot)
+    token = screenshot_qr(elder, shot)
     if _used(live_server_app, token):
         # Another test scanned this minute's code already (a code is usable once): wait for
         # the page to show the next minute's, as the elder would.
         time.sleep(61 - datetime.now().second)
         elder.reload()
-        token = _screenshot_qr(elder, shot)
+        token = screenshot_qr(elder, shot)
     assert not _used(live_server_app, token)
 
     # -- the caregiver's phone: a separate browser whose camera films the elder's screen

@@ -3,11 +3,12 @@ history, the kind of voucher and the printed card; another family's elder answer
 
 import io
 import re
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 import sqlalchemy as sa
 
+from eldercare.accounts import FamilyLink
 from eldercare.audit import AuditLog
 from eldercare.db import db
 from eldercare.timeutil import now_utc
@@ -234,3 +235,102 @@ def test_history_lists_earlier_vouchers(elder_page, client, login):
     login(s.elder_user)
     html = client.get(page_of(s)).get_data(as_text=True)
     assert 'id="earlier-vouchers"' in html and earlier_month.strftime("%Y-%m") in html
+
+
+# --------------------------------------------------------------------------- a declined card
+
+
+def _history_row(html: str, status: str) -> str:
+    row = re.search(rf'<li data-status="{status}">(.*?)</li>', html, re.S)
+    assert row, f"no {status} row in the history"
+    return row.group(1)
+
+
+# localstripe declines 4000000000000341 when charged; 4000000000000002 only when attached to
+# a customer, which this payment path never does, so that card pays (see test_gateway).
+@pytest.mark.parametrize("number", ["4000000000000341"])
+def test_a_declined_card_shows_in_the_history_as_declined_with_nothing_charged(
+    shop, client, login, db_session, gateway_app_config, number
+):
+    """The provider's real payment path with localstripe's declined card, then the visit is
+    left there (the elder went home): the elder's history says what happened, not a bare
+    "service started" with empty amounts."""
+    from tests.vouchers.test_views_redeem import card_form, priced, sign_in_caregiver
+
+    sign_in_caregiver(shop, login)
+    where = priced(client, shop)
+    assert client.post(f"{where}/card", data=card_form(number)).status_code == 402
+    client.post("/logout")
+    login(shop.elder_user)
+    html = client.get(page_of(shop)).get_data(as_text=True)
+    row = _history_row(html, "declined")
+    assert "服务已开始" not in row  # "Service started"
+    assert "银行卡被拒，没有扣钱" in row  # "Card declined, nothing charged"
+    # Nothing left the voucher nor the elder's card: ¥0.00 each, not an empty "—".
+    assert row.count("¥0.00") == 2 and "<dd>—</dd>" not in row
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
+    english = _history_row(client.get(page_of(shop)).get_data(as_text=True), "declined")
+    assert "Card declined, nothing charged" in english and "Service started" not in english
+
+
+# --------------------------------------------------------------------------- the home page
+
+
+def test_the_home_page_is_the_elders_voucher_with_its_code(elder_page, client, login, app):
+    s = elder_page
+    s.voucher.balance_fen = 43200
+    db.session.flush()
+    login(s.elder_user)
+    response = client.get("/")
+    html = response.get_data(as_text=True)
+    assert response.headers["Cache-Control"] == "no-store"  # it carries a live code
+    assert re.search(r"<h1>\s*我的消费券\s*</h1>", html)  # "My voucher", not "Your work"
+    assert "我的工作" not in html
+    assert re.search(r'id="amount-left">¥432\.00<', html)
+    img = re.search(r'<img id="qr-image" src="([^"]+)"', html)
+    assert img and img.group(1).startswith(f"/vouchers/elder/{s.elder.id}/qr.svg?token=")
+    token = img.group(1).split("token=")[1]
+    with app.test_request_context():
+        assert qr_tokens.read_token(token).voucher_id == s.voucher.id
+    assert qr_tokens.group(token) in html and "elder_qr.js" in html
+    # The image the page points at is a QR a phone reads (as PNG: the same token).
+    png = client.get(f"{page_of(s)}/qr.png?token={token}")
+    assert decode_png(png.data) == f"http://localhost/r/{token}"
+    # Her son sees her voucher under her name.
+    client.post("/logout")
+    login(s.son)
+    html = client.get("/").get_data(as_text=True)
+    assert re.search(r"<h1>\s*王秀英的消费券\s*</h1>", html) and 'id="qr-image"' in html
+
+
+def test_the_home_page_says_why_there_is_no_voucher(scheme, client, login):
+    login(scheme.elder_user)
+    html = client.get("/").get_data(as_text=True)
+    # "This month's voucher has not been issued yet. Vouchers are issued on the 1st ..."
+    assert re.search(r'id="voucher-state".*?本月的消费券还没有发放.*?每月 1 日', html, re.S)
+    assert 'id="qr-image"' not in html
+
+
+def test_a_family_agent_of_several_elders_sees_each_ones_balance(
+    elder_page, client, login, factory
+):
+    s = elder_page
+    s.voucher.balance_fen = 43200
+    other = factory.resident(s.heping, name="李大爷")
+    db.session.add(
+        FamilyLink(
+            agent_user_id=s.son.id,
+            resident_id=other.id,
+            relationship="child",
+            consent_date=date(2025, 6, 1),
+        )
+    )
+    db.session.flush()
+    login(s.son)
+    html = client.get("/").get_data(as_text=True)
+    listed = re.search(r'<ul class="elder-list" id="home-elders">(.*?)</ul>', html, re.S)
+    assert listed, "no list of the elders on the home page"
+    # One tap from each elder's code; what each has left beside the name.
+    assert f'href="/vouchers/elder/{s.elder.id}">王秀英：本月还剩 ¥432.00</a>' in listed.group(1)
+    assert f'href="/vouchers/elder/{other.id}">李大爷</a>' in listed.group(1)
+    assert 'id="qr-image"' not in html

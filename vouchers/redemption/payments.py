@@ -89,6 +89,9 @@ SETTLING_EVENTS = (
     "payment_intent.canceled",
     "payment_intent.requires_action",
 )
+# The start of a released redemption's failure_reason when the card was refused: the elder's
+# history tells "card declined" from other payments that did not go through by it.
+DECLINED_REASON = "card declined"
 
 
 @dataclass(frozen=True)
@@ -347,7 +350,9 @@ def _charge(redemption: Redemption, payment_method, *, staff_user: User, return_
         raise
     except CardDeclined as declined:
         redemptions.release(
-            redemption, reason=f"card declined: {declined.decline_code or 'declined'}", retry=True
+            redemption,
+            reason=f"{DECLINED_REASON}: {declined.decline_code or 'declined'}",
+            retry=True,
         )
         db.session.commit()
         raise
