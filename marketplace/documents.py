@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024  # config PROVIDER_DOCUMENT_MAX_BYTES
 MAX_FILENAME = 200  # the column's length
+MAX_WAIVER_REASON = 500
 _STORED_NAME = re.compile(r"^[0-9a-f]{32}$")
 _PENDING = "marketplace_documents_written"  # session.info key: files to remove on rollback
 
