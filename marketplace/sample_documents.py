@@ -22,7 +22,8 @@ def _pdf_text(line: str) -> str:
 def sample_pdf(*lines: str) -> bytes:
     """A valid single-page A4 PDF showing ``lines`` (ASCII), with a correct xref table."""
     text = "\n".join(
-        f"BT /F1 14 Tf 60 {780 - 24 * n} Td ({_pdf_text(line)}) Tj ET" for n, line in enumerate(lines)
+        f"BT /F1 14 Tf 60 {780 - 24 * n} Td ({_pdf_text(line)}) Tj ET"
+        for n, line in enumerate(lines)
     ).encode("ascii")
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",

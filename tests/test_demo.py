@@ -123,7 +123,8 @@ def test_the_demos_certified_providers_carry_their_documents(app, db_session):
     assert app.test_cli_runner().invoke(args=["demo"]).exit_code == 0
     certified = list(db_session.scalars(sa.select(Provider).where(Provider.status == "active")))
     assert len(certified) >= 3
-    for provider in certified:
-        assert documents.missing_kinds(provider) == [], provider.name
-        for document in documents.documents_of(provider):
-            assert documents.read_document(document).startswith(b"%PDF-")
+    with app.app_context():  # where the store is
+        for provider in certified:
+            assert documents.missing_kinds(provider) == [], provider.name
+            for document in documents.documents_of(provider):
+                assert documents.read_document(document).startswith(b"%PDF-")

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 import sqlalchemy as sa
+from flask_babel import force_locale
 
 from eldercare.audit import AuditLog
 from eldercare.db import db
@@ -55,15 +56,21 @@ def approvals(db_session, provider) -> list[AuditLog]:
 # --------------------------------------------------------------------------- the service
 
 
-def test_certifying_without_documents_is_refused_naming_each(app_ctx, market, applicant, db_session):
+def test_certifying_without_documents_is_refused_naming_each(
+    app_ctx, market, applicant, db_session
+):
     with pytest.raises(InvalidInput) as refused:
         providers.approve(applicant, approver=market.approver)
     assert set(refused.value.details) >= {
         "waiver_reason_business_licence",
         "waiver_reason_fire_safety",
     }
-    message = str(refused.value.message)
-    assert "Business licence" in message and "Fire-safety" in message
+    with force_locale("en"):
+        message = str(refused.value.message)
+    assert "Business licence" in message and "Fire safety" in message
+    with force_locale("zh_Hans_CN"):
+        message = str(refused.value.message)
+    assert "营业执照" in message and "消防" in message and "Missing" not in message
     assert applicant.status == "applied" and applicant.certified_until is None
     assert approvals(db_session, applicant) == []
 
@@ -123,7 +130,10 @@ def test_a_waiver_with_a_reason_certifies_and_is_audited_with_the_approver(
     providers.approve(
         applicant,
         approver=market.approver,
-        waivers={"fire_safety": "  消防验收在办，区消防大队已出具说明  ", "business_licence": "ignored"},
+        waivers={
+            "fire_safety": "  消防验收在办，区消防大队已出具说明  ",
+            "business_licence": "ignored",
+        },
     )
     assert applicant.status == "active"
     (row,) = approvals(db_session, applicant)
@@ -149,8 +159,14 @@ def test_renewal_needs_the_documents_too(app_ctx, market, db_session):
     # The fixture's station was certified with its documents; a provider certified before
     # the rule (no documents) must bring them, or have them waived, at its yearly review.
     legacy, _admin = _provider(
-        market, "老城社区养老服务站", "community_station", market.heping, 41.78, 123.44,
-        "LC000011", approve=False,
+        market,
+        "老城社区养老服务站",
+        "community_station",
+        market.heping,
+        41.78,
+        123.44,
+        "LC000011",
+        approve=False,
     )
     legacy.status = "active"
     db_session.flush()
@@ -164,7 +180,10 @@ def test_renewal_needs_the_documents_too(app_ctx, market, db_session):
     )
     assert legacy.certified_until is not None
     (row,) = approvals(db_session, legacy)
-    assert set(json.loads(row.after_json)["waived_documents"]) == {"business_licence", "fire_safety"}
+    assert set(json.loads(row.after_json)["waived_documents"]) == {
+        "business_licence",
+        "fire_safety",
+    }
     providers.renew(market.station, approver=market.approver)  # has its documents
 
 
@@ -176,7 +195,7 @@ def test_the_page_refuses_naming_the_documents_and_keeps_the_waiver_inputs(
 ):
     login(market.approver)
     queue = client.get("/marketplace/bureau/providers", headers=EN).get_data(as_text=True)
-    assert f'name="waive_fire_safety"' in queue and 'name="waiver_reason_fire_safety"' in queue
+    assert 'name="waive_fire_safety"' in queue and 'name="waiver_reason_fire_safety"' in queue
     url = f"/marketplace/bureau/providers/{applicant.id}/approve"
     response = client.post(url, data={"note": "材料齐全"}, headers=EN)
     page = response.get_data(as_text=True)
@@ -188,8 +207,11 @@ def test_the_page_refuses_naming_the_documents_and_keeps_the_waiver_inputs(
 
     ticked_without_reason = client.post(
         url,
-        data={"waive_business_licence": "yes", "waive_fire_safety": "yes",
-              "waiver_reason_fire_safety": "消防验收在办"},
+        data={
+            "waive_business_licence": "yes",
+            "waive_fire_safety": "yes",
+            "waiver_reason_fire_safety": "消防验收在办",
+        },
         headers=EN,
     )
     assert ticked_without_reason.status_code == 422
@@ -244,8 +266,11 @@ def test_two_approvers_deciding_at_once_make_one_decision(private_app):
         db.session.add(district)
         db.session.flush()
         users = []
-        for name, role in (("admin", "provider_admin"), ("a1", "bureau_approver"),
-                           ("a2", "bureau_approver")):
+        for name, role in (
+            ("admin", "provider_admin"),
+            ("a1", "bureau_approver"),
+            ("a2", "bureau_approver"),
+        ):
             user = User(username=name, display_name=name, password_hash="x")
             user.role_rows = [UserRole(role=role)]
             db.session.add(user)
@@ -311,7 +336,8 @@ def test_two_approvers_deciding_at_once_make_one_decision(private_app):
         provider = db.session.get(Provider, provider_id)
         decided = db.session.scalars(
             sa.select(AuditLog.action).where(
-                AuditLog.object_type == "providers", AuditLog.object_id == str(provider_id),
+                AuditLog.object_type == "providers",
+                AuditLog.object_id == str(provider_id),
                 AuditLog.action.in_(("provider.approve", "provider.reject")),
             )
         ).all()
