@@ -22,19 +22,22 @@ import secrets
 
 import sqlalchemy as sa
 from flask import current_app
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_babel.speaklater import LazyString
 from sqlalchemy.orm import Session
 
 from eldercare import audit
 from eldercare.accounts import User
 from eldercare.db import db
-from eldercare.errors import InvalidInput, NotFound
+from eldercare.errors import InvalidInput, NotFound, PermissionDenied
 from marketplace.models import DOCUMENT_KINDS, Provider, ProviderDocument
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024  # config PROVIDER_DOCUMENT_MAX_BYTES
 MAX_FILENAME = 200  # the column's length
+MAX_WAIVER_REASON = 500  # a paragraph; the audit row keeps it whole
 _STORED_NAME = re.compile(r"^[0-9a-f]{32}$")
 _PENDING = "marketplace_documents_written"  # session.info key: files to remove on rollback
 
@@ -50,6 +53,12 @@ REQUIRED_KINDS = {
     "care_institution": ("business_licence", "institution_registration", "fire_safety"),
     "community_station": ("business_licence", "fire_safety"),
     "home_service": ("business_licence",),
+}
+DOCUMENT_KIND_LABELS = {
+    "business_licence": _l("Business licence or registration certificate"),
+    "institution_registration": _l("Care institution filing (备案) certificate"),
+    "fire_safety": _l("Fire safety inspection"),
+    "other": _l("Other document"),
 }
 
 
@@ -221,3 +230,59 @@ def read_document(document: ProviderDocument) -> bytes:
         log.error("document %s does not match its recorded SHA-256", document.id)
         raise NotFound(_l("The file of this document is damaged."))
     return data
+
+
+def waiver_field(kind: str) -> str:
+    """The form field (and error key) of the reason for waiving a document of ``kind``."""
+    return f"waiver_reason_{kind}"
+
+
+def _missing_message(missing: list[str]) -> LazyString:
+    # Lazy, so the page and the API each say it in their reader's language.
+    return LazyString(
+        lambda: _(
+            "Certification needs every document the rules require. Missing: %(missing)s. "
+            "Wait for the provider to upload them, or waive each one with a written reason.",
+            missing=_("; ").join(str(DOCUMENT_KIND_LABELS[kind]) for kind in missing),
+        )
+    )
+
+
+def certification_waivers(
+    provider: Provider, waivers: dict[str, str | None] | None, approver: User | None
+) -> dict[str, str]:
+    """The waived documents and their reasons, when each document the provider's type
+    requires is uploaded or waived; otherwise InvalidInput naming each one missing.
+
+    ``waivers`` maps a kind to the approver's written reason for certifying without it;
+    a waiver of a document that is there (or not required) is moot and dropped. A reason
+    must be written (not blank) and at most ``MAX_WAIVER_REASON`` characters, and only a
+    bureau approver may waive: the audit row of the decision names them and keeps the
+    reasons. Callers hold the provider row's lock (``providers._locked``), so the answer
+    still holds when they commit.
+    """
+    missing = missing_kinds(provider)
+    waivers = {kind: waivers[kind] for kind in missing if kind in (waivers or {})}
+    if waivers and (approver is None or not approver.has_role("bureau_approver")):
+        raise PermissionDenied(_l("Only a bureau approver may waive a required document."))
+    problems = {}
+    waived = {}
+    for kind in missing:
+        if kind not in waivers:
+            problems[waiver_field(kind)] = _l(
+                "Not uploaded: wait for the upload, or waive it and give the reason."
+            )
+            continue
+        reason = (waivers[kind] or "").strip()
+        if not reason:
+            problems[waiver_field(kind)] = _l("Give the reason for waiving this document.")
+        elif len(reason) > MAX_WAIVER_REASON:
+            problems[waiver_field(kind)] = _l(
+                "Keep the reason within %(limit)s characters.", limit=MAX_WAIVER_REASON
+            )
+        else:
+            waived[kind] = reason
+    if problems:
+        unresolved = [kind for kind in missing if waiver_field(kind) in problems]
+        raise InvalidInput(_missing_message(unresolved), details=problems)
+    return waived

@@ -29,12 +29,6 @@ PROVIDER_STATUS_LABELS = {
     "suspended": _l("Suspended"),
     "revoked": _l("Certification revoked"),
 }
-DOCUMENT_KIND_LABELS = {
-    "business_licence": _l("Business licence or registration certificate"),
-    "institution_registration": _l("Care institution filing (备案) certificate"),
-    "fire_safety": _l("Fire safety inspection"),
-    "other": _l("Other document"),
-}
 UNIT_LABELS = {
     "visit": _l("per visit"),
     "hour": _l("per hour"),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import date, timedelta
 
 import sqlalchemy as sa
@@ -33,6 +34,7 @@ from eldercare.db import db
 from eldercare.errors import Conflict, InvalidInput, PermissionDenied
 from eldercare.residents import District
 from eldercare.timeutil import local_today, now_utc
+from marketplace import documents
 from marketplace.errors import InvalidTransition
 from marketplace.models import PROVIDER_TYPES, Provider, ProviderStaff
 
@@ -263,6 +265,16 @@ def _masked(number: str) -> str:
     return number[:4] + "*" * max(len(number) - 8, 0) + number[-4:]
 
 
+def _locked(provider: Provider) -> None:
+    """Reload the provider under its row lock (SELECT ... FOR UPDATE on PostgreSQL; SQLite
+    has no row locks), so that a decision reads a status and documents that no concurrent
+    decision changes before this one commits: two approvers deciding at once make one
+    decision, the second sees the first's. Anything that ever removes a document (nothing
+    does today) must take this lock too. Pending changes are flushed first, not lost."""
+    db.session.flush()
+    db.session.refresh(provider, with_for_update=True)
+
+
 def _transition(
     provider: Provider,
     allowed: tuple[str, ...],
@@ -271,12 +283,18 @@ def _transition(
     action: str,
     *,
     reason_required: bool = True,
-    **after,
+    actor: User | None = None,
+    under_lock: Callable[[], dict] | None = None,
 ) -> None:
+    """Move the provider from one of ``allowed`` to ``new``, audited. ``under_lock`` runs
+    after the status is checked under the row lock, may refuse or change more of the
+    provider, and returns what the audit row adds."""
+    _locked(provider)
     if provider.status not in allowed:
         raise InvalidTransition(details={"status": provider.status})
     if reason_required and not (reason or "").strip():
         raise InvalidInput(details={"reason": _l("Give the reason for this decision.")})
+    after = under_lock() if under_lock is not None else {}
     before = provider.status
     provider.status, provider.status_changed_at = new, now_utc()
     provider.status_reason = (reason or "").strip() or None
@@ -286,12 +304,34 @@ def _transition(
         district_id=provider.district_id,
         before={"status": before},
         after={"status": new, "reason": provider.status_reason, **after},
+        actor=actor,
     )
 
 
-def approve(provider: Provider, *, today: date | None = None, note: str | None = None) -> None:
+def _waived(waived: dict[str, str]) -> dict:
+    """What the audit row adds about waived documents (nothing when none was)."""
+    return {"waived_documents": waived} if waived else {}
+
+
+def approve(
+    provider: Provider,
+    *,
+    today: date | None = None,
+    note: str | None = None,
+    approver: User | None = None,
+    waivers: dict[str, str | None] | None = None,
+) -> None:
+    """Certify an applicant for a year. Each document its type requires must be uploaded,
+    or waived by ``approver`` with a written reason (``documents.certification_waivers``);
+    the audit row names the approver (the signed-in user if none is given) and keeps the
+    waivers, in the decision's transaction."""
     today = today or local_today()
-    provider.certified_until = today + timedelta(days=CERTIFICATION_DAYS - 1)
+
+    def certify() -> dict:
+        waived = documents.certification_waivers(provider, waivers, approver)
+        provider.certified_until = today + timedelta(days=CERTIFICATION_DAYS - 1)
+        return {"certified_until": provider.certified_until.isoformat(), **_waived(waived)}
+
     _transition(
         provider,
         ("applied",),
@@ -299,7 +339,8 @@ def approve(provider: Provider, *, today: date | None = None, note: str | None =
         note,
         "provider.approve",
         reason_required=False,
-        certified_until=provider.certified_until.isoformat(),
+        actor=approver,
+        under_lock=certify,
     )
 
 
@@ -320,11 +361,22 @@ def revoke(provider: Provider, reason: str) -> None:
     _transition(provider, ("active", "suspended"), "revoked", reason, "provider.revoke")
 
 
-def renew(provider: Provider, *, today: date | None = None, note: str | None = None) -> None:
-    """Another year, counted from the end of the current one (or from today if it lapsed)."""
+def renew(
+    provider: Provider,
+    *,
+    today: date | None = None,
+    note: str | None = None,
+    approver: User | None = None,
+    waivers: dict[str, str | None] | None = None,
+) -> None:
+    """Another year, counted from the end of the current one (or from today if it lapsed).
+    The yearly review asks for the same documents as the approval (a provider certified
+    before the rule brings them now, or has them waived)."""
     today = today or local_today()
+    _locked(provider)
     if provider.status not in ("active", "suspended"):
         raise InvalidTransition(details={"status": provider.status})
+    waived = documents.certification_waivers(provider, waivers, approver)
     start = max(today, (provider.certified_until or today) + timedelta(days=1))
     before = provider.certified_until
     provider.certified_until = start + timedelta(days=CERTIFICATION_DAYS - 1)
@@ -333,7 +385,12 @@ def renew(provider: Provider, *, today: date | None = None, note: str | None = N
         provider,
         district_id=provider.district_id,
         before={"certified_until": before.isoformat() if before else None},
-        after={"certified_until": provider.certified_until.isoformat(), "note": note},
+        after={
+            "certified_until": provider.certified_until.isoformat(),
+            "note": note,
+            **_waived(waived),
+        },
+        actor=approver,
     )
 
 

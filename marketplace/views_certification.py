@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from flask import flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_login import current_user
 from sqlalchemy.orm import selectinload
 
 from eldercare.auth import ensure_in_district, roles_required, scope_to_district
@@ -24,12 +25,14 @@ from eldercare.forms import problem_from
 from eldercare.timeutil import local_today
 from marketplace import documents, providers
 from marketplace.forms import PROVIDER_STATUS_LABELS
-from marketplace.models import Provider, ProviderDocument
+from marketplace.models import DOCUMENT_KINDS, Provider, ProviderDocument
 from marketplace.views import bp
 from marketplace.views_provider import EXPIRY_WARNING_DAYS
 
 PAGE_SIZE = 20
-DECISION_FIELDS = ("reason", "note", "decision", "star_level")
+# The waiver inputs are per document kind: ``waive_<kind>`` (ticked) and its reason.
+WAIVER_FIELDS = tuple(documents.waiver_field(kind) for kind in DOCUMENT_KINDS)
+DECISION_FIELDS = ("reason", "note", "decision", "star_level", *WAIVER_FIELDS)
 
 # The queue's tabs: what each shows, in which order.
 SHOW_LABELS = {
@@ -135,6 +138,7 @@ def render_queue(
             p.id: documents.missing_kinds(p, docs_by_provider[p.id]) for p in shown
         },
         status_decisions=STATUS_DECISIONS,
+        waiver_max=documents.MAX_WAIVER_REASON,
         problem=problem,
         form=form or {},
         sent=sent,
@@ -171,13 +175,33 @@ def _decide(provider_id: int, sent: str, decision, success_message):
     return redirect(url_for(".certification_queue", **args) + f"#provider-{provider.id}")
 
 
+def _waivers(form) -> dict[str, str]:
+    """The documents the approver ticked to waive, each with the reason typed for it (blank
+    if none: the service refuses a waiver without a reason, naming the document)."""
+    return {
+        kind: form.get(documents.waiver_field(kind), "")
+        for kind in DOCUMENT_KINDS
+        if form.get(f"waive_{kind}")
+    }
+
+
+def _certify(decision):
+    """Approve or renew with the form's note and waivers, the signed-in approver deciding."""
+    return lambda provider, form: decision(
+        provider,
+        note=form.get("note") or None,
+        approver=current_user._get_current_object(),
+        waivers=_waivers(form),
+    )
+
+
 @bp.post("/bureau/providers/<int:provider_id>/approve")
 @roles_required("bureau_approver")
 def certification_approve(provider_id: int):
     return _decide(
         provider_id,
         "approve",
-        lambda provider, form: providers.approve(provider, note=form.get("note") or None),
+        _certify(providers.approve),
         lambda provider: _(
             "%(name)s is certified until %(day)s.",
             name=provider.name,
@@ -225,7 +249,7 @@ def certification_renew(provider_id: int):
     return _decide(
         provider_id,
         "renew",
-        lambda provider, form: providers.renew(provider, note=form.get("note") or None),
+        _certify(providers.renew),
         lambda provider: _(
             "%(name)s is certified until %(day)s.",
             name=provider.name,

@@ -33,8 +33,8 @@ from eldercare.residents import District
 from eldercare.timeutil import local_today
 from marketplace import documents, providers
 from marketplace import staff as staff_service
+from marketplace.documents import DOCUMENT_KIND_LABELS
 from marketplace.forms import (
-    DOCUMENT_KIND_LABELS,
     PROVIDER_STATUS_LABELS,
     PROVIDER_TYPE_LABELS,
     WEEKDAY_LABELS,

@@ -85,7 +85,7 @@ def database_url(tmp_path_factory):
 
 
 @pytest.fixture
-def private_app():
+def private_app(tmp_path_factory):
     """An app on a PostgreSQL database of its own, for tests whose threads commit for real:
     what they leave behind must not change what the rest of the suite counts."""
     if not ON_POSTGRES:
@@ -95,6 +95,7 @@ def private_app():
             TEST_CONFIG
             | {
                 "SQLALCHEMY_DATABASE_URI": url,
+                "DOCUMENT_STORE": str(tmp_path_factory.mktemp("private_documents")),
                 # A connection for each of up to 50 racing threads, so that a thread waits on
                 # the database's locks (what the tests are about), never for the pool, whose
                 # default 15 connections and 30 s wait fail a busy machine's run instead.
@@ -136,6 +137,9 @@ def app(database_url, tmp_path_factory):
         | {
             "SQLALCHEMY_DATABASE_URI": database_url,
             "LOGIN_MAX_FAILURES": 5,
+            # Certified providers carry their documents (fixtures, the demo): their files go
+            # to the run's temporary directory, never the worktree's instance folder.
+            "DOCUMENT_STORE": str(tmp_path_factory.mktemp("documents")),
             # Most tests post forms without a token; csrf_client turns the check back on.
             "WTF_CSRF_ENABLED": False,
         }

@@ -112,3 +112,19 @@ def test_demo_has_a_month_settled_paid_and_reconciled_and_the_next_ready(app, db
         outcome = run.run_settlement(ready, today=today)
     made = list(db_session.scalars(sa.select(Statement).where(Statement.month == ready)))
     assert len(made) >= 2 and all(s.line_count > 0 for s in made), outcome
+
+
+def test_the_demos_certified_providers_carry_their_documents(app, db_session):
+    """Issue 14 item 5: every certified provider of the demo has each document its type
+    requires, stored and readable (checked against its recorded SHA-256)."""
+    from marketplace import documents
+    from marketplace.models import Provider
+
+    assert app.test_cli_runner().invoke(args=["demo"]).exit_code == 0
+    certified = list(db_session.scalars(sa.select(Provider).where(Provider.status == "active")))
+    assert len(certified) >= 3
+    with app.app_context():  # where the store is
+        for provider in certified:
+            assert documents.missing_kinds(provider) == [], provider.name
+            for document in documents.documents_of(provider):
+                assert documents.read_document(document).startswith(b"%PDF-")

@@ -75,6 +75,8 @@ def live_server_app(chromium_executable, tmp_path_factory):
             "SQLALCHEMY_DATABASE_URI": f"sqlite:///{database}",
             "SECRET_KEY": "e2e-test-secret-key-long-enough-for-any-check-0000",
             "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
+            # The demo's providers carry their documents: in the run's directory.
+            "DOCUMENT_STORE": str(tmp_path_factory.mktemp("e2e-documents")),
         }
     )
     with app.app_context():

@@ -21,6 +21,7 @@ from eldercare.residents import District
 from eldercare.timeutil import local_today
 from marketplace import catalogue, providers
 from marketplace.models import Provider, Service
+from marketplace.sample_documents import give_required_documents
 from tests.e2e.helpers import (
     contrast_failures,
     overflow,
@@ -62,6 +63,7 @@ def bath_service(live_server_app) -> int:
                     bank_name="盛京银行",
                     bank_account_number="6222000011113333",
                 )
+                give_required_documents(provider, uploader=admin)
                 providers.approve(provider)
                 catalogue.add_service(
                     provider,

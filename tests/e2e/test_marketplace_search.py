@@ -21,6 +21,7 @@ from eldercare.demo import district_by_code, ensure_account
 from eldercare.timeutil import local_today
 from marketplace import catalogue, providers
 from marketplace.models import Provider, Service
+from marketplace.sample_documents import give_required_documents
 from tests.e2e.helpers import (
     contrast_failures,
     overflow,
@@ -68,6 +69,7 @@ def station(live_server_app) -> SimpleNamespace:
                     bank_account_number="6222000099998888",
                     opening_hours={d: [["00:00", "23:59"]] for d in providers.WEEKDAYS},
                 )
+                give_required_documents(provider, uploader=admin)
                 providers.approve(provider, today=local_today())
                 catalogue.add_service(
                     provider,

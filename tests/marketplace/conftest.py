@@ -13,6 +13,7 @@ from eldercare.accounts import FamilyLink
 from eldercare.credit_codes import compose_credit_code
 from eldercare.timeutil import local_today
 from marketplace import catalogue, providers
+from marketplace.sample_documents import give_required_documents
 
 ELDER_HOME = (41.7741, 123.4356)  # 三好街, 和平区
 
@@ -38,6 +39,7 @@ def _provider(world, name, type, district, lat, lng, body8, *, approve=True, bed
         opening_hours={d: [["08:00", "18:00"]] for d in providers.WEEKDAYS},
     )
     if approve:
+        give_required_documents(provider, uploader=admin)
         providers.approve(provider, today=world.today)
     return provider, admin
 

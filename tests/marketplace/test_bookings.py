@@ -28,6 +28,7 @@ from eldercare.timeutil import SHANGHAI, local_today, now_utc
 from marketplace import bookings, catalogue, providers
 from marketplace.errors import CapacityFull, InvalidTransition, ProviderNotCertified
 from marketplace.models import BOOKING_STATUSES, Booking, ProviderStaff, Service
+from marketplace.sample_documents import give_required_documents
 
 # --------------------------------------------------------------------------- helpers
 
@@ -612,6 +613,7 @@ def _committed_world(app, elders: int):
             bank_name="盛京银行",
             bank_account_number="6222000011112222",
         )
+        give_required_documents(station, uploader=admin)
         providers.approve(station)
         service = catalogue.add_service(
             station,

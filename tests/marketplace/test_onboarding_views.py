@@ -1,6 +1,7 @@
 """Applying through the page, the provider's dashboard and profile, and the bureau's
 certification queue (approve, reject, suspend, reinstate, revoke, renew, star levels)."""
 
+import io
 from datetime import timedelta
 
 import pytest
@@ -10,6 +11,7 @@ from eldercare.audit import AuditLog
 from eldercare.credit_codes import compose_credit_code
 from marketplace import providers
 from marketplace.models import Provider, ProviderStaff
+from marketplace.sample_documents import sample_pdf
 
 EN = {"Accept-Language": "en"}
 CODE = compose_credit_code("91", "210102", "MA0XYK12")
@@ -242,6 +244,10 @@ def test_a_bad_profile_change_saves_nothing(client, login, market, db_session):
 
 def test_approving_from_the_queue_certifies_for_a_year(client, login, market, newcomer, db_session):
     provider = _apply(client, login, market, newcomer, db_session)
+    # A home-service company needs its business licence before it can be certified.
+    licence = {"kind": "business_licence", "file": (io.BytesIO(sample_pdf("licence")), "l.pdf")}
+    uploaded = client.post("/marketplace/provider/documents", data=licence)
+    assert uploaded.status_code == 302
     client.post("/logout")
     login(market.officer)
     queue = client.get("/marketplace/bureau/providers", headers=EN).get_data(as_text=True)

@@ -19,6 +19,7 @@ from eldercare.errors import InvalidInput
 from eldercare.timeutil import SHANGHAI
 from marketplace import catalogue, providers, voucher_scope
 from marketplace.models import Booking, ProviderStaff, Review
+from marketplace.sample_documents import give_required_documents
 from marketplace.search import Result, is_open, search_services
 from tests.marketplace.conftest import ELDER_HOME
 from tests.marketplace.test_geo import WULIHE, destination, law_of_cosines_m
@@ -66,6 +67,7 @@ def place(
         beds_total=beds if type == "care_institution" else None,
     )
     if approve:
+        give_required_documents(provider, uploader=admin)
         providers.approve(provider, today=market.today)
     return provider
 

@@ -15,6 +15,7 @@ from eldercare.credit_codes import compose_credit_code
 from eldercare.db import db
 from eldercare.errors import Conflict
 from marketplace import providers
+from marketplace.sample_documents import give_required_documents
 from tests.conftest import Factory
 from tests.vouchers.settlement.builders import result_csv
 from vouchers.models import JournalEntry
@@ -48,6 +49,7 @@ def _world(app) -> list[int]:
             bank_name="盛京银行",
             bank_account_number="6222000011112222",
         )
+        give_required_documents(provider, uploader=admin)
         providers.approve(provider)
         db.session.add_all(
             Statement(
