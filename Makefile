@@ -44,7 +44,7 @@ run: install
 	$(FLASK) db upgrade
 	$(FLASK) demo
 	@mkdir -p instance/gateway
-	@$(BIN)/python tests/vouchers/localstripe_server.py --port $(GATEWAY_PORT) \
+	@$(BIN)/python -m eldercare.dev_gateway --port $(GATEWAY_PORT) \
 		--port-file instance/gateway/port --state-file instance/gateway/state.pickle \
 		> instance/gateway/server.log 2>&1 & gateway=$$!; \
 	$(DEMO_GATEWAY) $(FLASK) scheduler run > instance/scheduler.log 2>&1 & scheduler=$$!; \
