@@ -121,6 +121,11 @@ def load_config(instance_path: str) -> dict:
         # A standby scheduler asks this often whether the active one has gone; the active one
         # checks its lock's connection as often (eldercare/scheduler_leader.py).
         "SCHEDULER_STANDBY_POLL_SECONDS": _float("SCHEDULER_STANDBY_POLL_SECONDS", 15.0),
+        # No interval job waits longer than this many seconds between runs (the outbox, the
+        # eligibility feed, the monthly catch-up ...); cron jobs keep their hour. For a demo
+        # or a test that wants to see the jobs work at once; unset or 0 (the default, and
+        # what production wants): each job's own interval (eldercare/scheduler.py).
+        "SCHEDULER_INTERVAL_CAP_SECONDS": _float("SCHEDULER_INTERVAL_CAP_SECONDS", 0.0),
         # The bureau's account settlements are paid from: the header of every bank transfer
         # batch file (vouchers/settlement/bank_files.py). The defaults are the demo's.
         "SETTLEMENT_PAYER_ACCOUNT_NAME": os.environ.get(
