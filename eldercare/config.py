@@ -47,6 +47,12 @@ def load_config(instance_path: str) -> dict:
         "SECRET_KEY": os.environ.get("SECRET_KEY", DEFAULT_SECRET_KEY),
         "SQLALCHEMY_DATABASE_URI": os.environ.get("DATABASE_URL", default_db),
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # SQLite only: every transaction takes the write lock when it begins, so that several
+        # processes on one file (scripts/run_platform.py, i.e. `make run`, sets it for its web
+        # server and scheduler) wait their turn instead of failing with "database is locked".
+        # Off by default: one process (the tests) does not need it, and readers then wait too.
+        "SQLITE_BEGIN_IMMEDIATE": os.environ.get("SQLITE_BEGIN_IMMEDIATE", "").lower()
+        in ("1", "true", "yes"),
         # Resident ID numbers and phones are encrypted with these (eldercare/pii.py):
         # "kid:<base64 32 bytes>,..." (the first writes, all read) and the look-up hash key.
         # Unset outside production: the demo's fixed keys, which production refuses.
