@@ -109,7 +109,7 @@ def test_production_starts_with_card_payments_and_mail_configured_safely(monkeyp
 @pytest.mark.parametrize("secret", [DEMO_WEBHOOK_SECRET, "whsec_x", "w" * 31, " " * 40])
 @pytest.mark.parametrize("gateway_url", ["https://api.stripe.com", ""])
 def test_production_refuses_the_demo_or_a_short_webhook_secret(monkeypatch, secret, gateway_url):
-    """Anyone who knows the webhook secret can sign events; the demo's is public (make run uses it)."""
+    """Anyone who knows the webhook secret can sign events; the demo's is public."""
     _production(monkeypatch)
     monkeypatch.setenv("PAYMENT_GATEWAY_URL", gateway_url)
     monkeypatch.setenv("PAYMENT_GATEWAY_SECRET_KEY", "sk_live_x")
