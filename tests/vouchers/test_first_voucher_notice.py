@@ -2,9 +2,17 @@
 elder (the elder's account and the family agents), through the notification outbox, whichever
 run issued it; once per voucher and person, and not for a voucher the elder already held."""
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
 import sqlalchemy as sa
 
+from eldercare.accounts import User, accounts_acting_for
+from eldercare.db import db
+from eldercare.demo import build_demo
 from eldercare.notifications import Notification
+from eldercare.timeutil import local_today
 from vouchers.issuance.eligibility_feed import process_eligibility_events
 from vouchers.issuance.monthly import issue_monthly, month_of
 from vouchers.models import Voucher
@@ -60,3 +68,49 @@ def test_a_reassessment_of_an_elder_holding_the_voucher_tells_nothing_new(scheme
     result = process_eligibility_events()
     assert result["processed"] == 1 and result["issued"] == []
     assert _voucher_notices(db_session) == []
+
+
+@pytest.mark.postgres
+def test_the_feed_and_the_monthly_catch_up_at_once_tell_each_family_once(private_app):
+    """The scheduler runs both every few minutes, in threads of its own: whichever issues the
+    demo's newly approved elders' vouchers, both runs succeed and every person who acts for
+    an elder is told once of that elder's voucher."""
+    with private_app.app_context():
+        build_demo()  # approvals not yet read by the feed
+        db.session.commit()
+        db.session.remove()
+    start = threading.Barrier(2)
+
+    def run(work):
+        with private_app.app_context():
+            try:
+                start.wait()
+                work()
+                db.session.commit()
+            finally:
+                db.session.remove()
+
+    with ThreadPoolExecutor(2) as threads:
+        done = [
+            threads.submit(run, process_eligibility_events),
+            threads.submit(run, lambda: issue_monthly(month_of(local_today()))),
+        ]
+        for future in done:
+            future.result()  # neither run failed
+    with private_app.app_context():
+        run_again = process_eligibility_events()  # nothing left to tell
+        vouchers = db.session.scalars(
+            sa.select(Voucher).where(Voucher.month == month_of(local_today()))
+        ).all()
+        expected = {
+            f"voucher-issued:{voucher.id}:{user.id}"
+            for voucher in vouchers
+            for user in accounts_acting_for(voucher.resident_id)
+        }
+        keys = [n.dedupe_key for n in _voucher_notices(db.session)]
+        wang = db.session.scalar(sa.select(User).where(User.username == "family.zhang"))
+        assert run_again["processed"] == 0
+        assert len(vouchers) >= 2 and sorted(keys) == sorted(expected)
+        assert any(key.endswith(f":{wang.id}") for key in keys)  # the son is told
+        db.session.rollback()
+        db.session.remove()
