@@ -272,3 +272,11 @@ def test_make_run_issues_the_first_voucher_and_mails_the_family_with_no_command(
                 launcher.kill()
                 launcher.wait()
             smtp.stop()
+
+
+def test_make_run_starts_the_platform_with_this_launcher():
+    """The test above proves what `make run` does only while both start the same script."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("\nrun: ", 1)[1].split("\n\n", 1)[0]
+    assert "scripts/run_platform.py" in recipe
+    assert "scheduler run" not in recipe and "dev_gateway" not in recipe  # not started twice
