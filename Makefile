@@ -8,11 +8,9 @@ BIN     = $(VENV)/bin
 FLASK   = $(BIN)/flask --app wsgi
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
-# The demo's card gateway: localstripe (a Stripe-compatible test server), started the way the
-# tests start it; card 4242 4242 4242 4242 pays, 4000 0000 0000 0341 is declined.
+# The demo's card gateway: localstripe (a Stripe-compatible test server, eldercare/dev_gateway.py),
+# started the way the tests start it; card 4242 4242 4242 4242 pays, 4000 0000 0000 0341 is declined.
 GATEWAY_PORT ?= 8420
-DEMO_GATEWAY = PAYMENT_GATEWAY_URL=http://127.0.0.1:$(GATEWAY_PORT) \
-	PAYMENT_GATEWAY_SECRET_KEY=sk_test_eldercare_localstripe PAYMENT_WEBHOOK_SECRET=whsec_demo_only
 
 .PHONY: run test install install-test catalogs bytecode lint messages bench clean
 
@@ -40,16 +38,14 @@ catalogs: $(BIN)/python
 bytecode: $(BIN)/python
 	$(BIN)/python -m compileall -q eldercare vouchers marketplace assessment migrations wsgi.py
 
+# The platform as production runs it: the web server, the scheduler (notices, first vouchers,
+# the monthly catch-up, card holds ...) and the demo card gateway, all stopped by one Ctrl-C;
+# scripts/run_platform.py starts them (and is what tests/test_run_platform.py runs).
 run: install
 	$(FLASK) db upgrade
 	$(FLASK) demo
-	@mkdir -p instance/gateway
-	@$(BIN)/python tests/vouchers/localstripe_server.py --port $(GATEWAY_PORT) \
-		--port-file instance/gateway/port --state-file instance/gateway/state.pickle \
-		> instance/gateway/server.log 2>&1 & gateway=$$!; \
-	$(DEMO_GATEWAY) $(FLASK) scheduler run > instance/scheduler.log 2>&1 & scheduler=$$!; \
-	trap 'kill $$gateway $$scheduler 2>/dev/null' EXIT INT TERM; \
-	$(DEMO_GATEWAY) $(FLASK) run --host $(HOST) --port $(PORT)
+	$(BIN)/python scripts/run_platform.py --host $(HOST) --port $(PORT) \
+		--gateway-port $(GATEWAY_PORT) --state-dir instance
 
 test: install-test
 	$(BIN)/ruff check .

@@ -29,9 +29,16 @@ babel = Babel()
 MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations")
 
 
-def _tune_sqlite(engine: sa.Engine) -> None:
+def _tune_sqlite(engine: sa.Engine, begin_immediate: bool = False) -> None:
     """Foreign keys on, and SQLAlchemy (not pysqlite) in charge of BEGIN, so that
-    transactions and SAVEPOINTs behave as they do on PostgreSQL."""
+    transactions and SAVEPOINTs behave as they do on PostgreSQL.
+
+    ``begin_immediate`` (SQLITE_BEGIN_IMMEDIATE) takes the write lock when a transaction
+    begins: with several processes on one file (the demo's web server and scheduler), a
+    transaction that read and then writes while another connection writes is otherwise
+    refused at once with "database is locked" (waiting could deadlock, so the busy timeout
+    does not apply); taken at BEGIN, the lock is waited for like any other."""
+    begin = "BEGIN IMMEDIATE" if begin_immediate else "BEGIN"
     if engine.dialect.name != "sqlite":
         return
 
@@ -45,7 +52,7 @@ def _tune_sqlite(engine: sa.Engine) -> None:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection):
-        connection.exec_driver_sql("BEGIN")
+        connection.exec_driver_sql(begin)
 
 
 def _csrf_for_browsers_only() -> None:
@@ -190,7 +197,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     _db.init_app(app)
     with app.app_context():
-        _tune_sqlite(_db.engine)
+        _tune_sqlite(_db.engine, app.config.get("SQLITE_BEGIN_IMMEDIATE", False))
     init_migrate(app, MIGRATIONS_DIR)  # Flask-Migrate (and Alembic) load when first used
     csrf.init_app(app)
     app.before_request(_csrf_for_browsers_only)

@@ -47,6 +47,12 @@ def load_config(instance_path: str) -> dict:
         "SECRET_KEY": os.environ.get("SECRET_KEY", DEFAULT_SECRET_KEY),
         "SQLALCHEMY_DATABASE_URI": os.environ.get("DATABASE_URL", default_db),
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # SQLite only: every transaction takes the write lock when it begins, so that several
+        # processes on one file (scripts/run_platform.py, i.e. `make run`, sets it for its web
+        # server and scheduler) wait their turn instead of failing with "database is locked".
+        # Off by default: one process (the tests) does not need it, and readers then wait too.
+        "SQLITE_BEGIN_IMMEDIATE": os.environ.get("SQLITE_BEGIN_IMMEDIATE", "").lower()
+        in ("1", "true", "yes"),
         # Resident ID numbers and phones are encrypted with these (eldercare/pii.py):
         # "kid:<base64 32 bytes>,..." (the first writes, all read) and the look-up hash key.
         # Unset outside production: the demo's fixed keys, which production refuses.
@@ -121,6 +127,11 @@ def load_config(instance_path: str) -> dict:
         # A standby scheduler asks this often whether the active one has gone; the active one
         # checks its lock's connection as often (eldercare/scheduler_leader.py).
         "SCHEDULER_STANDBY_POLL_SECONDS": _float("SCHEDULER_STANDBY_POLL_SECONDS", 15.0),
+        # No interval job waits longer than this many seconds between runs (the outbox, the
+        # eligibility feed, the monthly catch-up ...); cron jobs keep their hour. For a demo
+        # or a test that wants to see the jobs work at once; unset or 0 (the default, and
+        # what production wants): each job's own interval (eldercare/scheduler.py).
+        "SCHEDULER_INTERVAL_CAP_SECONDS": _float("SCHEDULER_INTERVAL_CAP_SECONDS", 0.0),
         # The bureau's account settlements are paid from: the header of every bank transfer
         # batch file (vouchers/settlement/bank_files.py). The defaults are the demo's.
         "SETTLEMENT_PAYER_ACCOUNT_NAME": os.environ.get(

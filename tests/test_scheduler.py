@@ -123,3 +123,27 @@ def test_jobs_take_turns_on_sqlite_and_run_side_by_side_on_postgresql(store_app)
     with store_app.app_context():
         dialect = db.engine.dialect.name
     assert pool._max_workers == (1 if dialect == "sqlite" else 4)
+
+
+def test_a_configured_cap_shortens_every_interval_job_and_no_cron_job(store_app):
+    """SCHEDULER_INTERVAL_CAP_SECONDS lets a demo or a test see the catch-ups work within
+    seconds (issue 14: the demo runs the scheduler as production does); cron jobs keep
+    their hour, and without the setting every interval is the job's own."""
+    store_app.config["SCHEDULER_INTERVAL_CAP_SECONDS"] = 2
+    scheduler = _paused(store_app)
+    try:
+        jobs = {job.id: job for job in scheduler.get_jobs(jobstore="default")}
+    finally:
+        scheduler.shutdown(wait=False)
+    assert str(jobs["vouchers-eligibility-events"].trigger) == "interval[0:00:02]"
+    assert str(jobs["notifications-deliver"].trigger) == "interval[0:00:02]"
+    assert str(jobs["vouchers-monthly"].trigger) == "interval[0:00:02]"
+    assert str(jobs["accounts-purge"].trigger).startswith("cron[")
+
+    store_app.config["SCHEDULER_INTERVAL_CAP_SECONDS"] = 0  # unset: the jobs' own intervals
+    restarted = _paused(store_app)
+    try:
+        monthly = restarted.get_job("vouchers-monthly", jobstore="default")
+    finally:
+        restarted.shutdown(wait=False)
+    assert str(monthly.trigger) == "interval[0:10:00]"

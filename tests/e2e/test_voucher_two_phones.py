@@ -23,10 +23,10 @@ import sqlalchemy as sa
 from playwright.sync_api import Page, expect
 
 from eldercare.db import db
+from eldercare.dev_gateway import TEST_SECRET_KEY, LocalStripe
 from tests.e2e.conftest import CHROMIUM_ARGS, PHONE
 from tests.e2e.helpers import path_of, screenshot_qr, sign_in, watch_csp
 from tests.vouchers.conftest import GATEWAY_WEBHOOK_SECRET
-from tests.vouchers.localstripe_server import TEST_SECRET_KEY, LocalStripe
 from vouchers.models import TokenUse
 from vouchers.redemption.qr_tokens import normalise_code, token_digest
 

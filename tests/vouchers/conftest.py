@@ -36,7 +36,7 @@ def scheme(market, world, take_through):  # noqa: F811
     return s
 
 
-# -- the card gateway: a real localstripe, see tests/vouchers/localstripe_server.py
+# -- the card gateway: a real localstripe, see eldercare/dev_gateway.py
 
 GATEWAY_WEBHOOK_SECRET = "whsec_eldercare_test_0123456789"
 
@@ -44,7 +44,7 @@ GATEWAY_WEBHOOK_SECRET = "whsec_eldercare_test_0123456789"
 @pytest.fixture(scope="session")
 def localstripe_server(tmp_path_factory):
     """The session's localstripe (a LocalStripe: ``.url``, ``.received()``, ``.set_faults()``)."""
-    from tests.vouchers.localstripe_server import LocalStripe
+    from eldercare.dev_gateway import LocalStripe
 
     server = LocalStripe(tmp_path_factory.mktemp("localstripe")).start()
     try:
@@ -63,7 +63,7 @@ def localstripe(localstripe_server):
 def stoppable_localstripe(tmp_path):
     """A localstripe of this test's own, for stopping and starting mid-test (``.stop()``,
     ``.start()``: same URL, same payments) or for webhooks that must reach only this test."""
-    from tests.vouchers.localstripe_server import LocalStripe
+    from eldercare.dev_gateway import LocalStripe
 
     server = LocalStripe(tmp_path / "localstripe").start()
     try:
@@ -76,7 +76,7 @@ def stoppable_localstripe(tmp_path):
 def gateway_app_config(app, localstripe):
     """Card payments on, through the session's localstripe; the shared app's previous
     settings are put back afterwards."""
-    from tests.vouchers.localstripe_server import TEST_SECRET_KEY
+    from eldercare.dev_gateway import TEST_SECRET_KEY
 
     settings = {
         "PAYMENT_GATEWAY_URL": localstripe,

@@ -1,4 +1,4 @@
-"""The card gateway client against a real localstripe server (tests/vouchers/localstripe_server.py
+"""The card gateway client against a real localstripe server (eldercare/dev_gateway.py
 says what it adds to the stock one), and the webhook signature check."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import requests
 from flask_babel import force_locale
 
 from eldercare.config import ConfigError, check_config
+from eldercare.dev_gateway import TEST_SECRET_KEY
 from tests.test_config import REAL_PII_HMAC_KEY, REAL_PII_KEYS
 from tests.vouchers.conftest import GATEWAY_WEBHOOK_SECRET
-from tests.vouchers.localstripe_server import TEST_SECRET_KEY
 from vouchers.errors import BadSignature, CardDeclined, GatewayError, GatewayUnavailable
 from vouchers.redemption import gateway as gw
 from vouchers.redemption.webhooks import sign, verify_signature

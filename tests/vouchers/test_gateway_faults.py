@@ -24,10 +24,10 @@ import pytest
 import sqlalchemy as sa
 
 from eldercare.db import db
+from eldercare.dev_gateway import TEST_SECRET_KEY
 from eldercare.timeutil import now_utc
 from tests.vouchers.conftest import GATEWAY_WEBHOOK_SECRET
 from tests.vouchers.gateway_proxy import MODES, STEPS, FaultProxy
-from tests.vouchers.localstripe_server import TEST_SECRET_KEY
 from tests.vouchers.test_payments import NEEDS_3DS, VISA, pay, priced
 from vouchers.errors import GatewayError
 from vouchers.models import PaymentAttempt, Redemption

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from eldercare.accounts import User
 from eldercare.db import db
+from eldercare.dev_gateway import TEST_SECRET_KEY
 from eldercare.timeutil import now_utc
 from tests.vouchers.conftest import GATEWAY_WEBHOOK_SECRET
-from tests.vouchers.localstripe_server import TEST_SECRET_KEY
 from vouchers.errors import CardDeclined, GatewayError, GatewayUnavailable
 from vouchers.models import JournalEntry, PaymentAttempt, Redemption, Voucher
 from vouchers.pool import ledger

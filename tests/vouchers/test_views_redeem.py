@@ -496,7 +496,7 @@ def test_five_wrong_pins_lock_the_card(shop, en, login, db_session):
 def test_gateway_down_keeps_the_hold_and_says_what_happens(
     app, shop, en, login, db_session, stoppable_localstripe
 ):
-    from tests.vouchers.localstripe_server import TEST_SECRET_KEY
+    from eldercare.dev_gateway import TEST_SECRET_KEY
 
     before = {k: app.config.get(k) for k in ("PAYMENT_GATEWAY_URL", "PAYMENT_GATEWAY_SECRET_KEY")}
     app.config.update(
@@ -604,7 +604,7 @@ def test_only_the_three_d_secure_return_releases_a_failed_authentication(
 
 def _stuck(app, shop, en, login, db_session, server):
     """A card payment whose hold is stuck: the gateway went away during the charge."""
-    from tests.vouchers.localstripe_server import TEST_SECRET_KEY
+    from eldercare.dev_gateway import TEST_SECRET_KEY
 
     app.config.update(PAYMENT_GATEWAY_URL=server.url, PAYMENT_GATEWAY_SECRET_KEY=TEST_SECRET_KEY)
     sign_in_caregiver(shop, login)

@@ -29,7 +29,7 @@ so the same events are tried again by the next run.
 from __future__ import annotations
 
 import logging
-from datetime import date
+from datetime import date, datetime
 
 import sqlalchemy as sa
 from flask_babel import force_locale
@@ -51,6 +51,7 @@ from vouchers.issuance.monthly import (
     serialize_issuance,
     try_issue,
 )
+from vouchers.issuance.notices import tell_voucher_issued
 from vouchers.models import EligibilityStart, EventCursor, ParkedEvent, Shortfall, Voucher
 
 log = logging.getLogger(__name__)
@@ -97,10 +98,16 @@ def _merge(into: dict, part: dict) -> None:
         into[key].extend(part[key])
 
 
-def _issue_today(resident_id: int, today: date, result: dict, eligibility=None) -> str:
+def _issue_today(
+    resident_id: int, today: date, result: dict, eligibility=None, *, since: datetime
+) -> str:
     """This month's voucher for an elder eligible today, behind the elders already waiting
     in the district (the documented priority): a newcomer joins the queue instead of taking
-    money that came back meanwhile. The outcome's status."""
+    money that came back meanwhile. The outcome's status.
+
+    The family is told of a voucher issued ``since`` the event (or start) that made the
+    elder eligible: by this run, or by the monthly catch-up when it came first. A voucher
+    held before (a routine re-assessment mid-month) is old news and told nothing."""
     current = month_of(today)
     outcome = try_issue(
         resident_id,
@@ -114,6 +121,9 @@ def _issue_today(resident_id: int, today: date, result: dict, eligibility=None) 
         result["issued"].append(outcome.voucher.id)
     elif outcome.status == "left_out":
         result["left_out"].append(resident_id)
+    voucher = outcome.voucher
+    if voucher is not None and voucher.status == "active" and voucher.issued_at >= since:
+        tell_voucher_issued(voucher)
     return outcome.status
 
 
@@ -147,7 +157,7 @@ def _handle(event, result: dict) -> None:
     if event.kind in STARTS:
         eligibility = eligibility_on(event.resident_id, today)
         if eligibility.eligible:
-            _issue_today(event.resident_id, today, result, eligibility)
+            _issue_today(event.resident_id, today, result, eligibility, since=event.created_at)
         elif (
             event.kind == "assessment_approved"
             and "level_below_threshold" in eligibility.reason_codes
@@ -243,7 +253,9 @@ def _issue_due_starts(today: date, result: dict) -> None:
             if not eligibility.eligible:
                 outcome["status"] = "not_eligible"
                 return
-            outcome["status"] = _issue_today(start.resident_id, today, part, eligibility)
+            outcome["status"] = _issue_today(
+                start.resident_id, today, part, eligibility, since=start.recorded_at
+            )
 
         part, error = _try(work)
         start.handled_at = now_utc()

@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from eldercare.db import db
+from eldercare.dev_gateway import TEST_SECRET_KEY
 from tests.vouchers.conftest import GATEWAY_WEBHOOK_SECRET
-from tests.vouchers.localstripe_server import TEST_SECRET_KEY
 from vouchers.redemption import payments
 from vouchers.redemption import steps as redemption
 from vouchers.redemption.gateway import gateway

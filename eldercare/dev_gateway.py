@@ -1,6 +1,9 @@
-"""A real localstripe server for the gateway tests, run as a subprocess.
+"""A real localstripe server for the demo (``make run``) and the gateway tests, run as a
+subprocess. It lives in the package, not under tests/, because the demo runs it too; it needs
+the ``demo`` extra (localstripe), imported only by the server side.
 
-``LocalStripe(workdir).start()`` runs this file as a script, which serves localstripe's own
+``LocalStripe(workdir).start()`` runs this file as a script (with ``-P``, so that this
+package's directory does not shadow other modules on the path), which serves localstripe's own
 aiohttp application (its real resources: payment methods, intents, charges, refunds, 3-D Secure,
 signed webhooks) with a few changes, because the stock ``python -m localstripe``:
 
@@ -42,7 +45,8 @@ from pathlib import Path
 
 import requests
 
-TEST_SECRET_KEY = "sk_test_eldercare_localstripe"
+# The key the demo and the tests give the platform; localstripe accepts any sk_test_ key.
+TEST_SECRET_KEY = "sk_test_eldercare_localstripe"  # noqa: S105 - a test server's, public
 
 
 class LocalStripe:
@@ -60,14 +64,16 @@ class LocalStripe:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 20.0) -> LocalStripe:
-        assert self.process is None, "already running"
+        if self.process is not None:
+            raise RuntimeError("already running")
         port_file = self.workdir / "port"
         with contextlib.suppress(FileNotFoundError):
             port_file.unlink()
         self._log = open(self.workdir / "server.log", "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and file
             [
                 sys.executable,
+                "-P",
                 __file__,
                 "--port",
                 str(self.port),
