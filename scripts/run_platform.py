@@ -8,7 +8,8 @@ this script, so they run the same command lines:
 - the scheduler (``flask scheduler run``: the outbox, the eligibility feed, the monthly
   catch-up, card hold settlement ... see eldercare/scheduler.py), its output in
   ``<state-dir>/scheduler.log``,
-- the web server (``flask run``), in the foreground of this terminal.
+- the web server: gunicorn serving ``wsgi:app`` with one worker per core (production's
+  server and shape; not Flask's development server), its output in this terminal.
 
 The web server and the scheduler are told the gateway's address and the demo's keys. Ctrl-C
 (SIGINT) or SIGTERM stops every one of them (each is asked to stop, then killed if it does not);
@@ -46,6 +47,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=5000, help="the web server's port")
     parser.add_argument(
         "--gateway-port", type=int, default=8420, help="the card gateway's port (0: any free)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="web worker processes (production: one per core, one thread each)",
     )
     parser.add_argument(
         "--state-dir",
@@ -109,7 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         children.append(("scheduler", scheduler))
         web = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-            [*FLASK, "run", "--host", args.host, "--port", str(args.port)],
+            [
+                sys.executable, "-m", "gunicorn", "wsgi:app",
+                "--bind", f"{args.host}:{args.port}",
+                "--workers", str(args.workers),
+                "--threads", "1",
+            ],  # fmt: skip
             cwd=ROOT,
             env=environment,
             stdin=subprocess.DEVNULL,
