@@ -38,9 +38,13 @@ shop = voucher_fixtures.shop
 
 # Statements per call: (PostgreSQL, SQLite). PostgreSQL takes the redemption's row lock,
 # which SQLite has no use for. On main before issue 11: 19/23/18/60 on PostgreSQL.
+# Check-in reads the versions in force today (``policy.scope_on``, issue 14 item 4: the one
+# scope the scan page and the badge ask): one statement. In production it replaces the load
+# of the voucher's own version, found in the session afterwards; here the test's session
+# held that version already, so the count shows it as one more.
 EXPECTED = {
     "scan": (11, 11),
-    "check_in": (13, 13),
+    "check_in": (14, 14),
     "price": (10, 9),
     "cash": (27, 26),
 }
