@@ -10,20 +10,24 @@ the institutional voucher's, not the home-and-community one's."""
 from __future__ import annotations
 
 import re
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from html import unescape
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from eldercare.db import db
 from marketplace import catalogue
 from marketplace.models import ServiceCategory
+from marketplace.search import search_services
 from marketplace.staff import invite_staff
 from tests.marketplace.conftest import ELDER_HOME
 from tests.vouchers.helpers import give_voucher
 from vouchers.errors import OutOfScope
 from vouchers.models import VOUCHER_KINDS, VoucherPolicy
+from vouchers.pool.policy import add_version, policy_on, scope_on
 from vouchers.redemption import steps as redemption
 from vouchers.redemption.qr_tokens import make_token
 
@@ -171,9 +175,10 @@ def test_with_no_version_in_force_the_scan_page_offers_nothing_as_check_in_refus
 # --------------------------------------------------------------------------- all agree
 
 
-def _category_world(s):
+def _category_world(s, day=None):
     """A service of every category at a provider that may offer it, a certified caregiver
-    at each provider, and an elder of each kind holding this month's voucher."""
+    at each provider, and an elder of each kind holding a voucher for ``day``'s month (the
+    shop's elder and voucher when ``day`` is None)."""
     m = s.market
     providers = [m.station, m.home, m.institution]
     admins = {m.station.id: m.station_admin, m.home.id: m.home_admin}
@@ -204,15 +209,19 @@ def _category_world(s):
             capacity_per_slot=2,
             districts=[m.heping, m.shenhe],
         )
-    other = m.factory.resident(
-        m.heping, birth=date(1941, 5, 2), latitude=ELDER_HOME[0], longitude=ELDER_HOME[1]
-    )
+
+    def elder(username, kind):
+        resident = m.factory.resident(
+            m.heping, birth=date(1941, 5, 2), latitude=ELDER_HOME[0], longitude=ELDER_HOME[1]
+        )
+        user = m.factory.user(username, roles=["elder"], resident=resident)
+        return user, give_voucher(resident, day or s.today, kind=kind)
+
     elders = {
-        "home_community": (s.elder_user, s.voucher),
-        "institutional": (
-            m.factory.user("elder.li", roles=["elder"], resident=other),
-            give_voucher(other, s.today, kind="institutional"),
-        ),
+        "home_community": (s.elder_user, s.voucher)
+        if day is None
+        else elder("elder.ma", "home_community"),
+        "institutional": elder("elder.li", "institutional"),
     }
     db.session.flush()
     return providers, staff, services, elders
@@ -266,9 +275,120 @@ def test_badge_description_scan_page_and_check_in_agree_for_every_kind_and_categ
     assert disagreements == []
     # And the policy is not trivial: each kind pays for some categories and not for others.
     for kind in VOUCHER_KINDS:
-        assert 0 < len(db.session.scalars(sa.select(VoucherPolicy).where(
-            VoucherPolicy.kind == kind)).first().category_set) < len(services)
+        assert (
+            0
+            < len(
+                db.session.scalars(sa.select(VoucherPolicy).where(VoucherPolicy.kind == kind))
+                .first()
+                .category_set
+            )
+            < len(services)
+        )
 
 
 class _Undo(Exception):
     """Rolls the savepoint of an accepted check-in back, so each category starts clean."""
+
+
+def _accepted(voucher, service, staff_user, at) -> bool:
+    """Check-in's answer: accepted (then undone), or refused as out of scope."""
+    try:
+        with db.session.begin_nested():
+            redemption.check_in(
+                voucher,
+                scan_digest=f"{voucher.id}-{service.id}-{at.isoformat()}",
+                staff_user=staff_user,
+                service_id=service.id,
+                latitude=ELDER_HOME[0],
+                longitude=ELDER_HOME[1],
+                now=at,
+            )
+            raise _Undo()
+    except _Undo:
+        return True
+    except OutOfScope:
+        return False
+
+
+def _described(kind: str, day: date) -> set[str]:
+    """The category names the kind's description on the elder's page lists for ``day``."""
+    from vouchers.views_elder import kind_options
+
+    text = next(o["pays_for"] for o in kind_options(day) if o["kind"] == kind)
+    listed = re.search(r"[:：]\s*(.*?)[.。]$", text)
+    return set(re.split(r"、|, ", listed.group(1))) if listed else set()
+
+
+@settings(
+    max_examples=8,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_for_any_policy_version_the_four_answers_agree(shop, data):
+    """Whatever categories a new version gives each kind (drawn by hypothesis), on the day
+    it starts the badge for the kind's elder, the kind's description, the scan page and
+    check-in agree on every category."""
+    s = shop
+    day = s.today + timedelta(days=1)
+    at = datetime.combine(day, time(4, 0), tzinfo=UTC)  # noon in Shanghai
+    if not hasattr(s, "scope_world"):
+        s.scope_world = _category_world(s, day)
+    providers, staff, services, elders = s.scope_world
+    codes = sorted(services)
+    names = {
+        c.code: c.display_name("zh_CN") for c in db.session.scalars(sa.select(ServiceCategory))
+    }
+    savepoint = db.session.begin_nested()
+    drawn = {}
+    try:
+        for kind in VOUCHER_KINDS:
+            scope = data.draw(
+                st.sets(st.sampled_from(codes), min_size=1, max_size=len(codes) - 1), label=kind
+            )
+            drawn[kind] = frozenset(scope)
+            current = policy_on(kind, s.today)
+            add_version(
+                kind,
+                effective_from=day,
+                monthly_cap_fen=current.monthly_cap_fen,
+                ratio_bp=current.ratio_bp,
+                in_scope_categories=sorted(scope),
+                eligible_levels=sorted(current.level_set),
+                evv_max_distance_m=current.evv_max_distance_m,
+                reversal_window_days=current.reversal_window_days,
+                note="试点调整",
+                actor=s.approver,
+                known_categories=set(codes),
+            )
+        db.session.flush()
+        assert scope_on(day) == drawn  # the drawn versions, and only they, are in force
+        for kind in VOUCHER_KINDS:
+            _, voucher = elders[kind]
+            found = search_services(
+                lat=ELDER_HOME[0],
+                lng=ELDER_HOME[1],
+                radius_m=5000,
+                voucher_kinds={kind},
+                limit=200,
+                today=day,
+            )
+            badged = {r.service.id for r in found if r.accepts_vouchers}
+            described = _described(kind, day)
+            on_scan_pages = {
+                service.id
+                for p in providers
+                for service in redemption.services_paid_for(p, voucher, day)
+            }
+            for code, service in services.items():
+                answers = {
+                    "badge": service.id in badged,
+                    "description": names[code] in described,
+                    "scan page": service.id in on_scan_pages,
+                    "check-in": _accepted(voucher, service, staff[service.provider_id], at),
+                }
+                assert len(set(answers.values())) == 1, (kind, code, answers)
+    finally:
+        savepoint.rollback()
+        # The versions the example ended are read again (a savepoint's rollback leaves
+        # what was flushed inside it in the session's objects).
+        db.session.expire_all()
