@@ -38,10 +38,10 @@ shop = voucher_fixtures.shop
 
 # Statements per call: (PostgreSQL, SQLite). PostgreSQL takes the redemption's row lock,
 # which SQLite has no use for. On main before issue 11: 19/23/18/60 on PostgreSQL.
-# Check-in reads the versions in force today (``policy.scope_on``, issue 14 item 4: the one
-# scope the scan page and the badge ask): one statement. In production it replaces the load
-# of the voucher's own version, found in the session afterwards; here the test's session
-# held that version already, so the count shows it as one more.
+# Check-in: one statement more since issue 14 item 4. It asks ``policy.scope_on`` (the
+# versions in force today, every kind in one statement), the one answer the scan page, the
+# kind's description and the marketplace badge ask too; before, it read the scope off the
+# voucher's own version, loaded with the scanned voucher.
 EXPECTED = {
     "scan": (11, 11),
     "check_in": (14, 14),

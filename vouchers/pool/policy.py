@@ -68,7 +68,8 @@ def scope_on(day: date) -> dict[str, frozenset[str]]:
         ).all()
         # Two versions of a kind are never in force on one day (refused before a flush).
         # The versions stay referenced with the answer: a voucher's own version, when it is
-        # one of them, then loads from the session (``rules_for``) without a statement.
+        # one of them and not loaded yet, then comes from the session (``rules_for``,
+        # ``shown_rules``) without a statement.
         cache[day] = ({p.kind: p.category_set for p in policies}, policies)
     return cache[day][0]
 
