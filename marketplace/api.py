@@ -41,19 +41,21 @@ blp = Blueprint(
 # --- shaping answers --------------------------------------------------------------------
 
 
-def shape_service_summary(service: Service, covered: bool) -> dict:
+def shape_service_summary(service: Service, kinds: tuple[str, ...]) -> dict:
+    """``kinds``: the voucher kinds whose policy in force pays part of it."""
     return {
         "id": service.id,
         "title": service.title,
         "category": service.category_code,
         "unit": service.unit,
         "price_fen": service.price_fen,
-        "accepts_vouchers": covered,
+        "accepts_vouchers": bool(kinds),
+        "voucher_kinds": list(kinds),
     }
 
 
-def shape_service(service: Service, covered: bool) -> dict:
-    return shape_service_summary(service, covered) | {
+def shape_service(service: Service, kinds: tuple[str, ...]) -> dict:
+    return shape_service_summary(service, kinds) | {
         "description": service.description,
         "capacity_per_slot": service.capacity_per_slot,
         "districts": sorted(d.code for d in service.districts),

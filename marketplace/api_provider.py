@@ -32,7 +32,7 @@ from marketplace.schemas import (
     MarketplaceReasonSchema,
     MarketplaceServiceActiveSchema,
 )
-from marketplace.voucher_scope import accepts_vouchers
+from marketplace.voucher_scope import kinds_paying, scope_on
 
 # catalogue.add_service says "category_code" where the API says "category".
 _SERVICE_FIELDS = {"category_code": "category"}
@@ -65,10 +65,10 @@ def _provider_booking(booking: Booking) -> dict:
 
 
 def _own_services(rows: list[Service]) -> list[dict]:
-    today = local_today()
+    scope = scope_on(local_today())
     history = catalogue.price_histories(rows)
     return [
-        shape_service(s, accepts_vouchers(s.category, today))
+        shape_service(s, kinds_paying(scope, s.category_code, None))
         | {
             "active": s.active,
             "created_at": local_time(s.created_at),

@@ -37,7 +37,7 @@ from marketplace.search import (
     rating_of,
     search_services,
 )
-from marketplace.voucher_scope import accepts_vouchers
+from marketplace.voucher_scope import kinds_paying, scope_on
 
 # search_services names the problems after its own parameters; the API's are these.
 _SEARCH_FIELDS = {
@@ -74,7 +74,7 @@ def _provider_summary(provider: Provider | FoundProvider, district_code: str) ->
 def list_categories():
     """The kinds of service, in the order the marketplace shows them, and which of them a
     voucher can pay part of today."""
-    today = local_today()
+    scope = scope_on(local_today())
     categories = db.session.scalars(
         sa.select(ServiceCategory).order_by(ServiceCategory.sort_order, ServiceCategory.code)
     ).all()
@@ -84,7 +84,8 @@ def list_categories():
             "name_zh": c.name_zh,
             "name_en": c.name_en,
             "programme": c.programme,
-            "accepts_vouchers": accepts_vouchers(c, today),
+            "accepts_vouchers": bool(kinds_paying(scope, c.code, None)),
+            "voucher_kinds": list(kinds_paying(scope, c.code, None)),
             "requires_caregiver_certificate": c.requires_caregiver_certificate,
             "provider_types": c.provider_types.split(),
         }
@@ -141,7 +142,7 @@ def search(query):
         {
             "items": [
                 {
-                    "service": shape_service_summary(r.service, r.accepts_vouchers),
+                    "service": shape_service_summary(r.service, r.voucher_kinds),
                     "provider": _provider_summary(r.provider, r.provider.district_code),
                     "distance_m": round(r.distance_m, 1),
                     "rating": _rating(r.rating_avg, r.rating_count),
@@ -167,6 +168,7 @@ def get_provider(provider_id):
     today = local_today()
     provider = listed_provider(provider_id, today)
     services = offered_services(provider)
+    scope = scope_on(today)  # once, however many services
     latest = latest_reviews(provider)
     average, count = rating_of(provider.id)
     return _provider_summary(provider, provider.district.code) | {
@@ -177,7 +179,9 @@ def get_provider(provider_id):
         "beds_free": provider.beds_free,
         "service_districts": sorted(d.code for d in provider.service_districts),
         "rating": _rating(average, count),
-        "services": [shape_service(s, accepts_vouchers(s.category, today)) for s in services],
+        "services": [
+            shape_service(s, kinds_paying(scope, s.category_code, None)) for s in services
+        ],
         "reviews": [shape_review(r) for r in latest],
     }
 
@@ -194,7 +198,8 @@ def get_service(service_id):
     service = listed_service(service_id, today)
     provider = service.provider
     average, count = rating_of(provider.id)
-    return shape_service(service, accepts_vouchers(service.category, today)) | {
+    kinds = kinds_paying(scope_on(today), service.category_code, None)
+    return shape_service(service, kinds) | {
         "provider": _provider_summary(provider, provider.district.code),
         "rating": _rating(average, count),
         "open_now": is_open(provider.opening_hours, now_utc()),

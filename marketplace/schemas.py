@@ -58,6 +58,11 @@ class MarketplaceCategorySchema(ma.Schema):
     accepts_vouchers = fields.Boolean(
         required=True, metadata={"description": "a voucher can pay part of it today"}
     )
+    voucher_kinds = fields.List(
+        fields.String(),
+        required=True,
+        metadata={"description": "the voucher kinds whose policy in force today pays part of it"},
+    )
     requires_caregiver_certificate = fields.Boolean(required=True)
     provider_types = fields.List(
         fields.String(validate=validate.OneOf(PROVIDER_TYPES)),
@@ -93,6 +98,11 @@ class MarketplaceServiceSummarySchema(ma.Schema):
     unit = fields.String(required=True, validate=validate.OneOf(UNITS))
     price_fen = fields.Integer(required=True, metadata={"description": "per unit, in fen"})
     accepts_vouchers = fields.Boolean(required=True)
+    voucher_kinds = fields.List(
+        fields.String(),
+        required=True,
+        metadata={"description": "the voucher kinds whose policy in force today pays part of it"},
+    )
 
 
 class MarketplaceServiceSchema(MarketplaceServiceSummarySchema):

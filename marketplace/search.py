@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -34,7 +35,7 @@ from marketplace.models import (
     service_districts,
 )
 from marketplace.providers import WEEKDAYS
-from marketplace.voucher_scope import accepts_vouchers as _category_accepts_vouchers
+from marketplace.voucher_scope import kinds_paying, scope_on
 
 DEFAULT_RADIUS_M = 1000  # a 15-minute walk for an elder; SEARCH_DEFAULT_RADIUS_M overrides
 MAX_RADIUS_M = 50_000  # the whole city from its centre; anything more is a typing mistake
@@ -78,9 +79,14 @@ class Result:
     distance_m: float
     rating_avg: float | None  # None: no reviews yet
     rating_count: int
-    accepts_vouchers: bool
+    # The voucher kinds (of those the search asked about) that pay part of it.
+    voucher_kinds: tuple[str, ...]
     # Open at ``open_at`` (or now, when the search did not ask); None: no hours published.
     open_now: bool | None
+
+    @property
+    def accepts_vouchers(self) -> bool:
+        return bool(self.voucher_kinds)
 
 
 def is_open(opening_hours: dict | None, at: datetime) -> bool | None:
@@ -189,6 +195,7 @@ def search_services(
     min_rating: float | None = None,
     min_stars: int | None = None,
     accepts_vouchers: bool | None = None,
+    voucher_kinds: Collection[str] | None = None,
     open_at: datetime | None = None,
     provider_type: str | None = None,
     sort: str = "distance",
@@ -199,7 +206,9 @@ def search_services(
     """Active services of providers certified on ``today`` within ``radius_m`` of
     (``lat``, ``lng``), nearest first (or cheapest, or best rated); bad values raise
     InvalidInput naming each one. ``accepts_vouchers`` True keeps only services a voucher
-    can pay part of, False only the others; ``open_at`` keeps providers open then."""
+    can pay part of, False only the others; a voucher of one of ``voucher_kinds`` (the
+    elder's own kind; None: any kind in force on ``today``). ``open_at`` keeps providers
+    open then."""
     radius_m = default_radius_m() if radius_m is None else radius_m
     _check(
         lat=lat,
@@ -273,9 +282,10 @@ def search_services(
     if not rows:
         return []
     # The catalogue is a dozen rows: all of it in one statement; the voucher scope is asked
-    # once per category found (the policy port reads the policies once per request).
+    # once per search (one statement for every kind), then looked up per category.
     categories = {c.code: c for c in db.session.scalars(sa.select(ServiceCategory))}
-    covered: dict[str, bool] = {}
+    scope = scope_on(today)
+    covered: dict[str, tuple[str, ...]] = {}
     moment = open_at or now_utc()
     hours: dict[int, tuple[dict, bool | None]] = {}
     kept = []
@@ -285,8 +295,8 @@ def search_services(
             continue
         code = row[2]
         if code not in covered:
-            covered[code] = bool(_category_accepts_vouchers(categories[code], today))
-        if accepts_vouchers is not None and covered[code] != accepts_vouchers:
+            covered[code] = kinds_paying(scope, code, voucher_kinds)
+        if accepts_vouchers is not None and bool(covered[code]) != accepts_vouchers:
             continue
         # PostgreSQL's avg() of integers is a NUMERIC (Decimal), SQLite's a float.
         avg = float(row[14]) if row[14] is not None else None
@@ -331,7 +341,7 @@ def search_services(
             distance_m=distance,
             rating_avg=avg,
             rating_count=count,
-            accepts_vouchers=covered[row[2]],
+            voucher_kinds=covered[row[2]],
             open_now=open_now,
         )
         for distance, avg, count, open_now, row in kept[offset : offset + limit]

@@ -40,7 +40,7 @@ from marketplace.search import (
     search_services,
 )
 from marketplace.views import bp
-from marketplace.voucher_scope import accepts_vouchers
+from marketplace.voucher_scope import kind_label, kinds_held, kinds_paying, scope_on
 
 PAGE_SIZE = 20
 RADIUS_CHOICES = (500, 1000, 2000, 5000)
@@ -96,6 +96,35 @@ def category_name(category: ServiceCategory | None) -> str:
 
 def district_name(district: District | None) -> str:
     return district.display_name(current_locale()) if district else "—"
+
+
+@dataclass(frozen=True)
+class VoucherView:
+    """Whose voucher the page speaks of: the kinds of the elders the reader acts for (an
+    elder, a family agent), or every kind in force (None) for anyone else."""
+
+    kinds: frozenset[str] | None
+    scope: dict  # {kind: category codes}, the policy in force today
+
+    def paying(self, category_code: str) -> tuple[str, ...]:
+        return kinds_paying(self.scope, category_code, self.kinds)
+
+    @property
+    def own(self) -> bool:
+        return self.kinds is not None
+
+    def badge(self, kinds: tuple[str, ...]) -> str:
+        """ "Voucher accepted"; for a reader holding no voucher, which kinds pay, when
+        there is more than one."""
+        if self.own or len(self.scope) < 2:
+            return _("Voucher accepted")
+        names = "、".join if current_locale().startswith("zh") else ", ".join
+        return _("Voucher accepted: %(kinds)s", kinds=names(kind_label(k) for k in kinds))
+
+
+def voucher_view(resident_ids, today) -> VoucherView:
+    kinds = kinds_held(resident_ids, today) if resident_ids else None
+    return VoucherView(kinds=kinds, scope=dict(scope_on(today)))
 
 
 def hours_rows(provider: Provider) -> list[tuple[str, str]]:
@@ -309,11 +338,18 @@ def search():
         d.id: d for d in db.session.scalars(sa.select(District).order_by(District.code)).all()
     }
     elders = elders_acted_for(current_user)
+    today = local_today()
     query = read_search(request.args, elders, districts)
     results, more = None, False
+    # The badge and the filter speak of the voucher of the elder searched for (near an
+    # elder's home), else of the elders the account acts for, else of every kind.
+    near_elder = next((e for e in elders if query.values["near"] == f"home-{e.id}"), None)
+    vouchers = voucher_view([near_elder.id] if near_elder else [e.id for e in elders], today)
     if query.run:
         try:
-            found = search_services(lat=query.lat, lng=query.lng, **query.params)
+            found = search_services(
+                lat=query.lat, lng=query.lng, voucher_kinds=vouchers.kinds, **query.params
+            )
         except InvalidInput as error:  # the form checks first; this is the last word
             query.errors.update({k: str(v) for k, v in error.details.items()})
         else:
@@ -335,6 +371,7 @@ def search():
         star_options=[(s, _("%(stars)s stars or more", stars=s)) for s in STAR_CHOICES],
         sort_options=[(key, str(label)) for key, label in SORT_LABELS.items()],
         results=results,
+        vouchers=vouchers,
         previous_url=_page_url(query, query.page - 1) if query.page > 1 else None,
         next_url=_page_url(query, query.page + 1) if more else None,
         **page_words(),
@@ -349,7 +386,8 @@ def provider_page(provider_id: int):
     today = local_today()
     provider = listed_provider(provider_id, today)
     services = offered_services(provider)
-    covered = {s.category_code: accepts_vouchers(s.category, today) for s in services}
+    vouchers = voucher_view([e.id for e in elders_acted_for(current_user)], today)
+    covered = {s.category_code: vouchers.paying(s.category_code) for s in services}
     reviews = latest_reviews(provider)
     avg, count = rating_of(provider.id)
     return render_template(
@@ -357,6 +395,7 @@ def provider_page(provider_id: int):
         provider=provider,
         services=services,
         covered=covered,
+        vouchers=vouchers,
         reviews=reviews,
         rating_avg=avg,
         rating_count=count,
@@ -372,16 +411,19 @@ def service_page(service_id: int):
     provider = service.provider
     avg, count = rating_of(provider.id)
     can_book = current_user.is_authenticated and current_user.has_role(*ELDER_ROLES)
+    elders = elders_acted_for(current_user)
+    vouchers = voucher_view([e.id for e in elders], today)
     return render_template(
         "marketplace/public_service.html",
         service=service,
         provider=provider,
-        accepts_vouchers=accepts_vouchers(service.category, today),
+        voucher_kinds=vouchers.paying(service.category_code),
+        vouchers=vouchers,
         rating_avg=avg,
         rating_count=count,
         open_now=is_open(provider.opening_hours, now_utc()),
         can_book=can_book,
-        elders=elders_acted_for(current_user) if can_book else [],
+        elders=elders if can_book else [],
         today=today,
         **page_words(),
     )

@@ -3,7 +3,8 @@
 ``assessment`` and ``marketplace`` may not import this package; each asks its questions
 through a registered function instead:
 
-- marketplace: which categories a voucher pays for on a day (the voucher policies in force);
+- marketplace: which categories a voucher of each kind pays for on a day (``policy.scope_on``,
+  the rule check-in enforces), which kind an elder pays with, and the kinds' names;
 - marketplace: fraud flags against a provider (redemptions the bureau reversed: a claim that
   did not stand up when checked);
 - assessment: when a provider last served an elder (a redemption, or a completed booking),
@@ -15,7 +16,6 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time
 
 import sqlalchemy as sa
-from flask import g
 
 from assessment.conflicts import register_service_history
 from eldercare.accounts import UserRole
@@ -24,31 +24,15 @@ from eldercare.timeutil import SHANGHAI, local_today
 from marketplace.bookings import last_completed
 from marketplace.credit import register_fraud_flag_source
 from marketplace.providers import provider_by_credit_code
-from marketplace.voucher_scope import register_voucher_scope
-from vouchers.models import VOUCHER_KINDS, Redemption, VoucherPolicy
+from marketplace.voucher_scope import VoucherScopeSource, register_voucher_scope
+from vouchers.models import Redemption
+from vouchers.pool import kinds, policy
 
 BUREAU_ROLES = ("bureau_officer", "bureau_approver")
 
 
 def _start_of(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=SHANGHAI).astimezone(UTC)
-
-
-def in_scope_on(category_code: str, day: date) -> bool:
-    """Does a voucher of any kind pay for this category on ``day``?"""
-    # One query per request and day, however many categories a search result shows. A new
-    # policy version starts tomorrow at the earliest, so a request never sees it change.
-    cache = g.setdefault("vouchers_scope_by_day", {})
-    if day not in cache:
-        policies = db.session.scalars(
-            sa.select(VoucherPolicy).where(
-                VoucherPolicy.kind.in_(VOUCHER_KINDS),
-                VoucherPolicy.effective_from <= day,
-                sa.or_(VoucherPolicy.effective_to.is_(None), VoucherPolicy.effective_to > day),
-            )
-        )
-        cache[day] = frozenset().union(*(p.category_set for p in policies))
-    return category_code in cache[day]
 
 
 def bureau_reversals(provider_id: int, since: date) -> int:
@@ -84,6 +68,13 @@ def last_served(credit_code: str, resident_id: int, since: date) -> date | None:
 
 
 def register_ports(app) -> None:
-    register_voucher_scope(app, in_scope_on)
+    register_voucher_scope(
+        app,
+        VoucherScopeSource(
+            scope_on=policy.scope_on,
+            kind_held=kinds.kind_held_on,
+            label=lambda kind: str(kinds.KIND_LABELS.get(kind, kind)),
+        ),
+    )
     register_fraud_flag_source(app, bureau_reversals)
     register_service_history(app, last_served)

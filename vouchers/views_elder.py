@@ -40,10 +40,11 @@ from eldercare.auth import roles_required
 from eldercare.db import db
 from eldercare.errors import DomainError, InvalidInput, NotFound
 from eldercare.forms import problem_from, yuan
+from eldercare.i18n import current_locale
 from eldercare.navigation import Destination
 from eldercare.residents import Resident
 from eldercare.timeutil import format_local, local_today, now_utc
-from marketplace.models import Provider, Service
+from marketplace.models import Provider, Service, ServiceCategory
 from vouchers.errors import NoVoucherThisMonth
 from vouchers.models import (
     LIVE_FIRST,
@@ -54,20 +55,11 @@ from vouchers.models import (
     VoucherCard,
 )
 from vouchers.pool import kinds
-from vouchers.pool.policy import policy_on
+from vouchers.pool.kinds import KIND_LABELS
+from vouchers.pool.policy import policy_on, scope_on
 from vouchers.redemption import cards, payments, qr_tokens
 from vouchers.views import bp, no_store
 
-KIND_LABELS = {
-    "home_community": _l("Home and community care"),
-    "institutional": _l("Care in an institution"),
-}
-KIND_PAYS_FOR = {
-    "home_community": _l(
-        "Help at home and at the community station: meals, bathing, cleaning, day care."
-    ),
-    "institutional": _l("Part of the monthly fee of a care home where the elder lives."),
-}
 # How the elder and the family read a redemption's state.
 REDEMPTION_LABELS = {
     "checked_in": _l("Service started"),
@@ -162,8 +154,29 @@ def qr_state(voucher: Voucher, resident_id: int, token: str | None = None) -> di
     }
 
 
+def pays_for_text(categories: frozenset[str]) -> str:
+    """The services a kind pays for, in words: the names of the categories its policy
+    version lists, in the marketplace's order (never hand-written, so it cannot say more
+    or less than check-in accepts)."""
+    if not categories:
+        return _("No rule is in force for this kind of voucher then; it pays for nothing.")
+    locale = current_locale()
+    names = [
+        c.display_name(locale)
+        for c in db.session.scalars(
+            sa.select(ServiceCategory)
+            .where(ServiceCategory.code.in_(sorted(categories)))
+            .order_by(ServiceCategory.sort_order, ServiceCategory.code)
+        )
+    ]
+    separator = "、" if locale.startswith("zh") else ", "
+    return _("Pays part of: %(services)s.", services=separator.join(names))
+
+
 def kind_options(month: date) -> list[dict]:
-    """Each kind with what it pays for and its cap from the policy in force in ``month``."""
+    """Each kind with what it pays for and its cap from the policy in force in ``month``;
+    what it pays for is ``scope_on``, the answer check-in and the scan page use."""
+    scope = scope_on(month)
     options = []
     for kind in VOUCHER_KINDS:
         try:
@@ -174,7 +187,7 @@ def kind_options(month: date) -> list[dict]:
             {
                 "kind": kind,
                 "label": KIND_LABELS[kind],
-                "pays_for": KIND_PAYS_FOR[kind],
+                "pays_for": pays_for_text(scope.get(kind, frozenset())),
                 "cap_fen": policy.monthly_cap_fen if policy else None,
                 "ratio_percent": policy.ratio_bp / 100 if policy else None,
             }

@@ -188,3 +188,26 @@ def test_the_provider_keeps_the_catalogue_on_a_phone(page: Page, station):
         page.locator(f"#service-{station.service_id} form button[type=submit]").first.click()
     expect(page.locator(f"#price-{station.service_id}-error")).to_be_visible()
     _assert_phone_page(page, "provider catalogue with an error")
+
+
+def test_the_voucher_badge_is_the_elders_own_kinds_and_names_the_kind_for_a_visitor(
+    page: Page, new_page
+):
+    """Issue 14 item 4: day care is the institutional voucher's (the demo policy), so 王秀英
+    (home and community) sees no badge on the 南湖 station's day care, but one on its lunch;
+    a visitor reads which kind pays."""
+    day_care, lunch = "日间照料（含午餐、午休）", "社区助餐（午餐两荤一素）"
+    sign_in(page, "elder.wang")
+    page.goto("/marketplace/?category=day_care")
+    card = page.locator(".result-card", has_text=day_care)
+    expect(card).to_have_count(1)
+    expect(card.locator(".badge.voucher")).to_have_count(0)
+    page.goto("/marketplace/?category=meal_help")
+    expect(page.locator(".result-card", has_text=lunch).locator(".badge.voucher")).to_have_text(
+        "可用消费券"
+    )
+
+    visitor = new_page()  # its own cookies: nobody signed in
+    visitor.goto("/marketplace/?near=here&lat=41.7760&lng=123.4340&category=day_care")
+    badge = visitor.locator(".result-card", has_text=day_care).locator(".badge.voucher")
+    expect(badge).to_have_text("可用消费券：机构养老")

@@ -289,24 +289,40 @@ def test_filter_by_vouchers_with_the_default_scope(market, scope):
     assert len(search_services(lat=at[0], lng=at[1], today=market.today)) == 4
 
 
+def _source(scope_on, kind_held=lambda resident_id, day: None):
+    return voucher_scope.VoucherScopeSource(scope_on=scope_on, kind_held=kind_held, label=str)
+
+
 def test_filter_by_vouchers_asks_the_registered_policy_with_the_day(market, scope):
     asked = []
 
-    def only_meals_from_december(code, day):
-        asked.append((code, day))
-        return code == "meal_help" and day.month == 12
+    def only_meals_from_december(day):
+        asked.append(day)
+        return {"home": frozenset({"meal_help"} if day.month == 12 else ())}
 
-    scope(only_meals_from_december)
+    scope(_source(only_meals_from_december))
     at = ELDER_HOME
     december = market.today.replace(month=12, day=1)
     results = search_services(lat=at[0], lng=at[1], accepts_vouchers=True, today=december)
     assert titles(results) == ["社区助餐（午餐）"]
-    # Asked once per category found (not once per service), about the day searched for.
-    assert sorted(asked) == [
-        (code, december) for code in ("bathing", "cleaning", "hairdressing", "meal_help")
-    ]
+    assert results[0].voucher_kinds == ("home",)
+    # Asked once per search, for every kind at once (never per service or category), about
+    # the day searched for.
+    assert asked == [december]
     november = market.today.replace(month=11, day=30)
     assert search_services(lat=at[0], lng=at[1], accepts_vouchers=True, today=november) == []
+
+
+def test_the_badge_and_filter_speak_of_the_kinds_asked_about(market, scope):
+    scope(_source(lambda day: {"home": frozenset({"meal_help"}), "inst": frozenset({"bathing"})}))
+    at = ELDER_HOME
+    anyone = {r.service.title: r.voucher_kinds for r in search_services(lat=at[0], lng=at[1])}
+    assert anyone["社区助餐（午餐）"] == ("home",) and anyone["上门助浴"] == ("inst",)
+    assert anyone["上门理发"] == ()
+    home = search_services(lat=at[0], lng=at[1], accepts_vouchers=True, voucher_kinds={"home"})
+    assert titles(home) == ["社区助餐（午餐）"]
+    inst = search_services(lat=at[0], lng=at[1], accepts_vouchers=False, voucher_kinds={"inst"})
+    assert "社区助餐（午餐）" in titles(inst) and "上门助浴" not in titles(inst)
 
 
 def test_open_now_in_shanghai_time(market):

@@ -68,3 +68,16 @@ def test_give_voucher_helper_reserves_from_the_district(scheme):
     before = ledger.balances()["district:210102:available"]
     give_voucher(scheme.elder, scheme.today)
     assert ledger.balances()["district:210102:available"] == before - 50_000
+
+
+def test_the_marketplace_learns_the_kind_an_elder_pays_with(scheme, db_session):
+    from marketplace.voucher_scope import kind_label, kinds_held, scope_on
+
+    today = scheme.today
+    # No voucher yet this month: the kind the month's voucher will have (the default).
+    assert kinds_held([scheme.elder.id], today) == {"home_community"}
+    give_voucher(scheme.elder, today, kind="institutional")
+    assert kinds_held([scheme.elder.id], today) == {"institutional"}
+    assert kind_label("institutional") == "机构养老"
+    scope = scope_on(today)
+    assert "day_care" in scope["institutional"] and "day_care" not in scope["home_community"]

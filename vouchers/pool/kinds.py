@@ -37,6 +37,10 @@ from marketplace import bookings
 from vouchers.models import LIVE_FIRST, VOUCHER_KINDS, KindChoice, Voucher
 
 DEFAULT_KIND = "home_community"
+KIND_LABELS = {
+    "home_community": _l("Home and community care"),
+    "institutional": _l("Care in an institution"),
+}
 STAY_LOOKBACK = timedelta(days=31)  # an institution serves an elder it housed this long ago
 
 
@@ -100,6 +104,13 @@ def kind_of_month(resident_id: int, month: date) -> str | None:
         .order_by(*LIVE_FIRST)
         .limit(1)
     )
+
+
+def kind_held_on(resident_id: int, day: date) -> str:
+    """The kind of voucher the elder pays with on ``day``: that of the month's voucher when
+    one was issued (a redemption uses the voucher's kind), otherwise the kind the month's
+    voucher will have (the elder's choice; see ``applies_from``)."""
+    return kind_of_month(resident_id, day.replace(day=1)) or kind_for(resident_id)
 
 
 def _next_month(day: date) -> date:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import date
 
 import sqlalchemy as sa
+from flask import g, has_request_context
 from flask_babel import lazy_gettext as _l
 from sqlalchemy.orm import Session
 
@@ -23,6 +24,7 @@ from eldercare.errors import Conflict, InvalidInput, NotFound
 from eldercare.timeutil import local_today
 from vouchers.models import VOUCHER_KINDS, Voucher, VoucherPolicy
 
+_SCOPE_CACHE = "vouchers_scope_by_day"
 OVERLAP_MESSAGE = _l(
     "Two versions of one voucher policy cannot be in force on the same day: the earlier "
     "version must end on the day the later one starts."
@@ -43,6 +45,38 @@ def policy_on(kind: str, day: date) -> VoucherPolicy:
     if policy is None:
         raise NotFound(_l("No voucher policy is in force on %(day)s.", day=day.isoformat()))
     return policy
+
+
+def scope_on(day: date) -> dict[str, frozenset[str]]:
+    """What a voucher of each kind pays for on ``day``: the categories of its kind's version
+    in force that day (a kind with none in force pays for nothing, and is absent).
+
+    The one answer to "does the voucher pay for this?": check-in refuses what it leaves out
+    (``pays_for``), the scan page offers only what it lists, the kind's description on the
+    elder's page is written from it, and the marketplace's "voucher accepted" badge and
+    filter ask it through the port (``vouchers.ports``). One statement for every kind, kept
+    for the rest of a request (a new version starts tomorrow at the earliest, and a flush of
+    a version forgets it); outside a request it is read each time."""
+    cache = g.setdefault(_SCOPE_CACHE, {}) if has_request_context() else {}
+    if day not in cache:
+        policies = db.session.scalars(
+            sa.select(VoucherPolicy).where(
+                VoucherPolicy.kind.in_(VOUCHER_KINDS),
+                VoucherPolicy.effective_from <= day,
+                sa.or_(VoucherPolicy.effective_to.is_(None), VoucherPolicy.effective_to > day),
+            )
+        ).all()
+        # Two versions of a kind are never in force on one day (refused before a flush).
+        # The versions stay referenced with the answer: a voucher's own version, when it is
+        # one of them and not loaded yet, then comes from the session (``rules_for``,
+        # ``shown_rules``) without a statement.
+        cache[day] = ({p.kind: p.category_set for p in policies}, policies)
+    return cache[day][0]
+
+
+def pays_for(kind: str, category_code: str, day: date) -> bool:
+    """Does a voucher of ``kind`` pay part of a service of this category on ``day``?"""
+    return category_code in scope_on(day).get(kind, frozenset())
 
 
 def rules_for(voucher: Voucher, day: date) -> VoucherPolicy:
@@ -82,6 +116,8 @@ def _refuse_overlapping_versions(session: Session, flush_context, instances) -> 
     ]
     if not changed:
         return
+    if has_request_context():
+        g.pop(_SCOPE_CACHE, None)  # scope_on reads the versions again after this flush
     with session.no_autoflush:
         for kind in {obj.kind for obj in changed}:
             # Rows already in the session come back as the same objects, with the values

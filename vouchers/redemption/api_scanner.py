@@ -31,7 +31,7 @@ from eldercare.errors import InvalidInput, NotFound
 from eldercare.residents import Resident
 from eldercare.timeutil import local_today
 from eldercare.tokens import token_required
-from marketplace import bookings, catalogue
+from marketplace import bookings
 from marketplace.models import Service
 from marketplace.providers import provider_of, staff_record
 from marketplace.staff import staff_may_deliver
@@ -157,9 +157,8 @@ def _scan(voucher: Voucher, use: TokenUse, repeated: bool) -> dict:
     provider = provider_of(g.api_user)
     staff = staff_record(g.api_user)
     today = local_today()
+    services = redemptions.services_paid_for(provider, voucher, today)
     rules = shown_rules(voucher, today)  # the version in force today
-    scope = rules.category_set
-    services = [s for s in catalogue.services_of(provider) if s.active and s.category_code in scope]
     return {
         "scan_id": use.id,
         "repeated": repeated,

@@ -58,7 +58,7 @@ from vouchers.errors import (
 )
 from vouchers.models import Redemption, Voucher, VoucherPolicy
 from vouchers.pool import ledger
-from vouchers.pool.policy import rules_for
+from vouchers.pool.policy import pays_for, rules_for, scope_on
 from vouchers.redemption import pricing
 
 # Services delivered in the elder's home: what a home-service company does, and anything a
@@ -101,6 +101,13 @@ def month_of(day: date) -> date:
 
 def is_home_service(service) -> bool:
     return service.provider.type == "home_service" or service.unit in HOME_UNITS
+
+
+def services_paid_for(provider: Provider, voucher: Voucher, day: date) -> list[Service]:
+    """The provider's active services this voucher pays for on ``day``: what the scan page
+    and the scanner app offer, by the rule ``check_in`` refuses the others with."""
+    scope = scope_on(day).get(voucher.kind, frozenset())
+    return [s for s in catalogue.services_of(provider) if s.active and s.category_code in scope]
 
 
 def usable_problem(voucher: Voucher, today: date) -> str | None:
@@ -224,8 +231,9 @@ def check_in(
     problem = usable_problem(voucher, today)
     if problem:
         raise VoucherNotUsable(problem)
-    rules = rules_for(voucher, today)  # the version in force on the day of the service
-    if service.category_code not in rules.category_set:
+    in_scope = pays_for(voucher.kind, service.category_code, today)  # what the scan page offers
+    rules = rules_for(voucher, today)  # the same version: in force on the day of the service
+    if not in_scope:
         raise OutOfScope()
     require_alive(voucher.resident_id, today)
 

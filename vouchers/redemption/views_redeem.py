@@ -62,7 +62,6 @@ from marketplace import bookings, catalogue
 from marketplace.providers import staff_record
 from vouchers.errors import CardDeclined, CardLocked, GatewayUnavailable, WrongPin
 from vouchers.models import Redemption, TokenUse, Voucher
-from vouchers.pool.policy import shown_rules
 from vouchers.redemption import cards, payments, qr_tokens
 from vouchers.redemption import steps as redemptions
 from vouchers.redemption.gateway import card_payments_enabled
@@ -291,8 +290,7 @@ def _scope_services(provider_id: int, voucher: Voucher) -> list:
     from marketplace.models import Provider
 
     provider = db.session.get(Provider, provider_id)
-    in_scope = shown_rules(voucher, local_today()).category_set  # today's version
-    return [s for s in catalogue.services_of(provider) if s.active and s.category_code in in_scope]
+    return redemptions.services_paid_for(provider, voucher, local_today())
 
 
 def _render_use(use: TokenUse, problem=None, status=200, values=None):
