@@ -228,6 +228,9 @@ def test_a_qr_token_is_fresh_not_cached_and_accepted_once_by_a_scanner(
     by_title = {s["title"]: s for s in scan["services"]}
     assert by_title["社区助餐（午餐）"]["home_service"] is False
     assert by_title["上门助浴"]["home_service"] is True
+    # Where it is delivered, as the provider set it; home_service is derived from it.
+    assert by_title["社区助餐（午餐）"]["delivery_place"] == "provider"
+    assert by_title["上门助浴"]["delivery_place"] == "home"
     assert by_title["上门助浴"]["you_may_deliver"] is True
     assert scan["bookings_today"] == []
     # The same scanner sending it again (a retry) is the same scan...
