@@ -49,6 +49,7 @@ def shape_service_summary(service: Service, covered: bool) -> dict:
         "unit": service.unit,
         "price_fen": service.price_fen,
         "accepts_vouchers": covered,
+        "delivery_place": service.delivery_place,
     }
 
 

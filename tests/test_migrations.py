@@ -206,7 +206,10 @@ def test_0022_makes_todays_guess_of_the_delivery_place_explicit(tmp_path):
         upgrade(revision="0021")
         with db.engine.begin() as conn:
             conn.execute(
-                sa.text("INSERT INTO districts (id, code, name_zh, name_en) VALUES (1, '210102', '和平区', 'Heping')")
+                sa.text(
+                    "INSERT INTO districts (id, code, name_zh, name_en)"
+                    " VALUES (1, '210102', '和平区', 'Heping')"
+                )
             )
             for n, kind in enumerate(("home_service", "community_station", "care_institution")):
                 conn.execute(

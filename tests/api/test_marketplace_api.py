@@ -320,6 +320,7 @@ def _providers_around(market, db_session, centre, count, districts, body):
                     title=f"{code} {i}",
                     unit="visit",
                     price_fen=1000 + i,
+                    delivery_place="home",
                 )
             )
     settle(db_session)

@@ -76,7 +76,9 @@ def market(app_ctx, factory, db_session):
             delivery_place=place,
         )
 
-    w.meals = add(w.station, w.station_admin, "meal_help", "社区助餐（午餐）", 1500, "meal", 20, "provider")
+    w.meals = add(
+        w.station, w.station_admin, "meal_help", "社区助餐（午餐）", 1500, "meal", 20, "provider"
+    )
     w.bath = add(w.station, w.station_admin, "bathing", "上门助浴", 8000)
     w.cleaning = add(w.home, w.home_admin, "cleaning", "居家保洁 2 小时", 12000)
     w.haircut = add(w.home, w.home_admin, "hairdressing", "上门理发", 3000)

@@ -4,6 +4,7 @@ price and the split, cash, card (localstripe, 3-D Secure), the receipt and the r
 
 import re
 from datetime import timedelta
+from html import unescape
 
 import pytest
 import requests
@@ -212,7 +213,7 @@ def test_home_service_refusal_names_the_missing_location_first(shop, login, clie
     page = scanned(client, shop)
     for language, reason in (
         ("en", "A home service needs the phone&#39;s location at check-in."),
-        ("zh-CN", "上门服务签到需要手机定位"),
+        ("zh-CN", "上门服务签到时需要手机位置"),
     ):
         client.environ_base["HTTP_ACCEPT_LANGUAGE"] = language
         response = client.post(f"{page}/check-in", data={"service_id": shop.market.bath.id})
@@ -252,7 +253,7 @@ def test_a_service_at_the_providers_premises_checks_in_without_location(
         re.S,
     )
     assert card is not None
-    assert "At the provider&#39;s premises" in card.group(0)
+    assert "At the provider's premises" in unescape(card.group(0))
     assert "needs the phone" not in card.group(0) and "needs-location" not in card.group(0)
     home = re.search(
         rf'<li[^>]*>(?:(?!</li>).)*?value="{shop.market.bath.id}".*?</li>',
@@ -265,7 +266,7 @@ def test_a_service_at_the_providers_premises_checks_in_without_location(
     redemption = db_session.scalar(sa.select(Redemption))
     assert redemption.service_id == bath.id and redemption.check_in_distance_m is None
     receipt = en.get(response.headers["Location"]).get_data(as_text=True)
-    assert "At the provider&#39;s premises" in receipt
+    assert "At the provider's premises" in unescape(receipt)
 
 
 def test_home_service_too_far_from_home_is_refused(shop, en, login, db_session):
