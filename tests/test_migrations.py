@@ -1,3 +1,5 @@
+from contextlib import contextmanager
+
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -5,6 +7,7 @@ from flask_migrate import downgrade, upgrade
 
 from eldercare import create_app
 from eldercare.db import db
+from tests.conftest import ON_POSTGRES, fresh_postgres_database
 
 
 def test_models_and_migrations_agree(app):
@@ -192,7 +195,21 @@ def test_0022_makes_todays_guess_of_the_delivery_place_explicit(tmp_path):
     """Each service gets the place the check-in rule guessed until now: a home-service
     company's services and anything sold by the visit or the hour are home visits; the
     rest happen at the station, or in the care institution."""
-    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/m.db"})
+    with _empty_database(tmp_path) as url:
+        _check_0022_backfill(create_app({"SQLALCHEMY_DATABASE_URI": url}))
+
+
+@contextmanager
+def _empty_database(tmp_path):
+    """A database of its own: on the PostgreSQL server when the suite runs there."""
+    if ON_POSTGRES:
+        with fresh_postgres_database("migration_0022") as url:
+            yield url
+    else:
+        yield f"sqlite:///{tmp_path}/m.db"
+
+
+def _check_0022_backfill(app):
     expected = {
         ("home_service", "meal"): "home",
         ("community_station", "visit"): "home",
@@ -228,10 +245,16 @@ def test_0022_makes_todays_guess_of_the_delivery_place_explicit(tmp_path):
                     sa.text(
                         "INSERT INTO services (id, provider_id, category_code, title,"
                         " description, unit, price_fen, capacity_per_slot, active, created_at)"
-                        " VALUES (:id, :provider, 'meal_help', :title, '', :unit, 100, 1, 1,"
+                        " VALUES (:id, :provider, 'meal_help', :title, '', :unit, 100, 1, :active,"
                         " '2026-01-01')"
                     ),
-                    {"id": n + 1, "provider": ids[kind], "title": f"{kind} {unit}", "unit": unit},
+                    {
+                        "id": n + 1,
+                        "provider": ids[kind],
+                        "title": f"{kind} {unit}",
+                        "unit": unit,
+                        "active": True,
+                    },
                 )
         upgrade(revision="0022")
         with db.engine.connect() as conn:
