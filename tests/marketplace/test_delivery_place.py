@@ -4,6 +4,8 @@ service needs the phone's location at check-in (tests/vouchers/test_views_redeem
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import sqlalchemy as sa
 
@@ -144,3 +146,13 @@ def test_the_public_service_page_says_where(client, market):
     assert "上门服务" in page
     page = text(client.get(f"/marketplace/services/{market.meals.id}", headers=ZH))
     assert "到店服务" in page
+
+
+def test_a_refused_place_keeps_the_cards_price_shown(client, login, market):
+    login(market.station_admin)
+    url = f"/marketplace/provider/services/{market.bath.id}/place"
+    refused = client.post(url, data={"delivery_place": "moon"}, headers=EN)
+    card = re.search(
+        rf'id="service-{market.bath.id}".*?</li>', refused.get_data(as_text=True), flags=re.S
+    ).group(0)
+    assert 'value="80"' in card  # the price field still shows the price
