@@ -203,6 +203,7 @@ def _seed_providers(count: int) -> None:
                     title="t",
                     unit="visit",
                     price_fen=1000 + i % 50 * 100,
+                    delivery_place="home",
                 )
             )
     db.session.commit()

@@ -148,6 +148,7 @@ def seed(count: int, rng: random.Random) -> None:
                     "title": f"{category} {provider_id}",
                     "description": "",
                     "unit": "visit",
+                    "delivery_place": "home",
                     "price_fen": rng.randrange(10, 200) * 100,
                     "capacity_per_slot": 2,
                     "active": rng.random() > 0.05,

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from flask import Flask, current_app, jsonify, render_template, request
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_babel.speaklater import LazyString
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
@@ -74,6 +75,21 @@ class TooManyRequests(DomainError):
     default_message = _l("Too many attempts; please wait a moment and try again.")
 
 
+def leading_message(error: DomainError) -> Any:
+    """What to say first about ``error``. A refusal raised with only its class's generic
+    message ("some of the information entered is not valid") but a single reason in its
+    details leads with that reason: the reader learns at once what to do ("a home service
+    needs the phone's location"), not that something somewhere is wrong. Details that are
+    codes or values, not sentences for people, are not reasons (only lazy translations are,
+    as in ``eldercare.forms.field_errors``)."""
+    if error.message is not type(error).default_message:
+        return error.message
+    reasons = list(
+        dict.fromkeys(str(v) for v in (error.details or {}).values() if isinstance(v, LazyString))
+    )
+    return reasons[0] if len(reasons) == 1 else error.message
+
+
 _HTTP_MESSAGES = {
     400: ("bad_request", _l("The request could not be understood.")),
     401: ("authentication_required", _l("Please sign in first.")),
@@ -125,7 +141,7 @@ def error_response(
 
 
 def _handle_domain_error(error: DomainError):
-    return error_response(error.status, error.code, error.message, error.details)
+    return error_response(error.status, error.code, leading_message(error), error.details)
 
 
 def _handle_csrf_error(error: CSRFError):

@@ -18,7 +18,7 @@ from flask_babel import lazy_gettext as _l
 from flask_babel.speaklater import LazyString
 
 from eldercare.db import ROW_ID_MAX
-from eldercare.errors import DomainError
+from eldercare.errors import DomainError, leading_message
 from eldercare.timeutil import in_date_range
 
 _YUAN = re.compile(r"^\d{1,7}(\.\d{1,2})?$")
@@ -162,7 +162,10 @@ def problem_from(
     ``extra`` adds messages about input that could not be read."""
     placed, other = field_errors(error, fields, message_fields=message_fields)
     placed.update(extra or {})
-    return {"message": str(error.message), "fields": placed, "other": other if others else []}
+    # Input that could not even be read is a second problem: then no single reason leads.
+    message = str(error.message if extra else leading_message(error))
+    other = [m for m in other if m != message] if others else []
+    return {"message": message, "fields": placed, "other": other}
 
 
 def input_problem(errors: FormErrors) -> dict:

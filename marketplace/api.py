@@ -51,6 +51,7 @@ def shape_service_summary(service: Service, kinds: tuple[str, ...]) -> dict:
         "price_fen": service.price_fen,
         "accepts_vouchers": bool(kinds),
         "voucher_kinds": list(kinds),
+        "delivery_place": service.delivery_place,
     }
 
 

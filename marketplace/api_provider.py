@@ -23,6 +23,7 @@ from marketplace.models import Booking, Service
 from marketplace.providers import provider_of
 from marketplace.schemas import (
     MarketplaceBedsSchema,
+    MarketplaceDeliveryPlaceSchema,
     MarketplaceNewServiceSchema,
     MarketplaceOwnServiceSchema,
     MarketplacePriceChangeSchema,
@@ -189,6 +190,7 @@ def add_own_service(body):
             price_fen=body["price_fen"],
             capacity_per_slot=body["capacity_per_slot"],
             districts=list(districts),
+            delivery_place=body["delivery_place"],
         )
     except InvalidInput as error:
         raise rename_details(error, _SERVICE_FIELDS) from None
@@ -206,6 +208,20 @@ def change_own_price(body, service_id):
     in the history."""
     service = _own_service(service_id)
     catalogue.change_price(service, body["price_fen"], actor=g.api_user)
+    return _own_services([service])[0]
+
+
+@blp.post("/provider/services/<int:service_id>/delivery-place")
+@token_required("providers:write")
+@blp.doc(security=BEARER)
+@blp.arguments(MarketplaceDeliveryPlaceSchema)
+@blp.response(200, MarketplaceOwnServiceSchema)
+@error_responses(blp, 401, 403, 404, 422)
+def set_own_delivery_place(body, service_id):
+    """Where the service is delivered from now on: ``home`` (check-in needs the phone's
+    location near the elder's home), ``provider`` or ``institution`` (no location needed)."""
+    service = _own_service(service_id)
+    catalogue.set_delivery_place(service, body["delivery_place"], actor=g.api_user)
     return _own_services([service])[0]
 
 

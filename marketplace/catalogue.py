@@ -14,6 +14,7 @@ from eldercare.errors import InvalidInput, NotFound
 from eldercare.residents import District
 from eldercare.timeutil import now_utc
 from marketplace.models import (
+    DELIVERY_PLACES,
     MAX_PRICE_FEN,
     UNITS,
     Provider,
@@ -34,6 +35,15 @@ def _price_problem(price_fen) -> str | None:
     return None
 
 
+def _place_problem(delivery_place) -> str | None:
+    if delivery_place not in DELIVERY_PLACES:
+        return _l(
+            "Choose where the service is delivered: in the elder's home, at your premises "
+            "or in a care institution."
+        )
+    return None
+
+
 def add_service(
     provider: Provider,
     *,
@@ -45,6 +55,7 @@ def add_service(
     price_fen: int,
     capacity_per_slot: int,
     districts: list[District],
+    delivery_place: str,
 ) -> Service:
     errors: dict = {}
     category = db.session.get(ServiceCategory, category_code or "")
@@ -58,6 +69,8 @@ def add_service(
         errors["unit"] = _l("Choose the unit the price is for.")
     if problem := _price_problem(price_fen):
         errors["price_fen"] = problem
+    if problem := _place_problem(delivery_place):
+        errors["delivery_place"] = problem
     if (
         isinstance(capacity_per_slot, bool)
         or not isinstance(capacity_per_slot, int)
@@ -78,6 +91,7 @@ def add_service(
         unit=unit,
         price_fen=price_fen,
         capacity_per_slot=capacity_per_slot,
+        delivery_place=delivery_place,
     )
     service.districts = list(districts)
     db.session.add(service)
@@ -94,9 +108,31 @@ def add_service(
         "service.create",
         service,
         district_id=provider.district_id,
-        after={"title": service.title, "category": category.code, "price_fen": price_fen},
+        after={
+            "title": service.title,
+            "category": category.code,
+            "price_fen": price_fen,
+            "delivery_place": delivery_place,
+        },
     )
     return service
+
+
+def set_delivery_place(service: Service, delivery_place: str, *, actor: User) -> None:
+    """Where the service is delivered from now on; check-ins already made keep theirs."""
+    if problem := _place_problem(delivery_place):
+        raise InvalidInput(details={"delivery_place": problem})
+    if delivery_place == service.delivery_place:
+        return
+    before = service.delivery_place
+    service.delivery_place = delivery_place
+    audit.record(
+        "service.delivery_place",
+        service,
+        actor=actor,
+        before={"delivery_place": before},
+        after={"delivery_place": delivery_place},
+    )
 
 
 def change_price(service: Service, price_fen: int, *, actor: User) -> None:

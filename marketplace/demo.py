@@ -26,7 +26,7 @@ DAYTIME = {day: [["08:00", "18:00"]] for day in WEEK}
 ALWAYS = {day: [["00:00", "23:59"]] for day in WEEK}
 
 # (admin username, name, type, district, address, lat, lng, org-code body, hours, beds,
-#  [(category, title, unit, price in fen, places per slot)], approved)
+#  [(category, title, unit, price in fen, places per slot, where it is delivered)], approved)
 PROVIDERS = [
     (
         "provider.admin",
@@ -40,10 +40,10 @@ PROVIDERS = [
         DAYTIME,
         None,
         [
-            ("meal_help", "社区助餐（午餐两荤一素）", "meal", 1500, 40),
-            ("bathing", "助浴（站内浴室，护理员协助）", "visit", 6000, 2),
-            ("day_care", "日间照料（含午餐、午休）", "day", 8000, 15),
-            ("companionship", "陪伴聊天、读报", "hour", 3000, 3),
+            ("meal_help", "社区助餐（午餐两荤一素）", "meal", 1500, 40, "provider"),
+            ("bathing", "助浴（站内浴室，护理员协助）", "visit", 6000, 2, "provider"),
+            ("day_care", "日间照料（含午餐、午休）", "day", 8000, 15, "provider"),
+            ("companionship", "陪伴聊天、读报", "hour", 3000, 3, "home"),
         ],
         True,
     ),
@@ -59,13 +59,13 @@ PROVIDERS = [
         DAYTIME,
         None,
         [
-            ("cleaning", "居家保洁（2 小时）", "visit", 12000, 4),
-            ("mobility_help", "助行：陪同外出、上下楼", "hour", 5000, 4),
-            ("emergency_help", "助急：紧急呼叫上门", "visit", 8000, 6),
-            ("medical_help", "助医：陪同就医、取药", "visit", 9000, 4),
-            ("rehab_nursing", "康复护理（上门）", "hour", 15000, 2),
-            ("hairdressing", "上门理发", "visit", 3000, 2),
-            ("home_repair", "居家适老化小修", "visit", 10000, 2),
+            ("cleaning", "居家保洁（2 小时）", "visit", 12000, 4, "home"),
+            ("mobility_help", "助行：陪同外出、上下楼", "hour", 5000, 4, "home"),
+            ("emergency_help", "助急：紧急呼叫上门", "visit", 8000, 6, "home"),
+            ("medical_help", "助医：陪同就医、取药", "visit", 9000, 4, "home"),
+            ("rehab_nursing", "康复护理（上门）", "hour", 15000, 2, "home"),
+            ("hairdressing", "上门理发", "visit", 3000, 2, "home"),
+            ("home_repair", "居家适老化小修", "visit", 10000, 2, "home"),
         ],
         True,
     ),
@@ -81,9 +81,9 @@ PROVIDERS = [
         ALWAYS,
         120,
         [
-            ("long_term_stay", "长期入住（双人间，含餐）", "month", 350000, 10),
-            ("respite_stay", "短期托养（喘息服务）", "day", 18000, 5),
-            ("meal_help", "院内助餐（对外开放）", "meal", 1800, 30),
+            ("long_term_stay", "长期入住（双人间，含餐）", "month", 350000, 10, "institution"),
+            ("respite_stay", "短期托养（喘息服务）", "day", 18000, 5, "institution"),
+            ("meal_help", "院内助餐（对外开放）", "meal", 1800, 30, "institution"),
         ],
         True,
     ),
@@ -99,9 +99,9 @@ PROVIDERS = [
         DAYTIME,
         None,
         [
-            ("meal_help", "社区食堂助餐", "meal", 1200, 60),
-            ("day_care", "日间托养", "day", 7000, 20),
-            ("bathing", "助浴", "visit", 5500, 2),
+            ("meal_help", "社区食堂助餐", "meal", 1200, 60, "provider"),
+            ("day_care", "日间托养", "day", 7000, 20, "provider"),
+            ("bathing", "助浴", "visit", 5500, 2, "provider"),
         ],
         True,
     ),
@@ -117,9 +117,9 @@ PROVIDERS = [
         ALWAYS,
         200,
         [
-            ("long_term_stay", "长期入住（护理型床位）", "month", 420000, 20),
-            ("respite_stay", "短期托养", "day", 20000, 6),
-            ("rehab_nursing", "院内康复训练", "hour", 12000, 4),
+            ("long_term_stay", "长期入住（护理型床位）", "month", 420000, 20, "institution"),
+            ("respite_stay", "短期托养", "day", 20000, 6, "institution"),
+            ("rehab_nursing", "院内康复训练", "hour", 12000, 4, "institution"),
         ],
         True,
     ),
@@ -135,8 +135,8 @@ PROVIDERS = [
         DAYTIME,
         None,
         [
-            ("cleaning", "居家保洁", "visit", 10000, 4),
-            ("meal_help", "送餐上门", "meal", 2000, 30),
+            ("cleaning", "居家保洁", "visit", 10000, 4, "home"),
+            ("meal_help", "送餐上门", "meal", 2000, 30, "home"),
         ],
         True,
     ),
@@ -152,9 +152,9 @@ PROVIDERS = [
         DAYTIME,
         None,
         [
-            ("meal_help", "老年餐桌（午餐）", "meal", 1300, 50),
-            ("day_care", "日间照料", "day", 7500, 15),
-            ("emergency_help", "助急：一键呼叫响应", "visit", 5000, 4),
+            ("meal_help", "老年餐桌（午餐）", "meal", 1300, 50, "provider"),
+            ("day_care", "日间照料", "day", 7500, 15, "provider"),
+            ("emergency_help", "助急：一键呼叫响应", "visit", 5000, 4, "home"),
         ],
         True,
     ),
@@ -230,7 +230,7 @@ def _ensure_provider(number: int, spec, today) -> Provider:
     # stored and audited as uploads are.
     give_required_documents(provider, uploader=admin)
     providers.approve(provider, today=today, approver=_account("bureau.approver"))
-    for category, title, unit, price, places in services:
+    for category, title, unit, price, places, where in services:
         catalogue.add_service(
             provider,
             actor=admin,
@@ -241,6 +241,7 @@ def _ensure_provider(number: int, spec, today) -> Provider:
             price_fen=price,
             capacity_per_slot=places,
             districts=served,
+            delivery_place=where,
         )
     return provider
 

@@ -36,6 +36,17 @@ UNIT_LABELS = {
     "month": _l("per month"),
     "meal": _l("per meal"),
 }
+# Where a service is delivered, as staff, elders and the provider read it (上门 / 到店 / 机构内).
+DELIVERY_PLACE_LABELS = {
+    "home": _l("Home visit"),
+    "provider": _l("At the provider's premises"),
+    "institution": _l("In the care institution"),
+}
+DELIVERY_PLACE_HINTS = {
+    "home": _l("in the elder's home; check-in needs the phone's location near the home"),
+    "provider": _l("the elder comes to your station, canteen or bathroom"),
+    "institution": _l("inside the care institution, for its residents"),
+}
 WEEKDAY_LABELS = {
     "mon": _l("Monday"),
     "tue": _l("Tuesday"),

@@ -18,6 +18,11 @@ PROVIDER_TYPES = ("care_institution", "community_station", "home_service")
 PROVIDER_STATUSES = ("applied", "active", "rejected", "suspended", "revoked")
 DOCUMENT_KINDS = ("business_licence", "institution_registration", "fire_safety", "other")
 UNITS = ("visit", "hour", "day", "month", "meal")
+# Where a service is delivered, as its provider says: in the elder's home (a home visit, checked
+# in by the phone's location near the home), at the provider's own premises (a station's
+# canteen or bathroom), or inside a care institution. Only "home" is a home visit.
+DELIVERY_PLACES = ("home", "provider", "institution")
+HOME = "home"
 BOOKING_STATUSES = ("requested", "accepted", "declined", "cancelled", "completed")
 COMPLAINT_STATUSES = ("received", "investigating", "upheld", "dismissed")
 MAX_PRICE_FEN = 5_000_000  # 50,000 yuan: above a month in the dearest care home; catches typos
@@ -178,6 +183,7 @@ class Service(Base):
         sa.CheckConstraint(_in("unit", UNITS), name="known_unit"),
         sa.CheckConstraint(f"price_fen > 0 AND price_fen <= {MAX_PRICE_FEN}", name="price"),
         sa.CheckConstraint("capacity_per_slot >= 1", name="capacity"),
+        sa.CheckConstraint(_in("delivery_place", DELIVERY_PLACES), name="known_delivery_place"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -190,12 +196,20 @@ class Service(Base):
     price_fen: Mapped[int] = mapped_column(sa.BigInteger)
     # How many bookings one time slot can take.
     capacity_per_slot: Mapped[int] = mapped_column(default=1)
+    # One of DELIVERY_PLACES, chosen by the provider; decides whether check-in needs the
+    # phone's location near the elder's home.
+    delivery_place: Mapped[str] = mapped_column(sa.String(16))
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
 
     provider: Mapped[Provider] = relationship()
     category: Mapped[ServiceCategory] = relationship(lazy="joined")
     districts: Mapped[list[District]] = relationship(secondary=service_districts)
+
+    @property
+    def is_home_visit(self) -> bool:
+        """Delivered in the elder's home: check-in needs the phone near it."""
+        return self.delivery_place == HOME
 
 
 class ServicePrice(Base):

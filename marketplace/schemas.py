@@ -31,6 +31,7 @@ from marketplace.catalogue import MAX_BEDS, MAX_CAPACITY
 from marketplace.models import (
     BOOKING_STATUSES,
     COMPLAINT_STATUSES,
+    DELIVERY_PLACES,
     MAX_PRICE_FEN,
     PROVIDER_TYPES,
     UNITS,
@@ -43,6 +44,15 @@ _OFF_THE_MAP = _l(
 
 _DISTRICT = {"description": "district code (GB/T 2260)"}
 _LOCAL_TIME = {"description": "ISO 8601, in Asia/Shanghai (+08:00)"}
+_DELIVERY_PLACE = {
+    "description": "where it is delivered: home (a home visit; check-in needs the phone's "
+    "location near the elder's home), provider (at the provider's premises) or institution "
+    "(inside a care institution)"
+}
+_PLACE_ERROR = _l(
+    "Choose where the service is delivered: in the elder's home, at your premises "
+    "or in a care institution."
+)
 
 
 # --- reference data -------------------------------------------------------------------
@@ -102,6 +112,9 @@ class MarketplaceServiceSummarySchema(ma.Schema):
         fields.String(),
         required=True,
         metadata={"description": "the voucher kinds whose policy in force today pays part of it"},
+    )
+    delivery_place = fields.String(
+        required=True, validate=validate.OneOf(DELIVERY_PLACES), metadata=_DELIVERY_PLACE
     )
 
 
@@ -416,6 +429,19 @@ class MarketplaceNewServiceSchema(ma.Schema):
             "description": "codes of districts your provider serves: 422 naming districts "
             "for any other"
         },
+    )
+    delivery_place = fields.String(
+        required=True,
+        validate=validate.OneOf(DELIVERY_PLACES, error=_PLACE_ERROR),
+        metadata=_DELIVERY_PLACE,
+    )
+
+
+class MarketplaceDeliveryPlaceSchema(ma.Schema):
+    delivery_place = fields.String(
+        required=True,
+        validate=validate.OneOf(DELIVERY_PLACES, error=_PLACE_ERROR),
+        metadata=_DELIVERY_PLACE,
     )
 
 

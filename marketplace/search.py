@@ -55,6 +55,7 @@ class FoundService:
     category: ServiceCategory
     unit: str
     price_fen: int
+    delivery_place: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +250,7 @@ def search_services(
             Provider.opening_hours_json,
             sa.select(sa.func.avg(Review.rating)).where(review_of_provider).scalar_subquery(),
             sa.select(sa.func.count(Review.id)).where(review_of_provider).scalar_subquery(),
+            Service.delivery_place,
         )
         .join(Provider, Service.provider_id == Provider.id)
         .join(District, Provider.district_id == District.id)
@@ -326,6 +328,7 @@ def search_services(
                 category=categories[row[2]],
                 unit=row[3],
                 price_fen=row[4],
+                delivery_place=row[16],
             ),
             provider=FoundProvider(
                 id=row[5],

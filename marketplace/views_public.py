@@ -24,7 +24,12 @@ from eldercare.forms import fen_from_yuan, whole_number, yuan, yuan_input
 from eldercare.i18n import current_locale
 from eldercare.residents import District, Resident
 from eldercare.timeutil import local_today, now_utc
-from marketplace.forms import PROVIDER_TYPE_LABELS, UNIT_LABELS, WEEKDAY_LABELS
+from marketplace.forms import (
+    DELIVERY_PLACE_LABELS,
+    PROVIDER_TYPE_LABELS,
+    UNIT_LABELS,
+    WEEKDAY_LABELS,
+)
 from marketplace.models import Provider, ServiceCategory
 from marketplace.providers import WEEKDAYS
 from marketplace.search import (
@@ -152,6 +157,7 @@ def page_words() -> dict:
         "district_name": district_name,
         "hours_rows": hours_rows,
         "PROVIDER_TYPE_LABELS": PROVIDER_TYPE_LABELS,
+        "DELIVERY_PLACE_LABELS": DELIVERY_PLACE_LABELS,
     }
 
 

@@ -19,8 +19,13 @@ from eldercare.errors import DomainError, NotFound
 from eldercare.forms import fen_from_yuan, problem_from, whole_number, yuan
 from eldercare.timeutil import local_today
 from marketplace import catalogue
-from marketplace.forms import UNIT_LABELS, districts_by_ids
-from marketplace.models import UNITS, Provider, Service, ServiceCategory
+from marketplace.forms import (
+    DELIVERY_PLACE_HINTS,
+    DELIVERY_PLACE_LABELS,
+    UNIT_LABELS,
+    districts_by_ids,
+)
+from marketplace.models import DELIVERY_PLACES, UNITS, Provider, Service, ServiceCategory
 from marketplace.providers import administers_a_provider, provider_of
 from marketplace.views import bp
 from marketplace.views_public import category_name, district_name, page_words
@@ -33,6 +38,7 @@ SERVICE_FIELDS = (
     "price",
     "capacity_per_slot",
     "districts",
+    "delivery_place",
 )
 # The catalogue's names for what the form calls otherwise.
 _RENAMED = {"price_fen": "price"}
@@ -70,6 +76,10 @@ def _render(provider: Provider, status: int = 200, problem=None, target=None, fo
         district_choices=[(d.id, district_name(d)) for d in provider.service_districts],
         today=local_today(),
         units=[(unit, UNIT_LABELS[unit]) for unit in UNITS],
+        places=[
+            (place, f"{DELIVERY_PLACE_LABELS[place]} ({DELIVERY_PLACE_HINTS[place]})")
+            for place in DELIVERY_PLACES
+        ],
         problem=problem,
         target=target,
         form=form or {},
@@ -95,6 +105,7 @@ def provider_services():
             price_fen=fen_from_yuan(form.get("price")),
             capacity_per_slot=whole_number(form.get("capacity_per_slot")),
             districts=districts_by_ids(form.getlist("districts")),
+            delivery_place=form.get("delivery_place", ""),
         )
     except DomainError as error:
         db.session.rollback()
@@ -119,6 +130,31 @@ def provider_service_price(service_id: int):
             "The price of “%(title)s” is now %(price)s; bookings already made keep their price.",
             title=service.title,
             price=yuan(service.price_fen),
+        ),
+        "success",
+    )
+    return redirect(url_for(".provider_services") + f"#service-{service.id}")
+
+
+@bp.post("/provider/services/<int:service_id>/place")
+@login_required
+def provider_service_place(service_id: int):
+    provider = provider_of(current_user, admin=True)
+    service = _own_service(provider, service_id)
+    try:
+        catalogue.set_delivery_place(
+            service, request.form.get("delivery_place", ""), actor=current_user
+        )
+    except DomainError as error:
+        db.session.rollback()
+        return _render(
+            provider, 422, _problem(error, ("delivery_place",)), service_id, request.form
+        )
+    flash(
+        _(
+            "“%(title)s” is now delivered: %(place)s.",
+            title=service.title,
+            place=DELIVERY_PLACE_LABELS[service.delivery_place],
         ),
         "success",
     )

@@ -306,6 +306,7 @@ def url_for_rule(rule: str, endpoint: str, ids: dict) -> str:
 _BODIES = {
     "marketplace_api.set_own_service_active": {"active": True},
     "marketplace_api.change_own_price": {"price_fen": 1234},
+    "marketplace_api.set_own_delivery_place": {"delivery_place": "provider"},
     "marketplace_api.set_own_beds": {"beds_total": 10, "beds_free": 5},
     "account-links.refuse": {"reason": "材料不符"},
     "account-links.ask": {"id_number": "{id_number}", "name": "王秀英", "relationship": "child"},

@@ -7,7 +7,7 @@ from datetime import date
 import pytest
 from flask_babel import lazy_gettext as _l
 
-from eldercare.errors import InvalidInput
+from eldercare.errors import InvalidInput, leading_message
 from eldercare.forms import (
     FormErrors,
     fen_from_yuan,
@@ -119,3 +119,24 @@ def test_unreadable_input_is_a_problem_of_its_own(app_ctx):
     problem = input_problem(errors)
     assert problem["fields"] == {"date": "Enter a date."} and problem["other"] == []
     assert problem["message"]
+
+
+def test_a_single_reason_leads_instead_of_the_generic_message(app_ctx):
+    """Issue 14 item 3: "a home service needs the phone's location" first, not "some of the
+    information entered is not valid"."""
+    reason = _l("A home service needs the phone's location at check-in.")
+    problem = problem_from(InvalidInput(details={"location": reason, "code": "x"}), ("location",))
+    assert problem["message"] == str(reason)
+    assert problem["fields"] == {"location": str(reason)}
+    # Not placed by the form: it leads, and is not said a second time below it.
+    alone = problem_from(InvalidInput(details={"location": reason}), ())
+    assert (alone["message"], alone["other"]) == (str(reason), [])
+    # Two reasons, a message of its own, or input that could not be read: no single reason.
+    two = InvalidInput(details={"a": _l("Enter a name."), "b": _l("Bad hours.")})
+    assert leading_message(two) is two.message
+    own = InvalidInput(_l("Unknown diagnosis code."), details={"diagnoses": _l("Bad hours.")})
+    assert leading_message(own) is own.message
+    with_extra = problem_from(
+        InvalidInput(details={"location": reason}), ("location",), extra=FormErrors(x="Bad.")
+    )
+    assert with_extra["message"] == str(InvalidInput.default_message)

@@ -1,3 +1,5 @@
+from contextlib import contextmanager
+
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -5,6 +7,7 @@ from flask_migrate import downgrade, upgrade
 
 from eldercare import create_app
 from eldercare.db import db
+from tests.conftest import ON_POSTGRES, fresh_postgres_database
 
 
 def test_models_and_migrations_agree(app):
@@ -185,4 +188,79 @@ def test_0019_downgrade_restores_0017s_statement_freeze(tmp_path):
         downgrade(revision="0018")
         with db.engine.connect() as conn:
             assert dict(conn.execute(triggers).all()) == at_0018
+        db.engine.dispose()
+
+
+def test_0022_makes_todays_guess_of_the_delivery_place_explicit(tmp_path):
+    """Each service gets the place the check-in rule guessed until now: a home-service
+    company's services and anything sold by the visit or the hour are home visits; the
+    rest happen at the station, or in the care institution."""
+    with _empty_database(tmp_path) as url:
+        _check_0022_backfill(create_app({"SQLALCHEMY_DATABASE_URI": url}))
+
+
+@contextmanager
+def _empty_database(tmp_path):
+    """A database of its own: on the PostgreSQL server when the suite runs there."""
+    if ON_POSTGRES:
+        with fresh_postgres_database("migration_0022") as url:
+            yield url
+    else:
+        yield f"sqlite:///{tmp_path}/m.db"
+
+
+def _check_0022_backfill(app):
+    expected = {
+        ("home_service", "meal"): "home",
+        ("community_station", "visit"): "home",
+        ("community_station", "hour"): "home",
+        ("community_station", "meal"): "provider",
+        ("community_station", "day"): "provider",
+        ("care_institution", "month"): "institution",
+        ("care_institution", "hour"): "home",
+    }
+    with app.app_context():
+        upgrade(revision="0021")
+        with db.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO districts (id, code, name_zh, name_en)"
+                    " VALUES (1, '210102', '和平区', 'Heping')"
+                )
+            )
+            for n, kind in enumerate(("home_service", "community_station", "care_institution")):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO providers (id, name, credit_code, type, status, district_id,"
+                        " address, latitude, longitude, contact_name, contact_phone,"
+                        " bank_account_name, bank_name, bank_account_number,"
+                        " created_at) VALUES (:id, :name, :code, :type, 'active', 1, 'a',"
+                        " 41.7, 123.4, 'c', '1', 'n', 'b', '1', '2026-01-01')"
+                    ),
+                    {"id": n + 1, "name": kind, "code": f"52210102{n:010d}", "type": kind},
+                )
+            ids = {"home_service": 1, "community_station": 2, "care_institution": 3}
+            for n, (kind, unit) in enumerate(expected):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO services (id, provider_id, category_code, title,"
+                        " description, unit, price_fen, capacity_per_slot, active, created_at)"
+                        " VALUES (:id, :provider, 'meal_help', :title, '', :unit, 100, 1, :active,"
+                        " '2026-01-01')"
+                    ),
+                    {
+                        "id": n + 1,
+                        "provider": ids[kind],
+                        "title": f"{kind} {unit}",
+                        "unit": unit,
+                        "active": True,
+                    },
+                )
+        upgrade(revision="0022")
+        with db.engine.connect() as conn:
+            places = dict(conn.execute(sa.text("SELECT title, delivery_place FROM services")).all())
+        assert places == {f"{kind} {unit}": place for (kind, unit), place in expected.items()}
+        downgrade(revision="0021")
+        columns = {c["name"] for c in sa.inspect(db.engine).get_columns("services")}
+        assert "delivery_place" not in columns
         db.engine.dispose()

@@ -80,6 +80,7 @@ def shape_service(service) -> dict:
         "title": service.title,
         "category": service.category_code,
         "unit": service.unit,
+        "delivery_place": service.delivery_place,
     }
 
 

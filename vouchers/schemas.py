@@ -25,6 +25,7 @@ from eldercare.api_fields import (
 )
 from eldercare.api_fields import month as month_field
 from eldercare.db import ROW_ID_MAX
+from marketplace.models import DELIVERY_PLACES
 from vouchers.models import PAYMENT_METHODS, REDEMPTION_STATUSES, VOUCHER_KINDS, VOUCHER_STATUSES
 from vouchers.redemption.pricing import MAX_QUANTITY
 
@@ -78,6 +79,15 @@ class VouchersServiceSchema(ma.Schema):
     title = fields.String(required=True)
     category = fields.String(required=True, metadata={"description": "category code"})
     unit = fields.String(required=True)
+    delivery_place = fields.String(
+        required=True,
+        validate=validate.OneOf(DELIVERY_PLACES),
+        metadata={
+            "description": "where it is delivered, as the provider set it: home (a home "
+            "visit: check-in needs the phone's location near the elder's home), provider "
+            "(at the provider's premises) or institution"
+        },
+    )
 
 
 class _RedemptionBase(ma.Schema):
@@ -169,7 +179,11 @@ class VouchersScanElderSchema(ma.Schema):
 class VouchersScanServiceSchema(VouchersServiceSchema):
     price_fen = fields.Integer(required=True, metadata={"description": "the listed price now"})
     home_service = fields.Boolean(
-        required=True, metadata={"description": "check-in needs the phone's location"}
+        required=True,
+        metadata={
+            "description": "delivery_place is home: check-in needs the phone's location "
+            "(kept for older scanner apps)"
+        },
     )
     you_may_deliver = fields.Boolean(
         required=True,

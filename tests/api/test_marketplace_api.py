@@ -320,6 +320,7 @@ def _providers_around(market, db_session, centre, count, districts, body):
                     title=f"{code} {i}",
                     unit="visit",
                     price_fen=1000 + i,
+                    delivery_place="home",
                 )
             )
     settle(db_session)
@@ -752,10 +753,12 @@ def test_a_provider_adds_and_withdraws_a_service(api, market, token, db_session)
         "price_fen": 1800,
         "capacity_per_slot": 10,
         "districts": ["210102"],
+        "delivery_place": "provider",
     }
     response = api.post("/api/v1/provider/services", secret, json=body)
     assert response.status_code == 201, response.get_json()
     created = response.get_json()
+    assert created["delivery_place"] == "provider"
     assert created["districts"] == ["210102"] and created["active"] is True
     assert [p["price_fen"] for p in created["prices"]] == [1800]
     stored = db_session.get(Service, created["id"])
@@ -783,6 +786,8 @@ def test_a_provider_adds_and_withdraws_a_service(api, market, token, db_session)
         ({"unit": "week"}, ("json", "unit")),
         ({"capacity_per_slot": "10"}, ("json", "capacity_per_slot")),
         ({"price_fen": 18.5}, ("json", "price_fen")),
+        ({"delivery_place": "moon"}, ("json", "delivery_place")),
+        ({"delivery_place": None}, ("json", "delivery_place")),
     ],
 )
 def test_a_bad_new_service_is_refused_and_nothing_saved(
@@ -795,6 +800,7 @@ def test_a_bad_new_service_is_refused_and_nothing_saved(
         "unit": "meal",
         "price_fen": 1800,
         "districts": ["210102"],
+        "delivery_place": "provider",
     }
     before = count(db_session, Service)
     response = api.post("/api/v1/provider/services", secret, json=body | change)
@@ -804,6 +810,23 @@ def test_a_bad_new_service_is_refused_and_nothing_saved(
         details = details[key]
     assert details
     assert count(db_session, Service) == before
+
+
+def test_a_provider_sets_where_a_service_is_delivered(api, market, token, db_session):
+    secret = token(market.station_admin, ["providers:write"])
+    listed = {s["id"]: s for s in api.get("/api/v1/provider/services", secret).get_json()}
+    assert listed[market.bath.id]["delivery_place"] == "home"
+    url = f"/api/v1/provider/services/{market.bath.id}/delivery-place"
+    refused = api.post(url, secret, json={"delivery_place": "moon"})
+    assert refused.status_code == 422
+    assert "delivery_place" in refused.get_json()["error"]["details"]["json"]
+    assert db_session.get(Service, market.bath.id).delivery_place == "home"
+    changed = api.post(url, secret, json={"delivery_place": "provider"})
+    assert changed.status_code == 200 and changed.get_json()["delivery_place"] == "provider"
+    public = api.get(f"/api/v1/services/{market.bath.id}", token(market.elder_user)).get_json()
+    assert public["delivery_place"] == "provider"
+    other = f"/api/v1/provider/services/{market.haircut.id}/delivery-place"
+    assert api.post(other, secret, json={"delivery_place": "provider"}).status_code == 404
 
 
 def test_beds_of_a_care_institution(api, market, token, db_session):

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from openapi_spec_validator import validate
 
 from eldercare.tokens import issue_token
+from marketplace import catalogue
 from tests.marketplace.conftest import ELDER_HOME
 from tests.vouchers import conftest as voucher_fixtures
 from tests.vouchers.helpers import give_voucher
@@ -228,6 +229,9 @@ def test_a_qr_token_is_fresh_not_cached_and_accepted_once_by_a_scanner(
     by_title = {s["title"]: s for s in scan["services"]}
     assert by_title["社区助餐（午餐）"]["home_service"] is False
     assert by_title["上门助浴"]["home_service"] is True
+    # Where it is delivered, as the provider set it; home_service is derived from it.
+    assert by_title["社区助餐（午餐）"]["delivery_place"] == "provider"
+    assert by_title["上门助浴"]["delivery_place"] == "home"
     assert by_title["上门助浴"]["you_may_deliver"] is True
     assert scan["bookings_today"] == []
     # The same scanner sending it again (a retry) is the same scan...
@@ -327,6 +331,8 @@ def test_check_in_refusals_carry_their_codes_and_create_nothing(
     assert error(far, 409)["code"] == "check_in_too_far"
     nowhere = scan_and_check_in(api, shop, elder, scanner, shop.market.bath)
     assert error(nowhere, 422)["details"].keys() == {"latitude", "longitude"}
+    # The message says why first (issue 14 item 3), not that something is not valid.
+    assert error(nowhere, 422)["message"].startswith("A home service needs the phone's location")
     # Hairdressing, at the home-service company, is not what the voucher pays for.
     home = token(shop.market.home_admin, ("providers:write",))
     haircut = scan_and_check_in(api, shop, elder, home, shop.market.haircut, card=card, **NEAR_HOME)
@@ -625,3 +631,27 @@ def test_reading_a_redemption_paid_in_cash_asks_the_gateway_nothing(
     read = api.get(f"/redemptions/{r['id']}", scanner)
     assert read.status_code == 200 and read.get_json()["status"] == "redeemed"
     assert len(localstripe_server.received()) == asked
+
+
+def test_a_service_at_the_providers_premises_checks_in_without_location(
+    api, shop, elder, scanner, db_session
+):
+    """The station's own bathroom (issue 14 item 3): the provider says where, check-in
+    follows it; the same bath as a home visit still needs the phone's location."""
+    bath = catalogue.add_service(
+        shop.market.station,
+        actor=shop.market.station_admin,
+        category_code="bathing",
+        title="助浴（站内浴室，护理员协助）",
+        description="",
+        unit="visit",
+        price_fen=6000,
+        capacity_per_slot=2,
+        districts=[shop.market.heping],
+        delivery_place="provider",
+    )
+    answer = scan_and_check_in(api, shop, elder, scanner, bath)
+    assert answer.status_code == 201, answer.get_json()
+    body = answer.get_json()
+    assert body["service"]["delivery_place"] == "provider"
+    assert body["check_in_distance_m"] is None

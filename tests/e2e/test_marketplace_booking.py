@@ -75,6 +75,7 @@ def bath_service(live_server_app) -> int:
                     price_fen=8000,
                     capacity_per_slot=2,
                     districts=[heping],
+                    delivery_place="home",
                 )
             service_id = db.session.scalar(
                 sa.select(Service.id).where(Service.provider_id == provider.id)

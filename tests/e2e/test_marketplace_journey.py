@@ -85,6 +85,7 @@ def test_apply_certify_list_be_found_and_take_a_booking(new_page, newcomer):
     desk.fill("#price", "16.50")
     desk.fill("#capacity_per_slot", "30")
     form.locator("input[name=districts]").first.check()
+    form.locator("input[name=delivery_place][value=provider]").check()
     with desk.expect_navigation():
         form.locator("button[type=submit]").click()
     expect(desk.locator("main")).to_contain_text(TITLE)

@@ -81,6 +81,7 @@ def station(live_server_app) -> SimpleNamespace:
                     price_fen=1200,
                     capacity_per_slot=30,
                     districts=[heping],
+                    delivery_place="provider",
                 )
         service = db.session.scalar(
             sa.select(Service).where(

@@ -64,7 +64,7 @@ def market(app_ctx, factory, db_session):
         w, "沈河区颐养院", "care_institution", w.shenhe, 41.7968, 123.4558, "YY000003", beds=120
     )
 
-    def add(provider, admin, category, title, price_fen, unit="visit", capacity=2):
+    def add(provider, admin, category, title, price_fen, unit="visit", capacity=2, place="home"):
         return catalogue.add_service(
             provider,
             actor=admin,
@@ -75,9 +75,12 @@ def market(app_ctx, factory, db_session):
             price_fen=price_fen,
             capacity_per_slot=capacity,
             districts=[w.heping, w.shenhe],
+            delivery_place=place,
         )
 
-    w.meals = add(w.station, w.station_admin, "meal_help", "社区助餐（午餐）", 1500, "meal", 20)
+    w.meals = add(
+        w.station, w.station_admin, "meal_help", "社区助餐（午餐）", 1500, "meal", 20, "provider"
+    )
     w.bath = add(w.station, w.station_admin, "bathing", "上门助浴", 8000)
     w.cleaning = add(w.home, w.home_admin, "cleaning", "居家保洁 2 小时", 12000)
     w.haircut = add(w.home, w.home_admin, "hairdressing", "上门理发", 3000)
@@ -89,6 +92,7 @@ def market(app_ctx, factory, db_session):
         350000,
         "month",
         10,
+        "institution",
     )
 
     w.elder = factory.resident(

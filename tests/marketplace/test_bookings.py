@@ -221,6 +221,7 @@ def test_slot_lengths_follow_the_unit(market, db_session):
         price_fen=6000,
         capacity_per_slot=5,
         districts=[market.heping],
+        delivery_place="provider",
     )
     day = request_booking(market, at(2, 8, 30), service=day_service)
     assert day.slot_end == datetime.combine(
@@ -236,6 +237,7 @@ def test_slot_lengths_follow_the_unit(market, db_session):
         price_fen=4000,
         capacity_per_slot=1,
         districts=[market.heping],
+        delivery_place="home",
     )
     two_hours = request_booking(market, at(2, 9), service=hourly, slot_end=at(2, 11))
     assert two_hours.slot_end == at(2, 11)
@@ -625,6 +627,7 @@ def _committed_world(app, elders: int):
             price_fen=8000,
             capacity_per_slot=2,
             districts=[district],
+            delivery_place="home",
         )
         residents = []
         for i in range(elders + 1):

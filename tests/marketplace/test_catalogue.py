@@ -22,6 +22,7 @@ def _add(market, provider=None, admin=None, **overrides):
         "price_fen": 1800,
         "capacity_per_slot": 10,
         "districts": [market.heping],
+        "delivery_place": "home",
     }
     arguments.update(overrides)
     return catalogue.add_service(
@@ -48,7 +49,12 @@ def test_a_service_is_added_with_its_first_price_and_an_audit_row(market, db_ses
             AuditLog.action == "service.create", AuditLog.object_id == str(service.id)
         )
     )
-    assert row.after == {"title": "晚餐送餐", "category": "meal_help", "price_fen": 1800}
+    assert row.after == {
+        "title": "晚餐送餐",
+        "category": "meal_help",
+        "price_fen": 1800,
+        "delivery_place": "home",
+    }
 
 
 @pytest.mark.parametrize(

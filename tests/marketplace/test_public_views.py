@@ -228,6 +228,7 @@ def test_results_come_in_pages_of_twenty(client, market):
             price_fen=2000 + n,
             capacity_per_slot=1,
             districts=[market.heping],
+            delivery_place="home",
         )
     base = "/marketplace/?near=here&lat=41.7741&lng=123.4356"
     first = client.get(base, headers=EN)
@@ -256,6 +257,7 @@ def test_the_provider_page(client, market, db_session):
             price_fen=9000,
             capacity_per_slot=5,
             districts=[market.shenhe],
+            delivery_place="provider",
         ),
         False,
     )
@@ -410,6 +412,7 @@ def test_adding_a_service_in_yuan(client, login, market, db_session):
             "price": "35.50",
             "capacity_per_slot": "3",
             "districts": [str(market.heping.id), str(market.shenhe.id)],
+            "delivery_place": "home",
         },
     )
     assert response.status_code == 302
@@ -444,6 +447,7 @@ def test_a_refused_service_comes_back_with_422_and_nothing_saved(
         "price": "35",
         "capacity_per_slot": "1",
         "districts": [str(market.heping.id)],
+        "delivery_place": "home",
     }
     data.update(changes)
     before = db_session.scalar(sa.select(sa.func.count()).select_from(Service))

@@ -92,6 +92,7 @@ def offer(provider, category="meal_help", title=None, price_fen=2000, unit="visi
         price_fen=price_fen,
         capacity_per_slot=1,
         districts=districts or list(provider.service_districts),
+        delivery_place="home" if unit in ("visit", "hour") else "provider",
     )
 
 

@@ -2,13 +2,16 @@
 /r/<token> and printed cards, the scan page's three ways in, check-in with its refusals, the
 price and the split, cash, card (localstripe, 3-D Secure), the receipt and the reversal."""
 
+import re
 from datetime import timedelta
+from html import unescape
 
 import pytest
 import requests
 import sqlalchemy as sa
 
 from eldercare.timeutil import now_utc
+from marketplace import catalogue
 from tests.marketplace.conftest import ELDER_HOME
 from vouchers.models import JournalEntry, Redemption, TokenUse
 from vouchers.pool import ledger
@@ -201,6 +204,69 @@ def test_home_service_without_location_is_refused_and_nothing_is_made(shop, en, 
     )
     assert ok.status_code == 302
     assert "111 m from the elder" in en.get(ok.headers["Location"]).get_data(as_text=True)
+
+
+def test_home_service_refusal_names_the_missing_location_first(shop, login, client, db_session):
+    """The notice at the top says why (issue 14 item 3), not "some information is not
+    valid", in both languages."""
+    sign_in_caregiver(shop, login)
+    page = scanned(client, shop)
+    for language, reason in (
+        ("en", "A home service needs the phone&#39;s location at check-in."),
+        ("zh-CN", "上门服务签到时需要手机位置"),
+    ):
+        client.environ_base["HTTP_ACCEPT_LANGUAGE"] = language
+        response = client.post(f"{page}/check-in", data={"service_id": shop.market.bath.id})
+        assert response.status_code == 422
+        html = response.get_data(as_text=True)
+        first_alert = re.search(r'role="alert">\s*<p class="tight">(.*?)</p>', html, re.S)
+        assert first_alert.group(1).strip().startswith(reason), first_alert.group(1)
+        assert "not valid" not in html and "填写的部分信息不正确" not in html
+    assert count(db_session, Redemption) == 0
+
+
+def station_bath(shop, place="provider"):
+    """The demo's station bath: a bathroom at the station, a carer helps."""
+    return catalogue.add_service(
+        shop.market.station,
+        actor=shop.market.station_admin,
+        category_code="bathing",
+        title="助浴（站内浴室，护理员协助）",
+        description="",
+        unit="visit",
+        price_fen=6000,
+        capacity_per_slot=2,
+        districts=[shop.market.heping],
+        delivery_place=place,
+    )
+
+
+def test_a_service_at_the_providers_premises_checks_in_without_location(
+    shop, en, login, db_session
+):
+    bath = station_bath(shop)
+    sign_in_caregiver(shop, login)
+    page = scanned(en, shop)
+    card = re.search(
+        rf'<li[^>]*>(?:(?!</li>).)*?value="{bath.id}".*?</li>',
+        en.get(page).get_data(as_text=True),
+        re.S,
+    )
+    assert card is not None
+    assert "At the provider's premises" in unescape(card.group(0))
+    assert "needs the phone" not in card.group(0) and "needs-location" not in card.group(0)
+    home = re.search(
+        rf'<li[^>]*>(?:(?!</li>).)*?value="{shop.market.bath.id}".*?</li>',
+        en.get(page).get_data(as_text=True),
+        re.S,
+    )
+    assert "Home visit" in home.group(0) and "needs-location" in home.group(0)
+    response = en.post(f"{page}/check-in", data={"service_id": bath.id})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    redemption = db_session.scalar(sa.select(Redemption))
+    assert redemption.service_id == bath.id and redemption.check_in_distance_m is None
+    receipt = en.get(response.headers["Location"]).get_data(as_text=True)
+    assert "At the provider's premises" in unescape(receipt)
 
 
 def test_home_service_too_far_from_home_is_refused(shop, en, login, db_session):

@@ -173,7 +173,7 @@ def _scan(voucher: Voucher, use: TokenUse, repeated: bool) -> dict:
             shape_service(s)
             | {
                 "price_fen": s.price_fen,
-                "home_service": redemptions.is_home_service(s),
+                "home_service": s.is_home_visit,
                 "you_may_deliver": staff_may_deliver(staff, s.category, today),
             }
             for s in services

@@ -61,10 +61,6 @@ from vouchers.pool import ledger
 from vouchers.pool.policy import pays_for, rules_for, scope_on
 from vouchers.redemption import pricing
 
-# Services delivered in the elder's home: what a home-service company does, and anything a
-# station or institution sells by the visit or the hour (上门助浴, 上门护理). Meals, day care
-# and stays happen on the provider's premises, where the elder comes in person.
-HOME_UNITS = ("visit", "hour")
 HOLD_TIMEOUT = timedelta(minutes=15)
 # The one conflict check_in expects when it saves: the same scan saved a moment earlier.
 SCAN_DIGEST_CONSTRAINT = "uq_redemptions_scan_digest"
@@ -97,10 +93,6 @@ settlement_guard: SettlementGuardProtocol | None = None
 
 def month_of(day: date) -> date:
     return day.replace(day=1)
-
-
-def is_home_service(service) -> bool:
-    return service.provider.type == "home_service" or service.unit in HOME_UNITS
 
 
 def services_paid_for(provider: Provider, voucher: Voucher, day: date) -> list[Service]:
@@ -298,7 +290,9 @@ def _check_location(voucher, service, latitude, longitude, rules) -> int | None:
     )
     if has_location and not (-90 <= latitude <= 90 and -180 <= longitude <= 180):
         raise InvalidInput(details={"location": _l("The phone's location is not valid.")})
-    if not is_home_service(service):
+    # Where the service is delivered is the provider's word on the service (issue 14 item 3):
+    # only a home visit is proved by the phone's location near the elder's home.
+    if not service.is_home_visit:
         return None
     if not has_location:
         raise InvalidInput(

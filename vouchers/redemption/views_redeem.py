@@ -59,6 +59,7 @@ from eldercare.paging import page_number
 from eldercare.residents import Resident
 from eldercare.timeutil import format_local, local_today, now_utc
 from marketplace import bookings, catalogue
+from marketplace.forms import DELIVERY_PLACE_LABELS
 from marketplace.providers import staff_record
 from vouchers.errors import CardDeclined, CardLocked, GatewayUnavailable, WrongPin
 from vouchers.models import Redemption, TokenUse, Voucher
@@ -111,6 +112,7 @@ def page_words() -> dict:
         "STATUS_LABELS": STATUS_LABELS,
         "KIND_LABELS": KIND_LABELS,
         "METHOD_LABELS": METHOD_LABELS,
+        "DELIVERY_PLACE_LABELS": DELIVERY_PLACE_LABELS,
     }
 
 
@@ -310,7 +312,6 @@ def _render_use(use: TokenUse, problem=None, status=200, values=None):
         usable_problem=redemptions.usable_problem(voucher, today),
         booked=bookings.bookings_to_serve(staff.provider_id, resident.id, today) if staff else [],
         services=services,
-        home=redemptions.is_home_service,
         existing=existing,
         problem=problem,
         values=values or {},
@@ -417,7 +418,6 @@ def _render_redemption(r: Redemption, problem=None, status=200, values=None, not
         service=catalogue.service_by_id(r.service_id),
         staff_user=db.session.get(User, r.staff_user_id),
         reversed_by=db.session.get(User, r.reversed_by_user_id) if r.reversed_by_user_id else None,
-        is_home=redemptions.is_home_service(catalogue.service_by_id(r.service_id)),
         is_staff=_is_staff(current_user),
         listed=listed,
         cards_on=card_payments_enabled(current_app),
