@@ -82,6 +82,7 @@ def day_care(shop):
         price_fen=8000,
         capacity_per_slot=15,
         districts=[m.heping, m.shenhe],
+        delivery_place="provider",
     )
     db.session.flush()
     return shop
@@ -208,6 +209,8 @@ def _category_world(s, day=None):
             price_fen=5000,
             capacity_per_slot=2,
             districts=[m.heping, m.shenhe],
+            # At the provider: check-in needs no phone location, so only scope can refuse.
+            delivery_place="provider",
         )
 
     def elder(username, kind):
