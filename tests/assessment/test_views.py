@@ -575,7 +575,7 @@ def test_the_eligibility_page_explains_and_takes_death_and_exclusions(
     assert future.status_code == 422 and "cannot be in the future" in _text(future)
     died = client.post(
         f"/assessment/residents/{world.elder.id}/death",
-        data={"date_of_death": world.today.isoformat()},
+        data={"date_of_death": world.today.isoformat(), "confirm": "1"},
     )
     assert died.status_code == 302
     page = _text(client.get(f"/assessment/residents/{world.elder.id}", headers=EN))
