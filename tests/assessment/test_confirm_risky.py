@@ -71,3 +71,34 @@ def test_an_eligibility_rule_change_asks_first(client, login, world, db_session)
     added = client.post("/assessment/policies", data=confirmed(data))
     assert added.status_code == 302
     assert _versions(db_session) == count + 1
+
+
+def test_cancelling_an_application_asks_first(client, login, world, db_session):
+    from assessment import lifecycle
+
+    case = lifecycle.apply(world.elder, type="first", applied_by=world.officer, via="bureau")
+    login(world.officer)
+    url = f"/assessment/cases/{case.id}/cancel"
+    data = {"reason": "duplicate"}
+    asks_first(client, url, data, world.elder.name, "must apply again", "duplicate")
+    db_session.refresh(case)
+    assert case.status == "applied"
+    assert client.post(url, data=confirmed(data)).status_code == 302
+    db_session.refresh(case)
+    assert case.status == "cancelled"
+
+
+def test_suspending_an_agency_asks_and_reinstating_does_not(client, login, world, db_session):
+    login(world.approver)
+    url = f"/assessment/agencies/{world.agency.id}/status"
+    data = {"status": "suspended", "reason": "complaint"}
+    asks_first(client, url, data, f"Suspend {world.agency.name}?", "can be given no case")
+    db_session.refresh(world.agency)
+    assert world.agency.status == "active"
+    assert client.post(url, data=confirmed(data)).status_code == 302
+    db_session.refresh(world.agency)
+    assert world.agency.status == "suspended"
+    back = client.post(url, data={"status": "active", "reason": "cleared"})
+    assert back.status_code == 302
+    db_session.refresh(world.agency)
+    assert world.agency.status == "active"

@@ -502,7 +502,9 @@ def test_cancelling_an_application_needs_a_reason(client, login, world, db_sessi
     )
     db_session.refresh(case)
     assert case.status == "applied"
-    response = client.post(f"/assessment/cases/{case.id}/cancel", data={"reason": "duplicate"})
+    response = client.post(
+        f"/assessment/cases/{case.id}/cancel", data={"reason": "duplicate", "confirm": "1"}
+    )
     assert response.status_code == 302
     db_session.refresh(case)
     assert case.status == "cancelled"
@@ -518,7 +520,9 @@ def test_the_approver_suspends_and_reinstates_an_agency_with_a_reason(
     assert "Give the reason for this decision." in _text(no_reason)
     db_session.refresh(world.agency)
     assert world.agency.status == "active"
-    assert client.post(url, data={"status": "suspended", "reason": "complaint"}).status_code == 302
+    decision = {"status": "suspended", "reason": "complaint", "confirm": "1"}
+    suspended = client.post(url, data=decision)
+    assert suspended.status_code == 302
     db_session.refresh(world.agency)
     assert world.agency.status == "suspended"
     page = _text(client.get("/assessment/agencies", headers=EN))
