@@ -690,6 +690,7 @@ def _policy_question(version: VoucherPolicy) -> Question:
     question's rollback undoes it until the approver confirms."""
     kind = KIND_LABELS[version.kind]
     day = version.effective_from.isoformat()
+    ratio = f"{version.ratio_bp / 100:g}"
     return Question(
         title=_("Change the voucher policy from %(day)s?", day=day),
         consequences=[
@@ -698,7 +699,7 @@ def _policy_question(version: VoucherPolicy) -> Question:
                 "up to %(cap)s a month, under this rule instead of the one in force now.",
                 kind=kind,
                 day=day,
-                ratio=f"{version.ratio_bp / 100:g}",
+                ratio=ratio,
                 cap=yuan(version.monthly_cap_fen),
             ),
             _("A rule cannot be taken back once it applies; a later rule can change it."),
@@ -707,7 +708,7 @@ def _policy_question(version: VoucherPolicy) -> Question:
             (_("Voucher"), kind),
             (_("Applies from"), day),
             (_("Monthly cap"), yuan(version.monthly_cap_fen)),
-            (_("Subsidy ratio"), f"{version.ratio_bp / 100:g}%"),
+            (_("Subsidy ratio"), f"{ratio}%"),
         ],
         button=_("Yes, save the new rule"),
         back=url_for(".policies"),

@@ -173,3 +173,16 @@ def test_the_card_controls_look_like_buttons(scheme, client, login):
     page = client.get(f"/vouchers/elder/{scheme.elder.id}").get_data(as_text=True)
     assert page.count('<summary class="button secondary">') == 2
     assert 'class="link-target">' not in page.split('id="card-heading"')[1]
+
+
+def test_the_question_is_asked_in_chinese_first(scheme, client, login):
+    login(scheme.approver)
+    before = ledger.balances()
+    page = client.post(
+        "/vouchers/bureau/pool/allocate",
+        data={"district_id": str(scheme.heping.id), "amount": "100000", "memo": ""},
+        headers={"Accept-Language": "zh-CN"},
+    ).get_data(as_text=True)
+    assert "向和平区分配 ¥100,000.00 吗？" in page
+    assert "目前还没有做任何更改。" in page and "返回，不做更改" in page
+    assert ledger.balances() == before
