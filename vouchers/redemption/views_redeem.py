@@ -627,7 +627,9 @@ def payment_return(redemption_id: int):
     return redirect(url_for(".payment_status", redemption_id=r.id))
 
 
-def _reversal_question(r: Redemption, reason: str) -> Question:
+def reversal_question(r: Redemption, reason: str, back: str) -> Question:
+    """What reversing ``r`` does, asked before the reversal (here and on the bureau's flag
+    rejection, which reverses)."""
     consequences = [
         _(
             "The subsidy of %(subsidy)s goes back: onto the elder's voucher if it is still "
@@ -658,7 +660,7 @@ def _reversal_question(r: Redemption, reason: str) -> Question:
             (_("Co-payment"), yuan(r.copay_fen)),
         ],
         button=_("Yes, reverse %(price)s", price=yuan(r.price_fen)),
-        back=url_for(".redemption_page", redemption_id=r.id),
+        back=back,
     )
 
 
@@ -671,7 +673,8 @@ def reverse(redemption_id: int):
         # Asked before the service, not after: a reversal commits and then asks the gateway
         # for the card refund, which no rollback could undo. Its refusals come first.
         redemptions.check_reversal(r, actor=current_user, reason=reason, now=now_utc())
-        confirmation.require(_reversal_question(r, reason))
+        back = url_for(".redemption_page", redemption_id=r.id)
+        confirmation.require(reversal_question(r, reason, back))
         payments.reverse(r, actor=current_user, reason=reason)
     except DomainError as error:
         db.session.rollback()
