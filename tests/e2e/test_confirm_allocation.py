@@ -79,3 +79,43 @@ def test_the_first_click_asks_with_the_amount_and_only_the_confirmation_moves_it
     assert pool_after == pool_before - 10_000_000
     assert left_after == left_before + 10_000_000
     assert entries_after == entries_before + 1
+
+
+def test_the_card_controls_are_buttons_and_stopping_the_card_asks_first(new_page, live_server_app):
+    """The family's printed card section (王秀英's card from the demo): "Set a new PIN" and
+    "The card is lost" look like buttons, not text links; "Stop the card working" asks, and
+    going back leaves the card working."""
+    page = new_page(locale="en")
+    sign_in(page, "family.zhang")
+    with live_server_app.app_context():
+        from eldercare.accounts import User
+        from vouchers.models import VoucherCard
+
+        wang = db.session.scalar(sa.select(User).where(User.username == "elder.wang")).resident
+        wang_id = wang.id
+        card = db.session.scalar(sa.select(VoucherCard).where(VoucherCard.resident_id == wang_id))
+        assert card is not None and card.status == "active"
+        code = card.card_code
+        db.session.remove()
+    page.goto(f"/vouchers/elder/{wang_id}#card")
+    for name in ("Set a new PIN", "The card is lost: print a new one"):
+        summary = page.locator("#card summary", has_text=name)
+        look = summary.evaluate(
+            "(el) => { const s = getComputedStyle(el); const r = el.getBoundingClientRect();"
+            " return [s.textDecorationLine, s.borderTopStyle, r.height]; }"
+        )
+        assert look[0] == "none" and look[1] == "solid" and look[2] >= 44, (name, look)
+
+    with page.expect_navigation():
+        page.click("#card button.danger")
+    expect(page.locator("h1")).to_have_text("Stop the printed card?")
+    expect(page.locator("#confirm-consequence")).to_contain_text(f"ending {code[-4:]}")
+    with page.expect_navigation():
+        page.click("#confirm-back")
+    assert path_of(page) == f"/vouchers/elder/{wang_id}#card"
+    with live_server_app.app_context():
+        status = db.session.scalar(
+            sa.select(VoucherCard.status).where(VoucherCard.card_code == code)
+        )
+        db.session.remove()
+    assert status == "active"
