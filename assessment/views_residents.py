@@ -13,7 +13,13 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 from assessment import lifecycle
-from assessment.eligibility import add_exclusion, end_exclusion, record_death, record_move_out
+from assessment.eligibility import (
+    EXCLUSION_LABELS,
+    add_exclusion,
+    end_exclusion,
+    record_death,
+    record_move_out,
+)
 from assessment.forms import TYPE_LABELS
 from assessment.models import EXCLUSION_KINDS, Assessment, Exclusion
 from assessment.views import bp, disputed_assessment, eligibility_and_basis, problem_from
@@ -246,6 +252,27 @@ def resident_add_exclusion(resident_id: int):
         db.session.rollback()
         problem = problem_from(error, fields=("kind", "end_date"))
         return _render_resident(person, 422, problem, "exclusion", form)
+    # After the service's checks; the question's rollback undoes it until confirmed.
+    confirmation.require(
+        Question(
+            title=_(
+                "Record that %(name)s is excluded from %(day)s (%(kind)s)?",
+                name=person.name,
+                kind=EXCLUSION_LABELS[form.get("kind", "")],
+                day=start,
+            ),
+            consequences=[
+                _(
+                    "%(name)s is excluded from the vouchers while it lasts: no voucher is "
+                    "issued from the month after %(day)s until the exclusion ends.",
+                    name=person.name,
+                    day=start,
+                )
+            ],
+            button=_("Yes, record the exclusion"),
+            back=url_for(".resident", resident_id=person.id),
+        )
+    )
     flash(_("The exclusion has been recorded."), "success")
     return redirect(url_for(".resident", resident_id=person.id))
 

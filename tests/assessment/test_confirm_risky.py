@@ -102,3 +102,16 @@ def test_suspending_an_agency_asks_and_reinstating_does_not(client, login, world
     assert back.status_code == 302
     db_session.refresh(world.agency)
     assert world.agency.status == "active"
+
+
+def test_recording_an_exclusion_asks_first(client, login, world, db_session):
+    from assessment.models import Exclusion
+
+    login(world.officer)
+    url = f"/assessment/residents/{world.elder.id}/exclusions"
+    start = world.today - timedelta(days=1)
+    data = {"kind": "extremely_poor_support", "start_date": start.isoformat(), "source": "X1"}
+    asks_first(client, url, data, "(Support for extremely poor persons)?", "no voucher is issued")
+    assert db_session.scalar(sa.select(Exclusion)) is None
+    assert client.post(url, data=confirmed(data)).status_code == 302
+    assert db_session.scalar(sa.select(Exclusion)).kind == "extremely_poor_support"

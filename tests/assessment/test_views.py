@@ -548,7 +548,12 @@ def test_the_eligibility_page_explains_and_takes_death_and_exclusions(
     start = world.today - timedelta(days=1)
     response = client.post(
         f"/assessment/residents/{world.elder.id}/exclusions",
-        data={"kind": "extremely_poor_support", "start_date": start.isoformat(), "source": "X1"},
+        data={
+            "kind": "extremely_poor_support",
+            "start_date": start.isoformat(),
+            "source": "X1",
+            "confirm": "1",
+        },
     )
     assert response.status_code == 302
     page = _text(client.get(f"/assessment/residents/{world.elder.id}", headers=EN))
