@@ -2,12 +2,15 @@
 nothing (no money moved, no row, no audit row) and says what would happen, the amount
 repeated for money; the same fields with confirm=1 act as before."""
 
+import re
 from datetime import date
 
 import sqlalchemy as sa
+from werkzeug.datastructures import MultiDict
 
 from eldercare.db import db
-from tests.confirm_helpers import asks_first, audit_rows, confirmed
+from tests.confirm_helpers import asks_first, audit_rows, confirmed, hidden_fields
+from tests.conftest import PASSWORD
 from tests.vouchers.helpers import give_voucher
 from vouchers.models import JournalEntry, VoucherCard, VoucherPolicy
 from vouchers.pool import ledger
@@ -186,3 +189,35 @@ def test_the_question_is_asked_in_chinese_first(scheme, client, login):
     assert "向和平区分配 ¥100,000.00 吗？" in page
     assert "目前还没有做任何更改。" in page and "返回，不做更改" in page
     assert ledger.balances() == before
+
+
+def test_the_confirmation_form_carries_its_own_csrf_token(scheme, csrf_client):
+    """With CSRF on, as in production: the confirmation page's form posts a token of its
+    own with the repeated fields, and that post acts."""
+
+    def token(page: str) -> str:
+        return re.search(r'name="csrf_token"[^>]* value="([^"]+)"', page).group(1)
+
+    login_page = csrf_client.get("/login").get_data(as_text=True)
+    signed_in = csrf_client.post(
+        "/login",
+        data={
+            "username": scheme.approver.username,
+            "password": PASSWORD,
+            "csrf_token": token(login_page),
+        },
+    )
+    assert signed_in.status_code == 302
+    pool_page = csrf_client.get("/vouchers/bureau/pool").get_data(as_text=True)
+    data = {"district_id": str(scheme.heping.id), "amount": "300", "memo": "CSRF"}
+    before = ledger.balances()["district:210102:available"]
+    asked = csrf_client.post(
+        "/vouchers/bureau/pool/allocate", data={**data, "csrf_token": token(pool_page)}
+    )
+    page = asked.get_data(as_text=True)
+    assert asked.status_code == 200 and 'id="confirm-form"' in page
+    fields = hidden_fields(page)
+    assert [n for n, _v in fields].count("csrf_token") == 1
+    done = csrf_client.post("/vouchers/bureau/pool/allocate", data=MultiDict(fields))
+    assert done.status_code == 302
+    assert ledger.balances()["district:210102:available"] == before + 30_000
