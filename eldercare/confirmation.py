@@ -6,6 +6,13 @@ rolls the unit of work back and answers a page that states the consequence in wo
 money the amount again, with what is left after), with a button that posts the same fields
 once more plus ``confirm=1`` and the CSRF token, and a link back. Only that second POST acts.
 
+Where to ask: after the form is read and the service's own checks have run, so bad input
+gets its message first and is never "confirmed". For a service whose every effect is in this
+database session, the view may call it and then ``require``: the handler's rollback undoes
+it, and the page can show the balances after (a district allocation). A service that reaches
+outside the session (a reversal commits and asks the gateway for a refund) must be asked
+before it is called, after its check function (``check_reversal``).
+
 Done on the server, not with a script's ``confirm()``: it works on an elder's phone without
 JavaScript and under the Content-Security-Policy (no inline script), and an auditor sees the
 same page a clerk saw. The API is not asked: a machine confirms by calling.
