@@ -80,3 +80,19 @@ def test_deactivating_a_caregiver_asks_first(client, login, market, db_session):
     assert db_session.scalar(
         sa.select(AuditLog.id).where(AuditLog.action == "provider.staff_deactivate")
     )
+
+
+def test_disclosures_that_open_an_action_look_like_buttons(client, login, market, db_session):
+    worker = market.factory.user("wu.hua", roles=["provider_staff"])
+    db_session.add(ProviderStaff(provider_id=market.home.id, user_id=worker.id))
+    db_session.flush()
+    login(market.home_admin)
+    page = client.get("/marketplace/provider/staff", headers={"Accept-Language": "en"}).get_data(
+        as_text=True
+    )
+    assert '<summary class="button secondary">Change the caregiver certificate' in page
+    assert "<summary>" not in page and '<summary class="button secondary">' in page
+    client.post("/logout")
+    login(market.approver)
+    queue = client.get("/marketplace/bureau/providers?show=active").get_data(as_text=True)
+    assert "<summary>" not in queue and '<summary class="button secondary">' in queue
