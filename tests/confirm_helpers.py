@@ -38,7 +38,7 @@ def asks_first(client, url: str, data: dict | None = None, *texts: str) -> str:
     response = client.post(url, data=data or {}, headers={"Accept-Language": "en"})
     page = response.get_data(as_text=True)
     assert response.status_code == 200, page[:2000]
-    assert re.search(rf'<form id="confirm-form" method="post" action="{re.escape(url)}">', page)
+    assert re.search(rf'<form id="confirm-form" method="post" action="{re.escape(url)}"[ >]', page)
     fields = hidden_fields(page)
     assert ("confirm", "1") in fields
     for name, value in (data or {}).items():

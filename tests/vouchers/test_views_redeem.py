@@ -594,7 +594,7 @@ def test_the_card_button_disables_itself_on_submit(shop, en, login, db_session, 
     html = en.get(priced(en, shop)).get_data(as_text=True)
     assert 'id="card-form"' in html and "data-submit-once" in html
     assert "submit_once.js" in html
-    with en.get("/vouchers/static/submit_once.js") as script:
+    with en.get("/static/submit_once.js") as script:
         assert script.status_code == 200 and b"disabled" in script.get_data()
 
 
