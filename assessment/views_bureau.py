@@ -17,8 +17,10 @@ from assessment.agencies import set_agency_status
 from assessment.forms import AGENCY_ACTIONS, AGENCY_STATUS_LABELS
 from assessment.models import Agency, Assessment
 from assessment.views import bp, get_case, level_label, problem_from
+from eldercare import confirmation
 from eldercare.accounts import BUREAU_ROLES
 from eldercare.auth import ensure_in_district, roles_required, scope_to_district
+from eldercare.confirmation import Question
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
 from eldercare.forms import row_id, whole_number
@@ -101,6 +103,24 @@ def cancel(case_id: int):
     except DomainError as error:
         db.session.rollback()
         return _render_assign_queue(422, problem_from(error, fields=("reason",)), case_id)
+    # After the service's checks (a reason, a case still open); the question's rollback
+    # undoes the cancellation until the officer confirms.
+    confirmation.require(
+        Question(
+            title=_("Cancel the application of %(name)s?", name=case.resident.name),
+            consequences=[
+                _(
+                    "The assessment of %(name)s will not take place, and a cancelled "
+                    "application cannot be reopened: to be assessed, the elder must apply "
+                    "again. The reason is kept: %(reason)s",
+                    name=case.resident.name,
+                    reason=(request.form.get("reason") or "").strip(),
+                )
+            ],
+            button=_("Yes, cancel the application"),
+            back=url_for(".assign_queue"),
+        )
+    )
     flash(_("The application has been cancelled."), "success")
     return redirect(url_for(".assign_queue"))
 
@@ -249,6 +269,33 @@ def agencies():
     return render_agencies()
 
 
+def _agency_question(agency: Agency) -> Question | None:
+    """Suspending or revoking stops an agency's work at once; reinstating takes nothing."""
+    reason = (request.form.get("reason") or "").strip()
+    if agency.status == "suspended":
+        title = _("Suspend %(agency)s?", agency=agency.name)
+        words = _(
+            "From now %(agency)s can be given no case and its assessors can record no "
+            "assessment, until the bureau reinstates it.",
+            agency=agency.name,
+        )
+    elif agency.status == "revoked":
+        title = _("Revoke the certification of %(agency)s?", agency=agency.name)
+        words = _(
+            "%(agency)s loses its certification for good: it can be given no case and its "
+            "assessors can record no assessment. Only a new certification lets it work again.",
+            agency=agency.name,
+        )
+    else:
+        return None
+    return Question(
+        title=title,
+        consequences=[words, _("The reason is kept: %(reason)s", reason=reason)],
+        button=_("Yes, record the decision"),
+        back=url_for(".agencies") + f"#agency-{agency.id}",
+    )
+
+
 @bp.post("/agencies/<int:agency_id>/status")
 @roles_required("bureau_approver")
 def agency_status(agency_id: int):
@@ -261,6 +308,9 @@ def agency_status(agency_id: int):
         db.session.rollback()
         problem = problem_from(error, fields=("status", "reason"))
         return render_agencies(422, problem, agency_id)
+    question = _agency_question(agency)
+    if question:  # after the service's checks; the question's rollback undoes the change
+        confirmation.require(question)
     flash(
         _(
             "%(agency)s is now: %(status)s.",

@@ -13,11 +13,20 @@ from flask_login import current_user
 
 from assessment import fee_refunds, policy, refund_accounts
 from assessment.views import bp, level_label, problem_from
+from eldercare import confirmation
 from eldercare.accounts import BUREAU_ROLES
 from eldercare.auth import roles_required, scope_to_district
+from eldercare.confirmation import Question
 from eldercare.db import db
 from eldercare.errors import DomainError, PermissionDenied
-from eldercare.forms import FormErrors, input_problem, parse_date, parse_yuan, whole_number
+from eldercare.forms import (
+    FormErrors,
+    input_problem,
+    parse_date,
+    parse_yuan,
+    whole_number,
+    yuan,
+)
 from eldercare.paging import page_number
 from eldercare.residents import District
 from eldercare.timeutil import local_today
@@ -113,6 +122,31 @@ def policy_add():
         if "fee_refund_cap_fen" in problem["fields"]:
             problem["fields"]["fee_refund_cap"] = problem["fields"].pop("fee_refund_cap_fen")
         return _render_policies(422, problem, form, levels)
+    # After the service accepted the version (its checks speak first); the question's
+    # rollback undoes it until the approver confirms.
+    day = version.effective_from.isoformat()
+    eligible = ", ".join(level_label(code) for code in sorted(version.eligible_level_set))
+    confirmation.require(
+        Question(
+            title=_("Change the eligibility rule from %(day)s?", day=day),
+            consequences=[
+                _(
+                    "From %(day)s vouchers go only to elders assessed at these levels: "
+                    "%(levels)s. An elder at another level receives none under this rule.",
+                    day=day,
+                    levels=eligible,
+                ),
+                _("A rule cannot be taken back once it applies; a later rule can change it."),
+            ],
+            facts=[
+                (_("Applies from"), day),
+                (_("Eligible levels"), eligible),
+                (_("Assessment fee refund cap"), yuan(version.fee_refund_cap_fen)),
+            ],
+            button=_("Yes, save the new rule"),
+            back=url_for(".policies"),
+        )
+    )
     flash(
         _(
             "New eligibility rule saved; it applies from %(day)s.",

@@ -13,12 +13,20 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 from assessment import lifecycle
-from assessment.eligibility import add_exclusion, end_exclusion, record_death, record_move_out
+from assessment.eligibility import (
+    EXCLUSION_LABELS,
+    add_exclusion,
+    end_exclusion,
+    record_death,
+    record_move_out,
+)
 from assessment.forms import TYPE_LABELS
 from assessment.models import EXCLUSION_KINDS, Assessment, Exclusion
 from assessment.views import bp, disputed_assessment, eligibility_and_basis, problem_from
+from eldercare import confirmation
 from eldercare.accounts import BUREAU_ROLES
 from eldercare.auth import ensure_in_district, roles_required, scope_to_district
+from eldercare.confirmation import Question
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
 from eldercare.forms import FormErrors, input_problem, parse_date, row_id
@@ -202,6 +210,22 @@ def resident_death(resident_id: int):
         db.session.rollback()
         problem = problem_from(error, fields=("date_of_death",))
         return _render_resident(person, 422, problem, "death", request.form)
+    # After the service's checks (no date ahead, none recorded yet); the question's rollback
+    # undoes the record until the officer confirms.
+    confirmation.require(
+        Question(
+            title=_("Record %(name)s as deceased on %(day)s?", name=person.name, day=died_on),
+            consequences=[
+                _(
+                    "%(name)s's vouchers stop at once: the voucher of the month of death is "
+                    "revoked and no new one is issued. A death cannot be taken back here.",
+                    name=person.name,
+                )
+            ],
+            button=_("Yes, record the death"),
+            back=url_for(".resident", resident_id=person.id),
+        )
+    )
     flash(_("The date of death has been recorded."), "success")
     return redirect(url_for(".resident", resident_id=person.id))
 
@@ -228,6 +252,27 @@ def resident_add_exclusion(resident_id: int):
         db.session.rollback()
         problem = problem_from(error, fields=("kind", "end_date"))
         return _render_resident(person, 422, problem, "exclusion", form)
+    # After the service's checks; the question's rollback undoes it until confirmed.
+    confirmation.require(
+        Question(
+            title=_(
+                "Record that %(name)s is excluded from %(day)s (%(kind)s)?",
+                name=person.name,
+                kind=EXCLUSION_LABELS[form.get("kind", "")],
+                day=start,
+            ),
+            consequences=[
+                _(
+                    "%(name)s is excluded from the vouchers while it lasts: no voucher is "
+                    "issued from the month after %(day)s until the exclusion ends.",
+                    name=person.name,
+                    day=start,
+                )
+            ],
+            button=_("Yes, record the exclusion"),
+            back=url_for(".resident", resident_id=person.id),
+        )
+    )
     flash(_("The exclusion has been recorded."), "success")
     return redirect(url_for(".resident", resident_id=person.id))
 
@@ -269,6 +314,24 @@ def resident_move_out(resident_id: int):
         db.session.rollback()
         problem = problem_from(error, fields=("moved_out_on",))
         return _render_resident(person, 422, problem, "move-out", request.form)
+    confirmation.require(
+        Question(
+            title=_(
+                "Record that %(name)s moves out of the city on %(day)s?",
+                name=person.name,
+                day=moved_on,
+            ),
+            consequences=[
+                _(
+                    "%(name)s's vouchers stop from the month after: no voucher is issued "
+                    "for it or any later month while the move stands.",
+                    name=person.name,
+                )
+            ],
+            button=_("Yes, record the move"),
+            back=url_for(".resident", resident_id=person.id),
+        )
+    )
     flash(
         _(
             "The move out of the city on %(day)s has been recorded; vouchers stop from the "

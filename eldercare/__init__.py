@@ -207,7 +207,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.before_request(refuse_deep_json)  # before anything parses the body
     app.before_request(refuse_nul_characters)  # PostgreSQL refuses NUL in text: say so first
 
-    from eldercare import cli, errors, i18n, security_headers
+    from eldercare import cli, confirmation, errors, i18n, security_headers
     from eldercare.account_link_api import blp as account_link_api
     from eldercare.account_link_views import bp as account_link_bp
     from eldercare.api import api, init_api
@@ -247,6 +247,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     # After flask-smorest, which installs a JSON-only handler for HTTP errors.
     errors.register(app)
+    confirmation.register(app)
     security_headers.register(app)
     app.context_processor(_template_context)
     app.jinja_env.filters["local_dt"] = format_local

@@ -6,8 +6,10 @@ import sqlalchemy as sa
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
+from eldercare import confirmation
 from eldercare.accounts import User
 from eldercare.auth import roles_required
+from eldercare.confirmation import Question
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
 from eldercare.forms import row_id
@@ -52,6 +54,21 @@ def revoke(token_id: int):
     token = db.session.get(ApiToken, token_id)
     if token is None:
         raise NotFound()
+    confirmation.require(
+        Question(
+            title=_("Revoke the token %(name)s?", name=token.name),
+            consequences=[
+                _(
+                    "Every program that calls with the token %(name)s (%(prefix)s…) is refused "
+                    "from now on. A revoked token cannot be restored: the program needs a new one.",
+                    name=token.name,
+                    prefix=token.prefix,
+                )
+            ],
+            button=_("Yes, revoke the token"),
+            back=url_for("tokens.index"),
+        )
+    )
     revoke_token(token)
     flash(_("The token has been revoked."), "success")
     return redirect(url_for("tokens.index"))

@@ -18,7 +18,9 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from sqlalchemy.orm import selectinload
 
+from eldercare import confirmation
 from eldercare.auth import ensure_in_district, roles_required, scope_to_district
+from eldercare.confirmation import Question
 from eldercare.db import db
 from eldercare.errors import DomainError, InvalidInput, NotFound
 from eldercare.forms import problem_from
@@ -216,16 +218,73 @@ def certification_reject(provider_id: int):
     return _decide(
         provider_id,
         "reject",
-        lambda provider, form: providers.reject(provider, form.get("reason", "")),
+        _reject,
         lambda provider: _("The application of %(name)s is rejected.", name=provider.name),
     )
 
 
+def _back_to(provider: Provider) -> str:
+    return url_for(".certification_queue", **_queue_args(request.form)) + f"#provider-{provider.id}"
+
+
+def _status_question(provider: Provider, decision: str) -> Question | None:
+    """Suspending and revoking stop a provider's business at once: asked first."""
+    reason = (request.form.get("reason") or "").strip()
+    if decision == "suspend":
+        title = _("Suspend %(name)s?", name=provider.name)
+        words = _(
+            "From now %(name)s is hidden from search and can accept no booking and no "
+            "voucher, until the bureau reinstates it.",
+            name=provider.name,
+        )
+        button = _("Yes, suspend %(name)s", name=provider.name)
+    elif decision == "revoke":
+        title = _("Revoke the certification of %(name)s?", name=provider.name)
+        words = _(
+            "%(name)s loses its certification for good: it is hidden from search and can "
+            "accept no booking and no voucher. Only a new application can certify it again.",
+            name=provider.name,
+        )
+        button = _("Yes, revoke the certification")
+    else:
+        return None
+    return Question(
+        title=title,
+        consequences=[words, _("The provider is told the reason: %(reason)s", reason=reason)],
+        button=button,
+        back=_back_to(provider),
+    )
+
+
 def _change_status(provider: Provider, form) -> None:
-    decide = _DECIDE.get(form.get("decision", ""))
+    decision = form.get("decision", "")
+    decide = _DECIDE.get(decision)
     if decide is None:
         raise InvalidInput(details={"decision": _l("Choose a decision.")})
     decide(provider, form.get("reason", ""))
+    # After the service's checks (a reason is required); the question's rollback undoes it.
+    question = _status_question(provider, decision)
+    if question:
+        confirmation.require(question)
+
+
+def _reject(provider: Provider, form) -> None:
+    providers.reject(provider, form.get("reason", ""))
+    confirmation.require(
+        Question(
+            title=_("Reject the application of %(name)s?", name=provider.name),
+            consequences=[
+                _(
+                    "%(name)s is not certified and cannot list services; to try again it "
+                    "must apply anew. It is told the reason: %(reason)s",
+                    name=provider.name,
+                    reason=(form.get("reason") or "").strip(),
+                )
+            ],
+            button=_("Yes, reject the application"),
+            back=_back_to(provider),
+        )
+    )
 
 
 @bp.post("/bureau/providers/<int:provider_id>/status")

@@ -24,8 +24,10 @@ from flask_babel import gettext as _
 from flask_login import current_user
 from werkzeug.routing import BuildError
 
+from eldercare import confirmation
 from eldercare.accounts import MIN_PASSWORD_LENGTH, User
 from eldercare.auth import ensure_in_district, roles_required
+from eldercare.confirmation import Question
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
 from eldercare.forms import FormErrors, input_problem, parse_date, problem_from
@@ -420,5 +422,21 @@ def deactivate_staff(staff_id: int):
         db.session.rollback()
         return _render_staff(422, problem_from(error), member.id)
     name = db.session.get(User, member.user_id).display_name
+    # After the service's checks (never oneself, never the last administrator); the
+    # question's rollback undoes it until the administrator confirms.
+    confirmation.require(
+        Question(
+            title=_("Deactivate %(name)s?", name=name),
+            consequences=[
+                _(
+                    "%(name)s can no longer scan vouchers or take bookings for your provider, "
+                    "from now on. Their earlier work stays on record.",
+                    name=name,
+                )
+            ],
+            button=_("Yes, deactivate %(name)s", name=name),
+            back=url_for(".provider_staff") + f"#staff-{member.id}",
+        )
+    )
     flash(_("%(name)s no longer works for your provider here.", name=name), "success")
     return redirect(url_for(".provider_staff"))

@@ -25,8 +25,10 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
+from eldercare import confirmation
 from eldercare.accounts import BUREAU_ROLES
 from eldercare.auth import ensure_in_district, roles_required, scope_to_district
+from eldercare.confirmation import Question
 from eldercare.db import db
 from eldercare.errors import DomainError, InvalidInput, NotFound, PermissionDenied
 from eldercare.forms import (
@@ -420,6 +422,31 @@ def pool_topup():
     except DomainError as error:
         db.session.rollback()
         return _render_pool(422, _problem(error, ("source", "memo")), "topup", form)
+    # Asked after the service's own checks ran (a missing document is said first); the
+    # question's rollback undoes the entry until the approver confirms.
+    source = SOURCE_LABELS.get(form.get("source", ""), "")
+    confirmation.require(
+        Question(
+            title=_("Record %(amount)s received?", amount=yuan(amount)),
+            consequences=[
+                _(
+                    "%(amount)s from %(source)s goes into the pool under the funding document "
+                    "%(memo)s. The books keep the entry for ever; a mistake is corrected by "
+                    "another entry.",
+                    amount=yuan(amount),
+                    source=source,
+                    memo=form.get("memo", "").strip(),
+                )
+            ],
+            facts=[
+                (_("Amount"), yuan(amount)),
+                (_("Source of the money"), source),
+                (_("Not yet allocated, after"), yuan(ledger.balances().get("pool:available", 0))),
+            ],
+            button=_("Yes, record %(amount)s", amount=yuan(amount)),
+            back=url_for(".pool") + "#topup-heading",
+        )
+    )
     flash(_("%(amount)s received into the pool.", amount=yuan(amount)), "success")
     return redirect(url_for(".pool"))
 
@@ -445,6 +472,7 @@ def pool_allocate():
         db.session.rollback()
         return _render_pool(422, _problem(error, ("memo",)), "allocate", form)
     name = district.display_name(_locale())
+    confirmation.require(_allocation_question(district, name, amount))
     if amount > 0:
         flash(
             _("%(amount)s allocated to %(district)s.", amount=yuan(amount), district=name),
@@ -456,6 +484,45 @@ def pool_allocate():
             "success",
         )
     return redirect(url_for(".pool"))
+
+
+def _allocation_question(district: District, name: str, amount: int) -> Question:
+    """Asked after the allocation was posted (so a pool too small is said first): the
+    balances read now are the ones after; the question's rollback undoes the entry."""
+    after = ledger.balances()
+    if amount > 0:
+        title = _("Allocate %(amount)s to %(district)s?", amount=yuan(amount), district=name)
+        words = _(
+            "%(amount)s leaves the pool for %(district)s, whose officers can then issue "
+            "vouchers with it.",
+            amount=yuan(amount),
+            district=name,
+        )
+        button = _("Yes, allocate %(amount)s to %(district)s", amount=yuan(amount), district=name)
+    else:
+        title = _("Take %(amount)s back from %(district)s?", amount=yuan(-amount), district=name)
+        words = _(
+            "%(amount)s goes back from %(district)s to the pool: the district can issue that "
+            "much less.",
+            amount=yuan(-amount),
+            district=name,
+        )
+        button = _("Yes, take %(amount)s back", amount=yuan(-amount))
+    return Question(
+        title=title,
+        consequences=[words],
+        facts=[
+            (_("Amount"), yuan(abs(amount))),
+            (_("District"), name),
+            (_("Not yet allocated, after"), yuan(after.get("pool:available", 0))),
+            (
+                _("Left to issue in %(district)s, after", district=name),
+                yuan(after.get(ledger.district_account_code(district.code), 0)),
+            ),
+        ],
+        button=button,
+        back=url_for(".pool") + "#allocate-heading",
+    )
 
 
 def _problem(error: DomainError, fields) -> dict:
@@ -606,6 +673,7 @@ def policy_add():
             if message is not None:
                 problem["fields"][form_name] = str(message)
         return _render_policies(422, problem, form, checked)
+    confirmation.require(_policy_question(version))
     flash(
         _(
             "New rule for %(kind)s saved; it applies from %(day)s.",
@@ -615,6 +683,36 @@ def policy_add():
         "success",
     )
     return redirect(url_for(".policies"))
+
+
+def _policy_question(version: VoucherPolicy) -> Question:
+    """Asked after the service accepted the version (its checks speak first); the
+    question's rollback undoes it until the approver confirms."""
+    kind = KIND_LABELS[version.kind]
+    day = version.effective_from.isoformat()
+    ratio = f"{version.ratio_bp / 100:g}"
+    return Question(
+        title=_("Change the voucher policy from %(day)s?", day=day),
+        consequences=[
+            _(
+                "Every %(kind)s voucher issued from %(day)s pays %(ratio)s%% of each service, "
+                "up to %(cap)s a month, under this rule instead of the one in force now.",
+                kind=kind,
+                day=day,
+                ratio=ratio,
+                cap=yuan(version.monthly_cap_fen),
+            ),
+            _("A rule cannot be taken back once it applies; a later rule can change it."),
+        ],
+        facts=[
+            (_("Voucher"), kind),
+            (_("Applies from"), day),
+            (_("Monthly cap"), yuan(version.monthly_cap_fen)),
+            (_("Subsidy ratio"), f"{ratio}%"),
+        ],
+        button=_("Yes, save the new rule"),
+        back=url_for(".policies"),
+    )
 
 
 # --------------------------------------------------------------------------- redemptions
@@ -798,7 +896,8 @@ def bureau_card(resident_id: int):
 def bureau_card_post(resident_id: int, action: str):
     resident = _resident_in_scope(resident_id)
     try:
-        message = card_post(resident, action, request.form)
+        back = url_for(".bureau_card", resident_id=resident_id)
+        message = card_post(resident, action, request.form, back)
     except InvalidInput as error:
         db.session.rollback()
         problem = problem_from(error, fields=("pin", "pin_again"))

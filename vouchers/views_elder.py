@@ -35,8 +35,10 @@ from flask_login import current_user
 from markupsafe import Markup
 
 from assessment.eligibility import eligibility_on
+from eldercare import confirmation
 from eldercare.accounts import ELDER_ROLES, elders_acted_for
 from eldercare.auth import roles_required
+from eldercare.confirmation import Question
 from eldercare.db import db
 from eldercare.errors import DomainError, InvalidInput, NotFound
 from eldercare.forms import problem_from, yuan
@@ -199,12 +201,64 @@ def card_of(resident_id: int) -> VoucherCard | None:
     return db.session.scalar(sa.select(VoucherCard).where(VoucherCard.resident_id == resident_id))
 
 
-def card_post(resident: Resident, action: str, form) -> str:
+def _card_question(action: str, card: VoucherCard | None, back: str) -> Question | None:
+    """What stopping, replacing or re-PINning a working card would do; None for a first
+    card, which takes nothing away."""
+    if card is None or card.status != "active":
+        return None
+    ending = card.card_code[-4:]
+    if action == "revoke":
+        return Question(
+            title=_("Stop the printed card?"),
+            consequences=[
+                _(
+                    "The card ending %(end)s stops working at once: a provider who scans it "
+                    "is refused.",
+                    end=ending,
+                ),
+                _("The voucher keeps its money. To use a card again, print a new one."),
+            ],
+            button=_("Yes, stop the card"),
+            back=back,
+        )
+    if action == "issue":
+        return Question(
+            title=_("Print a new card?"),
+            consequences=[
+                _(
+                    "The card ending %(end)s stops working at once: a provider who scans it "
+                    "is refused. Only the new card and its new PIN work.",
+                    end=ending,
+                ),
+            ],
+            button=_("Yes, issue a new card"),
+            back=back,
+        )
+    return Question(
+        title=_("Set a new PIN?"),
+        consequences=[
+            _(
+                "The old PIN stops working at once; the card ending %(end)s takes only the "
+                "new one. Tell the elder the new PIN in person.",
+                end=ending,
+            )
+        ],
+        button=_("Yes, set the new PIN"),
+        back=back,
+    )
+
+
+def card_post(resident: Resident, action: str, form, back: str) -> str:
     """Issue a card, set its PIN or revoke it, from a posted form; returns the message to
-    flash. Raises InvalidInput (field ``pin`` or ``pin_again``) for a refused PIN."""
+    flash. Raises InvalidInput (field ``pin`` or ``pin_again``) for a refused PIN, and
+    ConfirmationNeeded (the page at ``back`` has the forms) when a working card would be
+    stopped, replaced or re-PINned without confirm=1."""
     if action not in CARD_ACTIONS:
         raise NotFound()
+    question = _card_question(action, card_of(resident.id), back)
     if action == "revoke":
+        if question:
+            confirmation.require(question)
         cards.revoke_card(resident.id, actor=current_user)
         return _("The card no longer works. Issue a new card when you want one.")
     pin, again = (form.get("pin") or "").strip(), (form.get("pin_again") or "").strip()
@@ -213,6 +267,8 @@ def card_post(resident: Resident, action: str, form) -> str:
         raise InvalidInput(details={"pin": problem})
     if pin != again:
         raise InvalidInput(details={"pin_again": _l("The two PINs are not the same.")})
+    if question:
+        confirmation.require(question)
     if action == "issue":
         cards.issue_card(resident.id, pin, actor=current_user)
         return _(
@@ -513,7 +569,8 @@ def elder_kind(resident_id: int):
 def elder_card(resident_id: int, action: str):
     resident = acted_for(resident_id)
     try:
-        message = card_post(resident, action, request.form)
+        back = url_for(".elder_voucher", resident_id=resident_id) + "#card"
+        message = card_post(resident, action, request.form, back)
     except InvalidInput as error:
         db.session.rollback()
         problem = problem_from(error, fields=("pin", "pin_again"))

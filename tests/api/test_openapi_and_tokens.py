@@ -98,6 +98,6 @@ def test_admin_creates_and_revokes_tokens_in_the_browser(client, factory, login,
     html = page.get_data(as_text=True)
     assert "it will not be shown again" in html and 'id="new-token">ect_' in html
     token = db_session.scalar(sa.select(ApiToken).where(ApiToken.name == "Tablet 7"))
-    client.post(f"/admin/tokens/{token.id}/revoke")
+    client.post(f"/admin/tokens/{token.id}/revoke", data={"confirm": "1"})
     db_session.refresh(token)
     assert token.revoked_at is not None

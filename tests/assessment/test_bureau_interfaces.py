@@ -49,7 +49,7 @@ def test_the_officer_records_a_move_in_the_future_and_vouchers_stop_after_it(
     moved = world.today + timedelta(days=40)
     response = client.post(
         f"/assessment/residents/{world.elder.id}/move-out",
-        data={"moved_out_on": moved.isoformat()},
+        data={"moved_out_on": moved.isoformat(), "confirm": "1"},
         headers=EN,
     )
     assert response.status_code == 302
@@ -99,7 +99,7 @@ def test_a_second_move_is_refused_and_other_districts_look_missing(
     login(world.officer)
     first = client.post(
         f"/assessment/residents/{world.elder.id}/move-out",
-        data={"moved_out_on": world.today.isoformat()},
+        data={"moved_out_on": world.today.isoformat(), "confirm": "1"},
     )
     assert first.status_code == 302
     again = client.post(
@@ -155,7 +155,7 @@ def test_the_city_approver_adds_a_dated_version_and_the_previous_one_ends_there(
     start = world.today + timedelta(days=10)
     response = client.post(
         "/assessment/policies",
-        data=_policy_form(start, eligible_levels=["severe", "complete"]),
+        data=_policy_form(start, eligible_levels=["severe", "complete"], confirm="1"),
         headers=EN,
     )
     assert response.status_code == 302, _text(response)
@@ -210,7 +210,8 @@ def test_an_overlapping_version_is_refused_and_only_the_city_may_add(
 ):
     login(world.approver)
     later = world.today + timedelta(days=30)
-    assert client.post("/assessment/policies", data=_policy_form(later)).status_code == 302
+    added = client.post("/assessment/policies", data=_policy_form(later, confirm="1"))
+    assert added.status_code == 302
     count = len(_versions(db_session))
     earlier = client.post(
         "/assessment/policies", data=_policy_form(later - timedelta(days=5)), headers=EN

@@ -502,7 +502,9 @@ def test_cancelling_an_application_needs_a_reason(client, login, world, db_sessi
     )
     db_session.refresh(case)
     assert case.status == "applied"
-    response = client.post(f"/assessment/cases/{case.id}/cancel", data={"reason": "duplicate"})
+    response = client.post(
+        f"/assessment/cases/{case.id}/cancel", data={"reason": "duplicate", "confirm": "1"}
+    )
     assert response.status_code == 302
     db_session.refresh(case)
     assert case.status == "cancelled"
@@ -518,7 +520,9 @@ def test_the_approver_suspends_and_reinstates_an_agency_with_a_reason(
     assert "Give the reason for this decision." in _text(no_reason)
     db_session.refresh(world.agency)
     assert world.agency.status == "active"
-    assert client.post(url, data={"status": "suspended", "reason": "complaint"}).status_code == 302
+    decision = {"status": "suspended", "reason": "complaint", "confirm": "1"}
+    suspended = client.post(url, data=decision)
+    assert suspended.status_code == 302
     db_session.refresh(world.agency)
     assert world.agency.status == "suspended"
     page = _text(client.get("/assessment/agencies", headers=EN))
@@ -544,7 +548,12 @@ def test_the_eligibility_page_explains_and_takes_death_and_exclusions(
     start = world.today - timedelta(days=1)
     response = client.post(
         f"/assessment/residents/{world.elder.id}/exclusions",
-        data={"kind": "extremely_poor_support", "start_date": start.isoformat(), "source": "X1"},
+        data={
+            "kind": "extremely_poor_support",
+            "start_date": start.isoformat(),
+            "source": "X1",
+            "confirm": "1",
+        },
     )
     assert response.status_code == 302
     page = _text(client.get(f"/assessment/residents/{world.elder.id}", headers=EN))
@@ -575,7 +584,7 @@ def test_the_eligibility_page_explains_and_takes_death_and_exclusions(
     assert future.status_code == 422 and "cannot be in the future" in _text(future)
     died = client.post(
         f"/assessment/residents/{world.elder.id}/death",
-        data={"date_of_death": world.today.isoformat()},
+        data={"date_of_death": world.today.isoformat(), "confirm": "1"},
     )
     assert died.status_code == 302
     page = _text(client.get(f"/assessment/residents/{world.elder.id}", headers=EN))

@@ -293,7 +293,7 @@ def test_rejecting_needs_a_reason(client, login, market, newcomer, db_session):
     db_session.refresh(provider)
     assert provider.status == "applied"
 
-    assert client.post(url, data={"reason": "营业执照已过期"}).status_code == 302
+    assert client.post(url, data={"reason": "营业执照已过期", "confirm": "1"}).status_code == 302
     db_session.refresh(provider)
     assert provider.status == "rejected" and provider.status_reason == "营业执照已过期"
     client.post("/logout")
@@ -305,21 +305,26 @@ def test_rejecting_needs_a_reason(client, login, market, newcomer, db_session):
 def test_suspension_from_the_queue_takes_effect_at_once(client, login, market, db_session):
     login(market.approver)
     url = f"/marketplace/bureau/providers/{market.home.id}/status"
-    response = client.post(url, data={"decision": "suspend", "reason": "多次投诉未上门"})
+    response = client.post(
+        url, data={"decision": "suspend", "reason": "多次投诉未上门", "confirm": "1"}
+    )
     assert response.status_code == 302
     db_session.refresh(market.home)
     assert market.home.status == "suspended"
     assert not market.home.is_certified_on(market.today)
 
     # Suspending again is not possible in that state: 422 with the service's message.
-    again = client.post(url, data={"decision": "suspend", "reason": "x"}, headers=EN)
+    again = client.post(
+        url, data={"decision": "suspend", "reason": "x", "confirm": "1"}, headers=EN
+    )
     assert again.status_code == 422
     assert "not possible in the current state" in again.get_data(as_text=True)
     assert client.post(url, data={"decision": "reinstate", "reason": "整改完成"}).status_code == 302
     db_session.refresh(market.home)
     assert market.home.is_certified_on(market.today)
     assert client.post(url, data={"decision": "explode", "reason": "x"}).status_code == 422
-    assert client.post(url, data={"decision": "revoke", "reason": "骗取补贴"}).status_code == 302
+    revoked = client.post(url, data={"decision": "revoke", "reason": "骗取补贴", "confirm": "1"})
+    assert revoked.status_code == 302
     db_session.refresh(market.home)
     assert market.home.status == "revoked"
     closed = client.get("/marketplace/bureau/providers?show=closed").get_data(as_text=True)
@@ -374,7 +379,10 @@ def test_district_staff_see_and_decide_only_their_district(client, login, market
     page = client.get("/marketplace/bureau/providers?show=active").get_data(as_text=True)
     assert market.station.name in page and market.institution.name not in page  # 沈河区
     url = f"/marketplace/bureau/providers/{market.institution.id}/status"
-    assert client.post(url, data={"decision": "suspend", "reason": "x"}).status_code == 404
+    assert (
+        client.post(url, data={"decision": "suspend", "reason": "x", "confirm": "1"}).status_code
+        == 404
+    )
     db_session.refresh(market.institution)
     assert market.institution.status == "active"
 

@@ -145,7 +145,9 @@ def test_deactivated_staff_no_longer_work_for_the_provider(client, login, market
     db_session.add(member)
     db_session.flush()
     login(market.home_admin)
-    response = client.post(f"/marketplace/provider/staff/{member.id}/deactivate")
+    response = client.post(
+        f"/marketplace/provider/staff/{member.id}/deactivate", data={"confirm": "1"}
+    )
     assert response.status_code == 302
     db_session.refresh(member)
     assert not member.active

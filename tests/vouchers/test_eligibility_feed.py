@@ -16,6 +16,7 @@ from eldercare.db import db
 from eldercare.demo import build_demo
 from eldercare.errors import Conflict
 from eldercare.timeutil import local_today
+from tests.confirm_helpers import asks_first, confirmed
 from vouchers.issuance import eligibility_feed
 from vouchers.issuance import monthly as issuance
 from vouchers.issuance.eligibility_feed import process_eligibility_events, retry_parked
@@ -258,10 +259,13 @@ def test_a_parked_event_can_be_dismissed_with_a_reason(scheme, client, login, db
     assert empty.status_code == 422
     db_session.refresh(parked)
     assert parked.resolved_at is None
-    done = client.post(
-        f"/vouchers/bureau/parked-events/{parked.id}/dismiss",
-        data={"note": "入住机构，已由机构补贴覆盖"},
-    )
+    # Issue 14 item 7: dismissing is for good, so the first POST only asks.
+    url = f"/vouchers/bureau/parked-events/{parked.id}/dismiss"
+    note = {"note": "入住机构，已由机构补贴覆盖"}
+    asks_first(client, url, note, "Dismiss the event", "never applies this event")
+    db_session.refresh(parked)
+    assert parked.resolved_at is None
+    done = client.post(url, data=confirmed(note))
     assert done.status_code == 302
     db_session.refresh(parked)
     assert parked.resolution == "dismissed" and parked.resolution_note.startswith("入住机构")

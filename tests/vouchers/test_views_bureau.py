@@ -94,13 +94,13 @@ def test_top_up_and_allocation_move_money_and_bad_amounts_change_nothing(scheme,
 
     ok = client.post(
         "/vouchers/bureau/pool/topup",
-        data={"source": "local", "amount": "500.5", "memo": "沈财〔2025〕1号"},
+        data={"source": "local", "amount": "500.5", "memo": "沈财〔2025〕1号", "confirm": "1"},
     )
     assert ok.status_code == 302
     assert ledger.balances()["funding:local"] == before.get("funding:local", 0) - 50050
     taken = client.post(
         "/vouchers/bureau/pool/allocate",
-        data={"district_id": scheme.heping.id, "amount": "-200", "memo": "调回"},
+        data={"district_id": scheme.heping.id, "amount": "-200", "memo": "调回", "confirm": "1"},
     )
     assert taken.status_code == 302
     after = ledger.balances()
@@ -187,7 +187,7 @@ def test_a_policy_version_is_added_and_a_past_date_refused(scheme, client, login
     assert bad_cap.status_code == 422
     assert db.session.scalar(sa.select(sa.func.count()).select_from(VoucherPolicy)) == count
 
-    added = client.post("/vouchers/bureau/policies", data=_policy_form())
+    added = client.post("/vouchers/bureau/policies", data=_policy_form(confirm="1"))
     assert added.status_code == 302
     version = db.session.scalar(sa.select(VoucherPolicy).order_by(VoucherPolicy.id.desc()).limit(1))
     assert version.ratio_bp == 5000 and version.monthly_cap_fen == 50000

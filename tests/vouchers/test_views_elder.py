@@ -190,12 +190,14 @@ def test_card_issue_reset_download_and_revoke(elder_page, client, login, app):
     assert svg.status_code == 200 and b"<svg" in svg.data
 
     old_hash = card.pin_hash
-    reset = client.post(page_of(s) + "/card/pin", data={"pin": "482915", "pin_again": "482915"})
+    reset = client.post(
+        page_of(s) + "/card/pin", data={"pin": "482915", "pin_again": "482915", "confirm": "1"}
+    )
     assert reset.status_code == 302
     db.session.expire_all()
     assert db.session.get(VoucherCard, card.id).pin_hash != old_hash
 
-    assert client.post(page_of(s) + "/card/revoke").status_code == 302
+    assert client.post(page_of(s) + "/card/revoke", data={"confirm": "1"}).status_code == 302
     db.session.expire_all()
     assert db.session.get(VoucherCard, card.id).status == "revoked"
     assert client.get(page_of(s) + "/card.png").status_code == 404

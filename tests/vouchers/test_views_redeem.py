@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from eldercare.timeutil import now_utc
 from marketplace import catalogue
+from tests.confirm_helpers import asks_first
 from tests.marketplace.conftest import ELDER_HOME
 from vouchers.models import JournalEntry, Redemption, TokenUse
 from vouchers.pool import ledger
@@ -514,7 +515,21 @@ def test_reversal_from_the_page_refunds_the_card(shop, en, login, db_session, ga
     assert refused.status_code == 422
     assert "Say why the redemption is reversed." in refused.get_data(as_text=True)
     assert db_session.scalar(sa.select(Redemption.status)) == "redeemed"
-    response = en.post(f"{where}/reverse", data={"reason": "服务未完成"})
+    # Issue 14 item 7: the first POST asks, with the amounts, and refunds nothing.
+    before = money(shop, db_session)
+    asks_first(
+        en,
+        f"{where}/reverse",
+        {"reason": "服务未完成"},
+        "Reverse the redemption of ¥15.00?",
+        "refunded to the elder's card",
+        "服务未完成",
+    )
+    r = db_session.scalar(sa.select(Redemption))
+    db_session.refresh(r)
+    assert r.status == "redeemed" and r.refund_id is None
+    assert money(shop, db_session) == before
+    response = en.post(f"{where}/reverse", data={"reason": "服务未完成", "confirm": "1"})
     assert response.status_code == 302
     r = db_session.scalar(sa.select(Redemption))
     db_session.refresh(r)
@@ -645,7 +660,7 @@ def test_the_card_button_disables_itself_on_submit(shop, en, login, db_session, 
     html = en.get(priced(en, shop)).get_data(as_text=True)
     assert 'id="card-form"' in html and "data-submit-once" in html
     assert "submit_once.js" in html
-    with en.get("/vouchers/static/submit_once.js") as script:
+    with en.get("/static/submit_once.js") as script:
         assert script.status_code == 200 and b"disabled" in script.get_data()
 
 

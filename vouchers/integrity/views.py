@@ -16,6 +16,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
+from eldercare import confirmation
 from eldercare.accounts import BUREAU_ROLES
 from eldercare.auth import ensure_in_district, roles_required
 from eldercare.db import db
@@ -27,6 +28,7 @@ from eldercare.timeutil import format_local
 from marketplace.models import Provider, Service
 from vouchers.integrity import flags
 from vouchers.models import Redemption
+from vouchers.redemption.views_redeem import reversal_question
 from vouchers.views import bp
 from vouchers.views_elder import REDEMPTION_LABELS
 
@@ -114,11 +116,22 @@ def bureau_flag_clear(flag_id: int):
     )
 
 
+def _reject(flag, *, reason, actor) -> None:
+    """Rejecting a flag reverses its redemption, which commits and asks the gateway for the
+    card refund: asked before, once the reason is given (the service's own refusal first)."""
+    redemption = db.session.get(Redemption, flag.redemption_id)
+    if flag.status == "open" and redemption.status == "redeemed":
+        text = flags.clean_reason(reason)
+        back = url_for(".bureau_flags") + f"#flag-{flag.id}"
+        confirmation.require(reversal_question(redemption, text, back))
+    flags.reject(flag, reason=reason, actor=actor)
+
+
 @bp.post("/bureau/flags/<int:flag_id>/reject")
 @roles_required(*BUREAU_ROLES)
 def bureau_flag_reject(flag_id: int):
     return _decide(
-        flag_id, "reject", flags.reject, _l("The flag was rejected and the redemption reversed.")
+        flag_id, "reject", _reject, _l("The flag was rejected and the redemption reversed.")
     )
 
 

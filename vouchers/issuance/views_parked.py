@@ -16,8 +16,10 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
+from eldercare import confirmation
 from eldercare.accounts import BUREAU_ROLES
 from eldercare.auth import roles_required, scope_to_district
+from eldercare.confirmation import Question
 from eldercare.db import db
 from eldercare.errors import InvalidInput
 from eldercare.forms import problem_from
@@ -118,11 +120,32 @@ def parked_retry(parked_id: int):
 @bp.post("/bureau/parked-events/<int:parked_id>/dismiss")
 @roles_required(*BUREAU_ROLES)
 def parked_dismiss(parked_id: int):
-    parked_in_scope(parked_id, current_user.district_id)
+    parked = parked_in_scope(parked_id, current_user.district_id)
     try:
         dismiss_parked(parked_id, actor=current_user, note=request.form.get("note", ""))
     except InvalidInput as error:
         db.session.rollback()
         return _render(422, problem_from(error, fields=("note",)), parked_id, request.form)
+    # After the service's checks (a reason, an event still open); the question's rollback
+    # undoes the dismissal until the officer confirms.
+    resident = db.session.get(Resident, parked.resident_id)
+    kind = EVENT_LABELS.get(parked.event_kind, parked.event_kind)
+    confirmation.require(
+        Question(
+            title=_("Dismiss the event “%(kind)s” for good?", kind=kind),
+            consequences=[
+                _(
+                    "The voucher feed never applies this event (%(kind)s of %(elder)s, from "
+                    "%(day)s): the elder's vouchers stay as they are unless someone corrects "
+                    "them by hand.",
+                    kind=kind,
+                    elder=resident.masked_name,
+                    day=parked.effective_on.isoformat(),
+                )
+            ],
+            button=_("Yes, dismiss the event"),
+            back=url_for(".parked_events") + f"#parked-{parked.id}",
+        )
+    )
     flash(_("The event was dismissed."), "success")
     return redirect(url_for(".parked_events"))

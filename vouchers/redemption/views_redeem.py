@@ -42,7 +42,9 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
+from eldercare import confirmation
 from eldercare.auth import ensure_in_district, login_manager, roles_required
+from eldercare.confirmation import Question
 from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
 from eldercare.forms import (
@@ -623,12 +625,55 @@ def payment_return(redemption_id: int):
     return redirect(url_for(".payment_status", redemption_id=r.id))
 
 
+def reversal_question(r: Redemption, reason: str, back: str) -> Question:
+    """What reversing ``r`` does, asked before the reversal (here and on the bureau's flag
+    rejection, which reverses)."""
+    consequences = [
+        _(
+            "The subsidy of %(subsidy)s goes back: onto the elder's voucher if it is still "
+            "this month's, otherwise to the district's allocation.",
+            subsidy=yuan(r.subsidy_fen),
+        )
+    ]
+    if r.payment_method == "card" and r.copay_fen:
+        consequences.append(
+            _(
+                "The co-payment of %(copay)s is refunded to the elder's card.",
+                copay=yuan(r.copay_fen),
+            )
+        )
+    consequences.append(
+        _(
+            "If the provider has already been settled for it, the subsidy is taken back from "
+            "the provider instead. A reversal cannot be undone. Reason: %(reason)s",
+            reason=reason.strip(),
+        )
+    )
+    return Question(
+        title=_("Reverse the redemption of %(price)s?", price=yuan(r.price_fen)),
+        consequences=consequences,
+        facts=[
+            (_("Price"), yuan(r.price_fen)),
+            (_("Subsidy"), yuan(r.subsidy_fen)),
+            (_("Co-payment"), yuan(r.copay_fen)),
+        ],
+        button=_("Yes, reverse %(price)s", price=yuan(r.price_fen)),
+        back=back,
+    )
+
+
 @bp.post("/redemptions/<int:redemption_id>/reverse")
 @roles_required(*STAFF_ROLES, *BUREAU_ROLES)
 def reverse(redemption_id: int):
     r = _redemption(redemption_id)
+    reason = request.form.get("reason", "")
     try:
-        payments.reverse(r, actor=current_user, reason=request.form.get("reason", ""))
+        # Asked before the service, not after: a reversal commits and then asks the gateway
+        # for the card refund, which no rollback could undo. Its refusals come first.
+        redemptions.check_reversal(r, actor=current_user, reason=reason, now=now_utc())
+        back = url_for(".redemption_page", redemption_id=r.id)
+        confirmation.require(reversal_question(r, reason, back))
+        payments.reverse(r, actor=current_user, reason=reason)
     except DomainError as error:
         db.session.rollback()
         problem = problem_from(error, fields=("reason",))

@@ -14,12 +14,15 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
+from eldercare import confirmation
 from eldercare.accounts import BUREAU_ROLES
 from eldercare.auth import roles_required
+from eldercare.confirmation import Question
 from eldercare.db import db
 from eldercare.errors import DomainError
 from eldercare.forms import problem_from
 from eldercare.navigation import Destination
+from marketplace.models import Provider
 from marketplace.providers import administers_a_provider, provider_of
 from vouchers.settlement import payees
 from vouchers.settlement.bank_files import require_city_bureau
@@ -110,12 +113,37 @@ def payee_changes():
 @roles_required(*BUREAU_ROLES)
 def payee_change_approve(change_id: int):
     change = payees.change_by_id(change_id)
+    provider = db.session.get(Provider, change.provider_id)
+    now = (provider.bank_account_name, provider.bank_name, provider.bank_account_number)
     try:
         payees.approve(change, actor=current_user)
     except DomainError as error:
         db.session.rollback()
         return _render_changes(422 if error.status == 422 else error.status,
                                problem_from(error, ()), change_id)  # fmt: skip
+    # After the service's checks (not one's own request, still waiting); the question's
+    # rollback undoes the approval until it is confirmed.
+    confirmation.require(
+        Question(
+            title=_("Pay %(name)s to a new bank account?", name=provider.name),
+            consequences=[
+                _(
+                    "Every statement of %(name)s from now on is paid to the account below, "
+                    "not to the one it is paid to now. Money sent to a wrong account may "
+                    "not come back.",
+                    name=provider.name,
+                )
+            ],
+            facts=[
+                (_("New account holder"), change.account_name),
+                (_("New bank and branch"), change.bank_name),
+                (_("New account number"), change.account_number),
+                (_("Paid to now"), " · ".join(v or "—" for v in now)),
+            ],
+            button=_("Yes, pay to the new account"),
+            back=url_for(".payee_changes") + f"#change-{change.id}",
+        )
+    )
     flash(_("The change is approved: the next statements are paid to the new account."), "success")
     return redirect(url_for(".payee_changes"))
 

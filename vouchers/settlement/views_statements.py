@@ -18,8 +18,10 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
+from eldercare import confirmation
 from eldercare.accounts import BUREAU_ROLES, User
 from eldercare.auth import roles_required
+from eldercare.confirmation import Question
 from eldercare.db import db
 from eldercare.errors import Conflict, DomainError, InvalidInput, NotFound, PermissionDenied
 from eldercare.forms import problem_from, yuan
@@ -282,8 +284,39 @@ def approve_post(statement_id: int):
 @bp.post("/statements/<int:statement_id>/reject")
 @roles_required("bureau_approver")
 def reject_post(statement_id: int):
+    def decide(statement):
+        approval.reject(statement, actor=current_user, reason=request.form.get("reason", ""))
+        # After the service's checks (a reason, a statement still open to a decision); the
+        # question's rollback undoes the rejection until it is confirmed.
+        provider = db.session.get(Provider, statement.provider_id)
+        confirmation.require(
+            Question(
+                title=_("Reject the statement of %(amount)s?", amount=yuan(statement.payable_fen)),
+                consequences=[
+                    _(
+                        "%(name)s is not paid the %(amount)s of this statement now: its "
+                        "redemptions go back to be settled by the next run.",
+                        name=provider.name,
+                        amount=yuan(statement.payable_fen),
+                    ),
+                    _(
+                        "The reason is kept with the statement: %(reason)s",
+                        reason=(request.form.get("reason") or "").strip(),
+                    ),
+                ],
+                facts=[
+                    (_("Provider"), provider.name),
+                    (_("Amount"), yuan(statement.payable_fen)),
+                ],
+                button=_(
+                    "Yes, reject the statement of %(amount)s", amount=yuan(statement.payable_fen)
+                ),
+                back=url_for(".statement", statement_id=statement.id),
+            )
+        )
+
     return _decide(
         statement_id,
-        lambda s: approval.reject(s, actor=current_user, reason=request.form.get("reason", "")),
+        decide,
         lambda s: _("Statement rejected; its redemptions will be settled by the next run."),
     )

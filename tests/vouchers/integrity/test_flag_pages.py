@@ -6,6 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from eldercare.db import db
+from tests.confirm_helpers import asks_first
 from tests.vouchers.settlement.conftest import spend
 from vouchers.integrity import flags
 from vouchers.integrity.models import RedemptionFlag
@@ -71,7 +72,13 @@ def test_rejecting_from_the_page_reverses(shop, client, login, db_session):
     refused = client.post(f"/vouchers/bureau/flags/{flag.id}/reject", data={"reason": ""})
     assert refused.status_code == 422
     assert "请填写理由" in refused.get_data(as_text=True)  # Chinese by default
-    done = client.post(f"/vouchers/bureau/flags/{flag.id}/reject", data={"reason": "未提供服务"})
+    # Issue 14 item 7: rejecting reverses the redemption, so the first POST only asks.
+    url = f"/vouchers/bureau/flags/{flag.id}/reject"
+    asks_first(client, url, {"reason": "未提供服务"}, "Reverse the redemption of", "未提供服务")
+    db_session.refresh(flag)
+    db_session.refresh(r)
+    assert (flag.status, r.status) == ("open", "redeemed")
+    done = client.post(url, data={"reason": "未提供服务", "confirm": "1"})
     assert done.status_code == 302
     db_session.refresh(flag)
     db_session.refresh(r)

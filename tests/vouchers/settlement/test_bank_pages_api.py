@@ -133,7 +133,8 @@ def test_the_payment_account_pages_request_and_approve(client, login, shop, bure
     change = db_session.scalar(sa.select(PayeeChange))
     refused = client.post(f"/settlement/payee-changes/{change.id}/reject", data={"reason": ""})
     assert refused.status_code == 422
-    assert client.post(f"/settlement/payee-changes/{change.id}/approve").status_code == 302
+    approve = f"/settlement/payee-changes/{change.id}/approve"
+    assert client.post(approve, data={"confirm": "1"}).status_code == 302
     db_session.refresh(shop.market.station)
     assert shop.market.station.bank_account_number == "6013820000005555"
 

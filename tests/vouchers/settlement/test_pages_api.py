@@ -91,7 +91,7 @@ def test_a_rejection_on_the_page_needs_a_reason(shop, bureau, client, login, sta
     login(bureau.approver)
     url = f"/settlement/statements/{statement.id}/reject"
     assert client.post(url, data={"reason": " "}, headers=EN).status_code == 422
-    assert client.post(url, data={"reason": "金额有误"}).status_code == 303
+    assert client.post(url, data={"reason": "金额有误", "confirm": "1"}).status_code == 303
     db.session.refresh(statement)
     assert statement.status == "rejected" and statement.rejection_reason == "金额有误"
 
