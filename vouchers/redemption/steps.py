@@ -33,7 +33,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
-from eldercare import audit
+from eldercare import audit, stored_text
 from eldercare.accounts import User, accounts_acting_for
 from eldercare.db import db
 from eldercare.errors import DomainError, InvalidInput, PermissionDenied
@@ -57,7 +57,7 @@ from vouchers.errors import (
     VoucherNotUsable,
 )
 from vouchers.models import Redemption, Voucher, VoucherPolicy
-from vouchers.pool import ledger
+from vouchers.pool import ledger, memos
 from vouchers.pool.policy import rules_for
 from vouchers.redemption import pricing
 
@@ -524,7 +524,7 @@ def hold(redemption: Redemption, *, method: str, now: datetime | None = None) ->
     _audit("redemption.hold", redemption, "checked_in", subsidy_fen=amount, method=method)
     _post(
         "hold",
-        f"hold for redemption {redemption.id}",
+        memos.memo("ledger.hold", redemption=redemption.id),
         [("vouchers:outstanding", -amount), ("vouchers:held", amount)],
         cause=("redemptions", redemption.id),
         actor_id=redemption.staff_user_id,
@@ -549,7 +549,7 @@ def capture(redemption: Redemption, *, now: datetime | None = None) -> bool:
         lines += [("copay:card", -copay), ("gateway:clearing", copay)]
     _post(
         "capture",
-        f"redemption {redemption.id}",
+        memos.memo("ledger.capture", redemption=redemption.id),
         lines,
         cause=("redemptions", redemption.id),
         actor_id=redemption.staff_user_id,
@@ -572,16 +572,15 @@ def release(
     it ends as failed. False if already settled."""
     lock_row(redemption)  # before the voucher row and the accounts (see vouchers.pool.ledger)
     target = "checked_in" if retry else "failed"
-    if not _move_status(
-        redemption, "pending_payment", target, failure_reason=reason[:200], held_at=None
-    ):
+    why = stored_text.clip(reason, 200)  # a code and parameters, or a person's words
+    if not _move_status(redemption, "pending_payment", target, failure_reason=why, held_at=None):
         return False
     amount = redemption.subsidy_fen
     _take_held(redemption.voucher_id, amount)
     back_to = _give_back(redemption.voucher_id, amount, now or now_utc())
     ledger.post(
         "release",
-        f"release redemption {redemption.id}: {reason}"[:200],
+        memos.memo("ledger.release", redemption=redemption.id, reason=reason),
         [("vouchers:held", -amount), (back_to, amount)],
         cause=("redemptions", redemption.id),
     )
@@ -750,7 +749,7 @@ def reverse(
         lines += [("gateway:clearing", -refunded), ("copay:card", refunded)]
     ledger.post(
         "reverse",
-        f"reverse redemption {redemption.id}",
+        memos.memo("ledger.reverse", redemption=redemption.id),
         lines,
         cause=("redemptions", redemption.id),
         actor_id=actor.id,
