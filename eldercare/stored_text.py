@@ -132,7 +132,10 @@ def render(stored: str | None, locale: str | None = None) -> str:
     try:
         if callable(text):
             return str(text(values))
-        return str(text) % values if values else str(text)
+        words = str(text)
+        # Formatted whenever it has placeholders, so missing parameters are noticed; words
+        # without any may hold a bare "%" (gettext leaves those unformatted too).
+        return words % values if "%(" in words else words
     except (KeyError, TypeError, ValueError):
         # A code whose words changed their parameters since the row was written: the words
         # without them would mislead; the stored form at least says what happened.

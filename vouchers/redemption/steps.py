@@ -27,7 +27,6 @@ from typing import Protocol
 
 import sqlalchemy as sa
 from flask import g, has_app_context, has_request_context
-from flask_babel import force_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy.orm.attributes import set_committed_value
@@ -38,7 +37,7 @@ from eldercare.accounts import User, accounts_acting_for
 from eldercare.db import db
 from eldercare.errors import DomainError, InvalidInput, PermissionDenied
 from eldercare.forms import yuan
-from eldercare.notifications import enqueue, enqueue_many
+from eldercare.notifications import enqueue, enqueue_many, notice, notice_messages
 from eldercare.residents import District, Resident
 from eldercare.timeutil import format_local, local_today, now_utc
 from marketplace import bookings, catalogue
@@ -777,6 +776,44 @@ def _complete_booking(redemption: Redemption, now: datetime) -> None:
             pass
 
 
+# The family's notices (stored as codes, said in the reader's language: eldercare.notifications).
+notice_messages(
+    "redemption.used",
+    _l("Voucher used: %(amount)s"),
+    _l(
+        "%(amount)s of the voucher was used at %(provider)s for %(service)s "
+        "at %(when)s; the elder paid %(copay)s."
+    ),
+)
+notice_messages(
+    "redemption.used_many",
+    _l("Voucher used: %(amount)s"),
+    _l(
+        "%(amount)s of the voucher was used at %(provider)s for "
+        "%(quantity)s × %(service)s (%(price)s in all) at %(when)s; the elder "
+        "paid %(copay)s."
+    ),
+)
+notice_messages(
+    "redemption.reversed",
+    _l("Voucher amount given back: %(amount)s"),
+    _l(
+        "%(amount)s of the voucher was given back: %(service)s at "
+        "%(provider)s on %(day)s was reversed (%(reason)s). It can be used "
+        "again this month."
+    ),
+)
+notice_messages(
+    "redemption.reversed_to_programme",
+    _l("Voucher amount given back: %(amount)s"),
+    _l(
+        "%(amount)s of the voucher was given back: %(service)s at "
+        "%(provider)s on %(day)s was reversed (%(reason)s). The voucher can "
+        "no longer be used, so the amount went back to the programme."
+    ),
+)
+
+
 def _tell_family(redemption: Redemption) -> int:
     """ "¥X of the voucher was used at Y for Z at T" (with the quantity when more than one
     unit was bought), to everyone who acts for the elder."""
@@ -794,33 +831,10 @@ def _tell_family(redemption: Redemption) -> int:
         "quantity": redemption.quantity or 1,
         "price": yuan(redemption.price_fen),
     }
-    texts = []
-    for locale in ("zh_Hans_CN", "en"):
-        with force_locale(locale):
-            if values["quantity"] == 1:
-                texts.append(
-                    _(
-                        "%(amount)s of the voucher was used at %(provider)s for %(service)s "
-                        "at %(when)s; the elder paid %(copay)s.",
-                        **values,
-                    )
-                )
-            else:
-                texts.append(
-                    _(
-                        "%(amount)s of the voucher was used at %(provider)s for "
-                        "%(quantity)s × %(service)s (%(price)s in all) at %(when)s; the elder "
-                        "paid %(copay)s.",
-                        **values,
-                    )
-                )
-    zh, en = texts
-    subject = f"养老服务消费券使用提醒 / Voucher used: {values['amount']}"
+    kind = "redemption.used" if values["quantity"] == 1 else "redemption.used_many"
+    subject, body = notice(kind, **values)
     return enqueue_many(
-        [
-            (user.id, subject, f"{zh}\n{en}", f"redemption:{redemption.id}:{user.id}")
-            for user in recipients
-        ]
+        [(user.id, subject, body, f"redemption:{redemption.id}:{user.id}") for user in recipients]
     )
 
 
@@ -835,29 +849,9 @@ def _tell_family_of_reversal(redemption: Redemption, *, back_on_voucher: bool) -
         "day": service_day(redemption).isoformat(),
         "reason": redemption.reversal_reason,
     }
-    texts = []
-    for locale in ("zh_Hans_CN", "en"):
-        with force_locale(locale):
-            if back_on_voucher:
-                texts.append(
-                    _(
-                        "%(amount)s of the voucher was given back: %(service)s at "
-                        "%(provider)s on %(day)s was reversed (%(reason)s). It can be used "
-                        "again this month.",
-                        **values,
-                    )
-                )
-            else:
-                texts.append(
-                    _(
-                        "%(amount)s of the voucher was given back: %(service)s at "
-                        "%(provider)s on %(day)s was reversed (%(reason)s). The voucher can "
-                        "no longer be used, so the amount went back to the programme.",
-                        **values,
-                    )
-                )
-    subject = f"养老服务消费券退回提醒 / Voucher amount given back: {values['amount']}"
+    kind = "redemption.reversed" if back_on_voucher else "redemption.reversed_to_programme"
+    subject, body = notice(kind, **values)
     return sum(
-        enqueue(user.id, subject, "\n".join(texts), f"reversal:{redemption.id}:{user.id}")
+        enqueue(user.id, subject, body, f"reversal:{redemption.id}:{user.id}")
         for user in accounts_acting_for(redemption.resident_id)
     )
