@@ -76,9 +76,16 @@ def encode(code: str, *, limit: int | None = None, **params) -> str:
         longest = max(texts, key=lambda k: len(params[k]))
         value = params[longest]
         keep = max(len(value) - (len(text) - limit) - len(_ELLIPSIS), 0)
-        # A nested stored text cannot be cut: it becomes its own code's words, unreadable
-        # as JSON otherwise, so it is dropped to the ellipsis alone.
-        params[longest] = _ELLIPSIS if value.startswith(MARKER) else value[:keep] + _ELLIPSIS
+        inner = decode(value) if value.startswith(MARKER) else None
+        if inner is not None:
+            # Stored text inside: shortened by its own text parameters, never cut (a cut
+            # one is no longer readable); the ellipsis alone when that cannot be done.
+            try:
+                params[longest] = encode(inner[0], limit=keep, **inner[1])
+            except ValueError:
+                params[longest] = _ELLIPSIS
+        else:
+            params[longest] = value[:keep] + _ELLIPSIS
         text = _dump(code, params)
     return text
 

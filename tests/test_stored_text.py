@@ -61,6 +61,14 @@ def test_encode_fits_a_column_by_shortening_text_parameters(app_ctx):
     assert code == "payment.resolved" and params["reason"].endswith("…")
     assert stored_text.clip(stored, 50) == stored  # never cut: it would stop being readable
     assert stored_text.clip("x" * 300, 200) == "x" * 200
+    # Stored text inside stored text is shortened by its own parameters, never cut.
+    memo = stored_text.encode("ledger.release", limit=200, redemption=5, reason=stored)
+    assert len(memo) <= 200
+    inner = stored_text.decode(memo)[1]["reason"]
+    assert stored_text.decode(inner)[0] == "payment.resolved"
+    assert stored_text.render(memo, "zh_CN").startswith(
+        "释放核销 5 的冻结金额：民政局已处理：网关故障"
+    )
     with pytest.raises(ValueError):
         stored_text.encode("no.such.code")
 
