@@ -47,10 +47,6 @@ def legacy(literal: str, code: str, **params) -> None:
     _LEGACY[literal] = _dump(code, params)
 
 
-def known(code: str) -> bool:
-    return code in _MESSAGES
-
-
 def _dump(code: str, params: Mapping) -> str:
     if not params:
         return f"{MARKER}{code}"
@@ -93,11 +89,7 @@ def encode(code: str, *, limit: int | None = None, **params) -> str:
 def clip(text: str, limit: int) -> str:
     """``text`` cut to ``limit`` characters unless it is stored text (already fitted by
     ``encode``; cutting it would break it)."""
-    return text if is_stored(text) else text[:limit]
-
-
-def is_stored(text: object) -> bool:
-    return isinstance(text, str) and text.startswith(MARKER) and decode(text) is not None
+    return text if decode(text) is not None else text[:limit]
 
 
 def decode(stored: str | None) -> tuple[str, dict] | None:
