@@ -30,6 +30,7 @@ from assessment.schemas import (
     AssessmentReviewPageSchema,
     AssessmentReviewQuerySchema,
 )
+from eldercare import stored_text
 from eldercare.accounts import BUREAU_ROLES
 from eldercare.api import BEARER, error_responses, page_of
 from eldercare.auth import ensure_in_district, scope_to_district
@@ -126,7 +127,7 @@ def _version(p: EligibilityPolicy) -> dict:
         "fee_refund_cap_fen": p.fee_refund_cap_fen,
         "conflict_lookback_months": p.conflict_lookback_months,
         "expiry_reminder_days": p.expiry_reminder_days,
-        "note": p.note,
+        "note": stored_text.render(p.note) or None,  # the seeded basis in the reader's words
     }
 
 

@@ -9,11 +9,16 @@ import sqlalchemy as sa
 from flask_babel import lazy_gettext as _l
 
 from assessment.models import EligibilityPolicy
-from eldercare import audit
+from eldercare import audit, stored_text
 from eldercare.accounts import User
 from eldercare.db import db
 from eldercare.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from eldercare.timeutil import local_today
+
+# The basis the migrations seeded the first version with (free text then); rows are kept as
+# they are and shown in the reader's language (eldercare.stored_text).
+stored_text.message("policy.pilot_defaults", _l("Shenyang pilot defaults (POLICY.md)"))
+stored_text.legacy("Shenyang pilot defaults (POLICY.md)", "policy.pilot_defaults")
 
 
 def add_months(day: date, months: int) -> date:

@@ -5,14 +5,24 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import sqlalchemy as sa
+from flask_babel import lazy_gettext as _l
 
 from assessment.lifecycle import OPEN_STATUSES, latest_approved
 from assessment.models import Assessment
 from assessment.policy import policy_on
 from eldercare.accounts import accounts_acting_for
 from eldercare.db import db
-from eldercare.notifications import enqueue
+from eldercare.notifications import enqueue, notice, notice_messages
 from eldercare.timeutil import local_today
+
+notice_messages(
+    "assessment.expiry",
+    _l("Assessment expires on %(until)s"),
+    _l(
+        "The ability assessment of %(name)s expires on %(until)s. Please apply for a new "
+        "assessment before then so that the monthly voucher continues."
+    ),
+)
 
 
 def remind_expiring_assessments(today: date | None = None) -> dict:
@@ -41,18 +51,16 @@ def remind_expiring_assessments(today: date | None = None) -> dict:
         if renewal_open is not None:
             continue  # the renewal is already under way
         reminded += 1
-        until = assessment.valid_until.isoformat()
+        subject, body = notice(
+            "assessment.expiry",
+            until=assessment.valid_until.isoformat(),
+            name=assessment.resident.masked_name,
+        )
         for user in accounts_acting_for(assessment.resident_id):
             queued += enqueue(
                 user.id,
-                subject=f"能力评估将于 {until} 到期 / Assessment expires on {until}",
-                body=(
-                    f"{assessment.resident.masked_name} 的老年人能力评估将于 {until} 到期。"
-                    "请在到期前申请重新评估，以免影响每月的养老服务消费券。\n"
-                    f"The ability assessment of {assessment.resident.masked_name} expires on "
-                    f"{until}. Please apply for a new assessment before then so that the "
-                    "monthly voucher continues."
-                ),
+                subject=subject,
+                body=body,
                 dedupe_key=f"assessment-expiry:{assessment.id}:{user.id}",
             )
     return {"expiring": reminded, "queued": queued}

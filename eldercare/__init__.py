@@ -16,6 +16,7 @@ from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
+from eldercare import stored_text
 from eldercare.config import check_config, load_config
 from eldercare.db import ROW_ID_MAX
 from eldercare.db import db as _db
@@ -251,4 +252,6 @@ def create_app(config: dict | None = None) -> Flask:
     security_headers.register(app)
     app.context_processor(_template_context)
     app.jinja_env.filters["local_dt"] = format_local
+    # Text stored as a code and its parameters, said in the reader's language.
+    app.jinja_env.filters["stored"] = stored_text.render
     return app

@@ -27,7 +27,7 @@ from eldercare import account_service, audit
 from eldercare.accounts import RELATIONSHIPS, FamilyLink, User
 from eldercare.db import Base, UTCDateTime, db
 from eldercare.errors import Conflict, InvalidInput, NotFound, PermissionDenied, TooManyRequests
-from eldercare.notifications import enqueue
+from eldercare.notifications import enqueue, notice, notice_messages
 from eldercare.pii import EncryptedString, keep_lookup_hash, lookup_hash, lookup_hash_column
 from eldercare.register import RESIDENT_ID_MESSAGES
 from eldercare.residents import (
@@ -271,23 +271,28 @@ def _link(user: User, resident: Resident, relationship: str) -> None:
     )
 
 
+notice_messages(
+    "account_link.confirmed",
+    _l("Your account is linked"),
+    _l(
+        "The bureau has linked your account to the record of %(who)s: you can now see and "
+        "use the vouchers on your phone."
+    ),
+)
+notice_messages(
+    "account_link.refused",
+    _l("Your link request was refused"),
+    _l("The bureau could not confirm your request to link to %(who)s. Reason: %(reason)s"),
+)
+
+
 def _tell_asker(link: AccountLinkRequest) -> None:
-    """The answer, in the asker's Messages (and email): both languages, like every notice."""
+    """The answer, in the asker's Messages (and email), in the reader's language."""
     who = mask_name(link.name)
     if link.status == "confirmed":
-        subject = "账户关联已确认 / Your account is linked"
-        body = (
-            f"民政局已确认您的账户与 {who} 的登记记录关联，现在可以在手机上查看和使用消费券。\n"
-            f"The bureau has linked your account to the record of {who}: you can now see "
-            "and use the vouchers on your phone."
-        )
+        subject, body = notice("account_link.confirmed", who=who)
     else:
-        subject = "账户关联未通过 / Your link request was refused"
-        body = (
-            f"民政局未能确认您关联 {who} 的申请。理由：{link.refusal_reason}\n"
-            f"The bureau could not confirm your request to link to {who}. "
-            f"Reason: {link.refusal_reason}"
-        )
+        subject, body = notice("account_link.refused", who=who, reason=link.refusal_reason)
     enqueue(link.user_id, subject, body, f"account-link-{link.status}:{link.id}")
 
 

@@ -27,7 +27,13 @@ from flask_babel import lazy_gettext as _l
 from eldercare import audit
 from eldercare.db import db
 from eldercare.errors import InvalidInput, NotFound
-from eldercare.notifications import BackendUnavailable, Delivered, DeliveryFailed, Notification
+from eldercare.notifications import (
+    BackendUnavailable,
+    Delivered,
+    DeliveryFailed,
+    Notification,
+    rendered,
+)
 
 NO_ADDRESS_NOTE = "no email address on the account; shown in Messages only"
 MAX_EMAIL_LENGTH = 254  # RFC 5321's limit on a forward path, less the angle brackets
@@ -93,8 +99,19 @@ def _sender() -> str:
     return current_app.config.get("MAIL_FROM") or "eldercare@localhost"
 
 
-def build_message(notification: Notification, to_address: str, to_name: str = "") -> EmailMessage:
-    """The RFC 5322 message for one notification (UTF-8 subject and body).
+def languages_of(recipient) -> list[str]:
+    """The languages a notice is written in when it is sent. An account holds no language
+    preference (the language is chosen per browser session), so a mail carries every
+    supported language, the programme's first one first; a stored preference would make
+    this the recipient's one language. Pages (Messages) always use their reader's."""
+    return list(current_app.config["SUPPORTED_LOCALES"])
+
+
+def build_message(
+    notification: Notification, to_address: str, to_name: str = "", languages=None
+) -> EmailMessage:
+    """The RFC 5322 message for one notification (UTF-8 subject and body), its stored text
+    said at sending in ``languages`` (default: every supported language).
 
     Message-ID and Date come from the notification, not the moment of sending, so a message
     sent twice (delivery is at-least-once) is the same message twice: mail systems and
@@ -105,12 +122,13 @@ def build_message(notification: Notification, to_address: str, to_name: str = ""
     message = EmailMessage()
     message["From"] = sender
     message["To"] = formataddr((to_name, to_address)) if to_name else to_address
-    message["Subject"] = notification.subject
+    subject, body = rendered(notification, languages or languages_of(None))
+    message["Subject"] = subject
     message["Date"] = format_datetime(created)
     message["Message-ID"] = f"<notification.{notification.id}.{int(created.timestamp())}@{domain}>"
     # RFC 3834: a notice from a machine; out-of-office robots should not answer it.
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content(notification.body, charset="utf-8")
+    message.set_content(body, charset="utf-8")
     return message
 
 
@@ -167,7 +185,9 @@ def send_notification(notification: Notification, recipient) -> Delivered | None
     """The "email" channel's backend (see ``eldercare.notifications.register_backend``)."""
     if not recipient.email:
         return Delivered(NO_ADDRESS_NOTE)
-    message = build_message(notification, recipient.email, recipient.display_name)
+    message = build_message(
+        notification, recipient.email, recipient.display_name, languages_of(recipient)
+    )
     if current_app.config.get("MAIL_SERVER"):
         _send_smtp(message, recipient.email)
     else:

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from flask.cli import AppGroup
 from sqlalchemy.orm import Mapped, mapped_column
 
+from eldercare import stored_text
 from eldercare.accounts import User
 from eldercare.db import Base, UTCDateTime, db, unit_of_work
 from eldercare.timeutil import now_utc
@@ -38,6 +39,7 @@ STATUSES = ("pending", "sent", "failed")
 # Failed sends of one message before it is given up ("failed"); it stays in Messages.
 MAX_ATTEMPTS = 5
 _ERROR_LENGTH = 500
+SUBJECT_LENGTH = 200
 
 
 class Notification(Base):
@@ -50,7 +52,9 @@ class Notification(Base):
     recipient_user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), index=True)
     # Which backend should carry it ("email"; later "sms", "wechat").
     channel: Mapped[str] = mapped_column(sa.String(16), default="email")
-    subject: Mapped[str] = mapped_column(sa.String(200))
+    # Subject and body are stored text (eldercare.stored_text): a code and its parameters,
+    # said in the reader's language when shown or sent (older rows: free text, both languages).
+    subject: Mapped[str] = mapped_column(sa.String(SUBJECT_LENGTH))
     body: Mapped[str] = mapped_column(sa.Text)
     # Producer-chosen identity of the message, e.g. "assessment-expiry:12:7".
     dedupe_key: Mapped[str] = mapped_column(sa.String(120), unique=True)
@@ -64,6 +68,37 @@ class Notification(Base):
     last_error: Mapped[str | None] = mapped_column(sa.String(_ERROR_LENGTH))
 
 
+def notice(kind: str, **params) -> tuple[str, str]:
+    """A notice's subject and body as stored text: the codes ``<kind>.subject`` and
+    ``<kind>.body`` (registered by the domain that sends it), with the same parameters.
+    Rendered in the reader's language on the Messages page, in the recipient's at sending."""
+    return (
+        stored_text.encode(f"{kind}.subject", limit=SUBJECT_LENGTH, **params),
+        stored_text.encode(f"{kind}.body", **params),
+    )
+
+
+def notice_messages(kind: str, subject: str, body: str) -> None:
+    """Register the words of notice ``kind``: ``subject`` and ``body`` are lazy gettext
+    strings with the same %(name)s parameters."""
+    stored_text.message(f"{kind}.subject", subject)
+    stored_text.message(f"{kind}.body", body)
+
+
+def rendered(message: Notification, locales: list[str]) -> tuple[str, str]:
+    """Subject and body in each of ``locales`` (a language once when all say the same, as
+    older free-text rows do): subjects joined by " / ", bodies by a blank line."""
+    subjects, bodies = [], []
+    for locale in locales:
+        subject = stored_text.render(message.subject, locale)
+        body = stored_text.render(message.body, locale)
+        if subject not in subjects:
+            subjects.append(subject)
+        if body not in bodies:
+            bodies.append(body)
+    return " / ".join(subjects), "\n\n".join(bodies)
+
+
 def enqueue(recipient_user_id: int, subject: str, body: str, dedupe_key: str) -> bool:
     """Queue a message unless one with the same key exists; True if it was queued."""
     exists = db.session.scalar(
@@ -74,7 +109,7 @@ def enqueue(recipient_user_id: int, subject: str, body: str, dedupe_key: str) ->
     db.session.add(
         Notification(
             recipient_user_id=recipient_user_id,
-            subject=subject[:200],
+            subject=stored_text.clip(subject, SUBJECT_LENGTH),
             body=body,
             dedupe_key=dedupe_key,
         )
@@ -99,7 +134,10 @@ def enqueue_many(messages: list[tuple[int, str, str, str]]) -> int:
     for recipient, subject, body, key in messages:
         if key not in existing and key not in fresh:
             fresh[key] = Notification(
-                recipient_user_id=recipient, subject=subject[:200], body=body, dedupe_key=key
+                recipient_user_id=recipient,
+                subject=stored_text.clip(subject, SUBJECT_LENGTH),
+                body=body,
+                dedupe_key=key,
             )
     db.session.add_all(fresh.values())
     db.session.flush()

@@ -51,7 +51,7 @@ from eldercare import audit
 from eldercare.accounts import FamilyLink, User, accounts_acting_for
 from eldercare.db import db
 from eldercare.errors import Conflict, InvalidInput, NotFound, PermissionDenied
-from eldercare.notifications import enqueue
+from eldercare.notifications import enqueue, notice, notice_messages
 from eldercare.residents import Resident
 from eldercare.timeutil import SHANGHAI, format_local, local_today, now_utc, to_local
 from marketplace.errors import CapacityFull, InvalidTransition
@@ -230,14 +230,55 @@ def _when_text(booking: Booking) -> str:
     return format_local(booking.slot_start)
 
 
-def _tell_elder(booking: Booking, event: str, subject: str, body: str) -> int:
+# The notices of bookings (stored as codes, said in the reader's language: eldercare.notifications).
+notice_messages(
+    "booking.requested",
+    _l("New booking request: %(title)s"),
+    _l(
+        '%(name)s asked to book "%(title)s" at %(when)s. Please accept or decline it on the '
+        "Bookings page."
+    ),
+)
+notice_messages(
+    "booking.accepted",
+    _l("Booking accepted: %(title)s"),
+    _l('"%(title)s" is confirmed for %(when)s (%(name)s).'),
+)
+notice_messages(
+    "booking.declined",
+    _l("Booking declined: %(title)s"),
+    _l('"%(title)s" at %(when)s (%(name)s) was declined: %(reason)s'),
+)
+notice_messages(
+    "booking.cancelled_by_provider",
+    _l("Booking cancelled by the provider: %(title)s"),
+    _l('The provider cancelled "%(title)s" at %(when)s (%(name)s): %(reason)s'),
+)
+notice_messages(
+    "booking.cancelled_by_elder",
+    _l("Booking cancelled: %(title)s"),
+    _l('%(name)s cancelled "%(title)s" at %(when)s.'),
+)
+notice_messages(
+    "booking.reminder",
+    _l("Tomorrow: %(title)s %(when)s"),
+    _l(
+        'Reminder: %(name)s has "%(title)s" from %(provider)s tomorrow at %(when)s. '
+        "If the time no longer suits, please tell the provider in good time."
+    ),
+)
+
+
+def _tell_elder(booking: Booking, event: str, kind: str, **params) -> int:
+    subject, body = notice(kind, **params)
     return sum(
         enqueue(user.id, subject, body, f"booking-{event}:{booking.id}:{user.id}")
         for user in accounts_acting_for(booking.resident_id)
     )
 
 
-def _tell_provider(booking: Booking, event: str, subject: str, body: str) -> int:
+def _tell_provider(booking: Booking, event: str, kind: str, **params) -> int:
+    subject, body = notice(kind, **params)
     return sum(
         enqueue(user.id, subject, body, f"booking-{event}:{booking.id}:{user.id}")
         for user in provider_admins(booking.provider_id)
@@ -339,14 +380,7 @@ def book(
         via="self" if booked_by.resident_id == resident.id else "family_agent",
     )
     name, when, title = resident.masked_name, _when_text(booking), service.title
-    _tell_provider(
-        booking,
-        "requested",
-        f"新的预约 / New booking request: {title}",
-        f"{name} 预约了「{title}」，时间 {when}。请在“预约”页面接受或谢绝。\n"
-        f'{name} asked to book "{title}" at {when}. Please accept or decline it on the '
-        "Bookings page.",
-    )
+    _tell_provider(booking, "requested", "booking.requested", name=name, when=when, title=title)
     return booking
 
 
@@ -362,13 +396,8 @@ def accept(booking: Booking, by: User, *, now: datetime | None = None) -> None:
     booking.status, booking.decided_at = "accepted", now
     _audit("booking.accept", booking, before)
     title, when = booking.service.title, _when_text(booking)
-    _tell_elder(
-        booking,
-        "accepted",
-        f"预约已确认 / Booking accepted: {title}",
-        f"「{title}」已确认，时间 {when}（{booking.resident.masked_name}）。\n"
-        f'"{title}" is confirmed for {when} ({booking.resident.masked_name}).',
-    )
+    name = booking.resident.masked_name
+    _tell_elder(booking, "accepted", "booking.accepted", title=title, when=when, name=name)
 
 
 def decline(booking: Booking, by: User, reason: str, *, now: datetime | None = None) -> None:
@@ -390,9 +419,11 @@ def decline(booking: Booking, by: User, reason: str, *, now: datetime | None = N
     _tell_elder(
         booking,
         "declined",
-        f"预约未被接受 / Booking declined: {title}",
-        f"「{title}」（{when}，{booking.resident.masked_name}）未被接受：{reason}\n"
-        f'"{title}" at {when} ({booking.resident.masked_name}) was declined: {reason}',
+        "booking.declined",
+        title=title,
+        when=when,
+        name=booking.resident.masked_name,
+        reason=reason,
     )
 
 
@@ -486,16 +517,15 @@ def cancel(
         _tell_elder(
             booking,
             "cancelled",
-            f"预约已被服务机构取消 / Booking cancelled by the provider: {title}",
-            f"「{title}」（{when}，{name}）已被服务机构取消：{reason}\n"
-            f'The provider cancelled "{title}" at {when} ({name}): {reason}',
+            "booking.cancelled_by_provider",
+            title=title,
+            when=when,
+            name=name,
+            reason=reason,
         )
     else:
         _tell_provider(
-            booking,
-            "cancelled",
-            f"预约已取消 / Booking cancelled: {title}",
-            f'{name} 取消了「{title}」（{when}）。\n{name} cancelled "{title}" at {when}.',
+            booking, "cancelled", "booking.cancelled_by_elder", title=title, when=when, name=name
         )
 
 
@@ -538,10 +568,10 @@ def remind_upcoming_bookings(now: datetime | None = None) -> dict:
         queued += _tell_elder(
             booking,
             "reminder",
-            f"明天的服务 / Tomorrow: {title} {when}",
-            f"提醒：{name} 明天 {when} 预约了「{provider.name}」的「{title}」。"
-            "如不能按时接受服务，请提前联系服务机构。\n"
-            f'Reminder: {name} has "{title}" from {provider.name} tomorrow at {when}. '
-            "If the time no longer suits, please tell the provider in good time.",
+            "booking.reminder",
+            title=title,
+            when=when,
+            name=name,
+            provider=provider.name,
         )
     return {"bookings": len(bookings), "queued": queued}

@@ -22,13 +22,21 @@ from eldercare import audit
 from eldercare.accounts import User
 from eldercare.db import db
 from eldercare.errors import InvalidInput, PermissionDenied
-from eldercare.notifications import enqueue
+from eldercare.notifications import enqueue, notice, notice_messages
 from eldercare.timeutil import format_local, now_utc
 from marketplace.bookings import acts_for, provider_admins
 from marketplace.errors import InvalidTransition
 from marketplace.models import Booking, Complaint, Provider
 
 MAX_TEXT_LENGTH = 2000
+notice_messages(
+    "complaint.upheld",
+    _l("Complaint upheld (No. %(complaint)s)"),
+    _l(
+        "The civil affairs bureau upheld complaint No. %(complaint)s of %(filed)s. "
+        "Resolution: %(resolution)s"
+    ),
+)
 FILER_ROLES = ("elder", "family_agent")
 HANDLER_ROLES = ("bureau_officer",)
 OPEN_STATUSES = ("received", "investigating")
@@ -130,15 +138,11 @@ def close(
     _audit(f"complaint.{'uphold' if decision == 'upheld' else 'dismiss'}", complaint, before)
     if decision == "upheld":
         filed = format_local(complaint.created_at, "%Y-%m-%d")
+        subject, body = notice(
+            "complaint.upheld", complaint=complaint.id, filed=filed, resolution=resolution
+        )
         for user in provider_admins(complaint.provider_id):
-            enqueue(
-                user.id,
-                f"投诉成立 / Complaint upheld (No. {complaint.id})",
-                f"民政局认定 {filed} 收到的第 {complaint.id} 号投诉成立。处理结果：{resolution}\n"
-                f"The civil affairs bureau upheld complaint No. {complaint.id} of {filed}. "
-                f"Resolution: {resolution}",
-                f"complaint-upheld:{complaint.id}:{user.id}",
-            )
+            enqueue(user.id, subject, body, f"complaint-upheld:{complaint.id}:{user.id}")
 
 
 def uphold(complaint: Complaint, *, by: User, resolution: str, now=None) -> None:

@@ -10,7 +10,7 @@ from datetime import date
 import pytest
 import sqlalchemy as sa
 
-from eldercare import account_links
+from eldercare import account_links, stored_text
 from eldercare.account_links import AccountLinkRequest
 from eldercare.accounts import FamilyLink, User, UserRole, elders_acted_for
 from eldercare.audit import AuditLog
@@ -86,7 +86,8 @@ def test_an_elder_asks_and_the_districts_officer_confirms_it_becomes_their_own_a
     assert _count(AuditLog, AuditLog.action == "account_link.confirm") == 1
     mine = sa.select(Notification).where(Notification.recipient_user_id == account.id)
     notice = db.session.scalar(mine)
-    assert "Your account is linked" in notice.subject and "王**" in notice.body
+    assert stored_text.render(notice.subject, "en") == "Your account is linked"
+    assert "王**" in stored_text.render(notice.body, "zh_CN")
 
 
 def test_a_family_member_becomes_a_family_agent_with_the_relationship_asked(client, world):

@@ -25,7 +25,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
-from eldercare import confirmation
+from eldercare import confirmation, stored_text
 from eldercare.accounts import BUREAU_ROLES
 from eldercare.auth import ensure_in_district, roles_required, scope_to_district
 from eldercare.confirmation import Question
@@ -61,7 +61,7 @@ from vouchers.models import (
     VoucherPolicy,
 )
 from vouchers.pool import funding as pool
-from vouchers.pool import ledger, ledger_checks, policy
+from vouchers.pool import ledger, ledger_checks, memos, policy
 from vouchers.redemption import payments
 from vouchers.views import bp
 from vouchers.views_elder import (
@@ -277,10 +277,10 @@ def journal_page(page: int) -> tuple[list[dict], bool]:
         {
             "id": e.id,
             "kind": ENTRY_LABELS.get(e.kind, e.kind),
-            "memo": e.memo,
+            "memo": stored_text.render(e.memo),
             "amount": amounts.get(e.id, 0),
             "when": format_local(e.occurred_at),
-            "cause": f"{e.cause_type} {e.cause_id}" if e.cause_type else "—",
+            "cause": memos.reference(e.cause_type, e.cause_id),
         }
         for e in entries
     ], more

@@ -59,7 +59,7 @@ from vouchers.models import (
 from vouchers.pool import kinds
 from vouchers.pool.kinds import KIND_LABELS
 from vouchers.pool.policy import policy_on, scope_on
-from vouchers.redemption import cards, payments, qr_tokens
+from vouchers.redemption import cards, failures, qr_tokens
 from vouchers.views import bp, no_store
 
 # How the elder and the family read a redemption's state.
@@ -318,7 +318,7 @@ def history_state(r: Redemption) -> str:
     check-in (the provider may try another card or cash) with the reason recorded; left there,
     it is what the elder saw at the counter, a declined card, not a service still starting."""
     if r.status == "checked_in" and r.failure_reason:
-        return "declined" if r.failure_reason.startswith(payments.DECLINED_REASON) else "unpaid"
+        return "declined" if failures.was_declined(r.failure_reason) else "unpaid"
     return r.status
 
 

@@ -4,7 +4,7 @@ from datetime import date, timedelta
 
 from eldercare.db import db
 from vouchers.models import Voucher
-from vouchers.pool import ledger
+from vouchers.pool import ledger, memos
 from vouchers.pool.policy import policy_on
 
 
@@ -26,7 +26,7 @@ def give_voucher(resident, day: date, kind: str = "home_community") -> Voucher:
     db.session.flush()
     ledger.post(
         "issue",
-        f"voucher {voucher.id}",
+        memos.memo("ledger.issue_one", month=f"{month:%Y-%m}", resident=resident.id),
         [
             (ledger.district_account_code(resident.district.code), -policy.monthly_cap_fen),
             ("vouchers:outstanding", policy.monthly_cap_fen),

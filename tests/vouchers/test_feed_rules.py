@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from assessment.eligibility import add_exclusion, end_exclusion
+from eldercare import stored_text
 from eldercare.db import db
 from eldercare.errors import Conflict
 from eldercare.notifications import Notification
@@ -261,4 +262,5 @@ def test_the_family_is_told_of_a_reversal(shop, db_session):
     body = notes[0].body
     assert "¥6.00" in body and "南湖社区养老服务站" in body and "扫错了老人" in body
     assert shop.today.isoformat() in body
-    assert "given back" in body and "退回" in body
+    assert "given back" in stored_text.render(body, "en")
+    assert "退回" in stored_text.render(notes[0].subject, "zh_CN")

@@ -7,6 +7,7 @@ import sqlalchemy as sa
 
 from assessment.agencies import add_assessor
 from assessment.eligibility import add_exclusion, eligibility_on, record_death
+from eldercare import stored_text
 from eldercare.errors import InvalidInput, PermissionDenied
 from eldercare.notifications import Notification
 from eldercare.timeutil import now_utc
@@ -419,7 +420,7 @@ def test_ten_meals_are_priced_at_ten_times_the_listed_price(shop, db_session):
     redemption.pay_cash(r, staff_user=shop.caregiver)
     assert (r.status, r.quantity, r.price_fen, r.subsidy_fen) == ("redeemed", 10, 15_000, 6000)
     notice = db_session.scalars(sa.select(Notification).order_by(Notification.id)).all()[-1]
-    assert "10 ×" in notice.body
+    assert "10 ×" in stored_text.render(notice.body, "en")
 
 
 def test_the_quantity_defaults_to_one_and_bad_quantities_change_nothing(shop, db_session):

@@ -75,7 +75,7 @@ from vouchers.models import (
     Voucher,
     VoucherPolicy,
 )
-from vouchers.pool import ledger
+from vouchers.pool import ledger, memos
 from vouchers.pool.kinds import DEFAULT_KIND, kind_for, kind_of_month
 from vouchers.pool.policy import policy_on
 
@@ -300,7 +300,7 @@ def try_issue(
             )
             ledger.post(
                 "issue",
-                f"voucher {month:%Y-%m} resident {resident.id}",
+                memos.memo("ledger.issue_one", month=f"{month:%Y-%m}", resident=resident.id),
                 [(account_code, -face), (OUTSTANDING, face)],
                 cause=("vouchers", voucher.id),
                 actor_id=actor_id,
@@ -740,7 +740,9 @@ def _issue_batch(
         return cut, handled, 0, 0
     ledger.post(
         "issue",
-        f"vouchers {month:%Y-%m} district {district_code}: {count}",
+        memos.memo(
+            "ledger.issue_batch", month=f"{month:%Y-%m}", district=district_code, count=count
+        ),
         [(ledger.district_account_code(district_code), -total), (OUTSTANDING, total)],
         cause=("issuance", f"{month:%Y-%m}/{district_code}/{stamp:%H%M%S%f}"),
         actor_id=actor_id,
@@ -1038,7 +1040,12 @@ def expire_month(
             if returned:
                 ledger.post(
                     "expire",
-                    f"expiry {month:%Y-%m} district {district_code}: {len(rows)} vouchers",
+                    memos.memo(
+                        "ledger.expire_batch",
+                        month=f"{month:%Y-%m}",
+                        district=district_code,
+                        count=len(rows),
+                    ),
                     [
                         (OUTSTANDING, -returned),
                         (ledger.district_account_code(district_code), returned),
@@ -1089,7 +1096,9 @@ def revoke_for(
             voucher,
             status="revoked",
             entry_kind="revoke",
-            memo=f"revoked ({reason}) voucher {voucher.id}",
+            memo=memos.memo(
+                "ledger.revoke", reason=memos.revoke_reason(reason), voucher=voucher.id
+            ),
             actor_id=actor_id,
             audit_after={"reason": reason},
         )

@@ -8,7 +8,7 @@ from eldercare import audit
 from eldercare.accounts import User
 from eldercare.errors import InvalidInput
 from eldercare.residents import District
-from vouchers.pool import ledger
+from vouchers.pool import ledger, memos
 
 FUNDING_SOURCES = {"central": "funding:central", "local": "funding:local"}
 MAX_MOVEMENT_FEN = 10_000_000_000  # 100 million yuan: more than a whole pilot's funds
@@ -54,7 +54,7 @@ def allocate(district: District, amount_fen: int, *, memo: str, actor: User):
     ledger.account(code, create_name=f"{district.name_zh} allocation")
     entry = ledger.post(
         "allocation",
-        (memo or "").strip() or f"allocation {district.code}",
+        (memo or "").strip() or memos.memo("ledger.allocation", district=district.code),
         [("pool:available", -amount_fen), (code, amount_fen)],
         actor_id=actor.id,
     )

@@ -77,6 +77,7 @@ import sqlalchemy as sa
 from flask_babel import lazy_gettext as _l
 from sqlalchemy.dialects import postgresql
 
+from eldercare import stored_text
 from eldercare.db import db
 from eldercare.errors import InvalidInput
 from vouchers.errors import InsufficientFunds
@@ -89,6 +90,7 @@ from vouchers.models import (
     Redemption,
     Voucher,
 )
+from vouchers.pool import memos
 
 # The accounts every redemption moves, and their shard counts (migration 0015 sets them).
 # 32 rows: 8 or 16 concurrent redemptions find a free one at once; summing 32 rows is free.
@@ -255,7 +257,7 @@ def post(
             raise InvalidInput(details={"account": code})
     entry = JournalEntry(
         kind=kind,
-        memo=memo[:200],
+        memo=stored_text.clip(memo, memos.MEMO_LENGTH),
         cause_type=cause[0] if cause else None,
         cause_id=str(cause[1]) if cause else None,
         created_by_user_id=actor_id,

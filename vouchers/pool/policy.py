@@ -17,7 +17,7 @@ from flask import g, has_request_context
 from flask_babel import lazy_gettext as _l
 from sqlalchemy.orm import Session
 
-from eldercare import audit
+from eldercare import audit, stored_text
 from eldercare.accounts import User
 from eldercare.db import db
 from eldercare.errors import Conflict, InvalidInput, NotFound
@@ -25,6 +25,12 @@ from eldercare.timeutil import local_today
 from vouchers.models import VOUCHER_KINDS, Voucher, VoucherPolicy
 
 _SCOPE_CACHE = "vouchers_scope_by_day"
+
+# The basis the migrations seeded the first version with (free text then); rows are kept as
+# they are and shown in the reader's language (eldercare.stored_text).
+stored_text.message("policy.pilot_defaults", _l("Shenyang pilot defaults (POLICY.md)"))
+stored_text.legacy("Shenyang pilot defaults (POLICY.md)", "policy.pilot_defaults")
+
 OVERLAP_MESSAGE = _l(
     "Two versions of one voucher policy cannot be in force on the same day: the earlier "
     "version must end on the day the later one starts."

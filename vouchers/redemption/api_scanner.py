@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from flask import g
 from sqlalchemy.orm import joinedload
 
+from eldercare import stored_text
 from eldercare.api import BEARER, error_responses, local_time, page_of, rename_details
 from eldercare.db import db
 from eldercare.errors import InvalidInput, NotFound
@@ -145,7 +146,7 @@ def _provider_redemption(redemption: Redemption, *, next_action_url: str | None 
         "check_in_distance_m": redemption.check_in_distance_m,
         "ratio_bp": redemption.ratio_bp,
         "remaining_fen": voucher.balance_fen,
-        "failure_reason": redemption.failure_reason,
+        "failure_reason": stored_text.render(redemption.failure_reason) or None,
         "reversal_deadline": redemptions.reversal_deadline(redemption)
         if redemption.status == "redeemed"
         else None,

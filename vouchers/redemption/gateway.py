@@ -29,6 +29,7 @@ from flask import Flask, current_app
 from flask_babel import lazy_gettext as _l
 
 from vouchers.errors import CardDeclined, GatewayError, GatewayRefused, GatewayUnavailable
+from vouchers.redemption.failures import decline_reason
 
 if TYPE_CHECKING:
     import requests
@@ -45,13 +46,6 @@ STRIPE_VERSION = "2023-10-16"
 
 # What the elder or the desk is told for the decline codes worth telling apart; the bank's
 # wording (English, sometimes revealing, e.g. "stolen_card") is never shown.
-_DECLINE_REASONS = {
-    "insufficient_funds": _l("there is not enough money on the card"),
-    "expired_card": _l("the card has expired"),
-    "incorrect_cvc": _l("the security code is wrong"),
-    "processing_error": _l("the bank could not process it; please try again"),
-}
-_GENERIC_DECLINE = _l("the bank refused the payment")
 
 
 def card_payments_enabled(app: Flask) -> bool:
@@ -295,7 +289,7 @@ def _result(response: requests.Response, method: str, path: str) -> dict:
         if isinstance(intent, dict) and isinstance(intent.get("id"), str):
             details["payment_intent"] = intent["id"]
         raise CardDeclined(
-            _DECLINE_REASONS.get(decline_code, _GENERIC_DECLINE),
+            decline_reason(decline_code),
             decline_code=decline_code or None,
             details=details,
         )

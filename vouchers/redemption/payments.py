@@ -56,7 +56,7 @@ import sqlalchemy as sa
 from flask import current_app
 from flask_babel import lazy_gettext as _l
 
-from eldercare import audit
+from eldercare import audit, stored_text
 from eldercare.accounts import User
 from eldercare.db import db
 from eldercare.errors import DomainError, InvalidInput
@@ -71,6 +71,7 @@ from vouchers.errors import (
     RedemptionStateError,
 )
 from vouchers.models import GatewayEvent, PaymentAttempt, Redemption
+from vouchers.redemption import failures
 from vouchers.redemption import steps as redemptions
 from vouchers.redemption.gateway import (
     amount_received,
@@ -89,9 +90,6 @@ SETTLING_EVENTS = (
     "payment_intent.canceled",
     "payment_intent.requires_action",
 )
-# The start of a released redemption's failure_reason when the card was refused: the elder's
-# history tells "card declined" from other payments that did not go through by it.
-DECLINED_REASON = "card declined"
 
 
 @dataclass(frozen=True)
@@ -263,9 +261,8 @@ def _ensure_intent(redemption: Redemption, gw) -> dict:
         move_attempt(attempt, "superseded", f"refused at creation: {problem}")
         redemption.idempotency_key = None  # the next attempt gets a key of its own
         if redemption.status == "pending_payment":
-            redemptions.release(
-                redemption, reason=f"payment could not be created: {problem}", retry=True
-            )
+            why = failures.reason("payment.not_created", problem=problem)
+            redemptions.release(redemption, reason=why, retry=True)
         raise PaymentNotCreated(details=refused.details) from refused
     attempt.intent_id = intent["id"]
     redemption.payment_intent_id = intent["id"]
@@ -351,7 +348,7 @@ def _charge(redemption: Redemption, payment_method, *, staff_user: User, return_
     except CardDeclined as declined:
         redemptions.release(
             redemption,
-            reason=f"{DECLINED_REASON}: {declined.decline_code or 'declined'}",
+            reason=failures.reason("payment.card_declined", decline=declined.decline_code),
             retry=True,
         )
         db.session.commit()
@@ -436,12 +433,14 @@ def _record_intent(
         result = _status_outcome(redemption)
     elif result == "failed" and release_on_failure:
         code = payment_error_code(intent) or "failed"
-        redemptions.release(redemption, reason=f"payment failed: {code}", retry=True)
+        redemptions.release(
+            redemption, reason=failures.reason("payment.failed", decline=code), retry=True
+        )
     elif result == "failed":
         result = "processing"
     elif result == "canceled":
         move_attempt(attempt, "superseded", "cancelled")
-        redemptions.release(redemption, reason="payment cancelled", retry=False)
+        redemptions.release(redemption, reason=failures.reason("payment.cancelled"), retry=False)
     return result
 
 
@@ -515,6 +514,22 @@ def _capture_or_hold_again(redemption: Redemption) -> bool:
 # --------------------------------------------------------------------------- refunds
 
 
+# ``_unpaid_reason``'s words (kept in English in the attempt's note, the log and the audit
+# trail) as the codes of the redemption's failure reason, which people read.
+_REFUND_REASONS = {
+    "dropped attempt charged": "refund.dropped_attempt",
+    "currency mismatch": "refund.currency",
+    "amount mismatch": "refund.amount",
+    "partly refunded at the gateway": "refund.partly_refunded",
+    "charged after the redemption ended": "refund.after_end",
+}
+
+
+def _refund_reason(reason: str) -> str:
+    code = _REFUND_REASONS.get(reason)
+    return failures.reason("payment.refunded", reason=stored_text.encode(code) if code else reason)
+
+
 def _decide_refund(
     redemption: Redemption, attempt: PaymentAttempt, intent: dict, refunded: int, *, reason: str
 ) -> None:
@@ -531,7 +546,7 @@ def _decide_refund(
     else:
         move_attempt(attempt, "refunded", reason)  # given back in full at the gateway
     if redemption.status == "pending_payment" and redemption.payment_intent_id == intent["id"]:
-        redemptions.release(redemption, reason=f"refunded: {reason}", retry=True)
+        redemptions.release(redemption, reason=_refund_reason(reason), retry=True)
     _drop_intent(redemption, intent["id"])
     audit.record(
         "redemption.refund_orphan",
@@ -690,7 +705,7 @@ def _settle_stale(redemption: Redemption) -> str:
     if redemption.payment_method != "card":
         # Cash holds capture in the transaction that makes them; one left here is a bug,
         # and giving the subsidy back is the safe way out of it.
-        redemptions.release(redemption, reason="stale hold", retry=False)
+        redemptions.release(redemption, reason=failures.reason("payment.stale_hold"), retry=False)
         db.session.commit()
         return "released"
     gw = gateway()
@@ -706,7 +721,7 @@ def _settle_stale(redemption: Redemption) -> str:
         return "captured" if apply_intent(redemption, intent) == "succeeded" else "released"
     if result == "canceled":
         move_attempt(_attempt_for(redemption, intent), "superseded", "timed out")
-        redemptions.release(redemption, reason="payment timed out", retry=False)
+        redemptions.release(redemption, reason=failures.reason("payment.timed_out"), retry=False)
         db.session.commit()
         return "released"
     return "waiting"
@@ -846,7 +861,9 @@ def resolve_stuck_payment(redemption: Redemption, *, actor: User, reason: str) -
         if intent is not None:
             move_attempt(_attempt_for(redemption, intent), "superseded", "resolved by the bureau")
             _drop_intent(redemption, intent["id"])
-        redemptions.release(redemption, reason=f"resolved by the bureau: {reason}", retry=True)
+        redemptions.release(
+            redemption, reason=failures.reason("payment.resolved", reason=reason), retry=True
+        )
     elif intent is not None:
         db.session.rollback()  # settled meanwhile by another path
         raise RedemptionStateError(_NOTHING_TO_RESOLVE)

@@ -27,18 +27,17 @@ from typing import Protocol
 
 import sqlalchemy as sa
 from flask import g, has_app_context, has_request_context
-from flask_babel import force_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
-from eldercare import audit
+from eldercare import audit, stored_text
 from eldercare.accounts import User, accounts_acting_for
 from eldercare.db import db
 from eldercare.errors import DomainError, InvalidInput, PermissionDenied
 from eldercare.forms import yuan
-from eldercare.notifications import enqueue, enqueue_many
+from eldercare.notifications import enqueue, enqueue_many, notice, notice_messages
 from eldercare.residents import District, Resident
 from eldercare.timeutil import format_local, local_today, now_utc
 from marketplace import bookings, catalogue
@@ -57,7 +56,7 @@ from vouchers.errors import (
     VoucherNotUsable,
 )
 from vouchers.models import Redemption, Voucher, VoucherPolicy
-from vouchers.pool import ledger
+from vouchers.pool import ledger, memos
 from vouchers.pool.policy import pays_for, rules_for, scope_on
 from vouchers.redemption import pricing
 
@@ -526,7 +525,7 @@ def hold(redemption: Redemption, *, method: str, now: datetime | None = None) ->
     _audit("redemption.hold", redemption, "checked_in", subsidy_fen=amount, method=method)
     _post(
         "hold",
-        f"hold for redemption {redemption.id}",
+        memos.memo("ledger.hold", redemption=redemption.id),
         [("vouchers:outstanding", -amount), ("vouchers:held", amount)],
         cause=("redemptions", redemption.id),
         actor_id=redemption.staff_user_id,
@@ -551,7 +550,7 @@ def capture(redemption: Redemption, *, now: datetime | None = None) -> bool:
         lines += [("copay:card", -copay), ("gateway:clearing", copay)]
     _post(
         "capture",
-        f"redemption {redemption.id}",
+        memos.memo("ledger.capture", redemption=redemption.id),
         lines,
         cause=("redemptions", redemption.id),
         actor_id=redemption.staff_user_id,
@@ -574,16 +573,15 @@ def release(
     it ends as failed. False if already settled."""
     lock_row(redemption)  # before the voucher row and the accounts (see vouchers.pool.ledger)
     target = "checked_in" if retry else "failed"
-    if not _move_status(
-        redemption, "pending_payment", target, failure_reason=reason[:200], held_at=None
-    ):
+    why = stored_text.clip(reason, 200)  # a code and parameters, or a person's words
+    if not _move_status(redemption, "pending_payment", target, failure_reason=why, held_at=None):
         return False
     amount = redemption.subsidy_fen
     _take_held(redemption.voucher_id, amount)
     back_to = _give_back(redemption.voucher_id, amount, now or now_utc())
     ledger.post(
         "release",
-        f"release redemption {redemption.id}: {reason}"[:200],
+        memos.memo("ledger.release", redemption=redemption.id, reason=reason),
         [("vouchers:held", -amount), (back_to, amount)],
         cause=("redemptions", redemption.id),
     )
@@ -752,7 +750,7 @@ def reverse(
         lines += [("gateway:clearing", -refunded), ("copay:card", refunded)]
     ledger.post(
         "reverse",
-        f"reverse redemption {redemption.id}",
+        memos.memo("ledger.reverse", redemption=redemption.id),
         lines,
         cause=("redemptions", redemption.id),
         actor_id=actor.id,
@@ -780,6 +778,44 @@ def _complete_booking(redemption: Redemption, now: datetime) -> None:
             pass
 
 
+# The family's notices (stored as codes, said in the reader's language: eldercare.notifications).
+notice_messages(
+    "redemption.used",
+    _l("Voucher used: %(amount)s"),
+    _l(
+        "%(amount)s of the voucher was used at %(provider)s for %(service)s "
+        "at %(when)s; the elder paid %(copay)s."
+    ),
+)
+notice_messages(
+    "redemption.used_many",
+    _l("Voucher used: %(amount)s"),
+    _l(
+        "%(amount)s of the voucher was used at %(provider)s for "
+        "%(quantity)s × %(service)s (%(price)s in all) at %(when)s; the elder "
+        "paid %(copay)s."
+    ),
+)
+notice_messages(
+    "redemption.reversed",
+    _l("Voucher amount given back: %(amount)s"),
+    _l(
+        "%(amount)s of the voucher was given back: %(service)s at "
+        "%(provider)s on %(day)s was reversed (%(reason)s). It can be used "
+        "again this month."
+    ),
+)
+notice_messages(
+    "redemption.reversed_to_programme",
+    _l("Voucher amount given back: %(amount)s"),
+    _l(
+        "%(amount)s of the voucher was given back: %(service)s at "
+        "%(provider)s on %(day)s was reversed (%(reason)s). The voucher can "
+        "no longer be used, so the amount went back to the programme."
+    ),
+)
+
+
 def _tell_family(redemption: Redemption) -> int:
     """ "¥X of the voucher was used at Y for Z at T" (with the quantity when more than one
     unit was bought), to everyone who acts for the elder."""
@@ -797,33 +833,10 @@ def _tell_family(redemption: Redemption) -> int:
         "quantity": redemption.quantity or 1,
         "price": yuan(redemption.price_fen),
     }
-    texts = []
-    for locale in ("zh_Hans_CN", "en"):
-        with force_locale(locale):
-            if values["quantity"] == 1:
-                texts.append(
-                    _(
-                        "%(amount)s of the voucher was used at %(provider)s for %(service)s "
-                        "at %(when)s; the elder paid %(copay)s.",
-                        **values,
-                    )
-                )
-            else:
-                texts.append(
-                    _(
-                        "%(amount)s of the voucher was used at %(provider)s for "
-                        "%(quantity)s × %(service)s (%(price)s in all) at %(when)s; the elder "
-                        "paid %(copay)s.",
-                        **values,
-                    )
-                )
-    zh, en = texts
-    subject = f"养老服务消费券使用提醒 / Voucher used: {values['amount']}"
+    kind = "redemption.used" if values["quantity"] == 1 else "redemption.used_many"
+    subject, body = notice(kind, **values)
     return enqueue_many(
-        [
-            (user.id, subject, f"{zh}\n{en}", f"redemption:{redemption.id}:{user.id}")
-            for user in recipients
-        ]
+        [(user.id, subject, body, f"redemption:{redemption.id}:{user.id}") for user in recipients]
     )
 
 
@@ -838,29 +851,9 @@ def _tell_family_of_reversal(redemption: Redemption, *, back_on_voucher: bool) -
         "day": service_day(redemption).isoformat(),
         "reason": redemption.reversal_reason,
     }
-    texts = []
-    for locale in ("zh_Hans_CN", "en"):
-        with force_locale(locale):
-            if back_on_voucher:
-                texts.append(
-                    _(
-                        "%(amount)s of the voucher was given back: %(service)s at "
-                        "%(provider)s on %(day)s was reversed (%(reason)s). It can be used "
-                        "again this month.",
-                        **values,
-                    )
-                )
-            else:
-                texts.append(
-                    _(
-                        "%(amount)s of the voucher was given back: %(service)s at "
-                        "%(provider)s on %(day)s was reversed (%(reason)s). The voucher can "
-                        "no longer be used, so the amount went back to the programme.",
-                        **values,
-                    )
-                )
-    subject = f"养老服务消费券退回提醒 / Voucher amount given back: {values['amount']}"
+    kind = "redemption.reversed" if back_on_voucher else "redemption.reversed_to_programme"
+    subject, body = notice(kind, **values)
     return sum(
-        enqueue(user.id, subject, "\n".join(texts), f"reversal:{redemption.id}:{user.id}")
+        enqueue(user.id, subject, body, f"reversal:{redemption.id}:{user.id}")
         for user in accounts_acting_for(redemption.resident_id)
     )

@@ -44,7 +44,7 @@ from eldercare.accounts import BUREAU_ROLES, User
 from eldercare.db import db
 from eldercare.errors import Conflict, PermissionDenied
 from eldercare.timeutil import local_today, now_utc, to_local
-from vouchers.pool import ledger
+from vouchers.pool import ledger, memos
 from vouchers.settlement.exceptions import held
 from vouchers.settlement.models import BankBatch, BankTransfer, Statement
 
@@ -235,7 +235,7 @@ def create_batch(
     for refund_id, fen in reserved:
         ledger.post(
             "fee_refund",
-            f"fee refund {refund_id} in batch {reference}",
+            memos.memo("ledger.fee_refund_batch", refund=refund_id, batch=reference),
             [("pool:available", -fen), ("fee_refunds:payable", fen)],
             cause=("fee_refunds", refund_id),
             actor_id=actor.id,

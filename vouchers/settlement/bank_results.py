@@ -45,7 +45,7 @@ from eldercare.accounts import User
 from eldercare.db import db
 from eldercare.errors import Conflict, InvalidInput
 from eldercare.timeutil import format_local, now_utc
-from vouchers.pool import ledger
+from vouchers.pool import ledger, memos
 from vouchers.settlement import result_files
 from vouchers.settlement.bank_files import require_city_bureau
 from vouchers.settlement.exceptions import hold_fingerprint, raise_exception
@@ -384,7 +384,7 @@ def _settle_paid(paid: list, now, actor) -> None:
         for sid, provider_id, subsidy, clawback, copay in sorted(moved):
             ledger.post(
                 "pay",
-                f"statement {sid} paid by the bank",
+                memos.memo("ledger.statement_paid", statement=sid),
                 [
                     (f"provider:{provider_id}:payable", -(subsidy - clawback)),
                     ("settled", subsidy - clawback),
@@ -405,7 +405,7 @@ def _settle_paid(paid: list, now, actor) -> None:
         for refund_id, fen in sorted(moved):
             ledger.post(
                 "fee_refund",
-                f"fee refund {refund_id} paid by the bank",
+                memos.memo("ledger.fee_refund_paid", refund=refund_id),
                 [("fee_refunds:payable", -fen), ("fee_refunds:paid", fen)],
                 cause=("fee_refunds", refund_id),
                 actor_id=actor.id,

@@ -9,7 +9,7 @@ provider owes)."""
 
 from __future__ import annotations
 
-from vouchers.pool import ledger
+from vouchers.pool import ledger, memos
 from vouchers.settlement.models import Statement
 
 
@@ -59,7 +59,12 @@ def post_settle(statement: Statement, *, actor_id: int | None):
         return None  # an empty statement moves nothing
     return ledger.post(
         "settle",
-        f"statement {statement.id} approved ({statement.month:%Y-%m}, provider {p})",
+        memos.memo(
+            "ledger.settle",
+            statement=statement.id,
+            month=f"{statement.month:%Y-%m}",
+            provider=p,
+        ),
         lines,
         cause=("statements", statement.id),
         actor_id=actor_id,
@@ -72,7 +77,7 @@ def post_clawback(redemption, *, provider_id: int, actor_id: int | None):
     amount = redemption.subsidy_fen
     return ledger.post(
         "reverse",
-        f"clawback of redemption {redemption.id}",
+        memos.memo("ledger.clawback", redemption=redemption.id),
         [(receivable_code(provider_id), amount), ("returns:clawback", -amount)],
         cause=("redemptions", redemption.id),
         actor_id=actor_id,
