@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import sqlalchemy as sa
 
+from eldercare import stored_text
 from eldercare.accounts import User, accounts_acting_for
 from eldercare.db import db
 from eldercare.demo import build_demo
@@ -38,9 +39,14 @@ def test_the_approved_elders_first_voucher_is_told_to_the_family(scheme, db_sess
     assert voucher is not None and result["issued"] == [voucher.id]
     notices = _voucher_notices(db_session)
     assert {n.recipient_user_id for n in notices} == {scheme.elder_user.id, scheme.son.id}
-    body = notices[0].body
-    assert "¥" in body and f"{voucher.face_value_fen // 100:,}" in body
-    assert f"{voucher.month:%Y-%m}" in body and "消费券已发放" in body and "has been issued" in body
+    # Stored as a code with parameters, said in each reader's language (eldercare.stored_text).
+    chinese = stored_text.render(notices[0].body, "zh_Hans_CN")
+    english = stored_text.render(notices[0].body, "en")
+    for body in (chinese, english):
+        assert "¥" in body and f"{voucher.face_value_fen // 100:,}" in body
+        assert f"{voucher.month:%Y-%m}" in body
+    assert "消费券已发放" in chinese and "has been issued" not in chinese
+    assert "has been issued" in english and "消费券" not in english
     assert all(n.status == "pending" for n in notices)
 
     process_eligibility_events()  # a rerun queues nothing more

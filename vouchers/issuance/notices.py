@@ -11,16 +11,25 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask_babel import force_locale
-from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 
 from eldercare.accounts import accounts_acting_for
 from eldercare.db import db
 from eldercare.forms import yuan
-from eldercare.notifications import enqueue_many
+from eldercare.notifications import enqueue_many, notice, notice_messages
 from eldercare.residents import Resident
 from vouchers.issuance.monthly import next_month
 from vouchers.models import Voucher
+
+# Stored as codes, said in the reader's language (eldercare.notifications).
+notice_messages(
+    "voucher.issued",
+    _l("Voucher issued: %(amount)s"),
+    _l(
+        "The eldercare voucher of %(name)s for %(month)s has been issued: "
+        "%(amount)s, to use at certified providers until %(last_day)s."
+    ),
+)
 
 
 def tell_voucher_issued(voucher: Voucher) -> int:
@@ -35,18 +44,7 @@ def tell_voucher_issued(voucher: Voucher) -> int:
         "amount": yuan(voucher.face_value_fen),
         "last_day": (next_month(voucher.month) - timedelta(days=1)).isoformat(),
     }
-    texts = []
-    for locale in ("zh_Hans_CN", "en"):  # the outbox has no reader's language: both
-        with force_locale(locale):
-            texts.append(
-                _(
-                    "The eldercare voucher of %(name)s for %(month)s has been issued: "
-                    "%(amount)s, to use at certified providers until %(last_day)s.",
-                    **values,
-                )
-            )
-    subject = f"养老服务消费券已发放 / Voucher issued: {values['amount']}"
-    body = "\n".join(texts)
+    subject, body = notice("voucher.issued", **values)
     return enqueue_many(
         [
             (user.id, subject, body, f"voucher-issued:{voucher.id}:{user.id}")
