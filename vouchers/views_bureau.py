@@ -97,6 +97,15 @@ ENTRY_LABELS = {
     "pay": _l("Paid to provider"),
     "fee_refund": _l("Fee refunded"),
 }
+# What a journal entry's cause (its cause_type, a table or run name) is called on the page.
+CAUSE_LABELS = {
+    "vouchers": _l("Voucher"),
+    "redemptions": _l("Redemption"),
+    "statements": _l("Statement"),
+    "fee_refunds": _l("Assessment fee refund"),
+    "issuance": _l("Issuance run"),
+    "expiry": _l("Expiry run"),
+}
 # The vouchers' jobs, as the bureau calls them; a failure of any of them shows on the pool page.
 JOB_LABELS = {
     "vouchers-monthly": _l("Monthly voucher expiry and issuance"),
@@ -105,6 +114,8 @@ JOB_LABELS = {
     "vouchers-verify-ledger": _l("The hourly ledger check"),
 }
 MONTHLY_JOB = "vouchers-monthly"
+# The command that shows whether the scheduler runs: shown as code, the same in both languages.
+SCHEDULER_LIST = "flask scheduler list"
 # The monthly catch-up runs every 10 minutes: no success for an hour means it is failing or
 # the scheduler is not running.
 MONTHLY_JOB_STALE_AFTER = timedelta(hours=1)
@@ -278,7 +289,11 @@ def journal_page(page: int) -> tuple[list[dict], bool]:
             "memo": e.memo,
             "amount": amounts.get(e.id, 0),
             "when": format_local(e.occurred_at),
-            "cause": f"{e.cause_type} {e.cause_id}" if e.cause_type else "—",
+            "cause": (
+                f"{CAUSE_LABELS.get(e.cause_type, e.cause_type)} {e.cause_id}"
+                if e.cause_type
+                else "—"
+            ),
         }
         for e in entries
     ], more
@@ -313,15 +328,15 @@ def job_problems() -> list[dict]:
             if health.last_success is None:
                 text = _(
                     "The monthly voucher job has never succeeded. Check that the scheduler is "
-                    "running (flask scheduler list)."
+                    "running; this command lists its jobs:"
                 )
             else:
                 text = _(
                     "The monthly voucher job has not succeeded since %(when)s. Check that the "
-                    "scheduler is running (flask scheduler list).",
+                    "scheduler is running; this command lists its jobs:",
                     when=format_local(health.last_success.finished_at),
                 )
-            problems.append({"job": job_id, "text": text})
+            problems.append({"job": job_id, "text": text, "command": SCHEDULER_LIST})
     return problems
 
 
