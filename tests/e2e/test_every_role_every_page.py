@@ -123,7 +123,8 @@ KNOWN_DATA_FIXES = (
 
 _HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-_WEB_ADDRESS = re.compile(r"(?:https?://|(?<![\w/])/)[\w./?=&%:#~-]+")
+# A web address or a path of this site ("/vouchers/scan"), not a slash between two words.
+_WEB_ADDRESS = re.compile(r"(?:https?://|(?<![^\s(（:：])/)[A-Za-z0-9_./?=&%:#~-]+")
 # A run of letters and digits, joined by the marks codes and names use inside them.
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:[-._][A-Za-z0-9]+)*")
 
@@ -272,7 +273,8 @@ def test_the_language_check_flags_words_and_spares_data_codes_and_names():
     English page are found; data, codes, identifiers and the allow-lists are not."""
     data = DataText(["和平区南湖社区养老服务站", "Sunshine Home Care", "王秀英"])
     zh = "保存 Save 和平区南湖社区养老服务站 Sunshine Home Care 扫描 QR 码 LN-PG-2025-001"
-    zh += " 用户名 zhou.qiang 邮箱 a.b@example.com 网址 https://example.com/x"
-    assert data.foreign_words(zh, "zh-CN") == ["Save"]
+    zh += " 用户名 zhou.qiang 邮箱 a.b@example.com 网址 https://example.com/x 见 /vouchers/scan"
+    zh += " 价格 5 元/times"  # a slash between words is no web address
+    assert data.foreign_words(zh, "zh-CN") == ["Save", "times"]
     en = "Save 王秀英 中文 LN-PG-2025-001 和平区南湖社区养老服务站王秀英 provider 备案"
     assert data.foreign_words(en, "en") == ["备案"]
