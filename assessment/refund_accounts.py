@@ -37,7 +37,9 @@ NOTE_MAX = 500
 _GROUPING = re.compile(r"[\s\-]+")
 
 NAME_PROBLEM = _l("Enter the account holder's name as the bank has it (2 to 60 characters).")
-BANK_PROBLEM = _l("Enter the bank and branch, e.g. 中国工商银行沈阳和平支行 (2 to 60 characters).")
+BANK_PROBLEM = _l(
+    "Enter the bank and branch, e.g. ICBC Shenyang Heping Sub-branch (2 to 60 characters)."
+)
 NUMBER_LETTERS = _l("A bank account number has digits only, no letters.")
 NUMBER_PROBLEM = _l("Enter the account number: 8 to 30 digits.")
 NOTE_PROBLEM = _l(

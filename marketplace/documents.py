@@ -56,7 +56,7 @@ REQUIRED_KINDS = {
 }
 DOCUMENT_KIND_LABELS = {
     "business_licence": _l("Business licence or registration certificate"),
-    "institution_registration": _l("Care institution filing (备案) certificate"),
+    "institution_registration": _l("Care institution filing certificate"),
     "fire_safety": _l("Fire safety inspection"),
     "other": _l("Other document"),
 }

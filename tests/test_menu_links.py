@@ -8,32 +8,17 @@ follows each link it is offered with a GET.
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from tests.authz_world import seeded_world
+from tests.site_links import cards as _cards
+from tests.site_links import links as _links
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     with seeded_world(tmp_path_factory) as built:
         yield built
-
-
-def _own(hrefs) -> set[str]:
-    hrefs = {h.replace("&amp;", "&") for h in hrefs}
-    return {h for h in hrefs if h.startswith("/") and "/static/" not in h}
-
-
-def _links(page: str) -> set[str]:
-    """The site's own links on a page, static files aside."""
-    return _own(re.findall(r'href="([^"]+)"', page))
-
-
-def _cards(page: str) -> set[str]:
-    """The links a page offers as menu cards."""
-    return _own(re.findall(r'<a class="card" href="([^"]+)"', page))
 
 
 def test_every_menu_entry_and_card_opens_for_each_demo_role(world):

@@ -107,6 +107,8 @@ JOB_LABELS = {
     "vouchers-verify-ledger": _l("The hourly ledger check"),
 }
 MONTHLY_JOB = "vouchers-monthly"
+# The command that shows whether the scheduler runs: shown as code, the same in both languages.
+SCHEDULER_LIST = "flask scheduler list"
 # The monthly catch-up runs every 10 minutes: no success for an hour means it is failing or
 # the scheduler is not running.
 MONTHLY_JOB_STALE_AFTER = timedelta(hours=1)
@@ -315,15 +317,15 @@ def job_problems() -> list[dict]:
             if health.last_success is None:
                 text = _(
                     "The monthly voucher job has never succeeded. Check that the scheduler is "
-                    "running (flask scheduler list)."
+                    "running; this command lists its jobs:"
                 )
             else:
                 text = _(
                     "The monthly voucher job has not succeeded since %(when)s. Check that the "
-                    "scheduler is running (flask scheduler list).",
+                    "scheduler is running; this command lists its jobs:",
                     when=format_local(health.last_success.finished_at),
                 )
-            problems.append({"job": job_id, "text": text})
+            problems.append({"job": job_id, "text": text, "command": SCHEDULER_LIST})
     return problems
 
 
