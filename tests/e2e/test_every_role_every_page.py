@@ -20,7 +20,7 @@ of the other language except data:
 
 Data is what people and the demo typed: names (also masked), addresses, services, reasons
 (DATA_COLUMNS), read from the live server's database when the test starts, not written into
-this file. KNOWN_DATA_FIXES names the stored texts another branch is making bilingual.
+this file.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ ALLOWED_LATIN |= {
     "Excel",  # the spreadsheet residents and assessments are imported from
     "JPEG",  # the picture formats a provider may upload, and their size limit
     "PNG",
+    "KB",
     "MB",
     "GB",  # GB/T 42195, the national standard the assessment follows
 }
@@ -100,25 +101,12 @@ DATA_COLUMNS = (
     ("vouchers.integrity.models:RedemptionFlag", "reason"),
     ("vouchers.models:Redemption", "reversal_reason"),
     ("vouchers.models:ParkedEvent", "resolution_note"),
-)
-
-# TO DELETE after merging branch `language`, which makes these kinds of stored text
-# bilingual (or stores a code the page translates). Until then their stored English shows
-# on zh-CN pages and their stored Chinese on English pages, so this walk treats them as data.
-# What each hid when this was written (without it the walk fails there):
-KNOWN_DATA_FIXES = (
-    # The pool journal's memos, English ("hold for redemption 19"): /vouchers/bureau/pool.
+    # What the bureau types: top-up and allocation memos, a bureau-resolved payment's reason.
+    # The platform's own memos and reasons are stored as codes (eldercare.stored_text) and
+    # never shown as stored, so listing the columns cannot hide one of them.
     ("vouchers.models:JournalEntry", "memo"),
-    # Payment failure reasons (the gateway's English); the demo's pages show none today.
     ("vouchers.models:Redemption", "failure_reason"),
     ("vouchers.models:PaymentAttempt", "note"),
-    # The policies' basis, seeded by the migrations in English ("Shenyang pilot defaults"):
-    # /vouchers/bureau/policies and /assessment/policies.
-    ("vouchers.models:VoucherPolicy", "note"),
-    ("assessment.models:EligibilityPolicy", "note"),
-    # Messages, written once in the language of the moment they were sent: /messages, in
-    # English for zh-CN readers and in Chinese for English ones.
-    ("eldercare.notifications:Notification", "subject", "body"),
 )
 
 _HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
@@ -189,7 +177,7 @@ def _column_values(sources) -> list[str]:
 def data_text(live_server_app) -> DataText:
     with live_server_app.app_context():
         try:
-            values = _column_values(DATA_COLUMNS + KNOWN_DATA_FIXES)
+            values = _column_values(DATA_COLUMNS)
             # Pages that need not show a whole name show it masked ("王*英").
             values += [mask_name(name) for name in _column_values(_NAMES)]
             return DataText(values)
