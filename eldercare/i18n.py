@@ -5,8 +5,18 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
-from flask import Blueprint, Flask, current_app, has_request_context, redirect, request, session
+from flask import (
+    Blueprint,
+    Flask,
+    current_app,
+    has_request_context,
+    redirect,
+    request,
+    session,
+    url_for,
+)
 from flask_babel import get_locale
 
 from eldercare.navigation import safe_next
@@ -64,6 +74,19 @@ def compile_catalogs(directory: Path = TRANSLATIONS_DIR) -> list[Path]:
     return written
 
 
+def page_to_return_to() -> str:
+    """Where the language and large-text switches bring the reader back: this page when it
+    was opened (GET), else the page the form was sent from (a confirmation or a form shown
+    again with its errors answers a POST, and its address may take only POSTs: a 405), when
+    that page is on this site; else home."""
+    if request.method in ("GET", "HEAD"):
+        return request.full_path.rstrip("?")
+    referrer = urlsplit(request.referrer or "")
+    if referrer.netloc == request.host and referrer.path.startswith("/"):
+        return safe_next(urlunsplit(("", "", referrer.path, referrer.query, "")))
+    return url_for("home.index")
+
+
 @bp.get("/lang/<code>")
 def switch_language(code: str):
     if code in current_app.config["SUPPORTED_LOCALES"]:
@@ -85,3 +108,4 @@ def register(app: Flask) -> None:
             po_path,
         )
     app.register_blueprint(bp)
+    app.jinja_env.globals["page_to_return_to"] = page_to_return_to

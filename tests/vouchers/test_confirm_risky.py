@@ -2,6 +2,7 @@
 nothing (no money moved, no row, no audit row) and says what would happen, the amount
 repeated for money; the same fields with confirm=1 act as before."""
 
+import html as html_lib
 import re
 from datetime import date
 
@@ -221,3 +222,32 @@ def test_the_confirmation_form_carries_its_own_csrf_token(scheme, csrf_client):
     done = csrf_client.post("/vouchers/bureau/pool/allocate", data=MultiDict(fields))
     assert done.status_code == 302
     assert ledger.balances()["district:210102:available"] == before + 30_000
+
+
+def test_the_language_links_of_a_page_answering_a_post_lead_to_a_page_not_a_405(
+    scheme, client, login
+):
+    """A confirmation page (or a form shown again with its errors) answers a POST; its
+    language and large-text links must bring the reader back to a page they can open, not to
+    the POST-only address (a 405)."""
+    login(scheme.approver)
+    data = {"district_id": str(scheme.heping.id), "amount": "100", "memo": "m"}
+    page = client.post(
+        "/vouchers/bureau/pool/allocate",
+        data=data,
+        headers={"Referer": "http://localhost/vouchers/bureau/pool?tab=1"},
+    ).get_data(as_text=True)
+    switches = re.findall(r'href="(/(?:lang|display)/[^"]+)"', page)
+    assert len(switches) == 3, switches
+    for switch in switches:
+        answer = client.get(html_lib.unescape(switch))
+        assert answer.status_code == 302
+        target = answer.headers["Location"]
+        assert target.endswith("/vouchers/bureau/pool?tab=1"), target
+        assert client.get(target).status_code == 200
+    # Without a referrer of this site, home.
+    page = client.post(
+        "/vouchers/bureau/pool/allocate", data=data, headers={"Referer": "https://evil.example/x"}
+    ).get_data(as_text=True)
+    switch = html_lib.unescape(re.search(r'href="(/lang/en[^"]*)"', page).group(1))
+    assert client.get(switch).headers["Location"] in ("/", "http://localhost/")
