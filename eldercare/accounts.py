@@ -59,6 +59,10 @@ class User(UserMixin, Base):
     # Where the notification outbox emails this person's notices; none: they are shown in
     # Messages only (eldercare/mail.py). Set by the person on the Messages page.
     email: Mapped[str | None] = mapped_column(sa.String(254))
+    # The language the person last chose while signed in (a SUPPORTED_LOCALES code): their
+    # pages in a new browser and their mailed notices speak it; none: the browser decides,
+    # and mail carries every language.
+    language: Mapped[str | None] = mapped_column(sa.String(16))
     # The person behind the account, when they are in the resident register (elders, relatives).
     resident_id: Mapped[int | None] = mapped_column(sa.ForeignKey("residents.id"), index=True)
     # Bureau staff of one district see only that district; NULL means city-wide.

@@ -23,7 +23,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
-from eldercare import account_service, audit, login_throttle, user_sessions
+from eldercare import account_service, audit, i18n, login_throttle, user_sessions
 from eldercare.accounts import User
 from eldercare.db import db
 from eldercare.errors import (
@@ -130,6 +130,7 @@ def login():
             if current_user.is_authenticated:  # signing in over a live session ends it
                 user_sessions.end(current_user.get_id())
             user_sessions.start(user)
+            i18n.carry_language_over_sign_in(user)
             login_user(user)
             audit.record("login.success", user, actor=user)
             response = redirect(safe_next(request.args.get("next")))

@@ -18,7 +18,9 @@ from flask import (
     url_for,
 )
 from flask_babel import get_locale
+from flask_login import current_user
 
+from eldercare.db import db
 from eldercare.navigation import safe_next
 
 log = logging.getLogger(__name__)
@@ -87,10 +89,27 @@ def page_to_return_to() -> str:
     return url_for("home.index")
 
 
+def carry_language_over_sign_in(user) -> None:
+    """At sign-in, the account's language and this browser's meet: a language chosen in this
+    browser before signing in is the person's latest choice and is kept on the account;
+    otherwise the account's language becomes this browser's. (Pages never look the account
+    up for it: an error page shown while the database is away must still render.)"""
+    supported = current_app.config["SUPPORTED_LOCALES"]
+    chosen = session.get("lang")
+    if chosen in supported:
+        user.language = chosen  # committed with the sign-in
+    elif user.language in supported:
+        session["lang"] = user.language
+
+
 @bp.get("/lang/<code>")
 def switch_language(code: str):
     if code in current_app.config["SUPPORTED_LOCALES"]:
         session["lang"] = code
+        if current_user.is_authenticated and current_user.language != code:
+            # Kept on the account: another browser and the mailed notices speak it too.
+            current_user.language = code
+            db.session.commit()
     return redirect(safe_next(request.args.get("next")))
 
 

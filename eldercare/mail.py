@@ -100,11 +100,12 @@ def _sender() -> str:
 
 
 def languages_of(recipient) -> list[str]:
-    """The languages a notice is written in when it is sent. An account holds no language
-    preference (the language is chosen per browser session), so a mail carries every
-    supported language, the programme's first one first; a stored preference would make
-    this the recipient's one language. Pages (Messages) always use their reader's."""
-    return list(current_app.config["SUPPORTED_LOCALES"])
+    """The languages a notice is written in when it is sent: the recipient's own, chosen
+    while signed in (``User.language``); without one, every supported language, the
+    programme's first one first. Pages (Messages) always use their reader's."""
+    supported = list(current_app.config["SUPPORTED_LOCALES"])
+    language = getattr(recipient, "language", None)
+    return [language] if language in supported else supported
 
 
 def build_message(

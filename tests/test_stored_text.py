@@ -148,3 +148,75 @@ def test_a_mailed_notice_is_said_at_sending_in_each_language_once(
     body = parsed.get_content()
     assert body.count("¥6.00") == 2 and "§" not in body
     assert body.index("南湖社区养老服务站") < body.index("of the voucher was used")
+
+
+# --------------------------------------------------------------------------- the account's language
+
+
+@pytest.mark.parametrize(
+    "code, subject",
+    [("en", "Voucher used: ¥6.00"), ("zh_CN", "养老服务消费券使用提醒：¥6.00")],
+)
+def test_the_language_chosen_while_signed_in_is_the_accounts_mail_language(
+    app_ctx,
+    factory,
+    client,
+    login,
+    mail_config,  # noqa: F811
+    tmp_path,
+    code,
+    subject,
+):
+    """Choosing a language on any page while signed in is kept on the account: the notices
+    mailed to it are in that one language, not both."""
+    mail_config(MAIL_SERVER="", MAIL_FILE_DIR=str(tmp_path))
+    user = _a_notice(factory, email="zhang.wei@example.com")
+    login(user)
+    assert client.get(f"/lang/{code}?next=/messages").status_code == 302
+    db.session.expire_all()
+    assert db.session.get(type(user), user.id).language == code
+    result = deliver_pending()
+    assert result["sent"] == 1, result
+    (written,) = tmp_path.glob("*.eml")
+    parsed = email.message_from_bytes(written.read_bytes(), policy=email.policy.default)
+    assert str(parsed["Subject"]) == subject
+    body = parsed.get_content()
+    assert body.count("¥6.00") == 1
+    assert_one_language(body, code, NOTICE_DATA)
+
+
+def test_a_new_browser_speaks_the_accounts_language_after_signing_in(
+    app, factory, client, login
+):
+    """The account's language follows the person to another browser (an elder's daughter
+    set English on her phone; the tablet at the station asks for Chinese)."""
+    user = factory.user("zhang.wei", roles=["family_agent"])
+    user.language = "en"
+    db.session.flush()
+    login(user)
+    page = client.get("/messages", headers=ZH).get_data(as_text=True)
+    assert '<html lang="en"' in page
+    # A choice made in this browser wins over the account's (and becomes the account's).
+    client.get("/lang/zh_CN?next=/messages")
+    page = client.get("/messages", headers=EN).get_data(as_text=True)
+    assert '<html lang="zh-CN"' in page
+
+
+def test_an_unknown_language_code_changes_nothing(app, factory, client, login):
+    user = factory.user("zhang.wei", roles=["family_agent"])
+    login(user)
+    assert client.get("/lang/xx?next=/messages").status_code == 302
+    db.session.expire_all()
+    assert db.session.get(type(user), user.id).language is None
+
+
+def test_a_language_chosen_before_signing_in_becomes_the_accounts(app, factory, client, login):
+    user = factory.user("zhang.wei", roles=["family_agent"])
+    user.language = "zh_CN"
+    db.session.flush()
+    client.get("/lang/en?next=/login")  # on the sign-in page, not signed in yet
+    login(user)
+    db.session.expire_all()
+    assert db.session.get(type(user), user.id).language == "en"
+    page = client.get("/messages", headers=ZH).get_data(as_text=True)
+    assert '<html lang="en"' in page
