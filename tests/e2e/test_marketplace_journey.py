@@ -16,6 +16,7 @@ from eldercare.account_service import create_user
 from eldercare.credit_codes import compose_credit_code
 from eldercare.db import db, unit_of_work
 from eldercare.timeutil import local_today
+from marketplace.sample_documents import sample_pdf
 from tests.e2e.conftest import PHONE
 from tests.e2e.helpers import path_of, sign_in, sign_out
 
@@ -65,7 +66,17 @@ def test_apply_certify_list_be_found_and_take_a_booking(new_page, newcomer):
     with desk.expect_navigation():
         desk.click("#apply-form button[type=submit]")
     assert path_of(desk) == "/marketplace/provider", desk.locator("main").inner_text()
-    # Not certified yet: not in the marketplace, and no service can be booked.
+    # Not certified yet: not in the marketplace, and no service can be booked. A station's
+    # certification needs its business licence and fire-safety certificate: uploaded here.
+    for kind, name in (("business_licence", "licence.pdf"), ("fire_safety", "fire.pdf")):
+        desk.select_option("#doc-kind", kind)
+        desk.set_input_files(
+            "#doc-file",
+            {"name": name, "mimeType": "application/pdf", "buffer": sample_pdf(kind)},
+        )
+        with desk.expect_navigation():
+            desk.click("#documents button[type=submit]")
+        expect(desk.locator("#documents .doc-list")).to_contain_text(name)
     sign_out(desk)
 
     sign_in(desk, "bureau.approver")
