@@ -35,12 +35,24 @@ def _price_problem(price_fen) -> str | None:
     return None
 
 
-def _place_problem(delivery_place) -> str | None:
+# Where each kind of provider can deliver: a home-service company has no premises elders
+# come to (declaring its visits "at the provider" would only take them out of the check-in
+# location rule); only a care institution has residents to serve "in the institution".
+PLACES_BY_PROVIDER_TYPE = {
+    "home_service": ("home",),
+    "community_station": ("home", "provider"),
+    "care_institution": ("home", "provider", "institution"),
+}
+
+
+def _place_problem(delivery_place, provider: Provider) -> str | None:
     if delivery_place not in DELIVERY_PLACES:
         return _l(
             "Choose where the service is delivered: in the elder's home, at your premises "
             "or in a care institution."
         )
+    if delivery_place not in PLACES_BY_PROVIDER_TYPE.get(provider.type, DELIVERY_PLACES):
+        return _l("Your kind of provider cannot deliver a service there.")
     return None
 
 
@@ -69,7 +81,7 @@ def add_service(
         errors["unit"] = _l("Choose the unit the price is for.")
     if problem := _price_problem(price_fen):
         errors["price_fen"] = problem
-    if problem := _place_problem(delivery_place):
+    if problem := _place_problem(delivery_place, provider):
         errors["delivery_place"] = problem
     if (
         isinstance(capacity_per_slot, bool)
@@ -120,7 +132,7 @@ def add_service(
 
 def set_delivery_place(service: Service, delivery_place: str, *, actor: User) -> None:
     """Where the service is delivered from now on; check-ins already made keep theirs."""
-    if problem := _place_problem(delivery_place):
+    if problem := _place_problem(delivery_place, service.provider):
         raise InvalidInput(details={"delivery_place": problem})
     if delivery_place == service.delivery_place:
         return
@@ -129,6 +141,7 @@ def set_delivery_place(service: Service, delivery_place: str, *, actor: User) ->
     audit.record(
         "service.delivery_place",
         service,
+        district_id=service.provider.district_id,  # seen by the district's auditors
         actor=actor,
         before={"delivery_place": before},
         after={"delivery_place": delivery_place},

@@ -78,7 +78,8 @@ def _render(provider: Provider, status: int = 200, problem=None, target=None, fo
         units=[(unit, UNIT_LABELS[unit]) for unit in UNITS],
         places=[
             (place, f"{DELIVERY_PLACE_LABELS[place]} ({DELIVERY_PLACE_HINTS[place]})")
-            for place in DELIVERY_PLACES
+            # Only where this kind of provider can deliver (catalogue refuses the others).
+            for place in catalogue.PLACES_BY_PROVIDER_TYPE.get(provider.type, DELIVERY_PLACES)
         ],
         problem=problem,
         target=target,

@@ -101,7 +101,8 @@ def test_the_form_asks_where_and_keeps_the_answer(client, login, market, db_sess
     login(market.station_admin)
     page = client.get("/marketplace/provider/services", headers=ZH).get_data(as_text=True)
     assert 'name="delivery_place"' in page
-    assert "上门服务" in page and "到店服务" in page and "机构内服务" in page
+    assert "上门服务" in page and "到店服务" in page
+    assert "机构内服务" not in page  # a station has no residents: not offered
     response = client.post("/marketplace/provider/services", data=_form(market))
     assert response.status_code == 302
     stored = db_session.scalar(sa.select(Service).where(Service.title == "助浴（站内浴室）"))
@@ -156,3 +157,39 @@ def test_a_refused_place_keeps_the_cards_price_shown(client, login, market):
         rf'id="service-{market.bath.id}".*?</li>', refused.get_data(as_text=True), flags=re.S
     ).group(0)
     assert 'value="80"' in card  # the price field still shows the price
+
+
+@pytest.mark.parametrize("place", ["provider", "institution"])
+def test_a_home_service_company_cannot_declare_its_visits_on_premises(market, db_session, place):
+    """A home-service company has no premises elders come to: "at the provider" would only
+    take its home visits out of the check-in location rule."""
+    with pytest.raises(InvalidInput) as caught:
+        catalogue.set_delivery_place(market.cleaning, place, actor=market.home_admin)
+    assert "delivery_place" in caught.value.details
+    assert market.cleaning.delivery_place == "home"
+    with pytest.raises(InvalidInput):
+        catalogue.add_service(
+            market.home,
+            actor=market.home_admin,
+            category_code="cleaning",
+            title="保洁",
+            description="",
+            unit="visit",
+            price_fen=5000,
+            capacity_per_slot=2,
+            districts=[market.heping],
+            delivery_place=place,
+        )
+
+
+def test_a_station_offers_no_institutional_stay(market):
+    with pytest.raises(InvalidInput):
+        catalogue.set_delivery_place(market.bath, "institution", actor=market.station_admin)
+
+
+def test_a_change_of_place_is_seen_by_the_providers_district_auditors(market, db_session):
+    catalogue.set_delivery_place(market.bath, "provider", actor=market.station_admin)
+    row = db_session.scalar(
+        sa.select(AuditLog).where(AuditLog.action == "service.delivery_place")
+    )
+    assert row.district_id == market.station.district_id
