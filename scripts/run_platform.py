@@ -12,9 +12,10 @@ this script, so they run the same command lines:
   server and shape; not Flask's development server), its output in this terminal.
 
 The web server and the scheduler are told the gateway's address and the demo's keys. Ctrl-C
-(SIGINT) or SIGTERM stops every one of them (each is asked to stop, then killed if it does not);
-so does the end of any one of them, since a platform with a dead scheduler only looks alive:
-the script then exits with that process's code.
+(SIGINT), SIGTERM or a hang-up (SIGHUP: the terminal closed) stops every one of them (each
+is asked to stop, then killed if it does not); so does the end of any one of them, since a
+platform with a dead scheduler only looks alive: the script then exits with that process's
+code.
 
     python scripts/run_platform.py [--host 127.0.0.1] [--port 5000] [--gateway-port 8420]
                                    [--state-dir instance]
@@ -39,6 +40,7 @@ from eldercare.dev_gateway import TEST_SECRET_KEY, LocalStripe  # noqa: E402
 
 FLASK = [sys.executable, "-m", "flask", "--app", "wsgi"]
 STOP_GRACE_S = 10.0  # after SIGINT, before SIGKILL
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -87,8 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     state = Path(args.state_dir)
     (state / "gateway").mkdir(parents=True, exist_ok=True)
     # Set before the first child starts: a signal from here on stops whatever has started.
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
+    # SIGHUP too: a closed terminal or a lost SSH session hangs up the whole group, and
+    # gunicorn takes a HUP as "reload" and would stay serving with no scheduler behind it.
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, _on_signal)
     gateway = LocalStripe(state / "gateway")
     gateway.port = args.gateway_port
     children: list[tuple[str, subprocess.Popen]] = []
@@ -142,15 +146,16 @@ def main(argv: list[str] | None = None) -> int:
                         file=sys.stderr,
                         flush=True,
                     )
-                    code = process.returncode or 1
+                    # A child killed by a signal has a negative code; exit 1 for it.
+                    code = process.returncode if process.returncode > 0 else 1
                     raise Stop(name)
             time.sleep(0.2)
     except Stop:
         pass
     finally:
         # Signals now would interrupt the stopping itself; the processes are stopped anyway.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for stop_signal in STOP_SIGNALS:
+            signal.signal(stop_signal, signal.SIG_IGN)
         for _, process in reversed(children):  # the web first, the gateway last
             _stop(process)
         if gateway.process is not None:

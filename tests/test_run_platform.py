@@ -43,6 +43,9 @@ FAMILY_EMAIL = "daughter@family.example"
 WAIT_S = 120  # bound of every wait: a loaded machine starts three Python apps slowly
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+# How the platform is stopped: Ctrl-C (SIGINT to the launcher), or the terminal closing (a
+# hang-up to the whole process group, which gunicorn alone would take as "reload").
+STOPS = {"sqlite": "ctrl-c", "postgres": "hang-up"}
 
 
 def _seed(app) -> int:
@@ -110,6 +113,23 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def _group(pgid: int) -> dict[int, str]:
+    """Every live process of process group ``pgid`` (a worker gunicorn started after the
+    first look counts too)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found[int(entry.name)] = line
+    return found
 
 
 def _wait_for(what: str, check, launcher: subprocess.Popen, log: Path):
@@ -212,6 +232,7 @@ def test_make_run_issues_the_first_voucher_and_mails_the_family_with_no_command(
                     stdin=subprocess.DEVNULL,
                     stdout=output,
                     stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own group, as a terminal gives it
                 )
             base = f"http://127.0.0.1:{web_port}"
 
@@ -268,10 +289,14 @@ def test_make_run_issues_the_first_voucher_and_mails_the_family_with_no_command(
             text = message.get_body(("plain",)).get_content()
             assert "消费券已发放" in text and f"¥{face // 100:,}" in text
 
-            launcher.send_signal(signal.SIGINT)  # what Ctrl-C sends
+            if STOPS[backend] == "ctrl-c":
+                launcher.send_signal(signal.SIGINT)
+            else:
+                os.killpg(launcher.pid, signal.SIGHUP)
             assert launcher.wait(timeout=60) == 0, _tail(log)
             still = {pid: line for pid, line in processes.items() if _alive(pid)}
             assert still == {}
+            assert _group(launcher.pid) == {}  # nothing of the group left, not even a new worker
         finally:
             if launcher is not None and launcher.poll() is None:
                 launcher.kill()
