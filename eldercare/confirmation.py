@@ -37,7 +37,8 @@ _NOT_REPEATED = frozenset({"csrf_token", CONFIRM_FIELD})
 class Question:
     """What the confirmation page says. ``consequences`` are sentences in words; ``facts``
     are (label, value) pairs shown as a list (the amount, the district, the balance after);
-    ``back`` is where "go back" leads (the page the form was on)."""
+    ``back`` is where "go back" leads (the page the form was on). ``secrets`` are fields
+    never written into the page (a PIN): (name, label) pairs the person types again there."""
 
     title: Any
     consequences: list[Any]
@@ -45,6 +46,7 @@ class Question:
     back: str
     facts: list[tuple[Any, Any]] = field(default_factory=list)
     danger: bool = True
+    secrets: list[tuple[str, Any]] = field(default_factory=list)
 
 
 class ConfirmationNeeded(Exception):  # noqa: N818 (a request for a page, not an error)
@@ -63,16 +65,21 @@ def require(question: Question) -> None:
         raise ConfirmationNeeded(question)
 
 
-def repeated_fields() -> list[tuple[str, str]]:
-    """The posted fields to send again, in order, a field given twice (checkboxes) twice."""
-    return [(k, v) for k, v in request.form.items(multi=True) if k not in _NOT_REPEATED]
+def repeated_fields(secrets=()) -> list[tuple[str, str]]:
+    """The posted fields to send again, in order, a field given twice (checkboxes) twice;
+    not the ``secrets`` (names), which the page asks for again rather than keep."""
+    left_out = _NOT_REPEATED | {name for name, _ in secrets}
+    return [(k, v) for k, v in request.form.items(multi=True) if k not in left_out]
 
 
 def _ask(error: ConfirmationNeeded):
     db.session.rollback()  # nothing the view may have flushed before asking survives
     action = request.full_path if request.query_string else request.path
     return render_template(
-        "confirm.html", question=error.question, action=action, fields=repeated_fields()
+        "confirm.html",
+        question=error.question,
+        action=action,
+        fields=repeated_fields(error.question.secrets),
     )
 
 

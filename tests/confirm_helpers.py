@@ -30,10 +30,13 @@ def hidden_fields(page: str) -> list[tuple[str, str]]:
     ]
 
 
-def asks_first(client, url: str, data: dict | None = None, *texts: str) -> str:
+def asks_first(
+    client, url: str, data: dict | None = None, *texts: str, secrets: tuple[str, ...] = ()
+) -> str:
     """POST ``data`` without confirm=1: a 200 page with a confirmation form that posts back to
     ``url`` with the same fields and confirm=1, a way back, no audit row, and each of
-    ``texts`` in the page (in English). Returns the page."""
+    ``texts`` in the page (in English). ``secrets`` (a PIN) are never written into the page:
+    the form asks for them again, empty. Returns the page."""
     before = audit_rows()
     response = client.post(url, data=data or {}, headers={"Accept-Language": "en"})
     page = response.get_data(as_text=True)
@@ -41,7 +44,14 @@ def asks_first(client, url: str, data: dict | None = None, *texts: str) -> str:
     assert re.search(rf'<form id="confirm-form" method="post" action="{re.escape(url)}"[ >]', page)
     fields = hidden_fields(page)
     assert ("confirm", "1") in fields
+    for name in secrets:
+        assert name not in dict(fields), name
+        assert str(data[name]) not in page, name
+        typed_again = rf'<input type="password" id="confirm-{name}" name="{name}"'
+        assert re.search(typed_again, page), name
     for name, value in (data or {}).items():
+        if name in secrets:
+            continue
         values = value if isinstance(value, list) else [value]
         assert [v for n, v in fields if n == name] == [str(v) for v in values], name
     assert 'id="confirm-back"' in page

@@ -233,6 +233,7 @@ def _card_question(action: str, card: VoucherCard | None, back: str) -> Question
             ],
             button=_("Yes, issue a new card"),
             back=back,
+            secrets=_pin_fields(),
         )
     return Question(
         title=_("Set a new PIN?"),
@@ -245,7 +246,13 @@ def _card_question(action: str, card: VoucherCard | None, back: str) -> Question
         ],
         button=_("Yes, set the new PIN"),
         back=back,
+        secrets=_pin_fields(),
     )
+
+
+def _pin_fields() -> list:
+    """The PIN fields, never written into a confirmation page: typed again there."""
+    return [("pin", _("New PIN")), ("pin_again", _("The same PIN again"))]
 
 
 def card_post(resident: Resident, action: str, form, back: str) -> str:

@@ -136,7 +136,14 @@ def test_a_lost_card_reprint_asks_first_at_the_district_office(scheme, client, l
     login(officer)
     url = f"/vouchers/bureau/residents/{scheme.elder.id}/card/issue"
     data = {"pin": "482915", "pin_again": "482915"}
-    asks_first(client, url, data, f"ending {code[-4:]}", "stops working at once")
+    asks_first(
+        client,
+        url,
+        data,
+        f"ending {code[-4:]}",
+        "stops working at once",
+        secrets=("pin", "pin_again"),
+    )
     db.session.expire_all()
     assert _card(scheme).card_code == code and _card(scheme).status == "active"
     assert client.post(url, data=confirmed(data)).status_code == 302
@@ -151,7 +158,7 @@ def test_a_new_pin_asks_first_and_a_bad_pin_is_refused_before(scheme, client, lo
     refused = client.post(url, data={"pin": "123456", "pin_again": "123456"})
     assert refused.status_code == 422
     data = {"pin": "482915", "pin_again": "482915"}
-    asks_first(client, url, data, "old PIN stops working")
+    asks_first(client, url, data, "old PIN stops working", secrets=("pin", "pin_again"))
     db.session.expire_all()
     assert _card(scheme).pin_hash == pin_hash
     before = audit_rows()
