@@ -157,7 +157,7 @@ def add_version(
         fee_refund_cap_fen=fee_refund_cap_fen,
         conflict_lookback_months=conflict_lookback_months,
         expiry_reminder_days=expiry_reminder_days,
-        note=note.strip(),
+        note=stored_text.typed(note.strip()),  # the approver's words, never a code
         created_by_user_id=actor.id,
     )
     db.session.add(version)

@@ -89,24 +89,32 @@ def page_to_return_to() -> str:
     return url_for("home.index")
 
 
+_CHOSEN_SIGNED_OUT = "lang_chosen_signed_out"
+
+
 def carry_language_over_sign_in(user) -> None:
     """At sign-in, the account's language and this browser's meet: a language chosen in this
-    browser before signing in is the person's latest choice and is kept on the account;
-    otherwise the account's language becomes this browser's. (Pages never look the account
-    up for it: an error page shown while the database is away must still render.)"""
+    browser while no one was signed in is the person's latest choice and is kept on the
+    account; otherwise the account's language becomes this browser's. A language that came
+    with someone else's sign-in (a shared tablet) is not this person's choice. (Pages never
+    look the account up for it: an error page shown while the database is away must still
+    render.)"""
     supported = current_app.config["SUPPORTED_LOCALES"]
     chosen = session.get("lang")
-    if chosen in supported:
+    if chosen in supported and session.get(_CHOSEN_SIGNED_OUT):
         user.language = chosen  # committed with the sign-in
     elif user.language in supported:
         session["lang"] = user.language
+    session.pop(_CHOSEN_SIGNED_OUT, None)
 
 
 @bp.get("/lang/<code>")
 def switch_language(code: str):
     if code in current_app.config["SUPPORTED_LOCALES"]:
         session["lang"] = code
-        if current_user.is_authenticated and current_user.language != code:
+        if not current_user.is_authenticated:
+            session[_CHOSEN_SIGNED_OUT] = True  # the next sign-in's own choice
+        elif current_user.language != code:
             # Kept on the account: another browser and the mailed notices speak it too.
             current_user.language = code
             db.session.commit()

@@ -9,9 +9,12 @@ says the words through gettext in its reader's language when it shows them (``re
 its journal memo); it is rendered in the same language.
 
 What people typed (a funding document's number, a reversal's reason) is stored and shown as
-typed. Rows written before this module are free text and shown as they are, except the few
-sentences the migrations seeded, which ``legacy`` maps to codes so existing books need no
-rewrite (the journal is append-only).
+typed, and is never read as a code, whatever it begins with: a column that holds both passes
+typed text through ``typed`` (which escapes a leading marker), and a parameter is said as stored
+text only when its writer marks it ``nested`` (a parameter is otherwise the words it holds). So
+a memo typed as ``§ledger.settle …`` reads as typed, not as a settlement. Rows written before
+this module are free text and shown as they are, except the few sentences the migrations seeded,
+which ``legacy`` maps to codes so existing books need no rewrite (the journal is append-only).
 
 Each domain registers its codes (``message``) in the module that writes them; the shell knows
 none of them. A code that is unknown when read (removed since) shows the stored text as it is.
@@ -24,7 +27,8 @@ from collections.abc import Callable, Mapping
 
 from flask_babel import force_locale
 
-MARKER = "§"  # never typed as the first character of a memo, a reason or a notice
+MARKER = "§"
+_NESTED = MARKER  # a parameter stored as {"§": <stored text>} is said as stored text
 _ELLIPSIS = "…"
 
 # code -> a lazy gettext string with %(name)s placeholders, or a function of the parameters
@@ -47,11 +51,36 @@ def legacy(literal: str, code: str, **params) -> None:
     _LEGACY[literal] = _dump(code, params)
 
 
+class Nested(str):
+    """A parameter that is the platform's own stored text (``nested``)."""
+
+
+def nested(stored: str) -> Nested:
+    """Mark ``stored`` (what ``encode`` returned) as stored text inside another's parameters,
+    said in the reader's language; an unmarked parameter is words, shown as they are."""
+    return Nested(stored)
+
+
+def typed(text: str | None) -> str | None:
+    """What a person typed, for a column that also holds stored text: unchanged, unless it
+    begins with the marker, which is escaped (doubled) so it is never read as a code."""
+    if text is not None and text.startswith(MARKER):
+        return MARKER + text
+    return text
+
+
+def _json(value):
+    return {_NESTED: str(value)} if isinstance(value, Nested) else value
+
+
 def _dump(code: str, params: Mapping) -> str:
     if not params:
         return f"{MARKER}{code}"
     return f"{MARKER}{code} " + json.dumps(
-        dict(params), ensure_ascii=False, separators=(",", ":"), sort_keys=True
+        {key: _json(value) for key, value in params.items()},
+        ensure_ascii=False,
+        separators=(",", ":"),
+        sort_keys=True,
     )
 
 
@@ -72,12 +101,12 @@ def encode(code: str, *, limit: int | None = None, **params) -> str:
         longest = max(texts, key=lambda k: len(params[k]))
         value = params[longest]
         keep = max(len(value) - (len(text) - limit) - len(_ELLIPSIS), 0)
-        inner = decode(value) if value.startswith(MARKER) else None
+        inner = decode(value) if isinstance(value, Nested) else None
         if inner is not None:
             # Stored text inside: shortened by its own text parameters, never cut (a cut
             # one is no longer readable); the ellipsis alone when that cannot be done.
             try:
-                params[longest] = encode(inner[0], limit=keep, **inner[1])
+                params[longest] = Nested(encode(inner[0], limit=keep, **_unjson(inner[1])))
             except ValueError:
                 params[longest] = _ELLIPSIS
         else:
@@ -90,6 +119,18 @@ def clip(text: str, limit: int) -> str:
     """``text`` cut to ``limit`` characters unless it is stored text (already fitted by
     ``encode``; cutting it would break it)."""
     return text if decode(text) is not None else text[:limit]
+
+
+def _unjson(params: dict) -> dict:
+    """Parameters as read back, ready to be encoded again (nested ones marked again)."""
+    return {
+        key: Nested(value[_NESTED]) if _is_nested(value) else value
+        for key, value in params.items()
+    }
+
+
+def _is_nested(value) -> bool:
+    return isinstance(value, dict) and set(value) == {_NESTED} and isinstance(value[_NESTED], str)
 
 
 def decode(stored: str | None) -> tuple[str, dict] | None:
@@ -121,10 +162,11 @@ def render(stored: str | None, locale: str | None = None) -> str:
             return render(stored)
     found = decode(stored)
     if found is None:
-        return str(stored)
+        # Typed text that began with the marker was stored escaped (``typed``).
+        return str(stored[1:] if stored.startswith(MARKER + MARKER) else stored)
     code, params = found
     values = {
-        key: render(value) if isinstance(value, str) and value.startswith(MARKER) else value
+        key: render(value[_NESTED]) if _is_nested(value) else value
         for key, value in params.items()
     }
     text = _MESSAGES[code]

@@ -48,7 +48,8 @@ def test_missing_parameters_show_the_stored_form_rather_than_wrong_words(app_ctx
 
 def test_a_nested_stored_text_renders_in_the_same_language(app_ctx):
     inner = stored_text.encode("payment.cancelled")
-    outer = stored_text.encode("ledger.release", redemption=7, reason=inner)
+    # Said as a code only when the writer says it is one of the platform's (nested).
+    outer = stored_text.encode("ledger.release", redemption=7, reason=stored_text.nested(inner))
     assert stored_text.render(outer, "en") == "release redemption 7: payment cancelled"
     assert stored_text.render(outer, "zh_CN") == "释放核销 7 的冻结金额：付款已取消"
 
@@ -62,10 +63,12 @@ def test_encode_fits_a_column_by_shortening_text_parameters(app_ctx):
     assert stored_text.clip(stored, 50) == stored  # never cut: it would stop being readable
     assert stored_text.clip("x" * 300, 200) == "x" * 200
     # Stored text inside stored text is shortened by its own parameters, never cut.
-    memo = stored_text.encode("ledger.release", limit=200, redemption=5, reason=stored)
+    memo = stored_text.encode(
+        "ledger.release", limit=200, redemption=5, reason=stored_text.nested(stored)
+    )
     assert len(memo) <= 200
     inner = stored_text.decode(memo)[1]["reason"]
-    assert stored_text.decode(inner)[0] == "payment.resolved"
+    assert stored_text.decode(inner["§"])[0] == "payment.resolved"
     assert stored_text.render(memo, "zh_CN").startswith(
         "释放核销 5 的冻结金额：民政局已处理：网关故障"
     )
@@ -220,3 +223,62 @@ def test_a_language_chosen_before_signing_in_becomes_the_accounts(app, factory, 
     assert db.session.get(type(user), user.id).language == "en"
     page = client.get("/messages", headers=ZH).get_data(as_text=True)
     assert '<html lang="en"' in page
+
+
+# ------------------------------------------------------------------ typed text is never a code
+
+
+SPOOF = '§ledger.settle {"month":"2026-11","provider":7,"statement":42}'
+
+
+def test_typed_text_that_looks_like_a_code_is_shown_as_typed(app_ctx):
+    """A memo or a note a person typed may begin with the marker; it is still their words,
+    never the platform's (a top-up memo must not read as a settlement in the books)."""
+    kept = stored_text.typed(SPOOF)
+    assert stored_text.decode(kept) is None
+    assert stored_text.render(kept, "en") == SPOOF
+    assert stored_text.typed("沈财〔2025〕1号") == "沈财〔2025〕1号"  # everyday text unchanged
+    assert stored_text.typed(None) is None
+    # Too long for its column: cut like any typed text, not kept whole as a "code".
+    assert len(stored_text.clip(stored_text.typed(SPOOF + "x" * 400), 200)) == 200
+
+
+def test_a_typed_parameter_is_never_read_as_a_code(app_ctx):
+    """A provider's typed decline reason inside a family's notice stays the provider's words."""
+    spoof = (
+        '§voucher.issued.body {"amount":"¥9,999.00","last_day":"2099-01-31",'
+        '"month":"2099-01","name":"王*英"}'
+    )
+    outer = stored_text.encode("ledger.release", redemption=7, reason=spoof)
+    assert stored_text.render(outer, "en") == f"release redemption 7: {spoof}"
+
+
+@pytest.mark.parametrize("pages_path", ["/vouchers/bureau/pool"])
+def test_a_typed_top_up_memo_reads_as_typed_on_the_pool_page(
+    app, factory, client, login, pages_path
+):
+    from vouchers.pool import funding
+
+    approver = factory.user("pool.approver", roles=["bureau_approver"])
+    funding.top_up(100_00, source="local", memo=SPOOF, actor=approver)
+    db.session.flush()
+    login(approver)
+    page = client.get(pages_path, headers=EN).get_data(as_text=True)
+    assert "statement 42" not in page.lower()
+
+
+def test_the_last_persons_language_is_not_copied_onto_the_next_account(
+    app, factory, client, login
+):
+    """A shared browser (the station's tablet): A's language, brought in by A's sign-in, is
+    not B's choice, so B's account (and B's mail) keeps its own."""
+    a = factory.user("a.family", roles=["family_agent"], language="en")
+    b = factory.user("b.family", roles=["family_agent"], language="zh_CN")
+    db.session.commit()
+    login(a)  # A's account language becomes this browser's
+    client.post("/logout")
+    login(b)  # B chose nothing in this browser
+    db.session.expire_all()
+    assert db.session.get(type(b), b.id).language == "zh_CN"
+    page = client.get("/messages", headers=EN).get_data(as_text=True)
+    assert '<html lang="zh-CN"' in page  # and B's pages speak B's language

@@ -32,6 +32,7 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import Page
 
+from eldercare import stored_text
 from eldercare.db import db
 from eldercare.residents import mask_name
 from tests.e2e.helpers import path_of, sign_in
@@ -169,7 +170,11 @@ def _column_values(sources) -> list[str]:
         module, name = source.split(":")
         model = getattr(import_module(module), name)
         for column in columns:
-            values += [v for v in db.session.scalars(sa.select(getattr(model, column))) if v]
+            for value in db.session.scalars(sa.select(getattr(model, column))):
+                # The platform's own stored text is not data: a code a page failed to say
+                # in its reader's language must show up as foreign words, not be let pass.
+                if value and stored_text.decode(value) is None:
+                    values.append(stored_text.render(value))  # typed text, as shown
     return values
 
 

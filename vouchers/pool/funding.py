@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
 
-from eldercare import audit
+from eldercare import audit, stored_text
 from eldercare.accounts import User
 from eldercare.errors import InvalidInput
 from eldercare.residents import District
@@ -32,7 +32,7 @@ def top_up(amount_fen: int, *, source: str, memo: str, actor: User):
         raise InvalidInput(details={"memo": _l("Name the funding document.")})
     entry = ledger.post(
         "topup",
-        memo.strip(),
+        stored_text.typed(memo.strip()),  # the funding document's number, as typed
         [(FUNDING_SOURCES[source], -amount_fen), ("pool:available", amount_fen)],
         actor_id=actor.id,
     )
@@ -54,7 +54,8 @@ def allocate(district: District, amount_fen: int, *, memo: str, actor: User):
     ledger.account(code, create_name=f"{district.name_zh} allocation")
     entry = ledger.post(
         "allocation",
-        (memo or "").strip() or memos.memo("ledger.allocation", district=district.code),
+        stored_text.typed((memo or "").strip())
+        or memos.memo("ledger.allocation", district=district.code),
         [("pool:available", -amount_fen), (code, amount_fen)],
         actor_id=actor.id,
     )

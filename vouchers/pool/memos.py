@@ -68,7 +68,9 @@ def memo(code: str, **params) -> str:
 
 def revoke_reason(reason: str) -> str:
     """A revocation's reason inside its memo: its words when known, else as it is."""
-    return stored_text.encode(f"revoke.{reason}") if reason in _REVOKE_REASONS else reason
+    if reason in _REVOKE_REASONS:
+        return stored_text.nested(stored_text.encode(f"revoke.{reason}"))
+    return reason
 
 
 def reference(cause_type: str | None, cause_id: str | None) -> str:

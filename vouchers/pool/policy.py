@@ -209,7 +209,7 @@ def add_version(
         eligible_levels=" ".join(sorted(set(eligible_levels))),
         evv_max_distance_m=evv_max_distance_m,
         reversal_window_days=reversal_window_days,
-        note=note.strip(),
+        note=stored_text.typed(note.strip()),  # the approver's words, never a code
         created_by_user_id=actor.id,
     )
     db.session.add(version)

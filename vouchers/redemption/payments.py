@@ -527,7 +527,10 @@ _REFUND_REASONS = {
 
 def _refund_reason(reason: str) -> str:
     code = _REFUND_REASONS.get(reason)
-    return failures.reason("payment.refunded", reason=stored_text.encode(code) if code else reason)
+    return failures.reason(
+        "payment.refunded",
+        reason=stored_text.nested(stored_text.encode(code)) if code else reason
+    )
 
 
 def _decide_refund(

@@ -581,7 +581,10 @@ def release(
     back_to = _give_back(redemption.voucher_id, amount, now or now_utc())
     ledger.post(
         "release",
-        memos.memo("ledger.release", redemption=redemption.id, reason=reason),
+        # The reason is the platform's own stored text (vouchers.redemption.failures).
+        memos.memo(
+            "ledger.release", redemption=redemption.id, reason=stored_text.nested(reason)
+        ),
         [("vouchers:held", -amount), (back_to, amount)],
         cause=("redemptions", redemption.id),
     )
