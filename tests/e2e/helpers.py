@@ -14,6 +14,10 @@ from playwright.sync_api import BrowserContext, Page
 
 from eldercare.demo import DEMO_PASSWORD
 
+# Only QR codes, as the platform reads them (vouchers.redemption.qr_decode): a random module
+# pattern can also pass for a 1-D barcode and add a second, false reading.
+QR_ONLY = zxingcpp.BarcodeFormat.QRCode
+
 # What a page's Content-Security-Policy refused (an inline script or style, a foreign source),
 # said on the console: a page whose script the policy blocks can look right and not work.
 _REPORT_CSP_VIOLATIONS = """
@@ -64,7 +68,7 @@ def screenshot_qr(page: Page, path: Path, selector: str = "#qr-image") -> str:
     """The code the phone's screen shows, read from a screenshot as a camera would."""
     page.wait_for_function(f"document.querySelector({selector!r}).naturalWidth > 0")
     page.locator(selector).screenshot(path=str(path))
-    seen = zxingcpp.read_barcodes(Image.open(path))
+    seen = zxingcpp.read_barcodes(Image.open(path), formats=QR_ONLY)
     assert seen and "/r/" in seen[0].text, "the QR on the elder's screen does not read"
     return seen[0].text.rsplit("/r/", 1)[1]
 

@@ -209,8 +209,9 @@ def _category_world(s, day=None):
             price_fen=5000,
             capacity_per_slot=2,
             districts=[m.heping, m.shenhe],
-            # At the provider: check-in needs no phone location, so only scope can refuse.
-            delivery_place="provider",
+            # A place this kind of provider may deliver at; check-in below is made at the
+            # elder's home, so only the scope can refuse it.
+            delivery_place=catalogue.PLACES_BY_PROVIDER_TYPE[provider.type][-1],
         )
 
     def elder(username, kind):

@@ -15,6 +15,10 @@ from vouchers.redemption import cards, qr_images
 from vouchers.redemption.qr_decode import decode_qr, is_card_reference, token_from_text
 from vouchers.redemption.qr_tokens import make_token, qr_url
 
+# Only QR codes, as the platform reads them (vouchers.redemption.qr_decode): a random module
+# pattern can also pass for a 1-D barcode and add a second, false reading.
+QR_ONLY = zxingcpp.BarcodeFormat.QRCode
+
 BASE = "https://vouchers.example.cn"
 _MODULE = re.compile(r"M(\d+),(\d+)")
 
@@ -35,7 +39,7 @@ def card(scheme, public_url, db_session):
 
 def _read(png: bytes) -> list[str]:
     image = Image.open(io.BytesIO(png))
-    return [b.text for b in zxingcpp.read_barcodes(image) if b.valid]
+    return [b.text for b in zxingcpp.read_barcodes(image, formats=QR_ONLY) if b.valid]
 
 
 def _svg_modules(svg: str) -> set[tuple[int, int]]:
