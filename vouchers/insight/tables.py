@@ -1,0 +1,110 @@
+"""Every table the bureau sees, downloadable as CSV or XLSX: ``download(name, headers, rows,
+fmt)`` answers a streamed response.
+
+``rows`` is any iterable of lists (a generator reading the database with ``yield_per`` for a
+large month), consumed while the body is sent, so a table of a whole city never sits in
+memory: CSV a batch of lines at a time, XLSX through openpyxl's write-only workbook (rows go to
+a temporary file). The generator must open what it reads itself (the request's session has
+ended by the time a streamed body runs: see ``eldercare.streaming``); a list of figures
+computed in the view is fine as it is.
+
+CSV is UTF-8 with a byte-order mark and CRLF, so spreadsheet programs read the Chinese right.
+XLSX writes text as string cells whatever it starts with: a provider named "=HYPERLINK(…)"
+is never evaluated as a formula. Money columns are given by the caller as yuan numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from urllib.parse import quote
+
+from flask import Response, stream_with_context
+from flask_babel import lazy_gettext as _l
+
+from eldercare.errors import InvalidInput
+
+FORMATS = ("csv", "xlsx")
+XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+CSV_TYPE = "text/csv; charset=utf-8"
+BATCH = 1000
+CHUNK = 64 * 1024
+UNKNOWN_FORMAT = _l("Choose CSV or XLSX.")
+
+
+def check_format(fmt: str | None) -> str:
+    fmt = (fmt or "csv").strip().lower()
+    if fmt not in FORMATS:
+        raise InvalidInput(details={"format": UNKNOWN_FORMAT})
+    return fmt
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def csv_chunks(headers: Sequence[str], rows: Iterable[Sequence]) -> Iterator[bytes]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    buffer.write("\ufeff")
+    writer.writerow([str(h) for h in headers])
+    for count, row in enumerate(rows, 1):
+        writer.writerow([_text(value) for value in row])
+        if count % BATCH == 0:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode()
+
+
+def xlsx_chunks(headers: Sequence[str], rows: Iterable[Sequence], sheet: str) -> Iterator[bytes]:
+    from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+
+    workbook = Workbook(write_only=True)
+    worksheet = workbook.create_sheet(sheet[:31] or "Sheet1")
+
+    def cell(value):
+        if isinstance(value, str):
+            text = WriteOnlyCell(worksheet, value=value)
+            text.data_type = "s"  # never a formula
+            return text
+        if hasattr(value, "tzinfo") and value.tzinfo is not None:
+            return value.isoformat()  # Excel has no time zones: keep the offset visible
+        return value
+
+    worksheet.append([cell(str(h)) for h in headers])
+    for row in rows:
+        worksheet.append([cell(value) for value in row])
+    with tempfile.TemporaryFile() as file:
+        workbook.save(file)
+        file.seek(0)
+        while chunk := file.read(CHUNK):
+            yield chunk
+
+
+def download(
+    name: str, headers: Sequence[str], rows: Iterable[Sequence], fmt: str | None
+) -> Response:
+    """The table as an attachment ``<name>.<fmt>``, streamed. ``fmt`` is checked (a wrong
+    one is ``InvalidInput`` before anything is sent)."""
+    fmt = check_format(fmt)
+    headers = [str(h) for h in headers]  # lazy strings rendered now, in the reader's language
+    if fmt == "csv":
+        body, mimetype = csv_chunks(headers, rows), CSV_TYPE
+    else:
+        body, mimetype = xlsx_chunks(headers, rows, name), XLSX_TYPE
+    response = Response(stream_with_context(body), mimetype=mimetype)
+    filename = f"{name}.{fmt}"
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="{filename.encode("ascii", "replace").decode()}"; '
+        f"filename*=UTF-8''{quote(filename)}"
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
