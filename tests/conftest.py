@@ -84,6 +84,36 @@ def database_url(tmp_path_factory):
         yield url
 
 
+def rules_off() -> None:
+    """The anomaly rules judge only in the tests about them (``rules_on``): elsewhere a visit
+    checked out in the same second, or a redemption the 5% review sample drew, would hold
+    the test's redemptions out of settlement at random."""
+    from vouchers.integrity.models import AnomalyRule
+
+    db.session.execute(sa.update(AnomalyRule).values(enabled=False))
+    db.session.commit()
+
+
+@pytest.fixture
+def rules_on(db_session):
+    """``rules_on("visit_length", high_value={"subsidy_fen": 100})``: those rules judge in
+    this test (its transaction is rolled back), with the given thresholds where given."""
+    from vouchers.integrity.models import AnomalyRule
+
+    def turn_on(*codes: str, **params: dict) -> None:
+        for code in (*codes, *params):
+            values = {"enabled": True}
+            if code in params:
+                values["params"] = params[code]
+            changed = db.session.execute(
+                sa.update(AnomalyRule).where(AnomalyRule.code == code).values(**values)
+            ).rowcount
+            assert changed, f"no anomaly rule {code!r}"
+        db.session.flush()
+
+    return turn_on
+
+
 @pytest.fixture
 def private_app(tmp_path_factory):
     """An app on a PostgreSQL database of its own, for tests whose threads commit for real:
@@ -108,6 +138,7 @@ def private_app(tmp_path_factory):
         )
         with app.app_context():
             upgrade()
+            rules_off()
         try:
             yield app
         finally:
@@ -147,6 +178,7 @@ def app(database_url, tmp_path_factory):
     app.test_client_class = FreshGlobalsClient
     with app.app_context():
         upgrade()
+        rules_off()
     yield app
     with app.app_context():
         db.engine.dispose()

@@ -14,6 +14,7 @@ from vouchers import (  # noqa: F401  (imported for what importing them does)
 from vouchers.api import blp as api_blueprint
 from vouchers.cli import cli
 from vouchers.demo import build_demo
+from vouchers.integrity import anomalies
 from vouchers.integrity import models as integrity_models  # noqa: F401  (the tables)
 from vouchers.integrity import views as integrity_views  # the flags pages, on views.bp
 from vouchers.issuance import views_parked
@@ -44,6 +45,7 @@ def register(app) -> None:
         *integrity_views.DESTINATIONS,
     )
     register_home_panel(app, views_elder.home_panel)
+    anomalies.install()  # the capture's and the eligibility feed's hooks into the rules
     app.register_blueprint(gateway_bp)
     app.cli.add_command(cli)
     app.extensions.setdefault("scheduled_jobs", []).extend([*JOBS, *PAYMENT_JOBS])

@@ -407,6 +407,24 @@ class Redemption(Base):
             sqlite_where=sa.text("status = 'redeemed'"),
             postgresql_where=sa.text("status = 'redeemed'"),
         ),
+        # What the anomaly rules look up around a redemption (migration 0024): the same
+        # staff member's visits, the same elder's, the same device's or address's, by time.
+        sa.Index("ix_redemptions_staff_checked_in", "staff_user_id", "checked_in_at"),
+        sa.Index("ix_redemptions_resident_checked_in", "resident_id", "checked_in_at"),
+        sa.Index(
+            "ix_redemptions_device_checked_in",
+            "check_in_device",
+            "checked_in_at",
+            sqlite_where=sa.text("check_in_device IS NOT NULL"),
+            postgresql_where=sa.text("check_in_device IS NOT NULL"),
+        ),
+        sa.Index(
+            "ix_redemptions_ip_checked_in",
+            "check_in_ip",
+            "checked_in_at",
+            sqlite_where=sa.text("check_in_ip IS NOT NULL"),
+            postgresql_where=sa.text("check_in_ip IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -426,6 +444,15 @@ class Redemption(Base):
     check_in_longitude: Mapped[float | None] = mapped_column(sa.Float)
     # Metres from the elder's home at check-in, for home services.
     check_in_distance_m: Mapped[int | None] = mapped_column()
+    # Where the check-in came from (anomaly rule "shared_device"): the client's address and
+    # a device key (an API token's id, or the browser's sign-in session), never shown to
+    # providers.
+    check_in_ip: Mapped[str | None] = mapped_column(sa.String(45))
+    check_in_device: Mapped[str | None] = mapped_column(sa.String(64))
+    # 0..9999 drawn at check-in from the OS's random source: the review sample takes the
+    # redemptions whose draw is below the rule's share, the same answer at capture and at
+    # settlement, and not one a provider can predict.
+    review_draw: Mapped[int | None] = mapped_column()
     checked_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Units of the service bought (ten meals, three hours); the price is at most this many
     # times the listed unit price. Set with the price.

@@ -432,7 +432,6 @@ _MONTH = {"description": "YYYY-MM (Asia/Shanghai)"}
 # --- issue 10: the elder's kind set by the bureau or an institution; the bureau's data -----
 
 
-
 class VouchersKindRequestSchema(ma.Schema):
     id_number = resident_id_number(required=True)
     in_institution = fields.Boolean(

@@ -46,7 +46,8 @@ EXPECTED = {
     "scan": (11, 11),
     "check_in": (14, 14),
     "price": (10, 9),
-    "cash": (27, 26),
+    # +1 since issue 15: the anomaly rules in force on the day (none judge in this test).
+    "cash": (28, 27),
 }
 
 

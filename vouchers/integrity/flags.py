@@ -103,13 +103,26 @@ def flag_in_scope(flag_id: int, user: User) -> RedemptionFlag:
     return flag
 
 
+def _flagged_by(redemption_id: int, rule: str) -> bool:
+    return (
+        db.session.scalar(
+            sa.select(RedemptionFlag.id)
+            .where(RedemptionFlag.redemption_id == redemption_id, RedemptionFlag.rule == rule)
+            .limit(1)
+        )
+        is not None
+    )
+
+
 def raise_flag(
     redemption: Redemption, *, rule: str, evidence: dict | None, actor: User | None
-) -> RedemptionFlag:
+) -> RedemptionFlag | None:
     """Hold a completed redemption out of settlement. By hand (rule ``"bureau"``) the actor
     must be a bureau officer covering its district and give a reason (``evidence["reason"]``);
-    an automatic rule (no actor) brings its evidence as data. One open flag per redemption:
-    the redemption's row is locked first, so two officers at once make one flag."""
+    an automatic rule (no actor) brings its evidence as data, and flags a redemption once
+    (None when it did already, or when the redemption is no longer completed). One open hold
+    by hand per redemption: the redemption's row is locked first, so two officers at once
+    make one flag."""
     evidence = dict(evidence or {})
     if rule == RULE_BUREAU or actor is not None:
         _require_officer(actor, redemption)
@@ -118,9 +131,14 @@ def raise_flag(
     redemptions.lock_row(redemption)
     db.session.refresh(redemption)  # as it stands now, under the lock
     if redemption.status not in FLAGGABLE_STATUSES:
+        if rule != RULE_BUREAU:
+            return None  # reversed meanwhile: nothing left to hold
         raise Conflict(NOT_FLAGGABLE)
-    if open_flag_of(redemption.id) is not None:
-        raise Conflict(ALREADY_HELD)
+    if rule == RULE_BUREAU:
+        if open_flag_of(redemption.id) is not None:
+            raise Conflict(ALREADY_HELD)
+    elif _flagged_by(redemption.id, rule):
+        return None  # a rule flags a redemption once, whatever was decided
     # Out of its statement if that is not yet approved (settlement's guard, under the month
     # and statement locks a settlement run and an approval take): a flagged redemption is
     # never approved while its flag is open. In an approved statement it stays: settled.

@@ -46,8 +46,5 @@ def tell_voucher_issued(voucher: Voucher) -> int:
     }
     subject, body = notice("voucher.issued", **values)
     return enqueue_many(
-        [
-            (user.id, subject, body, f"voucher-issued:{voucher.id}:{user.id}")
-            for user in recipients
-        ]
+        [(user.id, subject, body, f"voucher-issued:{voucher.id}:{user.id}") for user in recipients]
     )

@@ -528,8 +528,7 @@ _REFUND_REASONS = {
 def _refund_reason(reason: str) -> str:
     code = _REFUND_REASONS.get(reason)
     return failures.reason(
-        "payment.refunded",
-        reason=stored_text.nested(stored_text.encode(code)) if code else reason
+        "payment.refunded", reason=stored_text.nested(stored_text.encode(code)) if code else reason
     )
 
 

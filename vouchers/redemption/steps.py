@@ -20,6 +20,7 @@ go through ``vouchers.redemption.payments``, which commits between the gateway c
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
@@ -64,6 +65,7 @@ HOLD_TIMEOUT = timedelta(minutes=15)
 # The one conflict check_in expects when it saves: the same scan saved a moment earlier.
 SCAN_DIGEST_CONSTRAINT = "uq_redemptions_scan_digest"
 CHECK_IN_ATTEMPTS = 3
+REVIEW_DRAWS = 10_000  # a redemption's review draw is 0..9999 (basis points)
 
 
 class SettlementGuardProtocol(Protocol):
@@ -88,6 +90,9 @@ class SettlementGuardProtocol(Protocol):
 
 
 settlement_guard: SettlementGuardProtocol | None = None
+# Set by vouchers.integrity (which this package may not import): the anomaly rules judged on
+# a redemption in its capture's transaction, under the redemption's row lock.
+anomaly_check: Callable[[Redemption], object] | None = None
 
 
 def month_of(day: date) -> date:
@@ -250,6 +255,7 @@ def check_in(
         check_in_latitude=latitude,
         check_in_longitude=longitude,
         check_in_distance_m=distance,
+        review_draw=secrets.randbelow(REVIEW_DRAWS),  # the review sample's draw
     )
     for attempt in range(1, CHECK_IN_ATTEMPTS + 1):
         try:
@@ -558,6 +564,8 @@ def capture(redemption: Redemption, *, now: datetime | None = None) -> bool:
     )
     _complete_booking(redemption, now)
     _tell_family(redemption)
+    if anomaly_check is not None:
+        anomaly_check(redemption)  # a finding holds it out of settlement from now
     return True
 
 
@@ -582,9 +590,7 @@ def release(
     ledger.post(
         "release",
         # The reason is the platform's own stored text (vouchers.redemption.failures).
-        memos.memo(
-            "ledger.release", redemption=redemption.id, reason=stored_text.nested(reason)
-        ),
+        memos.memo("ledger.release", redemption=redemption.id, reason=stored_text.nested(reason)),
         [("vouchers:held", -amount), (back_to, amount)],
         cause=("redemptions", redemption.id),
     )

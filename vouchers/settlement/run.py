@@ -14,7 +14,7 @@ one line (the primary key), and two runs of one month take turns on the month ro
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 from flask_babel import lazy_gettext as _l
@@ -25,6 +25,8 @@ from eldercare.db import db
 from eldercare.errors import InvalidInput
 from eldercare.timeutil import local_today, now_utc
 from marketplace.models import Provider
+from vouchers.integrity import anomalies
+from vouchers.models import Redemption
 from vouchers.settlement import periods
 from vouchers.settlement.models import SettlementMonth, Statement, StatementLine
 
@@ -241,6 +243,13 @@ def run_settlement(month: date, *, actor=None, today: date | None = None) -> dic
         .with_for_update()
     ).all()
     actor_id = actor.id if actor is not None else None
+    # The anomaly rules judge the month's settleable redemptions again, set-based, before any
+    # line is taken (statistical rules only here): what they find is held out of this run.
+    flagged = anomalies.check_batch(
+        periods.settleable_lines(month).with_only_columns(Redemption.id),
+        month,
+        periods.month_after(month) - timedelta(days=1),
+    )
     before = _open_statements(month)
     _create_statements(month, actor_id, now)  # counted below: one may end up emptied
     added = _add_lines(month)
@@ -271,6 +280,7 @@ def run_settlement(month: date, *, actor=None, today: date | None = None) -> dic
         "subsidy_fen": delta(1),
         "card_copay_fen": delta(2),
         "refused": {},
+        "flagged": flagged,  # held out of this run by the anomaly rules, by rule
     }
     waiting = sum(1 for totals in after.values() if totals[3] == "awaiting_second")
     if waiting:

@@ -1,0 +1,81 @@
+"""Rule 8: redemptions marked for review, so that abuse no rule knows still has a chance of
+being seen.
+
+- ``review_sample``: a random share of every provider's redemptions (``share_bp`` basis
+  points, 5% by default): each redemption draws a number 0..9999 at check-in from the OS's
+  random source (``Redemption.review_draw``); it is in the sample when the draw is below the
+  share. The same answer at capture and at settlement, unknown to the provider beforehand.
+- ``high_value``: every redemption whose subsidy is above ``subsidy_fen`` (300 yuan).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+
+from eldercare.db import db
+from eldercare.forms import yuan
+from vouchers.integrity.rules.base import Finding, Rule, facts_of
+from vouchers.models import Redemption
+
+
+def detect_sample(candidates: sa.Select, params: dict) -> list[Finding]:
+    share = int(params.get("share_bp", 500))
+    ids = list(
+        db.session.scalars(
+            sa.select(Redemption.id).where(
+                Redemption.id.in_(candidates),
+                Redemption.review_draw.is_not(None),
+                Redemption.review_draw < share,
+            )
+        )
+    )
+    facts = facts_of(ids)
+    return [Finding(rid, {"redemption": facts[rid], "share_bp": share}) for rid in ids]
+
+
+def describe_sample(evidence: dict) -> str:
+    r = evidence.get("redemption", {})
+    return _(
+        "Drawn at random for review (%(share)s%% of every provider's redemptions): %(elder)s, "
+        "%(at)s (#%(id)s) at %(provider)s.",
+        share=f"{int(evidence.get('share_bp', 0)) / 100:g}",
+        elder=r.get("elder", "—"),
+        at=r.get("at", "—"),
+        id=r.get("id", "—"),
+        provider=r.get("provider", "—"),
+    )
+
+
+def detect_high_value(candidates: sa.Select, params: dict) -> list[Finding]:
+    threshold = int(params.get("subsidy_fen", 30000))
+    ids = list(
+        db.session.scalars(
+            sa.select(Redemption.id).where(
+                Redemption.id.in_(candidates), Redemption.subsidy_fen > threshold
+            )
+        )
+    )
+    facts = facts_of(ids)
+    return [Finding(rid, {"redemption": facts[rid], "threshold_fen": threshold}) for rid in ids]
+
+
+def describe_high_value(evidence: dict) -> str:
+    r = evidence.get("redemption", {})
+    return _(
+        "A subsidy of %(amount)s (above %(threshold)s) for %(elder)s on %(at)s (#%(id)s) at "
+        "%(provider)s.",
+        amount=yuan(r.get("subsidy_fen")),
+        threshold=yuan(evidence.get("threshold_fen")),
+        elder=r.get("elder", "—"),
+        at=r.get("at", "—"),
+        id=r.get("id", "—"),
+        provider=r.get("provider", "—"),
+    )
+
+
+RULES = [
+    Rule("review_sample", _l("Random review sample"), detect_sample, describe_sample),
+    Rule("high_value", _l("High-value redemption"), detect_high_value, describe_high_value),
+]
