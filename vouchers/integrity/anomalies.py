@@ -156,7 +156,7 @@ def _insert_flags(found: list[tuple[str, Finding]], actor=None) -> list[Redempti
     audit.record_many(
         {
             "action": "redemption_flag.raise",
-            "object_type": "redemption_flag",
+            "object_type": "redemption_flags",
             "object_id": flag_id,
             "district_id": districts.get(redemption_id),
             "actor": actor,
