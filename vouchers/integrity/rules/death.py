@@ -80,11 +80,13 @@ def detect_during_stay(candidates: sa.Select, params: dict) -> list[Finding]:
                 stay.resident_id == Redemption.resident_id,
                 stay.id != Redemption.id,
                 stay.status == "redeemed",
-                local_day(stay.checked_in_at) <= local_day(Redemption.checked_in_at),
-                plus_days(stay.checked_in_at, days) > Redemption.checked_in_at,
             ),
         )
         .join(stay_service, sa.and_(stay_service.id == stay.service_id, is_stay))
+        .where(
+            local_day(stay.checked_in_at) <= local_day(Redemption.checked_in_at),
+            plus_days(stay.checked_in_at, days) > Redemption.checked_in_at,
+        )
     )
     institutional = db_rows(home.where(Voucher.kind == "institutional"))
     found: dict[int, dict] = {}
