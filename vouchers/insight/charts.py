@@ -185,7 +185,8 @@ _FONT_FAMILY = re.compile(r'font-family="[^"]*"|font-family:\s*[^;"]+')
 
 def to_svg(drawing: Drawing, *, label: str) -> str:
     """The drawing as an inline ``<svg>`` element (no XML prolog), named for screen readers
-    (``role="img"`` and ``aria-label``) and scaling to the page's width."""
+    (``role="img"`` and ``aria-label``), with the class ``chart`` that scales it to the page's
+    width (app.css: the site's Content-Security-Policy allows no inline style)."""
     text = renderSVG.drawToString(drawing)
     # Several charts share a page: their ids (renderSVG always writes "clip" and "group")
     # must not collide.
@@ -207,7 +208,7 @@ def to_svg(drawing: Drawing, *, label: str) -> str:
     text = re.sub(r"<desc>.*?</desc>", "", text, count=1, flags=re.S)
     return text.replace(
         "<svg ",
-        f'<svg role="img" aria-label="{_escape(label)}" style="max-width:100%;height:auto" ',
+        f'<svg class="chart" role="img" aria-label="{_escape(label)}" ',
         1,
     )
 

@@ -1,8 +1,9 @@
 """Every table the bureau sees, downloadable as CSV or XLSX: ``download(name, headers, rows,
 fmt)`` answers a streamed response.
 
-``rows`` is any iterable of lists (a generator reading the database with ``yield_per`` for a
-large month), consumed while the body is sent, so a table of a whole city never sits in
+``rows`` is a list of figures (answered whole, in the request) or any other iterable of
+lists (a generator reading the database with ``yield_per`` for a large month), consumed while
+the body is sent, so a table of a whole city never sits in
 memory: CSV a batch of lines at a time, XLSX through openpyxl's write-only workbook (rows go to
 a temporary file). The generator must open what it reads itself (the request's session has
 ended by the time a streamed body runs: see ``eldercare.streaming``); a list of figures
@@ -100,7 +101,13 @@ def download(
         body, mimetype = csv_chunks(headers, rows), CSV_TYPE
     else:
         body, mimetype = xlsx_chunks(headers, rows, name), XLSX_TYPE
-    response = Response(stream_with_context(body), mimetype=mimetype)
+    if isinstance(rows, list | tuple):
+        # Figures already computed (a dashboard's table): the whole file in the request, so
+        # nothing is left to run after it (a client that never reads a streamed body leaves
+        # a generator to be closed outside the request).
+        response = Response(b"".join(body), mimetype=mimetype)
+    else:
+        response = Response(stream_with_context(body), mimetype=mimetype)
     filename = f"{name}.{fmt}"
     response.headers["Content-Disposition"] = (
         f'attachment; filename="{filename.encode("ascii", "replace").decode()}"; '

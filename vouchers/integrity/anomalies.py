@@ -88,7 +88,13 @@ def judge(
         if (capture and not rule.at_capture) or (only is not None and rule.code != only):
             continue
         for version in versions.get(rule.code, ()):
-            part = _in_force_part(candidates, version, first_day, last_day)
+            # One day (a capture): the version is in force on it (versions_between), so the
+            # candidates need no cut by date.
+            part = (
+                candidates
+                if first_day == last_day
+                else _in_force_part(candidates, version, first_day, last_day)
+            )
             found.extend((rule.code, f) for f in rule.detect(part, dict(version.params or {})))
     return found
 

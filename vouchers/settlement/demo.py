@@ -33,6 +33,7 @@ from marketplace import bookings, catalogue
 from marketplace import staff as staff_service
 from marketplace.models import Provider, ProviderStaff
 from marketplace.providers import staff_record
+from vouchers.integrity import demo as integrity_demo
 from vouchers.issuance import monthly as issuance
 from vouchers.models import Redemption, Voucher
 from vouchers.redemption import steps as redemption
@@ -49,6 +50,8 @@ COUNTERS = [
 ]
 # Service days in the month (lunch at 11:30); the lunch price decides cash or no co-payment.
 DAYS = (6, 13, 20)
+HISTORY_MONTHS = 11  # the settled month and the ten before it: with the ready one, a year
+EARLIER_DAYS = (13,)  # one lunch a month before the settled month keeps the demo quick
 
 
 def demo_months(today: date) -> tuple[date, date]:
@@ -102,7 +105,7 @@ def _meal(provider: Provider):
     )
 
 
-def _spend_month(month: date, residents: list[int], counters, approver: User) -> int:
+def _spend_month(month: date, residents: list[int], counters, approver: User, days=DAYS) -> int:
     """Each elder's lunches of ``month``, one a week at each counter in turn: booked by the
     elder the day before, accepted by the caregiver, and redeemed at the booking (the price
     is the booking's: the demo's catalogue is listed only from the day the demo was built)."""
@@ -113,7 +116,7 @@ def _spend_month(month: date, residents: list[int], counters, approver: User) ->
         voucher = outcome.voucher
         if voucher is None or elder is None:
             continue
-        for turn, day in enumerate(DAYS):
+        for turn, day in enumerate(days):
             staff_user, provider = counters[(index + turn) % len(counters)]
             # Not "demo-…": tests find the vouchers step's lunch by that prefix.
             digest = f"settlement-demo-{month:%Y-%m}-{resident_id}-{day}"
@@ -185,18 +188,32 @@ def build_demo() -> dict:
     if officer is None or approver is None or not counters or not residents:
         return {}
     settled, ready = demo_months(today)
-    made = sum(_spend_month(m, residents, counters, approver) for m in (settled, ready))
-    for month in (settled, ready):  # what the month-end step did: the rest returns to the pool
+    # A year of history for the bureau's dashboard and reports: the months before the
+    # settled one, settled and paid the same way (never before the pilot's first policy:
+    # a month with no voucher policy in force issues nothing and is skipped).
+    earlier = [settled]
+    for _ in range(HISTORY_MONTHS):
+        earlier.insert(0, issuance.previous_month(earlier[0]))
+    earlier.pop()
+    paid_months = [*earlier, settled]
+    made = sum(_spend_month(m, residents, counters, approver, EARLIER_DAYS) for m in earlier)
+    made += sum(_spend_month(m, residents, counters, approver) for m in (settled, ready))
+    # Redemptions of the settled month that trip anomaly rules, and the officer's decisions
+    # on two of them: the run below leaves the ones still held out of its statements.
+    anomalies = integrity_demo.seed(settled, residents, officer)
+    for month in (*paid_months, ready):  # the month-end step: the rest returns to the pool
         issuance.expire_month(month)
-    _settle_and_pay(settled, officer, approver, today)
-    if made or not db.session.scalar(
-        sa.select(ReconciliationRun.id).where(ReconciliationRun.month == settled).limit(1)
-    ):
-        reconcile_month(settled, actor=officer)
+    for month in paid_months:
+        _settle_and_pay(month, officer, approver, today)
+        if made or not db.session.scalar(
+            sa.select(ReconciliationRun.id).where(ReconciliationRun.month == month).limit(1)
+        ):
+            reconcile_month(month, actor=officer)
     return {
         "settlement_settled_month": f"{settled:%Y-%m}",
         "settlement_ready_month": f"{ready:%Y-%m}",
         "settlement_redemptions": made,
+        **anomalies,
         "accounts": [
             {"username": username, "password": DEMO_PASSWORD, "roles": "provider_staff"}
             for _, username, display, _ in COUNTERS
