@@ -186,8 +186,9 @@ def parse_what_ifs(args) -> dict:
     errors: dict = {}
     given: dict = {}
     text = {name: (args.get(name) or "").strip() for name in WHAT_IF_FIELDS}
-    if "\x00" in "".join(text.values()):
-        raise BadWhatIf(details={n: _l("Remove the NUL characters.") for n in text if text[n]})
+    nul = {n: _l("Remove the NUL characters.") for n, t in text.items() if "\x00" in t}
+    if nul:
+        raise BadWhatIf(details=nul)
     if text["take_up"]:
         given["take_up_bp"] = _percent_bp(text["take_up"], "take_up", TAKE_UP_MESSAGE, errors)
     if text["ratio"]:
