@@ -18,7 +18,7 @@ from flask_login import current_user
 from eldercare.accounts import BUREAU_ROLES
 from eldercare.auth import ensure_in_district, roles_required
 from eldercare.db import db
-from eldercare.forms import problem_from, whole_number, yuan_input
+from eldercare.forms import problem_from, whole_number, yuan, yuan_input
 from eldercare.navigation import Destination
 from eldercare.residents import District
 from vouchers.insight import forecast as fc
@@ -118,6 +118,7 @@ def bureau_forecast():
         districts_options=options,
         history_rows=_history_rows(result.history),
         month_text=fc.month_text,
+        yuan=yuan,
         percent_text=fc.percent_text,
         downloads={
             (table, fmt): url_for(
