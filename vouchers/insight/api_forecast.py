@@ -26,12 +26,25 @@ from vouchers.insight import forecast as fc
 _MONTH = {"description": "YYYY-MM", "example": "2026-09"}
 
 
+# The what-ifs are read by the forecast itself (a bad one is its 400 naming the field, as on
+# the page); the patterns tell clients and test generators the values it accepts.
+PERCENT_PATTERN = r"^(100(\.0{1,2})?|[0-9]{1,2}(\.[0-9]{1,2})?)$"
+CAP_PATTERN = r"^(100000(\.0{1,2})?|[0-9]{1,5}(\.[0-9]{1,2})?)$"
+ELIGIBLE_PATTERN = r"^(10000000|[0-9]{1,7})$"
+
+
+def _what_if(description: str, pattern: str) -> fields.String:
+    return fields.String(metadata={"description": description, "pattern": pattern})
+
+
 class VouchersForecastQuerySchema(ma.Schema):
-    district = fields.String(metadata={"description": "district code; staff of a district: theirs"})
-    take_up = fields.String(metadata={"description": "what-if take-up rate, percent 0-100"})
-    ratio = fields.String(metadata={"description": "what-if ratio paid by the voucher, percent"})
-    cap = fields.String(metadata={"description": "what-if monthly cap in yuan (0-100000)"})
-    eligible = fields.String(metadata={"description": "what-if eligible elders (0-10000000)"})
+    district = fields.String(
+        metadata={"description": "district code (staff of a district: theirs, the default)"}
+    )
+    take_up = _what_if("what-if take-up rate, percent from 0 to 100", PERCENT_PATTERN)
+    ratio = _what_if("what-if ratio the voucher pays, percent from 0 to 100", PERCENT_PATTERN)
+    cap = _what_if("what-if monthly cap, yuan from 0 to 100000", CAP_PATTERN)
+    eligible = _what_if("what-if eligible elders, 0 to 10000000", ELIGIBLE_PATTERN)
 
 
 class VouchersForecastInputsSchema(ma.Schema):

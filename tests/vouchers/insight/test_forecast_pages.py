@@ -338,4 +338,6 @@ def test_the_page_speaks_one_language(lang, headers, city, client, login):
         f"/vouchers/bureau/forecast?district={city.heping.id}&ratio=0",
     ):
         html = client.get(url, headers=headers).get_data(as_text=True)
-        assert_one_language(html, lang, data=["和平区", "沈河区", "abc", city.market.officer.username])
+        assert_one_language(
+            html, lang, data=["和平区", "沈河区", "abc", city.market.officer.username]
+        )

@@ -204,3 +204,16 @@ def test_the_chart_draws_from_empty_data(app):
     with app.app_context():
         svg = to_svg(line_chart("余额", [], [("余额", [])], empty_text="没有支出"), label="余额")
     assert svg.startswith("<svg") and "没有支出" in svg
+
+
+@pytest.mark.parametrize(
+    "name, pattern",
+    [("take_up", "PERCENT_PATTERN"), ("cap", "CAP_PATTERN"), ("eligible", "ELIGIBLE_PATTERN")],
+)
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_every_value_the_api_document_allows_is_accepted(name, pattern, data):
+    from vouchers.insight import api_forecast
+
+    text = data.draw(st.from_regex(getattr(api_forecast, pattern), fullmatch=True))
+    assert fc.parse_what_ifs({name: text})
