@@ -121,23 +121,37 @@ def bureau_forecast():
         yuan=yuan,
         percent_text=fc.percent_text,
         downloads={
-            (table, fmt): url_for(
-                "vouchers.bureau_forecast_table", table=table, fmt=fmt, **scope, **what_ifs
-            )
+            (table, fmt): url_for(f"vouchers.bureau_forecast_{table}", fmt=fmt, **scope, **what_ifs)
             for table in ("projection", "history")
             for fmt in ("csv", "xlsx")
         },
     ), 400 if problem else 200
 
 
-@bp.get("/bureau/forecast/<any(projection, history):table>.<any(csv, xlsx):fmt>")
+@bp.get("/bureau/forecast/projection.<any(csv, xlsx):fmt>")
 @roles_required(*BUREAU_ROLES)
-def bureau_forecast_table(table: str, fmt: str):
+def bureau_forecast_projection(fmt: str):
+    return _table("projection", fmt)
+
+
+@bp.get("/bureau/forecast/history.<any(csv, xlsx):fmt>")
+@roles_required(*BUREAU_ROLES)
+def bureau_forecast_history(fmt: str):
+    return _table("history", fmt)
+
+
+def _table(table: str, fmt: str):
     from vouchers.insight.tables import download
 
     district = district_in_scope(request.args.get("district"))
     result = fc.forecast(district, fc.parse_what_ifs(request.args))
     name = f"forecast-{table}-{district.code if district else 'city'}"
     if table == "history":
-        return download(name, HISTORY_HEADERS, _history_rows(result.history), fmt)
-    return download(name, fc.TABLE_HEADERS, fc.table_rows(result.projection), fmt)
+        response = download(name, HISTORY_HEADERS, _history_rows(result.history), fmt)
+    else:
+        response = download(name, fc.TABLE_HEADERS, fc.table_rows(result.projection), fmt)
+    # At most 60 rows: made whole here, in the request, rather than streamed. A streamed body
+    # that a client never reads is closed outside the request's context, which Flask's
+    # stream_with_context cannot do cleanly (an "exception ignored" in every such request).
+    response.set_data(b"".join(response.response))
+    return response
