@@ -278,6 +278,8 @@ _FIXED = {
     ("prefs.switch_language", "code"): "en",
     ("vouchers_short.short", "code"): "NOSUCHCODE",
     ("settlement.bank_batch_file", "fmt"): "csv",
+    ("vouchers.bureau_forecast_projection", "fmt"): "csv",
+    ("vouchers.bureau_forecast_history", "fmt"): "xlsx",
     "action": "issue",
     "fmt": "png",
     "token": "not-a-real-token",

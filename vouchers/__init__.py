@@ -14,6 +14,7 @@ from vouchers import (  # noqa: F401  (imported for what importing them does)
 from vouchers.api import blp as api_blueprint
 from vouchers.cli import cli
 from vouchers.demo import build_demo
+from vouchers.insight import views_forecast  # the pool forecast page, on views.bp
 from vouchers.integrity import anomalies
 from vouchers.integrity import models as integrity_models  # noqa: F401  (the tables)
 from vouchers.integrity import views as integrity_views  # the flags pages, on views.bp
@@ -43,6 +44,7 @@ def register(app) -> None:
         *views_parked.DESTINATIONS,
         *views_kinds.DESTINATIONS,
         *integrity_views.DESTINATIONS,
+        *views_forecast.DESTINATIONS,
     )
     register_home_panel(app, views_elder.home_panel)
     anomalies.install()  # the capture's and the eligibility feed's hooks into the rules
