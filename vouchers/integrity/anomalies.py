@@ -97,23 +97,27 @@ def _already_flagged(pairs: set[tuple[int, str]]) -> set[tuple[int, str]]:
     ids = {redemption_id for redemption_id, _ in pairs}
     if not ids:
         return set()
-    return set(
-        db.session.execute(
+    # Rows as plain tuples (``Result.tuples()`` is deprecated in SQLAlchemy 2.1, an error
+    # under the tests' filterwarnings).
+    return {
+        tuple(row)
+        for row in db.session.execute(
             sa.select(RedemptionFlag.redemption_id, RedemptionFlag.rule).where(
                 RedemptionFlag.redemption_id.in_(ids)
             )
-        ).tuples()
-    )
+        )
+    }
 
 
 def _districts(ids: set[int]) -> dict[int, int]:
-    return dict(
-        db.session.execute(
+    return {
+        redemption_id: district_id
+        for redemption_id, district_id in db.session.execute(
             sa.select(Redemption.id, Voucher.district_id)
             .join(Voucher, Voucher.id == Redemption.voucher_id)
             .where(Redemption.id.in_(ids))
-        ).tuples()
-    )
+        )
+    }
 
 
 def _insert_flags(found: list[tuple[str, Finding]], actor=None) -> list[RedemptionFlag]:
@@ -145,11 +149,13 @@ def _insert_flags(found: list[tuple[str, Finding]], actor=None) -> list[Redempti
         dialect.insert(table)
         .on_conflict_do_nothing(
             index_elements=[table.c.redemption_id, table.c.rule],
-            index_where=table.c.rule != "bureau",
+            # As the partial index reads, in SQL text: a bound parameter here is rendered
+            # per statement, which an executemany cannot do.
+            index_where=sa.text("rule <> 'bureau'"),
         )
         .returning(table.c.id, table.c.redemption_id, table.c.rule)
     )
-    inserted = [tuple(r) for r in db.session.execute(statement, rows, return_defaults=False)]
+    inserted = [tuple(r) for r in db.session.execute(statement, rows)]
     if not inserted:
         return []
     districts = _districts({redemption_id for _, redemption_id, _ in inserted})
