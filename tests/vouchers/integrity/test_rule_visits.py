@@ -145,8 +145,9 @@ def test_overlapping_home_visits_are_flagged_at_capture(app_ctx, town, rules_on)
     assert "王**" in zh and "赵**" in zh
     assert_one_language(zh, "zh_CN")
     en = words("staff_overlap", evidence, "en")
+    assert "Staff member 李护理员 (#" in en
     assert "two home visits at once for 1.0 minutes" in en and "10:00" in en
-    assert_one_language(en, "en", data=["王**", "赵**"])
+    assert_one_language(en, "en", data=["王**", "赵**", "李护理员"])
 
 
 def test_an_overlap_under_a_minute_is_not_flagged(app_ctx, town, rules_on):
@@ -219,11 +220,12 @@ def test_two_kilometres_in_two_minutes(app_ctx, town, rules_on, seconds, flagged
     }
     zh = words("impossible_travel", evidence, "zh_CN")
     assert "2.0 公里" in zh and "60.5 公里/小时" in zh and "老人家中" in zh
+    assert evidence["staff_name"] == "李护理员" and "李护理员" in zh
     assert_one_language(zh, "zh_CN")
     en = words("impossible_travel", evidence, "en")
     assert "2.0 km away 2.0 minutes later, 60.5 km/h (limit 60 km/h)" in en
     assert "the elder's home" in en
-    assert_one_language(en, "en", data=["王**", "赵**"])
+    assert_one_language(en, "en", data=["王**", "赵**", "李护理员"])
 
 
 def test_a_premises_service_without_location_is_at_the_providers_address(app_ctx, town, rules_on):
@@ -236,7 +238,7 @@ def test_a_premises_service_without_location_is_at_the_providers_address(app_ctx
     assert evidence["from"]["lat"] == round(STATION[0], 3)
     en = words("impossible_travel", evidence, "en")
     assert "南湖社区养老服务站 (no phone location" in en
-    assert_one_language(en, "en", data=["王**", "赵**", "南湖社区养老服务站"])
+    assert_one_language(en, "en", data=["王**", "赵**", "南湖社区养老服务站", "李护理员"])
 
 
 def test_the_canteens_queue_is_one_place(app_ctx, town, rules_on):

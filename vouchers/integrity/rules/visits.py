@@ -7,9 +7,10 @@
   serving a queue of elders at the provider's premises overlaps by design. Only visits with
   both ends recorded are judged: a guessed end would flag an honest caregiver who forgot to
   check out, and a home visit without a check-out is already flagged by ``visit_length``;
-  the batch before settlement judges the visit again once it is checked out. An earlier visit
-  counts when it began within 24 hours before this one (a visit longer than that is flagged
-  by ``visit_length``, and the pair is still found from the later visit's side).
+  the batch before settlement judges the visit again once it is checked out. Two visits are
+  compared when they began within 24 hours of each other (a visit long enough to overlap one
+  begun later than that is flagged by ``visit_length``), so that the query reads a day's
+  worth of the staff member's visits by its index, never their whole history.
 - ``impossible_travel``: two consecutive check-ins of one staff member on one service day
   at places further apart than ``max_speed_kmh`` (60 km/h: faster than city traffic allows)
   covers in the time between them. The place is the phone's location at check-in; without
@@ -43,6 +44,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy.orm import aliased
 
+from eldercare.accounts import User
 from eldercare.db import db
 from eldercare.residents import Resident
 from marketplace.geo import METRES_PER_DEGREE_LAT, haversine_m
@@ -60,8 +62,8 @@ from vouchers.models import Redemption, Voucher, VoucherPolicy
 STAYS = ("day", "month")  # units sold by the day or month: stays, not visits
 # Two check-ins closer than this are at one place (indoor phone locations wander).
 SAME_PLACE_M = 250
-# How far back an earlier visit may have begun and still overlap (longer ones are flagged by
-# visit_length), so that a staff member's whole history is never scanned.
+# Two visits compared for overlap began within this many hours of each other (longer ones are
+# flagged by visit_length); also how far around a staff-day its visits are read.
 LOOK_BACK_HOURS = 24
 # julianday arithmetic on SQLite is exact to about 0.1 ms; a threshold met to the second is met.
 EPSILON_S = 0.001
@@ -102,7 +104,8 @@ def detect_overlap(candidates: sa.Select, params: dict) -> list[Finding]:
         _later(Redemption.checked_in_at, other.checked_in_at),
     )
     rows = db.session.execute(
-        sa.select(Redemption.id, other.id, overlap)
+        sa.select(Redemption.id, other.id, overlap, User.display_name)
+        .join(User, User.id == Redemption.staff_user_id)
         .join(service, service.id == Redemption.service_id)
         .join(
             other,
@@ -111,6 +114,7 @@ def detect_overlap(candidates: sa.Select, params: dict) -> list[Finding]:
                 other.id != Redemption.id,
                 other.status == "redeemed",
                 other.checked_in_at > _hours_later(Redemption.checked_in_at, -LOOK_BACK_HOURS),
+                Redemption.checked_in_at > _hours_later(other.checked_in_at, -LOOK_BACK_HOURS),
                 other.checked_in_at < Redemption.checked_out_at,
                 other.checked_out_at > Redemption.checked_in_at,
             ),
@@ -128,7 +132,9 @@ def detect_overlap(candidates: sa.Select, params: dict) -> list[Finding]:
     ).all()
     facts = facts_of([r[0] for r in rows] + [r[1] for r in rows])
     found: dict[int, list[dict]] = {}
-    for rid, other_id, seconds in rows:
+    names = {}
+    for rid, other_id, seconds, name in rows:
+        names[rid] = name
         found.setdefault(rid, []).append(
             facts[other_id] | {"overlap_minutes": round(float(seconds) / 60, 1)}
         )
@@ -137,6 +143,7 @@ def detect_overlap(candidates: sa.Select, params: dict) -> list[Finding]:
             rid,
             {
                 "redemption": facts[rid],
+                "staff_name": names[rid],
                 "others": sorted(others, key=lambda o: (-o["overlap_minutes"], o["id"])),
                 "min_overlap_minutes": threshold,
             },
@@ -150,10 +157,10 @@ def describe_overlap(evidence: dict) -> str:
     others = evidence.get("others") or [{}]
     o = others[0]
     text = _(
-        "Staff member #%(staff)s was on two home visits at once for %(minutes)s minutes "
+        "Staff member %(staff)s was on two home visits at once for %(minutes)s minutes "
         "(threshold %(threshold)s): %(elder)s %(at)s to %(out)s (#%(id)s) and "
         "%(other_elder)s %(other_at)s to %(other_out)s (#%(other)s).",
-        staff=r.get("staff", "—"),
+        staff=_staff(evidence, r),
         minutes=o.get("overlap_minutes", "—"),
         threshold=evidence.get("min_overlap_minutes", "—"),
         elder=r.get("elder", "—"),
@@ -217,6 +224,7 @@ def detect_travel(candidates: sa.Select, params: dict) -> list[Finding]:
     visits = (
         sa.select(
             Redemption.id.label("id"),
+            Redemption.staff_user_id.label("staff"),
             Redemption.checked_in_at.label("at"),
             lat.label("lat"),
             lng.label("lng"),
@@ -266,7 +274,10 @@ def detect_travel(candidates: sa.Select, params: dict) -> list[Finding]:
             v.place,
             v.prev_id.in_(candidates),
             v.id.in_(candidates),
-        ).where(
+            User.display_name,
+        )
+        .join(User, User.id == v.staff)
+        .where(
             v.prev_id.is_not(None),
             sa.or_(v.id.in_(candidates), v.prev_id.in_(candidates)),
             upper_m >= SAME_PLACE_M,
@@ -283,8 +294,9 @@ def detect_travel(candidates: sa.Select, params: dict) -> list[Finding]:
         pairs.append(
             {
                 "ids": (first, second),
+                "staff_name": row[13],
                 "judged": [
-                    rid for rid, judged in zip((first, second), row[11:], strict=True) if judged
+                    rid for rid, judged in zip((first, second), row[11:13], strict=True) if judged
                 ],
                 "from": _place(place1, "check_in" if loc1 else "registered", lat1, lng1),
                 "to": _place(place2, "check_in" if loc2 else "registered", lat2, lng2),
@@ -317,6 +329,13 @@ def _faster(a: dict, b: dict) -> bool:
     )
 
 
+def _staff(evidence: dict, visit: dict) -> str:
+    """The staff member's name and user number (#n when the name is not in the evidence)."""
+    name = evidence.get("staff_name")
+    number = f"#{visit.get('staff', '—')}"
+    return f"{name} ({number})" if name else number
+
+
 def _place_words(place: dict, visit: dict) -> str:
     kind = place.get("place")
     if kind == HOME:
@@ -338,7 +357,7 @@ def describe_travel(evidence: dict) -> str:
     a = evidence.get("earlier", {})
     b = evidence.get("later", {})
     places = {
-        "staff": a.get("staff", "—"),
+        "staff": _staff(evidence, a),
         "first_id": a.get("id", "—"),
         "first_at": a.get("at", "—"),
         "first_elder": a.get("elder", "—"),
@@ -353,14 +372,14 @@ def describe_travel(evidence: dict) -> str:
     }
     if evidence.get("speed_kmh") is None:
         return _(
-            "Staff member #%(staff)s checked in at two places %(km)s km apart at the same "
+            "Staff member %(staff)s checked in at two places %(km)s km apart at the same "
             "moment (limit %(limit)s km/h): %(first_elder)s at %(first_place)s, %(first_at)s "
             "(#%(first_id)s), and %(second_elder)s at %(second_place)s, %(second_at)s "
             "(#%(second_id)s).",
             **places,
         )
     return _(
-        "Staff member #%(staff)s checked in %(km)s km away %(minutes)s minutes later, "
+        "Staff member %(staff)s checked in %(km)s km away %(minutes)s minutes later, "
         "%(speed)s km/h (limit %(limit)s km/h): %(first_elder)s at %(first_place)s, "
         "%(first_at)s (#%(first_id)s), then %(second_elder)s at %(second_place)s, "
         "%(second_at)s (#%(second_id)s).",
