@@ -2,7 +2,7 @@
 bureau officer's decisions on two of them.
 
 On the 27th of the month (``seed``'s caller passes the month the demo settles): the 北市场
-station's caregiver (``beishichang.staff``) answers the first elder's emergency call at home
+station's caregiver (``beishichang.staff``) answers the third elder's emergency call at home
 in three minutes (implausible visit length), then visits the second and the third elder at
 home with the visits overlapping by half an hour (one caregiver in two homes at once), and
 the first elder has four lunches that day at the station (more than three a day). Each is
@@ -123,13 +123,14 @@ def seed(month: date, residents: list[int], officer: User) -> dict:
     def at(hour: int, minute: int = 0) -> datetime:
         return datetime.combine(day, time(hour, minute), tzinfo=SHANGHAI)
 
-    short = _visit(vouchers[0], staff, companion, elders[0], at(9), 3, "short-visit")
-    first = _visit(vouchers[1], staff, companion, elders[1], at(14), 60, "overlap-1")
-    _visit(vouchers[2], staff, companion, elders[2], at(14, 30), 60, "overlap-2")
+    short = _visit(vouchers[2], staff, companion, elders[2], at(9), 3, "short-visit")
+    _visit(vouchers[1], staff, companion, elders[1], at(14), 60, "overlap-1")
+    # Flagged at its capture; once it is rejected (reversed) the first visit overlaps nothing.
+    second = _visit(vouchers[2], staff, companion, elders[2], at(14, 30), 60, "overlap-2")
     for n, hour in enumerate((8, 11, 12, 17), 1):
         _visit(vouchers[0], staff, lunch, elders[0], at(hour), 30, f"lunch-{n}")
     decided = _decide(short, "visit_length", officer, reject=False)
-    decided += _decide(first, "staff_overlap", officer, reject=True)
+    decided += _decide(second, "staff_overlap", officer, reject=True)
     held = db.session.scalar(
         sa.select(sa.func.count(sa.distinct(RedemptionFlag.redemption_id)))
         .join(Redemption, Redemption.id == RedemptionFlag.redemption_id)

@@ -192,7 +192,7 @@ def build_demo() -> dict:
     # settled one, settled and paid the same way (never before the pilot's first policy:
     # a month with no voucher policy in force issues nothing and is skipped).
     earlier = [settled]
-    for _ in range(HISTORY_MONTHS):
+    for _ in range(HISTORY_MONTHS - 1):
         earlier.insert(0, issuance.previous_month(earlier[0]))
     earlier.pop()
     paid_months = [*earlier, settled]
