@@ -14,6 +14,8 @@ from vouchers import (  # noqa: F401  (imported for what importing them does)
 from vouchers.api import blp as api_blueprint
 from vouchers.cli import cli
 from vouchers.demo import build_demo
+from vouchers.insight import api_report as _report_api  # noqa: F401  (its routes, on api.blp)
+from vouchers.insight import views_report
 from vouchers.integrity import models as integrity_models  # noqa: F401  (the tables)
 from vouchers.integrity import views as integrity_views  # the flags pages, on views.bp
 from vouchers.issuance import views_parked
@@ -42,6 +44,7 @@ def register(app) -> None:
         *views_parked.DESTINATIONS,
         *views_kinds.DESTINATIONS,
         *integrity_views.DESTINATIONS,
+        *views_report.DESTINATIONS,
     )
     register_home_panel(app, views_elder.home_panel)
     app.register_blueprint(gateway_bp)

@@ -54,7 +54,11 @@ def build(factory) -> SimpleNamespace:
 
     # -- funds: two top-ups in March, one a minute into April (Shanghai), one the last
     # evening of February; allocations in March, one taken partly back.
-    _entry("topup", sh(2026, 3, 5, 10), [("funding:central", -1_000_000), ("pool:available", 1_000_000)])
+    _entry(
+        "topup",
+        sh(2026, 3, 5, 10),
+        [("funding:central", -1_000_000), ("pool:available", 1_000_000)],
+    )
     _entry("topup", sh(2026, 3, 20, 10), [("funding:local", -500_000), ("pool:available", 500_000)])
     _entry("topup", sh(2026, 4, 1, 0, 1), [("funding:central", -7), ("pool:available", 7)])
     _entry("topup", sh(2026, 2, 28, 23, 30), [("funding:local", -9), ("pool:available", 9)])

@@ -98,9 +98,7 @@ def test_march_for_each_district(world):
     assert b.elders_by_level == [("complete", 1)]
     assert (b.providers_certified, b.agencies_certified) == (1, 0)
     assert (b.fee_refunds_paid, b.fee_refunds_paid_fen) == (1, 5_000)
-    assert {f.rule: (f.raised, f.cleared, f.rejected) for f in b.flags} == {
-        "odd_hours": (0, 0, 1)
-    }
+    assert {f.rule: (f.raised, f.cleared, f.rejected) for f in b.flags} == {"odd_hours": (0, 0, 1)}
     # District B has no identity row in the run: green too (its findings are none).
     assert b.reconciliation[0].status == "green"
 

@@ -1,0 +1,143 @@
+"""The report as PDF: ``report_pdf(report) -> bytes``, A4 portrait.
+
+Chinese first, English after, on every label; the same tables as the page and the same
+charts (reportlab Drawings are flowables), page numbers on every page. The font, the styles,
+the numbered canvas and the one-build-at-a-time lock are the statements'
+(``vouchers.settlement.documents``): the CJK font is embedded (/FontFile2), never only named.
+Imports reportlab: import this module inside views only.
+"""
+
+from __future__ import annotations
+
+import io
+
+from reportlab.lib import colors
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.units import mm
+from reportlab.platypus import KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+
+from eldercare.timeutil import format_local
+from vouchers.insight.report import CITY, Report
+from vouchers.insight.report_charts import report_charts
+from vouchers.insight.report_tables import (
+    FUNDS_NOTE,
+    MONEY_NOTE,
+    bilingual,
+    pdf_cell,
+    report_tables,
+)
+from vouchers.settlement.documents import (
+    BUILD_LOCK,
+    FONT,
+    FOOTER,
+    MARGIN,
+    numbered_canvas,
+    paragraph_styles,
+    register_font,
+)
+
+PAGE = A4
+FRAME_WIDTH = PAGE[0] - 2 * MARGIN
+CHART_WIDTH = FRAME_WIDTH - 12
+CHART_HEIGHT = 250
+KINDS = {"month": ("月度报告", "Monthly report"), "year": ("年度报告", "Annual report")}
+
+
+def title(report: Report) -> tuple[str, str]:
+    zh, en = KINDS[report.period.kind]
+    return (
+        f"{CITY[0]} 养老服务消费券 {zh} {report.period.label_zh}",
+        f"{CITY[1]} eldercare service vouchers · {en} · {report.period.label_en}",
+    )
+
+
+def _esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _table(table, styles) -> Table:
+    header = [Paragraph(_esc(bilingual(c)), styles["small"]) for c in table.columns]
+    rows = [[Paragraph(_esc(pdf_cell(v)), styles["base"]) for v in row] for row in table.rows]
+    if not rows:
+        rows = [[Paragraph("无 None", styles["base"])] + [""] * (len(header) - 1)]
+    first = FRAME_WIDTH * (0.4 if len(header) > 2 else 0.6)
+    rest = (FRAME_WIDTH - first) / max(1, len(header) - 1)
+    if len(header) > 4:
+        first, rest = FRAME_WIDTH * 0.16, FRAME_WIDTH * 0.84 / (len(header) - 1)
+    out = Table([header, *rows], colWidths=[first] + [rest] * (len(header) - 1), repeatRows=1)
+    style = [
+        ("FONT", (0, 0), (-1, -1), FONT, 9),
+        ("GRID", (0, 0), (-1, -1), 0.4, colors.grey),
+        ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#eef1f4")),
+        ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
+        ("TOPPADDING", (0, 0), (-1, -1), 2),
+        ("BOTTOMPADDING", (0, 0), (-1, -1), 2),
+    ]
+    out.setStyle(TableStyle(style))
+    return out
+
+
+def report_pdf(report: Report) -> bytes:
+    register_font()
+    styles = paragraph_styles()
+    zh, en = title(report)
+    scope = (
+        f"{report.district.name_zh} {report.district.name_en}"
+        if report.district is not None
+        else "全市 City-wide"
+    )
+    story = [
+        Paragraph(_esc(zh), styles["title"]),
+        Paragraph(_esc(en), styles["subtitle"]),
+        Spacer(1, 3 * mm),
+        Paragraph(
+            _esc(
+                f"范围 Scope: {scope} · 期间 Period: {report.period.start:%Y-%m-%d} – "
+                f"{report.period.last_day:%Y-%m-%d} · 生成时间 Generated: "
+                f"{format_local(report.generated_at)}"
+            ),
+            styles["small"],
+        ),
+        Paragraph(_esc(bilingual(MONEY_NOTE)), styles["small"]),
+    ]
+    if report.funds.scope == "district":
+        story.append(Paragraph(_esc(bilingual(FUNDS_NOTE)), styles["small"]))
+    drawings = {
+        name: drawing
+        for name, _label, drawing in report_charts(
+            report, "pdf", width=CHART_WIDTH, height=CHART_HEIGHT
+        )
+    }
+    for table in report_tables(report, "pdf"):
+        story.append(
+            KeepTogether(
+                [
+                    Paragraph(_esc(bilingual(table.title)), styles["heading"]),
+                    Spacer(1, 1 * mm),
+                    _table(table, styles),
+                ]
+            )
+        )
+        if table.name in drawings:
+            drawing = drawings[table.name]
+            # The renderer starts every drawing in Helvetica (named in the file, not embedded)
+            # unless told otherwise: start it in the embedded font.
+            drawing.initialFontName = FONT
+            story += [Spacer(1, 3 * mm), drawing]
+        story.append(Spacer(1, 4 * mm))
+    buffer = io.BytesIO()
+    document = SimpleDocTemplate(
+        buffer,
+        pagesize=PAGE,
+        leftMargin=MARGIN,
+        rightMargin=MARGIN,
+        topMargin=MARGIN,
+        bottomMargin=MARGIN + FOOTER,
+        title=f"{zh} / {en}",
+        author="沈阳市民政局 Shenyang Civil Affairs Bureau",
+        subject=en,
+        initialFontName=FONT,
+    )
+    with BUILD_LOCK:
+        document.build(story, canvasmaker=numbered_canvas(f"{zh} {report.period.text}", page=PAGE))
+    return buffer.getvalue()
