@@ -205,11 +205,31 @@ def to_svg(drawing: Drawing, *, label: str) -> str:
         r"<title>.*?</title>", f"<title>{_escape(label)}</title>", text, count=1, flags=re.S
     )
     text = re.sub(r"<desc>.*?</desc>", "", text, count=1, flags=re.S)
-    return text.replace(
-        "<svg ",
-        f'<svg role="img" aria-label="{_escape(label)}" style="max-width:100%;height:auto" ',
-        1,
-    )
+    # The pages' Content-Security-Policy (style-src 'self') refuses inline style: the same
+    # declarations as presentation attributes, which it does not govern. The width follows
+    # the page through the class (app.css: svg.chart).
+    text = _STYLE.sub(_presentation, text)
+    return text.replace("<svg ", f'<svg role="img" aria-label="{_escape(label)}" class="chart" ', 1)
+
+
+_STYLE = re.compile(r'<[a-zA-Z]+\b[^>]*?\sstyle="[^"]*"[^>]*>')
+_DECLARATION = re.compile(r'\sstyle="([^"]*)"')
+
+
+def _presentation(match: re.Match) -> str:
+    """One tag with its ``style="a: b; c: d"`` as ``a="b" c="d"`` (an attribute the tag
+    already has is kept as it is)."""
+    tag = match.group(0)
+    declared = _DECLARATION.search(tag)
+    present = set(re.findall(r'\s([a-zA-Z:-]+)="', tag))
+    attributes = []
+    for declaration in declared.group(1).split(";"):
+        name, colon, value = declaration.partition(":")
+        name, value = name.strip(), value.strip()
+        if colon and name and name not in present:
+            attributes.append(f' {name}="{value}"')
+            present.add(name)
+    return tag[: declared.start()] + "".join(attributes) + tag[declared.end() :]
 
 
 def _escape(text: str) -> str:
