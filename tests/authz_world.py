@@ -278,6 +278,8 @@ _FIXED = {
     ("prefs.switch_language", "code"): "en",
     ("vouchers_short.short", "code"): "NOSUCHCODE",
     ("settlement.bank_batch_file", "fmt"): "csv",
+    ("vouchers.bureau_report_table", "name"): "months",
+    ("vouchers.bureau_report_table", "fmt"): "csv",
     "action": "issue",
     "fmt": "png",
     "token": "not-a-real-token",
