@@ -267,3 +267,56 @@ def _provider(district, name, status, until) -> Provider:
     db.session.add(row)
     db.session.flush()
     return row
+
+
+def build_more(factory, w, *, elders: int) -> None:
+    """``elders`` more elders of district A, each with a voucher in every month of 2026, a
+    redemption on it and an approved assessment: rows, not new kinds of rows."""
+    policy = _policy_id("home_community")
+    for n in range(elders):
+        resident = factory.resident(w.a, name="周五")
+        db.session.add(
+            Assessment(
+                resident_id=resident.id,
+                type="first",
+                status="approved",
+                applied_via="bureau",
+                level="moderate",
+                reviewed_at=sh(2026, 1, 5, 10),
+                effective_from=date(2026, 1, 5),
+            )
+        )
+        for month in range(1, 13):
+            voucher = Voucher(
+                resident_id=resident.id,
+                month=date(2026, month, 1),
+                kind="home_community",
+                policy_id=policy,
+                district_id=w.a.id,
+                face_value_fen=50_000,
+                balance_fen=0,
+                held_fen=0,
+                status="expired",
+            )
+            db.session.add(voucher)
+            db.session.flush()
+            db.session.add(
+                Redemption(
+                    voucher_id=voucher.id,
+                    resident_id=resident.id,
+                    provider_id=w.provider_a.id,
+                    staff_user_id=w.staff.id,
+                    scan_digest=f"report-more-{n}-{month}",
+                    status="redeemed",
+                    checked_in_at=sh(2026, month, 3, 9),
+                    redeemed_at=sh(2026, month, 3, 9),
+                    quantity=1,
+                    price_fen=2000,
+                    insurance_fen=0,
+                    subsidy_fen=1000,
+                    copay_fen=1000,
+                    ratio_bp=5000,
+                    payment_method="cash",
+                )
+            )
+    db.session.flush()

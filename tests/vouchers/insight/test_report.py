@@ -172,3 +172,35 @@ def test_no_period_is_last_month():
     assert parse_period("", today=date(2026, 1, 15)).start == date(2025, 12, 1)
     assert parse_period(None, today=date(2026, 3, 31)).text == "2026-02"
     assert parse_period(" 2026 ").text == "2026"
+
+
+def _count_statements(fn) -> int:
+    import sqlalchemy as sa
+
+    from eldercare.db import db
+
+    statements: list[str] = []
+
+    def listener(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    engine = db.session.get_bind()
+    engine = getattr(engine, "engine", engine)
+    sa.event.listen(engine, "before_cursor_execute", listener)
+    try:
+        fn()
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", listener)
+    return len(statements)
+
+
+def test_the_statements_do_not_grow_with_the_rows(world, factory):
+    """Set-based: the same statements for a year whether it holds a few rows or many more
+    (no query per elder, voucher, redemption or month)."""
+    from tests.vouchers.insight.report_world import build_more
+
+    before = _count_statements(lambda: report_for("2026", None, today=TODAY))
+    build_more(factory, world, elders=30)
+    after = _count_statements(lambda: report_for("2026", None, today=TODAY))
+    assert after == before <= 16
+    assert report_for("2026", None, today=TODAY).totals.elders_served == 3 + 30
