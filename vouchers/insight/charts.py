@@ -25,6 +25,7 @@ from reportlab.graphics.charts.legends import Legend
 from reportlab.graphics.charts.linecharts import HorizontalLineChart
 from reportlab.graphics.shapes import Drawing, String
 from reportlab.lib import colors
+from reportlab.pdfbase import pdfmetrics
 
 from vouchers.settlement.documents import register_font
 
@@ -83,18 +84,21 @@ def _has_data(categories: Sequence[str], series: Series) -> bool:
     return bool(categories) and any(any(v for v in values) for _, values in series)
 
 
-def _legend(drawing: Drawing, font: str, series: Series, x: float, y: float) -> None:
+def _legend(drawing: Drawing, font: str, series: Series, right: float, top: float) -> None:
+    """A line per series (swatch, then name) in the top right corner, ending at ``right``:
+    measured in the font, so a long bilingual name never runs past the drawing's edge."""
     if len(series) < 2:
         return
     legend = Legend()
-    legend.x, legend.y = x, y
     legend.fontName, legend.fontSize = font, LABEL_SIZE
-    legend.alignment = "right"
-    legend.columnMaximum = 1
-    legend.deltax = 110
+    legend.alignment = "right"  # the name to the right of its swatch
+    legend.columnMaximum = len(series)
     legend.colorNamePairs = [
         (PALETTE[i % len(PALETTE)], name) for i, (name, _) in enumerate(series)
     ]
+    longest = max(pdfmetrics.stringWidth(str(name), font, LABEL_SIZE) for name, _ in series)
+    legend.x = right - legend.dx - legend.dxTextSpace - longest
+    legend.y = top
     drawing.add(legend)
 
 

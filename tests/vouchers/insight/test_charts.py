@@ -33,3 +33,15 @@ def test_the_bars_keep_their_colours(app_ctx):
     for tag in re.findall(r"<[a-z]+\s[^>]*>", svg):
         names = re.findall(r'\s([a-zA-Z:-]+)="', tag)
         assert len(names) == len(set(names)), tag
+
+
+def test_the_legend_stays_inside_the_drawing(app_ctx):
+    """Two series have a legend; its names were drawn past the right edge, and the page's
+    SVG (clipped to its box) showed the colour swatches without their names."""
+    names = [("发放面额 Face value issued", [1, 2]), ("支付补贴 Subsidy paid", [2, 3])]
+    for drawing in (
+        charts.bar_chart("标题", ["2026-01", "2026-02"], names, empty_text="无"),
+        charts.line_chart("标题", ["2026-01", "2026-02"], names, empty_text="无", width=500),
+    ):
+        left, bottom, right, top = drawing.getBounds()
+        assert 0 <= left and right <= drawing.width and top <= drawing.height
