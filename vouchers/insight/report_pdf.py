@@ -13,6 +13,7 @@ import io
 
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
+from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.platypus import KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
@@ -55,16 +56,29 @@ def _esc(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+# Shares of the frame's width per column, where the default (a wide first column, the
+# rest equal) does not suit.
+COLUMN_SHARES = {
+    "months": (0.16, *[0.14] * 6),
+    "reconciliation": (0.16, 0.38, 0.26, 0.20),
+}
+
+
 def _table(table, styles) -> Table:
-    header = [Paragraph(_esc(bilingual(c)), styles["small"]) for c in table.columns]
-    rows = [[Paragraph(_esc(pdf_cell(v)), styles["base"]) for v in row] for row in table.rows]
+    # "中文 English" cells wrap at spaces, never inside an English word.
+    head_style = ParagraphStyle("head", parent=styles["small"], wordWrap=None)
+    cell_style = ParagraphStyle("cell", parent=styles["base"], wordWrap=None)
+    header = [Paragraph(_esc(bilingual(c)), head_style) for c in table.columns]
+    rows = [[Paragraph(_esc(pdf_cell(v)), cell_style) for v in row] for row in table.rows]
     if not rows:
-        rows = [[Paragraph("无 None", styles["base"])] + [""] * (len(header) - 1)]
-    first = FRAME_WIDTH * (0.4 if len(header) > 2 else 0.6)
-    rest = (FRAME_WIDTH - first) / max(1, len(header) - 1)
-    if len(header) > 4:
-        first, rest = FRAME_WIDTH * 0.16, FRAME_WIDTH * 0.84 / (len(header) - 1)
-    out = Table([header, *rows], colWidths=[first] + [rest] * (len(header) - 1), repeatRows=1)
+        rows = [[Paragraph("无 None", cell_style)] + [""] * (len(header) - 1)]
+    count = len(header)
+    first = 0.4 if count > 2 else 0.6
+    shares = COLUMN_SHARES.get(
+        table.name, (first, *[(1 - first) / max(1, count - 1)] * (count - 1))
+    )
+    widths = [FRAME_WIDTH * share for share in shares]
+    out = Table([header, *rows], colWidths=widths, repeatRows=1)
     style = [
         ("FONT", (0, 0), (-1, -1), FONT, 9),
         ("GRID", (0, 0), (-1, -1), 0.4, colors.grey),
