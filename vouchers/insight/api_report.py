@@ -33,14 +33,18 @@ from vouchers.insight.report import (
 )
 
 _READ = ("read", "vouchers:read")
+PERIOD_PATTERN = r"^20[0-9]{2}(-(0[1-9]|1[0-2]))?$"
 _FEN = {"description": "in fen"}
 _LEVEL = fields.String(required=True, validate=validate.OneOf((*LEVELS, UNKNOWN_LEVEL)))
 
 
 class VouchersReportQuerySchema(ma.Schema):
+    # The pattern is the document's (for clients); the server reads the period itself, so
+    # that a wrong one is a 400 with the report's own message, as on the page.
     period = fields.String(
         metadata={
-            "description": "YYYY-MM (a month) or YYYY (a year), 2000-2099; default last month"
+            "description": "YYYY-MM (a month) or YYYY (a year), 2000-2099; default last month",
+            "pattern": PERIOD_PATTERN,
         }
     )
     district = district_code(

@@ -32,7 +32,6 @@ from vouchers.insight.report import PERIOD_MESSAGE, Report, districts_for, parse
 from vouchers.insight.report_tables import (
     FUNDS_NOTE,
     MONEY_NOTE,
-    RECONCILIATION_LABELS,
     TABLE_NAMES,
     download_cell,
     page_cell,
@@ -107,7 +106,6 @@ def bureau_report():
         money_note=MONEY_NOTE,
         funds_note=FUNDS_NOTE,
         locale=locale,
-        reconciliation_labels=RECONCILIATION_LABELS,
         district_options=[(d.id, d.display_name(locale)) for d in districts_for(None)]
         if city
         else [],
