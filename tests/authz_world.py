@@ -280,6 +280,8 @@ _FIXED = {
     ("settlement.bank_batch_file", "fmt"): "csv",
     ("vouchers.bureau_forecast_projection", "fmt"): "csv",
     ("vouchers.bureau_forecast_history", "fmt"): "xlsx",
+    ("vouchers.bureau_report_table", "name"): "months",
+    ("vouchers.bureau_report_table", "fmt"): "csv",
     "action": "issue",
     "fmt": "png",
     "token": "not-a-real-token",

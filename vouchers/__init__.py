@@ -14,7 +14,11 @@ from vouchers import (  # noqa: F401  (imported for what importing them does)
 from vouchers.api import blp as api_blueprint
 from vouchers.cli import cli
 from vouchers.demo import build_demo
-from vouchers.insight import views_forecast  # the pool forecast page, on views.bp
+from vouchers.insight import api_report as _report_api  # noqa: F401  (its routes, on api.blp)
+from vouchers.insight import (
+    views_forecast,  # the pool forecast page, on views.bp
+    views_report,
+)
 from vouchers.integrity import anomalies
 from vouchers.integrity import models as integrity_models  # noqa: F401  (the tables)
 from vouchers.integrity import views as integrity_views  # the flags pages, on views.bp
@@ -45,6 +49,7 @@ def register(app) -> None:
         *views_kinds.DESTINATIONS,
         *integrity_views.DESTINATIONS,
         *views_forecast.DESTINATIONS,
+        *views_report.DESTINATIONS,
     )
     register_home_panel(app, views_elder.home_panel)
     anomalies.install()  # the capture's and the eligibility feed's hooks into the rules

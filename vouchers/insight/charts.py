@@ -25,6 +25,7 @@ from reportlab.graphics.charts.legends import Legend
 from reportlab.graphics.charts.linecharts import HorizontalLineChart
 from reportlab.graphics.shapes import Drawing, String
 from reportlab.lib import colors
+from reportlab.pdfbase import pdfmetrics
 
 from vouchers.settlement.documents import register_font
 
@@ -83,18 +84,21 @@ def _has_data(categories: Sequence[str], series: Series) -> bool:
     return bool(categories) and any(any(v for v in values) for _, values in series)
 
 
-def _legend(drawing: Drawing, font: str, series: Series, x: float, y: float) -> None:
+def _legend(drawing: Drawing, font: str, series: Series, right: float, top: float) -> None:
+    """A line per series (swatch, then name) in the top right corner, ending at ``right``:
+    measured in the font, so a long bilingual name never runs past the drawing's edge."""
     if len(series) < 2:
         return
     legend = Legend()
-    legend.x, legend.y = x, y
     legend.fontName, legend.fontSize = font, LABEL_SIZE
-    legend.alignment = "right"
-    legend.columnMaximum = 1
-    legend.deltax = 110
+    legend.alignment = "right"  # the name to the right of its swatch
+    legend.columnMaximum = len(series)
     legend.colorNamePairs = [
         (PALETTE[i % len(PALETTE)], name) for i, (name, _) in enumerate(series)
     ]
+    longest = max(pdfmetrics.stringWidth(str(name), font, LABEL_SIZE) for name, _ in series)
+    legend.x = right - legend.dx - legend.dxTextSpace - longest
+    legend.y = top
     drawing.add(legend)
 
 
@@ -185,8 +189,7 @@ _FONT_FAMILY = re.compile(r'font-family="[^"]*"|font-family:\s*[^;"]+')
 
 def to_svg(drawing: Drawing, *, label: str) -> str:
     """The drawing as an inline ``<svg>`` element (no XML prolog), named for screen readers
-    (``role="img"`` and ``aria-label``), with the class ``chart`` that scales it to the page's
-    width (app.css: the site's Content-Security-Policy allows no inline style)."""
+    (``role="img"`` and ``aria-label``) and scaling to the page's width."""
     text = renderSVG.drawToString(drawing)
     # Several charts share a page: their ids (renderSVG always writes "clip" and "group")
     # must not collide.
@@ -206,11 +209,31 @@ def to_svg(drawing: Drawing, *, label: str) -> str:
         r"<title>.*?</title>", f"<title>{_escape(label)}</title>", text, count=1, flags=re.S
     )
     text = re.sub(r"<desc>.*?</desc>", "", text, count=1, flags=re.S)
-    return text.replace(
-        "<svg ",
-        f'<svg class="chart" role="img" aria-label="{_escape(label)}" ',
-        1,
-    )
+    # The pages' Content-Security-Policy (style-src 'self') refuses inline style: the same
+    # declarations as presentation attributes, which it does not govern. The width follows
+    # the page through the class (app.css: svg.chart).
+    text = _STYLE.sub(_presentation, text)
+    return text.replace("<svg ", f'<svg role="img" aria-label="{_escape(label)}" class="chart" ', 1)
+
+
+_STYLE = re.compile(r'<[a-zA-Z]+\b[^>]*?\sstyle="[^"]*"[^>]*>')
+_DECLARATION = re.compile(r'\sstyle="([^"]*)"')
+
+
+def _presentation(match: re.Match) -> str:
+    """One tag with its ``style="a: b; c: d"`` as ``a="b" c="d"`` (an attribute the tag
+    already has is kept as it is)."""
+    tag = match.group(0)
+    declared = _DECLARATION.search(tag)
+    present = set(re.findall(r'\s([a-zA-Z:-]+)="', tag))
+    attributes = []
+    for declaration in declared.group(1).split(";"):
+        name, colon, value = declaration.partition(":")
+        name, value = name.strip(), value.strip()
+        if colon and name and name not in present:
+            attributes.append(f' {name}="{value}"')
+            present.add(name)
+    return tag[: declared.start()] + "".join(attributes) + tag[declared.end() :]
 
 
 def _escape(text: str) -> str:

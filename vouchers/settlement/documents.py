@@ -66,7 +66,7 @@ MONEY_COLUMNS = (7, 8, 9, 10)
 
 # One build at a time: a reportlab TTFont keeps each document's subset in a dictionary that
 # is not safe to change from two threads at once.
-_BUILD_LOCK = threading.Lock()
+BUILD_LOCK = threading.Lock()
 
 
 def font_path() -> Path:
@@ -94,7 +94,8 @@ def register_font() -> str:
     return FONT
 
 
-def _styles() -> dict[str, ParagraphStyle]:
+def paragraph_styles() -> dict[str, ParagraphStyle]:
+    """The documents' paragraph styles, in the embedded font (the report uses them too)."""
     base = ParagraphStyle("base", fontName=FONT, fontSize=10, leading=13, wordWrap="CJK")
     return {
         "base": base,
@@ -110,9 +111,10 @@ def _styles() -> dict[str, ParagraphStyle]:
     }
 
 
-def _numbered_canvas(number: str):
-    """A canvas that writes "page n of N" on every page once N is known (pages are kept
-    until the end, then each is finished with its footer)."""
+def numbered_canvas(footer: str, page=PAGE):
+    """A canvas that writes ``footer`` and "page n of N" on every page once N is known (pages
+    are kept until the end, then each is finished with its footer). Shared with the bureau's
+    report (``vouchers.insight.report_pdf``)."""
 
     class NumberedCanvas(pdfcanvas.Canvas):
         def __init__(self, *args, **kwargs):
@@ -129,9 +131,9 @@ def _numbered_canvas(number: str):
                 self.__dict__.update(state)
                 self.setFont(FONT, 8)
                 self.setFillColor(colors.grey)
-                self.drawString(MARGIN, MARGIN - 2 * mm, f"结算单号 Statement no. {number}")
+                self.drawString(MARGIN, MARGIN - 2 * mm, footer)
                 self.drawRightString(
-                    PAGE[0] - MARGIN,
+                    page[0] - MARGIN,
                     MARGIN - 2 * mm,
                     f"第 {self._pageNumber} / {total} 页 · Page {self._pageNumber} of {total}",
                 )
@@ -139,6 +141,10 @@ def _numbered_canvas(number: str):
             super().save()
 
     return NumberedCanvas
+
+
+def _numbered_canvas(number: str):
+    return numbered_canvas(f"结算单号 Statement no. {number}")
 
 
 def verification_qr_png(statement: Statement) -> bytes:
@@ -369,7 +375,7 @@ def _lines_pages(statement: Statement, styles) -> list:
 def statement_pdf(statement: Statement) -> bytes:
     """The statement as a PDF file (bytes)."""
     register_font()
-    styles = _styles()
+    styles = paragraph_styles()
     head = facts.summary(statement)
     buffer = io.BytesIO()
     document = SimpleDocTemplate(
@@ -386,6 +392,6 @@ def statement_pdf(statement: Statement) -> bytes:
         initialFontName=FONT,
     )
     story = _cover(statement, head, styles) + _lines_pages(statement, styles)
-    with _BUILD_LOCK:
+    with BUILD_LOCK:
         document.build(story, canvasmaker=_numbered_canvas(head["number"]))
     return buffer.getvalue()
