@@ -7,10 +7,10 @@ seeds (a test keeps them equal to the migration's). A new rule is a module here,
 
 from __future__ import annotations
 
-from vouchers.integrity.rules import death, length, review
+from vouchers.integrity.rules import death, devices, length, review
 from vouchers.integrity.rules.base import Finding, Rule
 
-_MODULES = (death, length, review)
+_MODULES = (death, length, review, devices)
 
 RULES: dict[str, Rule] = {rule.code: rule for module in _MODULES for rule in module.RULES}
 
