@@ -30,7 +30,12 @@ from vouchers.integrity import flags
 from vouchers.integrity.models import RedemptionFlag
 from vouchers.integrity.rules import RULES
 from vouchers.integrity.rules.base import utc_start_of
-from vouchers.integrity.rules.devices import masked_device, minutes_outside
+from vouchers.integrity.rules.devices import (
+    DAY_MINUTES,
+    _week_of,
+    masked_device,
+    minutes_outside,
+)
 from vouchers.models import Redemption
 from vouchers.redemption import steps as redemption
 from vouchers.settlement.models import StatementLine
@@ -54,11 +59,11 @@ def priced_since_the_month_began(request):
     )
 
 
-def institution_staff(shop, factory):
-    """A certified carer of the care home."""
+def staff_of(shop, provider, username="carer.zhou"):
+    """A certified carer of ``provider``."""
     return invite_staff(
-        shop.market.institution,
-        username="carer.zhou",
+        provider,
+        username=username,
         display_name="周护理员",
         password="carer-pass-1",
         certificate_number="YL-2025-0099",
@@ -214,7 +219,9 @@ def test_eight_elders_or_a_canteen_counter_or_another_day_do_not_fire(
     # Another phone (and the first one on another day) for one more elder each.
     other = more_elders(shop, factory, 2)
     visit(shop, other[0], when=at(shop, 10), device="token:99")
-    visit(shop, other[1], when=at(shop, 10) + timedelta(days=1 if shop.today.day < 28 else -1))
+    tomorrow = shop.today + timedelta(days=1)
+    if tomorrow.month == shop.today.month:  # the voucher is this month's
+        visit(shop, other[1], when=at(shop, 10) + timedelta(days=1))
     assert open_flags("shared_device") == []
 
 
@@ -234,6 +241,33 @@ def test_one_address_of_one_provider_for_nine_elders_is_flagged(
         "shared_device", flag.evidence, "en"
     )
     assert ADDRESS in words("shared_device", flag.evidence, "zh_CN")
+
+
+def test_one_address_shared_by_two_providers_is_counted_for_each_alone(
+    shop, factory, db_session, rules_on
+):
+    """Phones on a mobile network share the carrier's public addresses: five elders of the
+    station and five of the home-service company behind one address are not ten."""
+    rules_on("shared_device")
+    company_carer = staff_of(shop, shop.market.home, "carer.wu")
+    vouchers = more_elders(shop, factory, 10)
+    for i, v in enumerate(vouchers):
+        ours = i % 2 == 0
+        visit(
+            shop,
+            v,
+            when=at(shop, 10, i),
+            service=shop.market.bath if ours else shop.market.cleaning,
+            staff=shop.caregiver if ours else company_carer,
+            device=f"session:{200 + i}",
+            ip=ADDRESS,
+        )
+    behind_one_address = sa.select(
+        sa.func.count(sa.distinct(Redemption.resident_id)),
+        sa.func.count(sa.distinct(Redemption.provider_id)),
+    ).where(Redemption.check_in_ip == ADDRESS, Redemption.status == "redeemed")
+    assert db.session.execute(behind_one_address).one() == (10, 2)
+    assert open_flags("shared_device") == []
 
 
 def test_the_batch_holds_out_every_visit_of_the_phone_until_cleared(
@@ -268,6 +302,14 @@ def test_the_distance_from_opening_hours_counts_across_midnight():
     assert minutes_outside(intervals, 7 * 60 + 29) == 31
     assert minutes_outside([(-10, -1), (60, 120)], 5) == 6  # yesterday closing at 23:59
     assert minutes_outside([], 600) is None
+    week = _week_of(json.dumps({"mon": [["20:00", "23:59"]], "wed": [["00:10", "02:00"]]}))
+    assert week[1] == [
+        (20 * 60 - DAY_MINUTES, 23 * 60 + 59 - DAY_MINUTES),
+        (10 + DAY_MINUTES, 120 + DAY_MINUTES),
+    ]
+    assert minutes_outside(week[1], 20) == 21  # Tuesday 00:20, 21 minutes after Monday's 23:59
+    assert minutes_outside(week[1], 23 * 60 + 50) == 20  # 20 minutes before Wednesday's 00:10
+    assert week[4] == [] and _week_of(json.dumps({"mon": []})) is None and _week_of(None) is None
     assert masked_device("session:123456789") == "…456789" and masked_device("t:1") == "t:1"
 
 
@@ -315,7 +357,7 @@ def test_a_closed_day_fires_and_no_hours_or_a_stay_never_do(shop, factory, db_se
         give_voucher(factory.resident(shop.heping), shop.today, kind="institutional"),
         when=at(shop, 3),
         service=shop.market.stay,
-        staff=institution_staff(shop, factory),
+        staff=staff_of(shop, shop.market.institution),
     )
     assert stay.status == "redeemed" and flag_of(stay, "outside_hours") is None
     station.opening_hours_json = None  # no hours published: never judged
