@@ -84,7 +84,7 @@ def detect_shared(candidates: sa.Select, params: dict) -> list[Finding]:
     elders = sa.func.count(sa.distinct(Redemption.resident_id))
     by_device = (
         sa.select(
-            sa.literal_column(f"'{BY_DEVICE}'").label("by"),
+            sa.literal_column(f"'{BY_DEVICE}'").label("source"),
             Redemption.check_in_device.label("key"),
             sa.cast(sa.null(), sa.Integer).label("provider_id"),
             day.label("day"),
@@ -102,7 +102,7 @@ def detect_shared(candidates: sa.Select, params: dict) -> list[Finding]:
     )
     by_address = (
         sa.select(
-            sa.literal_column(f"'{BY_ADDRESS}'").label("by"),
+            sa.literal_column(f"'{BY_ADDRESS}'").label("source"),
             Redemption.check_in_ip.label("key"),
             Redemption.provider_id.label("provider_id"),
             day.label("day"),
@@ -124,7 +124,7 @@ def detect_shared(candidates: sa.Select, params: dict) -> list[Finding]:
         sa.select(
             Redemption.id,
             Redemption.id.in_(candidates).label("candidate"),
-            groups.c.by,
+            groups.c.source,
             groups.c.key,
             groups.c.day,
             groups.c.elders,
@@ -135,16 +135,18 @@ def detect_shared(candidates: sa.Select, params: dict) -> list[Finding]:
             sa.and_(
                 groups.c.day == day,
                 sa.or_(
-                    sa.and_(groups.c.by == BY_DEVICE, groups.c.key == Redemption.check_in_device),
                     sa.and_(
-                        groups.c.by == BY_ADDRESS,
+                        groups.c.source == BY_DEVICE, groups.c.key == Redemption.check_in_device
+                    ),
+                    sa.and_(
+                        groups.c.source == BY_ADDRESS,
                         groups.c.key == Redemption.check_in_ip,
                         groups.c.provider_id == Redemption.provider_id,
                     ),
                 ),
             ),
         )
-        .order_by(groups.c.by, groups.c.key, groups.c.day, Redemption.id)
+        .order_by(groups.c.source, groups.c.key, groups.c.day, Redemption.id)
     ).all()
     members: dict[tuple, list[int]] = defaultdict(list)
     elders_of: dict[tuple, int] = {}
