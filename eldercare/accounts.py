@@ -76,6 +76,9 @@ class User(UserMixin, Base):
 
     # The sign-in session this object came through (eldercare/user_sessions.py); not stored.
     session_token = None
+    # That session's row id: a key for the browser that is not personal data (the anomaly
+    # rule "shared_device" records it at check-in as "session:<id>"); not stored either.
+    session_id = None
 
     def get_id(self) -> str:
         """What Flask-Login keeps in the session cookie: the sign-in session's token, never

@@ -83,6 +83,7 @@ def load(token: str) -> User | None:
     if now - row.last_seen_at > _LAST_SEEN_RESOLUTION:
         row.last_seen_at = now
     row.user.session_token = token
+    row.user.session_id = row.id
     return row.user
 
 

@@ -40,7 +40,7 @@ from vouchers.api import blp, month_text, shape_redemption, shape_service
 from vouchers.errors import GatewayError, GatewayUnavailable, TokenForged
 from vouchers.models import Redemption, TokenUse, Voucher
 from vouchers.pool.policy import shown_rules
-from vouchers.redemption import cards, payments, qr_tokens
+from vouchers.redemption import cards, origin, payments, qr_tokens
 from vouchers.redemption import steps as redemptions
 from vouchers.schemas import (
     VouchersCardRequestSchema,
@@ -250,6 +250,7 @@ def check_in(body, scan_id):
             booking_id=body["booking_id"],
             latitude=body["latitude"],
             longitude=body["longitude"],
+            **origin.of_token(g.api_token),
         )
     except InvalidInput as error:
         raise rename_details(error, _CHECK_IN_FIELDS) from None

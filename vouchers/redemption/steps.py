@@ -194,8 +194,12 @@ def check_in(
     booking_id: int | None = None,
     latitude: float | None = None,
     longitude: float | None = None,
+    client_ip: str | None = None,
+    device: str | None = None,
     now: datetime | None = None,
 ) -> Redemption:
+    """``client_ip`` and ``device``: where the check-in came from
+    (``vouchers.redemption.origin``), kept for the anomaly rule ``shared_device``."""
     now = now or now_utc()
     today = local_today(now)
     existing = _same_scan(scan_digest, staff_user)
@@ -255,6 +259,8 @@ def check_in(
         check_in_latitude=latitude,
         check_in_longitude=longitude,
         check_in_distance_m=distance,
+        check_in_ip=client_ip[:45] if client_ip else None,
+        check_in_device=device[:64] if device else None,
         review_draw=secrets.randbelow(REVIEW_DRAWS),  # the review sample's draw
     )
     for attempt in range(1, CHECK_IN_ATTEMPTS + 1):

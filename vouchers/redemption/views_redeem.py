@@ -65,7 +65,7 @@ from marketplace.forms import DELIVERY_PLACE_LABELS
 from marketplace.providers import staff_record
 from vouchers.errors import CardDeclined, CardLocked, GatewayUnavailable, WrongPin
 from vouchers.models import Redemption, TokenUse, Voucher
-from vouchers.redemption import cards, payments, qr_tokens
+from vouchers.redemption import cards, origin, payments, qr_tokens
 from vouchers.redemption import steps as redemptions
 from vouchers.redemption.gateway import card_payments_enabled
 from vouchers.views import bp, short_bp
@@ -356,6 +356,7 @@ def check_in(use_id: int):
             booking_id=_form_id(form.get("booking_id")),
             latitude=_coordinate(form.get("latitude")),
             longitude=_coordinate(form.get("longitude")),
+            **origin.of_page(current_user),
         )
     except DomainError as error:
         db.session.rollback()
