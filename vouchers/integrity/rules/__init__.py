@@ -7,10 +7,10 @@ seeds (a test keeps them equal to the migration's). A new rule is a module here,
 
 from __future__ import annotations
 
-from vouchers.integrity.rules import at_cap, death, frequency, length, review, visits
+from vouchers.integrity.rules import at_cap, death, devices, frequency, length, review, visits
 from vouchers.integrity.rules.base import Finding, Rule
 
-_MODULES = (death, visits, length, frequency, at_cap, review)
+_MODULES = (death, visits, length, frequency, at_cap, devices, review)
 
 RULES: dict[str, Rule] = {rule.code: rule for module in _MODULES for rule in module.RULES}
 
