@@ -98,7 +98,7 @@ def test_the_defaults_are_the_migrations_and_every_rule_is_seeded(app_ctx, db_se
     assert module.DEFAULTS == DEFAULTS
     seeded = dict(db.session.execute(sa.select(AnomalyRule.code, AnomalyRule.params)).all())
     assert seeded == DEFAULTS
-    assert set(RULES) <= set(DEFAULTS)
+    assert set(RULES) == set(DEFAULTS)  # every seeded rule has its code, and no more
 
 
 # ------------------------------------------------------------------ visit length (rule 4)
