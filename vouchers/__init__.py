@@ -14,6 +14,8 @@ from vouchers import (  # noqa: F401  (imported for what importing them does)
 from vouchers.api import blp as api_blueprint
 from vouchers.cli import cli
 from vouchers.demo import build_demo
+from vouchers.insight import api as insight_api  # noqa: F401  (the dashboard's API, on blp)
+from vouchers.insight import views as insight_views  # the dashboard page, on views.bp
 from vouchers.integrity import models as integrity_models  # noqa: F401  (the tables)
 from vouchers.integrity import views as integrity_views  # the flags pages, on views.bp
 from vouchers.issuance import views_parked
@@ -42,6 +44,7 @@ def register(app) -> None:
         *views_parked.DESTINATIONS,
         *views_kinds.DESTINATIONS,
         *integrity_views.DESTINATIONS,
+        *insight_views.DESTINATIONS,
     )
     register_home_panel(app, views_elder.home_panel)
     app.register_blueprint(gateway_bp)
