@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import xml.etree.ElementTree as ET
+from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -70,7 +71,7 @@ def test_every_chart_draws_from_empty_data_and_from_a_year(app, name, filled):
     from vouchers.insight.views import _chart
 
     table = dashboard.TABLES[name]
-    rows = _year_rows(name, figures.months_ending(figures.date(2026, 11, 1))[-1]) if filled else []
+    rows = _year_rows(name, date(2026, 11, 1)) if filled else []
     with app.test_request_context("/", headers={"Accept-Language": "zh-CN"}):
         svg = _chart(table, rows)
         title = str(table.title)
@@ -102,6 +103,21 @@ def test_the_city_page_shows_every_table_with_its_chart_and_figures(dash, client
     assert "¥508.00" in html  # the month's subsidy used, city-wide, as yuan
     assert "沈河区" in html and "和平区" in html
     assert 'data-fen="50800"' in html
+
+
+def test_no_chart_carries_an_inline_style_the_csp_would_block(dash, client, login):
+    """The site's Content-Security-Policy allows no inline style: every fill, stroke and font
+    of a chart is a presentation attribute, which it allows (renderSVG writes styles)."""
+    login(dash.officer)
+    html = client.get(f"/vouchers/bureau/insight?month={dash.month:%Y-%m}").get_data(as_text=True)
+    svgs = _svgs(html)
+    assert svgs
+    for svg in svgs:
+        assert "chart" in svg.get("class", "")
+        for element in svg.iter():
+            assert element.get("style") is None, (element.tag, element.attrib)
+    fills = {e.get("fill") for svg in svgs for e in svg.iter() if e.get("fill")}
+    assert len(fills) > 2  # the palette's colours, not one default black
 
 
 def test_the_page_defaults_to_this_month_in_chinese(dash, client, login):
