@@ -28,6 +28,10 @@ settlement.*   a month's settlement run, approvals and reconciliation beside a b
 pii.*          personal data at rest at BENCH_PII_N residents: `flask pii rotate`'s work beside
                an UPDATE of the same two columns, look-up by ID number (keyed hash) beside
                look-up by primary key, migration 0020 beside a COPY: bench/pii.py (PostgreSQL)
+insight.*      a month of redemptions exported as XLSX beside a COPY of the same rows (time,
+               peak RSS growth, tracemalloc peak; 10x the rows must not mean 10x the memory),
+               and the dashboard's figures beside a plain GROUP BY: bench/insight_export.py
+               (PostgreSQL)
 soak.*         mixed traffic (search, the elder's pages, scan and redeem, settlement reads)
                through gunicorn for BENCH_SOAK_MINUTES, then the books and the reconciliation:
                bench/soak.py (PostgreSQL)
@@ -515,6 +519,7 @@ def main() -> None:
     # The benchmarks of their own modules: each makes its own databases and prints JSON
     # lines beside a baseline measured in the same run.
     from bench import audit as audit_bench
+    from bench import insight_export as insight_bench
     from bench import issuance as issuance_bench
     from bench import ledger as ledger_bench
     from bench import pii as pii_bench
@@ -546,6 +551,7 @@ def main() -> None:
         redeem_http_bench.main()
         settlement_bench.main()
         pii_bench.main()
+        insight_bench.main()
         soak_bench.main()
 
 

@@ -14,7 +14,9 @@ from vouchers import (  # noqa: F401  (imported for what importing them does)
 from vouchers.api import blp as api_blueprint
 from vouchers.cli import cli
 from vouchers.demo import build_demo
+from vouchers.insight import api as insight_api  # noqa: F401  (the dashboard's API, on blp)
 from vouchers.insight import api_report as _report_api  # noqa: F401  (its routes, on api.blp)
+from vouchers.insight import views as insight_views  # the dashboard page, on views.bp
 from vouchers.insight import (
     views_forecast,  # the pool forecast page, on views.bp
     views_report,
@@ -50,6 +52,7 @@ def register(app) -> None:
         *integrity_views.DESTINATIONS,
         *views_forecast.DESTINATIONS,
         *views_report.DESTINATIONS,
+        *insight_views.DESTINATIONS,
     )
     register_home_panel(app, views_elder.home_panel)
     anomalies.install()  # the capture's and the eligibility feed's hooks into the rules

@@ -1,0 +1,94 @@
+"""The dashboard's figures (vouchers/insight/figures.py) against a small world worked out by
+hand (tests/vouchers/insight/dash_world.py): counts and fen exact, for the city and for one
+district, and every figure one GROUP BY query, however many rows."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from eldercare.db import db
+from tests.vouchers.insight import dash_world
+from vouchers.insight import dashboard, figures
+
+
+@pytest.fixture
+def dash(market, factory):
+    return dash_world.build(market, factory)
+
+
+@pytest.mark.parametrize("scope", [None, "heping"])
+def test_every_table_matches_the_hand_made_world(dash, scope):
+    district_id = dash.heping.id if scope else None
+    want = dash_world.expected(dash)[scope]
+    for name, wanted in want.items():
+        rows = dashboard.rows_of(dashboard.TABLES[name], district_id, dash.month, "zh_CN")
+        assert dash_world.keyed(name, rows, wanted) == wanted, name
+        # Nothing else has figures: every other row is zero.
+        key = dash_world.KEYS[name]
+        others = [r for r in rows if r[key] not in wanted]
+        amounts = [v for r in others for k, v in r.items() if k.endswith(("_fen", "used"))]
+        assert not any(amounts), (name, others)
+
+
+def test_the_monthly_tables_cover_twelve_months_up_to_the_chosen_one(dash):
+    rows = figures.by_month(None, figures.months_ending(dash.month))
+    assert len(rows) == 12 and rows[-1]["month"] == f"{dash.month:%Y-%m}"
+    assert [r["month"] for r in rows] == sorted(r["month"] for r in rows)
+    burn = figures.burn_down(None, figures.months_ending(dash.month))
+    assert len(burn) == 12 and burn[-1]["funded_fen"] == 10_000_000
+    # Running totals never fall: spent to date only grows.
+    spent = [r["spent_fen"] for r in burn]
+    assert spent == sorted(spent)
+
+
+def test_top_providers_fold_the_rest_into_others(dash):
+    rows = figures.by_provider(None, dash.month, top=2)
+    market = dash.market
+    assert [(r["provider_id"], r["used"], r["subsidy_fen"], r["providers"]) for r in rows] == [
+        (market.institution.id, 1, 40000, 1),
+        (market.station.id, 1, 6000, 1),
+        (None, 1, 4800, 1),
+    ]
+    assert rows[0]["provider"] == market.institution.name
+    assert rows[-1]["provider"] == figures.OTHERS
+    shown = dashboard.rows_of(dashboard.TABLES["providers"], None, dash.month, "zh_CN")
+    assert sum(r["subsidy_fen"] for r in shown) == 50800  # every provider, in some row
+    heping = figures.by_provider(dash.heping.id, dash.month)
+    assert {r["provider_id"] for r in heping} == {market.station.id, market.home.id}
+
+
+def test_a_flag_rule_without_a_label_shows_its_code(dash):
+    rows = {r["rule"]: r["label"] for r in figures.open_flags(None, dash.month)}
+    assert rows["odd_hours"] == "odd_hours"
+    assert rows["bureau"] != "bureau"  # flags.RULE_LABELS has it
+
+
+def test_an_empty_month_has_rows_of_zeros(dash):
+    month = figures.months_ending(dash.before, 3)[0]  # nothing happened then
+    assert all(r["used"] == 0 for r in figures.by_district(None, month))
+    assert figures.by_category(None, month) == []
+    assert figures.by_provider(None, month) == []
+    assert figures.open_flags(None, month) == []
+    assert all(r["holders"] == 0 and r["share_bp"] == 0 for r in figures.take_up(None, month))
+
+
+def test_each_figure_is_one_query(dash, app):
+    """Set-based: a figure's query count does not depend on how many rows there are."""
+    statements = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    engine = db.session.get_bind()
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        for name, table in dashboard.TABLES.items():
+            statements.clear()
+            table.rows(None, dash.month, "zh_CN")
+            # by month: vouchers, redemptions, expiry entries; burn-down: funding, spending;
+            # providers: the ranked totals and their names; the rest: one.
+            limit = {"monthly": 3, "burn_down": 2, "providers": 2}.get(name, 1)
+            assert len(statements) <= limit, (name, statements)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
