@@ -283,3 +283,8 @@ def bureau_flag_raise_post(redemption_id: int):
     else:
         flash(_("The redemption is held out of settlement until the flag is decided."), "success")
     return redirect(url_for(".bureau_flags"))
+
+
+from vouchers.integrity import views_rules  # noqa: E402  (its routes, on the same blueprint)
+
+DESTINATIONS += views_rules.DESTINATIONS
