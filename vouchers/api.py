@@ -109,4 +109,5 @@ def shape_redemption(redemption: Redemption) -> dict:
 
 # The endpoints, each module adding its own to ``blp`` (imported for that alone).
 from vouchers import api_bureau, api_elders, api_partners  # noqa: E402, F401
+from vouchers.integrity import api as integrity_api  # noqa: E402, F401
 from vouchers.redemption import api_scanner  # noqa: E402, F401
