@@ -22,9 +22,10 @@ force on its service day.
 
 Concurrency: two approvers adding a version of one rule at once. The rule's version rows are
 locked first (SELECT … FOR UPDATE, in effective_from order); the second waits for the first
-to commit, then reads the history again, so it either finds the first's version on or after
-its own day (Conflict) or ends the first's version at its own day. The unique constraint on
-(code, effective_from) backs it up.
+to commit, then reads the history again in a new statement (READ COMMITTED: the locking one
+does not see rows added meanwhile), so it either finds the first's version on or after its
+own day (Conflict, nothing changed) or ends the first's version at its own day. The unique
+constraint on (code, effective_from) backs it up.
 """
 
 from __future__ import annotations
@@ -192,14 +193,22 @@ def in_force(code: str, day: date) -> AnomalyRule | None:
 
 
 def _lock_versions(code: str) -> list[AnomalyRule]:
-    """The rule's versions, their rows locked (PostgreSQL), oldest first, read as they are
-    now (``populate_existing``: a copy loaded before the wait is refreshed)."""
+    """The rule's versions, oldest first, read after their rows are locked (PostgreSQL).
+
+    Two statements: the FOR UPDATE waits for another approver's transaction holding the rows,
+    but returns only the rows its own snapshot saw (READ COMMITTED), not a version that
+    transaction added; the second statement takes a new snapshot and sees it."""
+    db.session.execute(
+        sa.select(AnomalyRule.id)
+        .where(AnomalyRule.code == code)
+        .order_by(AnomalyRule.effective_from)
+        .with_for_update()
+    ).all()
     return list(
         db.session.scalars(
             sa.select(AnomalyRule)
             .where(AnomalyRule.code == code)
             .order_by(AnomalyRule.effective_from)
-            .with_for_update()
             .execution_options(populate_existing=True)
         )
     )

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from eldercare.audit import AuditLog
 from eldercare.db import db
 from tests.confirm_helpers import asks_first
-from tests.vouchers.settlement.builders import approved_statement
 from tests.vouchers.settlement import conftest as settlement
+from tests.vouchers.settlement.builders import approved_statement
 from tests.vouchers.settlement.conftest import spend
 from vouchers.integrity import flags
 from vouchers.integrity import views as flag_views

@@ -9,8 +9,11 @@ import sqlalchemy as sa
 
 from eldercare.audit import AuditLog
 from eldercare.db import db
+from eldercare.demo import build_demo
 from eldercare.errors import Conflict, InvalidInput
+from eldercare.timeutil import local_today
 from tests.confirm_helpers import asks_first
+from tests.vouchers.interleave import Interleaving, Pause
 from vouchers.integrity import anomalies, rule_versions
 from vouchers.integrity.models import AnomalyRule
 from vouchers.integrity.rules import DEFAULTS
@@ -235,3 +238,46 @@ def test_only_a_city_approver_adds_versions(scheme, client, login, factory, db_s
     assert 'id="add-version-high_value"' not in page
     assert client.post(URL, data=form).status_code == 403
     assert len(_versions("high_value")) == 1
+
+
+# --- two approvers at once (PostgreSQL, real transactions) ----------------------------------
+
+HOLDING = Pause("after", "SELECT anomaly_rules", contains="FOR UPDATE")
+ASKING = Pause("before", "SELECT anomaly_rules", contains="FOR UPDATE")
+
+
+def _add(days_ahead: int, threshold: int):
+    def work():
+        from eldercare.accounts import User
+
+        approver = db.session.scalar(sa.select(User).where(User.username == "bureau.approver"))
+        rule_versions.add_version(
+            "high_value",
+            effective_from=local_today() + timedelta(days=days_ahead),
+            params={"subsidy_fen": threshold},
+            enabled=True,
+            note=f"{threshold}",
+            actor=approver,
+        )
+        return "added"
+
+    return work
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(("first_day", "second_day"), [(1, 1), (2, 1)])
+def test_two_approvers_adding_a_version_at_once_one_wins(private_app, first_day, second_day):
+    with private_app.app_context():
+        build_demo()
+        db.session.commit()
+        db.session.remove()
+    results = Interleaving(private_app, {"a": HOLDING, "b": ASKING}).run(
+        a=_add(first_day, 20000), b=_add(second_day, 10000)
+    )
+    assert results["a"] == "added"
+    assert isinstance(results["b"], Conflict), results
+    with private_app.app_context():
+        versions = _versions("high_value")
+        shown = [(v.effective_to is None, v.params) for v in versions]
+        db.session.remove()
+    assert shown == [(False, {"subsidy_fen": 30000}), (True, {"subsidy_fen": 20000})]
