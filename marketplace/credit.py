@@ -15,7 +15,13 @@ the day the bureau upheld it; a suspension is the audit trail's ``provider.suspe
 the provider; a review counts from the day it was written. Fraud flags are the vouchers
 domain's, which this package may not import: it registers a source with
 ``register_fraud_flag_source(app, fn)``, ``fn(provider_id, since_date) -> int`` (flags on or
-after ``since_date``); with none registered there are no flags.
+after ``since_date``); with none registered there are no flags. The vouchers domain counts
+confirmed findings (``vouchers.ports.confirmed_findings``): each of the provider's
+redemptions on which a bureau officer rejected an anomaly flag (the rule's finding, or an
+officer's own hold, checked and confirmed: the service was not delivered as claimed),
+counted from the day of the decision, and each redemption bureau staff reversed without a
+flag; a redemption counts once however many of its flags were rejected. A flag still open
+or cleared counts nothing: only a decision against the provider lowers its score.
 
 A provider scoring below ``THRESHOLD`` (60) is listed to the bureau as "suspension
 recommended"; suspending remains the bureau's decision (``providers.suspend``).

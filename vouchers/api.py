@@ -9,7 +9,8 @@
   printed card with its PIN), checks in, prices, takes cash or a card the terminal
   tokenized, and reverses. Another provider's redemption answers 404.
 - **The bureau** (``api_bureau``): the pool's balances, the districts' allocations and the
-  ledger check ("read").
+  ledger check ("read"); anomaly flags and rules (``vouchers.integrity.api``: the flags with
+  their evidence in words, deciding one with "bureau:write", the rules' versions).
 
 Every rule lives in the service modules (``redemption``, ``payments``, ``qr_tokens``,
 ``cards``, ``ledger``); the views find the caller's records, call them and shape the answer.
@@ -110,4 +111,5 @@ def shape_redemption(redemption: Redemption) -> dict:
 # The endpoints, each module adding its own to ``blp`` (imported for that alone).
 from vouchers import api_bureau, api_elders, api_partners  # noqa: E402, F401
 from vouchers.insight import api_forecast  # noqa: E402, F401
+from vouchers.integrity import api as integrity_api  # noqa: E402, F401
 from vouchers.redemption import api_scanner  # noqa: E402, F401

@@ -11,6 +11,12 @@ settlement (a settlement run skips redemptions with one); a bureau officer decid
   normal path (``vouchers.redemption.payments.reverse``: a card co-payment is refunded, and a
   redemption already settled is clawed back once settlement's guard is in place).
 
+A redemption may carry several flags (one per rule that found it, and an officer's own hold,
+rule ``"bureau"``); it is held while any is open. Clearing one leaves the others open (the
+page says how many still hold it). Rejecting one reverses the redemption once and closes
+its other open flags as rejected with the same reason, each audited as rejected "with flag
+#n" (``with_flag``): the redemption they judged no longer exists to settle.
+
 Every step is audited, with the officer's reason. A decision is taken once: the flag moves out
 of 'open' with a conditional UPDATE, so of two officers deciding at the same moment one wins
 and the other is told someone else decided (``Conflict``), and nothing of theirs is kept.
@@ -20,15 +26,19 @@ look missing, as everywhere). Providers never see or decide flags.
 
 Lock order (adds to the one in ``vouchers.pool.ledger``): raising locks the redemption's row
 first (as every money step on it does), then (settlement's guard) the month row FOR SHARE and
-the statement row, and then inserts the flag; a decision locks the flag's
-row (its conditional UPDATE) and then, to reject, the redemption's row through the reversal.
-Nothing locks a flag after its redemption's row, so the two cannot wait for each other. A
+the statement row, and then inserts the flag; a decision locks every flag row of the
+redemption in id order (``_lock_siblings``: SELECT … ORDER BY id FOR UPDATE), then moves its
+flag (the conditional UPDATE) and, to reject, the other open ones, and then locks the
+redemption's row through the reversal. Two officers deciding two flags of one redemption
+take the flags in the same order, so they queue instead of deadlocking; nothing locks a
+flag after its redemption's row, so the two cannot wait for each other. A
 reject holds the flag's row while the gateway refunds a card co-payment: only another
 decision on the same flag waits for that.
 """
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
@@ -60,6 +70,34 @@ NOT_FLAGGABLE = _l("Only a completed redemption can be held out of settlement.")
 ALREADY_DECIDED = _l(
     "Another officer decided this flag a moment ago; nothing was changed. Reload to see it."
 )
+
+
+def rule_label(code: str) -> str:
+    """A rule's name in the reader's language (its code if no rule has it any more)."""
+    from vouchers.integrity.rules import RULES
+
+    if code in RULE_LABELS:
+        return str(RULE_LABELS[code])
+    rule = RULES.get(code)
+    return str(rule.label) if rule is not None else code
+
+
+def explain(code: str, evidence: dict | None) -> str:
+    """A flag's evidence in words, in the reader's language: the officer's reason for a hold
+    by hand, the rule's ``describe`` otherwise (evidence of an older shape the rule no longer
+    reads is shown as its data rather than failing the page)."""
+    from vouchers.integrity.rules import RULES
+
+    evidence = evidence or {}
+    if code == RULE_BUREAU:
+        return str(evidence.get("reason", ""))
+    rule = RULES.get(code)
+    if rule is not None:
+        try:
+            return str(rule.describe(evidence))
+        except (KeyError, TypeError, ValueError):
+            pass
+    return "; ".join(f"{key}: {value}" for key, value in sorted(evidence.items()))
 
 
 def _district_of(redemption: Redemption) -> int:
@@ -170,9 +208,22 @@ def raise_flag(
     return flag
 
 
+def _lock_siblings(flag: RedemptionFlag) -> None:
+    """Every flag of the flag's redemption, locked in id order (PostgreSQL; SQLite has one
+    writer anyway): deciders of different flags of one redemption take them in the same
+    order."""
+    db.session.execute(
+        sa.select(RedemptionFlag.id)
+        .where(RedemptionFlag.redemption_id == flag.redemption_id)
+        .order_by(RedemptionFlag.id)
+        .with_for_update()
+    ).all()
+
+
 def _decide(flag: RedemptionFlag, status: str, reason: str, actor: User) -> None:
     """The once-only gate: only one transaction moves a flag out of 'open'. On PostgreSQL a
     second decider waits here for the first to commit, then finds it decided."""
+    _lock_siblings(flag)
     moved = db.session.execute(
         sa.update(RedemptionFlag)
         .where(RedemptionFlag.id == flag.id, RedemptionFlag.status == "open")
@@ -227,23 +278,155 @@ def reject(flag: RedemptionFlag, *, reason: str, actor: User) -> None:
             "reversed": reversed_now,
         },
     )
+    _close_siblings(flag, reason, actor, redemption)
     if reversed_now:
         payments.reverse(redemption, actor=actor, reason=reason)
 
 
-def open_flags(user: User, *, limit: int = 200) -> list[tuple[RedemptionFlag, Redemption]]:
-    """The open flags the user may see, oldest first (a district's officers: theirs)."""
+def _close_siblings(
+    flag: RedemptionFlag, reason: str, actor: User, redemption: Redemption
+) -> list[int]:
+    """The redemption's other open flags, rejected with the same decision (rows already
+    locked by ``_decide``): one UPDATE, one audit row each, noted "with flag #n"."""
+    closed = [
+        row[0]
+        for row in db.session.execute(
+            sa.update(RedemptionFlag)
+            .where(
+                RedemptionFlag.redemption_id == flag.redemption_id,
+                RedemptionFlag.status == "open",
+                RedemptionFlag.id != flag.id,
+            )
+            .values(
+                status="rejected", decided_by_user_id=actor.id, decided_at=now_utc(), reason=reason
+            )
+            .returning(RedemptionFlag.id)
+            .execution_options(synchronize_session=False)
+        )
+    ]
+    if not closed:
+        return []
+    for loaded in db.session.identity_map.values():
+        if isinstance(loaded, RedemptionFlag) and loaded.id in closed:
+            db.session.expire(loaded)
+    district = _district_of(redemption)
+    audit.record_many(
+        {
+            "action": "redemption_flag.reject",
+            "object_type": "redemption_flags",
+            "object_id": closed_id,
+            "district_id": district,
+            "actor": actor,
+            "before": {"status": "open"},
+            "after": {
+                "status": "rejected",
+                "redemption": redemption.id,
+                "reason": reason,
+                "with_flag": flag.id,
+            },
+        }
+        for closed_id in sorted(closed)
+    )
+    return closed
+
+
+def still_holding(flag: RedemptionFlag) -> int:
+    """How many other open flags hold the flag's redemption out of settlement."""
+    return db.session.scalar(
+        sa.select(sa.func.count())
+        .select_from(RedemptionFlag)
+        .where(
+            RedemptionFlag.redemption_id == flag.redemption_id,
+            RedemptionFlag.status == "open",
+            RedemptionFlag.id != flag.id,
+        )
+    )
+
+
+def flags_of(redemption_id: int) -> list[RedemptionFlag]:
+    """Every flag of a redemption, oldest first (for its page)."""
+    return list(
+        db.session.scalars(
+            sa.select(RedemptionFlag)
+            .where(RedemptionFlag.redemption_id == redemption_id)
+            .order_by(RedemptionFlag.raised_at, RedemptionFlag.id)
+        )
+    )
+
+
+def flag_query(
+    user: User,
+    *,
+    status: str | None = "open",
+    rule: str | None = None,
+    month: date | None = None,
+) -> sa.Select:
+    """The flags the user may see (a district's officers: their district's), with their
+    redemption, oldest first; ``status`` (None: any), ``rule`` and ``month`` (the voucher's)
+    narrow it. Paged by the caller (OFFSET/LIMIT)."""
     statement = (
         sa.select(RedemptionFlag, Redemption)
         .join(Redemption, Redemption.id == RedemptionFlag.redemption_id)
         .join(Voucher, Voucher.id == Redemption.voucher_id)
-        .where(RedemptionFlag.status == "open")
         .order_by(RedemptionFlag.raised_at, RedemptionFlag.id)
-        .limit(limit)
     )
+    return _narrowed(statement, user, status=status, rule=rule, month=month)
+
+
+def _narrowed(statement, user, *, status, rule, month):
+    if status is not None:
+        statement = statement.where(RedemptionFlag.status == status)
+    if rule is not None:
+        statement = statement.where(RedemptionFlag.rule == rule)
+    if month is not None:
+        statement = statement.where(Voucher.month == month)
     if user.district_id is not None:
         statement = statement.where(Voucher.district_id == user.district_id)
+    return statement
+
+
+def counts_by_rule(
+    user: User, *, status: str | None = "open", month: date | None = None
+) -> dict[str, int]:
+    """How many flags of each rule the user may see (one GROUP BY)."""
+    statement = (
+        sa.select(RedemptionFlag.rule, sa.func.count())
+        .join(Redemption, Redemption.id == RedemptionFlag.redemption_id)
+        .join(Voucher, Voucher.id == Redemption.voucher_id)
+        .group_by(RedemptionFlag.rule)
+    )
+    statement = _narrowed(statement, user, status=status, rule=None, month=month)
+    return {rule: count for rule, count in db.session.execute(statement)}
+
+
+def open_flags(user: User, *, limit: int = 200) -> list[tuple[RedemptionFlag, Redemption]]:
+    """The open flags the user may see, oldest first (a district's officers: theirs)."""
+    statement = flag_query(user).limit(limit)
     return [(flag, redemption) for flag, redemption in db.session.execute(statement)]
+
+
+def others_open(flag_ids_by_redemption: dict[int, int]) -> dict[int, int]:
+    """For a page of flags ({redemption id: flag id}): how many other open flags hold each
+    redemption (one GROUP BY)."""
+    if not flag_ids_by_redemption:
+        return {}
+    counts = dict(
+        db.session.execute(
+            sa.select(RedemptionFlag.redemption_id, sa.func.count())
+            .where(
+                RedemptionFlag.redemption_id.in_(list(flag_ids_by_redemption)),
+                RedemptionFlag.status == "open",
+            )
+            .group_by(RedemptionFlag.redemption_id)
+        ).all()
+    )
+    return {rid: max(counts.get(rid, 0) - 1, 0) for rid in flag_ids_by_redemption}
+
+
+def is_settled(redemption: Redemption) -> bool:
+    """Is the redemption a line of an approved statement (rejecting then claws it back)?"""
+    guard = redemptions.settlement_guard
+    return guard is not None and guard.is_settled(redemption)
 
 
 def open_flagged(redemption_ids: list[int]) -> set[int]:

@@ -1,9 +1,14 @@
 """The bureau's pages for redemption flags.
 
-- ``bureau_flags`` (GET /vouchers/bureau/flags): the open flags, oldest first, each with
-  the redemption's facts, the rule and its evidence, and two forms: clear, reject (a reason
-  required for both). A district's officers see their district's elders' flags only.
-- ``bureau_flag_clear`` / ``bureau_flag_reject`` (POST): -> flags.clear / flags.reject.
+- ``bureau_flags`` (GET /vouchers/bureau/flags?rule=&page=): the open flags, oldest first,
+  a page at a time, each with the redemption's facts, the rule's name and its evidence in
+  words (``flags.explain``), whether the redemption is already settled (rejecting then
+  claws it back) and how many other flags hold it, and two forms: clear, reject (a reason
+  required for both); how many open flags each rule has, each a filter. A district's
+  officers see their district's elders' flags only.
+- ``bureau_flag_clear`` / ``bureau_flag_reject`` (POST): -> flags.clear / flags.reject
+  (rejecting asks first, saying what the reversal does, that a settled redemption is clawed
+  back and that the redemption's other open flags close with it).
 - ``bureau_flag_raise`` (GET/POST /vouchers/bureau/redemptions/<id>/flag): "Hold out of
   settlement", reached from the bureau's redemptions list: -> flags.raise_flag (rule
   "bureau", the officer's reason as evidence).
@@ -14,6 +19,7 @@ from __future__ import annotations
 from flask import flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
 from flask_login import current_user
 
 from eldercare import confirmation
@@ -23,11 +29,13 @@ from eldercare.db import db
 from eldercare.errors import DomainError, NotFound
 from eldercare.forms import problem_from, yuan
 from eldercare.navigation import Destination
+from eldercare.paging import page_number
 from eldercare.residents import Resident, mask_name
 from eldercare.timeutil import format_local
 from marketplace.models import Provider, Service
 from vouchers.integrity import flags
 from vouchers.models import Redemption
+from vouchers.redemption import views_redeem
 from vouchers.redemption.views_redeem import reversal_question
 from vouchers.views import bp
 from vouchers.views_elder import REDEMPTION_LABELS
@@ -61,24 +69,76 @@ def _facts(r: Redemption) -> dict:
     }
 
 
-def _evidence(flag) -> list[tuple[str, str]]:
-    return [(str(key), str(value)) for key, value in sorted((flag.evidence or {}).items())]
+FLAG_PAGE = 25
+FLAG_STATUS_LABELS = {
+    "open": _l("Open: held out of settlement"),
+    "cleared": _l("Cleared"),
+    "rejected": _l("Rejected"),
+}
+
+
+def flag_listing(r: Redemption) -> list[dict]:
+    """The redemption's flags in words, for its own page (``views_redeem.flag_listing``)."""
+    return [
+        {
+            "id": flag.id,
+            "code": flag.rule,
+            "rule": flags.rule_label(flag.rule),
+            "words": flags.explain(flag.rule, flag.evidence),
+            "status_code": flag.status,
+            "status": FLAG_STATUS_LABELS.get(flag.status, flag.status),
+            "raised_at": format_local(flag.raised_at),
+            "reason": flag.reason,
+        }
+        for flag in flags.flags_of(r.id)
+    ]
+
+
+views_redeem.flag_listing = flag_listing
+
+
+def _rule_filter(text: str | None) -> str | None:
+    from vouchers.integrity.rules import RULES
+
+    text = (text or "").strip()
+    return text if text == flags.RULE_BUREAU or text in RULES else None
 
 
 def _render_list(status=200, problem=None, problem_id=None, values=None, action=None):
+    rule = _rule_filter(request.args.get("rule"))
+    page = page_number(request.args.get("page"))
+    found = db.session.execute(
+        flags.flag_query(current_user, rule=rule)
+        .offset((page - 1) * FLAG_PAGE)
+        .limit(FLAG_PAGE + 1)
+    ).all()
+    shown = found[:FLAG_PAGE]
+    others = flags.others_open({r.id: flag.id for flag, r in shown})
     rows = [
         {
             "id": flag.id,
-            "rule": flags.RULE_LABELS.get(flag.rule, flag.rule),
-            "evidence": _evidence(flag),
+            "rule": flags.rule_label(flag.rule),
+            "code": flag.rule,
+            "words": flags.explain(flag.rule, flag.evidence),
             "raised_at": format_local(flag.raised_at),
             "redemption": _facts(redemption),
+            "settled": flags.is_settled(redemption),
+            "others": others.get(redemption.id, 0),
         }
-        for flag, redemption in flags.open_flags(current_user)
+        for flag, redemption in shown
     ]
+    counts = flags.counts_by_rule(current_user)
     return render_template(
         "vouchers/bureau_flags.html",
         rows=rows,
+        rule=rule,
+        page=page,
+        more=len(found) > FLAG_PAGE,
+        counts=sorted(
+            ((code, flags.rule_label(code), n) for code, n in counts.items()),
+            key=lambda item: (-item[2], item[0]),
+        ),
+        total=sum(counts.values()),
         problem=problem,
         problem_id=problem_id,
         problem_action=action,
@@ -108,12 +168,26 @@ def _decide(flag_id: int, name: str, action, done_message):
     return redirect(url_for(".bureau_flags"))
 
 
+def _clear(flag, *, reason, actor) -> None:
+    flags.clear(flag, reason=reason, actor=actor)
+    others = flags.still_holding(flag)
+    if others:
+        flash(
+            ngettext(
+                "The flag was cleared; the redemption is still held by %(num)s other flag.",
+                "The flag was cleared; the redemption is still held by %(num)s other flags.",
+                others,
+            ),
+            "info",
+        )
+    else:
+        flash(_("The flag was cleared: the redemption will be settled."), "success")
+
+
 @bp.post("/bureau/flags/<int:flag_id>/clear")
 @roles_required(*BUREAU_ROLES)
 def bureau_flag_clear(flag_id: int):
-    return _decide(
-        flag_id, "clear", flags.clear, _l("The flag was cleared: the redemption will be settled.")
-    )
+    return _decide(flag_id, "clear", _clear, None)
 
 
 def _reject(flag, *, reason, actor) -> None:
@@ -123,7 +197,27 @@ def _reject(flag, *, reason, actor) -> None:
     if flag.status == "open" and redemption.status == "redeemed":
         text = flags.clean_reason(reason)
         back = url_for(".bureau_flags") + f"#flag-{flag.id}"
-        confirmation.require(reversal_question(redemption, text, back))
+        question = reversal_question(redemption, text, back)
+        if flags.is_settled(redemption):
+            question.consequences.insert(
+                0,
+                _(
+                    "This redemption is already settled (in an approved statement): rejecting "
+                    "claws the subsidy of %(subsidy)s back from the provider.",
+                    subsidy=yuan(redemption.subsidy_fen),
+                ),
+            )
+        others = flags.still_holding(flag)
+        if others:
+            question.consequences.append(
+                ngettext(
+                    "The %(num)s other open flag on this redemption is closed as rejected with it.",
+                    "The %(num)s other open flags on this redemption are closed as rejected "
+                    "with it.",
+                    others,
+                )
+            )
+        confirmation.require(question)
     flags.reject(flag, reason=reason, actor=actor)
 
 
@@ -189,3 +283,8 @@ def bureau_flag_raise_post(redemption_id: int):
     else:
         flash(_("The redemption is held out of settlement until the flag is decided."), "success")
     return redirect(url_for(".bureau_flags"))
+
+
+from vouchers.integrity import views_rules  # noqa: E402  (its routes, on the same blueprint)
+
+DESTINATIONS += views_rules.DESTINATIONS

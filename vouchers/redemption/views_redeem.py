@@ -26,6 +26,7 @@ unreachable gateway has already left the redemption in the state the page then s
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import sqlalchemy as sa
 from flask import (
@@ -73,6 +74,9 @@ from vouchers.views import bp, short_bp
 STAFF_ROLES = ("provider_admin", "provider_staff")
 BUREAU_ROLES = ("bureau_officer", "bureau_approver")
 PAGE_SIZE = 20
+# Set by vouchers.integrity.views (which this package may not import): the redemption's
+# flags as the bureau's page lists them (rule, evidence in words, status), for bureau staff.
+flag_listing: Callable[[Redemption], list[dict]] | None = None
 # A phone photo is a few MB; a camera frame from scan.js a few dozen KB.
 PHOTO_MAX_BYTES = 8 * 1024 * 1024
 FRAME_MAX_BYTES = 1024 * 1024
@@ -429,6 +433,11 @@ def _render_redemption(r: Redemption, problem=None, status=200, values=None, not
         problem=problem,
         notice=notice,
         values=values,
+        flag_rows=(
+            flag_listing(r)
+            if flag_listing is not None and current_user.has_role(*BUREAU_ROLES)
+            else []
+        ),
         **page_words(),
     ), status
 
