@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from datetime import datetime
 
 import marshmallow as ma
 import sqlalchemy as sa
 from flask import g
+from flask_babel import lazy_gettext as _l
 from flask_smorest import Api, Blueprint
 
+from eldercare.accounts import BUREAU_ROLES
 from eldercare.db import db
-from eldercare.errors import DomainError
+from eldercare.errors import DomainError, NotFound, PermissionDenied
 from eldercare.residents import District
 from eldercare.timeutil import to_local
 from eldercare.tokens import token_required
 
 BEARER = [{"bearerAuth": []}]
+NOT_BUREAU = _l("This is for the civil affairs bureau's accounts.")
+NO_SUCH_DISTRICT = _l("There is no district with that code.")
 
 meta = Blueprint("meta", __name__, url_prefix="/api/v1", description="Tokens and reference data")
 
@@ -117,6 +122,45 @@ def page_of(statement, order, query: dict) -> dict:
         statement.order_by(*order).limit(query["limit"]).offset(query["offset"])
     ).all()
     return {"items": list(rows), "total": total, "limit": query["limit"], "offset": query["offset"]}
+
+
+def bureau_reader():
+    """The token's account when it is a bureau officer's or approver's (the token's scope is
+    checked by ``token_required`` first); otherwise PermissionDenied."""
+    user = g.api_user
+    if not user.has_role(*BUREAU_ROLES):
+        raise PermissionDenied(NOT_BUREAU)
+    return user
+
+
+def for_bureau(view):
+    """A bureau-only API view (``bureau_reader`` before it runs)."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        bureau_reader()
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def district_asked(code: str | None, user) -> District | None:
+    """The district a bureau reader's ``district`` parameter (a code) names, in their scope:
+    district staff always get their own, and another district's code answers 404 as a missing
+    one would; city staff get the one named, or None (the whole city) when none is. A code no
+    district has is 404 too."""
+    code = (code or "").strip()
+    asked = None
+    if code:
+        if "\x00" not in code:
+            asked = db.session.scalar(sa.select(District).where(District.code == code[:20]))
+        if asked is None:
+            raise NotFound(NO_SUCH_DISTRICT)
+    if user.district_id is not None:
+        if asked is not None and asked.id != user.district_id:
+            raise NotFound()  # another district's figures look like none at all
+        return db.session.get(District, user.district_id)
+    return asked
 
 
 def rename_details(error: DomainError, names: dict) -> DomainError:

@@ -8,16 +8,11 @@ person signs in to decide it.
 
 from __future__ import annotations
 
-import functools
-
 import sqlalchemy as sa
 from flask import g
-from flask_babel import lazy_gettext as _l
 
-from eldercare.accounts import BUREAU_ROLES
-from eldercare.api import BEARER, error_responses
+from eldercare.api import BEARER, error_responses, for_bureau
 from eldercare.db import db
-from eldercare.errors import PermissionDenied
 from eldercare.residents import District
 from eldercare.timeutil import SHANGHAI
 from eldercare.tokens import token_required
@@ -27,16 +22,6 @@ from vouchers.pool import ledger, ledger_checks
 from vouchers.schemas import VouchersPoolSchema
 
 _DISTRICT_PREFIX = "district:"
-
-
-def _for_bureau(view):
-    @functools.wraps(view)
-    def wrapper(*args, **kwargs):
-        if not g.api_user.has_role(*BUREAU_ROLES):
-            raise PermissionDenied(_l("This is for the civil affairs bureau's accounts."))
-        return view(*args, **kwargs)
-
-    return wrapper
 
 
 def _district_pool(districts: list[District], balances: dict[str, int]) -> list[dict]:
@@ -83,7 +68,7 @@ def _district_pool(districts: list[District], balances: dict[str, int]) -> list[
 
 @blp.get("/pool")
 @token_required("read", "vouchers:read", any_of=True)
-@_for_bureau
+@for_bureau
 @blp.doc(security=BEARER)
 @blp.response(200, VouchersPoolSchema)
 @error_responses(blp, 401, 403)

@@ -17,8 +17,7 @@ import sqlalchemy as sa
 from flask import Response, g, stream_with_context
 from flask_babel import lazy_gettext as _l
 
-from eldercare.accounts import BUREAU_ROLES
-from eldercare.api import BEARER, error_responses
+from eldercare.api import BEARER, bureau_reader, error_responses
 from eldercare.auth import ensure_in_district
 from eldercare.db import db
 from eldercare.errors import InvalidInput, NotFound, PermissionDenied
@@ -41,13 +40,6 @@ from vouchers.schemas import (
 )
 
 _READ = ("read", "vouchers:read")
-
-
-def _bureau_reader():
-    user = g.api_user
-    if not user.has_role(*BUREAU_ROLES):
-        raise PermissionDenied(_l("This is for the civil affairs bureau's accounts."))
-    return user
 
 
 # --- the elder's kind -----------------------------------------------------------------------
@@ -204,7 +196,7 @@ def bureau_vouchers(query):
     """Vouchers, by month then id, filtered by ``month`` (YYYY-MM), ``district`` (code),
     ``status`` and ``kind``, paged (``limit``, ``offset``). District staff see their own
     district only (another district's code answers 404). The elder is the masked ID."""
-    user = _bureau_reader()
+    user = bureau_reader()
     statement, order = exports.voucher_query(query, user)
     return exports.page(statement, order, query, exports.VOUCHER_COLUMNS)
 
@@ -217,7 +209,7 @@ def bureau_vouchers(query):
 def bureau_vouchers_export(query):
     """One month's vouchers (``month`` required) as ``format`` csv (default) or xlsx, with
     the same filters and scope as the list; streamed, so a whole city's month is fine."""
-    user = _bureau_reader()
+    user = bureau_reader()
     statement, order = exports.voucher_query(query, user)
     chunks = _chunks(statement, order, exports.VOUCHER_COLUMNS, query["format"], "vouchers")
     return _download(chunks, f"vouchers-{query['month']}", query["format"])
@@ -236,7 +228,7 @@ def bureau_vouchers_export(query):
 def bureau_redemptions(query):
     """Redemptions, by check-in time, filtered by ``month`` (the voucher's), ``district``,
     ``provider`` (id) and ``status``, paged. District staff see their own district only."""
-    user = _bureau_reader()
+    user = bureau_reader()
     statement, order = exports.redemption_query(query, user)
     return exports.page(statement, order, query, exports.REDEMPTION_COLUMNS)
 
@@ -249,7 +241,7 @@ def bureau_redemptions(query):
 def bureau_redemptions_export(query):
     """One month's redemptions (``month`` required) as ``format`` csv (default) or xlsx, with
     the same filters and scope as the list; streamed."""
-    user = _bureau_reader()
+    user = bureau_reader()
     statement, order = exports.redemption_query(query, user)
     chunks = _chunks(statement, order, exports.REDEMPTION_COLUMNS, query["format"], "redemptions")
     return _download(chunks, f"redemptions-{query['month']}", query["format"])

@@ -9,16 +9,11 @@ get the city, or the district named.
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-from flask import g
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 
-from eldercare.accounts import BUREAU_ROLES
-from eldercare.api import BEARER, error_responses
-from eldercare.db import db
-from eldercare.errors import NotFound, PermissionDenied
-from eldercare.residents import District
+from eldercare.api import BEARER, bureau_reader, district_asked, error_responses
+from eldercare.errors import NotFound
 from eldercare.tokens import token_required
 from vouchers.api import blp
 from vouchers.insight import dashboard
@@ -43,19 +38,6 @@ _EXAMPLE = {
 }  # fmt: skip
 
 
-def _district(code: str | None, user) -> District | None:
-    asked = None
-    if code:
-        asked = db.session.scalar(sa.select(District).where(District.code == code))
-        if asked is None:
-            raise NotFound(_l("There is no district with that code."))
-    if user.district_id is not None:
-        if asked is not None and asked.id != user.district_id:
-            raise NotFound()
-        return db.session.get(District, user.district_id)
-    return asked
-
-
 @blp.get("/bureau/insight/<table>")
 @token_required("read", "vouchers:read", any_of=True)
 @blp.doc(security=BEARER)
@@ -69,13 +51,11 @@ def insight_table(query, table: str):
     ``provider_id`` null), ``take_up`` (share in basis points) and ``open_flags`` (by rule),
     for ``month`` (YYYY-MM, Asia/Shanghai; default this month). District staff see their
     own district; another district's code answers 404."""
-    user = g.api_user
-    if not user.has_role(*BUREAU_ROLES):
-        raise PermissionDenied(_l("This is for the civil affairs bureau's accounts."))
+    user = bureau_reader()
     chosen = dashboard.TABLES.get(table)
     if chosen is None:
         raise NotFound(_l("There is no such table."))
-    district = _district(query.get("district"), user)
+    district = district_asked(query.get("district"), user)
     month = dashboard.read_month(query.get("month"))
     locale = str(get_locale() or "zh_CN")
     return {

@@ -8,17 +8,9 @@ whose code they give. Read-only: the what-ifs are computed with and never stored
 from __future__ import annotations
 
 import marshmallow as ma
-import sqlalchemy as sa
-from flask import g
-from flask_babel import lazy_gettext as _l
 from marshmallow import fields
 
-from eldercare.accounts import BUREAU_ROLES
-from eldercare.api import BEARER, error_responses
-from eldercare.auth import ensure_in_district
-from eldercare.db import db
-from eldercare.errors import NotFound, PermissionDenied
-from eldercare.residents import District
+from eldercare.api import BEARER, bureau_reader, district_asked, error_responses
 from eldercare.tokens import token_required
 from vouchers.api import blp
 from vouchers.insight import forecast as fc
@@ -110,19 +102,6 @@ def _inputs(i: fc.Inputs) -> dict:
     }
 
 
-def _district(code: str | None, user) -> District | None:
-    code = (code or "").strip()
-    if not code:
-        return db.session.get(District, user.district_id) if user.district_id else None
-    district = None
-    if "\x00" not in code:
-        district = db.session.scalar(sa.select(District).where(District.code == code[:20]))
-    if district is None:
-        raise NotFound()
-    ensure_in_district(district.id, user)
-    return district
-
-
 @blp.get("/bureau/forecast")
 @token_required("read", "vouchers:read", any_of=True)
 @blp.doc(security=BEARER)
@@ -134,10 +113,8 @@ def bureau_forecast(query):
     what-ifs (``take_up`` %, ``ratio`` %, ``cap`` yuan, ``eligible``): the answer in words,
     the inputs from the data (``current``) and those used (``inputs``), the month-by-month
     table and the months it is based on. A bad what-if is a 400 naming the field."""
-    user = g.api_user
-    if not user.has_role(*BUREAU_ROLES):
-        raise PermissionDenied(_l("This is for the civil affairs bureau's accounts."))
-    district = _district(query.get("district"), user)
+    user = bureau_reader()
+    district = district_asked(query.get("district"), user)
     result = fc.forecast(district, fc.parse_what_ifs(query))
     p = result.projection
     return {

@@ -104,7 +104,6 @@ def _chart(table: dashboard.Table, rows: list[dict]) -> str:
     return charts.to_svg(drawing, label=title)  # no inline style: the CSP forbids it
 
 
-
 def _shown(column: dashboard.Column, value) -> str:
     if value is None:
         return "—"

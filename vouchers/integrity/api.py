@@ -18,21 +18,17 @@ Bureau accounts only; a district's staff see their district's flags only.
 
 from __future__ import annotations
 
-import functools
 from datetime import date
 
 import marshmallow as ma
 import sqlalchemy as sa
 from flask import g
-from flask_babel import lazy_gettext as _l
 from marshmallow import fields, validate
 
-from eldercare.accounts import BUREAU_ROLES
-from eldercare.api import BEARER, error_responses, local_time
+from eldercare.api import BEARER, error_responses, for_bureau, local_time
 from eldercare.api_fields import month as month_field
 from eldercare.api_fields import page_limit, page_offset, said
 from eldercare.db import db
-from eldercare.errors import PermissionDenied
 from eldercare.tokens import token_required
 from vouchers.api import blp
 from vouchers.integrity import flags, rule_versions
@@ -43,16 +39,6 @@ from vouchers.models import Redemption, Voucher
 _READ = ("read", "vouchers:read")
 _RULE_CODES = (flags.RULE_BUREAU, *DEFAULTS)
 _LOCAL_TIME = {"description": "ISO 8601, in Asia/Shanghai (+08:00)"}
-
-
-def _bureau(view):
-    @functools.wraps(view)
-    def wrapper(*args, **kwargs):
-        if not g.api_user.has_role(*BUREAU_ROLES):
-            raise PermissionDenied(_l("This is for the civil affairs bureau's accounts."))
-        return view(*args, **kwargs)
-
-    return wrapper
 
 
 class VouchersFlagQuerySchema(ma.Schema):
@@ -155,7 +141,7 @@ def _month(text: str | None) -> date | None:
 
 @blp.get("/bureau/flags")
 @token_required(*_READ, any_of=True)
-@_bureau
+@for_bureau
 @blp.doc(security=BEARER)
 @blp.arguments(VouchersFlagQuerySchema, location="query")
 @blp.response(200, VouchersFlagPageSchema)
@@ -192,7 +178,7 @@ def _decision(action, body, flag_id: int) -> dict:
 
 @blp.post("/bureau/flags/<int:flag_id>/clear")
 @token_required("bureau:write")
-@_bureau
+@for_bureau
 @blp.doc(security=BEARER)
 @blp.arguments(VouchersFlagDecisionSchema, example={"reason": "电话核实，服务已提供"})
 @blp.response(200, VouchersFlagSchema)
@@ -206,7 +192,7 @@ def bureau_flag_clear(body, flag_id: int):
 
 @blp.post("/bureau/flags/<int:flag_id>/reject")
 @token_required("bureau:write")
-@_bureau
+@for_bureau
 @blp.doc(security=BEARER)
 @blp.arguments(VouchersFlagDecisionSchema, example={"reason": "家属证实当日未上门"})
 @blp.response(200, VouchersFlagSchema)
@@ -222,7 +208,7 @@ def bureau_flag_reject(body, flag_id: int):
 
 @blp.get("/bureau/anomaly-rules")
 @token_required(*_READ, any_of=True)
-@_bureau
+@for_bureau
 @blp.doc(security=BEARER)
 @blp.response(200, VouchersAnomalyRulesSchema)
 @error_responses(blp, 401, 403)

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import functools
 import re
 from datetime import date
 
@@ -21,8 +20,7 @@ from flask import g
 from flask_babel import lazy_gettext as _l
 from marshmallow import fields, validate
 
-from eldercare.accounts import BUREAU_ROLES
-from eldercare.api import BEARER, error_responses
+from eldercare.api import BEARER, error_responses, for_bureau
 from eldercare.api_fields import month as month_field
 from eldercare.api_fields import said
 from eldercare.db import db
@@ -99,16 +97,6 @@ def _month(text: str | None) -> date:
     return parse_month(text)
 
 
-def _bureau(view):
-    @functools.wraps(view)
-    def wrapper(*args, **kwargs):
-        if not g.api_user.has_role(*BUREAU_ROLES):
-            raise PermissionDenied(_l("This is for the civil affairs bureau's accounts."))
-        return view(*args, **kwargs)
-
-    return wrapper
-
-
 def _city():
     if g.api_user.district_id is not None:
         raise PermissionDenied(_l("This is for the city bureau's staff."))
@@ -155,7 +143,7 @@ def _exception(x: SettlementException) -> dict:
 
 @blp.post("/reconciliations")
 @token_required("bureau:write")
-@_bureau
+@for_bureau
 @blp.doc(security=BEARER)
 @blp.arguments(ReconcileMonthSchema, example={"month": "2026-11"})
 @blp.response(201, ReconcileRunSchema)
@@ -170,7 +158,7 @@ def reconcile_month(body):
 
 @blp.get("/reconciliations")
 @token_required("read", "vouchers:read", any_of=True)
-@_bureau
+@for_bureau
 @blp.doc(security=BEARER)
 @blp.arguments(ReconcileMonthQuerySchema, location="query")
 @blp.response(200, ReconcileRunsSchema)
@@ -189,7 +177,7 @@ def reconciliations(args):
 
 @blp.get("/exceptions")
 @token_required("read", "vouchers:read", any_of=True)
-@_bureau
+@for_bureau
 @blp.doc(security=BEARER)
 @blp.arguments(ReconcileExceptionQuerySchema, location="query")
 @blp.response(200, ReconcileExceptionsSchema)
@@ -208,7 +196,7 @@ def settlement_exceptions(args):
 
 @blp.post("/exceptions/<int:exception_id>/resolve")
 @token_required("bureau:write")
-@_bureau
+@for_bureau
 @blp.doc(security=BEARER)
 @blp.arguments(ReconcileResolutionSchema, example={"resolution": "Bank confirmed; re-imported."})
 @blp.response(200, ReconcileExceptionSchema)
