@@ -26,6 +26,7 @@ spanning a change is judged in parts, each by its own version.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from datetime import date, timedelta
 
@@ -39,6 +40,8 @@ from vouchers.integrity.models import AnomalyRule, RedemptionFlag
 from vouchers.integrity.rules import RULES
 from vouchers.integrity.rules.base import Finding, Rule, utc_start_of
 from vouchers.models import Redemption, Voucher
+
+log = logging.getLogger(__name__)
 
 
 def versions_between(first_day: date, last_day: date) -> dict[str, list[AnomalyRule]]:
@@ -179,13 +182,23 @@ def _insert_flags(found: list[tuple[str, Finding]], actor=None) -> list[Redempti
 
 
 def check_captured(redemption: Redemption) -> list[RedemptionFlag]:
-    """The rules judged at capture, on this redemption (its row is locked by the capture)."""
+    """The rules judged at capture, on this redemption (its row is locked by the capture).
+
+    A rule that fails here (a defect, a version's thresholds a rule cannot read) must not
+    fail the capture: the elder has paid and the card may already be charged. Its work is
+    undone to a savepoint and logged, and the batch before settlement judges the redemption
+    again, where a failure stops the run loudly (the job is recorded failed and retried)."""
     db.session.flush()
     day = local_today(redemption.checked_in_at)
     candidates = sa.select(Redemption.id).where(
         Redemption.id == redemption.id, Redemption.status == "redeemed"
     )
-    return _insert_flags(judge(candidates, day, day, capture=True))
+    try:
+        with db.session.begin_nested():
+            return _insert_flags(judge(candidates, day, day, capture=True))
+    except Exception:  # noqa: BLE001  (see the docstring: never fail the capture)
+        log.exception("anomaly rules failed at the capture of redemption %s", redemption.id)
+        return []
 
 
 def check_batch(candidates: sa.Select, first_day: date, last_day: date) -> dict[str, int]:

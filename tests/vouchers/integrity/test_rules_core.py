@@ -313,3 +313,29 @@ def test_a_home_visit_after_the_stay_ended_does_not(shop, rules_on):
     _stay_last_month(shop, start_days_ago=31)
     r = _visit(shop, shop.market.bath, _today_at(0, 20), 30)
     assert _flags(r) == []
+
+
+def test_a_failing_rule_never_fails_the_capture_but_stops_the_run(shop, bureau, rules_on, caplog):
+    """The elder has paid: a rule that breaks at capture is logged and skipped (its writes
+    undone), and the run before settlement, which judges again, fails loudly instead."""
+    from dataclasses import replace
+
+    from vouchers.integrity import rules
+
+    def broken(candidates, params):
+        db.session.execute(sa.update(AnomalyRule).values(note="half-done"))  # undone
+        raise RuntimeError("a defect in a rule")
+
+    rules_on("high_value")
+    original = rules.RULES["high_value"]
+    rules.RULES["high_value"] = replace(original, detect=broken)
+    try:
+        r = spend(shop, 1500)
+        assert r.status == "redeemed" and _flags(r) == []
+        assert "anomaly rules failed at the capture" in caplog.text
+        assert db.session.scalar(sa.select(AnomalyRule.note).limit(1)) is None
+        month = shop.voucher.month
+        with pytest.raises(RuntimeError):
+            run_settlement(month, actor=bureau.officer, today=settle_day(month))
+    finally:
+        rules.RULES["high_value"] = original
