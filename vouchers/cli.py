@@ -11,6 +11,7 @@ from flask.cli import AppGroup
 
 from eldercare.db import unit_of_work
 from eldercare.errors import InvalidInput
+from vouchers.integrity import anomalies
 from vouchers.issuance.eligibility_feed import process_eligibility_events
 from vouchers.issuance.monthly import expire_month, issue_monthly
 from vouchers.jobs import BATCH_SIZE, commit_every
@@ -112,6 +113,8 @@ def process_events_command(limit: int, as_json: bool):
     fails is parked for the bureau), then issue the vouchers whose eligibility begins today."""
     with unit_of_work():
         result = process_eligibility_events(limit=limit)
+    with unit_of_work():  # after the feed's commit, as the job does (the lock order)
+        result["flagged_after_death"] = anomalies.recheck_deaths()
     summary = (
         f"{result['processed']} events: {len(result['issued'])} vouchers issued, "
         f"{len(result['revoked'])} revoked, {len(result['left_out'])} left out for lack of money"

@@ -16,6 +16,7 @@ from eldercare.db import db
 from eldercare.job_runs import describe
 from eldercare.scheduler import JobFailed, ScheduledJob
 from eldercare.timeutil import local_today
+from vouchers.integrity import anomalies
 from vouchers.issuance.eligibility_feed import process_eligibility_events
 from vouchers.issuance.monthly import expire_month, issue_monthly, month_of
 from vouchers.models import Voucher
@@ -98,7 +99,12 @@ def monthly_vouchers() -> dict:
 
 
 def eligibility_events() -> dict:
-    return process_eligibility_events()
+    result = process_eligibility_events()
+    # Committed before the anomaly rules re-check the dead: the feed holds the vouchers'
+    # locks, and flagging locks redemption rows, which come before them in the lock order.
+    db.session.commit()
+    result["flagged_after_death"] = anomalies.recheck_deaths()
+    return result
 
 
 JOBS: list[ScheduledJob] = [

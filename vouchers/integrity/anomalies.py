@@ -10,7 +10,8 @@ when a death is recorded late.
   month's lock with the month's settleable redemptions, before it takes any line: every rule
   runs again set-based (one query per rule version), including the statistical ones that
   need the whole month. What it finds is held out of this run.
-- ``recheck_after_death(resident_id)``: a death recorded after the fact: every completed
+- ``recheck_deaths()`` / ``recheck_after_death(resident_id)``: a death recorded after the
+  fact (the eligibility-events job, after the feed commits): every completed
   redemption of the elder on or after the date of death is flagged, settled or not, through
   ``flags.raise_flag`` (which takes a settled one's line out of an unapproved statement, or
   marks it settled); rejecting the flag reverses it, or claws it back from the provider.
@@ -38,7 +39,14 @@ from eldercare.db import db
 from eldercare.timeutil import local_today, now_utc
 from vouchers.integrity.models import AnomalyRule, RedemptionFlag
 from vouchers.integrity.rules import RULES
-from vouchers.integrity.rules.base import Finding, Rule, utc_start_of
+from vouchers.integrity.rules.base import (
+    AT_CAPTURE,
+    Finding,
+    Rule,
+    chunked,
+    local_day,
+    utc_start_of,
+)
 from vouchers.models import Redemption, Voucher
 
 log = logging.getLogger(__name__)
@@ -98,16 +106,17 @@ def judge(
                 if first_day == last_day
                 else _in_force_part(candidates, version, first_day, last_day)
             )
-            found.extend((rule.code, f) for f in rule.detect(part, dict(version.params or {})))
+            params = dict(version.params or {})
+            if capture:
+                params[AT_CAPTURE] = True  # what a rule may judge only once the month is done
+            found.extend((rule.code, f) for f in rule.detect(part, params))
     return found
 
 
 def _already_flagged(pairs: set[tuple[int, str]]) -> set[tuple[int, str]]:
-    ids = {redemption_id for redemption_id, _ in pairs}
-    if not ids:
-        return set()
     return {
         (redemption_id, rule)
+        for ids in chunked(redemption_id for redemption_id, _ in pairs)
         for redemption_id, rule in db.session.execute(
             sa.select(RedemptionFlag.redemption_id, RedemptionFlag.rule).where(
                 RedemptionFlag.redemption_id.in_(ids)
@@ -117,15 +126,18 @@ def _already_flagged(pairs: set[tuple[int, str]]) -> set[tuple[int, str]]:
 
 
 def _districts(ids: set[int]) -> dict[int, int]:
-    rows = db.session.execute(
-        sa.select(Redemption.id, Voucher.district_id)
-        .join(Voucher, Voucher.id == Redemption.voucher_id)
-        .where(Redemption.id.in_(ids))
-    )
-    return {redemption_id: district_id for redemption_id, district_id in rows}
+    return {
+        redemption_id: district_id
+        for part in chunked(ids)
+        for redemption_id, district_id in db.session.execute(
+            sa.select(Redemption.id, Voucher.district_id)
+            .join(Voucher, Voucher.id == Redemption.voucher_id)
+            .where(Redemption.id.in_(part))
+        )
+    }
 
 
-def _insert_flags(found: list[tuple[str, Finding]], actor=None) -> list[RedemptionFlag]:
+def _insert_flags(found: list[tuple[str, Finding]], actor=None) -> list[tuple[int, int, str]]:
     """Open flags for the findings not flagged before by their rule, in one INSERT …
     RETURNING (ON CONFLICT DO NOTHING: a capture and a run that meet on one redemption make
     one flag), and their audit rows in one executemany."""
@@ -177,8 +189,7 @@ def _insert_flags(found: list[tuple[str, Finding]], actor=None) -> list[Redempti
         }
         for flag_id, redemption_id, code in inserted
     )
-    ids = [flag_id for flag_id, _, _ in inserted]
-    return list(db.session.scalars(sa.select(RedemptionFlag).where(RedemptionFlag.id.in_(ids))))
+    return inserted  # (flag id, redemption id, rule) of each flag raised
 
 
 def check_captured(redemption: Redemption) -> list[RedemptionFlag]:
@@ -195,20 +206,21 @@ def check_captured(redemption: Redemption) -> list[RedemptionFlag]:
     )
     try:
         with db.session.begin_nested():
-            return _insert_flags(judge(candidates, day, day, capture=True))
+            raised = _insert_flags(judge(candidates, day, day, capture=True))
     except Exception:  # noqa: BLE001  (see the docstring: never fail the capture)
         log.exception("anomaly rules failed at the capture of redemption %s", redemption.id)
         return []
+    ids = [flag_id for flag_id, _, _ in raised]
+    return list(db.session.scalars(sa.select(RedemptionFlag).where(RedemptionFlag.id.in_(ids))))
 
 
 def check_batch(candidates: sa.Select, first_day: date, last_day: date) -> dict[str, int]:
     """Every rule on a batch (a SELECT of redemption ids whose service days lie in
     [first_day, last_day]); the flags raised, counted by rule."""
     db.session.flush()
-    flags = _insert_flags(judge(candidates, first_day, last_day))
     counts: dict[str, int] = defaultdict(int)
-    for flag in flags:
-        counts[flag.rule] += 1
+    for _flag_id, _redemption_id, rule in _insert_flags(judge(candidates, first_day, last_day)):
+        counts[rule] += 1
     return dict(counts)
 
 
@@ -239,15 +251,44 @@ def recheck_after_death(resident_id: int) -> list[RedemptionFlag]:
     return raised
 
 
+DEATH_LOOKBACK_DAYS = 400  # deaths recorded this long ago and since are re-checked
+
+
+def recheck_deaths(today: date | None = None) -> int:
+    """Every elder who died in the last ``DEATH_LOOKBACK_DAYS`` days and has a completed
+    redemption on or after the date of death not yet flagged by ``after_death``: re-checked
+    (``recheck_after_death``). A catch-up, run by the eligibility-events job after the feed
+    has committed (the feed holds the vouchers' locks; the rules lock redemption rows, which
+    come first in the lock order), so a death recorded by any path and a run that failed are
+    both made up by the next. Returns the flags raised."""
+    from eldercare.residents import Resident
+
+    today = today or local_today()
+    flagged_already = sa.exists().where(
+        RedemptionFlag.redemption_id == Redemption.id, RedemptionFlag.rule == "after_death"
+    )
+    residents = db.session.scalars(
+        sa.select(Resident.id)
+        .where(
+            Resident.date_of_death >= today - timedelta(days=DEATH_LOOKBACK_DAYS),
+            sa.exists().where(
+                Redemption.resident_id == Resident.id,
+                Redemption.status == "redeemed",
+                local_day(Redemption.checked_in_at) >= Resident.date_of_death,
+                ~flagged_already,
+            ),
+        )
+        .order_by(Resident.id)
+    ).all()
+    return sum(len(recheck_after_death(resident_id)) for resident_id in residents)
+
+
 def install() -> None:
-    """The hooks of the packages below this one (which may not import it): the capture's
-    check and the eligibility feed's reaction to a death."""
-    from vouchers.issuance import eligibility_feed
+    """The hook of the package below this one (which may not import it): the capture's
+    check."""
     from vouchers.redemption import steps
 
     steps.anomaly_check = check_captured
-    if recheck_after_death not in eligibility_feed.after_death:
-        eligibility_feed.after_death.append(recheck_after_death)
 
 
 def rule_of(code: str) -> Rule | None:

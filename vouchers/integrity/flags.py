@@ -182,6 +182,10 @@ def raise_flag(
     # never approved while its flag is open. In an approved statement it stays: settled.
     guard = redemptions.settlement_guard
     held = guard.hold_out(redemption, actor) if guard is not None else None
+    if rule != RULE_BUREAU and _flagged_by(redemption.id, rule):
+        # A settlement run held the month's lock (hold_out waited for it) and flagged it by
+        # the same rule meanwhile: one flag (a review found the death feed parked on this).
+        return None
     flag = RedemptionFlag(
         redemption_id=redemption.id,
         rule=rule[:40],
@@ -190,8 +194,13 @@ def raise_flag(
         raised_by_user_id=actor.id if actor is not None else None,
         raised_at=now_utc(),
     )
-    db.session.add(flag)
-    db.session.flush()
+    try:
+        with db.session.begin_nested():
+            db.session.add(flag)
+    except sa.exc.IntegrityError:
+        if rule == RULE_BUREAU or not _flagged_by(redemption.id, rule):
+            raise
+        return None  # the same rule's flag committed a moment ago by another path
     audit.record(
         "redemption_flag.raise",
         flag,

@@ -30,7 +30,7 @@ constraint on (code, effective_from) backs it up.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import sqlalchemy as sa
 from flask_babel import lazy_gettext as _l
@@ -65,7 +65,10 @@ RANGES: dict[str, dict[str, tuple[float, float]]] = {
 PARAM_LABELS = {
     "min_overlap_minutes": _l("Overlap that counts, in minutes"),
     "max_speed_kmh": _l("Fastest believable travel between visits, km/h"),
-    "distance_m": _l("Farthest check-in from the elder's home, in metres"),
+    "distance_m": _l(
+        "Farthest check-in from the provider's premises, in metres (home visits: the voucher "
+        "policy's distance)"
+    ),
     "min_minutes": _l("Shortest believable visit, in minutes"),
     "max_minutes": _l("Longest believable visit, in minutes"),
     "max_per_day": _l("Most redemptions of one elder in a day"),
@@ -81,6 +84,10 @@ PERIOD_LABELS = {"day": _l("per day"), "month": _l("per month")}
 
 UNKNOWN_RULE = _l("Choose one of the anomaly rules.")
 TOO_EARLY = _l("A new version starts tomorrow at the earliest.")
+# A mistaken far-off date would block every nearer change (a later version is refused while
+# one exists), and nothing withdraws a version: a year ahead is as far as a rule is planned.
+HORIZON_DAYS = 366
+TOO_LATE = _l("A new version starts within a year from today.")
 NOTE_NEEDED = _l("Say why the rule changes (the document or decision); it is kept with it.")
 NOTE_TOO_LONG = _l("Keep the note under 2000 characters.")
 LATER_EXISTS = _l(
@@ -233,6 +240,8 @@ def add_version(
         raise InvalidInput(details={"code": UNKNOWN_RULE})
     if effective_from is None or effective_from <= today:
         errors["effective_from"] = TOO_EARLY
+    elif effective_from > today + timedelta(days=HORIZON_DAYS):
+        errors["effective_from"] = TOO_LATE
     note_text = note.strip() if isinstance(note, str) else ""
     if not note_text:
         errors["note"] = NOTE_NEEDED

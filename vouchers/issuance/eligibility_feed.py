@@ -29,7 +29,6 @@ so the same events are tried again by the next run.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import date, datetime
 
 import sqlalchemy as sa
@@ -146,12 +145,6 @@ def _remember_start(event, today: date) -> None:
         db.session.flush()
 
 
-# Set by vouchers.integrity (which this package may not import): what else a death recorded
-# in assessment sets off, given the resident's id (the anomaly rule on services after death
-# re-checks the elder's redemptions, settled or not).
-after_death: list[Callable[[int], object]] = []
-
-
 def _handle(event, result: dict) -> None:
     today = local_today()
     current = month_of(today)
@@ -160,8 +153,6 @@ def _handle(event, result: dict) -> None:
             event.resident_id, from_month=month_of(event.effective_on), reason="death"
         )
         result["revoked"].extend(done["revoked"])
-        for react in after_death:
-            react(event.resident_id)
         return
     if event.kind in STARTS:
         eligibility = eligibility_on(event.resident_id, today)

@@ -71,6 +71,29 @@ def test_a_new_version_from_tomorrow_ends_the_one_in_force(scheme, db_session):
     assert row is not None and '"subsidy_fen":20000' in row.after_json.replace(" ", "")
 
 
+@pytest.mark.parametrize("days_ahead", [366, 367])
+def test_a_version_starts_within_a_year(scheme, db_session, days_ahead):
+    """Review finding: a mistaken far-off date (2099) blocked every nearer change, and
+    nothing withdraws a version; a year ahead is the horizon."""
+    kept = _snapshot()
+    add = lambda: rule_versions.add_version(  # noqa: E731
+        "high_value",
+        effective_from=scheme.today + timedelta(days=days_ahead),
+        params={"subsidy_fen": 20000},
+        enabled=True,
+        note="x",
+        actor=scheme.approver,
+        today=scheme.today,
+    )
+    if days_ahead == 366:
+        assert add().effective_from == scheme.today + timedelta(days=366)
+        return
+    with pytest.raises(InvalidInput) as refused:
+        add()
+    assert set(refused.value.details) == {"effective_from"}
+    assert _snapshot() == kept
+
+
 def test_a_version_cannot_start_today_or_before_a_later_one(scheme, db_session):
     tomorrow = scheme.today + timedelta(days=1)
     kept = _snapshot()

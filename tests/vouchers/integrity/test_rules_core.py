@@ -23,7 +23,7 @@ from tests.vouchers.settlement.conftest import settle_day, spend
 from vouchers.integrity import anomalies, flags
 from vouchers.integrity.models import AnomalyRule, RedemptionFlag
 from vouchers.integrity.rules import DEFAULTS, RULES
-from vouchers.issuance.eligibility_feed import process_eligibility_events
+from vouchers.jobs import eligibility_events
 from vouchers.models import Redemption
 from vouchers.pool import ledger
 from vouchers.redemption import steps as redemption
@@ -116,14 +116,32 @@ def test_visit_length_fires_outside_5_minutes_to_12_hours(shop, rules_on, minute
         assert "minutes" in _words(found[0], "en")
 
 
-def test_a_home_visit_never_checked_out_fires_and_a_canteen_meal_does_not(shop, rules_on):
+def test_a_home_visit_never_checked_out_is_held_before_settlement_not_at_capture(
+    shop, bureau, rules_on
+):
+    """Check-out may come after the payment (the page says so): at capture a missing one is
+    not a finding; still missing when the month is judged before settlement, it is."""
     rules_on("visit_length")
     home = _visit(shop, shop.market.bath, _today_at(0, 30), 30, checkout=False)
     meal = _visit(shop, shop.market.meals, _today_at(0, 40), 30, checkout=False)
+    assert _flags(home) == []
+    month = shop.voucher.month
+    run_settlement(month, actor=bureau.officer, today=settle_day(month))
     (flag,) = _flags(home, "visit_length")
     assert flag.evidence["minutes"] is None and "签出" in _words(flag)
     assert "never checked out" in _words(flag, "en")
-    assert _flags(meal) == []
+    assert db.session.get(StatementLine, home.id) is None
+    assert _flags(meal) == [] and db.session.get(StatementLine, meal.id) is not None
+
+
+def test_a_home_visit_checked_out_after_the_payment_is_not_held(shop, bureau, rules_on):
+    """Review finding: paid at 00:31, checked out at 01:15 (a 45-minute visit)."""
+    rules_on("visit_length")
+    r = _visit(shop, shop.market.bath, _today_at(0, 30), 1, checkout=False)
+    redemption.check_out(r, staff_user=shop.caregiver, now=_today_at(1, 15))
+    month = shop.voucher.month
+    run_settlement(month, actor=bureau.officer, today=settle_day(month))
+    assert _flags(r) == [] and db.session.get(StatementLine, r.id) is not None
 
 
 # ------------------------------------------------------------ review sample and high value
@@ -171,9 +189,10 @@ def test_a_flagged_redemption_is_not_settled_until_cleared(shop, bureau, rules_o
     assert len(_flags(large, "high_value")) == 1
 
 
-def test_the_batch_judges_what_capture_did_not_see(shop, bureau, rules_on):
-    """A rule switched on after the capture (or a threshold lowered) still judges the month's
-    redemptions before they are paid: the batch before settlement runs every rule again."""
+def test_the_batch_judges_again_by_the_versions_in_force(shop, bureau, rules_on):
+    """The engine: the batch before settlement runs every rule again by the versions in force
+    on the service days, whatever the capture found (here the version is switched on behind
+    the admin's back; through the admin a version starts tomorrow at the earliest)."""
     kept, caught = spend(shop, 1000), spend(shop, 1500)
     assert _flags(caught) == []
     rules_on(high_value={"subsidy_fen": 500})
@@ -231,7 +250,7 @@ def test_a_death_recorded_later_flags_the_services_on_and_after_it(shop, bureau,
         sa.update(Redemption).where(Redemption.id == before.id).values(checked_in_at=yesterday)
     )
     record_death(shop.elder, shop.today, today=shop.today)
-    process_eligibility_events()
+    eligibility_events()  # the job: the feed, committed, then the rules re-check the dead
     assert _flags(before) == []
     (flag,) = _flags(on_the_day, "after_death")
     assert flag.evidence["died"] == shop.today.isoformat()
@@ -245,7 +264,7 @@ def test_a_death_recorded_after_settlement_claws_the_subsidy_back(shop, bureau, 
         shop.market.station, [r], preparer=bureau.officer, approver=bureau.approver
     )
     record_death(shop.elder, shop.today, today=shop.today)
-    process_eligibility_events()
+    eligibility_events()  # the job: the feed, committed, then the rules re-check the dead
     (flag,) = _flags(r, "after_death")
     assert flag.status == "open" and r.status == "redeemed"
     flags.reject(flag, reason="服务日期在死亡登记之后", actor=bureau.officer)
@@ -339,3 +358,32 @@ def test_a_failing_rule_never_fails_the_capture_but_stops_the_run(shop, bureau, 
             run_settlement(month, actor=bureau.officer, today=settle_day(month))
     finally:
         rules.RULES["high_value"] = original
+
+
+def test_a_stays_large_subsidy_is_not_high_value(shop, rules_on):
+    """Review finding: a month's stay takes most of an 800-yuan institutional voucher by
+    design; high_value judges services sold by the visit, hour or meal."""
+    rules_on(high_value={"subsidy_fen": 100})
+    stay = _stay_last_month(shop, start_days_ago=shop.today.day + 1)  # last month's voucher
+    candidates = sa.select(Redemption.id).where(Redemption.id == stay.id)
+    day = stay.checked_in_at.astimezone(SHANGHAI).date()
+    assert anomalies.judge(candidates, day, day, only="high_value") == []
+
+
+def test_the_feed_flags_nothing_itself_the_job_rechecks_after_its_commit(shop, rules_on):
+    """Review finding: flagging inside the feed locked redemption rows while the feed held the
+    vouchers' locks (the wrong way round: a reversal deadlocked with it), and a flag meeting a
+    settlement run's on the unique index parked the death event. The feed only revokes; the
+    job commits it, then the rules re-check the dead (a catch-up: the next run makes up a
+    failed one)."""
+    from vouchers.integrity.anomalies import recheck_deaths
+    from vouchers.issuance.eligibility_feed import process_eligibility_events
+
+    rules_on("after_death")
+    r = spend(shop, 1500)
+    record_death(shop.elder, shop.today, today=shop.today)
+    process_eligibility_events()
+    assert _flags(r) == []
+    assert recheck_deaths() == 1
+    assert [f.rule for f in _flags(r)] == ["after_death"]
+    assert recheck_deaths() == 0  # once

@@ -24,6 +24,20 @@ from eldercare.db import db
 from eldercare.timeutil import SHANGHAI
 
 SHANGHAI_OFFSET_HOURS = 8
+# Set in a rule's params when it judges one redemption at its capture (not a month's batch):
+# a finding that can still change after the capture (a home visit checked out after the
+# payment) is judged only in the batch.
+AT_CAPTURE = "_at_capture"
+# Ids passed to ``IN (…)`` at a time: PostgreSQL takes at most 65,535 parameters a statement,
+# and a month's batch may find more hits than that.
+ID_CHUNK = 10_000
+
+
+def chunked(ids: Iterable[int], size: int = ID_CHUNK) -> Iterable[list[int]]:
+    """Sorted ids, ``size`` at a time."""
+    ordered = sorted(set(ids))
+    for start in range(0, len(ordered), size):
+        yield ordered[start : start + size]
 
 
 @dataclass(frozen=True)
@@ -86,25 +100,26 @@ def facts_of(redemption_ids: Iterable[int]) -> dict[int, dict]:
     from marketplace.models import Provider, Service
     from vouchers.models import Redemption
 
-    ids = sorted(set(redemption_ids))
-    if not ids:
-        return {}
-    rows = db.session.execute(
-        sa.select(
-            Redemption.id,
-            Redemption.checked_in_at,
-            Redemption.checked_out_at,
-            Redemption.staff_user_id,
-            Redemption.subsidy_fen,
-            Service.category_code,
-            Provider.name,
-            Resident.name,
+    rows = [
+        row
+        for ids in chunked(redemption_ids)
+        for row in db.session.execute(
+            sa.select(
+                Redemption.id,
+                Redemption.checked_in_at,
+                Redemption.checked_out_at,
+                Redemption.staff_user_id,
+                Redemption.subsidy_fen,
+                Service.category_code,
+                Provider.name,
+                Resident.name,
+            )
+            .join(Provider, Provider.id == Redemption.provider_id)
+            .join(Resident, Resident.id == Redemption.resident_id)
+            .outerjoin(Service, Service.id == Redemption.service_id)
+            .where(Redemption.id.in_(ids))
         )
-        .join(Provider, Provider.id == Redemption.provider_id)
-        .join(Resident, Resident.id == Redemption.resident_id)
-        .outerjoin(Service, Service.id == Redemption.service_id)
-        .where(Redemption.id.in_(ids))
-    )
+    ]
     return {
         row[0]: {
             "id": row[0],

@@ -1,6 +1,7 @@
 """Rule 4: implausible visit length (``visit_length``): checked out less than ``min_minutes``
-(5) or more than ``max_minutes`` (12 hours) after check-in; or a home service captured
-without any check-out (electronic visit verification records the end of every home visit).
+(5) or more than ``max_minutes`` (12 hours) after check-in; or a home service still without
+a check-out when the month is judged before settlement (electronic visit verification records
+the end of every home visit; check-out may come after the payment, so not at capture).
 Services sold by the day or month (stays) are not visits and are not judged."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from flask_babel import lazy_gettext as _l
 
 from eldercare.db import db
 from marketplace.models import Service
-from vouchers.integrity.rules.base import Finding, Rule, facts_of, seconds_between
+from vouchers.integrity.rules.base import AT_CAPTURE, Finding, Rule, facts_of, seconds_between
 from vouchers.models import Redemption
 
 SLACK_SECONDS = 0.01
@@ -21,6 +22,7 @@ def detect(candidates: sa.Select, params: dict) -> list[Finding]:
     low = int(params.get("min_minutes", 5)) * 60
     high = int(params.get("max_minutes", 720)) * 60
     length = seconds_between(Redemption.checked_out_at, Redemption.checked_in_at)
+    at_capture = bool(params.get(AT_CAPTURE))
     rows = db.session.execute(
         sa.select(Redemption.id, length, Service.delivery_place)
         .join(Service, Service.id == Redemption.service_id)
@@ -34,7 +36,14 @@ def detect(candidates: sa.Select, params: dict) -> list[Finding]:
                     # exactly 5 minutes must not read as 299.99998 seconds.
                     sa.or_(length < low - SLACK_SECONDS, length > high + SLACK_SECONDS),
                 ),
-                sa.and_(Redemption.checked_out_at.is_(None), Service.delivery_place == "home"),
+                # Never checked out: judged in the batch before settlement only. Check-out is
+                # allowed after the payment (the page says so), and a flag raised at the
+                # capture would stay when the caregiver checks out a minute later.
+                sa.and_(
+                    sa.false() if at_capture else sa.true(),
+                    Redemption.checked_out_at.is_(None),
+                    Service.delivery_place == "home",
+                ),
             ),
         )
     ).all()

@@ -5,7 +5,9 @@ being seen.
   points, 5% by default): each redemption draws a number 0..9999 at check-in from the OS's
   random source (``Redemption.review_draw``); it is in the sample when the draw is below the
   share. The same answer at capture and at settlement, unknown to the provider beforehand.
-- ``high_value``: every redemption whose subsidy is above ``subsidy_fen`` (300 yuan).
+- ``high_value``: every redemption whose subsidy is above ``subsidy_fen`` (300 yuan), except
+  services sold by the day or month (stays and day care, which take most of a month's voucher
+  by design).
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from flask_babel import lazy_gettext as _l
 
 from eldercare.db import db
 from eldercare.forms import yuan
+from marketplace.models import Service
 from vouchers.integrity.rules.base import Finding, Rule, facts_of
 from vouchers.models import Redemption
+
+STAY_UNITS = ("day", "month")
 
 
 def detect_sample(candidates: sa.Select, params: dict) -> list[Finding]:
@@ -52,8 +57,14 @@ def detect_high_value(candidates: sa.Select, params: dict) -> list[Finding]:
     threshold = int(params.get("subsidy_fen", 30000))
     ids = list(
         db.session.scalars(
-            sa.select(Redemption.id).where(
-                Redemption.id.in_(candidates), Redemption.subsidy_fen > threshold
+            sa.select(Redemption.id)
+            .join(Service, Service.id == Redemption.service_id)
+            .where(
+                Redemption.id.in_(candidates),
+                Redemption.subsidy_fen > threshold,
+                # A stay or a day of care is paid by the day or month: most of a month's
+                # institutional voucher (800 yuan) in one go is what it is for.
+                Service.unit.not_in(STAY_UNITS),
             )
         )
     )
