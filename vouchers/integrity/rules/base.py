@@ -77,6 +77,19 @@ def utc_start_of(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=SHANGHAI).astimezone(UTC)
 
 
+def candidate_ids(candidates: sa.Select, name: str = "candidate_ids") -> sa.Subquery:
+    """The candidates as a derived table (column ``id``, each redemption once), for a query
+    that must tell row by row whether a redemption is among them: LEFT JOIN it and test
+    ``candidate_ids.c.id IS NOT NULL``. Never ``Redemption.id.in_(candidates)`` as a value (in the
+    select list, or under an OR): PostgreSQL runs that as a SubPlan, hashed only while the
+    candidates fit in ``work_mem`` (4 MB by default, some 100,000 ids); past that every row
+    rescans the whole list, quadratic: minutes for a month of a million. As a filter
+    (``WHERE id IN (...)``, ANDed) it is a semi-join and needs no care."""
+    from vouchers.models import Redemption
+
+    return sa.select(Redemption.id.label("id")).where(Redemption.id.in_(candidates)).subquery(name)
+
+
 def facts_of(redemption_ids: Iterable[int]) -> dict[int, dict]:
     """What evidence says of each redemption, in one query: its number, the Shanghai time of
     its check-in, its service category, provider, staff member and the elder's masked name
