@@ -37,7 +37,7 @@ from eldercare.db import db
 from eldercare.timeutil import local_today, now_utc
 from vouchers.integrity.models import AnomalyRule, RedemptionFlag
 from vouchers.integrity.rules import RULES
-from vouchers.integrity.rules.base import Finding, Rule, utc_start_of
+from vouchers.integrity.rules.base import Finding, Rule, id_in, utc_start_of
 from vouchers.models import Redemption, Voucher
 
 
@@ -107,7 +107,7 @@ def _already_flagged(pairs: set[tuple[int, str]]) -> set[tuple[int, str]]:
         (redemption_id, rule)
         for redemption_id, rule in db.session.execute(
             sa.select(RedemptionFlag.redemption_id, RedemptionFlag.rule).where(
-                RedemptionFlag.redemption_id.in_(ids)
+                id_in(RedemptionFlag.redemption_id, ids)
             )
         )
     }
@@ -117,15 +117,18 @@ def _districts(ids: set[int]) -> dict[int, int]:
     rows = db.session.execute(
         sa.select(Redemption.id, Voucher.district_id)
         .join(Voucher, Voucher.id == Redemption.voucher_id)
-        .where(Redemption.id.in_(ids))
+        .where(id_in(Redemption.id, ids))
     )
     return {redemption_id: district_id for redemption_id, district_id in rows}
 
 
-def _insert_flags(found: list[tuple[str, Finding]], actor=None) -> list[RedemptionFlag]:
+def _insert_flags(
+    found: list[tuple[str, Finding]], actor=None, *, load: bool = True
+) -> list[RedemptionFlag] | list[tuple[int, int, str]]:
     """Open flags for the findings not flagged before by their rule, in one INSERT …
     RETURNING (ON CONFLICT DO NOTHING: a capture and a run that meet on one redemption make
-    one flag), and their audit rows in one executemany."""
+    one flag), and their audit rows in one executemany. The flags raised; ``load=False``:
+    only their (id, redemption id, rule), not tens of thousands of rows read back."""
     unique: dict[tuple[int, str], Finding] = {}
     for code, finding in found:
         unique.setdefault((finding.redemption_id, code), finding)
@@ -174,8 +177,10 @@ def _insert_flags(found: list[tuple[str, Finding]], actor=None) -> list[Redempti
         }
         for flag_id, redemption_id, code in inserted
     )
+    if not load:
+        return inserted
     ids = [flag_id for flag_id, _, _ in inserted]
-    return list(db.session.scalars(sa.select(RedemptionFlag).where(RedemptionFlag.id.in_(ids))))
+    return list(db.session.scalars(sa.select(RedemptionFlag).where(id_in(RedemptionFlag.id, ids))))
 
 
 def check_captured(redemption: Redemption) -> list[RedemptionFlag]:
@@ -192,10 +197,11 @@ def check_batch(candidates: sa.Select, first_day: date, last_day: date) -> dict[
     """Every rule on a batch (a SELECT of redemption ids whose service days lie in
     [first_day, last_day]); the flags raised, counted by rule."""
     db.session.flush()
-    flags = _insert_flags(judge(candidates, first_day, last_day))
     counts: dict[str, int] = defaultdict(int)
-    for flag in flags:
-        counts[flag.rule] += 1
+    for _flag_id, _redemption_id, rule in _insert_flags(
+        judge(candidates, first_day, last_day), load=False
+    ):
+        counts[rule] += 1
     return dict(counts)
 
 

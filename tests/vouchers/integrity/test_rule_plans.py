@@ -59,3 +59,21 @@ def test_no_rule_rescans_the_candidates_for_each_row(code, db_session, shop):
             line for line in plan if not NODE.match(line) and UNHASHED.search(line) is not None
         ]
         assert not unhashed, (statement, "\n".join(plan))
+
+
+# A month's findings name more redemptions than a statement can carry parameters (65,535):
+# the evidence, the flags already raised and the districts are read with one array each.
+MANY_IDS = range(1, 70_001)
+
+
+def test_evidence_of_more_redemptions_than_a_statement_has_parameters(db_session):
+    from vouchers.integrity.rules.base import facts_of
+
+    assert facts_of(MANY_IDS) == {}
+
+
+def test_the_flags_and_districts_of_a_month_of_findings_are_read_at_once(db_session):
+    from vouchers.integrity import anomalies
+
+    assert anomalies._already_flagged({(i, "review_sample") for i in MANY_IDS}) == set()
+    assert anomalies._districts(set(MANY_IDS)) == {}

@@ -77,6 +77,19 @@ def utc_start_of(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=SHANGHAI).astimezone(UTC)
 
 
+def id_in(column, ids: Iterable[int]) -> sa.ColumnElement:
+    """``column IN ids`` for a Python collection of ids of any size: on PostgreSQL one array
+    parameter (``= ANY(:ids)``). An IN list binds a parameter per id and a statement carries
+    at most 65,535: a month's findings pass that at about a million redemptions (the review
+    sample alone, 5%, at 1.3 million)."""
+    ids = sorted(set(ids))
+    if is_postgres():
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == sa.any_(sa.bindparam(None, ids, type_=ARRAY(sa.Integer)))
+    return column.in_(ids)
+
+
 def candidate_ids(candidates: sa.Select, name: str = "candidate_ids") -> sa.Subquery:
     """The candidates as a derived table (column ``id``, each redemption once), for a query
     that must tell row by row whether a redemption is among them: LEFT JOIN it and test
@@ -116,7 +129,7 @@ def facts_of(redemption_ids: Iterable[int]) -> dict[int, dict]:
         .join(Provider, Provider.id == Redemption.provider_id)
         .join(Resident, Resident.id == Redemption.resident_id)
         .outerjoin(Service, Service.id == Redemption.service_id)
-        .where(Redemption.id.in_(ids))
+        .where(id_in(Redemption.id, ids))
     )
     return {
         row[0]: {
