@@ -44,6 +44,7 @@ from vouchers.integrity.rules.base import (
     Finding,
     Rule,
     chunked,
+    id_in,
     local_day,
     utc_start_of,
 )
@@ -119,7 +120,7 @@ def _already_flagged(pairs: set[tuple[int, str]]) -> set[tuple[int, str]]:
         for ids in chunked(redemption_id for redemption_id, _ in pairs)
         for redemption_id, rule in db.session.execute(
             sa.select(RedemptionFlag.redemption_id, RedemptionFlag.rule).where(
-                RedemptionFlag.redemption_id.in_(ids)
+                id_in(RedemptionFlag.redemption_id, ids)
             )
         )
     }
@@ -140,7 +141,8 @@ def _districts(ids: set[int]) -> dict[int, int]:
 def _insert_flags(found: list[tuple[str, Finding]], actor=None) -> list[tuple[int, int, str]]:
     """Open flags for the findings not flagged before by their rule, in one INSERT …
     RETURNING (ON CONFLICT DO NOTHING: a capture and a run that meet on one redemption make
-    one flag), and their audit rows in one executemany."""
+    one flag), and their audit rows in one executemany. The flags raised; ``load=False``:
+    only their (id, redemption id, rule), not tens of thousands of rows read back."""
     unique: dict[tuple[int, str], Finding] = {}
     for code, finding in found:
         unique.setdefault((finding.redemption_id, code), finding)

@@ -40,6 +40,7 @@ from vouchers.integrity.rules.base import (
     SHANGHAI_OFFSET_HOURS,
     Finding,
     Rule,
+    candidate_ids,
     facts_of,
     is_postgres,
     listing,
@@ -119,11 +120,12 @@ def detect_shared(candidates: sa.Select, params: dict) -> list[Finding]:
         .having(elders > threshold)
     )
     groups = sa.union_all(by_device, by_address).subquery("groups")
+    mine_ids = candidate_ids(candidates)
     # Every member of each such device-day (the candidates and the rest), in one query.
     rows = db.session.execute(
         sa.select(
             Redemption.id,
-            Redemption.id.in_(candidates).label("candidate"),
+            mine_ids.c.id.is_not(None).label("candidate"),
             groups.c.source,
             groups.c.key,
             groups.c.day,
@@ -146,6 +148,7 @@ def detect_shared(candidates: sa.Select, params: dict) -> list[Finding]:
                 ),
             ),
         )
+        .outerjoin(mine_ids, mine_ids.c.id == Redemption.id)
         .order_by(groups.c.source, groups.c.key, groups.c.day, Redemption.id)
     ).all()
     members: dict[tuple, list[int]] = defaultdict(list)

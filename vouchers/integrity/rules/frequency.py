@@ -21,7 +21,7 @@ days, joined back to the candidates and to the redemptions it counted (the evide
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import date
+from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 from flask_babel import gettext as _
@@ -35,7 +35,6 @@ from vouchers.integrity.rules.base import (
     Rule,
     category_label,
     facts_of,
-    is_postgres,
     listing,
     local_day,
 )
@@ -46,26 +45,25 @@ COUNTED = "redeemed"
 MAX_LISTED = 30
 
 
-def shifted(column, hours: int) -> sa.ColumnElement:
-    """A UTC timestamp (column or scalar subquery) plus ``hours`` (negative: minus), in SQL."""
-    if is_postgres():
-        return column + sa.text(f"interval '{int(hours)} hours'")
-    return sa.func.datetime(column, f"{int(hours):+d} hours")
-
-
 def _day_text(value) -> str:
     """A day from SQL (a date on PostgreSQL, 'YYYY-MM-DD' text on SQLite) as ISO text."""
     return value.isoformat() if isinstance(value, date) else str(value)
 
 
-def _window(candidates: sa.Select) -> tuple[sa.ColumnElement, sa.ColumnElement]:
+def _window(candidates: sa.Select) -> tuple[datetime, datetime] | None:
     """From a day before the earliest candidate to a day after the latest: every redemption
     on any of the candidates' service days lies inside (an index range on check-in time,
-    where the exact day test alone would read each elder's whole history)."""
-    times = sa.select(Redemption.checked_in_at).where(Redemption.id.in_(candidates)).subquery()
-    first = sa.select(sa.func.min(times.c.checked_in_at)).scalar_subquery()
-    last = sa.select(sa.func.max(times.c.checked_in_at)).scalar_subquery()
-    return shifted(first, -24), shifted(last, 24)
+    where the exact day test alone would read each elder's whole history). None: no
+    candidates. Read once, as values: as scalar subqueries in the query each use of them
+    evaluated the candidates again (four times a million rows at a month)."""
+    first, last = db.session.execute(
+        sa.select(
+            sa.func.min(Redemption.checked_in_at), sa.func.max(Redemption.checked_in_at)
+        ).where(Redemption.id.in_(candidates))
+    ).one()
+    if first is None:
+        return None
+    return first - timedelta(hours=24), last + timedelta(hours=24)
 
 
 def _elders_of(candidates: sa.Select) -> sa.Select:
@@ -101,8 +99,11 @@ def _evidence(rows, facts: dict[int, dict], threshold: int, **extra) -> list[Fin
 
 def detect_daily(candidates: sa.Select, params: dict) -> list[Finding]:
     limit = int(params.get("max_per_day", 3))
+    window = _window(candidates)
+    if window is None:
+        return []
+    start, end = window
     counted = aliased(Redemption)
-    start, end = _window(candidates)
     day = local_day(counted.checked_in_at)
     busy = (
         sa.select(
@@ -190,7 +191,10 @@ def _over_limit(candidates: sa.Select, per: str, limits: dict[str, int]) -> list
     member_service = aliased(Service)
     member_voucher = aliased(Voucher)
     if per == "day":
-        start, end = _window(candidates)
+        window = _window(candidates)
+        if window is None:
+            return []
+        start, end = window
         key = local_day(counted.checked_in_at)
         scope = [counted.checked_in_at > start, counted.checked_in_at < end]
         candidate_key = local_day(Redemption.checked_in_at)
