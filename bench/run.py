@@ -28,6 +28,9 @@ settlement.*   a month's settlement run, approvals and reconciliation beside a b
 pii.*          personal data at rest at BENCH_PII_N residents: `flask pii rotate`'s work beside
                an UPDATE of the same two columns, look-up by ID number (keyed hash) beside
                look-up by primary key, migration 0020 beside a COPY: bench/pii.py (PostgreSQL)
+anomalies.*    every anomaly rule over a month of BENCH_SETTLE_N redemptions (each rule timed,
+               then the batch with its flags) beside a bare GROUP BY, and one capture's
+               statements and time: bench/anomalies.py (PostgreSQL, run on its own)
 insight.*      a month of redemptions exported as XLSX beside a COPY of the same rows (time,
                peak RSS growth, tracemalloc peak; 10x the rows must not mean 10x the memory),
                and the dashboard's figures beside a plain GROUP BY: bench/insight_export.py
