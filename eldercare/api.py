@@ -151,15 +151,16 @@ def district_asked(code: str | None, user) -> District | None:
     district has is 404 too."""
     code = (code or "").strip()
     asked = None
-    if code:
-        if "\x00" not in code:
-            asked = db.session.scalar(sa.select(District).where(District.code == code[:20]))
-        if asked is None:
-            raise NotFound(NO_SUCH_DISTRICT)
+    if code and "\x00" not in code:
+        asked = db.session.scalar(sa.select(District).where(District.code == code[:20]))
     if user.district_id is not None:
-        if asked is not None and asked.id != user.district_id:
-            raise NotFound()  # another district's figures look like none at all
+        if code and (asked is None or asked.id != user.district_id):
+            # Another district's code and a code no district has answer alike: district staff
+            # learn nothing of the others.
+            raise NotFound()
         return db.session.get(District, user.district_id)
+    if code and asked is None:
+        raise NotFound(NO_SUCH_DISTRICT)
     return asked
 
 

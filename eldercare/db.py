@@ -75,3 +75,12 @@ def unit_of_work() -> Iterator[None]:
     except BaseException:
         db.session.rollback()
         raise
+
+
+def is_transient(error: BaseException) -> bool:
+    """A failure of the moment rather than of the work: a deadlock, a serialization failure
+    or a lock timeout (all OperationalError on PostgreSQL), a dropped connection. Worth
+    retrying; never worth hiding."""
+    if isinstance(error, sa.exc.OperationalError):
+        return True
+    return isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated

@@ -213,6 +213,7 @@ def _add_what_the_demo_lacks() -> None:
     from marketplace.documents import store_document
     from marketplace.models import Provider, ProviderStaff
     from vouchers.integrity.flags import raise_flag
+    from vouchers.integrity.models import RedemptionFlag
     from vouchers.models import Redemption, Voucher
     from vouchers.redemption.qr_tokens import consume_token, make_token
     from vouchers.settlement.payees import request_change
@@ -240,6 +241,10 @@ def _add_what_the_demo_lacks() -> None:
             Redemption.provider_id == provider.id,
             Redemption.status == "redeemed",
             Voucher.district_id == wang.resident.district_id,
+            # Not one an anomaly rule holds already (the demo's seeded ones, the sample).
+            ~sa.exists().where(
+                RedemptionFlag.redemption_id == Redemption.id, RedemptionFlag.status == "open"
+            ),
         )
         .order_by(Redemption.id.desc())
     )

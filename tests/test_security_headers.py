@@ -45,6 +45,8 @@ OTHER_VALUES = {
     "token": "not-a-token",
     "fmt": "svg",
     "month_text": "2026-01",
+    "table": "districts",  # the bureau's dashboard downloads
+    "name": "months",  # the bureau's report downloads
     "filename": None,  # per static folder, below
 }
 

@@ -114,13 +114,16 @@ def process_events_command(limit: int, as_json: bool):
     with unit_of_work():
         result = process_eligibility_events(limit=limit)
     with unit_of_work():  # after the feed's commit, as the job does (the lock order)
-        result["flagged_after_death"] = anomalies.recheck_deaths()
+        result["after_death"] = anomalies.recheck_deaths(result["died"])
     summary = (
         f"{result['processed']} events: {len(result['issued'])} vouchers issued, "
         f"{len(result['revoked'])} revoked, {len(result['left_out'])} left out for lack of money"
     )
     for parked in result["parked"]:
         summary += f"; event {parked['event_id']} parked: {parked['error']}"
+    summary += f"; {result['after_death']['flagged']} redemptions flagged after a death"
+    for resident_id, error in result["after_death"]["failed"].items():
+        summary += f"; after-death re-check of resident {resident_id} failed: {error}"
     _echo(result, as_json, summary)
 
 

@@ -103,7 +103,11 @@ def eligibility_events() -> dict:
     # Committed before the anomaly rules re-check the dead: the feed holds the vouchers'
     # locks, and flagging locks redemption rows, which come before them in the lock order.
     db.session.commit()
-    result["flagged_after_death"] = anomalies.recheck_deaths()
+    result["after_death"] = anomalies.recheck_deaths(result["died"])
+    if result["after_death"]["failed"]:
+        # The feed's work is committed and kept in the summary; the job shows failed and
+        # the next run re-checks (a catch-up).
+        raise JobFailed("the after-death re-check failed for some residents", result)
     return result
 
 

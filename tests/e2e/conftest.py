@@ -78,7 +78,7 @@ def _files_read_whole(app):
         iterable = app(environ, start_response)
         # A static file's answer: its FileWrapper, or (a 304 to the browser's conditional
         # request for a cached favicon) an iterator whose close() closes the file it opened.
-        static = environ.get("PATH_INFO", "").startswith("/static/")
+        static = "/static/" in environ.get("PATH_INFO", "")  # the app's and blueprints'
         if not static and not isinstance(iterable, FileWrapper):
             return iterable
         try:

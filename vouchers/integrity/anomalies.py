@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from eldercare import audit
-from eldercare.db import db
+from eldercare.db import db, is_transient
 from eldercare.timeutil import local_today, now_utc
 from vouchers.integrity.models import AnomalyRule, RedemptionFlag
 from vouchers.integrity.rules import RULES
@@ -209,7 +209,9 @@ def check_captured(redemption: Redemption) -> list[RedemptionFlag]:
     try:
         with db.session.begin_nested():
             raised = _insert_flags(judge(candidates, day, day, capture=True))
-    except Exception:  # noqa: BLE001  (see the docstring: never fail the capture)
+    except Exception as error:  # noqa: BLE001  (see the docstring: never fail the capture)
+        if is_transient(error):
+            raise  # a deadlock or a lost connection is the capture's own, to be retried
         log.exception("anomaly rules failed at the capture of redemption %s", redemption.id)
         return []
     ids = [flag_id for flag_id, _, _ in raised]
@@ -253,23 +255,25 @@ def recheck_after_death(resident_id: int) -> list[RedemptionFlag]:
     return raised
 
 
-DEATH_LOOKBACK_DAYS = 400  # deaths recorded this long ago and since are re-checked
+DEATH_LOOKBACK_DAYS = 400  # the catch-up re-checks deaths dated this long ago and since
 
 
-def recheck_deaths(today: date | None = None) -> int:
-    """Every elder who died in the last ``DEATH_LOOKBACK_DAYS`` days and has a completed
-    redemption on or after the date of death not yet flagged by ``after_death``: re-checked
-    (``recheck_after_death``). A catch-up, run by the eligibility-events job after the feed
-    has committed (the feed holds the vouchers' locks; the rules lock redemption rows, which
-    come first in the lock order), so a death recorded by any path and a run that failed are
-    both made up by the next. Returns the flags raised."""
+def recheck_deaths(died: list[int] | None = None, today: date | None = None) -> dict:
+    """The anomaly rules re-check the dead, after the eligibility feed has committed (the
+    feed holds the vouchers' locks; flagging locks redemption rows, which come first in the
+    lock order): ``died``, the residents whose death the feed run just handled, whatever the
+    date of death (a death recorded years late too); then, as a catch-up for a run that
+    failed in between, every elder whose date of death is in the last
+    ``DEATH_LOOKBACK_DAYS`` days and who has a completed redemption on or after it not yet
+    flagged by ``after_death``. Each resident in a savepoint of its own: one that fails is
+    reported and the others go on. Returns ``{"flagged": n, "failed": {resident: error}}``."""
     from eldercare.residents import Resident
 
     today = today or local_today()
     flagged_already = sa.exists().where(
         RedemptionFlag.redemption_id == Redemption.id, RedemptionFlag.rule == "after_death"
     )
-    residents = db.session.scalars(
+    catch_up = db.session.scalars(
         sa.select(Resident.id)
         .where(
             Resident.date_of_death >= today - timedelta(days=DEATH_LOOKBACK_DAYS),
@@ -282,7 +286,15 @@ def recheck_deaths(today: date | None = None) -> int:
         )
         .order_by(Resident.id)
     ).all()
-    return sum(len(recheck_after_death(resident_id)) for resident_id in residents)
+    report: dict = {"flagged": 0, "failed": {}}
+    for resident_id in dict.fromkeys([*(died or []), *catch_up]):
+        try:
+            with db.session.begin_nested():
+                report["flagged"] += len(recheck_after_death(resident_id))
+        except Exception as error:  # noqa: BLE001  (reported; the others go on)
+            log.exception("the after-death re-check of resident %s failed", resident_id)
+            report["failed"][resident_id] = f"{type(error).__name__}: {error}"[:300]
+    return report
 
 
 def install() -> None:

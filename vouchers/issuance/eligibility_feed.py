@@ -39,7 +39,7 @@ from assessment.eligibility import eligibility_on, eligible_from
 from assessment.events import event_by_id, events_after
 from eldercare import audit
 from eldercare.accounts import User
-from eldercare.db import db
+from eldercare.db import db, is_transient
 from eldercare.errors import Conflict, DomainError, InvalidInput, NotFound
 from eldercare.residents import Resident
 from eldercare.timeutil import local_today, now_utc
@@ -90,11 +90,13 @@ def _others_waiting(resident_id: int, month) -> bool:
 
 
 def _new_result() -> dict:
-    return {"issued": [], "revoked": [], "left_out": []}
+    # "died": the residents whose death this run handled (the job has the anomaly rules
+    # re-check their redemptions once this run has committed).
+    return {"issued": [], "revoked": [], "left_out": [], "died": []}
 
 
 def _merge(into: dict, part: dict) -> None:
-    for key in ("issued", "revoked", "left_out"):
+    for key in ("issued", "revoked", "left_out", "died"):
         into[key].extend(part[key])
 
 
@@ -153,6 +155,7 @@ def _handle(event, result: dict) -> None:
             event.resident_id, from_month=month_of(event.effective_on), reason="death"
         )
         result["revoked"].extend(done["revoked"])
+        result["died"].append(event.resident_id)
         return
     if event.kind in STARTS:
         eligibility = eligibility_on(event.resident_id, today)
@@ -178,14 +181,6 @@ def _handle(event, result: dict) -> None:
     _remember_start(event, today)
 
 
-def _is_transient(error: BaseException) -> bool:
-    """A failure of the moment rather than of the event: a deadlock, a serialization
-    failure or a lock timeout (all OperationalError on PostgreSQL), a dropped connection."""
-    if isinstance(error, sa.exc.OperationalError):
-        return True
-    return isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated
-
-
 def _try(work) -> tuple[dict, Exception | None]:
     """Run ``work(part)`` in a savepoint; a permanent failure rolls back only that savepoint
     and is returned, a transient one is raised (the run stops and is retried)."""
@@ -194,7 +189,7 @@ def _try(work) -> tuple[dict, Exception | None]:
         with db.session.begin_nested():
             work(part)
     except Exception as error:
-        if _is_transient(error):
+        if is_transient(error):
             raise
         return part, error
     return part, None

@@ -384,6 +384,38 @@ def test_the_feed_flags_nothing_itself_the_job_rechecks_after_its_commit(shop, r
     record_death(shop.elder, shop.today, today=shop.today)
     process_eligibility_events()
     assert _flags(r) == []
-    assert recheck_deaths() == 1
+    assert recheck_deaths() == {"flagged": 1, "failed": {}}
     assert [f.rule for f in _flags(r)] == ["after_death"]
-    assert recheck_deaths() == 0  # once
+    assert recheck_deaths()["flagged"] == 0  # once
+
+
+def test_a_death_recorded_years_late_is_rechecked_from_the_feeds_run(shop, rules_on):
+    """Second review: the catch-up looks 400 days back by date of death; the feed's own
+    deaths are re-checked whatever the date."""
+    from vouchers.integrity.anomalies import recheck_deaths
+
+    rules_on("after_death")
+    r = spend(shop, 1500)
+    record_death(shop.elder, shop.today, today=shop.today)
+    later = shop.today + timedelta(days=401)
+    assert recheck_deaths(today=later)["flagged"] == 0  # beyond the catch-up's look-back
+    assert recheck_deaths([shop.elder.id], today=later) == {"flagged": 1, "failed": {}}
+    assert [f.rule for f in _flags(r)] == ["after_death"]
+
+
+def test_one_resident_failing_the_recheck_does_not_stop_the_others(shop, rules_on, monkeypatch):
+    from vouchers.integrity import anomalies
+
+    rules_on("after_death")
+    spend(shop, 1500)
+    record_death(shop.elder, shop.today, today=shop.today)
+    real = anomalies.recheck_after_death
+
+    def failing(resident_id):
+        if resident_id == -1:
+            raise RuntimeError("broken")
+        return real(resident_id)
+
+    monkeypatch.setattr(anomalies, "recheck_after_death", failing)
+    report = anomalies.recheck_deaths([-1])
+    assert report["flagged"] == 1 and list(report["failed"]) == [-1]

@@ -58,13 +58,13 @@ def detect_high_value(candidates: sa.Select, params: dict) -> list[Finding]:
     ids = list(
         db.session.scalars(
             sa.select(Redemption.id)
-            .join(Service, Service.id == Redemption.service_id)
+            .outerjoin(Service, Service.id == Redemption.service_id)
             .where(
                 Redemption.id.in_(candidates),
                 Redemption.subsidy_fen > threshold,
                 # A stay or a day of care is paid by the day or month: most of a month's
                 # institutional voucher (800 yuan) in one go is what it is for.
-                Service.unit.not_in(STAY_UNITS),
+                sa.or_(Service.unit.is_(None), Service.unit.not_in(STAY_UNITS)),
             )
         )
     )
