@@ -28,7 +28,7 @@ from flask_migrate import upgrade
 
 from eldercare import create_app
 from eldercare.db import db
-from tests.conftest import TEST_CONFIG, TEST_DATABASE_URL
+from tests.conftest import TEST_CONFIG, TEST_DATABASE_URL, rules_off
 
 ROOT = Path(__file__).resolve().parents[1]
 # Marks the command's connections in pg_stat_activity, so that the test can see when the
@@ -146,6 +146,7 @@ def seeded_template(prefix: str, seed: Callable) -> Iterator[str]:
         app = create_app(TEST_CONFIG | {"SQLALCHEMY_DATABASE_URI": url})
         with app.app_context():
             upgrade()
+            rules_off()  # the anomaly rules judge in their own tests (tests/conftest.py)
             seed(app)
             db.session.remove()
             db.engine.dispose()  # a template may have no connection when it is cloned
