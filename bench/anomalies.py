@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -46,10 +45,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sqlalchemy as sa  # noqa: E402
-from flask_migrate import upgrade  # noqa: E402
 
 from bench import settlement  # noqa: E402
-from eldercare import create_app  # noqa: E402
+from bench.run import _app, beside_baseline, postgres_bench  # noqa: E402
 from eldercare.db import db  # noqa: E402
 from eldercare.timeutil import local_today  # noqa: E402
 
@@ -239,9 +237,7 @@ def run(url: str) -> None:
     from vouchers.models import Redemption
     from vouchers.settlement import periods
 
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "WTF_CSRF_ENABLED": False})
-    with app.app_context():
-        upgrade()
+    with _app(url).app_context():
         this_month = local_today().replace(day=1)
         month = (this_month - timedelta(days=1)).replace(day=1)
         last_day = settlement_month_after(month) - timedelta(days=1)
@@ -257,12 +253,7 @@ def run(url: str) -> None:
         _emit("anomalies.group_by_baseline", seconds=round(baseline, 3))
 
         def ratio(seconds: float) -> dict:
-            return {
-                "seconds": round(seconds, 3),
-                "baseline_seconds": round(baseline, 3),
-                "ratio": round(seconds / baseline, 2),
-                "peak_rss_mb": round(_peak_rss_mb(), 1),
-            }
+            return beside_baseline(seconds, baseline, _peak_rss_mb())
 
         candidates = periods.settleable_lines(month).with_only_columns(Redemption.id)
         versions = anomalies.versions_between(month, last_day)
@@ -359,21 +350,8 @@ def _captures(ratio) -> None:
 
 
 def main() -> None:
-    from bench.run import Databases
-
-    server = os.environ.get("TEST_DATABASE_URL", "")
-    if not server.startswith("postgresql"):
-        print(json.dumps({"figure": "anomalies", "skipped": "needs TEST_DATABASE_URL"}))
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        databases = Databases(tmp)
-        try:
-            run(databases.new())
-        finally:
-            if os.environ.get("BENCH_KEEP_DB"):  # to EXPLAIN the rules' queries afterwards
-                print(json.dumps({"kept": databases.created}), flush=True)
-            else:
-                databases.drop_all()
+    # BENCH_KEEP_DB=1 keeps the database, to EXPLAIN the rules' queries afterwards.
+    postgres_bench("anomalies", run, keep=bool(os.environ.get("BENCH_KEEP_DB")))
 
 
 if __name__ == "__main__":

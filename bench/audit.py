@@ -29,7 +29,6 @@ import json
 import os
 import secrets
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -245,20 +244,16 @@ def run(app) -> None:
 
 
 def main() -> None:
-    from bench.run import Databases, _app
+    from bench.run import _app, fresh_databases
 
-    with tempfile.TemporaryDirectory() as tmp:
-        databases = Databases(tmp)
-        try:
-            app = _app(databases.new())
-            with app.app_context():
-                where = app.config["SQLALCHEMY_DATABASE_URI"].split("@")[-1]
-            print(json.dumps({"database": where, "n": N, "seal_n": SEAL_N, "threads": THREADS}))
-            run(app)
-            with app.app_context():
-                db.engine.dispose()
-        finally:
-            databases.drop_all()
+    with fresh_databases() as databases:
+        app = _app(databases.new())
+        with app.app_context():
+            where = app.config["SQLALCHEMY_DATABASE_URI"].split("@")[-1]
+        print(json.dumps({"database": where, "n": N, "seal_n": SEAL_N, "threads": THREADS}))
+        run(app)
+        with app.app_context():
+            db.engine.dispose()
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
 import tracemalloc
 from datetime import date, timedelta
@@ -43,9 +42,8 @@ from types import SimpleNamespace
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sqlalchemy as sa  # noqa: E402
-from flask_migrate import upgrade  # noqa: E402
 
-from eldercare import create_app  # noqa: E402
+from bench.run import _app, postgres_bench  # noqa: E402
 from eldercare.db import db  # noqa: E402
 from eldercare.timeutil import local_today  # noqa: E402
 
@@ -265,9 +263,7 @@ def _scale(month: date) -> None:
 def run(url: str) -> None:
     from bench.settlement import _seed_parties
 
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "WTF_CSRF_ENABLED": False})
-    with app.app_context():
-        upgrade()
+    with _app(url).app_context():
         this_month = local_today().replace(day=1)
         big, small = _month_before(this_month, 1), _month_before(this_month, 2)
         start = time.perf_counter()
@@ -294,18 +290,7 @@ def run(url: str) -> None:
 
 
 def main() -> None:
-    from bench.run import Databases
-
-    server = os.environ.get("TEST_DATABASE_URL", "")
-    if not server.startswith("postgresql"):
-        print(json.dumps({"figure": "insight", "skipped": "needs TEST_DATABASE_URL"}))
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        databases = Databases(tmp)
-        try:
-            run(databases.new())
-        finally:
-            databases.drop_all()
+    postgres_bench("insight", run)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -33,10 +32,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sqlalchemy as sa  # noqa: E402
-from flask_migrate import upgrade  # noqa: E402
 
 from bench import sealed_ids  # noqa: E402
-from eldercare import create_app  # noqa: E402
+from bench.run import _app, beside_baseline, fresh_databases  # noqa: E402
 from eldercare.db import db  # noqa: E402
 from eldercare.timeutil import local_today, now_utc  # noqa: E402
 
@@ -228,9 +226,7 @@ def run(url: str) -> dict:
     from vouchers.models import Voucher
     from vouchers.pool import ledger
 
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "WTF_CSRF_ENABLED": False})
-    with app.app_context():
-        upgrade()
+    with _app(url).app_context():
         start = time.perf_counter()
         _seed(N)
         _emit("issuance.seed", seconds=round(time.perf_counter() - start, 3))
@@ -248,12 +244,9 @@ def run(url: str) -> dict:
         )
         assert report.issued == N == issued and report.left_out_count == 0, report
         figure = {
-            "seconds": round(seconds, 3),
-            "baseline_seconds": round(baseline, 3),
-            "ratio": round(seconds / baseline, 2),
             # The process's peak so far: seeding is set-based, the COPY streams, so this is
             # the issuance's own (the context COPY below reads every resident into Python).
-            "peak_rss_mb": round(_peak_rss_mb(), 1),
+            **beside_baseline(seconds, baseline, _peak_rss_mb()),
             "issued": report.issued,
             "districts": DISTRICTS,
         }
@@ -278,20 +271,11 @@ def run(url: str) -> dict:
 
 
 def main() -> None:
-    server = os.environ.get("TEST_DATABASE_URL", "")
-    if not server.startswith("postgresql"):
+    if not os.environ.get("TEST_DATABASE_URL", "").startswith("postgresql"):
         print("bench/issuance.py needs PostgreSQL: set TEST_DATABASE_URL", file=sys.stderr)
         return
-    name = f"eldercare_bench_issue_{secrets.token_hex(4)}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        run(server.rsplit("/", 1)[0] + "/" + name)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with fresh_databases() as databases:
+        run(databases.new())
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sqlalchemy as sa  # noqa: E402
 from flask_migrate import upgrade  # noqa: E402
 
-from bench.run import Databases  # noqa: E402
+from bench.run import Databases, fresh_databases  # noqa: E402
 from eldercare import create_app  # noqa: E402
 from eldercare.db import db  # noqa: E402
 
@@ -364,13 +363,9 @@ def bench_verify(databases: Databases) -> None:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        databases = Databases(tmp)
-        try:
-            bench_post(databases)
-            bench_verify(databases)
-        finally:
-            databases.drop_all()
+    with fresh_databases() as databases:
+        bench_post(databases)
+        bench_verify(databases)
 
 
 if __name__ == "__main__":

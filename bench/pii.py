@@ -35,7 +35,6 @@ import os
 import random
 import resource
 import sys
-import tempfile
 import time
 from datetime import date, datetime
 from pathlib import Path
@@ -282,20 +281,9 @@ def run_migration(url: str) -> None:
 
 
 def main() -> None:
-    from bench.run import Databases
+    from bench.run import postgres_bench
 
-    server = os.environ.get("TEST_DATABASE_URL", "")
-    if not server.startswith("postgresql"):
-        print(json.dumps({"figure": "pii", "skipped": "needs TEST_DATABASE_URL"}))
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        databases = Databases(tmp)
-        try:
-            run(databases.new())
-            if MIGRATION:
-                run_migration(databases.new())
-        finally:
-            databases.drop_all()
+    postgres_bench("pii", *((run, run_migration) if MIGRATION else (run,)))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime
@@ -37,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 import requests  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
-from bench.run import Databases, _app, demo_with_vouchers  # noqa: E402
+from bench.run import _app, demo_with_vouchers, fresh_databases  # noqa: E402
 from eldercare.db import db  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_REDEEM_SECONDS", "20"))
@@ -298,8 +297,7 @@ def main() -> None:
     server_url = os.environ.get("TEST_DATABASE_URL", "")
     if not server_url.startswith("postgresql"):
         sys.exit("bench/redeem_http.py needs TEST_DATABASE_URL=postgresql+psycopg://...")
-    with tempfile.TemporaryDirectory() as tmp:
-        databases = Databases(tmp)
+    with fresh_databases() as databases:
         server = None
         try:
             url = databases.new()
@@ -374,7 +372,6 @@ def main() -> None:
         finally:
             if server is not None:
                 _stop(server)
-            databases.drop_all()
 
 
 if __name__ == "__main__":

@@ -42,11 +42,14 @@ soak.*         mixed traffic (search, the elder's pages, scan and redeem, settle
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -89,6 +92,43 @@ class Databases:
         with sa.create_engine(self.server, isolation_level="AUTOCOMMIT").connect() as conn:
             for name in self.created:
                 conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def fresh_databases(keep: bool = False) -> Iterator[Databases]:
+    """A benchmark's own databases, dropped when it ends however it ends; with ``keep`` left
+    standing instead and named in a JSON line (to EXPLAIN their queries afterwards)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        databases = Databases(tmp)
+        try:
+            yield databases
+        finally:
+            if keep:
+                print(json.dumps({"kept": databases.created}), flush=True)
+            else:
+                databases.drop_all()
+
+
+def postgres_bench(figure: str, *runs: Callable[[str], object], keep: bool = False) -> None:
+    """The main() of a benchmark whose baselines need PostgreSQL: each of ``runs``, in turn, on
+    a fresh database of its own (given its URL); without TEST_DATABASE_URL one JSON line says
+    ``figure`` was skipped."""
+    if not os.environ.get("TEST_DATABASE_URL", "").startswith("postgresql"):
+        print(json.dumps({"figure": figure, "skipped": "needs TEST_DATABASE_URL"}))
+        return
+    with fresh_databases(keep) as databases:
+        for run in runs:
+            run(databases.new())
+
+
+def beside_baseline(seconds: float, baseline: float, peak_rss_mb: float) -> dict:
+    """A step's figures beside its baseline's from the same run: the ratio is what to read."""
+    return {
+        "seconds": round(seconds, 3),
+        "baseline_seconds": round(baseline, 3),
+        "ratio": round(seconds / baseline, 2),
+        "peak_rss_mb": round(peak_rss_mb, 1),
+    }
 
 
 def _app(url: str):
@@ -531,22 +571,18 @@ def main() -> None:
     from bench import settlement as settlement_bench
     from bench import soak as soak_bench
 
-    with tempfile.TemporaryDirectory() as tmp:
-        databases = Databases(tmp)
-        try:
-            app = _app(databases.new())
-            print(f"database: {app.config['SQLALCHEMY_DATABASE_URI'].split('@')[-1]}  N={N}")
-            with app.app_context():
-                build_demo()
-                db.session.commit()
-            bench_login(app)
-            bench_import(app)
-            bench_search(app)
-            audit_bench.run(_app(databases.new()))
-            bench_issue(_app(databases.new()))
-            bench_redeem(_app(databases.new()))
-        finally:
-            databases.drop_all()
+    with fresh_databases() as databases:
+        app = _app(databases.new())
+        print(f"database: {app.config['SQLALCHEMY_DATABASE_URI'].split('@')[-1]}  N={N}")
+        with app.app_context():
+            build_demo()
+            db.session.commit()
+        bench_login(app)
+        bench_import(app)
+        bench_search(app)
+        audit_bench.run(_app(databases.new()))
+        bench_issue(_app(databases.new()))
+        bench_redeem(_app(databases.new()))
     search_bench.main()  # the search API through gunicorn, beside its own SQL
     ledger_bench.main()  # hot accounts under 8 threads beside pgbench; verify_ledger
     if os.environ.get("TEST_DATABASE_URL"):  # COPY and pgbench baselines: PostgreSQL only

@@ -28,11 +28,9 @@ import hashlib
 import json
 import os
 import random
-import secrets
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -45,6 +43,7 @@ import requests  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from flask_migrate import upgrade  # noqa: E402
 
+from bench.run import fresh_databases  # noqa: E402
 from eldercare import create_app  # noqa: E402
 from eldercare.db import db  # noqa: E402
 
@@ -59,21 +58,6 @@ LIMIT = 50
 # Shenyang's urban area; the points stay a little inside it so every circle is full.
 AREA = (41.65, 0.27, 123.25, 0.36)
 INNER = (41.70, 0.17, 123.30, 0.26)
-
-
-def _database(server: str | None, tmp: str) -> tuple[str, callable]:
-    """A fresh database and the function that drops it."""
-    name = f"eldercare_bench_search_{secrets.token_hex(4)}"
-    if not server:
-        return f"sqlite:///{tmp}/{name}.db", lambda: None
-    with sa.create_engine(server, isolation_level="AUTOCOMMIT").connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with sa.create_engine(server, isolation_level="AUTOCOMMIT").connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return server.rsplit("/", 1)[0] + "/" + name, drop
 
 
 def seed(count: int, rng: random.Random) -> None:
@@ -415,8 +399,8 @@ def main() -> None:
         (INNER[0] + rng.random() * INNER[1], INNER[2] + rng.random() * INNER[3])
         for _ in range(POINTS)
     ]
-    with tempfile.TemporaryDirectory() as tmp:
-        url, drop = _database(os.environ.get("TEST_DATABASE_URL"), tmp)
+    with fresh_databases() as databases:
+        url = databases.new()
         process = None
         try:
             app = create_app({"SQLALCHEMY_DATABASE_URI": url})
@@ -477,7 +461,6 @@ def main() -> None:
             if process is not None:
                 process.terminate()
                 process.wait(timeout=30)
-            drop()
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import os
 import random
 import re
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -46,7 +45,7 @@ from bench.redeem_http import (  # noqa: E402
     _stop,
     emit,
 )
-from bench.run import Databases, _app  # noqa: E402
+from bench.run import _app, fresh_databases  # noqa: E402
 from eldercare.db import db  # noqa: E402
 
 MINUTES = float(os.environ.get("BENCH_SOAK_MINUTES", "2"))
@@ -210,8 +209,7 @@ def main() -> None:
     server_url = os.environ.get("TEST_DATABASE_URL", "")
     if not server_url.startswith("postgresql"):
         sys.exit("bench/soak.py needs TEST_DATABASE_URL=postgresql+psycopg://...")
-    with tempfile.TemporaryDirectory() as tmp:
-        databases = Databases(tmp)
+    with fresh_databases() as databases:
         server = None
         try:
             url = databases.new()
@@ -285,7 +283,6 @@ def main() -> None:
         finally:
             if server is not None:
                 _stop(server)
-            databases.drop_all()
 
 
 if __name__ == "__main__":
