@@ -15,9 +15,6 @@ characters); no name, address or telephone.
 
 from __future__ import annotations
 
-import csv
-import io
-import tempfile
 from datetime import date
 
 import sqlalchemy as sa
@@ -28,6 +25,7 @@ from eldercare.errors import InvalidInput, NotFound
 from eldercare.residents import District, Resident, mask_resident_id
 from eldercare.timeutil import to_local
 from marketplace.models import Provider, Service
+from vouchers import spreadsheets
 from vouchers.models import Redemption, Voucher
 
 BATCH = 1000  # rows fetched at a time while exporting
@@ -211,28 +209,11 @@ def _stream_rows(statement, order, columns):
         result.close()
 
 
-def _text(value) -> str:
-    if value is None:
-        return ""
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return str(value)
-
-
 def csv_chunks(statement, order, columns):
-    """The CSV (UTF-8 with a byte-order mark, so spreadsheet programs read the Chinese
-    names right), a batch of lines at a time."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    buffer.write("\ufeff")
-    writer.writerow(columns)
-    for count, row in enumerate(_stream_rows(statement, order, columns), 1):
-        writer.writerow([_text(row[key]) for key in columns])
-        if count % BATCH == 0:
-            yield buffer.getvalue().encode()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue().encode()
+    """The CSV (``spreadsheets.csv_chunks``: UTF-8 with a byte-order mark, so spreadsheet
+    programs read the Chinese names right), a batch of lines at a time."""
+    rows = _stream_rows(statement, order, columns)
+    yield from spreadsheets.csv_chunks(columns, ([row[key] for key in columns] for row in rows))
 
 
 def xlsx_chunks(statement, order, columns, sheet: str):
@@ -245,11 +226,7 @@ def xlsx_chunks(statement, order, columns, sheet: str):
     worksheet.append(list(columns))
     for row in _stream_rows(statement, order, columns):
         worksheet.append([_cell(row[key]) for key in columns])
-    with tempfile.TemporaryFile() as file:
-        workbook.save(file)
-        file.seek(0)
-        while chunk := file.read(64 * 1024):
-            yield chunk
+    yield from spreadsheets.workbook_chunks(workbook)
 
 
 def _cell(value):

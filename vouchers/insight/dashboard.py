@@ -67,7 +67,14 @@ def _flags(district_id, month, locale):
     return figures.open_flags(district_id, month)
 
 
+# Columns several tables have, defined once so that they read the same in all of them.
 MONTH_COLUMN = Column("month", _l("Month"), "text")
+DISTRICT_COLUMNS = (
+    Column("district", _l("District code"), "text"),
+    Column("name", _l("District"), "text"),
+)
+USED_COLUMN = Column("used", _l("Redemptions"))
+SUBSIDY_COLUMN = Column("subsidy_fen", _l("Voucher subsidy used"), "fen")
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
@@ -78,7 +85,7 @@ TABLES: dict[str, Table] = {
                 MONTH_COLUMN,
                 Column("issued", _l("Vouchers issued")),
                 Column("issued_fen", _l("Face value issued"), "fen"),
-                Column("used", _l("Redemptions")),
+                USED_COLUMN,
                 Column("used_fen", _l("Voucher subsidy used"), "fen"),
                 Column("expired", _l("Vouchers expired")),
                 Column("returned_fen", _l("Returned at expiry"), "fen"),
@@ -102,10 +109,9 @@ TABLES: dict[str, Table] = {
             "districts",
             _l("Redemptions of the month by district"),
             (
-                Column("district", _l("District code"), "text"),
-                Column("name", _l("District"), "text"),
-                Column("used", _l("Redemptions")),
-                Column("subsidy_fen", _l("Voucher subsidy used"), "fen"),
+                *DISTRICT_COLUMNS,
+                USED_COLUMN,
+                SUBSIDY_COLUMN,
                 Column("price_fen", _l("Price of the services"), "fen"),
             ),
             figures.by_district,
@@ -116,8 +122,8 @@ TABLES: dict[str, Table] = {
             (
                 Column("category", _l("Category code"), "text"),
                 Column("label", _l("Service category"), "text"),
-                Column("used", _l("Redemptions")),
-                Column("subsidy_fen", _l("Voucher subsidy used"), "fen"),
+                USED_COLUMN,
+                SUBSIDY_COLUMN,
             ),
             figures.by_category,
         ),
@@ -128,8 +134,8 @@ TABLES: dict[str, Table] = {
                 Column("provider_id", _l("Provider number")),
                 Column("provider", _l("Provider"), "text"),
                 Column("providers", _l("Providers counted")),
-                Column("used", _l("Redemptions")),
-                Column("subsidy_fen", _l("Voucher subsidy used"), "fen"),
+                USED_COLUMN,
+                SUBSIDY_COLUMN,
             ),
             _providers,
         ),
@@ -137,8 +143,7 @@ TABLES: dict[str, Table] = {
             "take_up",
             _l("Take-up of the month by district"),
             (
-                Column("district", _l("District code"), "text"),
-                Column("name", _l("District"), "text"),
+                *DISTRICT_COLUMNS,
                 Column("holders", _l("Elders holding a voucher")),
                 Column("users", _l("Elders who used it")),
                 Column("share_bp", _l("Take-up"), "bp"),

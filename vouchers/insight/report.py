@@ -401,28 +401,16 @@ def _certified_as_of(period: Period, today: date) -> date:
     return min(period.last_day, today)
 
 
-def _providers(as_of: date, district_id: int | None) -> int:
+def _certified(model: type[Provider] | type[Agency], as_of: date, district_id: int | None) -> int:
+    """How many providers (or assessment agencies: the same columns) are active and
+    certified on ``as_of``."""
     return int(
         db.session.scalar(
             _scoped(
                 sa.select(sa.func.count()).where(
-                    Provider.status == "active", Provider.certified_until >= as_of
+                    model.status == "active", model.certified_until >= as_of
                 ),
-                Provider.district_id,
-                district_id,
-            )
-        )
-    )
-
-
-def _agencies(as_of: date, district_id: int | None) -> int:
-    return int(
-        db.session.scalar(
-            _scoped(
-                sa.select(sa.func.count()).where(
-                    Agency.status == "active", Agency.certified_until >= as_of
-                ),
-                Agency.district_id,
+                model.district_id,
                 district_id,
             )
         )
@@ -586,8 +574,8 @@ def report_for(
         totals=totals,
         elders_by_level=_elders_by_level(period, district_id),
         elders_by_district=_elders_by_district(period, districts, district_id),
-        providers_certified=_providers(as_of, district_id),
-        agencies_certified=_agencies(as_of, district_id),
+        providers_certified=_certified(Provider, as_of, district_id),
+        agencies_certified=_certified(Agency, as_of, district_id),
         certified_as_of=as_of,
         assessments_approved=sum(count for _, count in assessments),
         assessments_by_level=assessments,

@@ -2,7 +2,7 @@
 
 Chinese first, English after, on every label; the same tables as the page and the same
 charts (reportlab Drawings are flowables), page numbers on every page. The font, the styles,
-the numbered canvas and the one-build-at-a-time lock are the statements'
+the page set-up, the numbered canvas and the one-build-at-a-time lock are the statements'
 (``vouchers.settlement.documents``): the CJK font is embedded (/FontFile2), never only named.
 Imports reportlab: import this module inside views only.
 """
@@ -15,7 +15,7 @@ from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
-from reportlab.platypus import KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+from reportlab.platypus import KeepTogether, Paragraph, Spacer, Table, TableStyle
 
 from eldercare.timeutil import format_local
 from vouchers.insight.report import CITY, Report
@@ -30,8 +30,8 @@ from vouchers.insight.report_tables import (
 from vouchers.settlement.documents import (
     BUILD_LOCK,
     FONT,
-    FOOTER,
     MARGIN,
+    document_template,
     numbered_canvas,
     paragraph_styles,
     register_font,
@@ -140,18 +140,7 @@ def report_pdf(report: Report) -> bytes:
             story += [Spacer(1, 3 * mm), drawing]
         story.append(Spacer(1, 4 * mm))
     buffer = io.BytesIO()
-    document = SimpleDocTemplate(
-        buffer,
-        pagesize=PAGE,
-        leftMargin=MARGIN,
-        rightMargin=MARGIN,
-        topMargin=MARGIN,
-        bottomMargin=MARGIN + FOOTER,
-        title=f"{zh} / {en}",
-        author="沈阳市民政局 Shenyang Civil Affairs Bureau",
-        subject=en,
-        initialFontName=FONT,
-    )
+    document = document_template(buffer, title=f"{zh} / {en}", subject=en, page=PAGE)
     with BUILD_LOCK:
         document.build(story, canvasmaker=numbered_canvas(f"{zh} {report.period.text}", page=PAGE))
     return buffer.getvalue()

@@ -11,14 +11,12 @@ computed in the view is fine as it is.
 
 CSV is UTF-8 with a byte-order mark and CRLF, so spreadsheet programs read the Chinese right.
 XLSX writes text as string cells whatever it starts with: a provider named "=HYPERLINK(…)"
-is never evaluated as a formula. Money columns are given by the caller as yuan numbers.
+is never evaluated as a formula (both as every download does: ``vouchers.spreadsheets``).
+Money columns are given by the caller as yuan numbers.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from urllib.parse import quote
 
@@ -26,12 +24,11 @@ from flask import Response, stream_with_context
 from flask_babel import lazy_gettext as _l
 
 from eldercare.errors import InvalidInput
+from vouchers.spreadsheets import csv_chunks, text_cell, workbook_chunks
 
 FORMATS = ("csv", "xlsx")
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 CSV_TYPE = "text/csv; charset=utf-8"
-BATCH = 1000
-CHUNK = 64 * 1024
 UNKNOWN_FORMAT = _l("Choose CSV or XLSX.")
 
 
@@ -42,40 +39,15 @@ def check_format(fmt: str | None) -> str:
     return fmt
 
 
-def _text(value) -> str:
-    if value is None:
-        return ""
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return str(value)
-
-
-def csv_chunks(headers: Sequence[str], rows: Iterable[Sequence]) -> Iterator[bytes]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    buffer.write("\ufeff")
-    writer.writerow([str(h) for h in headers])
-    for count, row in enumerate(rows, 1):
-        writer.writerow([_text(value) for value in row])
-        if count % BATCH == 0:
-            yield buffer.getvalue().encode()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue().encode()
-
-
 def xlsx_chunks(headers: Sequence[str], rows: Iterable[Sequence], sheet: str) -> Iterator[bytes]:
     from openpyxl import Workbook
-    from openpyxl.cell import WriteOnlyCell
 
     workbook = Workbook(write_only=True)
     worksheet = workbook.create_sheet(sheet[:31] or "Sheet1")
 
     def cell(value):
         if isinstance(value, str):
-            text = WriteOnlyCell(worksheet, value=value)
-            text.data_type = "s"  # never a formula
-            return text
+            return text_cell(worksheet, value)
         if hasattr(value, "tzinfo") and value.tzinfo is not None:
             return value.isoformat()  # Excel has no time zones: keep the offset visible
         return value
@@ -83,11 +55,7 @@ def xlsx_chunks(headers: Sequence[str], rows: Iterable[Sequence], sheet: str) ->
     worksheet.append([cell(str(h)) for h in headers])
     for row in rows:
         worksheet.append([cell(value) for value in row])
-    with tempfile.TemporaryFile() as file:
-        workbook.save(file)
-        file.seek(0)
-        while chunk := file.read(CHUNK):
-            yield chunk
+    yield from workbook_chunks(workbook)
 
 
 def download(

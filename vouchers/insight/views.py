@@ -45,61 +45,39 @@ def _locale() -> str:
     return str(get_locale() or "zh_CN")
 
 
-def _yuan_number(fen: int) -> float:
-    return fen / 100
+# What each table's chart draws: the column naming its categories and the columns of its
+# series, each named by its heading. A table over twelve months is lines, the others
+# horizontal bars (their names are long). Money is drawn in yuan, a share in percent.
+CHARTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "monthly": ("month", ("issued_fen", "used_fen", "returned_fen")),
+    "burn_down": ("month", ("funded_fen", "spent_fen")),
+    "districts": ("name", ("subsidy_fen",)),
+    "categories": ("label", ("subsidy_fen",)),
+    "providers": ("provider", ("subsidy_fen",)),
+    "take_up": ("name", ("share_bp",)),
+    "open_flags": ("label", ("open",)),
+}
+
+
+def _plotted(column: dashboard.Column, value):
+    return value / 100 if column.kind in ("fen", "bp") else value  # yuan, percent
 
 
 def _chart(table: dashboard.Table, rows: list[dict]) -> str:
     from vouchers.insight import charts  # reportlab: only where a chart is drawn
 
-    empty = str(NO_DATA)
     title = str(table.title)
-    name = table.name
-    if name == "monthly":
-        drawing = charts.line_chart(
-            title,
-            [r["month"] for r in rows],
-            [
-                (str(_l("Face value issued")), [_yuan_number(r["issued_fen"]) for r in rows]),
-                (str(_l("Voucher subsidy used")), [_yuan_number(r["used_fen"]) for r in rows]),
-                (str(_l("Returned at expiry")), [_yuan_number(r["returned_fen"]) for r in rows]),
-            ],
-            empty_text=empty,
-        )
-    elif name == "burn_down":
-        drawing = charts.line_chart(
-            title,
-            [r["month"] for r in rows],
-            [
-                (str(_l("Funded to date")), [_yuan_number(r["funded_fen"]) for r in rows]),
-                (str(_l("Spent to date")), [_yuan_number(r["spent_fen"]) for r in rows]),
-            ],
-            empty_text=empty,
-        )
-    elif name == "take_up":
-        drawing = charts.bar_chart(
-            title,
-            [r["name"] for r in rows],
-            [(str(_l("Take-up")), [r["share_bp"] / 100 for r in rows])],
-            empty_text=empty,
-            horizontal=True,
-        )
-    elif name == "open_flags":
-        drawing = charts.bar_chart(
-            title,
-            [r["label"] for r in rows],
-            [(str(_l("Open flags")), [r["open"] for r in rows])],
-            empty_text=empty,
-            horizontal=True,
-        )
+    category, keys = CHARTS[table.name]
+    columns = {c.key: c for c in table.columns}
+    series = [
+        (str(columns[key].heading), [_plotted(columns[key], r[key]) for r in rows]) for key in keys
+    ]
+    categories = [str(r[category]) for r in rows]
+    if table.over_a_year:
+        drawing = charts.line_chart(title, categories, series, empty_text=str(NO_DATA))
     else:
-        label = {"districts": "name", "categories": "label", "providers": "provider"}[name]
         drawing = charts.bar_chart(
-            title,
-            [str(r[label]) for r in rows],
-            [(str(_l("Voucher subsidy used")), [_yuan_number(r["subsidy_fen"]) for r in rows])],
-            empty_text=empty,
-            horizontal=True,
+            title, categories, series, empty_text=str(NO_DATA), horizontal=True
         )
     return charts.to_svg(drawing, label=title)  # no inline style: the CSP forbids it
 

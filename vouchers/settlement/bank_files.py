@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import csv
 import io
-import tempfile
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
@@ -47,6 +46,7 @@ from eldercare.timeutil import local_today, now_utc, to_local
 from vouchers.pool import ledger, memos
 from vouchers.settlement.exceptions import held
 from vouchers.settlement.models import BankBatch, BankTransfer, Statement
+from vouchers.spreadsheets import text_cell, workbook_chunks
 
 _BATCH_LOCK_KEY = 4_215_120_012  # names the advisory lock only batch creation takes
 STREAM_ROWS = 2_000
@@ -385,24 +385,13 @@ def xlsx_chunks(batch: BankBatch, chunk: int = 64 * 1024) -> Iterator[bytes]:
     digits, amounts their two decimals). openpyxl's write-only mode keeps memory flat; the
     workbook is assembled in a temporary file and sent in chunks."""
     from openpyxl import Workbook
-    from openpyxl.cell import WriteOnlyCell
-
-    def text(value: str) -> WriteOnlyCell:
-        # A string cell whatever the text starts with: a payee named "=HYPERLINK(…)" would
-        # otherwise be stored as a formula, which Excel evaluates (formula injection).
-        cell = WriteOnlyCell(sheet, value=value)
-        cell.data_type = "s"
-        return cell
 
     workbook = Workbook(write_only=True)
     sheet = workbook.create_sheet(batch.reference)
     for row in file_rows(batch):
-        sheet.append([text(value) for value in row])
-    with tempfile.TemporaryFile() as spool:
-        workbook.save(spool)
-        spool.seek(0)
-        while data := spool.read(chunk):
-            yield data
+        # A payee named "=HYPERLINK(…)" stays text, never a formula Excel evaluates.
+        sheet.append([text_cell(sheet, value) for value in row])
+    yield from workbook_chunks(workbook, chunk)
 
 
 def batch_by_id(batch_id: int) -> BankBatch:

@@ -56,6 +56,7 @@ DEBIAN_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
 PAGE = landscape(A4)
 MARGIN = 12 * mm
 FOOTER = 8 * mm  # room under the frame for the page number
+AUTHOR = "沈阳市民政局 Shenyang Civil Affairs Bureau"
 ROW_HEIGHT = 5.4 * mm
 HEADER_HEIGHT = 9 * mm
 LINE_FONT_SIZE = 7.5
@@ -141,6 +142,24 @@ def numbered_canvas(footer: str, page=PAGE):
             super().save()
 
     return NumberedCanvas
+
+
+def document_template(buffer, *, title: str, subject: str, page=PAGE) -> SimpleDocTemplate:
+    """The page set-up every PDF of the bureau's shares (the statements, the report): the
+    margins with room for the footer, the bureau as author, the embedded font from the start
+    (not Helvetica, the canvas's default: every font in the file is the embedded one)."""
+    return SimpleDocTemplate(
+        buffer,
+        pagesize=page,
+        leftMargin=MARGIN,
+        rightMargin=MARGIN,
+        topMargin=MARGIN,
+        bottomMargin=MARGIN + FOOTER,
+        title=title,
+        author=AUTHOR,
+        subject=subject,
+        initialFontName=FONT,
+    )
 
 
 def _numbered_canvas(number: str):
@@ -378,18 +397,10 @@ def statement_pdf(statement: Statement) -> bytes:
     styles = paragraph_styles()
     head = facts.summary(statement)
     buffer = io.BytesIO()
-    document = SimpleDocTemplate(
+    document = document_template(
         buffer,
-        pagesize=PAGE,
-        leftMargin=MARGIN,
-        rightMargin=MARGIN,
-        topMargin=MARGIN,
-        bottomMargin=MARGIN + FOOTER,
         title=f"{facts.TITLE[0]} {head['provider_name']} {head['month']} {head['number']}",
-        author="沈阳市民政局 Shenyang Civil Affairs Bureau",
         subject=facts.TITLE[1],
-        # Not Helvetica, the canvas's default: every font in the file is the embedded one.
-        initialFontName=FONT,
     )
     story = _cover(statement, head, styles) + _lines_pages(statement, styles)
     with BUILD_LOCK:

@@ -12,8 +12,6 @@ in memory as a sheet.
 
 from __future__ import annotations
 
-import tempfile
-
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font
@@ -22,23 +20,16 @@ from eldercare.timeutil import to_local
 from vouchers.settlement import statement_facts as facts
 from vouchers.settlement.documents import printed_hash
 from vouchers.settlement.models import Statement
+from vouchers.spreadsheets import text_cell, workbook_chunks
 
 MONEY_FORMAT = "#,##0.00"
-CHUNK = 64 * 1024
 # Column widths (characters), in the order of statement_facts.LINE_HEADERS.
 WIDTHS = (14, 12, 10, 32, 9, 9, 12, 12, 12, 12, 12, 16)
 
 
-def _text(sheet, value) -> WriteOnlyCell:
-    """Text as a string cell, whatever it starts with: openpyxl would store a name like
-    "=HYPERLINK(…)" as a formula, which Excel evaluates (formula injection)."""
-    cell = WriteOnlyCell(sheet, value=value)
-    cell.data_type = "s"
-    return cell
-
-
 def _safe(sheet, row: list) -> list:
-    return [_text(sheet, value) if isinstance(value, str) else value for value in row]
+    # Text as string cells: a name like "=HYPERLINK(…)" is never a formula Excel evaluates.
+    return [text_cell(sheet, value) if isinstance(value, str) else value for value in row]
 
 
 def _money(sheet, fen: int) -> WriteOnlyCell:
@@ -48,7 +39,7 @@ def _money(sheet, fen: int) -> WriteOnlyCell:
 
 
 def _bold(sheet, value) -> WriteOnlyCell:
-    cell = _text(sheet, value) if isinstance(value, str) else WriteOnlyCell(sheet, value=value)
+    cell = text_cell(sheet, value) if isinstance(value, str) else WriteOnlyCell(sheet, value=value)
     cell.font = Font(bold=True)
     return cell
 
@@ -131,8 +122,4 @@ def statement_xlsx(statement: Statement):
     sheet.append([_bold(sheet, facts.bilingual(pair)) for pair in facts.LINE_HEADERS])
     for line in facts.line_rows(statement):
         sheet.append(_safe(sheet, _line(sheet, line)))
-    with tempfile.TemporaryFile() as file:
-        workbook.save(file)
-        file.seek(0)
-        while chunk := file.read(CHUNK):
-            yield chunk
+    yield from workbook_chunks(workbook)
