@@ -189,7 +189,14 @@ def _find_ids() -> tuple[dict, dict]:
         "assessor_id": _first(sa.select(Assessor.id).where(Assessor.agency_id == agency)),
         "request_id": _first(sa.select(AccountLinkRequest.id)),
         "token_id": _first(sa.select(ApiToken.id)),
-        "flag_id": _first(sa.select(RedemptionFlag.id)),
+        # The hand-raised flag on a Heping redemption (_add_what_the_demo_lacks): the demo's
+        # review sample draws at random, so "the first flag" was now and then another
+        # district's (its officers then saw 404 where the matrix expects 422).
+        "flag_id": _first(
+            sa.select(RedemptionFlag.id)
+            .where(RedemptionFlag.rule == "bureau", RedemptionFlag.status == "open")
+            .order_by(RedemptionFlag.id.desc())
+        ),
         "parked_id": _first(sa.select(ParkedEvent.id)),
         "month_text": _first(sa.select(SettlementMonth.month).order_by(SettlementMonth.month)),
     }
