@@ -19,7 +19,7 @@ from flask_babel import lazy_gettext as _l
 from eldercare.db import db
 from eldercare.forms import yuan
 from marketplace.models import Service
-from vouchers.integrity.rules.base import Finding, Rule, facts_of
+from vouchers.integrity.rules.base import Finding, Rule, facts_of, redemption_words
 from vouchers.models import Redemption
 
 STAY_UNITS = ("day", "month")
@@ -41,15 +41,11 @@ def detect_sample(candidates: sa.Select, params: dict) -> list[Finding]:
 
 
 def describe_sample(evidence: dict) -> str:
-    r = evidence.get("redemption", {})
     return _(
         "Drawn at random for review (%(share)s%% of every provider's redemptions): %(elder)s, "
         "%(at)s (#%(id)s) at %(provider)s.",
         share=f"{int(evidence.get('share_bp', 0)) / 100:g}",
-        elder=r.get("elder", "—"),
-        at=r.get("at", "—"),
-        id=r.get("id", "—"),
-        provider=r.get("provider", "—"),
+        **redemption_words(evidence),
     )
 
 
@@ -79,10 +75,7 @@ def describe_high_value(evidence: dict) -> str:
         "%(provider)s.",
         amount=yuan(r.get("subsidy_fen")),
         threshold=yuan(evidence.get("threshold_fen")),
-        elder=r.get("elder", "—"),
-        at=r.get("at", "—"),
-        id=r.get("id", "—"),
-        provider=r.get("provider", "—"),
+        **redemption_words(evidence),
     )
 
 
