@@ -25,19 +25,24 @@ from vouchers.models import Redemption
 STAY_UNITS = ("day", "month")
 
 
+def _each(statement: sa.Select, evidence: dict) -> list[Finding]:
+    """A finding for every redemption id the statement selects, all with the same evidence
+    beside the redemption's facts."""
+    ids = list(db.session.scalars(statement))
+    facts = facts_of(ids)
+    return [Finding(rid, {"redemption": facts[rid], **evidence}) for rid in ids]
+
+
 def detect_sample(candidates: sa.Select, params: dict) -> list[Finding]:
     share = int(params.get("share_bp", 500))
-    ids = list(
-        db.session.scalars(
-            sa.select(Redemption.id).where(
-                Redemption.id.in_(candidates),
-                Redemption.review_draw.is_not(None),
-                Redemption.review_draw < share,
-            )
-        )
+    return _each(
+        sa.select(Redemption.id).where(
+            Redemption.id.in_(candidates),
+            Redemption.review_draw.is_not(None),
+            Redemption.review_draw < share,
+        ),
+        {"share_bp": share},
     )
-    facts = facts_of(ids)
-    return [Finding(rid, {"redemption": facts[rid], "share_bp": share}) for rid in ids]
 
 
 def describe_sample(evidence: dict) -> str:
@@ -51,21 +56,18 @@ def describe_sample(evidence: dict) -> str:
 
 def detect_high_value(candidates: sa.Select, params: dict) -> list[Finding]:
     threshold = int(params.get("subsidy_fen", 30000))
-    ids = list(
-        db.session.scalars(
-            sa.select(Redemption.id)
-            .outerjoin(Service, Service.id == Redemption.service_id)
-            .where(
-                Redemption.id.in_(candidates),
-                Redemption.subsidy_fen > threshold,
-                # A stay or a day of care is paid by the day or month: most of a month's
-                # institutional voucher (800 yuan) in one go is what it is for.
-                sa.or_(Service.unit.is_(None), Service.unit.not_in(STAY_UNITS)),
-            )
-        )
+    return _each(
+        sa.select(Redemption.id)
+        .outerjoin(Service, Service.id == Redemption.service_id)
+        .where(
+            Redemption.id.in_(candidates),
+            Redemption.subsidy_fen > threshold,
+            # A stay or a day of care is paid by the day or month: most of a month's
+            # institutional voucher (800 yuan) in one go is what it is for.
+            sa.or_(Service.unit.is_(None), Service.unit.not_in(STAY_UNITS)),
+        ),
+        {"threshold_fen": threshold},
     )
-    facts = facts_of(ids)
-    return [Finding(rid, {"redemption": facts[rid], "threshold_fen": threshold}) for rid in ids]
 
 
 def describe_high_value(evidence: dict) -> str:
