@@ -50,6 +50,21 @@ def parse_date(value: str | None, field: str, errors: FormErrors, *, required=Tr
     return day
 
 
+def parse_effective_from(value: str | None, errors: FormErrors) -> date | None:
+    """The first day of a new version (a voucher policy's, an anomaly rule's), field
+    ``effective_from``: blank is as unreadable as a wrong date (a version needs its day), so
+    both ask for the year-month-day form."""
+    try:
+        day = date.fromisoformat((value or "").strip())
+    except ValueError:
+        errors.add("effective_from", _l("Enter a date as year-month-day, for example 2026-01-01."))
+        return None
+    if not in_date_range(day):
+        errors.add("effective_from", DATE_OUT_OF_RANGE)
+        return None
+    return day
+
+
 def whole_number(value: str | None, *, digits: int = 9) -> int | None:
     """The integer the text is (an optional minus sign and up to ``digits`` digits), else None."""
     text = (value or "").strip()

@@ -32,10 +32,10 @@ from eldercare.confirmation import Question
 from eldercare.db import db
 from eldercare.errors import DomainError, InvalidInput, NotFound, PermissionDenied
 from eldercare.forms import (
-    DATE_OUT_OF_RANGE,
     FormErrors,
     fen_from_yuan,
     input_problem,
+    parse_effective_from,
     problem_from,
     whole_number,
     yuan,
@@ -45,7 +45,7 @@ from eldercare.job_runs import health_of
 from eldercare.navigation import Destination
 from eldercare.paging import page_number
 from eldercare.residents import District, Resident, mask_name
-from eldercare.timeutil import SHANGHAI, format_local, in_date_range, local_today, now_utc
+from eldercare.timeutil import SHANGHAI, format_local, local_today, now_utc
 from marketplace.models import Provider, Service, ServiceCategory
 from vouchers.errors import GatewayUnavailable
 from vouchers.integrity import flags
@@ -616,14 +616,7 @@ def policy_add():
         "eligible_levels": form.getlist("eligible_levels"),
     }
     errors = FormErrors()
-    effective_from = None
-    try:
-        effective_from = date.fromisoformat((form.get("effective_from") or "").strip())
-    except ValueError:
-        errors.add("effective_from", _l("Enter a date as year-month-day, for example 2026-01-01."))
-    if effective_from is not None and not in_date_range(effective_from):
-        errors.add("effective_from", DATE_OUT_OF_RANGE)
-        effective_from = None
+    effective_from = parse_effective_from(form.get("effective_from"), errors)
     cap = parse_amount(form.get("cap"), "cap", errors)
     ratio_bp = _percent_bp(form.get("ratio"), errors)
     distance = _whole(

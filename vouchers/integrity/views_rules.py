@@ -24,9 +24,9 @@ from eldercare.auth import roles_required
 from eldercare.confirmation import Question
 from eldercare.db import db
 from eldercare.errors import DomainError, PermissionDenied
-from eldercare.forms import DATE_OUT_OF_RANGE, FormErrors, input_problem, problem_from
+from eldercare.forms import FormErrors, input_problem, parse_effective_from, problem_from
 from eldercare.navigation import Destination
-from eldercare.timeutil import in_date_range, local_today
+from eldercare.timeutil import local_today
 from vouchers.integrity import flags, rule_versions
 from vouchers.integrity.models import AnomalyRule
 from vouchers.integrity.rules import DEFAULTS
@@ -150,14 +150,7 @@ def anomaly_rule_add():
         return _render(422, input_problem(errors))
     enabled = form.get("enabled") == "1"
     errors = FormErrors()
-    effective_from = None
-    try:
-        effective_from = date.fromisoformat((form.get("effective_from") or "").strip())
-    except ValueError:
-        errors.add("effective_from", _l("Enter a date as year-month-day, for example 2026-01-01."))
-    if effective_from is not None and not in_date_range(effective_from):
-        errors.add("effective_from", DATE_OUT_OF_RANGE)
-        effective_from = None
+    effective_from = parse_effective_from(form.get("effective_from"), errors)
     try:
         version = rule_versions.add_version(
             code,

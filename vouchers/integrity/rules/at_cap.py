@@ -32,7 +32,13 @@ from flask_babel import lazy_gettext as _l
 from eldercare.db import db
 from eldercare.forms import yuan
 from marketplace.models import Service
-from vouchers.integrity.rules.base import Finding, Rule, category_label, facts_of
+from vouchers.integrity.rules.base import (
+    Finding,
+    Rule,
+    category_label,
+    facts_of,
+    redemption_words,
+)
 from vouchers.models import Redemption, Voucher
 
 COUNTED = "redeemed"
@@ -173,7 +179,6 @@ def describe(evidence: dict) -> str:
         "redemptions for %(district)s vouchers in %(month)s (%(hits)s of %(n)s), against "
         "%(peer_pct)s%% at the %(peer_providers)s other providers (%(peer_hits)s of "
         "%(peer_n)s); this one: %(elder)s, %(at)s (#%(id)s), subsidy %(subsidy)s.",
-        provider=r.get("provider", "—"),
         pct=mine.get("pct", "—"),
         category=category_label(evidence.get("category")),
         district=_district_label(evidence.get("district_id")),
@@ -184,10 +189,8 @@ def describe(evidence: dict) -> str:
         peer_providers=peers.get("providers", "—"),
         peer_hits=peers.get("at_cap", "—"),
         peer_n=peers.get("n", "—"),
-        elder=r.get("elder", "—"),
-        at=r.get("at", "—"),
-        id=r.get("id", "—"),
         subsidy=_yuan(r.get("subsidy_fen")),
+        **redemption_words(evidence),
     )
 
 

@@ -175,6 +175,14 @@ def category_label(code: str | None) -> str:
     return category.display_name(str(get_locale() or "zh_CN"))
 
 
+def redemption_words(evidence: dict) -> dict:
+    """The flagged redemption's elder, time, number and provider ("—" where the evidence does
+    not say), as the ``describe`` functions' words name it: pass them all, a sentence uses the
+    ones it names."""
+    r = evidence.get("redemption", {})
+    return {key: r.get(key, "—") for key in ("elder", "at", "id", "provider")}
+
+
 def listing(items: Iterable[dict], limit: int = 10) -> str:
     """ "#101 2026-03-02 09:10 助餐, #102 …": the redemptions a finding names, for its words."""
     items = list(items)

@@ -21,7 +21,14 @@ from eldercare.db import db
 from eldercare.residents import Resident
 from marketplace.bookings import MONTH_DAYS
 from marketplace.models import Service
-from vouchers.integrity.rules.base import Finding, Rule, facts_of, local_day, plus_days
+from vouchers.integrity.rules.base import (
+    Finding,
+    Rule,
+    facts_of,
+    local_day,
+    plus_days,
+    redemption_words,
+)
 from vouchers.models import Redemption, Voucher
 
 STAY_CATEGORIES = ("long_term_stay", "respite_stay")
@@ -44,13 +51,10 @@ def detect_after_death(candidates: sa.Select, params: dict) -> list[Finding]:
 
 
 def describe_after_death(evidence: dict) -> str:
-    r = evidence.get("redemption", {})
     return _(
         "%(elder)s died on %(died)s (as recorded); this service is dated %(at)s (#%(id)s).",
-        elder=r.get("elder", "—"),
         died=evidence.get("died", "—"),
-        at=r.get("at", "—"),
-        id=r.get("id", "—"),
+        **redemption_words(evidence),
     )
 
 
@@ -101,25 +105,21 @@ def detect_during_stay(candidates: sa.Select, params: dict) -> list[Finding]:
 
 
 def describe_during_stay(evidence: dict) -> str:
-    r = evidence.get("redemption", {})
+    words = redemption_words(evidence)
     stays = evidence.get("stays") or []
     if stays:
         s = stays[0]
         return _(
             "A home service for %(elder)s on %(at)s (#%(id)s) while a stay at %(place)s "
             "from %(since)s (#%(stay)s) covers that day.",
-            elder=r.get("elder", "—"),
-            at=r.get("at", "—"),
-            id=r.get("id", "—"),
             place=s.get("provider", "—"),
             since=s.get("at", "—"),
             stay=s.get("id", "—"),
+            **words,
         )
     return _(
         "A home service for %(elder)s on %(at)s (#%(id)s) paid with an institutional voucher.",
-        elder=r.get("elder", "—"),
-        at=r.get("at", "—"),
-        id=r.get("id", "—"),
+        **words,
     )
 
 

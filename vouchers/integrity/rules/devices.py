@@ -46,6 +46,7 @@ from vouchers.integrity.rules.base import (
     listing,
     local_day,
     local_minute_of_day,
+    redemption_words,
 )
 from vouchers.models import Redemption
 
@@ -328,14 +329,7 @@ def detect_outside(candidates: sa.Select, params: dict) -> list[Finding]:
 
 
 def describe_outside(evidence: dict) -> str:
-    r = evidence.get("redemption", {})
-    values = {
-        "elder": r.get("elder", "—"),
-        "at": r.get("at", "—"),
-        "id": r.get("id", "—"),
-        "provider": r.get("provider", "—"),
-        "grace": evidence.get("grace_minutes", "—"),
-    }
+    values = {**redemption_words(evidence), "grace": evidence.get("grace_minutes", "—")}
     hours = evidence.get("hours") or []
     if not hours:
         return _(

@@ -12,7 +12,14 @@ from flask_babel import lazy_gettext as _l
 
 from eldercare.db import db
 from marketplace.models import Service
-from vouchers.integrity.rules.base import AT_CAPTURE, Finding, Rule, facts_of, seconds_between
+from vouchers.integrity.rules.base import (
+    AT_CAPTURE,
+    Finding,
+    Rule,
+    facts_of,
+    redemption_words,
+    seconds_between,
+)
 from vouchers.models import Redemption
 
 SLACK_SECONDS = 0.01
@@ -63,20 +70,16 @@ def detect(candidates: sa.Select, params: dict) -> list[Finding]:
 
 
 def describe(evidence: dict) -> str:
-    r = evidence.get("redemption", {})
+    words = redemption_words(evidence)
     if evidence.get("minutes") is None:
         return _(
             "A home visit for %(elder)s checked in at %(at)s (#%(id)s) was never checked out.",
-            elder=r.get("elder", "—"),
-            at=r.get("at", "—"),
-            id=r.get("id", "—"),
+            **words,
         )
     return _(
         "The visit for %(elder)s on %(at)s (#%(id)s) lasted %(minutes)s minutes (plausible: "
         "%(low)s to %(high)s minutes).",
-        elder=r.get("elder", "—"),
-        at=r.get("at", "—"),
-        id=r.get("id", "—"),
+        **words,
         minutes=f"{evidence.get('minutes'):g}",
         low=evidence.get("min_minutes"),
         high=evidence.get("max_minutes"),

@@ -19,57 +19,55 @@ from flask_babel import lazy_gettext as _l
 from eldercare.db import db
 from eldercare.forms import yuan
 from marketplace.models import Service
-from vouchers.integrity.rules.base import Finding, Rule, facts_of
+from vouchers.integrity.rules.base import Finding, Rule, facts_of, redemption_words
 from vouchers.models import Redemption
 
 STAY_UNITS = ("day", "month")
 
 
+def _each(statement: sa.Select, evidence: dict) -> list[Finding]:
+    """A finding for every redemption id the statement selects, all with the same evidence
+    beside the redemption's facts."""
+    ids = list(db.session.scalars(statement))
+    facts = facts_of(ids)
+    return [Finding(rid, {"redemption": facts[rid], **evidence}) for rid in ids]
+
+
 def detect_sample(candidates: sa.Select, params: dict) -> list[Finding]:
     share = int(params.get("share_bp", 500))
-    ids = list(
-        db.session.scalars(
-            sa.select(Redemption.id).where(
-                Redemption.id.in_(candidates),
-                Redemption.review_draw.is_not(None),
-                Redemption.review_draw < share,
-            )
-        )
+    return _each(
+        sa.select(Redemption.id).where(
+            Redemption.id.in_(candidates),
+            Redemption.review_draw.is_not(None),
+            Redemption.review_draw < share,
+        ),
+        {"share_bp": share},
     )
-    facts = facts_of(ids)
-    return [Finding(rid, {"redemption": facts[rid], "share_bp": share}) for rid in ids]
 
 
 def describe_sample(evidence: dict) -> str:
-    r = evidence.get("redemption", {})
     return _(
         "Drawn at random for review (%(share)s%% of every provider's redemptions): %(elder)s, "
         "%(at)s (#%(id)s) at %(provider)s.",
         share=f"{int(evidence.get('share_bp', 0)) / 100:g}",
-        elder=r.get("elder", "—"),
-        at=r.get("at", "—"),
-        id=r.get("id", "—"),
-        provider=r.get("provider", "—"),
+        **redemption_words(evidence),
     )
 
 
 def detect_high_value(candidates: sa.Select, params: dict) -> list[Finding]:
     threshold = int(params.get("subsidy_fen", 30000))
-    ids = list(
-        db.session.scalars(
-            sa.select(Redemption.id)
-            .outerjoin(Service, Service.id == Redemption.service_id)
-            .where(
-                Redemption.id.in_(candidates),
-                Redemption.subsidy_fen > threshold,
-                # A stay or a day of care is paid by the day or month: most of a month's
-                # institutional voucher (800 yuan) in one go is what it is for.
-                sa.or_(Service.unit.is_(None), Service.unit.not_in(STAY_UNITS)),
-            )
-        )
+    return _each(
+        sa.select(Redemption.id)
+        .outerjoin(Service, Service.id == Redemption.service_id)
+        .where(
+            Redemption.id.in_(candidates),
+            Redemption.subsidy_fen > threshold,
+            # A stay or a day of care is paid by the day or month: most of a month's
+            # institutional voucher (800 yuan) in one go is what it is for.
+            sa.or_(Service.unit.is_(None), Service.unit.not_in(STAY_UNITS)),
+        ),
+        {"threshold_fen": threshold},
     )
-    facts = facts_of(ids)
-    return [Finding(rid, {"redemption": facts[rid], "threshold_fen": threshold}) for rid in ids]
 
 
 def describe_high_value(evidence: dict) -> str:
@@ -79,10 +77,7 @@ def describe_high_value(evidence: dict) -> str:
         "%(provider)s.",
         amount=yuan(r.get("subsidy_fen")),
         threshold=yuan(evidence.get("threshold_fen")),
-        elder=r.get("elder", "—"),
-        at=r.get("at", "—"),
-        id=r.get("id", "—"),
-        provider=r.get("provider", "—"),
+        **redemption_words(evidence),
     )
 
 

@@ -57,6 +57,7 @@ from vouchers.integrity.rules.base import (
     facts_of,
     is_postgres,
     local_day,
+    redemption_words,
     seconds_between,
 )
 from vouchers.models import Redemption, Voucher, VoucherPolicy
@@ -165,14 +166,12 @@ def describe_overlap(evidence: dict) -> str:
         staff=_staff(evidence, r),
         minutes=o.get("overlap_minutes", "—"),
         threshold=evidence.get("min_overlap_minutes", "—"),
-        elder=r.get("elder", "—"),
-        at=r.get("at", "—"),
         out=r.get("out") or "—",
-        id=r.get("id", "—"),
         other_elder=o.get("elder", "—"),
         other_at=o.get("at", "—"),
         other_out=o.get("out") or "—",
         other=o.get("id", "—"),
+        **redemption_words(evidence),
     )
     if len(others) > 1:
         text += " " + _("%(count)s more of their visits overlap this one.", count=len(others) - 1)
@@ -483,12 +482,8 @@ def detect_far(candidates: sa.Select, params: dict) -> list[Finding]:
 
 
 def describe_far(evidence: dict) -> str:
-    r = evidence.get("redemption", {})
     values = {
-        "elder": r.get("elder", "—"),
-        "at": r.get("at", "—"),
-        "id": r.get("id", "—"),
-        "provider": r.get("provider", "—"),
+        **redemption_words(evidence),
         "distance": evidence.get("distance_m", "—"),
         "limit": evidence.get("limit_m", "—"),
     }
