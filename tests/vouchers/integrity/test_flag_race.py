@@ -18,8 +18,11 @@ pytestmark = pytest.mark.postgres
 
 # The first decider holds the flag's row (its conditional UPDATE done, not yet committed).
 AFTER_DECIDING = Pause("after", "UPDATE redemption_flags")
-# The second stops just before its own, so it decides only once the first holds the row.
-ABOUT_TO_DECIDE = Pause("before", "UPDATE redemption_flags")
+# The second stops before it locks the redemption's flags (``flags._lock_siblings``), so it
+# asks for them only once the first holds them. (Stopping before its UPDATE was too late:
+# a second that ran ahead took the locks first, and the first, waiting for them, let it go
+# on: the second decided and the first was told someone else had, now and then under load.)
+ABOUT_TO_DECIDE = Pause("before", "SELECT redemption_flags.id", contains="FOR UPDATE")
 
 
 def _user(name: str) -> User:
