@@ -126,3 +126,24 @@ def test_the_operations_are_documented(client):
         ("/api/v1/bureau/anomaly-rules", "get"),
     ):
         assert spec["paths"][path][method]["security"] == [{"bearerAuth": []}]
+
+
+@pytest.mark.parametrize(
+    ("lang", "words"), [("en", "at most 2000 characters"), ("zh-CN", "最多 2000 个字符")]
+)
+def test_a_reason_too_long_is_refused_in_the_readers_language(
+    shop, flagged, client, bearer, db_session, lang, words
+):
+    """api_fields.said() gave marshmallow's English default past the maximum length."""
+    r, (high, _sample) = flagged
+    auth = bearer(shop.market.officer)
+    answer = client.post(
+        f"{FLAGS}/{high.id}/clear",
+        json={"reason": "x" * 2001},
+        headers={**auth, "Accept-Language": lang},
+    )
+    assert answer.status_code == 422
+    text = str(answer.get_json())
+    assert words in text and "Longer than maximum length" not in text
+    db_session.refresh(high)
+    assert high.status == "open"
