@@ -164,12 +164,21 @@ def _decide(flag_id: int, name: str, action, done_message):
             raise
         problem = problem_from(error, fields=("reason",))
         return _render_list(error.status, problem, flag_id, request.form, name)
-    flash(done_message, "success")
+    if done_message is not None:  # clearing flashes its own words (``_clear``)
+        flash(done_message, "success")
     return redirect(url_for(".bureau_flags"))
 
 
 def _clear(flag, *, reason, actor) -> None:
     flags.clear(flag, reason=reason, actor=actor)
+    redemption = db.session.get(Redemption, flag.redemption_id)
+    if redemption.status != "redeemed":
+        # A reversal leaves its flags open (flags.py): clearing one settles nothing.
+        flash(
+            _("The flag was cleared: the redemption was reversed; nothing will be settled."),
+            "success",
+        )
+        return
     others = flags.still_holding(flag)
     if others:
         flash(
@@ -181,7 +190,10 @@ def _clear(flag, *, reason, actor) -> None:
             "info",
         )
     else:
-        flash(_("The flag was cleared: the redemption will be settled."), "success")
+        flash(
+            _("The flag was cleared: the redemption will be settled with the next run."),
+            "success",
+        )
 
 
 @bp.post("/bureau/flags/<int:flag_id>/clear")
