@@ -60,6 +60,13 @@ class VouchersFlagRedemptionSchema(ma.Schema):
         required=True,
         metadata={"description": "in an approved statement: rejecting claws it back"},
     )
+    held = fields.Boolean(
+        required=True,
+        metadata={
+            "description": "held out of settlement now: false once reversed (its flags stay "
+            "open for a look) or settled"
+        },
+    )
 
 
 class VouchersFlagSchema(ma.Schema):
@@ -128,6 +135,7 @@ def _flag(flag: RedemptionFlag, redemption: Redemption, month: date) -> dict:
             "subsidy_fen": redemption.subsidy_fen,
             "checked_in_at": local_time(redemption.checked_in_at),
             "settled": flags.is_settled(redemption),
+            "held": flags.is_held(redemption),
         },
     }
 

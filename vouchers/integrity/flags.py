@@ -438,6 +438,14 @@ def is_settled(redemption: Redemption) -> bool:
     return guard is not None and guard.is_settled(redemption)
 
 
+def is_held(redemption: Redemption) -> bool:
+    """Is the redemption held out of settlement by its open flags now? Only a completed one
+    not yet settled is: a reversal leaves its flags open (a provider reversing a flagged
+    redemption is itself worth a look) but nothing is left to hold, and one in an approved
+    statement was paid already (rejecting claws it back)."""
+    return redemption.status in FLAGGABLE_STATUSES and not is_settled(redemption)
+
+
 def open_flagged(redemption_ids: list[int]) -> set[int]:
     """Which of these redemptions are held out of settlement (one query, for a list page)."""
     if not redemption_ids:

@@ -123,6 +123,7 @@ def _render_list(status=200, problem=None, problem_id=None, values=None, action=
             "raised_at": format_local(flag.raised_at),
             "redemption": _facts(redemption),
             "settled": flags.is_settled(redemption),
+            "reversed": redemption.status != "redeemed",
             "others": others.get(redemption.id, 0),
         }
         for flag, redemption in shown

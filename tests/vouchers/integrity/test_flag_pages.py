@@ -166,3 +166,38 @@ def test_clearing_says_one_thing_by_the_redemptions_status(
     assert CLEARED[lang][reversed_first] in page
     assert CLEARED[lang][not reversed_first] not in page
     assert 'role="status">None<' not in page
+
+
+@pytest.mark.parametrize(
+    ("lang", "words"),
+    [
+        ("en", "This redemption was reversed: nothing is held out of settlement."),
+        ("zh-CN", "该核销已撤销：没有款项被暂缓结算。"),
+    ],
+)
+def test_the_queue_says_a_flagged_redemption_was_reversed(
+    shop, client, login, db_session, lang, words
+):
+    """A reversal leaves the flag open (an officer should look at it), but the queue said
+    nothing of it: the redemption looked held."""
+    from vouchers.redemption import steps as redemption
+
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = lang
+    r, kept = spend(shop), spend(shop)
+    flag = flags.raise_flag(
+        r, rule=flags.RULE_BUREAU, evidence={"reason": "待核实"}, actor=shop.market.officer
+    )
+    other = flags.raise_flag(
+        kept, rule=flags.RULE_BUREAU, evidence={"reason": "待核实"}, actor=shop.market.officer
+    )
+    redemption.reverse(r, actor=shop.station_admin, reason="扫错了老人")
+    db_session.commit()
+    assert flag.status == "open"
+    login(shop.market.officer)
+    page = client.get("/vouchers/bureau/flags").get_data(as_text=True)
+    assert f'id="reversed-{flag.id}"' in page and words in page
+    assert f'id="reversed-{other.id}"' not in page
+    assert {f.id: flags.is_held(x) for f, x in flags.open_flags(shop.market.officer)} == {
+        flag.id: False,
+        other.id: True,
+    }

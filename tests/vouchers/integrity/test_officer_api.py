@@ -147,3 +147,21 @@ def test_a_reason_too_long_is_refused_in_the_readers_language(
     assert words in text and "Longer than maximum length" not in text
     db_session.refresh(high)
     assert high.status == "open"
+
+
+def test_the_list_says_a_reversed_redemption_is_not_held(shop, flagged, client, bearer):
+    """A reversal leaves its flags open; the list must say nothing is held any more."""
+    from vouchers.redemption import steps as redemption
+
+    r, (high, sample) = flagged
+    auth = bearer(shop.market.officer)
+    before = client.get(FLAGS, headers=auth).get_json()["items"]
+    assert [f["redemption"]["held"] for f in before] == [True, True]
+    redemption.reverse(r, actor=shop.station_admin, reason="扫错了老人")
+    db.session.commit()
+    after = client.get(FLAGS, headers=auth).get_json()["items"]
+    assert [f["id"] for f in after] == [high.id, sample.id]  # still open: worth a look
+    assert [(f["redemption"]["status"], f["redemption"]["held"]) for f in after] == [
+        ("reversed", False),
+        ("reversed", False),
+    ]
