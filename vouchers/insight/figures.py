@@ -408,7 +408,7 @@ def take_up(district_id: int | None, month: date, locale: str = "zh_CN") -> list
 def open_flags(district_id: int | None, month: date) -> list[dict]:
     """Open redemption flags (``redemption_flags.status = 'open'``) on the month's
     redemptions, per rule, with the subsidy they hold out of settlement. The label is
-    ``flags.RULE_LABELS`` (the anomaly rules add theirs there), else the rule's code."""
+    ``flags.rule_label`` (a hold by hand's or an anomaly rule's name), else the code."""
     statement = (
         sa.select(
             RedemptionFlag.rule,
@@ -426,7 +426,7 @@ def open_flags(district_id: int | None, month: date) -> list[dict]:
     return [
         {
             "rule": rule,
-            "label": str(flags.RULE_LABELS.get(rule, rule)),
+            "label": flags.rule_label(rule),
             "open": count,
             "subsidy_fen": int(subsidy),
         }

@@ -92,3 +92,27 @@ def test_each_figure_is_one_query(dash, app):
             assert len(statements) <= limit, (name, statements)
     finally:
         sa.event.remove(engine, "before_cursor_execute", count)
+
+
+def _flag_another_rule(rule):
+    """An open flag of ``rule`` on the redemption the bureau holds (the world's only one)."""
+    from vouchers.integrity.models import RedemptionFlag
+
+    held = db.session.scalar(sa.select(RedemptionFlag).where(RedemptionFlag.rule == "bureau"))
+    db.session.add(RedemptionFlag(redemption_id=held.redemption_id, rule=rule, evidence={}))
+    db.session.flush()
+    return held
+
+
+@pytest.mark.parametrize(
+    ("locale", "name"), [("en", "Too many redemptions in one day"), ("zh_CN", "单日核销次数过多")]
+)
+def test_an_anomaly_rule_shows_its_name(dash, locale, name):
+    """The label came from flags.RULE_LABELS, which knows only "bureau": an anomaly rule
+    showed as its code."""
+    from flask_babel import force_locale
+
+    _flag_another_rule("daily_frequency")
+    with force_locale(locale):
+        rows = {r["rule"]: r["label"] for r in figures.open_flags(None, dash.month)}
+    assert rows["daily_frequency"] == name
