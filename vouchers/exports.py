@@ -26,6 +26,7 @@ from flask_babel import lazy_gettext as _l
 from eldercare.db import db
 from eldercare.errors import InvalidInput, NotFound
 from eldercare.residents import District, Resident, mask_resident_id
+from eldercare.spreadsheet import csv_text, xlsx_cell
 from eldercare.timeutil import to_local
 from marketplace.models import Provider, Service
 from vouchers.models import Redemption, Voucher
@@ -211,23 +212,16 @@ def _stream_rows(statement, order, columns):
         result.close()
 
 
-def _text(value) -> str:
-    if value is None:
-        return ""
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return str(value)
-
-
 def csv_chunks(statement, order, columns):
     """The CSV (UTF-8 with a byte-order mark, so spreadsheet programs read the Chinese
-    names right), a batch of lines at a time."""
+    names right), a batch of lines at a time; text that would start a formula is quoted
+    (``eldercare.spreadsheet``)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     buffer.write("\ufeff")
     writer.writerow(columns)
     for count, row in enumerate(_stream_rows(statement, order, columns), 1):
-        writer.writerow([_text(row[key]) for key in columns])
+        writer.writerow([csv_text(row[key]) for key in columns])
         if count % BATCH == 0:
             yield buffer.getvalue().encode()
             buffer.seek(0)
@@ -244,16 +238,9 @@ def xlsx_chunks(statement, order, columns, sheet: str):
     worksheet = workbook.create_sheet(sheet)
     worksheet.append(list(columns))
     for row in _stream_rows(statement, order, columns):
-        worksheet.append([_cell(row[key]) for key in columns])
+        worksheet.append([xlsx_cell(worksheet, row[key]) for key in columns])
     with tempfile.TemporaryFile() as file:
         workbook.save(file)
         file.seek(0)
         while chunk := file.read(64 * 1024):
             yield chunk
-
-
-def _cell(value):
-    # Excel has no time zones: the local time as text keeps its offset visible.
-    if hasattr(value, "tzinfo") and value.tzinfo is not None:
-        return value.isoformat()
-    return value

@@ -10,8 +10,9 @@ ended by the time a streamed body runs: see ``eldercare.streaming``); a list of 
 computed in the view is fine as it is.
 
 CSV is UTF-8 with a byte-order mark and CRLF, so spreadsheet programs read the Chinese right.
-XLSX writes text as string cells whatever it starts with: a provider named "=HYPERLINK(…)"
-is never evaluated as a formula. Money columns are given by the caller as yuan numbers.
+A provider named "=HYPERLINK(…)" is never evaluated as a formula (``eldercare.spreadsheet``):
+in CSV such text gets a leading quote, in XLSX text is a string cell. Money columns are
+given by the caller as yuan numbers.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from flask import Response, stream_with_context
 from flask_babel import lazy_gettext as _l
 
 from eldercare.errors import InvalidInput
+from eldercare.spreadsheet import csv_text, xlsx_cell
 
 FORMATS = ("csv", "xlsx")
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -42,21 +44,13 @@ def check_format(fmt: str | None) -> str:
     return fmt
 
 
-def _text(value) -> str:
-    if value is None:
-        return ""
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return str(value)
-
-
 def csv_chunks(headers: Sequence[str], rows: Iterable[Sequence]) -> Iterator[bytes]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     buffer.write("\ufeff")
     writer.writerow([str(h) for h in headers])
     for count, row in enumerate(rows, 1):
-        writer.writerow([_text(value) for value in row])
+        writer.writerow([csv_text(value) for value in row])
         if count % BATCH == 0:
             yield buffer.getvalue().encode()
             buffer.seek(0)
@@ -66,23 +60,12 @@ def csv_chunks(headers: Sequence[str], rows: Iterable[Sequence]) -> Iterator[byt
 
 def xlsx_chunks(headers: Sequence[str], rows: Iterable[Sequence], sheet: str) -> Iterator[bytes]:
     from openpyxl import Workbook
-    from openpyxl.cell import WriteOnlyCell
 
     workbook = Workbook(write_only=True)
     worksheet = workbook.create_sheet(sheet[:31] or "Sheet1")
-
-    def cell(value):
-        if isinstance(value, str):
-            text = WriteOnlyCell(worksheet, value=value)
-            text.data_type = "s"  # never a formula
-            return text
-        if hasattr(value, "tzinfo") and value.tzinfo is not None:
-            return value.isoformat()  # Excel has no time zones: keep the offset visible
-        return value
-
-    worksheet.append([cell(str(h)) for h in headers])
+    worksheet.append([xlsx_cell(worksheet, str(h)) for h in headers])
     for row in rows:
-        worksheet.append([cell(value) for value in row])
+        worksheet.append([xlsx_cell(worksheet, value) for value in row])
     with tempfile.TemporaryFile() as file:
         workbook.save(file)
         file.seek(0)
