@@ -31,6 +31,7 @@ from eldercare.db import db
 from eldercare.residents import District
 from eldercare.timeutil import SHANGHAI
 from marketplace.models import Provider, Service, ServiceCategory
+from vouchers.insight.take_up import counts as take_up_counts
 from vouchers.integrity import flags
 from vouchers.integrity.models import RedemptionFlag
 from vouchers.models import JournalEntry, JournalLine, LedgerAccount, Redemption, Voucher
@@ -365,30 +366,12 @@ def by_provider(district_id: int | None, month: date, top: int = TOP_PROVIDERS) 
 
 
 def take_up(district_id: int | None, month: date, locale: str = "zh_CN") -> list[dict]:
-    """Per district: elders holding a voucher of the month (any status: a voucher revoked
-    mid-month was held too), how many of them used it at least once (a redemption of that
-    month's voucher now ``redeemed``), and the share in basis points (10000 = everyone).
-    One query: the month's vouchers left-joined to the set of vouchers with a use."""
-    used_vouchers = (
-        sa.select(Redemption.voucher_id).where(Redemption.status == "redeemed").distinct()
-    ).subquery()
-    per_district = (
-        sa.select(
-            Voucher.district_id.label("district_id"),
-            sa.func.count(sa.distinct(Voucher.resident_id)).label("holders"),
-            sa.func.count(
-                sa.distinct(sa.case((used_vouchers.c.voucher_id.is_not(None), Voucher.resident_id)))
-            ).label("users"),
-        )
-        .outerjoin(used_vouchers, used_vouchers.c.voucher_id == Voucher.id)
-        .where(Voucher.month == month)
-        .group_by(Voucher.district_id)
-    )
-    if district_id is not None:
-        per_district = per_district.where(Voucher.district_id == district_id)
-    per_district = per_district.subquery()
+    """Per district: elders eligible (issued a voucher of the month not revoked, or used
+    before it was), how many of them used it, and the share in basis points (10000 =
+    everyone); the definition is ``take_up.counts``, the forecast's too. One query."""
+    per_district = take_up_counts([month], district_id, by_district=True).subquery()
     statement = (
-        sa.select(District, per_district.c.holders, per_district.c.users)
+        sa.select(District, per_district.c.eligible, per_district.c.users)
         .outerjoin(per_district, per_district.c.district_id == District.id)
         .order_by(District.code)
     )
