@@ -195,8 +195,8 @@ def _decision(action, body, flag_id: int) -> dict:
 @error_responses(blp, 401, 403, 404, 409, 422)
 def bureau_flag_clear(body, flag_id: int):
     """Nothing wrong: the flag is cleared with the reason (audited); the redemption is
-    settled with the next run unless another open flag still holds it. Decided already:
-    409."""
+    settled with the next run unless another open flag still holds it, or it was reversed
+    meanwhile (``redemption.held`` false: nothing is settled). Decided already: 409."""
     return _decision(flags.clear, body, flag_id)
 
 

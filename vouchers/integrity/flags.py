@@ -6,7 +6,9 @@ settlement (a settlement run skips redemptions with one); a bureau officer decid
   statement not yet approved (settlement's guard, ``steps.settlement_guard.hold_out``); in
   an approved statement it is already settled (``flag.settled``): rejecting the flag then
   claws the subsidy back from the provider;
-- ``clear``: nothing wrong: the redemption is settled with the next run;
+- ``clear``: nothing wrong: the redemption is settled with the next run (unless it was
+  reversed meanwhile: a reversal leaves its flags open, since a provider reversing a
+  flagged redemption is itself worth a look, and ``is_held`` says nothing is held);
 - ``reject``: the service was not delivered as claimed: the redemption is reversed through the
   normal path (``vouchers.redemption.payments.reverse``: a card co-payment is refunded, and a
   redemption already settled is clawed back once settlement's guard is in place).
@@ -333,7 +335,8 @@ def _decide(flag: RedemptionFlag, status: str, reason: str, actor: User) -> None
 
 
 def clear(flag: RedemptionFlag, *, reason: str, actor: User) -> None:
-    """Nothing wrong: the redemption goes into the next settlement run."""
+    """Nothing wrong: the redemption goes into the next settlement run (a reversed one,
+    whose flags a reversal leaves open for a look, has nothing left to settle)."""
     redemption = db.session.get(Redemption, flag.redemption_id)
     _require_officer(actor, redemption)
     reason = clean_reason(reason)
