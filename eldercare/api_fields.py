@@ -25,6 +25,7 @@ DEFAULT_PAGE_SIZE = 50
 MAX_OFFSET = ROW_ID_MAX
 ROW_ID_OUT_OF_RANGE = _l("Give an id from 1 to 2147483647.")
 OFFSET_OUT_OF_RANGE = _l("Give an offset from 0 to 2147483647.")
+TOO_LONG = _l("Keep this to at most {max} characters.")
 
 
 class StrictInteger(fields.Integer):
@@ -113,9 +114,7 @@ def page_offset() -> fields.Integer:
 # digits and the check character. The pattern states all a JSON Schema can; the check
 # character (ISO 7064 MOD 11-2) and a birth date that exists and is not in the future are
 # checked in code (eldercare.residents.parse_resident_id) and named in the description.
-RESIDENT_ID_PATTERN = (
-    r"^[1-9]\d{5}(18|19|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])\d{3}[\dXx]$"
-)
+RESIDENT_ID_PATTERN = r"^[1-9]\d{5}(18|19|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])\d{3}[\dXx]$"
 # Months of the programme: years 2000-2099 (vouchers.settlement.run.MONTH_YEARS).
 MONTH_PATTERN = r"^20\d{2}-(0[1-9]|1[0-2])$"
 DISTRICT_PATTERN = r"^[1-9]\d{5}$"  # GB/T 2260 administrative code
@@ -172,5 +171,7 @@ def said(max_length: int | None = None) -> list:
         validate.Regexp(NOT_BLANK_PATTERN, error=message),
     ]
     if max_length is not None:
-        validators.append(validate.Length(max=max_length))
+        # Our own words, so the reader's language: marshmallow's default is English only.
+        # marshmallow fills {max} in; the lazy string is rendered then, per request.
+        validators.append(validate.Length(max=max_length, error=TOO_LONG))
     return validators

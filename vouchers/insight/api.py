@@ -48,7 +48,8 @@ def insight_table(query, table: str):
     """One table of the bureau's dashboard: ``monthly`` (issued, used, expired by month,
     the twelve months up to ``month``), ``burn_down`` (funded, spent, left at each month's
     end), ``districts``, ``categories``, ``providers`` (top 10, then one row for the others,
-    ``provider_id`` null), ``take_up`` (share in basis points) and ``open_flags`` (by rule),
+    ``provider_id`` null), ``take_up`` (share in basis points) and ``open_flags`` (by rule,
+    then a row ``all``: every rule, each redemption's held subsidy once),
     for ``month`` (YYYY-MM, Asia/Shanghai; default this month). District staff see their
     own district; another district's code answers 404."""
     user = bureau_reader()

@@ -25,17 +25,22 @@ from __future__ import annotations
 from datetime import date, datetime, time
 
 import sqlalchemy as sa
+from flask_babel import lazy_gettext as _l
 
 from eldercare.db import db
 from eldercare.residents import District
 from eldercare.timeutil import SHANGHAI
 from marketplace.models import Provider, Service, ServiceCategory
+from vouchers.insight.take_up import counts as take_up_counts
 from vouchers.integrity import flags
 from vouchers.integrity.models import RedemptionFlag
 from vouchers.models import JournalEntry, JournalLine, LedgerAccount, Redemption, Voucher
+from vouchers.settlement.models import FROZEN_STATUSES, Statement, StatementLine
 
 TOP_PROVIDERS = 10
 OTHERS = "others"  # the key of the "all other providers" row
+ALL_RULES = "all"  # the key of the open flags' total row (no rule has this code)
+ALL_RULES_LABEL = _l("Every rule (a redemption flagged by several counted once)")
 
 
 # --------------------------------------------------------------------------- months
@@ -361,30 +366,12 @@ def by_provider(district_id: int | None, month: date, top: int = TOP_PROVIDERS) 
 
 
 def take_up(district_id: int | None, month: date, locale: str = "zh_CN") -> list[dict]:
-    """Per district: elders holding a voucher of the month (any status: a voucher revoked
-    mid-month was held too), how many of them used it at least once (a redemption of that
-    month's voucher now ``redeemed``), and the share in basis points (10000 = everyone).
-    One query: the month's vouchers left-joined to the set of vouchers with a use."""
-    used_vouchers = (
-        sa.select(Redemption.voucher_id).where(Redemption.status == "redeemed").distinct()
-    ).subquery()
-    per_district = (
-        sa.select(
-            Voucher.district_id.label("district_id"),
-            sa.func.count(sa.distinct(Voucher.resident_id)).label("holders"),
-            sa.func.count(
-                sa.distinct(sa.case((used_vouchers.c.voucher_id.is_not(None), Voucher.resident_id)))
-            ).label("users"),
-        )
-        .outerjoin(used_vouchers, used_vouchers.c.voucher_id == Voucher.id)
-        .where(Voucher.month == month)
-        .group_by(Voucher.district_id)
-    )
-    if district_id is not None:
-        per_district = per_district.where(Voucher.district_id == district_id)
-    per_district = per_district.subquery()
+    """Per district: elders eligible (issued a voucher of the month not revoked, or used
+    before it was), how many of them used it, and the share in basis points (10000 =
+    everyone); the definition is ``take_up.counts``, the forecast's too. One query."""
+    per_district = take_up_counts([month], district_id, by_district=True).subquery()
     statement = (
-        sa.select(District, per_district.c.holders, per_district.c.users)
+        sa.select(District, per_district.c.eligible, per_district.c.users)
         .outerjoin(per_district, per_district.c.district_id == District.id)
         .order_by(District.code)
     )
@@ -405,30 +392,74 @@ def take_up(district_id: int | None, month: date, locale: str = "zh_CN") -> list
     return rows
 
 
+def _held():
+    """Is a flagged redemption held out of settlement now (as ``flags.is_held`` judges one):
+    still completed (a reversal leaves its flags open, but returned the subsidy) and not a
+    line of an approved or paid statement (flagged after approval: paid already)."""
+    settled = (
+        sa.select(StatementLine.redemption_id)
+        .join(Statement, Statement.id == StatementLine.statement_id)
+        .where(
+            StatementLine.redemption_id == Redemption.id,
+            Statement.status.in_(FROZEN_STATUSES),
+        )
+        .exists()
+    )
+    return sa.and_(Redemption.status.in_(flags.FLAGGABLE_STATUSES), ~settled)
+
+
 def open_flags(district_id: int | None, month: date) -> list[dict]:
     """Open redemption flags (``redemption_flags.status = 'open'``) on the month's
-    redemptions, per rule, with the subsidy they hold out of settlement. The label is
-    ``flags.RULE_LABELS`` (the anomaly rules add theirs there), else the rule's code."""
-    statement = (
-        sa.select(
-            RedemptionFlag.rule,
-            sa.func.count(RedemptionFlag.id),
-            sa.func.coalesce(sa.func.sum(Redemption.subsidy_fen), 0),
+    redemptions, per rule, with the subsidy they hold out of settlement (only redemptions
+    really held: ``_held``), then, when there are any, a row ``ALL_RULES`` adding them up
+    with each redemption's subsidy once (one redemption may carry flags of several rules).
+    The label is ``flags.rule_label`` (a hold by hand's or an anomaly rule's name), else
+    the code. One query: the rules' rows and the total, UNION ALL."""
+    held_fen = sa.case((_held(), Redemption.subsidy_fen), else_=0)
+
+    def scoped(statement):
+        statement = statement.join(Redemption, Redemption.id == RedemptionFlag.redemption_id)
+        statement = statement.join(Voucher, Voucher.id == Redemption.voucher_id).where(
+            RedemptionFlag.status == "open", Voucher.month == month
         )
-        .join(Redemption, Redemption.id == RedemptionFlag.redemption_id)
-        .join(Voucher, Voucher.id == Redemption.voucher_id)
-        .where(RedemptionFlag.status == "open", Voucher.month == month)
-        .group_by(RedemptionFlag.rule)
-        .order_by(sa.func.count(RedemptionFlag.id).desc(), RedemptionFlag.rule)
+        if district_id is not None:
+            statement = statement.where(Voucher.district_id == district_id)
+        return statement
+
+    per_rule = scoped(
+        sa.select(
+            RedemptionFlag.rule.label("rule"),
+            sa.func.count(RedemptionFlag.id).label("open"),
+            sa.func.coalesce(sa.func.sum(held_fen), 0).label("fen"),
+        )
+    ).group_by(RedemptionFlag.rule)
+    # The total: each flagged redemption once (its subsidy if held), its flags counted.
+    per_redemption = scoped(
+        sa.select(
+            sa.func.count(RedemptionFlag.id).label("open"),
+            sa.func.max(held_fen).label("fen"),
+        )
+    ).group_by(Redemption.id)
+    inner = per_redemption.subquery()
+    total = sa.select(
+        sa.literal(ALL_RULES).label("rule"),
+        sa.func.coalesce(sa.func.sum(inner.c.open), 0),
+        sa.func.coalesce(sa.func.sum(inner.c.fen), 0),
     )
-    if district_id is not None:
-        statement = statement.where(Voucher.district_id == district_id)
+    rows = [
+        (rule, int(count), int(fen))
+        for rule, count, fen in db.session.execute(sa.union_all(per_rule, total))
+    ]
+    rules = sorted((r for r in rows if r[0] != ALL_RULES), key=lambda r: (-r[1], r[0]))
+    if not rules:
+        return []
+    everything = next(r for r in rows if r[0] == ALL_RULES)
     return [
         {
             "rule": rule,
-            "label": str(flags.RULE_LABELS.get(rule, rule)),
+            "label": flags.rule_label(rule) if rule != ALL_RULES else str(ALL_RULES_LABEL),
             "open": count,
-            "subsidy_fen": int(subsidy),
+            "subsidy_fen": fen,
         }
-        for rule, count, subsidy in db.session.execute(statement)
+        for rule, count, fen in [*rules, everything]
     ]

@@ -6,12 +6,13 @@ Three parts, so the arithmetic can be checked by hand:
 - ``history(district, months)``: a few GROUP BY statements over the last complete months
   (Asia/Shanghai) of the scope. Per month:
 
-  * eligible elders = distinct elders holding a voucher of that month that was not revoked
-    (issued, whatever became of it) + the month's shortfalls still unresolved (elders left
-    out because the allocation ran out; a resolved one was issued later and is counted
-    once, as a voucher). An elder whose voucher was revoked (death, lost eligibility) is no
-    longer eligible and is left out: the data has no better count of who was eligible.
-  * users = distinct vouchers of that month with at least one 'redeemed' redemption;
+  * eligible elders = distinct elders issued a voucher of that month that was not revoked
+    (death, lost eligibility), or that they used before it was (``take_up.counts``, the
+    dashboard's definition too) + the month's shortfalls still unresolved (elders left out
+    because the allocation ran out; a resolved one was issued later and is counted once,
+    as a voucher).
+  * users = distinct elders with at least one 'redeemed' redemption on a voucher of that
+    month (``take_up.counts``: users are always among the eligible);
   * out-of-pocket = Σ (price − insurance) of those redeemed redemptions (what the elder
     and the voucher paid between them), and subsidy = Σ subsidy actually paid.
 
@@ -65,6 +66,7 @@ from eldercare.errors import InvalidInput, NotFound
 from eldercare.forms import fen_from_yuan, yuan
 from eldercare.residents import District
 from eldercare.timeutil import local_today
+from vouchers.insight import take_up
 from vouchers.models import VOUCHER_KINDS, Redemption, Shortfall, Voucher
 from vouchers.pool import ledger
 from vouchers.pool.policy import policy_on
@@ -264,6 +266,13 @@ def history(district: District | None, count: int = HISTORY_MONTHS, today=None) 
     def scoped(statement, column):
         return statement.where(column == district.id) if district is not None else statement
 
+    taken_up = {
+        month: (eligible, users)
+        for month, eligible, users in db.session.execute(
+            take_up.counts(months, district.id if district is not None else None)
+        )
+    }
+    # The kinds' vouchers, to weigh the policy when nobody used one.
     issued = db.session.execute(
         scoped(
             sa.select(
@@ -308,20 +317,25 @@ def history(district: District | None, count: int = HISTORY_MONTHS, today=None) 
             sa.func.coalesce(sa.func.sum(per_voucher.c.subsidy), 0),
         ).group_by(per_voucher.c.month, per_voucher.c.kind)
     ).all()
-    eligible = dict.fromkeys(months, 0)
     vouchers_by_kind = dict.fromkeys(VOUCHER_KINDS, 0)
-    for month, kind, n in issued:
-        eligible[month] += n
+    for _month, kind, n in issued:
         vouchers_by_kind[kind] = vouchers_by_kind.get(kind, 0) + n
-    users = {m: [0, 0, 0] for m in months}
+    spent = {m: [0, 0] for m in months}
     users_by_kind = dict.fromkeys(VOUCHER_KINDS, 0)
     for month, kind, n, oop, subsidy in used:
-        users[month][0] += n
-        users[month][1] += int(oop)
-        users[month][2] += int(subsidy)
+        spent[month][0] += int(oop)
+        spent[month][1] += int(subsidy)
         users_by_kind[kind] = users_by_kind.get(kind, 0) + n
     return History(
-        [HistoryMonth(m, eligible[m] + int(left_out.get(m, 0)), *users[m]) for m in months],
+        [
+            HistoryMonth(
+                m,
+                taken_up.get(m, (0, 0))[0] + int(left_out.get(m, 0)),
+                taken_up.get(m, (0, 0))[1],
+                *spent[m],
+            )
+            for m in months
+        ],
         users_by_kind,
         vouchers_by_kind,
     )

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 
 import sqlalchemy as sa
+from flask_babel import LazyString
 from flask_babel import lazy_gettext as _l
 
 from assessment.models import Agency, Assessment, FeeRefund
@@ -41,7 +42,7 @@ from eldercare.errors import InvalidInput
 from eldercare.residents import District, Resident
 from eldercare.timeutil import SHANGHAI, local_today, now_utc
 from marketplace.models import Provider
-from vouchers.integrity.flags import RULE_LABELS
+from vouchers.integrity.flags import rule_label
 from vouchers.integrity.models import RedemptionFlag
 from vouchers.models import JournalEntry, JournalLine, LedgerAccount, Redemption, Voucher
 from vouchers.pool import ledger
@@ -477,7 +478,8 @@ def _flags(period: Period, district_id: int | None) -> list[FlagFigures]:
         )
     ).all()
     return [
-        FlagFigures(rule, RULE_LABELS.get(rule, rule), int(r or 0), int(c or 0), int(j or 0))
+        # Lazy: the PDF says it in Chinese, then in English.
+        FlagFigures(rule, LazyString(rule_label, rule), int(r or 0), int(c or 0), int(j or 0))
         for rule, r, c, j in rows
     ]
 

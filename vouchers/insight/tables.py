@@ -10,9 +10,9 @@ ended by the time a streamed body runs: see ``eldercare.streaming``); a list of 
 computed in the view is fine as it is.
 
 CSV is UTF-8 with a byte-order mark and CRLF, so spreadsheet programs read the Chinese right.
-XLSX writes text as string cells whatever it starts with: a provider named "=HYPERLINK(…)"
-is never evaluated as a formula (both as every download does: ``vouchers.spreadsheets``).
-Money columns are given by the caller as yuan numbers.
+A provider named "=HYPERLINK(…)" is never evaluated as a formula (as in every download:
+``vouchers.spreadsheets``): in CSV such text gets a leading quote, in XLSX text is a string
+cell. Money columns are given by the caller as yuan numbers.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from flask import Response, stream_with_context
 from flask_babel import lazy_gettext as _l
 
 from eldercare.errors import InvalidInput
-from vouchers.spreadsheets import csv_chunks, text_cell, workbook_chunks
+from vouchers.spreadsheets import csv_chunks, workbook_chunks, xlsx_cell
 
 FORMATS = ("csv", "xlsx")
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -44,17 +44,9 @@ def xlsx_chunks(headers: Sequence[str], rows: Iterable[Sequence], sheet: str) ->
 
     workbook = Workbook(write_only=True)
     worksheet = workbook.create_sheet(sheet[:31] or "Sheet1")
-
-    def cell(value):
-        if isinstance(value, str):
-            return text_cell(worksheet, value)
-        if hasattr(value, "tzinfo") and value.tzinfo is not None:
-            return value.isoformat()  # Excel has no time zones: keep the offset visible
-        return value
-
-    worksheet.append([cell(str(h)) for h in headers])
+    worksheet.append([xlsx_cell(worksheet, str(h)) for h in headers])
     for row in rows:
-        worksheet.append([cell(value) for value in row])
+        worksheet.append([xlsx_cell(worksheet, value) for value in row])
     yield from workbook_chunks(workbook)
 
 

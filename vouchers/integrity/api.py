@@ -60,6 +60,13 @@ class VouchersFlagRedemptionSchema(ma.Schema):
         required=True,
         metadata={"description": "in an approved statement: rejecting claws it back"},
     )
+    held = fields.Boolean(
+        required=True,
+        metadata={
+            "description": "held out of settlement now: false once reversed (its flags stay "
+            "open for a look) or settled"
+        },
+    )
 
 
 class VouchersFlagSchema(ma.Schema):
@@ -114,8 +121,10 @@ def _flag(flag: RedemptionFlag, redemption: Redemption, month: date) -> dict:
         "id": flag.id,
         "rule": flag.rule,
         "rule_label": flags.rule_label(flag.rule),
-        "evidence": flag.evidence or {},
-        "explanation": flags.explain(flag.rule, flag.evidence),
+        # Another district's redemptions in a group's evidence are left out for district
+        # staff (flags.evidence_for), in the data as in the words.
+        "evidence": flags.evidence_for(flag.evidence, g.api_user.district_id),
+        "explanation": flags.explain(flag.rule, flag.evidence, district_id=g.api_user.district_id),
         "status": flag.status,
         "raised_at": local_time(flag.raised_at),
         "decided_at": local_time(flag.decided_at) if flag.decided_at else None,
@@ -128,6 +137,7 @@ def _flag(flag: RedemptionFlag, redemption: Redemption, month: date) -> dict:
             "subsidy_fen": redemption.subsidy_fen,
             "checked_in_at": local_time(redemption.checked_in_at),
             "settled": flags.is_settled(redemption),
+            "held": flags.is_held(redemption),
         },
     }
 
@@ -185,8 +195,8 @@ def _decision(action, body, flag_id: int) -> dict:
 @error_responses(blp, 401, 403, 404, 409, 422)
 def bureau_flag_clear(body, flag_id: int):
     """Nothing wrong: the flag is cleared with the reason (audited); the redemption is
-    settled with the next run unless another open flag still holds it. Decided already:
-    409."""
+    settled with the next run unless another open flag still holds it, or it was reversed
+    meanwhile (``redemption.held`` false: nothing is settled). Decided already: 409."""
     return _decision(flags.clear, body, flag_id)
 
 

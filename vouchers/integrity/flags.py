@@ -6,7 +6,9 @@ settlement (a settlement run skips redemptions with one); a bureau officer decid
   statement not yet approved (settlement's guard, ``steps.settlement_guard.hold_out``); in
   an approved statement it is already settled (``flag.settled``): rejecting the flag then
   claws the subsidy back from the provider;
-- ``clear``: nothing wrong: the redemption is settled with the next run;
+- ``clear``: nothing wrong: the redemption is settled with the next run (unless it was
+  reversed meanwhile: a reversal leaves its flags open, since a provider reversing a
+  flagged redemption is itself worth a look, and ``is_held`` says nothing is held);
 - ``reject``: the service was not delivered as claimed: the redemption is reversed through the
   normal path (``vouchers.redemption.payments.reverse``: a card co-payment is refunded, and a
   redemption already settled is clawed back once settlement's guard is in place).
@@ -43,6 +45,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
 
 from eldercare import audit
 from eldercare.accounts import BUREAU_ROLES, User
@@ -82,22 +85,109 @@ def rule_label(code: str) -> str:
     return str(rule.label) if rule is not None else code
 
 
-def explain(code: str, evidence: dict | None) -> str:
+def explain(code: str, evidence: dict | None, *, district_id: int | None = None) -> str:
     """A flag's evidence in words, in the reader's language: the officer's reason for a hold
     by hand, the rule's ``describe`` otherwise (evidence of an older shape the rule no longer
-    reads is shown as its data rather than failing the page)."""
+    reads is shown as its data rather than failing the page). ``district_id``: the reader's
+    district (None: city-wide), see ``evidence_for``."""
     from vouchers.integrity.rules import RULES
 
-    evidence = evidence or {}
+    evidence = evidence_for(evidence, district_id)
     if code == RULE_BUREAU:
         return str(evidence.get("reason", ""))
+    words = None
     rule = RULES.get(code)
     if rule is not None:
         try:
-            return str(rule.describe(evidence))
+            words = str(rule.describe(evidence))
         except (KeyError, TypeError, ValueError):
             pass
-    return "; ".join(f"{key}: {value}" for key, value in sorted(evidence.items()))
+    if words is None:
+        words = "; ".join(f"{key}: {value}" for key, value in sorted(evidence.items()))
+    hidden = evidence.get(OTHER_DISTRICTS)
+    if hidden:
+        words += " " + ngettext(
+            "And %(num)s redemption in other districts.",
+            "And %(num)s redemptions in other districts.",
+            hidden,
+        )
+    return words
+
+
+# A district reader's evidence: how many redemptions of other districts were left out.
+OTHER_DISTRICTS = "other_districts"
+# Where a rule pairs a redemption with a place (impossible_travel): the other elder's place
+# goes with them.
+_PLACE_OF = {"earlier": "from", "later": "to"}
+
+
+def _is_fact(value) -> bool:
+    """A redemption as ``rules.base.facts_of`` describes it."""
+    return isinstance(value, dict) and "id" in value and "at" in value
+
+
+def evidence_for(evidence: dict | None, district_id: int | None) -> dict:
+    """The evidence as a reader may see it, for the words (``explain``) and the API alike.
+    City-wide (``district_id`` None): all of it. A district's reader: the redemptions of
+    other districts a group rule names (a shared phone, a carer's overlapping visits or
+    travel: elders of any district) are left out, and counted in ``"other_districts"``; a
+    single one (a pair's other visit) becomes a bare ``{"other_district": true}`` with its
+    place. Each item carries its district (``facts_of``); an item of older evidence without
+    one is looked up (one query)."""
+    evidence = dict(evidence or {})
+    if district_id is None:
+        return evidence
+    facts = [v for v in evidence.values() if _is_fact(v)]
+    for value in evidence.values():
+        if isinstance(value, list):
+            facts += [item for item in value if _is_fact(item)]
+    for group in evidence.get("groups") or []:  # shared_device: each group's redemptions
+        if isinstance(group, dict):
+            facts += [item for item in group.get("redemptions") or [] if _is_fact(item)]
+    districts = _districts_of(facts)
+
+    def foreign(item) -> bool:
+        return districts.get(item["id"]) != district_id
+
+    hidden: set = set()  # ids: a redemption in two groups is one redemption
+
+    def kept(items: list) -> list:
+        hidden.update(item["id"] for item in items if _is_fact(item) and foreign(item))
+        return [item for item in items if not (_is_fact(item) and foreign(item))]
+
+    for key, value in list(evidence.items()):
+        if _is_fact(value) and foreign(value):
+            evidence[key] = {"other_district": True}
+            if key in _PLACE_OF:
+                evidence.pop(_PLACE_OF[key], None)
+            hidden.add(value["id"])
+        elif isinstance(value, list):
+            evidence[key] = kept(value)
+    if isinstance(evidence.get("groups"), list):
+        evidence["groups"] = [
+            group | {"redemptions": kept(group.get("redemptions") or [])}
+            if isinstance(group, dict)
+            else group
+            for group in evidence["groups"]
+        ]
+    if hidden:
+        evidence[OTHER_DISTRICTS] = len(hidden)
+    return evidence
+
+
+def _districts_of(facts: list[dict]) -> dict:
+    districts = {item["id"]: item["district"] for item in facts if "district" in item}
+    missing = {item["id"] for item in facts if "district" not in item}
+    missing = [i for i in missing if isinstance(i, int)]
+    if missing:
+        districts |= dict(
+            db.session.execute(
+                sa.select(Redemption.id, Voucher.district_id)
+                .join(Voucher, Voucher.id == Redemption.voucher_id)
+                .where(Redemption.id.in_(missing))
+            ).all()
+        )
+    return districts
 
 
 def _district_of(redemption: Redemption) -> int:
@@ -245,7 +335,8 @@ def _decide(flag: RedemptionFlag, status: str, reason: str, actor: User) -> None
 
 
 def clear(flag: RedemptionFlag, *, reason: str, actor: User) -> None:
-    """Nothing wrong: the redemption goes into the next settlement run."""
+    """Nothing wrong: the redemption goes into the next settlement run (a reversed one,
+    whose flags a reversal leaves open for a look, has nothing left to settle)."""
     redemption = db.session.get(Redemption, flag.redemption_id)
     _require_officer(actor, redemption)
     reason = clean_reason(reason)
@@ -436,6 +527,14 @@ def is_settled(redemption: Redemption) -> bool:
     """Is the redemption a line of an approved statement (rejecting then claws it back)?"""
     guard = redemptions.settlement_guard
     return guard is not None and guard.is_settled(redemption)
+
+
+def is_held(redemption: Redemption) -> bool:
+    """Is the redemption held out of settlement by its open flags now? Only a completed one
+    not yet settled is: a reversal leaves its flags open (a provider reversing a flagged
+    redemption is itself worth a look) but nothing is left to hold, and one in an approved
+    statement was paid already (rejecting claws it back)."""
+    return redemption.status in FLAGGABLE_STATUSES and not is_settled(redemption)
 
 
 def open_flagged(redemption_ids: list[int]) -> set[int]:

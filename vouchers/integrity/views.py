@@ -84,7 +84,7 @@ def flag_listing(r: Redemption) -> list[dict]:
             "id": flag.id,
             "code": flag.rule,
             "rule": flags.rule_label(flag.rule),
-            "words": flags.explain(flag.rule, flag.evidence),
+            "words": flags.explain(flag.rule, flag.evidence, district_id=current_user.district_id),
             "status_code": flag.status,
             "status": FLAG_STATUS_LABELS.get(flag.status, flag.status),
             "raised_at": format_local(flag.raised_at),
@@ -119,10 +119,11 @@ def _render_list(status=200, problem=None, problem_id=None, values=None, action=
             "id": flag.id,
             "rule": flags.rule_label(flag.rule),
             "code": flag.rule,
-            "words": flags.explain(flag.rule, flag.evidence),
+            "words": flags.explain(flag.rule, flag.evidence, district_id=current_user.district_id),
             "raised_at": format_local(flag.raised_at),
             "redemption": _facts(redemption),
             "settled": flags.is_settled(redemption),
+            "reversed": redemption.status != "redeemed",
             "others": others.get(redemption.id, 0),
         }
         for flag, redemption in shown
@@ -164,12 +165,21 @@ def _decide(flag_id: int, name: str, action, done_message):
             raise
         problem = problem_from(error, fields=("reason",))
         return _render_list(error.status, problem, flag_id, request.form, name)
-    flash(done_message, "success")
+    if done_message is not None:  # clearing flashes its own words (``_clear``)
+        flash(done_message, "success")
     return redirect(url_for(".bureau_flags"))
 
 
 def _clear(flag, *, reason, actor) -> None:
     flags.clear(flag, reason=reason, actor=actor)
+    redemption = db.session.get(Redemption, flag.redemption_id)
+    if redemption.status != "redeemed":
+        # A reversal leaves its flags open (flags.py): clearing one settles nothing.
+        flash(
+            _("The flag was cleared: the redemption was reversed; nothing will be settled."),
+            "success",
+        )
+        return
     others = flags.still_holding(flag)
     if others:
         flash(
@@ -181,7 +191,10 @@ def _clear(flag, *, reason, actor) -> None:
             "info",
         )
     else:
-        flash(_("The flag was cleared: the redemption will be settled."), "success")
+        flash(
+            _("The flag was cleared: the redemption will be settled with the next run."),
+            "success",
+        )
 
 
 @bp.post("/bureau/flags/<int:flag_id>/clear")

@@ -158,6 +158,7 @@ def expected(w) -> dict:
             "open_flags": {
                 "bureau": dict(open=1, subsidy_fen=4800),
                 "odd_hours": dict(open=1, subsidy_fen=40000),
+                "all": dict(open=2, subsidy_fen=44800),  # every rule, each redemption once
             },
         },
         "heping": {
@@ -177,7 +178,10 @@ def expected(w) -> dict:
                 "cleaning": dict(used=1, subsidy_fen=4800),
             },
             "take_up": {"210102": dict(holders=2, users=1, share_bp=5000)},
-            "open_flags": {"bureau": dict(open=1, subsidy_fen=4800)},
+            "open_flags": {
+                "bureau": dict(open=1, subsidy_fen=4800),
+                "all": dict(open=1, subsidy_fen=4800),
+            },
         },
     }  # fmt: skip
 

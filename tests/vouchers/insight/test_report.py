@@ -204,3 +204,47 @@ def test_the_statements_do_not_grow_with_the_rows(world, factory):
     after = _count_statements(lambda: report_for("2026", None, today=TODAY))
     assert after == before <= 16
     assert report_for("2026", None, today=TODAY).totals.elders_served == 3 + 30
+
+
+@pytest.mark.parametrize(
+    ("locale", "name"), [("en", "Too many redemptions in one day"), ("zh_CN", "单日核销次数过多")]
+)
+def test_an_anomaly_rule_is_named_in_the_readers_language(world, locale, name):
+    """The label came from flags.RULE_LABELS, which knows only "bureau"."""
+    from flask_babel import force_locale
+
+    add_flag(world, "daily_frequency")
+    r = report_for("2026-03", None, today=TODAY)
+    with force_locale(locale):
+        labels = {f.rule: str(f.label) for f in r.flags}
+    assert labels["daily_frequency"] == name
+
+
+def add_flag(world, rule):
+    """An open flag of ``rule`` raised in March on a March redemption."""
+    from datetime import datetime
+
+    import sqlalchemy as sa
+
+    from eldercare.db import db
+    from eldercare.timeutil import SHANGHAI
+    from vouchers.integrity.models import RedemptionFlag
+    from vouchers.models import Redemption, Voucher
+
+    rid = db.session.scalar(
+        sa.select(Redemption.id)
+        .join(Voucher, Voucher.id == Redemption.voucher_id)
+        .where(Voucher.month == date(2026, 3, 1), Redemption.status == "redeemed")
+        .order_by(Redemption.id)
+        .limit(1)
+    )
+    db.session.add(
+        RedemptionFlag(
+            redemption_id=rid,
+            rule=rule,
+            evidence={},
+            status="open",
+            raised_at=datetime(2026, 3, 10, 12, tzinfo=SHANGHAI),
+        )
+    )
+    db.session.flush()

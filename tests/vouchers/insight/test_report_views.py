@@ -303,3 +303,16 @@ def test_the_api_refuses_bad_periods_and_other_accounts(world, factory, client, 
     assert client.get("/api/v1/bureau/report").status_code == 401
     elder = _token(db_session, factory.user("report.api.elder", roles=["elder"]))
     assert client.get("/api/v1/bureau/report", headers=elder).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("lang", "name"), [("en", "Too many redemptions in one day"), ("zh-CN", "单日核销次数过多")]
+)
+def test_the_api_names_an_anomaly_rule(world, client, db_session, lang, name):
+    from tests.vouchers.insight.test_report import add_flag
+
+    add_flag(world, "daily_frequency")
+    headers = _token(db_session, world.city) | {"Accept-Language": lang}
+    body = client.get("/api/v1/bureau/report?period=2026-03", headers=headers).get_json()
+    labels = {f["rule"]: f["label"] for f in body["flags"]}
+    assert labels["daily_frequency"] == name

@@ -126,3 +126,78 @@ def test_a_district_officer_sees_only_their_districts_flags(
     assert f'id="flag-{flag.id}"' in client.get("/vouchers/bureau/flags").get_data(as_text=True)
     db_session.refresh(flag)
     assert flag.status == "open"
+
+
+CLEARED = {
+    "en": (
+        "The flag was cleared: the redemption will be settled with the next run.",
+        "The flag was cleared: the redemption was reversed; nothing will be settled.",
+    ),
+    "zh-CN": (
+        "标记已解除：该核销将在下一次结算中结算。",
+        "标记已解除：该核销已撤销，不会结算任何款项。",
+    ),
+}
+
+
+@pytest.mark.parametrize("lang", ["en", "zh-CN"])
+@pytest.mark.parametrize("reversed_first", [False, True])
+def test_clearing_says_one_thing_by_the_redemptions_status(
+    shop, client, login, db_session, lang, reversed_first
+):
+    """Clearing flashed a stray "None" (no done message) beside a "will be settled" that a
+    reversed redemption never is."""
+    from vouchers.redemption import steps as redemption
+
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = lang
+    r = spend(shop)
+    flag = flags.raise_flag(
+        r, rule=flags.RULE_BUREAU, evidence={"reason": "待核实"}, actor=shop.market.officer
+    )
+    if reversed_first:
+        redemption.reverse(r, actor=shop.station_admin, reason="扫错了老人")
+    db_session.commit()
+    login(shop.market.officer)
+    done = client.post(
+        f"/vouchers/bureau/flags/{flag.id}/clear", data={"reason": "核实"}, follow_redirects=True
+    )
+    page = done.get_data(as_text=True)
+    assert done.status_code == 200
+    assert CLEARED[lang][reversed_first] in page
+    assert CLEARED[lang][not reversed_first] not in page
+    assert 'role="status">None<' not in page
+
+
+@pytest.mark.parametrize(
+    ("lang", "words"),
+    [
+        ("en", "This redemption was reversed: nothing is held out of settlement."),
+        ("zh-CN", "该核销已撤销：没有款项被暂缓结算。"),
+    ],
+)
+def test_the_queue_says_a_flagged_redemption_was_reversed(
+    shop, client, login, db_session, lang, words
+):
+    """A reversal leaves the flag open (an officer should look at it), but the queue said
+    nothing of it: the redemption looked held."""
+    from vouchers.redemption import steps as redemption
+
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = lang
+    r, kept = spend(shop), spend(shop)
+    flag = flags.raise_flag(
+        r, rule=flags.RULE_BUREAU, evidence={"reason": "待核实"}, actor=shop.market.officer
+    )
+    other = flags.raise_flag(
+        kept, rule=flags.RULE_BUREAU, evidence={"reason": "待核实"}, actor=shop.market.officer
+    )
+    redemption.reverse(r, actor=shop.station_admin, reason="扫错了老人")
+    db_session.commit()
+    assert flag.status == "open"
+    login(shop.market.officer)
+    page = client.get("/vouchers/bureau/flags").get_data(as_text=True)
+    assert f'id="reversed-{flag.id}"' in page and words in page
+    assert f'id="reversed-{other.id}"' not in page
+    assert {f.id: flags.is_held(x) for f, x in flags.open_flags(shop.market.officer)} == {
+        flag.id: False,
+        other.id: True,
+    }

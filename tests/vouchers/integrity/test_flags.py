@@ -162,3 +162,32 @@ def test_an_automatic_rule_raises_a_flag_without_an_officer(shop, db_session):
     )
     assert (flag.status, flag.raised_by_user_id) == ("open", None)
     assert flag.evidence == {"distance_m": 2400, "limit_m": 500}
+
+
+def test_a_pair_or_a_list_shows_a_district_reader_their_district_only(app_ctx):
+    """impossible_travel and staff_overlap name a carer's other visits, of any district's
+    elders: a district reader sees their own and a count of the others (a pair's other
+    visit a bare marker, its place dropped); a city-wide reader sees all."""
+    mine = {"id": 1, "at": "2026-03-02 09:00", "elder": "王*", "district": 7}
+    theirs = {"id": 2, "at": "2026-03-02 09:20", "elder": "沈*", "district": 8}
+    travel = {
+        "redemption": mine,
+        "earlier": theirs,
+        "later": mine,
+        "from": {"lat": 41.8, "lng": 123.4},
+        "to": {"lat": 41.7, "lng": 123.3},
+    }
+    seen = flags.evidence_for(travel, 7)
+    assert seen["earlier"] == {"other_district": True} and "from" not in seen
+    assert seen["later"] == mine and seen["to"] == travel["to"] and seen["other_districts"] == 1
+    assert flags.evidence_for(travel, None) == travel
+    from flask_babel import force_locale
+
+    with force_locale("en"):
+        words = flags.explain("impossible_travel", travel, district_id=7)
+    assert "沈*" not in words and "09:20" not in words and "#2" not in words
+    assert words.endswith("And 1 redemption in other districts.")
+    overlap = {"redemption": mine, "others": [theirs | {"overlap_minutes": 30}]}
+    seen = flags.evidence_for(overlap, 7)
+    assert seen["others"] == [] and seen["other_districts"] == 1
+    assert flags.evidence_for(overlap, 8)["redemption"] == {"other_district": True}

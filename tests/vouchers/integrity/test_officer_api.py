@@ -126,3 +126,42 @@ def test_the_operations_are_documented(client):
         ("/api/v1/bureau/anomaly-rules", "get"),
     ):
         assert spec["paths"][path][method]["security"] == [{"bearerAuth": []}]
+
+
+@pytest.mark.parametrize(
+    ("lang", "words"), [("en", "at most 2000 characters"), ("zh-CN", "最多 2000 个字符")]
+)
+def test_a_reason_too_long_is_refused_in_the_readers_language(
+    shop, flagged, client, bearer, db_session, lang, words
+):
+    """api_fields.said() gave marshmallow's English default past the maximum length."""
+    r, (high, _sample) = flagged
+    auth = bearer(shop.market.officer)
+    answer = client.post(
+        f"{FLAGS}/{high.id}/clear",
+        json={"reason": "x" * 2001},
+        headers={**auth, "Accept-Language": lang},
+    )
+    assert answer.status_code == 422
+    text = str(answer.get_json())
+    assert words in text and "Longer than maximum length" not in text
+    db_session.refresh(high)
+    assert high.status == "open"
+
+
+def test_the_list_says_a_reversed_redemption_is_not_held(shop, flagged, client, bearer):
+    """A reversal leaves its flags open; the list must say nothing is held any more."""
+    from vouchers.redemption import steps as redemption
+
+    r, (high, sample) = flagged
+    auth = bearer(shop.market.officer)
+    before = client.get(FLAGS, headers=auth).get_json()["items"]
+    assert [f["redemption"]["held"] for f in before] == [True, True]
+    redemption.reverse(r, actor=shop.station_admin, reason="扫错了老人")
+    db.session.commit()
+    after = client.get(FLAGS, headers=auth).get_json()["items"]
+    assert [f["id"] for f in after] == [high.id, sample.id]  # still open: worth a look
+    assert [(f["redemption"]["status"], f["redemption"]["held"]) for f in after] == [
+        ("reversed", False),
+        ("reversed", False),
+    ]

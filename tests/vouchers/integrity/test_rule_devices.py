@@ -419,3 +419,56 @@ def test_the_batch_sends_as_many_statements_for_many_redemptions_as_for_few(
     many, found_many = judged(30, "token:many")
     assert len(found_few) == 18 and len(found_many) == 60
     assert few == many
+
+
+def test_a_district_officer_sees_only_their_districts_part_of_a_group(
+    shop, factory, client, db_session, rules_on
+):
+    """A group rule's evidence names every redemption of the group whatever its district:
+    a Heping officer saw Shenhe elders' redemptions (id, time, provider, masked name) in the
+    words and in the API's evidence. A district reader now sees their district's items and
+    a count of the others; a city-wide reader sees all."""
+    rules_on("shared_device")
+    from vouchers.pool import funding
+
+    funding.allocate(shop.market.shenhe, 1_000_000, memo="沈河区", actor=shop.market.approver)
+    shenhe = [
+        give_voucher(
+            factory.resident(
+                shop.market.shenhe, name=f"沈{i}", latitude=ELDER_HOME[0], longitude=ELDER_HOME[1]
+            ),
+            shop.today,
+        )
+        for i in range(8)
+    ]
+    theirs = [visit(shop, v, when=at(shop, 9, i)) for i, v in enumerate(shenhe)]
+    [heping_voucher] = more_elders(shop, factory, 1)
+    mine = visit(shop, heping_voucher, when=at(shop, 10))
+    flag = flag_of(mine, "shared_device")
+    assert flag is not None
+    assert {item["district"] for item in flag.evidence["groups"][0]["redemptions"]} == {
+        shop.market.shenhe.id,
+        shop.heping.id,
+    }
+    with force_locale("en"):
+        local = flags.explain("shared_device", flag.evidence, district_id=shop.heping.id)
+        city = flags.explain("shared_device", flag.evidence, district_id=None)
+    assert f"#{mine.id}" in local and "And 8 redemptions in other districts." in local
+    assert not any(f"#{r.id} " in local for r in theirs)
+    assert all(f"#{r.id} " in city for r in theirs) and "other districts" not in city
+
+    officer = factory.user("heping.officer", roles=["bureau_officer"], district=shop.heping)
+    _token, secret = issue_token(officer, "test", ["read"])
+    db_session.commit()
+    body = client.get(
+        "/api/v1/bureau/flags?rule=shared_device",
+        headers={"Authorization": f"Bearer {secret}", "Accept-Language": "zh-CN"},
+    ).get_json()
+    [item] = body["items"]
+    evidence = item["evidence"]
+    assert [r["id"] for r in evidence["groups"][0]["redemptions"]] == [mine.id]
+    assert evidence["other_districts"] == 8
+    shown = json.dumps(evidence, ensure_ascii=False) + item["explanation"]
+    assert not any(name in shown for name in ("沈*",)) and "沈河" not in shown
+    assert not any(f"#{r.id} " in item["explanation"] for r in theirs)
+    assert "另有 8 笔其他区的核销" in item["explanation"]

@@ -120,11 +120,13 @@ def candidate_ids(candidates: sa.Select, name: str = "candidate_ids") -> sa.Subq
 def facts_of(redemption_ids: Iterable[int]) -> dict[int, dict]:
     """What evidence says of each redemption, in one query: its number, the Shanghai time of
     its check-in, its service category, provider, staff member and the elder's masked name
-    (no ID number, address or telephone)."""
+    (no ID number, address or telephone), and its district (the voucher's): a group's
+    evidence may name other districts' redemptions, which a district's officer must not
+    see (``flags.evidence_for`` leaves them out by this id)."""
     from eldercare.residents import Resident, mask_name
     from eldercare.timeutil import format_local
     from marketplace.models import Provider, Service
-    from vouchers.models import Redemption
+    from vouchers.models import Redemption, Voucher
 
     rows = [
         row
@@ -139,7 +141,9 @@ def facts_of(redemption_ids: Iterable[int]) -> dict[int, dict]:
                 Service.category_code,
                 Provider.name,
                 Resident.name,
+                Voucher.district_id,
             )
+            .join(Voucher, Voucher.id == Redemption.voucher_id)
             .join(Provider, Provider.id == Redemption.provider_id)
             .join(Resident, Resident.id == Redemption.resident_id)
             .outerjoin(Service, Service.id == Redemption.service_id)
@@ -156,6 +160,7 @@ def facts_of(redemption_ids: Iterable[int]) -> dict[int, dict]:
             "category": row[5],
             "provider": row[6],
             "elder": mask_name(row[7] or ""),
+            "district": row[8],
         }
         for row in rows
     }
