@@ -17,7 +17,6 @@ from eldercare.db import db
 from eldercare.timeutil import SHANGHAI
 from eldercare.tokens import ApiToken, issue_token
 from eldercare.user_sessions import UserSession
-from marketplace.models import ServicePrice
 from marketplace.providers import WEEKDAYS
 from marketplace.staff import invite_staff
 from tests.api.test_vouchers_api import Api, qr_token
@@ -29,7 +28,6 @@ from tests.vouchers.test_views_redeem import CAREGIVER_PASSWORD, scanned
 from vouchers.integrity import flags
 from vouchers.integrity.models import RedemptionFlag
 from vouchers.integrity.rules import RULES
-from vouchers.integrity.rules.base import utc_start_of
 from vouchers.integrity.rules.devices import (
     DAY_MINUTES,
     _week_of,
@@ -45,18 +43,6 @@ bureau = settlement_fixtures.bureau
 
 DEVICE = "token:4711"
 ADDRESS = "203.0.113.7"
-
-
-@pytest.fixture(autouse=True)
-def priced_since_the_month_began(request):
-    """The market's services were listed just now; the visits here are at any hour of
-    today, so their prices hold from the start of the month."""
-    if "shop" not in request.fixturenames:
-        return
-    shop = request.getfixturevalue("shop")
-    db.session.execute(
-        sa.update(ServicePrice).values(effective_from=utc_start_of(shop.today.replace(day=1)))
-    )
 
 
 def staff_of(shop, provider, username="carer.zhou"):

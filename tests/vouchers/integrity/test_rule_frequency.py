@@ -13,7 +13,6 @@ from flask_babel import force_locale
 
 from eldercare.db import db
 from eldercare.timeutil import SHANGHAI
-from marketplace.models import ServicePrice
 from tests.marketplace.conftest import ELDER_HOME
 from tests.vouchers.integrity.test_rule_at_cap import (
     batch_statements,
@@ -24,7 +23,6 @@ from tests.vouchers.settlement.conftest import spend
 from vouchers.integrity import flags
 from vouchers.integrity.models import RedemptionFlag
 from vouchers.integrity.rules import RULES
-from vouchers.integrity.rules.base import utc_start_of
 from vouchers.models import Redemption
 from vouchers.redemption import steps as redemption
 from vouchers.settlement.models import StatementLine
@@ -33,16 +31,6 @@ from vouchers.settlement.models import StatementLine
 def at(shop, hour: int, minute: int) -> datetime:
     """Today (Shanghai) at hour:minute, as UTC."""
     return datetime.combine(shop.today, time(hour, minute), tzinfo=SHANGHAI).astimezone(UTC)
-
-
-def listed_since_month_start(shop) -> None:
-    """The station's services priced since the month began (so a service at 00:05 today,
-    before the fixtures listed them, has its price)."""
-    db.session.execute(
-        sa.update(ServicePrice)
-        .where(ServicePrice.service_id.in_([shop.market.meals.id, shop.market.bath.id]))
-        .values(effective_from=utc_start_of(shop.today.replace(day=1)))
-    )
 
 
 def flags_of(*redemptions, rule=None) -> dict[int, RedemptionFlag]:
@@ -89,7 +77,6 @@ FOUR_TIMES = ((0, 5), (9, 10), (12, 0), (23, 55))  # 00:05 is the day before in 
 
 def test_the_fourth_redemption_of_a_day_is_flagged_at_capture(shop, db_session, rules_on):
     rules_on("daily_frequency")
-    listed_since_month_start(shop)
     made = [spend(shop, now=at(shop, h, m)) for h, m in FOUR_TIMES]
     found = flags_of(*made)
     assert list(found) == [made[3].id]  # the first three were captured under the limit
@@ -119,7 +106,6 @@ def test_the_fourth_redemption_of_a_day_is_flagged_at_capture(shop, db_session, 
 
 def test_three_a_day_is_not_flagged_at_capture_nor_in_the_batch(shop, db_session, rules_on):
     rules_on("daily_frequency")
-    listed_since_month_start(shop)
     made = [spend(shop, now=at(shop, h, m)) for h, m in FOUR_TIMES[:3]]
     report = settle(shop)
     assert flags_of(*made) == {} and report["flagged"] == {}
@@ -128,7 +114,6 @@ def test_three_a_day_is_not_flagged_at_capture_nor_in_the_batch(shop, db_session
 
 def test_a_reversed_redemption_does_not_count(shop, db_session, rules_on):
     rules_on("daily_frequency")
-    listed_since_month_start(shop)
     made = [spend(shop, now=at(shop, h, m)) for h, m in FOUR_TIMES[:3]]
     redemption.reverse(made[1], actor=shop.station_admin, reason="扫错了老人")
     made.append(spend(shop, now=at(shop, *FOUR_TIMES[3])))
@@ -139,7 +124,6 @@ def test_a_reversed_redemption_does_not_count(shop, db_session, rules_on):
 def test_the_batch_flags_every_redemption_of_the_day_and_settles_them_once_cleared(
     shop, db_session, rules_on
 ):
-    listed_since_month_start(shop)
     made = [spend(shop, now=at(shop, h, m)) for h, m in FOUR_TIMES]  # the rule off at capture
     assert flags_of(*made) == {}
     rules_on(daily_frequency={"max_per_day": 3})
@@ -158,7 +142,6 @@ def test_the_batch_flags_every_redemption_of_the_day_and_settles_them_once_clear
 
 def test_a_lower_threshold_from_the_rules_version(shop, db_session, rules_on):
     rules_on(daily_frequency={"max_per_day": 1})
-    listed_since_month_start(shop)
     first, second = (spend(shop, now=at(shop, h, m)) for h, m in FOUR_TIMES[1:3])
     assert list(flags_of(first, second)) == [second.id]
     assert flags_of(second)[second.id].evidence["threshold"] == 1
@@ -169,7 +152,6 @@ def test_a_lower_threshold_from_the_rules_version(shop, db_session, rules_on):
 
 def test_a_category_over_its_monthly_limit_is_flagged(shop, db_session, rules_on):
     rules_on(category_frequency={"limits": {"bathing": {"per": "month", "max": 2}}})
-    listed_since_month_start(shop)
     made = [bath(shop, at(shop, h, m)) for h, m in FOUR_TIMES[:3]]
     found = flags_of(*made)
     assert list(found) == [made[2].id]
@@ -198,14 +180,12 @@ def test_a_category_over_its_monthly_limit_is_flagged(shop, db_session, rules_on
 
 def test_a_category_at_its_monthly_limit_is_not_flagged(shop, db_session, rules_on):
     rules_on(category_frequency={"limits": {"bathing": {"per": "month", "max": 2}}})
-    listed_since_month_start(shop)
     made = [bath(shop, at(shop, 9, m)) for m in (0, 30)]
     assert flags_of(*made) == {} and settle(shop)["flagged"] == {}
 
 
 def test_a_category_over_its_daily_limit_by_the_default_limits(shop, db_session, rules_on):
     rules_on("category_frequency")  # meal help: at most 3 a day
-    listed_since_month_start(shop)
     lunches = [spend(shop, now=at(shop, h, m)) for h, m in FOUR_TIMES[:3]]
     bathed = bath(shop, at(shop, 20, 0))
     assert flags_of(*lunches, bathed) == {}  # three meals and a bath: each under its limit
@@ -232,7 +212,6 @@ def test_malformed_limits_are_ignored(shop, db_session, rules_on):
             "limits": {"meal_help": {"per": "week", "max": 1}, "bathing": {"per": "day"}}
         }
     )
-    listed_since_month_start(shop)
     made = [spend(shop, now=at(shop, h, m)) for h, m in FOUR_TIMES]
     assert flags_of(*made) == {}
 

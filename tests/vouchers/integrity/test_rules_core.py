@@ -14,7 +14,6 @@ from flask_babel import force_locale
 from assessment.eligibility import record_death
 from eldercare.db import db
 from eldercare.timeutil import SHANGHAI, now_utc
-from marketplace.models import ServicePrice
 from tests.marketplace.conftest import ELDER_HOME
 from tests.vouchers.helpers import give_voucher
 from tests.vouchers.settlement import conftest as settlement
@@ -50,12 +49,6 @@ def _words(flag, locale="zh_CN"):
 def _today_at(hour, minute=0):
     day = now_utc().astimezone(SHANGHAI).date()
     return datetime(day.year, day.month, day.day, hour, minute, tzinfo=SHANGHAI)
-
-
-@pytest.fixture(autouse=True)
-def _prices_since_yesterday(shop):
-    """The market's prices were listed a moment ago; the visits here begin at 00:30 today."""
-    db.session.execute(sa.update(ServicePrice).values(effective_from=now_utc() - timedelta(days=2)))
 
 
 def _visit(shop, service, start, minutes, *, price=None, checkout=True, draw=None):
