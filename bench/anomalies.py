@@ -237,7 +237,7 @@ def run(url: str) -> None:
     from vouchers.integrity import anomalies
     from vouchers.integrity.rules import RULES
     from vouchers.models import Redemption
-    from vouchers.settlement import periods
+    from vouchers.settlement.statements import periods
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "WTF_CSRF_ENABLED": False})
     with app.app_context():
