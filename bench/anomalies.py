@@ -235,7 +235,7 @@ def run(url: str) -> None:
     from vouchers.integrity import anomalies
     from vouchers.integrity.rules import RULES
     from vouchers.models import Redemption
-    from vouchers.settlement import periods
+    from vouchers.settlement.statements import periods
 
     with _app(url).app_context():
         this_month = local_today().replace(day=1)

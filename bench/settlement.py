@@ -287,11 +287,11 @@ def _copy_lines() -> float:
 def run(url: str) -> None:
     from eldercare.accounts import User, UserRole
     from vouchers.integrity.models import AnomalyRule
-    from vouchers.settlement import approval
     from vouchers.settlement.models import Statement
-    from vouchers.settlement.periods import settles_from
-    from vouchers.settlement.reconcile import reconcile_month
-    from vouchers.settlement.run import run_settlement
+    from vouchers.settlement.reconcile.reconcile import reconcile_month
+    from vouchers.settlement.statements import approval
+    from vouchers.settlement.statements.periods import settles_from
+    from vouchers.settlement.statements.run import run_settlement
 
     with _app(url).app_context():
         # The anomaly rules' batch has its own benchmark (bench/anomalies.py); here they are

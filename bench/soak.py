@@ -178,8 +178,8 @@ def _reader_tokens(app) -> tuple[str, str, int, str]:
 def _books_and_reconciliation(app) -> tuple[bool, dict]:
     """The ledger check and the last settled month's reconciliation, after the traffic."""
     from vouchers.pool import ledger_checks
-    from vouchers.settlement import reconcile
     from vouchers.settlement.models import ReconciliationRun
+    from vouchers.settlement.reconcile import reconcile
 
     with app.app_context():
         check = ledger_checks.run_check()

@@ -115,7 +115,7 @@ def page_offset() -> fields.Integer:
 # character (ISO 7064 MOD 11-2) and a birth date that exists and is not in the future are
 # checked in code (eldercare.residents.parse_resident_id) and named in the description.
 RESIDENT_ID_PATTERN = r"^[1-9]\d{5}(18|19|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])\d{3}[\dXx]$"
-# Months of the programme: years 2000-2099 (vouchers.settlement.run.MONTH_YEARS).
+# Months of the programme: years 2000-2099 (vouchers.settlement.statements.run.MONTH_YEARS).
 MONTH_PATTERN = r"^20\d{2}-(0[1-9]|1[0-2])$"
 DISTRICT_PATTERN = r"^[1-9]\d{5}$"  # GB/T 2260 administrative code
 

@@ -133,7 +133,7 @@ def load_config(instance_path: str) -> dict:
         # what production wants): each job's own interval (eldercare/scheduler.py).
         "SCHEDULER_INTERVAL_CAP_SECONDS": _float("SCHEDULER_INTERVAL_CAP_SECONDS", 0.0),
         # The bureau's account settlements are paid from: the header of every bank transfer
-        # batch file (vouchers/settlement/bank_files.py). The defaults are the demo's.
+        # batch file (vouchers/settlement/bank/bank_files.py). The defaults are the demo's.
         "SETTLEMENT_PAYER_ACCOUNT_NAME": os.environ.get(
             "SETTLEMENT_PAYER_ACCOUNT_NAME", "沈阳市民政局养老服务补贴资金专户"
         ),

@@ -12,7 +12,7 @@ A certified provider's administrators keep its contact and opening hours up to d
 (``update_profile``); its name and credit code are the bureau's record and stay as applied.
 The bank account settlements are paid to is given with the application and may be corrected
 until certification; after that it changes only through a request the bureau approves
-(``vouchers.settlement.payees``: a changed account just before a payment run is the classic
+(``vouchers.settlement.bank.payees``: a changed account just before a payment run is the classic
 diversion fraud).
 """
 

@@ -223,7 +223,7 @@ def _add_what_the_demo_lacks() -> None:
     from vouchers.integrity.models import RedemptionFlag
     from vouchers.models import Redemption, Voucher
     from vouchers.redemption.qr_tokens import consume_token, make_token
-    from vouchers.settlement.payees import request_change
+    from vouchers.settlement.bank.payees import request_change
 
     def user(name):
         return db.session.scalar(sa.select(User).where(User.username == name))

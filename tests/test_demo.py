@@ -54,10 +54,10 @@ def test_demo_has_a_month_settled_paid_and_reconciled_and_the_next_ready(app, db
     from datetime import date
 
     from eldercare.timeutil import local_today
-    from vouchers.settlement import periods, run
     from vouchers.settlement.demo import demo_months
     from vouchers.settlement.models import BankTransfer, ReconciliationRun, Statement
-    from vouchers.settlement.reconcile import reconcile_month
+    from vouchers.settlement.reconcile.reconcile import reconcile_month
+    from vouchers.settlement.statements import periods, run
 
     runner = app.test_cli_runner()
     assert runner.invoke(args=["demo"]).exit_code == 0

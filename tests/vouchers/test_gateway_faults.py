@@ -34,7 +34,7 @@ from vouchers.models import PaymentAttempt, Redemption
 from vouchers.pool import ledger_checks
 from vouchers.redemption import gateway as gateway_module
 from vouchers.redemption import payments
-from vouchers.settlement import recon_gateway
+from vouchers.settlement.reconcile import gateway as recon_gateway
 
 TIMEOUT_S = 0.5  # the client's read timeout in these tests
 SLOW_S = 1.0  # how late a "slow" request reaches the gateway: after the client gave up

@@ -136,7 +136,7 @@ def _monthly_job_checks(url: str) -> None:
 
 
 def _settlement_checks(url: str) -> None:
-    from vouchers.settlement.reconcile import reconcile_month
+    from vouchers.settlement.reconcile.reconcile import reconcile_month
 
     with app_on(url):
         lines = db.session.scalar(sa.text("SELECT count(*) FROM statement_lines"))

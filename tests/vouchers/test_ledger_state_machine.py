@@ -40,8 +40,7 @@ from vouchers.models import JournalEntry, JournalLine, LedgerAccount, Redemption
 from vouchers.pool import funding as pool
 from vouchers.pool import ledger
 from vouchers.redemption import steps as redemption
-from vouchers.settlement import approval, bank_files, bank_results, periods, run
-from vouchers.settlement.hashing import statement_hash
+from vouchers.settlement.bank import bank_files, bank_results
 from vouchers.settlement.models import (
     BankBatch,
     BankTransfer,
@@ -49,6 +48,8 @@ from vouchers.settlement.models import (
     Statement,
     StatementLine,
 )
+from vouchers.settlement.statements import approval, periods, run
+from vouchers.settlement.statements.hashing import statement_hash
 
 DISTRICT = "district:210102:available"
 # The card co-payment side of the books: the elders' money, never the pool's.

@@ -5,7 +5,7 @@ and the monthly report's PDF draws the same object (``reportlab.platypus`` takes
 as a flowable), so the page and the printed report never disagree. reportlab is already
 the project's PDF library; its chart widgets need no browser and no other package.
 
-Text is set in the statements' CJK font (``vouchers.settlement.documents.register_font``):
+Text is set in the statements' CJK font (``vouchers.settlement.documents.documents.register_font``):
 reportlab measures labels with it, the PDF embeds it, and the SVG names it first with the
 reader's own sans-serif font after it, so Chinese labels read on any phone.
 
@@ -27,7 +27,7 @@ from reportlab.graphics.shapes import Drawing, String
 from reportlab.lib import colors
 from reportlab.pdfbase import pdfmetrics
 
-from vouchers.settlement.documents import register_font
+from vouchers.settlement.documents.documents import register_font
 
 # Distinguishable in colour and in grey print, each at least 4.5:1 on white.
 PALETTE = (

@@ -3,7 +3,8 @@
 Chinese first, English after, on every label; the same tables as the page and the same
 charts (reportlab Drawings are flowables), page numbers on every page. The font, the styles,
 the page set-up, the numbered canvas and the one-build-at-a-time lock are the statements'
-(``vouchers.settlement.documents``): the CJK font is embedded (/FontFile2), never only named.
+(``vouchers.settlement.documents.documents``): the CJK font is embedded (/FontFile2), never
+only named.
 Imports reportlab: import this module inside views only.
 """
 
@@ -27,7 +28,7 @@ from vouchers.insight.report_tables import (
     pdf_cell,
     report_tables,
 )
-from vouchers.settlement.documents import (
+from vouchers.settlement.documents.documents import (
     BUILD_LOCK,
     FONT,
     MARGIN,

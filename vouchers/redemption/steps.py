@@ -69,7 +69,7 @@ REVIEW_DRAWS = 10_000  # a redemption's review draw is 0..9999 (basis points)
 
 
 class SettlementGuardProtocol(Protocol):
-    """What a reversal asks settlement (``vouchers.settlement.guard`` sets the hook when
+    """What a reversal asks settlement (``vouchers.settlement.statements.guard`` sets the hook when
     settlement is registered; redemption never imports settlement)."""
 
     def is_settled(self, redemption: Redemption) -> bool:

@@ -5,15 +5,17 @@ Imports run one way: settlement uses the pool, issuance, redemption and integrit
 them imports settlement (redemption asks it about settled redemptions through the hook it
 offers, ``vouchers.redemption.steps.settlement_guard``).
 
-- ``periods``: which months may be settled (cut-off), and the month lock;
-- ``run``: a settlement run, set-based: statements and their lines;
-- ``approval``: maker-checker, freezing, the hash of the lines (``hashing``);
+- ``statements.periods``: which months may be settled (cut-off), and the month lock;
+- ``statements.run``: a settlement run, set-based: statements and their lines;
+- ``statements.approval``: maker-checker, freezing, the hash of the lines (``hashing``);
 - ``books``: the ledger entries settlement posts (approval, payment, clawback, netting);
-- ``payees``: provider bank-account changes, approved by the bureau;
-- ``bank_files`` / ``bank_results``: the transfer batch and the bank's result file;
+- ``bank.payees``: provider bank-account changes, approved by the bureau;
+- ``bank.bank_files`` / ``bank.bank_results``: the transfer batch and the bank's result file;
 - ``documents``: PDF and XLSX statements;
 - ``reconcile``: the pool identity, the gateway, the bank and the statements' hashes;
 - ``exceptions``: the queue of what did not match, each with a resolution.
+Each topic's pages (``views_*``, on the blueprint in ``views``) and API (``api_*``) are in
+its sub-package.
 """
 
 from __future__ import annotations
@@ -22,23 +24,12 @@ from __future__ import annotations
 def register(app) -> None:
     from eldercare.api import api
     from eldercare.navigation import register_destinations
-    from vouchers.settlement import (
-        api_bank,
-        api_documents,
-        api_reconcile,
-        api_statements,
-        cli,
-        demo,
-        guard,
-        jobs,
-        reconcile_cli,
-        views,
-        views_bank,
-        views_documents,
-        views_payees,
-        views_reconcile,
-        views_statements,
-    )
+    from vouchers.settlement import cli, demo, jobs, views
+    from vouchers.settlement.bank import api_bank, views_bank, views_payees
+    from vouchers.settlement.documents import api_documents, views_documents
+    from vouchers.settlement.reconcile import api_reconcile, views_reconcile
+    from vouchers.settlement.reconcile import cli as reconcile_cli
+    from vouchers.settlement.statements import api_statements, guard, views_statements
 
     guard.install()  # the reversal's hook (vouchers.redemption.steps.settlement_guard)
     app.register_blueprint(views.bp)

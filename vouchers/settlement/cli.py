@@ -25,7 +25,7 @@ def run_command(month_text: str | None, as_json: bool) -> None:
     """Settle a month (statements per provider), or every settleable month.
 
     Exits 1 with the reason if the month may not be settled yet (or the input is bad)."""
-    from vouchers.settlement import run
+    from vouchers.settlement.statements import run
 
     try:
         if month_text:

@@ -37,9 +37,10 @@ from vouchers.integrity import demo as integrity_demo
 from vouchers.issuance import monthly as issuance
 from vouchers.models import Redemption, Voucher
 from vouchers.redemption import steps as redemption
-from vouchers.settlement import approval, bank_files, bank_results, periods, result_files, run
+from vouchers.settlement.bank import bank_files, bank_results, result_files
 from vouchers.settlement.models import BankBatch, ReconciliationRun, Statement
-from vouchers.settlement.reconcile import reconcile_month
+from vouchers.settlement.reconcile.reconcile import reconcile_month
+from vouchers.settlement.statements import approval, periods, run
 
 ELDERS = 3  # the first demo elders (by resident id) with a voucher this month
 # (provider admin's username, staff username, display name, certificate): where they eat.

@@ -20,7 +20,7 @@ from vouchers.settlement.models import SettlementException
 # What each kind of finding is called, in the reader's language. Add a kind here with the
 # code that raises it.
 KIND_LABELS = {
-    # bank (vouchers.settlement.bank_results): a result line that was not applied
+    # bank (vouchers.settlement.bank.bank_results): a result line that was not applied
     "bank.unknown_reference": _l("Bank result: a reference that is not a line of the batch"),
     "bank.duplicate_line": _l("Bank result: the same line twice in the file"),
     "bank.amount_mismatch": _l("Bank result: the amount differs from the line sent"),

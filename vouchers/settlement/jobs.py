@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from eldercare.scheduler import JobFailed, ScheduledJob
-from vouchers.settlement.reconcile import RECONCILE_JOB
+from vouchers.settlement.reconcile.reconcile import RECONCILE_JOB
 
 SETTLE_EVERY_MINUTES = 60
 
@@ -13,7 +13,7 @@ def settlement_run() -> dict:
     (a missed day or a restart loses nothing: the next run finds the month still
     settleable). Each month commits on its own; a failing month is retried next hour and
     the run is recorded as failed with what was done."""
-    from vouchers.settlement.run import settle_due
+    from vouchers.settlement.statements.run import settle_due
 
     report = settle_due(commit=True)
     if report["failed"]:

@@ -42,7 +42,7 @@ def _in(column: str, values) -> str:
 class SettlementMonth(Base):
     """A voucher month as settlement sees it. Its row is also the lock that keeps a
     reversal and a settlement run of the same month apart: the run locks it for update, a
-    reversal for share (``vouchers.settlement.guard``), so a redemption is either in a
+    reversal for share (``vouchers.settlement.statements.guard``), so a redemption is either in a
     statement or reversed, never both."""
 
     __tablename__ = "settlement_months"

@@ -29,7 +29,7 @@ from vouchers.models import Redemption
 from vouchers.pool import funding as pool
 from vouchers.redemption import pricing
 from vouchers.settlement.models import StatementLine
-from vouchers.settlement.run import run_settlement
+from vouchers.settlement.statements.run import run_settlement
 
 RATIO_BP = 4000  # the home voucher's policy (migration 0004)
 PRICE_FEN = 1500

@@ -37,7 +37,7 @@ from vouchers.integrity.rules.devices import (
 from vouchers.models import Redemption
 from vouchers.redemption import steps as redemption
 from vouchers.settlement.models import StatementLine
-from vouchers.settlement.run import run_settlement
+from vouchers.settlement.statements.run import run_settlement
 
 bureau = settlement_fixtures.bureau
 

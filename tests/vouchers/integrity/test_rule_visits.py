@@ -26,9 +26,9 @@ from vouchers.integrity.models import RedemptionFlag
 from vouchers.integrity.rules import RULES
 from vouchers.models import Redemption
 from vouchers.redemption import steps as redemption
-from vouchers.settlement import periods
 from vouchers.settlement.models import StatementLine
-from vouchers.settlement.run import run_settlement
+from vouchers.settlement.statements import periods
+from vouchers.settlement.statements.run import run_settlement
 
 STATION = (41.7760, 123.4340)  # tests/marketplace/conftest.py
 

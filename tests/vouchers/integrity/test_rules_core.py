@@ -28,7 +28,7 @@ from vouchers.pool import ledger
 from vouchers.redemption import steps as redemption
 from vouchers.settlement import books
 from vouchers.settlement.models import StatementLine
-from vouchers.settlement.run import run_settlement
+from vouchers.settlement.statements.run import run_settlement
 
 bureau = settlement.bureau  # the fixture: city-wide bureau staff
 NEAR_HOME = (ELDER_HOME[0] + 0.001, ELDER_HOME[1])  # about 110 m from the elder's door

@@ -12,8 +12,8 @@ from eldercare.db import db
 from marketplace.models import Provider
 from vouchers.models import Redemption, Voucher
 from vouchers.pool import ledger
-from vouchers.settlement import approval, periods, run
 from vouchers.settlement.models import Statement, StatementLine
+from vouchers.settlement.statements import approval, periods, run
 
 
 def approved_statement(

@@ -17,8 +17,8 @@ from eldercare.db import db
 from eldercare.timeutil import now_utc
 from marketplace.models import Provider
 from vouchers.models import Redemption, Voucher
-from vouchers.settlement.hashing import statement_hash
 from vouchers.settlement.models import Statement, StatementLine
+from vouchers.settlement.statements.hashing import statement_hash
 
 
 def make_statement(

@@ -18,7 +18,6 @@ from eldercare.db import db
 from eldercare.timeutil import now_utc
 from vouchers.models import Redemption
 from vouchers.pool import ledger
-from vouchers.settlement.hashing import statement_hash
 from vouchers.settlement.models import (
     BankBatch,
     BankResultImport,
@@ -26,6 +25,7 @@ from vouchers.settlement.models import (
     Statement,
     StatementLine,
 )
+from vouchers.settlement.statements.hashing import statement_hash
 
 _numbers = itertools.count(1)
 

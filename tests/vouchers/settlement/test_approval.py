@@ -12,9 +12,10 @@ from eldercare.errors import Conflict, InvalidInput, PermissionDenied
 from eldercare.timeutil import local_today
 from tests.vouchers.settlement.conftest import settle_day, spend
 from vouchers.pool import ledger
-from vouchers.settlement import approval, books, hashing
+from vouchers.settlement import books
 from vouchers.settlement.models import SettlementRules, Statement, StatementLine
-from vouchers.settlement.run import run_settlement
+from vouchers.settlement.statements import approval, hashing
+from vouchers.settlement.statements.run import run_settlement
 
 
 def prepared(shop, bureau, *prices, actor=None):

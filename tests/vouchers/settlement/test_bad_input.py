@@ -19,7 +19,7 @@ from eldercare.tokens import issue_token
 from tests.vouchers.settlement.builders import result_csv
 from tests.vouchers.settlement.conftest import settle_day, spend
 from tests.vouchers.settlement.test_bank_results import row, sent  # noqa: F401 (fixture)
-from vouchers.settlement import bank_results
+from vouchers.settlement.bank import bank_results
 from vouchers.settlement.models import (
     BankResultImport,
     BankTransfer,
@@ -27,7 +27,7 @@ from vouchers.settlement.models import (
     SettlementMonth,
     Statement,
 )
-from vouchers.settlement.run import run_settlement
+from vouchers.settlement.statements.run import run_settlement
 
 EN = {"Accept-Language": "en"}
 HEAD = "业务参考号,收款账号,金额(元),状态,失败原因\r\n"

@@ -18,7 +18,7 @@ from tests.vouchers.settlement.builders import approved_statement, books_balance
 from tests.vouchers.settlement.conftest import spend
 from vouchers.pool import funding as pool
 from vouchers.pool import ledger
-from vouchers.settlement import bank_files
+from vouchers.settlement.bank import bank_files
 
 
 @pytest.fixture

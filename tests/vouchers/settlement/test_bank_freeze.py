@@ -15,8 +15,9 @@ from eldercare.db import db
 from tests.vouchers.settlement.builders import result_csv
 from tests.vouchers.settlement.test_bank_results import row, sent  # noqa: F401 (fixture)
 from tests.vouchers.settlement.test_reconcile import bypass_freeze
-from vouchers.settlement import bank_files, bank_results, reconcile
+from vouchers.settlement.bank import bank_files, bank_results
 from vouchers.settlement.models import BankTransfer, SettlementException, Statement
+from vouchers.settlement.reconcile import reconcile
 
 DIVERT = "6200009999999999"
 

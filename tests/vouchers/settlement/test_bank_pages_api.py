@@ -59,7 +59,7 @@ def test_the_bank_page_makes_a_batch_with_the_confirmed_count_and_total(
 def test_the_result_upload_shows_paid_failed_and_queued(
     client, login, bureau, approved, shop, db_session
 ):
-    from vouchers.settlement import bank_files
+    from vouchers.settlement.bank import bank_files
 
     other = approved_statement(
         shop.market.station, [spend(shop, 1000)], preparer=bureau.officer, approver=bureau.approver
@@ -193,7 +193,7 @@ def test_the_api_makes_a_batch_serves_its_file_and_imports_the_result(
 
 
 def test_the_api_lists_and_decides_payee_changes(client, shop, bureau, token, db_session):
-    from vouchers.settlement import payees
+    from vouchers.settlement.bank import payees
 
     change = payees.request_change(
         shop.market.station,
@@ -222,7 +222,7 @@ def test_the_api_lists_and_decides_payee_changes(client, shop, bureau, token, db
 
 
 def test_a_refused_result_file_is_explained_in_chinese(client, login, bureau, approved, db_session):
-    from vouchers.settlement import bank_files
+    from vouchers.settlement.bank import bank_files
 
     batch = bank_files.create_batch(actor=bureau.officer)
     login(bureau.officer)

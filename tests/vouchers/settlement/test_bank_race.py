@@ -20,7 +20,7 @@ from tests.conftest import Factory
 from tests.vouchers.settlement.builders import result_csv
 from vouchers.models import JournalEntry
 from vouchers.pool import ledger
-from vouchers.settlement import bank_files, bank_results
+from vouchers.settlement.bank import bank_files, bank_results
 from vouchers.settlement.models import BankBatch, BankTransfer, Statement
 
 pytestmark = pytest.mark.postgres

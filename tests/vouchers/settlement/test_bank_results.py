@@ -17,7 +17,7 @@ from eldercare.errors import Conflict, InvalidInput
 from tests.vouchers.settlement.builders import approved_statement, books_balanced, result_csv
 from tests.vouchers.settlement.conftest import spend
 from vouchers.pool import ledger
-from vouchers.settlement import bank_files, bank_results
+from vouchers.settlement.bank import bank_files, bank_results
 from vouchers.settlement.models import (
     BankResultImport,
     BankTransfer,

@@ -12,9 +12,10 @@ from tests.vouchers.test_payments import pay, priced
 from vouchers.pool import ledger
 from vouchers.redemption import payments
 from vouchers.redemption.gateway import gateway
-from vouchers.settlement import approval, books
+from vouchers.settlement import books
 from vouchers.settlement.models import Statement, StatementLine
-from vouchers.settlement.run import run_settlement
+from vouchers.settlement.statements import approval
+from vouchers.settlement.statements.run import run_settlement
 
 
 def refunded_fen(r) -> int:

@@ -20,9 +20,10 @@ from tests.vouchers.test_payments import pay, priced
 from vouchers.pool import ledger
 from vouchers.redemption import payments
 from vouchers.redemption.gateway import Gateway
-from vouchers.settlement import approval, books
+from vouchers.settlement import books
 from vouchers.settlement.models import Statement
-from vouchers.settlement.run import run_settlement
+from vouchers.settlement.statements import approval
+from vouchers.settlement.statements.run import run_settlement
 
 
 def test_an_approval_during_the_refund_does_not_pay_the_co_payment_twice(

@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from eldercare.db import db
 from tests.confirm_helpers import asks_first, confirmed
 from tests.vouchers.settlement.conftest import settle_day, spend
-from vouchers.settlement import payees
+from vouchers.settlement.bank import payees
 from vouchers.settlement.models import PayeeChange, Statement
-from vouchers.settlement.run import run_settlement
+from vouchers.settlement.statements.run import run_settlement
 
 
 @pytest.fixture

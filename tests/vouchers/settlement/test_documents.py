@@ -15,8 +15,9 @@ from pypdf import PdfReader
 
 from tests.vouchers.settlement.conftest import spend
 from tests.vouchers.settlement.doc_builders import bulk_redemptions, make_statement
-from vouchers.settlement import documents, statement_facts
-from vouchers.settlement.statement_xlsx import statement_xlsx
+from vouchers.settlement.documents import documents
+from vouchers.settlement.documents import facts as statement_facts
+from vouchers.settlement.documents.statement_xlsx import statement_xlsx
 
 # Only QR codes, as the platform reads them (vouchers.redemption.qr_decode): a random module
 # pattern can also pass for a 1-D barcode and add a second, false reading.

@@ -14,7 +14,7 @@ from eldercare.db import db
 from eldercare.tokens import issue_token
 from tests.vouchers.settlement.conftest import spend
 from tests.vouchers.settlement.doc_builders import bulk_redemptions, make_statement
-from vouchers.settlement import statement_facts
+from vouchers.settlement.documents import facts as statement_facts
 from vouchers.settlement.models import StatementLine
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"

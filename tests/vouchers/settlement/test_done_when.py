@@ -21,9 +21,9 @@ import sqlalchemy as sa
 from eldercare.db import db
 from tests.vouchers.settlement.conftest import settle_day, spend
 from tests.vouchers.settlement.test_reconcile import bypass_freeze
-from vouchers.settlement import run as run_module
-from vouchers.settlement import views_statements
 from vouchers.settlement.models import BankBatch, BankTransfer, Statement
+from vouchers.settlement.statements import run as run_module
+from vouchers.settlement.statements import views_statements
 
 EN = {"Accept-Language": "en"}
 

@@ -19,9 +19,9 @@ from vouchers.integrity import flags
 from vouchers.integrity.models import RedemptionFlag
 from vouchers.pool import ledger
 from vouchers.redemption import steps as redemption
-from vouchers.settlement import approval
 from vouchers.settlement.models import Statement, StatementLine
-from vouchers.settlement.run import run_settlement
+from vouchers.settlement.statements import approval
+from vouchers.settlement.statements.run import run_settlement
 
 
 def _settled_run(shop, bureau, *prices):

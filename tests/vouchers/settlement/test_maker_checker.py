@@ -11,9 +11,9 @@ from eldercare.db import db
 from eldercare.errors import Conflict, PermissionDenied
 from eldercare.tokens import issue_token
 from tests.vouchers.settlement.conftest import settle_day, spend
-from vouchers.settlement import approval
 from vouchers.settlement.models import Statement
-from vouchers.settlement.run import run_settlement
+from vouchers.settlement.statements import approval
+from vouchers.settlement.statements.run import run_settlement
 
 EN = {"Accept-Language": "en"}
 

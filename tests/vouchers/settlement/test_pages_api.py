@@ -10,7 +10,7 @@ from eldercare.residents import mask_name
 from eldercare.tokens import issue_token
 from tests.vouchers.settlement.conftest import settle_day, spend
 from vouchers.settlement.models import Statement
-from vouchers.settlement.run import run_settlement
+from vouchers.settlement.statements.run import run_settlement
 
 EN = {"Accept-Language": "en"}
 

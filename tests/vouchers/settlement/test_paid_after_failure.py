@@ -15,7 +15,8 @@ from eldercare.errors import Conflict
 from tests.vouchers.settlement.builders import books_balanced, result_csv
 from tests.vouchers.settlement.test_bank_results import row, sent  # noqa: F401 (fixture)
 from vouchers.pool import ledger
-from vouchers.settlement import bank_files, bank_results, exceptions
+from vouchers.settlement import exceptions
+from vouchers.settlement.bank import bank_files, bank_results
 from vouchers.settlement.models import BankTransfer, SettlementException, Statement
 
 EN = {"Accept-Language": "en"}

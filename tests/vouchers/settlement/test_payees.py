@@ -13,7 +13,7 @@ from eldercare.errors import Conflict, InvalidInput, PermissionDenied
 from marketplace import providers
 from tests.vouchers.settlement.builders import approved_statement
 from tests.vouchers.settlement.conftest import spend
-from vouchers.settlement import payees
+from vouchers.settlement.bank import payees
 from vouchers.settlement.models import PayeeChange
 
 EN = {"Accept-Language": "en"}

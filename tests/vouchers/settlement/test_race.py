@@ -17,9 +17,9 @@ from tests.vouchers.test_redemption_race import _attempt, _world
 from vouchers.models import Redemption, Voucher
 from vouchers.pool import ledger
 from vouchers.redemption import steps as redemption
-from vouchers.settlement import approval
 from vouchers.settlement.models import Statement, StatementLine
-from vouchers.settlement.run import run_settlement
+from vouchers.settlement.statements import approval
+from vouchers.settlement.statements.run import run_settlement
 
 pytestmark = pytest.mark.postgres
 
@@ -207,7 +207,7 @@ def test_a_run_waits_for_an_approval_in_progress_and_adds_to_a_new_statement(pri
     not add a line to it meanwhile (the line would be in an approved statement, outside its
     totals and its hash): it waits, then puts the new redemption in statement 2."""
     from tests.vouchers.interleave import Interleaving, Pause
-    from vouchers.settlement import hashing
+    from vouchers.settlement.statements import hashing
 
     month, first = _redeem(private_app, 1, "before")
     with private_app.app_context():

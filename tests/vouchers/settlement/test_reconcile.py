@@ -14,8 +14,8 @@ from eldercare.db import db
 from tests.vouchers.settlement.conftest import spend
 from tests.vouchers.settlement.recon_builders import approve_statement, pay_statement
 from vouchers.models import JournalEntry
-from vouchers.settlement import reconcile
 from vouchers.settlement.models import SettlementException, StatementLine
+from vouchers.settlement.reconcile import reconcile
 
 
 @pytest.fixture

@@ -15,8 +15,9 @@ from tests.vouchers.conftest import GATEWAY_WEBHOOK_SECRET
 from vouchers.redemption import payments
 from vouchers.redemption import steps as redemption
 from vouchers.redemption.gateway import gateway
-from vouchers.settlement import recon_gateway, reconcile
 from vouchers.settlement.models import SettlementException
+from vouchers.settlement.reconcile import gateway as recon_gateway
+from vouchers.settlement.reconcile import reconcile
 
 VISA = payments.Card("4242424242424242", 12, 2030, "123")
 

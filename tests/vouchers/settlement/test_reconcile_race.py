@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from eldercare.db import db
 from eldercare.demo import build_demo
 from eldercare.timeutil import local_today
-from vouchers.settlement import reconcile
 from vouchers.settlement.models import ReconciliationRun, SettlementException
+from vouchers.settlement.reconcile import reconcile
 
 pytestmark = pytest.mark.postgres
 

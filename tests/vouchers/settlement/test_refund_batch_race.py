@@ -18,7 +18,7 @@ from tests.assessment.test_refund_account_race import (  # noqa: F401 (fixture)
     refund_id,
 )
 from tests.vouchers.interleave import Interleaving, Pause
-from vouchers.settlement import bank_files
+from vouchers.settlement.bank import bank_files
 from vouchers.settlement.models import BankTransfer
 
 pytestmark = pytest.mark.postgres

@@ -31,9 +31,10 @@ from vouchers.models import PaymentAttempt, Redemption, Voucher
 from vouchers.pool import ledger
 from vouchers.redemption import payments
 from vouchers.redemption.gateway import Gateway
-from vouchers.settlement import approval, books
+from vouchers.settlement import books
 from vouchers.settlement.models import Statement, StatementLine
-from vouchers.settlement.run import run_settlement
+from vouchers.settlement.statements import approval
+from vouchers.settlement.statements.run import run_settlement
 
 
 def _approve_during_refund(monkeypatch, approve):

@@ -16,9 +16,10 @@ from vouchers.errors import ReversalWindowClosed
 from vouchers.models import Voucher
 from vouchers.pool import ledger
 from vouchers.redemption import steps as redemption
-from vouchers.settlement import approval, books
+from vouchers.settlement import books
 from vouchers.settlement.models import Statement, StatementLine
-from vouchers.settlement.run import run_settlement
+from vouchers.settlement.statements import approval
+from vouchers.settlement.statements.run import run_settlement
 
 
 def settle(shop, bureau):

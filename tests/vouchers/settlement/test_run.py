@@ -12,9 +12,9 @@ from eldercare.errors import InvalidInput
 from tests.vouchers.settlement.conftest import settle_day, spend
 from vouchers.integrity.models import RedemptionFlag
 from vouchers.redemption import steps as redemption
-from vouchers.settlement import approval, periods
 from vouchers.settlement.models import SettlementMonth, Statement, StatementLine
-from vouchers.settlement.run import run_settlement
+from vouchers.settlement.statements import approval, periods
+from vouchers.settlement.statements.run import run_settlement
 
 
 def lines_of(statement_id=None):
@@ -115,7 +115,7 @@ def test_after_approval_new_lines_go_to_a_supplementary_statement(app_ctx, shop,
 
 
 def test_the_catch_up_settles_every_due_month(app_ctx, shop, bureau):
-    from vouchers.settlement.run import settle_due
+    from vouchers.settlement.statements.run import settle_due
 
     month = shop.voucher.month
     spend(shop)

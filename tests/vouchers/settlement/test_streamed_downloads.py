@@ -20,7 +20,8 @@ from eldercare.tokens import issue_token
 from tests.conftest import PASSWORD
 from tests.vouchers.settlement.builders import approved_statement
 from tests.vouchers.settlement.conftest import spend
-from vouchers.settlement import bank_files, statement_facts
+from vouchers.settlement.bank import bank_files
+from vouchers.settlement.documents import facts as statement_facts
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 

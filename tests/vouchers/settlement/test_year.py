@@ -22,8 +22,10 @@ from vouchers.issuance import monthly as issuance
 from vouchers.models import JournalEntry, Redemption, Voucher
 from vouchers.pool import ledger
 from vouchers.redemption import steps as redemption
-from vouchers.settlement import approval, bank_files, bank_results, periods, reconcile, run
+from vouchers.settlement.bank import bank_files, bank_results
 from vouchers.settlement.models import BankTransfer, Statement, StatementLine
+from vouchers.settlement.reconcile import reconcile
+from vouchers.settlement.statements import approval, periods, run
 
 MONTHS = 12
 FAILED_IN = 3  # the month whose batch has its statement line failed by the bank

@@ -11,9 +11,9 @@ from datetime import date
 import click
 
 from eldercare.db import unit_of_work
-from vouchers.settlement import reconcile
-from vouchers.settlement.recon_pool import BALANCE_TERMS, DISTRICT_TERMS
-from vouchers.settlement.run import MONTH_YEARS
+from vouchers.settlement.reconcile import reconcile
+from vouchers.settlement.reconcile.pool import BALANCE_TERMS, DISTRICT_TERMS
+from vouchers.settlement.statements.run import MONTH_YEARS
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 

@@ -33,8 +33,8 @@ import sqlalchemy as sa
 from assessment.models import FeeRefund
 from eldercare.db import db
 from vouchers.models import JournalEntry
-from vouchers.settlement import hashing
 from vouchers.settlement.models import FROZEN_STATUSES, BankTransfer, Statement, StatementLine
+from vouchers.settlement.statements import hashing
 
 LIST_LIMIT = 200  # findings of one kind per run: enough to act on, bounded for the page
 

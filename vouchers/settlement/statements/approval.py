@@ -35,8 +35,9 @@ from eldercare.db import db
 from eldercare.errors import Conflict, InvalidInput, PermissionDenied
 from eldercare.timeutil import local_today, now_utc
 from marketplace.models import Provider
-from vouchers.settlement import books, hashing
+from vouchers.settlement import books
 from vouchers.settlement.models import SettlementRules, Statement, StatementLine
+from vouchers.settlement.statements import hashing
 
 DEFAULT_THRESHOLD_FEN = 100_000_000  # 1 million yuan, if no rule row exists
 

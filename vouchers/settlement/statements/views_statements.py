@@ -30,8 +30,8 @@ from eldercare.residents import Resident, mask_name
 from eldercare.timeutil import format_local, local_today
 from marketplace.models import Provider, Service
 from vouchers.models import Redemption, Voucher
-from vouchers.settlement import approval, periods, run
 from vouchers.settlement.models import STATEMENT_STATUSES, SettlementMonth, Statement, StatementLine
+from vouchers.settlement.statements import approval, periods, run
 from vouchers.settlement.views import bp
 
 LINES_PAGE = 100

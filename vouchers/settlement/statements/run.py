@@ -27,8 +27,8 @@ from eldercare.timeutil import local_today, now_utc
 from marketplace.models import Provider
 from vouchers.integrity import anomalies
 from vouchers.models import Redemption
-from vouchers.settlement import periods
 from vouchers.settlement.models import SettlementMonth, Statement, StatementLine
+from vouchers.settlement.statements import periods
 
 OPEN = ("prepared", "awaiting_second")
 

@@ -32,8 +32,9 @@ from eldercare import audit
 from eldercare.db import db
 from vouchers.models import Voucher
 from vouchers.redemption import steps
-from vouchers.settlement import books, periods
+from vouchers.settlement import books
 from vouchers.settlement.models import FROZEN_STATUSES, Statement, StatementLine
+from vouchers.settlement.statements import periods
 
 OPEN = ("prepared", "awaiting_second")
 

@@ -24,8 +24,8 @@ from eldercare.forms import problem_from
 from eldercare.navigation import Destination
 from marketplace.models import Provider
 from marketplace.providers import administers_a_provider, provider_of
-from vouchers.settlement import payees
-from vouchers.settlement.bank_files import require_city_bureau
+from vouchers.settlement.bank import payees
+from vouchers.settlement.bank.bank_files import require_city_bureau
 from vouchers.settlement.views import bp
 
 FIELDS = ("account_name", "bank_name", "account_number")

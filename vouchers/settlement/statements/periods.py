@@ -3,7 +3,7 @@
 A redemption belongs to its voucher's month. Month M may be settled from the first day of
 M+1 plus the longest reversal window of the voucher policies in force on M's last day: by
 then no provider can reverse a redemption of M any more, so what a statement pays no longer
-moves (a bureau reversal later is a clawback, ``vouchers.settlement.guard``).
+moves (a bureau reversal later is a clawback, ``vouchers.settlement.statements.guard``).
 
 The ``settlement_months`` row is the lock that keeps a run and a reversal of the same month
 apart: the run locks it FOR UPDATE, a reversal FOR SHARE (lock order in

@@ -29,7 +29,7 @@ from eldercare.residents import Resident, mask_name
 from eldercare.streaming import row_body
 from eldercare.timeutil import format_local
 from marketplace.models import Provider
-from vouchers.settlement import bank_files, bank_results
+from vouchers.settlement.bank import bank_files, bank_results
 from vouchers.settlement.exceptions import kind_label
 from vouchers.settlement.models import (
     BankBatch,

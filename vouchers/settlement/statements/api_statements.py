@@ -26,8 +26,8 @@ from eldercare.api_fields import said
 from eldercare.db import db
 from eldercare.errors import NotFound, PermissionDenied
 from eldercare.tokens import token_required
-from vouchers.settlement import approval, run
 from vouchers.settlement.models import STATEMENT_STATUSES, Statement, StatementLine
+from vouchers.settlement.statements import approval, run
 
 blp = Blueprint(
     "settlement_api", __name__, url_prefix="/api/v1/settlement", description="Settlement"

@@ -32,10 +32,10 @@ from eldercare.navigation import Destination
 from eldercare.residents import District
 from eldercare.timeutil import format_local, local_today, now_utc
 from vouchers.settlement import exceptions as queue
-from vouchers.settlement import reconcile
 from vouchers.settlement.models import SettlementException
-from vouchers.settlement.recon_pool import BALANCE_TERMS, DISTRICT_TERMS
-from vouchers.settlement.run import parse_month
+from vouchers.settlement.reconcile import reconcile
+from vouchers.settlement.reconcile.pool import BALANCE_TERMS, DISTRICT_TERMS
+from vouchers.settlement.statements.run import parse_month
 from vouchers.settlement.views import bp
 
 BUTTON_INTERVAL = timedelta(minutes=1)

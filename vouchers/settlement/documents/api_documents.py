@@ -12,14 +12,14 @@ from flask import g
 
 from eldercare.api import BEARER, error_responses
 from eldercare.tokens import token_required
-from vouchers.settlement.api_statements import blp
-from vouchers.settlement.views_documents import (
+from vouchers.settlement.documents.views_documents import (
     PDF_TYPE,
     XLSX_TYPE,
     pdf_response,
     readable_statement,
     xlsx_response,
 )
+from vouchers.settlement.statements.api_statements import blp
 
 _READ = ("read", "vouchers:read")
 

@@ -21,11 +21,11 @@ from eldercare.api_fields import said
 from eldercare.db import db
 from eldercare.tokens import token_required
 from marketplace.models import Provider
-from vouchers.settlement import bank_files, bank_results, payees
-from vouchers.settlement.api_statements import blp
+from vouchers.settlement.bank import bank_files, bank_results, payees
+from vouchers.settlement.bank.views_bank import download
 from vouchers.settlement.exceptions import kind_label
 from vouchers.settlement.models import BankBatch
-from vouchers.settlement.views_bank import download
+from vouchers.settlement.statements.api_statements import blp
 
 
 def _city_bureau(view):

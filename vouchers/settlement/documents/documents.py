@@ -13,7 +13,7 @@ comes from the PyPI package ``paperang-p2-fonts-cjk`` (pinned in setup.cfg; its 
 byte-identical to Debian's ``fonts-wqy-microhei``, licence Apache-2.0 or GPL-3 with the font
 exception), else from Debian's package where that is installed.
 
-Large statements: the lines are read in one streamed query (``statement_facts.line_rows``)
+Large statements: the lines are read in one streamed query (``facts.line_rows``)
 as plain values, and laid out as one table per page. A single table of every line would be
 split page by page, each split rebuilding the table of all the lines left (quadratic time).
 """
@@ -45,9 +45,9 @@ from reportlab.platypus import (
 )
 
 from vouchers.redemption.qr_images import qr_png
-from vouchers.settlement import statement_facts as facts
-from vouchers.settlement.hashing import statement_hash
+from vouchers.settlement.documents import facts
 from vouchers.settlement.models import Statement
+from vouchers.settlement.statements.hashing import statement_hash
 
 FONT = "WQYMicroHei"
 FONT_FILE = "wqy-microhei.ttc"
@@ -60,7 +60,7 @@ AUTHOR = "沈阳市民政局 Shenyang Civil Affairs Bureau"
 ROW_HEIGHT = 5.4 * mm
 HEADER_HEIGHT = 9 * mm
 LINE_FONT_SIZE = 7.5
-# Column widths of the lines table (mm), in the order of statement_facts.LINE_HEADERS;
+# Column widths of the lines table (mm), in the order of facts.LINE_HEADERS;
 # they fill the landscape frame (297 - 2 x 12 = 273 mm).
 LINE_WIDTHS_MM = (20, 20, 16, 70, 14, 14, 18, 20, 18, 20, 20, 23)
 MONEY_COLUMNS = (7, 8, 9, 10)

@@ -28,10 +28,10 @@ from eldercare.errors import InvalidInput, NotFound, PermissionDenied
 from eldercare.timeutil import SHANGHAI
 from eldercare.tokens import token_required
 from vouchers.settlement import exceptions as queue
-from vouchers.settlement import reconcile
-from vouchers.settlement.api_statements import blp
 from vouchers.settlement.models import ReconciliationRun, SettlementException
-from vouchers.settlement.run import parse_month
+from vouchers.settlement.reconcile import reconcile
+from vouchers.settlement.statements.api_statements import blp
+from vouchers.settlement.statements.run import parse_month
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 MONTH_MESSAGE = _l("Give the month as YYYY-MM, for example 2026-11.")

@@ -6,7 +6,7 @@ decimals (exact: written from Decimal, shown as 0.00), so an accountant can sum 
 dates are dates, times are local (Asia/Shanghai) text.
 
 openpyxl's write-only workbook writes rows to a temporary file as they come, and the lines
-are read in one streamed query (``statement_facts.line_rows``): a month of any size never sits
+are read in one streamed query (``facts.line_rows``): a month of any size never sits
 in memory as a sheet.
 """
 
@@ -17,13 +17,13 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font
 
 from eldercare.timeutil import to_local
-from vouchers.settlement import statement_facts as facts
-from vouchers.settlement.documents import printed_hash
+from vouchers.settlement.documents import facts
+from vouchers.settlement.documents.documents import printed_hash
 from vouchers.settlement.models import Statement
 from vouchers.spreadsheets import text_cell, workbook_chunks
 
 MONEY_FORMAT = "#,##0.00"
-# Column widths (characters), in the order of statement_facts.LINE_HEADERS.
+# Column widths (characters), in the order of facts.LINE_HEADERS.
 WIDTHS = (14, 12, 10, 32, 9, 9, 12, 12, 12, 12, 12, 16)
 
 

@@ -1,7 +1,7 @@
 """Statements as documents, on the settlement blueprint ``bp``:
 
 - ``verify`` (GET /settlement/verify/<token>, public): what a statement's QR opens. The
-  token is the statement id signed with the app's SECRET_KEY (``statement_facts``), so the
+  token is the statement id signed with the app's SECRET_KEY (``facts``), so the
   page cannot be reached by counting ids. It shows the provider, month, statement number,
   status, the total to be paid, the hash stored at approval and whether the lines still
   hash to it now (recomputed); no elder's data. A forged or mangled token is a 404 page.
@@ -32,9 +32,9 @@ from eldercare.streaming import row_body
 from eldercare.timeutil import format_local
 from marketplace.providers import administers_a_provider, provider_of, staff_record
 from vouchers.exports import XLSX_TYPE
-from vouchers.settlement import statement_facts as facts
-from vouchers.settlement.hashing import statement_hash
+from vouchers.settlement.documents import facts
 from vouchers.settlement.models import Statement
+from vouchers.settlement.statements.hashing import statement_hash
 from vouchers.settlement.views import bp
 
 PDF_TYPE = "application/pdf"
@@ -86,7 +86,7 @@ def _file_name(statement: Statement, ext: str) -> str:
 
 
 def pdf_response(statement: Statement) -> Response:
-    from vouchers.settlement.documents import statement_pdf
+    from vouchers.settlement.documents.documents import statement_pdf
 
     response = Response(statement_pdf(statement), mimetype=PDF_TYPE)
     response.headers["Content-Disposition"] = (
@@ -97,7 +97,7 @@ def pdf_response(statement: Statement) -> Response:
 
 
 def xlsx_response(statement: Statement) -> Response:
-    from vouchers.settlement.statement_xlsx import statement_xlsx
+    from vouchers.settlement.documents.statement_xlsx import statement_xlsx
 
     # The body loads the statement again in its own session (``eldercare.streaming``).
     response = Response(row_body(statement_xlsx, Statement, statement.id), mimetype=XLSX_TYPE)

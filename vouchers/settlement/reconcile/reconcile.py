@@ -1,6 +1,6 @@
 """Reconciliation of a month: the pool identity in total and per district with the
-sub-ledgers (``recon_pool``), the card gateway (``recon_gateway``), the bank and the approved
-statements (``recon_bank``). One run is stored (``ReconciliationRun.findings``, what the page
+sub-ledgers (``pool``), the card gateway (``gateway``), the bank and the approved
+statements (``bank``). One run is stored (``ReconciliationRun.findings``, what the page
 shows) and every mismatch goes to the exception queue (``exceptions.raise_exception``): the
 same finding found again while open is the same row; found again after it was resolved, a
 new one.
@@ -25,9 +25,11 @@ from eldercare.accounts import User
 from eldercare.db import db
 from eldercare.scheduler import JobFailed, ScheduledJob
 from eldercare.timeutil import local_today, now_utc
-from vouchers.settlement import recon_bank, recon_gateway, recon_pool
 from vouchers.settlement.exceptions import KIND_LABELS, raise_exception
 from vouchers.settlement.models import ReconciliationRun, SettlementException
+from vouchers.settlement.reconcile import bank as recon_bank
+from vouchers.settlement.reconcile import gateway as recon_gateway
+from vouchers.settlement.reconcile import pool as recon_pool
 
 SOURCE = "reconciliation"
 

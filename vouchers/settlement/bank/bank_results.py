@@ -46,8 +46,8 @@ from eldercare.db import db
 from eldercare.errors import Conflict, InvalidInput
 from eldercare.timeutil import format_local, now_utc
 from vouchers.pool import ledger, memos
-from vouchers.settlement import result_files
-from vouchers.settlement.bank_files import require_city_bureau
+from vouchers.settlement.bank import result_files
+from vouchers.settlement.bank.bank_files import require_city_bureau
 from vouchers.settlement.exceptions import hold_fingerprint, raise_exception
 from vouchers.settlement.models import (
     BankBatch,

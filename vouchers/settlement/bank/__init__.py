@@ -1,0 +1,1 @@
+"""Paying providers: payee bank accounts, bank transfer batches and the bank's result files."""

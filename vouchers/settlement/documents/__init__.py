@@ -1,0 +1,1 @@
+"""A statement's documents: the PDF, the XLSX, the facts they show, the verification page."""

@@ -1,0 +1,1 @@
+"""Reconciliation of a month: the pool identity, the card gateway, the bank and the statements."""

@@ -1,0 +1,1 @@
+"""Statements: which months settle, the run, approval and its hash, reversals after it."""
