@@ -144,7 +144,7 @@ TABLES: dict[str, Table] = {
             _l("Take-up of the month by district"),
             (
                 *DISTRICT_COLUMNS,
-                Column("holders", _l("Elders holding a voucher")),
+                Column("holders", _l("Eligible elders (holding a voucher not revoked, or used)")),
                 Column("users", _l("Elders who used it")),
                 Column("share_bp", _l("Take-up"), "bp"),
             ),

@@ -40,7 +40,7 @@ from vouchers.settlement.models import FROZEN_STATUSES, Statement, StatementLine
 TOP_PROVIDERS = 10
 OTHERS = "others"  # the key of the "all other providers" row
 ALL_RULES = "all"  # the key of the open flags' total row (no rule has this code)
-ALL_RULES_LABEL = _l("Every rule (a redemption flagged by several counted once)")
+ALL_RULES_LABEL = _l("Every rule (in the subsidy, a redemption flagged by several counted once)")
 
 
 # --------------------------------------------------------------------------- months

@@ -25,7 +25,7 @@ from eldercare.errors import InvalidInput
 from eldercare.forms import problem_from, yuan
 from eldercare.navigation import Destination
 from eldercare.residents import District
-from vouchers.insight import dashboard
+from vouchers.insight import dashboard, figures
 from vouchers.views import bp
 
 DESTINATIONS = [
@@ -69,6 +69,8 @@ def _chart(table: dashboard.Table, rows: list[dict]) -> str:
     title = str(table.title)
     category, keys = CHARTS[table.name]
     columns = {c.key: c for c in table.columns}
+    # One bar per rule: the open flags' total row adds them up (the table shows it).
+    rows = [r for r in rows if r.get("rule") != figures.ALL_RULES]
     series = [
         (str(columns[key].heading), [_plotted(columns[key], r[key]) for r in rows]) for key in keys
     ]

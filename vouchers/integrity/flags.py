@@ -531,10 +531,15 @@ def is_settled(redemption: Redemption) -> bool:
 
 def is_held(redemption: Redemption) -> bool:
     """Is the redemption held out of settlement by its open flags now? Only a completed one
-    not yet settled is: a reversal leaves its flags open (a provider reversing a flagged
-    redemption is itself worth a look) but nothing is left to hold, and one in an approved
-    statement was paid already (rejecting claws it back)."""
-    return redemption.status in FLAGGABLE_STATUSES and not is_settled(redemption)
+    not yet settled, with a flag still open, is: a reversal leaves its flags open (a
+    provider reversing a flagged redemption is itself worth a look) but nothing is left to
+    hold, one in an approved statement was paid already (rejecting claws it back), and once
+    its last flag is decided nothing holds it."""
+    return (
+        redemption.status in FLAGGABLE_STATUSES
+        and bool(open_flagged([redemption.id]))
+        and not is_settled(redemption)
+    )
 
 
 def open_flagged(redemption_ids: list[int]) -> set[int]:

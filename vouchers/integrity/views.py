@@ -122,7 +122,8 @@ def _render_list(status=200, problem=None, problem_id=None, values=None, action=
             "words": flags.explain(flag.rule, flag.evidence, district_id=current_user.district_id),
             "raised_at": format_local(flag.raised_at),
             "redemption": _facts(redemption),
-            "settled": flags.is_settled(redemption),
+            # A reversal of a settled one clawed it back already: no claw-back to promise.
+            "settled": redemption.status == "redeemed" and flags.is_settled(redemption),
             "reversed": redemption.status != "redeemed",
             "others": others.get(redemption.id, 0),
         }
@@ -177,6 +178,13 @@ def _clear(flag, *, reason, actor) -> None:
         # A reversal leaves its flags open (flags.py): clearing one settles nothing.
         flash(
             _("The flag was cleared: the redemption was reversed; nothing will be settled."),
+            "success",
+        )
+        return
+    if flags.is_settled(redemption):
+        # Flagged after its statement was approved: it was paid already, and stays so.
+        flash(
+            _("The flag was cleared: the redemption was settled already; nothing changes."),
             "success",
         )
         return

@@ -185,3 +185,19 @@ def test_a_redemption_flagged_by_two_rules_is_held_once_in_the_total(dash):
     assert rows[figures.ALL_RULES] == (3, 4800 + 40000)
     heping = {r["rule"]: r["subsidy_fen"] for r in figures.open_flags(dash.heping.id, dash.month)}
     assert heping == {"bureau": 4800, "daily_frequency": 4800, figures.ALL_RULES: 4800}
+
+
+def test_the_open_flags_chart_draws_one_bar_per_rule_not_the_total(app_ctx, dash):
+    """The table ends with the rules' total; the chart drew it as a third bar beside the two
+    rules it adds up."""
+    from flask_babel import force_locale
+
+    from vouchers.insight import views
+
+    _flag_another_rule("daily_frequency")
+    with force_locale("en"):
+        rows = figures.open_flags(None, dash.month)
+        svg = views._chart(dashboard.TABLES["open_flags"], rows)
+        total = str(figures.ALL_RULES_LABEL)
+    assert [r["rule"] for r in rows][-1] == figures.ALL_RULES
+    assert "Held by a bureau officer" in svg and total not in svg

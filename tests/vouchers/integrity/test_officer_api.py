@@ -165,3 +165,19 @@ def test_the_list_says_a_reversed_redemption_is_not_held(shop, flagged, client, 
         ("reversed", False),
         ("reversed", False),
     ]
+
+
+def test_a_redemption_whose_last_flag_is_cleared_is_no_longer_held(shop, flagged, client, bearer):
+    """``held`` is "held out of settlement now": the first clearing leaves the other flag
+    holding it, the last one frees it (it was said held after every flag was decided)."""
+    r, (high, sample) = flagged
+    auth = bearer(shop.market.officer)
+    first = client.post(f"{FLAGS}/{high.id}/clear", json={"reason": "家属确认"}, headers=auth)
+    assert first.status_code == 200 and first.get_json()["redemption"]["held"] is True
+    last = client.post(f"{FLAGS}/{sample.id}/clear", json={"reason": "抽查无误"}, headers=auth)
+    assert last.status_code == 200 and last.get_json()["redemption"]["held"] is False
+    listed = client.get(f"{FLAGS}?status=all", headers=auth).get_json()["items"]
+    assert [(f["status"], f["redemption"]["held"]) for f in listed] == [
+        ("cleared", False),
+        ("cleared", False),
+    ]

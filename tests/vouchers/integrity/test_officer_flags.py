@@ -174,6 +174,45 @@ def test_the_confirmation_says_the_other_flags_close_too(shop, two_flags, en, lo
     assert [f.status for f in _flags_of(r)] == ["rejected", "rejected"]
 
 
+def test_clearing_a_settled_redemptions_flag_says_nothing_changes(
+    shop, en, login, bureau, db_session
+):
+    """Flagged after its statement was approved: it was paid already. Clearing said "will be
+    settled with the next run", which settles nothing of it."""
+    r = spend(shop)
+    approved_statement(shop.market.station, [r], preparer=bureau.officer, approver=bureau.approver)
+    flag = flags.raise_flag(
+        r, rule=flags.RULE_BUREAU, evidence={"reason": "事后投诉"}, actor=shop.market.officer
+    )
+    db_session.commit()
+    login(shop.market.officer)
+    page = en.post(
+        f"{PAGE}/{flag.id}/clear", data={"reason": "家属确认"}, follow_redirects=True
+    ).get_data(as_text=True)
+    assert "The flag was cleared: the redemption was settled already; nothing changes." in page
+    assert "will be settled with the next run" not in page
+
+
+def test_a_settled_redemption_reversed_since_promises_no_claw_back(
+    shop, en, login, bureau, db_session
+):
+    """The reversal clawed it back already (a rejection does not reverse it again): the
+    queue said both "nothing is held" and "rejecting claws the subsidy back"."""
+    from vouchers.redemption import steps as redemption
+
+    r = spend(shop)
+    approved_statement(shop.market.station, [r], preparer=bureau.officer, approver=bureau.approver)
+    flag = flags.raise_flag(
+        r, rule=flags.RULE_BUREAU, evidence={"reason": "事后投诉"}, actor=shop.market.officer
+    )
+    redemption.reverse(r, actor=bureau.officer, reason="家属投诉未上门")
+    db_session.commit()
+    login(shop.market.officer)
+    page = en.get(PAGE).get_data(as_text=True)
+    assert f'id="reversed-{flag.id}"' in page
+    assert f'id="settled-{flag.id}"' not in page and "claws the subsidy back" not in page
+
+
 def test_the_redemptions_page_lists_its_flags_for_the_bureau_only(shop, two_flags, en, login):
     r, (high, sample) = two_flags
     flags.clear(high, reason="核实无误", actor=shop.market.officer)
